@@ -1,0 +1,165 @@
+"""Public API: patch a Hugging Face model in place with a context method, inspect it, undo it.
+
+    import ropeshift
+    model, tok = ropeshift.load_model("smollm2-135m")
+    ropeshift.apply(model, "string")               # S = round(0.33 L), W = 128
+    ropeshift.describe(model)                      # {'method': 'string', 'params': {...}, 'impl': 'auto', ...}
+    ropeshift.remove(model)                        # exactly the original model again
+
+Attention-level methods go through one function registered with transformers' ``AttentionInterface`` (plus
+the matching mask registration) and ``model.set_attn_implementation``; RoPE-scaling methods go through
+``config.rope_parameters``. Nothing else about the model changes.
+"""
+from __future__ import annotations
+
+import inspect
+
+from .attention.dispatch import IMPLS, triton_unsupported_reason
+from .attention.interface import ATTN_NAME, register
+from .remaps.base import ModelInfo
+from .remaps.registry import METHODS
+from .rope import LENGTH_DEPENDENT_ROPE_TYPES, rope_info
+from .state import RuntimeState, drop_state, set_state
+
+RECORD = "ropeshift"  # attribute on model.config holding the serialisable record
+IDENTITY_METHODS = ("rope",)  # the unpatched model
+
+
+def methods() -> list[str]:
+    """Names accepted by ``apply``: "rope" (unpatched) and every registered method."""
+    return [*IDENTITY_METHODS, *METHODS.names()]
+
+
+def _record(model) -> dict:
+    return dict(getattr(model.config, RECORD, None) or {})
+
+
+def model_info(model, train_length: int | None = None) -> ModelInfo:
+    cfg = model.config
+    info = rope_info(model)
+    return ModelInfo(
+        model_type=getattr(cfg, "model_type", type(model).__name__),
+        train_length=train_length if train_length is not None else getattr(cfg, "max_position_embeddings", None),
+        rope_type=info.rope_type,
+        head_dim=info.head_dim,
+        rotary_dim=info.rotary_dim,
+    )
+
+
+def check_supported(model) -> None:
+    """Raise ValueError when the model's attention cannot take a position method (before any model work)."""
+    cfg = model.config
+    model_type = getattr(cfg, "model_type", type(model).__name__)
+    if not getattr(cfg, "is_causal", True):
+        raise ValueError(f"unsupported: {model_type!r} is not a causal LM")
+    if getattr(cfg, "attn_logit_softcapping", None) is not None:
+        raise ValueError(f"unsupported: {model_type!r} uses attention logit soft-capping")
+    window = getattr(cfg, "sliding_window", None)
+    layer_types = getattr(cfg, "layer_types", None)
+    if window is not None and (layer_types is None or "sliding_attention" in layer_types):
+        raise ValueError(
+            f"unsupported: {model_type!r} has sliding-window attention on (sliding_window={window}); "
+            "set model.config.sliding_window = None (and full-attention layer_types) before applying"
+        )
+
+
+def _resolve(cls, info: ModelInfo, params: dict):
+    try:
+        return cls.resolve(info, **params)
+    except TypeError as e:
+        allowed = [p for p in inspect.signature(cls.resolve).parameters if p not in ("info", "cls")]
+        raise ValueError(f"{cls.name}: {e}; parameters are: {', '.join(allowed)}") from None
+
+
+def apply(model, method: str = "string", *, shift=None, window=None, train_length=None, impl: str = "auto", **params):
+    """Patch ``model`` in place with ``method`` and return it.
+
+    Args:
+        method: a name from ``ropeshift.methods()``; "rope" restores the unpatched model.
+        shift: STRING's S: int tokens, or float ratio of L in (0, 1) (default 0.33).
+        window: STRING's local window W in tokens (default 128); other methods' windows by their own names.
+        train_length: L, the training length (default ``config.max_position_embeddings``).
+        impl: "auto" | "torch" | "reference" | "triton" (attention-level methods). An explicit impl never
+            falls back silently.
+        **params: method-specific parameters (see ``ropeshift ls``).
+    Applying an attention method twice replaces the first application; a RoPE-scaling method composes with it.
+    """
+    if method in IDENTITY_METHODS:
+        return remove(model)
+    cls = METHODS[method]
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    user = {k: v for k, v in dict(shift=shift, window=window, train_length=train_length).items() if v is not None}
+    user.update(params)
+    if getattr(cls, "kind", "attention") == "rope_scaling":
+        from .rope_scaling import apply_rope_scaling
+
+        apply_rope_scaling(model, cls, user)
+        _refresh_attention_state(model)
+        return model
+    check_supported(model)
+    info = model_info(model, user.get("train_length"))
+    if info.rope_type in LENGTH_DEPENDENT_ROPE_TYPES:
+        raise ValueError(
+            f"unsupported: rope_type {info.rope_type!r} changes its frequencies with the input length, so cached "
+            f"keys and shifted queries would use different angles; {method} needs fixed frequencies"
+        )
+    resolved = _resolve(cls, info, user)
+    if impl == "triton":
+        reason = triton_unsupported_reason(resolved, next(model.parameters()).device)
+        if reason:
+            raise ValueError(f"impl='triton': {reason}")
+    record = _record(model)
+    original = record.get("original_attn_implementation", model.config._attn_implementation)
+    register()
+    set_state(model.config, RuntimeState(resolved, impl, rope_info(model).inv_freq, info.train_length))
+    record.update(
+        attention={"method": method, "params": resolved.params(), "impl": impl},
+        original_attn_implementation=original,
+    )
+    setattr(model.config, RECORD, record)
+    model.set_attn_implementation(ATTN_NAME)
+    return model
+
+
+def _refresh_attention_state(model) -> None:
+    """After a RoPE change, rebuild the attention state so shifted queries use the new frequencies."""
+    record = _record(model)
+    att = record.get("attention")
+    if att:
+        apply(model, att["method"], impl=att["impl"], **att["params"])
+
+
+def remove(model):
+    """Undo every ropeshift change on ``model`` (attention implementation and RoPE parameters); return it."""
+    record = _record(model)
+    if not record:
+        return model
+    if record.get("rope"):
+        from .rope_scaling import remove_rope_scaling
+
+        remove_rope_scaling(model, record["rope"])
+    if record.get("original_attn_implementation"):
+        model.set_attn_implementation(record["original_attn_implementation"])
+    drop_state(model.config)
+    if hasattr(model.config, RECORD):
+        delattr(model.config, RECORD)
+    return model
+
+
+def describe(model) -> dict:
+    """The model's ropeshift settings as plain data (written into every result record)."""
+    record = _record(model)
+    parts = [p for p in (record.get("rope"), record.get("attention")) if p]
+    if not parts:
+        return {"method": "rope", "params": {}, "impl": None}
+    params: dict = {}
+    for p in parts:
+        params.update(p.get("params", {}))
+    return {
+        "method": "+".join(p["method"] for p in parts),
+        "params": params,
+        "impl": (record.get("attention") or {}).get("impl"),
+        "rope": record.get("rope"),
+        "attention": record.get("attention"),
+    }

@@ -1,0 +1,1 @@
+"""Command-line interface: ``ropeshift <subcommand>``; see ``ropeshift --help``."""

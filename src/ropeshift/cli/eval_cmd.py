@@ -1,0 +1,82 @@
+"""``ropeshift eval``: run tasks x lengths x methods on one model, resumably, into per-sample JSONL.
+
+Prompts are generated once per (task, length, index, seed) and stored; every method runs on the
+same prompts. Rerunning the same command skips finished samples. Summaries and plots come from
+``ropeshift report RUNDIR``.
+
+Run: ropeshift eval --model smollm2-135m --methods rope,string --tasks passkey,niah_single_1 --lengths 1k,2k --samples 5
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ropeshift.eval import cli_common as cc
+
+EXAMPLES = """examples:
+  ropeshift eval --tasks passkey,niah_single_1,vt --lengths 1k,2k --samples 5
+  ropeshift eval --tasks niah_single_2,niah4,perplexity --haystack kjv --lengths 2k,4k,8k --samples 50 --batch-size 16
+  ropeshift eval --tasks qa:/data/squad_v2_dev.json --lengths 4k --samples 100
+  ropeshift eval --tasks passkey --lengths 8k --dry-run
+tasks: see `ropeshift ls`; haystacks: noise, pydoc, kjv, essays:PATH, file:PATH
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval", help="run evaluation tasks per method and length (resumable JSONL records)",
+        description=__doc__.split("\n\n")[1], epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cc.add_model_args(p)
+    cc.add_method_args(p)
+    cc.add_run_args(p, lengths="1k,2k,4k")
+    g = p.add_argument_group("tasks")
+    g.add_argument("--tasks", default="passkey,niah_single_1,vt,kv_retrieval",
+                   help="comma-separated task names (name:ARG for qa:PATH, perplexity:single)")
+    g.add_argument("--samples", type=int, default=5, help="samples per task and length (default: 5)")
+    g.add_argument("--depths", type=int, default=None,
+                   help="evenly spaced depths for depth-grid tasks (default: each task's own)")
+    g.add_argument("--haystack", default=None,
+                   help="text haystack for tasks that read one (default: pydoc): pydoc, kjv, noise, essays:PATH, file:PATH")
+    cc.add_threshold_args(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from ropeshift.eval.options import parse_names
+    from ropeshift.eval.records import iter_records, model_dir
+    from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
+    from ropeshift.eval.runner import RunConfig, format_plan, model_label, run as run_eval
+    from ropeshift.eval.tasks import TaskOptions
+
+    cfg = RunConfig(
+        model=model_label(args.model), tasks=parse_names(args.tasks, "tasks"), lengths=cc.lengths_from(args),
+        methods=cc.specs_from(args), samples=args.samples, seed=args.seed,
+        options=TaskOptions(haystack=args.haystack, depths=args.depths, chat=cc.chat_from(args)),
+        batch_size=args.batch_size, out=args.out, impl=args.impl,
+    )
+    threshold = cc.threshold_from(args)
+    print(format_plan(cfg))
+    if args.dry_run:
+        return 0
+    model, tokenizer = cc.load(args)
+    try:
+        run_eval(cfg, model, tokenizer, progress=not args.no_progress, model_path=args.model)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished samples are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+    labels = {m.label for m in cfg.methods}
+    root = model_dir(cfg.out, cfg.model)
+    recs = [r for r in iter_records(root) if r["method"] in labels and r["length"] in cfg.lengths
+            and r["index"] < cfg.samples]
+    summary = summarise(recs)
+    if summary:
+        print(f"\nmean over generation tasks (%, 95% CI); effective length: {threshold.describe()}")
+        print(ruler_table(summary, threshold))
+    ppl = perplexities(recs)
+    for task in sorted({k[2] for k in ppl}):
+        print(f"\n{task}")
+        print(perplexity_table(ppl, task))
+    print(f"\nrecords: {root}   full report: ropeshift report {root}")
+    return 0

@@ -1,0 +1,107 @@
+"""Build a report folder from stored records: report.md, summary.csv, PNG plots and report.html.
+
+    build_report(Path("runs/smollm2-135m"), Path("runs/smollm2-135m/report"), Threshold(absolute=85.6))
+
+Generation tasks give the RULER-style table (mean over tasks per method x length, Wilson 95 % CI,
+effective length) and one table per task; depth-carrying tasks give heatmaps and depth curves;
+``niah4`` gives per-needle recall; perplexity tasks give tables and a PPL-vs-length plot with the
+training length (from ``run.json``) marked.
+Run: ropeshift report RUNDIR
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .records import iter_records, read_manifests, safe_name
+from .report_html import HtmlPage
+from .report_tables import (Threshold, markdown, method_length_scores, needle_recall_rows, perplexities,
+                            perplexity_rows, ruler_rows, summarise, task_rows)
+
+
+@dataclass
+class Report:
+    markdown: str
+    files: list[Path] = field(default_factory=list)
+
+
+def _write_csv(path: Path, summary, ppl) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "method", "task", "length", "score_pct", "ci_lo_pct", "ci_hi_pct", "n", "perplexity",
+                    "tokens_scored"])
+        for (model, method, task, length), c in sorted(summary.items()):
+            w.writerow([model, method, task, length, f"{100 * c.mean:.2f}", f"{100 * c.lo:.2f}", f"{100 * c.hi:.2f}",
+                        c.n, "", ""])
+        for (model, method, task, length), (p, tok, n) in sorted(ppl.items()):
+            w.writerow([model, method, task, length, "", "", "", n, f"{p:.4f}", tok])
+
+
+def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = True) -> Report:
+    records = list(iter_records(rundir))
+    if not records:
+        raise ValueError(f"no records under {rundir} (run `ropeshift eval` or `ropeshift needle` first)")
+    out.mkdir(parents=True, exist_ok=True)
+    manifests = read_manifests(rundir)
+    train = next((m.get("train_length") for m in manifests.values() if m.get("train_length")), None)
+    models = sorted({r.get("model", "") for r in records})
+    summary, ppl = summarise(records), perplexities(records)
+    # plots group by method only: with several models, name each line/panel model/method
+    plot_records = records if len(models) < 2 else [dict(r, method=f"{r.get('model')}/{r['method']}") for r in records]
+    methods = sorted({r["method"] for r in plot_records})
+    gen_tasks = sorted({k[2] for k in summary})
+    hay = {t: sorted({r["haystack"] for r in records if r["task"] == t}) for t in {r["task"] for r in records}}
+
+    title = f"ropeshift report: {', '.join(models)}"
+    page, md, files = HtmlPage(title), [f"# {title}", ""], []
+    info = (f"training length {train or 'unknown'}; methods {', '.join(methods)}; "
+            f"haystacks: " + "; ".join(f"{t}: {', '.join(h)}" for t, h in sorted(hay.items())))
+    page.note(info)
+    md += [info, ""]
+
+    def add_table(heading: str, headers, rows, note: str | None = None):
+        page.heading(heading)
+        md.extend([f"## {heading}", ""])
+        if note:
+            page.note(note)
+            md.extend([note, ""])
+        page.table(headers, rows)
+        md.extend([markdown(headers, rows), ""])
+
+    def add_image(name: str, alt: str, draw) -> None:
+        path = out / name
+        if plots and draw(path):
+            files.append(path)
+            page.image(path, alt)
+            md.extend([f"![{alt}]({name})", ""])
+
+    from . import report_plots as rp
+
+    if gen_tasks:
+        add_table("Mean over tasks", *ruler_rows(summary, threshold),
+                  note=f"Score in %, [Wilson 95 % CI]; tasks: {', '.join(gen_tasks)}. Effective length: "
+                       f"{threshold.describe()} at that length and every shorter one (brackets: largest passing).")
+        add_image("accuracy_vs_length.png", "mean score vs length",
+                  lambda p: rp.length_plot(method_length_scores(summary), train, p))
+    for task in gen_tasks:
+        add_table(f"Task {task}", *task_rows(summary, task))
+        if task == "niah4":
+            h, rows = needle_recall_rows(records)
+            if rows:
+                add_table("niah4 per-needle recall (%)", h, rows, note="needle j sits in quarter j of the text")
+        add_image(f"{safe_name(task)}_heatmap.png", f"{task} depth x length",
+                  lambda p, t=task: rp.heatmaps(plot_records, t, methods, p))
+        add_image(f"{safe_name(task)}_depth.png", f"{task} score by depth",
+                  lambda p, t=task: rp.depth_curves(plot_records, t, methods, p))
+    for task in sorted({k[2] for k in ppl}):
+        h, rows, note = perplexity_rows(ppl, task)
+        add_table(f"Perplexity: {task}", h, rows, note=note + "; perplexity = exp(sum nll / sum tokens)")
+        add_image(f"{safe_name(task)}_ppl.png", f"{task} vs length",
+                  lambda p, t=task: rp.perplexity_plot(ppl, t, train, p))
+
+    (out / "report.md").write_text("\n".join(md))
+    _write_csv(out / "summary.csv", summary, ppl)
+    (out / "report.html").write_text(page.render())
+    files += [out / "report.md", out / "summary.csv", out / "report.html"]
+    return Report("\n".join(md), files)

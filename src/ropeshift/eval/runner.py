@@ -1,0 +1,214 @@
+"""The evaluation runner: methods x tasks x lengths -> per-sample JSONL records, resumable.
+
+    cfg = RunConfig(model="smollm2-135m", tasks=("needle",), lengths=(1024, 2048),
+                    methods=(MethodSpec("rope"), MethodSpec("string")), samples=10)
+    print(format_plan(cfg))                       # what would run (no model needed)
+    run(cfg, model, tokenizer)                    # generate prompts once, then every method on them
+
+Prompts are generated once per (task, length) from the seed and stored under ``_prompts/``; every
+method reads the stored prompts, so all methods see identical inputs. A record is appended (and
+fsynced) as soon as its sample is scored; a rerun skips samples whose record exists, after checking
+that it was made from the same prompt (same hash).
+Run: ropeshift eval --help
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .options import MethodSpec, format_length
+from .prompts import encode
+from .records import Appender, prompts_path, read_jsonl, record_path, write_atomic, model_dir
+from .tasks import Sample, TaskOptions, resolve_task
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. ``samples`` is per task x length."""
+
+    model: str
+    tasks: tuple[str, ...]
+    lengths: tuple[int, ...]
+    methods: tuple[MethodSpec, ...]
+    samples: int
+    seed: int = 0
+    options: TaskOptions = field(default_factory=TaskOptions)
+    batch_size: int = 1
+    out: Path = Path("runs")
+    impl: str | None = None
+    workers: int | None = None  # prompt-generation processes (None: one per CPU core)
+
+    def __post_init__(self):
+        if self.samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {self.samples}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.tasks or not self.lengths or not self.methods:
+            raise ValueError("a run needs at least one task, one length and one method")
+        if any(n < 64 for n in self.lengths):
+            raise ValueError(f"lengths must be >= 64 tokens, got {min(self.lengths)}")
+        for spec in self.tasks:
+            resolve_task(spec)  # unknown task -> "did you mean"
+        if self.options.haystack:
+            from .haystacks import get_haystack
+
+            get_haystack(self.options.haystack)  # unknown haystack / missing path -> clear error
+
+
+def model_label(name_or_path: str) -> str:
+    """Folder name for a model: the embedded name, or a file's stem / a folder's name."""
+    p = Path(name_or_path)
+    return p.stem if p.suffix == ".gguf" else (p.name or name_or_path)
+
+
+def _pending(cfg: RunConfig, task: str, method: MethodSpec, length: int) -> set[int]:
+    done = {r["index"] for r in read_jsonl(record_path(cfg.out, cfg.model, task, method.label, length))}
+    return set(range(cfg.samples)) - done
+
+
+def format_plan(cfg: RunConfig) -> str:
+    """A table of what ``run`` would do, with the number of samples already finished."""
+    lines = [f"model {cfg.model}  seed {cfg.seed}  samples {cfg.samples}  batch {cfg.batch_size}  "
+             f"out {model_dir(cfg.out, cfg.model)}"]
+    total = 0
+    for task in cfg.tasks:
+        t = resolve_task(task)
+        hay = t.haystack_label or t.haystack_for(cfg.options).name
+        for method in cfg.methods:
+            todo = [len(_pending(cfg, task, method, n)) for n in cfg.lengths]
+            total += sum(todo)
+            cells = "  ".join(f"{format_length(n)}:{k}" for n, k in zip(cfg.lengths, todo))
+            lines.append(f"  {task:<18} {method.label:<20} haystack {hay:<9} to run  {cells}")
+    lines.append(f"{total} samples to run")
+    return "\n".join(lines)
+
+
+_TOKENIZER = None  # set before forking prompt workers; children inherit it
+
+
+def _make(task: str, length: int, n: int, seed: int, options: TaskOptions) -> list[Sample]:
+    return resolve_task(task).make_samples(_TOKENIZER, length, n, seed, options)
+
+
+def prepare_samples(cfg: RunConfig, tokenizer, progress: bool = True) -> dict[tuple[str, int], list[Sample]]:
+    """Load stored prompts, or generate (in parallel worker processes) and store them, per (task, length)."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    global _TOKENIZER
+    out, missing = {}, []
+    for task in cfg.tasks:
+        for length in cfg.lengths:
+            header = {"task": task, "length": length, "seed": cfg.seed, "haystack": cfg.options.haystack,
+                      "depths": cfg.options.depths, "chat": cfg.options.chat}
+            stored = read_jsonl(prompts_path(cfg.out, cfg.model, task, length))
+            if stored and stored[0] == {"header": header} and len(stored) - 1 >= cfg.samples:
+                out[task, length] = [Sample.from_dict(d) for d in stored[1:cfg.samples + 1]]
+            else:
+                missing.append((task, length, header))
+    workers = min(cfg.workers or os.cpu_count() or 1, len(missing))
+    _TOKENIZER = tokenizer
+    bar = tqdm(total=len(missing), desc="prompts", disable=not progress or not missing)
+    try:
+        if workers > 1 and "fork" in mp.get_all_start_methods():
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options)) for k in missing]
+                results = []
+                for k, f in futures:
+                    results.append((k, f.result()))
+                    bar.update()
+        else:
+            results = []
+            for k in missing:
+                results.append((k, _make(k[0], k[1], cfg.samples, cfg.seed, cfg.options)))
+                bar.update()
+    finally:
+        bar.close()
+        _TOKENIZER = None
+    for (task, length, header), samples in results:
+        write_atomic(prompts_path(cfg.out, cfg.model, task, length), [{"header": header}, *(s.to_dict() for s in samples)])
+        out[task, length] = samples
+    return out
+
+
+def write_manifest(cfg: RunConfig, model, model_path: str) -> None:
+    import json
+
+    conf = getattr(model, "config", None)
+    d = {"model": cfg.model, "path": model_path,
+         "train_length": getattr(conf, "max_position_embeddings", None),
+         "model_type": getattr(conf, "model_type", None), "dtype": str(getattr(model, "dtype", ""))}
+    p = model_dir(cfg.out, cfg.model) / "run.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(d, indent=1))
+
+
+def _record(sample: Sample, method: MethodSpec, info: dict, model: str, prediction, result: dict) -> dict:
+    return {
+        "model": model, "task": sample.task, "length": sample.length, "depth": sample.depth,
+        "depths": list(sample.depths) if sample.depths is not None else None, "index": sample.index,
+        "seed": sample.seed, "method": method.label, "method_name": info.get("method", method.name),
+        "params": info.get("params", method.params), "impl": info.get("impl"), "haystack": sample.haystack,
+        "prompt_hash": sample.prompt_hash, "n_tokens": sample.n_tokens, "prediction": prediction,
+        "references": list(sample.references), **result,
+    }
+
+
+def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None) -> int:
+    """Run every method on every pending sample; return the number of records written."""
+    from tqdm.auto import tqdm
+
+    from .generation import activate, deactivate, generate
+
+    samples = prepare_samples(cfg, tokenizer, progress)
+    write_manifest(cfg, model, model_path or cfg.model)
+    work = []  # (method, task, length, pending samples)
+    for method in cfg.methods:
+        for task in cfg.tasks:
+            for length in cfg.lengths:
+                path = record_path(cfg.out, cfg.model, task, method.label, length)
+                done = {r["index"]: r for r in read_jsonl(path)}
+                for s in samples[task, length]:
+                    r = done.get(s.index)
+                    if r is not None and r["prompt_hash"] != s.prompt_hash:
+                        raise ValueError(f"{path} holds a record for sample {s.index} made from another prompt "
+                                         "(seed, haystack or options changed): use another --out")
+                todo = [s for s in samples[task, length] if s.index not in done]
+                if todo:
+                    work.append((method, task, length, todo))
+    total = sum(len(w[3]) for w in work)
+    written = 0
+    bar = tqdm(total=total, desc="samples", unit="sample", disable=not progress)
+    current = None
+    try:
+        for method, task, length, todo in work:
+            if method != current:
+                deactivate(model)
+                info, current = activate(model, method, cfg.impl), method
+            t = resolve_task(task)
+            bar.set_postfix_str(f"{method.label} {task} {format_length(length)}")
+            todo = sorted(todo, key=lambda s: (s.n_tokens, s.index))
+            with Appender(record_path(cfg.out, cfg.model, task, method.label, length)) as app:
+                for i in range(0, len(todo), cfg.batch_size):
+                    batch = todo[i:i + cfg.batch_size]
+                    t0 = time.perf_counter()
+                    if t.kind == "loglik":
+                        results = t.evaluate(model, tokenizer, batch)
+                        preds = [None] * len(batch)
+                    else:
+                        rows = [encode(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
+                        preds = generate(model, tokenizer, rows, t.max_new_tokens)
+                        results = [{"score": t.score(s, p), **t.details(s, p)} for s, p in zip(batch, preds)]
+                    secs = (time.perf_counter() - t0) / len(batch)
+                    for s, p, res in zip(batch, preds, results):
+                        app.write(_record(s, method, info, cfg.model, p, {**res, "seconds": round(secs, 4)}))
+                        written += 1
+                    bar.update(len(batch))
+    finally:
+        bar.close()
+        deactivate(model)
+    return written

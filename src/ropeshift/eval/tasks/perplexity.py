@@ -1,0 +1,124 @@
+"""Long-document perplexity by length bucket (evals.md section 7), two named protocols.
+
+    perplexity          ``strided`` (Press-style, YaRN without --truncate): a span of L + 4 x 256 tokens is
+                        read with windows of L tokens moved 256 at a time; the first window scores all of
+                        its tokens, each later window scores only its 256 new ones (>= L - 256 context)
+    perplexity:single   one forward pass of L tokens per document chunk, every token scored (YaRN's
+                        "truncate" mode: the usual PPL-vs-length curve)
+
+Sample i is the i-th disjoint chunk of the haystack text (``--haystack``, default pydoc; kjv holds
+~1M tokens), so the seed plays no part. When the tokenizer adds a BOS token, every window starts with
+it. Records carry ``nll`` (sum over scored tokens) and ``n_scored``; the report computes
+``exp(sum nll / sum n_scored)`` per (method, length): a sum divided once.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ..haystacks import Haystack
+from .base import Sample, Task, TaskOptions, register
+
+STRIDE = 256
+EXTRA_WINDOWS = 4
+LOGITS_BYTES = 4 * 1024**3
+
+
+@lru_cache(maxsize=4)
+def _doc_ids(tokenizer, haystack: Haystack) -> tuple[int, ...]:
+    text = haystack.text(haystack.n_words)
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _bos(tokenizer) -> list[int]:
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return [bos] if bos is not None and ids and ids[0] == bos else []
+
+
+def windows(n_doc: int, length: int, stride: int, n_bos: int) -> list[tuple[int, int, int]]:
+    """``(begin, end, n_target)`` over a document of ``n_doc`` tokens: each window holds
+    ``tokens[begin:end]`` (at most ``length - n_bos``) and scores its last ``n_target`` tokens."""
+    span = length - n_bos
+    out, prev_end, begin = [], 0, 0
+    while True:
+        end = min(begin + span, n_doc)
+        trg = end - prev_end if out else end - begin - (0 if n_bos else 1)
+        out.append((begin, end, trg))
+        prev_end = end
+        if end == n_doc:
+            return out
+        begin += stride
+
+
+class Perplexity(Task):
+    kind = "loglik"
+    reads_haystack = True
+    default_haystack = "pydoc"
+    chat = False
+    max_new_tokens = 0
+
+    def __init__(self, protocol: str):
+        if protocol not in ("strided", "single"):
+            raise ValueError(f"perplexity protocol must be strided or single, got {protocol!r}")
+        self.protocol = protocol
+        self.name = "perplexity" if protocol == "strided" else "perplexity:single"
+        self.description = {"strided": f"long-document perplexity, windows of L moved {STRIDE} tokens",
+                            "single": "long-document perplexity, one forward per L-token chunk"}[protocol]
+
+    def with_arg(self, arg: str | None) -> "Perplexity":
+        return self if arg is None else Perplexity(arg)
+
+    def span(self, length: int, n_bos: int) -> int:
+        body = length - n_bos
+        return body + (EXTRA_WINDOWS * STRIDE if self.protocol == "strided" else 0)
+
+    def make_samples(self, tokenizer, length, n, seed, options=TaskOptions()):
+        if n < 1:
+            raise ValueError(f"{self.name}: the number of samples must be >= 1, got {n}")
+        haystack = self.haystack_for(options)
+        ids = _doc_ids(tokenizer, haystack)
+        bos = _bos(tokenizer)
+        span = self.span(length, len(bos))
+        if n * span > len(ids):
+            raise ValueError(
+                f"{self.name}: haystack {haystack.name!r} holds {len(ids):,} tokens, but {n} samples at length "
+                f"{length} need {n * span:,}: use fewer samples, shorter lengths or a larger haystack (kjv)")
+        out = []
+        for i in range(n):
+            chunk = list(ids[i * span:(i + 1) * span])
+            out.append(Sample(
+                task=self.name, length=length, index=i, seed=seed, haystack=haystack.name, prompt="",
+                add_special_tokens=False, n_tokens=length, max_new_tokens=0, references=(),
+                meta={"input_ids": chunk, "bos": bos, "protocol": self.protocol, "offset": i * span}))
+        return out
+
+    def evaluate(self, model, tokenizer, samples: list[Sample]) -> list[dict]:
+        """Sum of NLL and number of scored tokens per sample, all samples' windows batched together."""
+        import torch
+        import torch.nn.functional as F
+
+        device = next(model.parameters()).device
+        bos = samples[0].meta["bos"]
+        n_doc = len(samples[0].meta["input_ids"])
+        if any(len(s.meta["input_ids"]) != n_doc for s in samples):
+            raise ValueError("perplexity samples of one batch must have equal lengths")
+        stride = STRIDE if self.protocol == "strided" else samples[0].length
+        nll = [0.0] * len(samples)
+        scored = 0
+        vocab = model.get_output_embeddings().weight.shape[0]
+        for begin, end, trg in windows(n_doc, samples[0].length, stride, len(bos)):
+            rows = torch.tensor([bos + s.meta["input_ids"][begin:end] for s in samples], device=device)
+            # bound the logits tensor [rows, trg + 1, vocab] to ~LOGITS_BYTES per forward
+            step = max(1, LOGITS_BYTES // ((trg + 1) * vocab * 4))
+            for lo in range(0, len(samples), step):
+                part = rows[lo:lo + step]
+                with torch.inference_mode():
+                    logits = model(input_ids=part, logits_to_keep=trg + 1).logits  # [b, trg + 1, V]
+                for b in range(part.shape[0]):
+                    nll[lo + b] += F.cross_entropy(logits[b, :-1].float(), part[b, -trg:], reduction="sum").item()
+                del logits
+            scored += trg
+        return [{"score": float(torch.tensor(v / scored).exp()), "nll": v, "n_scored": scored} for v in nll]
+
+
+register(Perplexity("strided"))

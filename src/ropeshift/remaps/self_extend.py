@@ -1,0 +1,101 @@
+"""Self-Extend (LongLM; Jin et al., ICML 2024, arXiv 2401.01325): grouped attention beyond a neighbour window.
+
+For query position m, key position n, d = m - n >= 0, neighbour window w_n and group size G::
+
+    rel(m, n) = d                                     if d < w_n
+    rel(m, n) = m // G - n // G + w_n - w_n // G      if d >= w_n
+
+Distant keys are seen through floor-divided ("grouped") positions, shifted so the grouped distances continue
+where the neighbour window ends. L = 12, G = 2, w_n = 4 (rows: queries)::
+
+    0
+    1 0
+    2 1 0
+    3 2 1 0
+    4 3 2 1 0
+    4 4 3 2 1 0
+    5 5 4 3 2 1 0
+    5 5 4 4 3 2 1 0
+    6 6 5 5 4 3 2 1 0
+    6 6 5 5 4 4 3 2 1 0
+    7 7 6 6 5 5 4 3 2 1 0
+    7 7 6 6 5 5 4 4 3 2 1 0
+
+Implementation: neighbour keys (d < w_n) are plain RoPE; grouped keys (d >= w_n) see the query re-rotated to
+m // G + w_n - w_n // G and the key re-rotated to n // G (re-rotated per tile from the post-RoPE cache, so
+prefill and decode agree). With G = 1 this is plain RoPE.
+
+Defaults: G = 8 and w_n = 1024 (the defaults of LongLM's ``SelfExtend.apply``; its README recommends G in
+2..64 and w_n in 512..1536 for Llama 2), with w_n capped at L // 4 rounded down to a multiple of G for models
+trained on short contexts. w_n must be a multiple of G: the official prefill uses w_n - w_n / G (float) and
+its decode w_n - w_n // G, which agree only then. The optional log-n query scaling of the paper is not
+implemented (off by default upstream); ``logit_scale`` (default 1) is a constant logit multiplier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ._validate import check_int, check_logit_scale, resolve_length
+from .base import ModelInfo, PositionMethod, Segment
+
+DEFAULT_GROUP_SIZE = 8
+DEFAULT_WINDOW = 1024
+
+
+@dataclass(frozen=True)
+class SelfExtendMethod(PositionMethod):
+    """Self-Extend with concrete group size G and neighbour window w_n (tokens); see the module docstring."""
+
+    group_size: int
+    window: int
+    train_length: int | None = None
+    logit_scale: float = 1.0
+
+    name: ClassVar[str] = "self_extend"
+    summary: ClassVar[str] = "grouped positions beyond a neighbour window: rel = d (d < w_n), m//G - n//G + w_n - w_n//G"
+    defaults: ClassVar[str] = "group_size=8, window=1024 (capped at L/4), logit_scale=1"
+
+    def __post_init__(self):
+        check_int("self_extend", "group_size", self.group_size, low=1)
+        check_int("self_extend", "window", self.window, low=1)
+        if self.window % self.group_size:
+            raise ValueError(
+                f"self_extend: neighbour window w_n must be a multiple of group_size G, got w_n={self.window}, "
+                f"G={self.group_size}"
+            )
+        if self.train_length is not None and self.window >= self.train_length:
+            raise ValueError(
+                f"self_extend: neighbour window w_n must be < the training length L={self.train_length} "
+                f"(1 <= w_n < L), got {self.window}"
+            )
+        check_logit_scale("self_extend", self.logit_scale)
+
+    @classmethod
+    def resolve(cls, info: ModelInfo, *, group_size=None, window=None, train_length=None, logit_scale=1.0):
+        length = resolve_length("self_extend", info, train_length)
+        group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
+        if window is None:
+            window = DEFAULT_WINDOW
+            check_int("self_extend", "group_size", group_size, low=1)
+            if length is not None and window > length // 4:
+                window = max(group_size, (length // 4) // group_size * group_size)
+        return cls(group_size=group_size, window=window, train_length=length, logit_scale=float(logit_scale))
+
+    def rel(self, d, qpos, kpos):
+        g, w = self.group_size, self.window
+        grouped = qpos // g - kpos // g + (w - w // g)
+        return (d < w) * d + (d >= w) * grouped
+
+    def segments(self) -> list[Segment]:
+        g, w = self.group_size, self.window
+        return [
+            Segment("neighbour", lambda d, qp, kp: (d >= 0) & (d < w), d_range=(0, w)),
+            Segment(
+                "grouped",
+                lambda d, qp, kp: d >= w,
+                q_delta=lambda qp: qp // g + (w - w // g) - qp,
+                k_delta=lambda kp: kp // g - kp,
+                d_range=(w, None),
+            ),
+        ]

@@ -1,0 +1,1 @@
+"""Tests of the evaluation harness (ropeshift.eval and its CLI commands)."""

@@ -1,0 +1,121 @@
+"""Runner, records and resume on a tiny random Llama. Run: pytest tests/eval/test_runner.py -v"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ropeshift.eval.options import MethodSpec
+from ropeshift.eval.records import Appender, read_jsonl, record_path, repair
+from ropeshift.eval.runner import RunConfig, format_plan, run
+from ropeshift.eval.tasks import TaskOptions
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model="tiny", tasks=("needle", "passkey"), lengths=(256,),
+                methods=(MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16})),
+                samples=3, out=tmp_path, batch_size=2, options=TaskOptions(depths=3))
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_run_writes_records_and_resumes(tmp_path, tok, tiny_llama):
+    cfg = _cfg(tmp_path)
+    assert "12 samples to run" in format_plan(cfg)
+    assert run(cfg, tiny_llama, tok, progress=False) == 2 * 2 * 3
+    recs = {m: read_jsonl(record_path(tmp_path, "tiny", "needle", m, 256)) for m in ("rope", "string-shift100-window16")}
+    assert sorted(r["index"] for r in recs["rope"]) == [0, 1, 2]
+    # all methods saw identical prompts
+    assert [r["prompt_hash"] for r in sorted(recs["rope"], key=lambda r: r["index"])] == \
+           [r["prompt_hash"] for r in sorted(recs["string-shift100-window16"], key=lambda r: r["index"])]
+    r = recs["string-shift100-window16"][0]
+    assert r["method_name"] == "string" and r["params"]["shift"] == 100 and r["params"]["window"] == 16
+    for key in ("task", "length", "depth", "index", "seed", "haystack", "n_tokens", "prediction", "references", "score"):
+        assert key in r
+    assert r["haystack"] == "pydoc" and r["depth"] in (0.0, 50.0, 100.0)
+    # rerun: nothing left to do, nothing duplicated
+    assert run(cfg, tiny_llama, tok, progress=False) == 0
+    assert "0 samples to run" in format_plan(cfg)
+    # more samples: only the new ones run
+    assert run(_cfg(tmp_path, samples=4), tiny_llama, tok, progress=False) == 2 * 2
+
+
+def test_changed_prompts_are_refused(tmp_path, tok, tiny_llama):
+    cfg = _cfg(tmp_path, tasks=("passkey",), lengths=(256,), methods=(MethodSpec("rope"),), samples=1)
+    run(cfg, tiny_llama, tok, progress=False)
+    with pytest.raises(ValueError, match="another prompt"):
+        run(_cfg(tmp_path, tasks=("passkey",), lengths=(256,), methods=(MethodSpec("rope"),), samples=1, seed=5),
+            tiny_llama, tok, progress=False)
+
+
+def test_repair_cuts_a_torn_line(tmp_path):
+    p = tmp_path / "r.jsonl"
+    with Appender(p) as app:
+        app.write({"index": 0})
+        app.write({"index": 1})
+    with open(p, "ab") as f:
+        f.write(b'{"index": 2, "pred')
+    assert [r["index"] for r in read_jsonl(p)] == [0, 1]
+    assert repair(p) > 0
+    with Appender(p) as app:
+        app.write({"index": 2})
+    assert [json.loads(line)["index"] for line in p.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="--samples"):
+        RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(MethodSpec("rope"),), samples=0)
+    with pytest.raises(KeyError, match="Did you mean"):
+        RunConfig(model="m", tasks=("niah_singel_1",), lengths=(1024,), methods=(MethodSpec("rope"),), samples=1)
+
+
+def _records(out: Path) -> list[dict]:
+    return read_jsonl(record_path(out, "tiny", "passkey", "rope", 256))
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tok, tiny_llama):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    n = 24
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    cmd = [sys.executable, str(HERE / "run_tiny.py")]
+    proc = subprocess.Popen([*cmd, str(killed), str(n)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    path = record_path(killed, "tiny", "passkey", "rope", 256)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and len(path.read_bytes().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(_records(killed))
+    assert 3 <= partial < n
+    subprocess.run([*cmd, str(killed), str(n)], env=env, check=True, capture_output=True)
+    # the uninterrupted reference run, in-process on the same tiny model (same seed, same weights)
+    run(RunConfig(model="tiny", tasks=("passkey",), lengths=(256,), methods=(MethodSpec("rope"),), samples=n,
+                  out=clean), tiny_llama, tok, progress=False)
+    resumed, reference = _records(killed), _records(clean)
+    assert len(resumed) == len(reference) == n
+    assert sorted(r["index"] for r in resumed) == list(range(n))
+    by_index = {r["index"]: (r["prompt_hash"], r["prediction"]) for r in reference}
+    assert all(by_index[r["index"]] == (r["prompt_hash"], r["prediction"]) for r in resumed)
+
+
+@pytest.mark.parametrize("method", [MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16})])
+def test_batched_left_padding_matches_one_by_one(method, tmp_path, tok, tiny_llama):
+    kw = dict(tasks=("math_find",), methods=(method,), samples=6)
+    run(_cfg(tmp_path / "b1", batch_size=1, **kw), tiny_llama, tok, progress=False)
+    run(_cfg(tmp_path / "b4", batch_size=6, **kw), tiny_llama, tok, progress=False)
+    one, four = (sorted(read_jsonl(record_path(tmp_path / d, "tiny", "math_find", method.label, 256)),
+                        key=lambda r: r["index"]) for d in ("b1", "b4"))
+    assert len({r["n_tokens"] for r in one}) > 1  # rows of different lengths, so the batch is padded
+    assert [r["prediction"] for r in one] == [r["prediction"] for r in four]
