@@ -119,3 +119,40 @@ def test_batched_left_padding_matches_one_by_one(method, tmp_path, tok, tiny_lla
                         key=lambda r: r["index"]) for d in ("b1", "b4"))
     assert len({r["n_tokens"] for r in one}) > 1  # rows of different lengths, so the batch is padded
     assert [r["prediction"] for r in one] == [r["prediction"] for r in four]
+
+
+def test_out_of_memory_splits_the_batch(monkeypatch):
+    """A batch that does not fit is retried in halves; results keep the batch order."""
+    import torch
+
+    from ropeshift.eval import generation, runner
+
+    sizes = []
+
+    def fake_generate(model, tokenizer, rows, max_new_tokens):
+        sizes.append(len(rows))
+        if len(rows) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return [f"p{r[0]}" for r in rows]
+
+    class FakeTask:
+        kind = "generate"
+        max_new_tokens = 4
+
+        def score(self, sample, pred):
+            return float(pred == f"p{sample.index}")
+
+        def details(self, sample, pred):
+            return {}
+
+    class S:
+        def __init__(self, i):
+            self.index, self.prompt, self.add_special_tokens = i, str(i), False
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    monkeypatch.setattr(runner, "encode", lambda tok, prompt, special: [int(prompt)])
+    batch = [S(i) for i in range(5)]
+    preds, results = runner._run_batch(FakeTask(), None, None, batch)
+    assert sizes == [5, 2, 3, 1, 2]
+    assert preds == ["p0", "p1", "p2", "p3", "p4"]
+    assert [r["score"] for r in results] == [1.0] * 5

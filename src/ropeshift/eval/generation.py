@@ -42,12 +42,8 @@ def generate(model, tokenizer, rows: list[list[int]], max_new_tokens: int) -> li
 
 def activate(model, spec: MethodSpec, impl: str | None = None) -> dict:
     """Apply ``spec`` to ``model`` (``rope`` = unpatched) and return ``describe(model)``."""
-    try:
-        from ropeshift.api import apply, describe
-    except ImportError:
-        if spec.name == "rope" and not spec.params:
-            return {"method": "rope", "params": {}, "impl": None}
-        raise RuntimeError(f"method {spec.name!r} needs ropeshift.api, which is not available") from None
+    from ropeshift.api import apply, describe
+
     kwargs = dict(spec.params)
     if impl is not None and spec.name != "rope":
         kwargs["impl"] = impl
@@ -58,8 +54,7 @@ def activate(model, spec: MethodSpec, impl: str | None = None) -> dict:
 
 
 def deactivate(model) -> None:
-    try:
-        from ropeshift.api import remove
-    except ImportError:
-        return
+    """Restore the unpatched model (no-op when nothing is applied)."""
+    from ropeshift.api import remove
+
     remove(model)

@@ -13,6 +13,7 @@ Run: ropeshift eval --help
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,14 +163,14 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     """Run every method on every pending sample; return the number of records written."""
     from tqdm.auto import tqdm
 
-    from .generation import activate, deactivate, generate
+    from .generation import activate, deactivate
 
     samples = prepare_samples(cfg, tokenizer, progress)
     write_manifest(cfg, model, model_path or cfg.model)
-    work = []  # (method, task, length, pending samples)
-    for method in cfg.methods:
-        for task in cfg.tasks:
-            for length in cfg.lengths:
+    work = []  # (method, task, length, pending samples); methods interleaved so a partial run stays paired
+    for task in cfg.tasks:
+        for length in cfg.lengths:
+            for method in cfg.methods:
                 path = record_path(cfg.out, cfg.model, task, method.label, length)
                 done = {r["index"]: r for r in read_jsonl(path)}
                 for s in samples[task, length]:
@@ -196,13 +197,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 for i in range(0, len(todo), cfg.batch_size):
                     batch = todo[i:i + cfg.batch_size]
                     t0 = time.perf_counter()
-                    if t.kind == "loglik":
-                        results = t.evaluate(model, tokenizer, batch)
-                        preds = [None] * len(batch)
-                    else:
-                        rows = [encode(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
-                        preds = generate(model, tokenizer, rows, t.max_new_tokens)
-                        results = [{"score": t.score(s, p), **t.details(s, p)} for s, p in zip(batch, preds)]
+                    preds, results = _run_batch(t, model, tokenizer, batch)
                     secs = (time.perf_counter() - t0) / len(batch)
                     for s, p, res in zip(batch, preds, results):
                         app.write(_record(s, method, info, cfg.model, p, {**res, "seconds": round(secs, 4)}))
@@ -212,3 +207,26 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         bar.close()
         deactivate(model)
     return written
+
+
+def _run_batch(task, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
+    """Predictions and score dicts for one batch; on CUDA out-of-memory the batch is split in halves."""
+    import torch
+
+    from .generation import generate
+
+    try:
+        if task.kind == "loglik":
+            return [None] * len(batch), task.evaluate(model, tokenizer, batch)
+        rows = [encode(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
+        preds = generate(model, tokenizer, rows, task.max_new_tokens)
+        return preds, [{"score": task.score(s, p), **task.details(s, p)} for s, p in zip(batch, preds)]
+    except torch.OutOfMemoryError:
+        if len(batch) == 1:
+            raise
+    torch.cuda.empty_cache()
+    half = len(batch) // 2
+    print(f"out of memory with a batch of {len(batch)}: retrying as {half} + {len(batch) - half}", file=sys.stderr)
+    p1, r1 = _run_batch(task, model, tokenizer, batch[:half])
+    p2, r2 = _run_batch(task, model, tokenizer, batch[half:])
+    return p1 + p2, r1 + r2
