@@ -92,3 +92,16 @@ def test_ruler_table_effective_length():
     assert table.splitlines()[2].endswith("| 1k (4k) |")   # 80 % at 2k fails the prefix rule, 4k passes alone
     table = ruler_table(summary, Threshold(relative=0.75))
     assert table.splitlines()[2].endswith("| >=4k |")
+
+
+def test_mean_over_tasks_leaves_out_incomplete_tasks():
+    """An interrupted run: task b lacks string at 2k, so the mean averages task a alone, for both methods."""
+    from ropeshift.eval.report_tables import Cell, complete_tasks, method_length_scores
+
+    summary = {("m", meth, "a", n): Cell.of([1.0, 0.0]) for meth in ("rope", "string") for n in (1024, 2048)}
+    summary.update({("m", "rope", "b", 1024): Cell.of([1.0]), ("m", "rope", "b", 2048): Cell.of([1.0]),
+                    ("m", "string", "b", 1024): Cell.of([1.0])})
+    assert complete_tasks(summary) == {"m": (["a"], ["b"])}
+    scores = method_length_scores(summary)
+    assert {k: {n: v[0] for n, v in d.items()} for k, d in scores.items()} == {
+        ("m", "rope"): {1024: 50.0, 2048: 50.0}, ("m", "string"): {1024: 50.0, 2048: 50.0}}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .records import iter_records, read_manifests, safe_name
 from .report_html import HtmlPage
-from .report_tables import (Threshold, markdown, method_length_scores, needle_recall_rows, perplexities,
+from .report_tables import (Threshold, complete_tasks, markdown, method_length_scores, needle_recall_rows, perplexities,
                             perplexity_rows, ruler_rows, summarise, task_rows)
 
 
@@ -79,9 +79,15 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
     from . import report_plots as rp
 
     if gen_tasks:
+        complete = complete_tasks(summary)
+        in_mean = sorted({t for k, _ in complete.values() for t in k})
+        left_out = sorted({t for _, d in complete.values() for t in d})
+        partial = (f" Left out of the mean because some method or length has no result yet: "
+                   f"{', '.join(left_out)}." if left_out else "")
         add_table("Mean over tasks", *ruler_rows(summary, threshold),
-                  note=f"Score in %, [Wilson 95 % CI]; tasks: {', '.join(gen_tasks)}. Effective length: "
-                       f"{threshold.describe()} at that length and every shorter one (brackets: largest passing).")
+                  note=f"Score in %, [Wilson 95 % CI]; tasks: {', '.join(in_mean) or 'none complete'}.{partial} "
+                       f"Effective length: {threshold.describe()} at that length and every shorter one "
+                       "(brackets: largest passing).")
         add_image("accuracy_vs_length.png", "mean score vs length",
                   lambda p: rp.length_plot(method_length_scores(summary), train, p))
     for task in gen_tasks:

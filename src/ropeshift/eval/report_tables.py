@@ -115,11 +115,34 @@ def _eff(by_length: dict[int, float], threshold: Threshold) -> str:
     return text
 
 
+def complete_tasks(summary: dict[tuple, Cell], tasks: list[str] | None = None) -> dict[str, tuple[list, list]]:
+    """model -> (tasks that have a cell for every method and length of that model, tasks that do not).
+
+    A mean over tasks is only comparable between methods and lengths when it averages the same tasks,
+    so an interrupted run's incomplete tasks are left out of the mean (and named in the report)."""
+    cells: dict[str, set] = defaultdict(set)
+    for (model, method, task, length) in summary:
+        if tasks is None or task in tasks:
+            cells[model].add((method, task, length))
+    out = {}
+    for model, have in cells.items():
+        methods = {m for m, _, _ in have}
+        lengths = {n for _, _, n in have}
+        names = sorted({t for _, t, _ in have})
+        keep = [t for t in names if all((m, t, n) in have for m in methods for n in lengths)]
+        out[model] = (keep, [t for t in names if t not in keep])
+    return out
+
+
 def method_length_scores(summary: dict[tuple, Cell], tasks: list[str] | None = None):
-    """(model, method) -> {length: (mean over tasks in percent, pooled Cell)} over tasks present at every length."""
+    """(model, method) -> {length: (mean over tasks in percent, pooled Cell, tasks)}.
+
+    Only tasks with a cell at every method and length of the model count (``complete_tasks``); when
+    none is complete, the table is empty."""
+    keep = {model: set(k) for model, (k, _) in complete_tasks(summary, tasks).items()}
     by_ml: dict[tuple, dict[int, dict[str, Cell]]] = defaultdict(lambda: defaultdict(dict))
     for (model, method, task, length), c in summary.items():
-        if tasks is None or task in tasks:
+        if task in keep.get(model, ()):
             by_ml[model, method][length][task] = c
     out = {}
     for key, per_len in by_ml.items():
