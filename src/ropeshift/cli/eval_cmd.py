@@ -9,7 +9,6 @@ Run: ropeshift eval --model smollm2-135m --methods rope,string --tasks passkey,n
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ropeshift.eval import cli_common as cc
 
@@ -45,9 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ropeshift.eval.options import parse_names
-    from ropeshift.eval.records import iter_records, model_dir
+    from ropeshift.eval.records import model_dir
     from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
-    from ropeshift.eval.runner import RunConfig, format_plan, model_label, run as run_eval
+    from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
 
     cfg = RunConfig(
@@ -57,19 +56,11 @@ def run(args) -> int:
         batch_size=args.batch_size, out=args.out, impl=args.impl,
     )
     threshold = cc.threshold_from(args)
-    print(format_plan(cfg))
-    if args.dry_run:
-        return 0
-    model, tokenizer = cc.load(args)
-    try:
-        run_eval(cfg, model, tokenizer, progress=not args.no_progress, model_path=args.model)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished samples are saved; rerun the same command to resume", file=sys.stderr)
-        return 130
-    labels = {m.label for m in cfg.methods}
+    code = cc.run_plan(cfg, args)
+    if code is not None:
+        return code
     root = model_dir(cfg.out, cfg.model)
-    recs = [r for r in iter_records(root) if r["method"] in labels and r["length"] in cfg.lengths
-            and r["index"] < cfg.samples]
+    recs = cc.run_records(cfg, root)
     summary = summarise(recs)
     if summary:
         print(f"\nmean over generation tasks (%, 95% CI); effective length: {threshold.describe()}")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 # flag -> (parameter name, type, help)
 _PARAMS = {
     "--shift": ("shift", "num", "STRING shift S: tokens, or a ratio of L in (0, 1)"),
@@ -42,22 +40,10 @@ def _num(text: str):
 
 
 def format_matrix(method, length: int) -> str:
-    """Like ``ropeshift.remaps.base.draw_matrix``, also for fractional distances (leaky ReRoPE)."""
-    pos = torch.arange(length)
-    d = pos[:, None] - pos[None, :]
-    qp, kp = pos[:, None].expand(length, length), pos[None, :].expand(length, length)
-    rel = method.rel(d, qp, kp)
-    vis = d >= 0
-    extra = method.visible(d, qp, kp)
-    if extra is not None:
-        vis = vis & extra
+    """The lower triangle of ``ropeshift.remaps.base.draw_matrix`` (fractional distances included)."""
+    from ..remaps.base import draw_matrix
 
-    def cell(x: float) -> str:
-        return str(int(x)) if float(x).is_integer() else f"{x:.2f}".rstrip("0")
-
-    cells = [[cell(float(rel[m, n])) if vis[m, n] else "." for n in range(m + 1)] for m in range(length)]
-    width = max(len(c) for row in cells for c in row)
-    return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)
+    return draw_matrix(method, length, full=False)
 
 
 class _Plain:

@@ -11,7 +11,6 @@ Run: ropeshift needle --model smollm2-135m --methods rope,string --lengths 1k,2k
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ropeshift.eval import cli_common as cc
 
@@ -40,9 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ropeshift.eval.records import iter_records, model_dir
+    from ropeshift.eval.records import model_dir
     from ropeshift.eval.report_tables import ruler_table, summarise
-    from ropeshift.eval.runner import RunConfig, format_plan, model_label, run as run_eval
+    from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
 
     if args.samples < 1:
@@ -56,18 +55,10 @@ def run(args) -> int:
         batch_size=args.batch_size, out=args.out, impl=args.impl,
     )
     threshold = cc.threshold_from(args)
-    print(format_plan(cfg))
-    if args.dry_run:
-        return 0
-    model, tokenizer = cc.load(args)
-    try:
-        run_eval(cfg, model, tokenizer, progress=not args.no_progress, model_path=args.model)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished samples are saved; rerun the same command to resume", file=sys.stderr)
-        return 130
-    labels = {m.label for m in cfg.methods}
-    recs = [r for r in iter_records(model_dir(cfg.out, cfg.model) / "needle")
-            if r["method"] in labels and r["length"] in cfg.lengths and r["index"] < cfg.samples]
+    code = cc.run_plan(cfg, args)
+    if code is not None:
+        return code
+    recs = cc.run_records(cfg, model_dir(cfg.out, cfg.model) / "needle")
     print()
     print(f"needle accuracy (%, 95% CI), {args.depths} depths x {args.samples} samples, haystack {args.haystack}; "
           f"effective length: {threshold.describe()}")

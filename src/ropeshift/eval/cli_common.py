@@ -86,3 +86,30 @@ def load(args):
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     print(f"loading {args.model} ...", file=sys.stderr)
     return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress)
+
+
+def run_plan(cfg, args) -> int | None:
+    """Print ``cfg``'s plan and, unless ``--dry-run``, load the model and run it.
+
+    Returns an exit code when the command should stop there (dry run: 0, Ctrl-C: 130), else None."""
+    from ropeshift.eval.runner import format_plan, run
+
+    print(format_plan(cfg))
+    if args.dry_run:
+        return 0
+    model, tokenizer = load(args)
+    try:
+        run(cfg, model, tokenizer, progress=not args.no_progress, model_path=args.model)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished samples are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return None
+
+
+def run_records(cfg, folder: Path) -> list[dict]:
+    """The records under ``folder`` that belong to ``cfg`` (its methods, lengths and sample indices)."""
+    from ropeshift.eval.records import iter_records
+
+    labels = {m.label for m in cfg.methods}
+    return [r for r in iter_records(folder) if r["method"] in labels and r["length"] in cfg.lengths
+            and r["index"] < cfg.samples]

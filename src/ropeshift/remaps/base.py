@@ -73,8 +73,10 @@ def plain_rope_segment() -> Segment:
     return Segment("rope", lambda d, qp, kp: d >= 0, d_range=(0, None))
 
 
-def draw_matrix(method: PositionMethod, length: int) -> str:
-    """ASCII drawing of rel(m, n) for positions 0..length-1 ('.' = not attended), rows = queries."""
+def draw_matrix(method: PositionMethod, length: int, *, full: bool = True) -> str:
+    """ASCII drawing of rel(m, n) for positions 0..length-1 ('.' = not attended), rows = queries.
+
+    Fractional distances (leaky ReRoPE) print with two decimals; ``full=False`` stops each row at the diagonal."""
     pos = torch.arange(length)
     d = pos[:, None] - pos[None, :]
     qp, kp = pos[:, None].expand(length, length), pos[None, :].expand(length, length)
@@ -83,9 +85,11 @@ def draw_matrix(method: PositionMethod, length: int) -> str:
     extra = method.visible(d, qp, kp)
     if extra is not None:
         vis = vis & extra
-    width = max(len(str(int(rel[vis].max()))) if vis.any() else 1, 1)
-    lines = []
-    for m in range(length):
-        cells = [str(int(rel[m, n])).rjust(width) if vis[m, n] else ".".rjust(width) for n in range(length)]
-        lines.append(" ".join(cells))
-    return "\n".join(lines)
+
+    def cell(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:.2f}".rstrip("0")
+
+    cells = [[cell(float(rel[m, n])) if vis[m, n] else "." for n in range(length if full else m + 1)]
+             for m in range(length)]
+    width = max(len(c) for row in cells for c in row)
+    return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)
