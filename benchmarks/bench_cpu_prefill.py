@@ -3,7 +3,7 @@
 Model: the embedded SmolLM2-135M-Instruct (fp32, CPU, L = 8192). Prefill = one forward pass that keeps only
 the last token's logits (as ``generate`` does), on the same random prompt for every variant; median of
 --repeats runs after a short warm-up. The unpatched model is timed before and after the methods of each length
-and the median of both is the baseline, so drift in machine load shows up in neither ratio alone.
+and the mean of both is the baseline, so slow drift in machine load is spread over the run's ratios.
 
 Defaults resolved against L: STRING S = 2703, W = 128 (4k and 8k use both the near and the far segment);
 ReRoPE w = 2048; Self-Extend G = 8, w_n = 1024; DCA C = 6144, w = 512; LM-Infinite n_global = 10,
@@ -24,6 +24,7 @@ import torch
 
 import ropeshift
 
+# longrope needs one factor per rotary frequency: 32 for the embedded model (head_dim 64)
 SCALING_PARAMS = {"longrope": dict(short_factor=[1.0] * 32, long_factor=[2.0] * 32)}
 
 
@@ -77,7 +78,7 @@ def main() -> None:
             impl = apply_method(model, name)
             rows.append((name, impl, time_prefill(model, ids, args.repeats)))
         ropeshift.remove(model)
-        base = statistics.median([before, time_prefill(model, ids, args.repeats)])
+        base = (before + time_prefill(model, ids, args.repeats)) / 2
         for name, impl, t in rows:
             print(f"| {n} | {name} | {impl} | {t:.2f} | {base:.2f} | {t / base:.2f} |", flush=True)
 
