@@ -6,12 +6,10 @@ A method says, for query position m and key position n (d = m - n >= 0):
   * ``logit_scale``: a constant multiplying q.k before the softmax.
 That definition is the source of truth: ``ropeshift.attention.reference`` implements it literally.
 
-For fast paths a method also lists ``segments()``: disjoint regions of the (m, n) plane that together cover the
-visible causal area, each with a query position delta dq(m) and a key position delta dk(n) such that
-rel = d + dq(m) - dk(n) inside the region. Post-RoPE queries/keys are re-rotated by these deltas
-(``ropeshift.rope.rotate``) and the per-segment partial attentions merge by log-sum-exp.
-``d_range = (lo, hi)`` marks a region that is exactly lo <= d < hi (hi None: unbounded), which lets the tiled
-path classify tiles in O(1); other regions are evaluated element-wise.
+For fast paths a method compiles to a ``SegmentTable`` (``table()``, ``ropeshift.remaps.table``): disjoint regions
+of the (m, n) plane covering the visible causal area, each a distance band with an optional index/visibility
+rule and a query map and key map pos' = a * pos + c * floor(pos / G) + b with rel = q_map(m) - k_map(n) inside.
+The tiled path and the Triton kernels consume only the table; ``rel``/``visible`` stay the oracle's definition.
 
 Tensors passed to these callables broadcast: d/qpos/kpos are int64, e.g. d [b, lq, lk], qpos [b, lq, 1],
 kpos [b, 1, lk].
@@ -19,21 +17,11 @@ kpos [b, 1, lk].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Union
+from typing import ClassVar
 
 import torch
 
-Delta = Union[int, Callable[[torch.Tensor], torch.Tensor], None]
-
-
-@dataclass(frozen=True)
-class Segment:
-    name: str
-    region: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-    q_delta: Delta = None  # int (constant rotation), callable qpos -> delta, or None (no rotation)
-    k_delta: Delta = None  # callable kpos -> delta, or None
-    d_range: tuple[int, int | None] | None = None
-
+from .table import SegmentTable
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -59,18 +47,14 @@ class PositionMethod:
     def visible(self, d, qpos, kpos):
         return None
 
-    def segments(self) -> list[Segment]:  # pragma: no cover - abstract
+    def table(self) -> SegmentTable:  # pragma: no cover - abstract
+        """The method's segment table (``ropeshift.remaps.table``)."""
         raise NotImplementedError
 
     def params(self) -> dict:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-def plain_rope_segment() -> Segment:
-    """The unmodified causal region (rel = d)."""
-    return Segment("rope", lambda d, qp, kp: d >= 0, d_range=(0, None))
 
 
 def draw_matrix(method: PositionMethod, length: int, *, full: bool = True) -> str:

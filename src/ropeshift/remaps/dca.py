@@ -42,7 +42,8 @@ from typing import ClassVar
 import torch
 
 from ._validate import check_int, check_logit_scale, ratio_or_tokens, resolve_length
-from .base import ModelInfo, PositionMethod, Segment
+from .base import ModelInfo, PositionMethod
+from .table import PosMap, Region, SegmentTable
 
 DEFAULT_CHUNK_RATIO = 0.75
 DEFAULT_LOCAL_RATIO = 1 / 16
@@ -97,33 +98,13 @@ class DualChunkMethod(PositionMethod):
         inter = c - km
         return torch.where(qc == kc, d, torch.where(qc == kc + 1, succ, inter))
 
-    def segments(self) -> list[Segment]:
+    def table(self) -> SegmentTable:
         # min(m mod s + s, C) = C exactly when m mod s > w, so the successive rule is either rel = d or the
-        # inter rule: two segments, "plain" (no rotation) and "capped" (query at C, key at n mod s).
+        # inter rule: two regions, "plain" (no rotation) and "capped" (query at C, key at n mod s). Plain pairs
+        # have d <= s + w; capped pairs d >= min(w + 2, s + 1): the bands let fast paths skip the rule outside.
         c, w, s = self.chunk_size, self.local_window, self.chunk_len
-
-        def plain(d, qp, kp):
-            const = _tile_constant(d, qp, kp, s)
-            if const is not None:
-                return const
-            qc, kc = qp // s, kp // s
-            return (qc == kc) | ((qc == kc + 1) & (qp - qc * s <= w))
-
-        def capped(d, qp, kp):
-            const = _tile_constant(d, qp, kp, s)
-            return ~plain(d, qp, kp) if const is None else ~const
-
-        return [
-            Segment("plain", lambda d, qp, kp: (d >= 0) & plain(d, qp, kp)),
-            Segment("capped", lambda d, qp, kp: (d >= 0) & capped(d, qp, kp), q_delta=lambda qp: c - qp,
-                    k_delta=lambda kp: -(kp // s) * s),
-        ]
-
-
-def _tile_constant(d, qp, kp, s):
-    """The "plain" region as a constant without per-pair work when the whole tile is in one chunk (True) or
-    every query is >= 2 chunks after every key (False); else None."""
-    qlo, qhi, klo, khi = int(qp.min()) // s, int(qp.max()) // s, int(kp.min()) // s, int(kp.max()) // s
-    if qlo == qhi == klo == khi or qlo >= khi + 2:
-        return torch.full((), qlo == khi, dtype=torch.bool, device=d.device).expand(d.shape)
-    return None
+        return SegmentTable((
+            Region("plain", 0, s + w + 1, rule="chunk_near", r1=s, r2=w),
+            Region("capped", min(w + 2, s + 1), None, rule="chunk_far", r1=s, r2=w,
+                   q_map=PosMap(a=0, b=c), k_map=PosMap(c=-s, g=s)),
+        ))

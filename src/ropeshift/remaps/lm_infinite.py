@@ -41,7 +41,8 @@ from typing import ClassVar
 import torch
 
 from ._validate import check_int, check_logit_scale, resolve_length
-from .base import ModelInfo, PositionMethod, Segment
+from .base import ModelInfo, PositionMethod
+from .table import PosMap, Region, SegmentTable
 
 DEFAULT_N_GLOBAL = 10
 
@@ -91,28 +92,12 @@ class LMInfiniteMethod(PositionMethod):
     def rel(self, d, qpos=None, kpos=None):
         return torch.clamp(d, max=self.distance_limit)
 
-    def segments(self) -> list[Segment]:
-        # d-bands (O(1) tile classification) wherever the region is one; the global keys need a key-position
-        # test, which exits early (no per-pair work) for tiles without global keys or out of the d range.
+    def table(self) -> SegmentTable:
+        # both regions carry the Lambda rule (d < n_local or n < n_global); distances beyond L_d see the query
+        # at L_d and the key at 0
         g, loc, limit = self.n_global, self.n_local, self.distance_limit
-        band = min(loc, limit)
-        capped = dict(q_delta=lambda qp: limit - qp, k_delta=lambda kp: -kp)  # query at L_d, key at 0
-        segs = [Segment("local", lambda d, qp, kp: (d >= 0) & (d < band), d_range=(0, band))]
-        if loc > limit:
-            segs.append(Segment("local_capped", lambda d, qp, kp: (d >= limit) & (d < loc), d_range=(limit, loc), **capped))
-        if g > 0 and loc < limit:
-            segs.append(Segment("global", lambda d, qp, kp: _global_keys(d, qp, kp, g, loc, limit)))
-        if g > 0:
-            segs.append(Segment("global_capped", lambda d, qp, kp: _global_keys(d, qp, kp, g, max(loc, limit), None),
-                                **capped))
-        return segs
-
-
-def _global_keys(d, qp, kp, n_global, lo, hi):
-    """n < n_global and lo <= d < hi (hi None: unbounded); constant False without per-pair work when the
-    tile has no global key or its distances miss [lo, hi)."""
-    kmin, kmax = int(kp.min()), int(kp.max())
-    if kmin >= n_global or int(qp.max()) - kmin < lo or (hi is not None and int(qp.min()) - kmax >= hi):
-        return torch.zeros((), dtype=torch.bool, device=d.device).expand(d.shape)
-    region = (kp < n_global) & (d >= lo)
-    return region if hi is None else region & (d < hi)
+        lam = dict(rule="lambda", r1=loc, r2=g)
+        return SegmentTable((
+            Region("uncapped", 0, limit, **lam),
+            Region("capped", limit, None, q_map=PosMap(a=0, b=limit), k_map=PosMap(a=0), **lam),
+        ))

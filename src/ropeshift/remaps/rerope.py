@@ -40,7 +40,8 @@ from typing import ClassVar
 import torch
 
 from ._validate import check_int, check_logit_scale, ratio_or_tokens, resolve_length
-from .base import ModelInfo, PositionMethod, Segment
+from .base import ModelInfo, PositionMethod
+from .table import PosMap, Region, SegmentTable
 
 DEFAULT_WINDOW_RATIO = 0.25
 
@@ -83,15 +84,10 @@ class ReRopeMethod(PositionMethod):
             return torch.clamp(d, max=w)
         return torch.where(d < w, d.double(), w + (d - w).double() / self.leaky)
 
-    def segments(self) -> list[Segment]:
+    def table(self) -> SegmentTable:
         w, k = self.window, self.leaky
-        if k is None:
-            q_delta = lambda qp: w - qp  # noqa: E731  query at position w
-            k_delta = lambda kp: -kp  # noqa: E731  key at position 0
-        else:
-            q_delta = lambda qp: (w - qp) * (1.0 - 1.0 / k)  # noqa: E731  query at m/k + w(1 - 1/k)
-            k_delta = lambda kp: -kp * (1.0 - 1.0 / k)  # noqa: E731  key at n/k
-        return [
-            Segment("near", lambda d, qp, kp: (d >= 0) & (d < w), d_range=(0, w)),
-            Segment("far", lambda d, qp, kp: d >= w, q_delta=q_delta, k_delta=k_delta, d_range=(w, None)),
-        ]
+        if k is None:  # query at w, key at 0
+            q_map, k_map = PosMap(a=0, b=w), PosMap(a=0)
+        else:  # query at m/k + w(1 - 1/k), key at n/k
+            q_map, k_map = PosMap(a=1.0 / k, b=w * (1.0 - 1.0 / k)), PosMap(a=1.0 / k)
+        return SegmentTable((Region("near", 0, w), Region("far", w, None, q_map=q_map, k_map=k_map)))

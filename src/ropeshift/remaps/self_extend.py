@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ._validate import check_int, check_logit_scale, resolve_length
-from .base import ModelInfo, PositionMethod, Segment
+from .base import ModelInfo, PositionMethod
+from .table import PosMap, Region, SegmentTable
 
 DEFAULT_GROUP_SIZE = 8
 DEFAULT_WINDOW = 1024
@@ -87,15 +88,10 @@ class SelfExtendMethod(PositionMethod):
         grouped = qpos // g - kpos // g + (w - w // g)
         return (d < w) * d + (d >= w) * grouped
 
-    def segments(self) -> list[Segment]:
+    def table(self) -> SegmentTable:
         g, w = self.group_size, self.window
-        return [
-            Segment("neighbour", lambda d, qp, kp: (d >= 0) & (d < w), d_range=(0, w)),
-            Segment(
-                "grouped",
-                lambda d, qp, kp: d >= w,
-                q_delta=lambda qp: qp // g + (w - w // g) - qp,
-                k_delta=lambda kp: kp // g - kp,
-                d_range=(w, None),
-            ),
-        ]
+        return SegmentTable((
+            Region("neighbour", 0, w),
+            # query at m // G + w_n - w_n // G, key at n // G
+            Region("grouped", w, None, q_map=PosMap(a=0, c=1, g=g, b=w - w // g), k_map=PosMap(a=0, c=1, g=g)),
+        ))

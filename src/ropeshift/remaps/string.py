@@ -35,7 +35,8 @@ from typing import ClassVar
 
 import torch
 
-from .base import ModelInfo, PositionMethod, Segment
+from .base import ModelInfo, PositionMethod
+from .table import PosMap, Region, SegmentTable
 
 OFFICIAL_LOGIT_SCALE = (0.1 * math.log(2) + 1) ** 2
 DEFAULT_SHIFT_RATIO = 0.33
@@ -92,9 +93,9 @@ class StringMethod(PositionMethod):
     def rel(self, d, qpos=None, kpos=None):
         return torch.where(d < self.shift, d, d - self.shift + self.window)
 
-    def segments(self) -> list[Segment]:
-        s = self.shift
-        return [
-            Segment("near", lambda d, qp, kp: (d >= 0) & (d < s), d_range=(0, s)),
-            Segment("far", lambda d, qp, kp: d >= s, q_delta=-(s - self.window), d_range=(s, None)),
-        ]
+    def table(self) -> SegmentTable:
+        s, w = self.shift, self.window
+        return SegmentTable((
+            Region("near", 0, s),
+            Region("far", s, None, q_map=PosMap(b=w - s)),  # query at m - (S - W), key unchanged
+        ))
