@@ -147,31 +147,6 @@ def test_rel_matches_paper_definition(case):
     assert got == expected
 
 
-@pytest.mark.parametrize("case", list(APPLY_CASES))
-def test_segments_partition_the_visible_area(case):
-    method = method_of(case)
-    pos = torch.arange(60)
-    qp, kp = pos[:, None].expand(60, 60), pos[None, :].expand(60, 60)
-    d = qp - kp
-    vis = d >= 0
-    extra = method.visible(d, qp, kp)
-    if extra is not None:
-        vis &= extra
-    rel = method.rel(d, qp, kp).double()
-    covered = torch.zeros_like(vis, dtype=torch.int64)
-    for seg in method.segments():
-        region = seg.region(d, qp, kp)
-        covered += region.long()
-        if seg.d_range is not None:
-            lo, hi = seg.d_range
-            assert torch.equal(region, (d >= lo) & (d < (hi if hi is not None else 10**9))), seg.name
-        dq = seg.q_delta(qp) if callable(seg.q_delta) else (seg.q_delta or 0)
-        dk = seg.k_delta(kp) if callable(seg.k_delta) else 0
-        implied = (d + dq - dk).double() if torch.is_tensor(d + dq - dk) else d.double()
-        assert torch.allclose(implied[region], rel[region], atol=1e-9), seg.name
-    assert torch.equal(covered, vis.long()), "segments must cover the visible area exactly once"
-
-
 def test_draw_matrix_marks_masked_keys():
     text = draw_matrix(LMInfiniteMethod(n_global=1, n_local=2, distance_limit=3), 4)
     assert text.splitlines()[3] == "3 . 1 0"

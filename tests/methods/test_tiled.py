@@ -2,7 +2,8 @@
 
 Tolerance (calibrated): max|tiled - ref64| <= 2 * max|eager_same_dtype - ref64| + 1e-6, where eager_same_dtype
 is the oracle's own per-pair computation done in the input dtype (rotation in fp32 rounded to the dtype,
-logits, softmax and the value product in the dtype). Also: general (non-``d_range``) regions at tiny tiles.
+logits, softmax and the value product in the dtype). Also: a synthetic
+three-region table with every rule kind at tiny tiles.
 
 Run: pytest tests/methods/test_tiled.py -v
 """
@@ -15,7 +16,8 @@ import torch
 from ropeshift.attention.positions import positions_from
 from ropeshift.attention.reference import reference_attention, visible_mask
 from ropeshift.attention.tiled import tiled_attention
-from ropeshift.remaps.base import PositionMethod, Segment
+from ropeshift.remaps.base import PositionMethod
+from ropeshift.remaps.table import PosMap, Region, SegmentTable
 from ropeshift.rope import rotate
 
 from .cases import APPLY_CASES, method_of
@@ -81,29 +83,31 @@ def test_torch_matches_reference(case, shape, dtype):
 
 
 @dataclass(frozen=True)
-class Checkerboard(PositionMethod):
-    """A synthetic method with only general regions: pairs with m + n odd see the query 2 back and the key
-    moved by n mod 3; even pairs are plain RoPE; keys with n mod 5 == 4 are masked."""
+class ThreeRegions(PositionMethod):
+    """A synthetic table with three regions mixing every rule kind and map form: plain band d < 5; beyond it,
+    chunk-near pairs (stride 7, window 2) see grouped queries, chunk-far pairs see the query at 9 and the key at
+    n mod 7; keys with n >= 3 and d >= 30 are masked (the Lambda rule)."""
 
-    name: ClassVar[str] = "checkerboard"
+    name: ClassVar[str] = "three_regions"
+
+    def table(self):
+        lam = dict(rule="lambda", r1=30, r2=3)
+        return SegmentTable((
+            Region("near", 0, 5),
+            Region("grouped", 5, 30, rule="chunk_near", r1=7, r2=2, q_map=PosMap(a=0, c=1, g=3, b=4),
+                   k_map=PosMap(a=0, c=1, g=3)),
+            Region("capped", 5, 30, rule="chunk_far", r1=7, r2=2, q_map=PosMap(a=0, b=9), k_map=PosMap(c=-7, g=7)),
+            Region("global", 30, None, q_map=PosMap(b=-1.0), **lam),
+        ))
 
     def visible(self, d, qpos, kpos):
-        return kpos % 5 != 4
+        return (d < 30) | (kpos < 3)
 
     def rel(self, d, qpos, kpos):
-        odd = (qpos + kpos) % 2 == 1
-        return torch.where(odd, d - 2 - kpos % 3, d)
-
-    def segments(self):
-        vis = lambda d, qp, kp: (d >= 0) & (kp % 5 != 4)  # noqa: E731
-        return [
-            Segment("even", lambda d, qp, kp: vis(d, qp, kp) & ((qp + kp) % 2 == 0)),
-            Segment("odd", lambda d, qp, kp: vis(d, qp, kp) & ((qp + kp) % 2 == 1), q_delta=-2,
-                    k_delta=lambda kp: kp % 3),
-        ]
+        return self.table().rel(d, qpos, kpos)[0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=["prefill", "padded", "continuation", "decode"])
 def test_general_regions_at_tiny_tiles(shape, dtype):
-    _check(Checkerboard(), shape, dtype, [(2, 3), (8, 8), (7, 64)])
+    _check(ThreeRegions(), shape, dtype, [(2, 3), (8, 8), (7, 64)])

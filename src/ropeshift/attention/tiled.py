@@ -1,8 +1,10 @@
-"""The ``torch`` implementation: tiled attention over a method's segments, merged by log-sum-exp.
+"""The ``torch`` implementation: tiled attention over a method's segment table, merged by log-sum-exp.
 
 Shapes: q [b, h, lq, d], k/v [b, h_kv, lk, d] (GQA folded, never repeated), qpos [b, lq], kpos/kvalid [b, lk].
 
-For each query tile and key tile, every segment of the method is classified from the tile's position bounds:
+The table (``method.table()``, ``ropeshift.remaps.table``) lists regions ("segments" below) with their query and
+key re-rotations. For each query tile and key tile, every region is classified from the tile's position bounds
+(``Region.classify``):
   * empty   -- no (m, n) pair of the tile lies in the segment: skipped;
   * full    -- every pair does and all keys are valid: no mask;
   * partial -- an explicit [b, tq, tk] mask is built for this tile only, except for the causal diagonal
@@ -62,17 +64,9 @@ def _tile_bounds(pos, valid, tile):
     return mins.tolist(), maxs.tolist(), full.tolist()
 
 
-def _classify(seg, dmin, dmax, keys_all_valid):
-    if dmax < 0:
-        return "empty"
-    if seg.d_range is None:
-        return "partial"
-    lo, hi = seg.d_range
-    if dmax < lo or (hi is not None and dmin >= hi):
-        return "empty"
-    if dmin >= max(lo, 0) and (hi is None or dmax < hi) and keys_all_valid:
-        return "full"
-    return "partial"
+def _classify(seg, qmin, qmax, kmin, kmax, keys_all_valid):
+    kind = seg.classify(qmin, qmax, kmin, kmax)
+    return "partial" if kind == "full" and not keys_all_valid else kind
 
 
 def _merge_all(parts):
@@ -199,7 +193,7 @@ def stacked_attention(q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid):
     d = qpos[:, :, None] - kpos[:, None, :]  # [b, lq, lk]
     causal = (d >= 0) & kvalid[:, None, :]
     logits = torch.full((b, h, lq, lk), float("-inf"), dtype=torch.float32, device=q.device)
-    for seg in method.segments():
+    for seg in method.table().regions:
         region = seg.region(d, qpos[:, :, None], kpos[:, None, :]) & causal
         if not bool(region.any()):
             continue
@@ -221,7 +215,7 @@ def tiled_attention(q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, q_t
     scale = scale * method.logit_scale
     if lq <= SMALL_Q:
         return stacked_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
-    segments = method.segments()
+    segments = method.table().regions
     bases = _contiguous_bases(qpos, kpos, kvalid) if all(s.d_range for s in segments) else None
     qvalid = torch.ones_like(qpos, dtype=torch.bool)
     qmins, qmaxs, _ = _tile_bounds(qpos, qvalid, q_tile)
@@ -252,9 +246,8 @@ def _plan_generic(segments, qmin, qmax, kmins, kmaxs, kfull, lk, k_tile):
         if kmins[kj] == _BIG:
             continue
         k1 = min(k0 + k_tile, lk)
-        dmin, dmax = qmin - kmaxs[kj], qmax - kmins[kj]
         for si, seg in enumerate(segments):
-            kind = _classify(seg, dmin, dmax, kfull[kj])
+            kind = _classify(seg, qmin, qmax, kmins[kj], kmaxs[kj], kfull[kj])
             if kind == "empty":
                 continue
             last = runs[-1] if runs else None
