@@ -1,17 +1,18 @@
 """Triton kernels (optional dependency, imported lazily).
 
-    from ropeshift.kernels import triton_available, string_attention, causal_attention
+    from ropeshift.kernels import triton_available, unsupported_reason, table_attention, causal_attention
 
 `triton_available()` probes once whether the kernels can run here (Triton importable and CUDA present, or
-TRITON_INTERPRET=1 for CPU testing). Importing this package never imports triton; the first call of a
-kernel function does, and raises a clear error when it cannot run.
+TRITON_INTERPRET=1 for CPU testing). `unsupported_reason(table, device, dtype)` says why the kernels cannot
+serve a segment table on a device/dtype (None when they can), device first. Importing this package never
+imports triton; the first call of a kernel function does, and raises a clear error when it cannot run.
 """
 
 import functools
 import importlib.util
 import os
 
-__all__ = ["triton_available", "string_attention", "causal_attention"]
+__all__ = ["triton_available", "unsupported_reason", "table_attention", "causal_attention"]
 
 
 @functools.cache
@@ -44,10 +45,37 @@ def _impl():
     return _ATTENTION
 
 
-def string_attention(q, k, v, *, shift, window, inv_freq, scale, key_start=None):
-    """STRING attention; see `ropeshift.kernels.attention.string_attention`. Returns (out, lse)."""
-    return _impl().string_attention(q, k, v, shift=shift, window=window, inv_freq=inv_freq, scale=scale,
-                                    key_start=key_start)
+_DTYPES = ("torch.bfloat16", "torch.float16", "torch.float32")
+
+
+def unsupported_reason(table, device, dtype=None, head_dim=None, *, allow_interpreter=False) -> str | None:
+    """Why the kernels cannot serve this segment table on this device/dtype (None when they can).
+
+    The device is checked first: CPU is refused unless ``allow_interpreter`` and TRITON_INTERPRET=1."""
+    import torch
+
+    dev = torch.device(device) if device is not None else None
+    interp = allow_interpreter and os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if dev is None or (dev.type != "cuda" and not (interp and dev.type == "cpu")):
+        return "the triton kernels need a CUDA device (the model is not on CUDA)"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return "the triton kernels need a CUDA device (CUDA is not available)"
+    if not _has_triton():
+        return "Triton is not installed (pip install triton)"
+    if dtype is not None and str(dtype) not in _DTYPES:
+        return f"the triton kernels take bf16/fp16/fp32, not {dtype}"
+    if head_dim is not None and head_dim not in (16, 32, 64, 128):
+        return f"the triton kernels take head_dim 16/32/64/128, not {head_dim}"
+    from .spec import compile_table
+
+    spec = compile_table(table)
+    return spec if isinstance(spec, str) else None
+
+
+def table_attention(q, k, v, table, *, inv_freq, scale, key_start=None, pos_offset=None):
+    """Segment-table attention; see `ropeshift.kernels.attention.table_attention`. Returns (out, lse)."""
+    return _impl().table_attention(q, k, v, table, inv_freq=inv_freq, scale=scale, key_start=key_start,
+                                   pos_offset=pos_offset)
 
 
 def causal_attention(q, k, v, *, scale, key_start=None):

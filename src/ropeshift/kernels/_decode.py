@@ -1,12 +1,13 @@
-"""Triton split-KV decode ("flash-decoding") for causal / STRING attention with one query per row.
+"""Triton split-KV decode ("flash-decoding") for segment-table attention with one query per row.
 
 Two launches, no host syncs, CUDA-graph capturable:
 
-1. `_string_decode_split_kernel`, grid (splits, b * h_kv): one program reads one chunk of one KV head once
-   and scores it against all g query heads of that KV head *and* their shifted copies, stacked as the rows
-   of one MMA operand (rows [0, g): q, rows [g, 2g): q rotated by delta = -(S - W); padded to >= 16 rows,
-   which the MMA needs anyway). Normal rows see keys with d < S, shifted rows keys with d >= S, so the two
-   rows of a head hold disjoint parts of the same softmax. Writes per-row partial (out, lse).
+1. `_table_decode_split_kernel`, grid (splits, b * h_kv): one program reads one chunk of one KV head once
+   and scores it against all g query heads of that KV head *and* their region-1 copies, stacked as the rows
+   of one MMA operand (rows [0, g): q for region 0, rows [g, 2g): q re-rotated by region 1's query map at the
+   query's position; padded to >= 16 rows, which the MMA needs anyway). Region-0 rows see the keys of region 0,
+   region-1 rows those of region 1 (keys re-rotated per tile by the key map when it is not a constant: a second
+   dot), so the two rows of a head hold disjoint parts of the same softmax. Writes per-row partial (out, lse).
 2. `_decode_combine_kernel`, grid (b * h,): merges the 2 * splits partials of a head by LSE.
 
 Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head dim,
@@ -16,21 +17,23 @@ r2 = len(inv_freq), R = padded stacked rows, P = splits.
 import triton
 import triton.language as tl
 
-from ._prefill import _LOG2E, _rotate_tile
+from ._prefill import _LOG2E, _chunk_far, _map_delta, _partner, _rotate
 
 
 @triton.jit(do_not_specialize=["LK"])  # the cache grows every step: one binary for all lengths
-def _string_decode_split_kernel(
-    Q, K, V, CS, KS, Opart, Lpart,
+def _table_decode_split_kernel(
+    Q, K, V, INV, KS, POFF, Opart, Lpart,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    H_KV, G, LK, SHIFT, R2, qk_scale, CHUNK,
+    H_KV, G, LK, R2, qk_scale, CHUNK,
+    LO1, HI0, RA, RB, QA, QC, QG, QB, KA, KC, KG, KB,
     HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    IS_STRING: tl.constexpr, HAS_KS: tl.constexpr, DOT_PREC: tl.constexpr,
+    HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr,
+    HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    # Q     [b, h, 1, d]          (row stride unused)     CS [2, r2] fp32 cos, sin of delta * inv_freq
-    # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index of each row
+    # Q     [b, h, 1, d]          (row stride unused)     INV [r2] fp32 inverse frequencies
+    # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index; POFF [b] position of key 0
     # Opart [b, h_kv, P, R, d] fp32, contiguous: normalised partial outputs
     # Lpart [b, h_kv, P, R]    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
     pid_s = tl.program_id(0)
@@ -42,21 +45,29 @@ def _string_decode_split_kernel(
     rows = tl.arange(0, BLOCK_R)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
-    n_rows = 2 * G if IS_STRING else G
+    n_rows = 2 * G if HAS_R1 else G
     row_ok = rows < n_rows
-    is_far = rows >= G
+    is_r1 = rows >= G
     head = off_hk * G + (rows % G)
     q_rows = Q + off_b * stride_qb + head[:, None].to(tl.int64) * stride_qh
     q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
-    if IS_STRING:
-        qr = _rotate_tile(q, q_rows, stride_qd, row_ok, CS, R2, offs_d)
-        q = tl.where(is_far[:, None], qr, q)
 
     if HAS_KS:
         ks = tl.load(KS + off_b).to(tl.int32)
     else:
         ks = 0
+    if HAS_POFF:
+        poff = tl.load(POFF + off_b).to(tl.int32)
+    else:
+        poff = -ks
     pos = LK - 1
+    if HAS_R1 and QMAP != 0:
+        qp = tl.load(q_rows + _partner(offs_d, R2)[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
+        if QMAP == 1:
+            qr = _rotate(q, qp, INV, R2, offs_d, QB)
+        else:
+            qr = _rotate(q, qp, INV, R2, offs_d, _map_delta(pos + poff, QA, QC, QG, QB))
+        q = tl.where(is_r1[:, None], qr, q)
     start = pid_s * CHUNK
     stop = tl.minimum(start + CHUNK, LK)
     K_BASE = K + off_b * stride_kb + off_hk * stride_kh
@@ -68,15 +79,26 @@ def _string_decode_split_kernel(
     for n0 in range(start, stop, BLOCK_N):
         offs = n0 + offs_n
         in_k = (offs < stop) & (offs >= ks)
-        k = tl.load(K_BASE + offs[:, None].to(tl.int64) * stride_kn + offs_d[None, :] * stride_kd,
-                    mask=in_k[:, None], other=0.0)
+        k_ptrs = K_BASE + offs[:, None].to(tl.int64) * stride_kn
+        k = tl.load(k_ptrs + offs_d[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
         v = tl.load(V_BASE + offs[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
                     mask=in_k[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        if HAS_R1 and KMAP == 2:
+            kp = tl.load(k_ptrs + _partner(offs_d, R2)[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
+            k1 = _rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None])
+            s = tl.where(is_r1[:, None], tl.dot(q, tl.trans(k1), input_precision=DOT_PREC), s)
+        s = s * qk_scale
         vis = in_k[None, :] & row_ok[:, None]
-        if IS_STRING:
-            far = (pos - offs[None, :]) >= SHIFT
-            vis = vis & (far == is_far[:, None])
+        d = pos - offs
+        if RULE == 2:
+            vis = vis & ((d < RA) | ((offs + poff) < RB))[None, :]
+        if HAS_R1:
+            if RULE == 1:
+                far = (d >= HI0) | ((d >= LO1) & _chunk_far(pos + poff, offs + poff, RA, RB))
+            else:
+                far = d >= LO1
+            vis = vis & (far[None, :] == is_r1[:, None])
         s = tl.where(vis, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -99,7 +121,7 @@ def _decode_combine_kernel(
     Opart, Lpart, Out, Lse,
     stride_ob, stride_oh, stride_od, stride_lb, stride_lh,
     H, G, NUM_SPLITS,
-    HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, IS_STRING: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HAS_R1: tl.constexpr,
 ):
     # Opart [b, h_kv, P, R, d], Lpart [b, h_kv, P, R] (from the split kernel); Out [b, h, 1, d]; Lse [b, h, 1]
     pid = tl.program_id(0)
@@ -113,7 +135,7 @@ def _decode_combine_kernel(
     base = (bhk * NUM_SPLITS + offs_s) * BLOCK_R + g  # [P] partial index of the normal row
     l_near = tl.load(Lpart + base, mask=s_ok, other=float("-inf"))
     m = tl.max(l_near, 0)
-    if IS_STRING:
+    if HAS_R1:
         l_far = tl.load(Lpart + base + G, mask=s_ok, other=float("-inf"))
         m = tl.maximum(m, tl.max(l_far, 0))
     m_use = tl.where(m == float("-inf"), 0.0, m)
@@ -121,7 +143,7 @@ def _decode_combine_kernel(
     o = tl.load(Opart + base[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0)
     num = tl.sum(o * w_near[:, None], 0)
     den = tl.sum(w_near, 0)
-    if IS_STRING:
+    if HAS_R1:
         w_far = tl.math.exp2(l_far - m_use)
         o = tl.load(Opart + (base + G)[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0)
         num += tl.sum(o * w_far[:, None], 0)
@@ -157,7 +179,7 @@ def _decode_config(on_gpu):
     return (64, 4, 3) if on_gpu else (16, 4, 1)
 
 
-def launch_decode(q, k, v, cos_sin, key_start, out, lse, *, shift, scale, is_string):
+def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale):
     """Host launcher for lq == 1: fills `out` [b, h, 1, d] and `lse` [b, h, 1] in place (2 launches)."""
     import torch
 
@@ -165,7 +187,7 @@ def launch_decode(q, k, v, cos_sin, key_start, out, lse, *, shift, scale, is_str
     h_kv, lk = k.shape[1], k.shape[2]
     g = h // h_kv
     block_n, num_warps, num_stages = _decode_config(q.is_cuda)
-    n_rows = 2 * g if is_string else g
+    n_rows = 2 * g if spec.has_r1 else g
     block_r = max(16, triton.next_power_of_2(n_rows))
     # split count from shapes only (no host sync): ~4 programs per SM, chunks a multiple of BLOCK_N
     want = max(1, triton.cdiv(4 * _num_sms(q.device), b * h_kv))
@@ -174,12 +196,17 @@ def launch_decode(q, k, v, cos_sin, key_start, out, lse, *, shift, scale, is_str
     splits = triton.cdiv(lk, chunk)
     opart = torch.empty((b, h_kv, splits, block_r, d), device=q.device, dtype=torch.float32)
     lpart = torch.empty((b, h_kv, splits, block_r), device=q.device, dtype=torch.float32)
-    r2 = cos_sin.shape[-1] if is_string else 0
-    _string_decode_split_kernel[(splits, b * h_kv)](
-        q, k, v, cos_sin, key_start if key_start is not None else q, opart, lpart,
+    qk, qa, qc, qg, qb = spec.q_map
+    kk, ka, kc, kg, kb = spec.k_map
+    _table_decode_split_kernel[(splits, b * h_kv)](
+        q, k, v, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
+        opart, lpart,
         q.stride(0), q.stride(1), q.stride(3), *k.stride(), *v.stride(),
-        h_kv, g, lk, shift, r2, scale * _LOG2E, chunk,
-        HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n, IS_STRING=is_string, HAS_KS=key_start is not None,
+        h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,
+        spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb,
+        HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n,
+        HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kk if spec.has_r1 else 0,
+        HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None,
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=num_warps, num_stages=num_stages,
     )
@@ -187,7 +214,7 @@ def launch_decode(q, k, v, cos_sin, key_start, out, lse, *, shift, scale, is_str
         opart, lpart, out, lse,
         out.stride(0), out.stride(1), out.stride(3), lse.stride(0), lse.stride(1),
         h, g, splits,
-        HEAD_DIM=d, BLOCK_R=block_r, BLOCK_S=max(2, triton.next_power_of_2(splits)), IS_STRING=is_string,
+        HEAD_DIM=d, BLOCK_R=block_r, BLOCK_S=max(2, triton.next_power_of_2(splits)), HAS_R1=spec.has_r1,
         num_warps=4,
     )
     return out, lse

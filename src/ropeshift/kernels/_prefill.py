@@ -1,57 +1,86 @@
-"""Triton forward kernel for causal / STRING attention with many queries (prefill, chunked prefill).
+"""Triton forward kernel for segment-table attention with many queries (prefill, chunked prefill).
 
-One program owns BLOCK_M query rows of one (batch, query head) and walks the visible keys once, with
-one online-softmax accumulator. The key range of the block is cut into phases so that the hot loops carry
-no per-element selects or masks::
+One program owns BLOCK_M query rows of one (batch, query head) and walks the visible keys once, with one
+online-softmax accumulator, for a two-region table (``spec.py``): region 0 = band [0, HI0) scored from q and k
+as cached, region 1 = band [LO1, inf) scored from q1 (q re-rotated per row by the query map, once per program)
+and k1 (keys re-rotated per tile by the key map, only when it is not a constant). The key range of the block is
+cut into zones so that the hot loops carry no per-element selects or masks::
 
     keys  0 ....................................................... lk-1
-          [first tile][ far-only  ][ mixed ][ near-only ][ diagonal ]
-           key_start    q_shift     both+sel     q        mask (+sel)
+          [first tile][ region 1 ][ mixed  ][ region 0 ][ diagonal ]
+           key_start    q1 . k1   both+sel    q . k     mask (+sel)
 
-* far-only  (every row has d >= S): scores from q_shift, the query rotated by delta = -(S - W);
-* mixed     (the d = S boundary crosses the tile): both dots, `where(d >= S, q_shift.k, q.k)`;
-* near-only (every row has d < S): scores from q;
-* diagonal  (causal boundary, bounds): masked, both dots when STRING is on;
-* first tile (only with left padding): masked against key_start.
+* region 1 only (every row has d >= HI0), mixed (some d in [LO1, HI0): both dots and a select by d, or by
+  DCA's chunk rule where the bands overlap), region 0 only (every d < LO1), diagonal (causal mask), first tile
+  (left padding, masked against key_start). The Lambda rule (LM-Infinite) masks every zone and skips the key
+  tiles no row sees (between the global keys and the local window).
 
-q_shift is rotated in registers from the q tile (HF rotate_half convention, fp32 cos/sin of the constant
-delta from the `CS` table); no second Q tensor exists in HBM. With IS_STRING off the far and mixed phases
-are empty and the kernel is plain causal attention.
+STRING (constant query map, identity key map) is exactly the fast kernel it always was: q1 is q rotated by
+one constant, no key is re-rotated. Rotations use cos/sin of (delta * inv_freq) in fp32 (HF rotate_half
+convention over the first 2 * R2 dims, dims beyond untouched).
 
 Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lq queries, lk keys, d head dim,
 r2 = len(inv_freq) (half the rotary dim).
 """
 
+import os
+
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 _LOG2E = 1.4426950408889634  # 1 / ln(2): softmax runs in base 2
+# accurate (range-reduced) cos/sin on the GPU: angles reach 1e5 rad at 128k; the interpreter has no libdevice
+_LIBDEVICE = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
-def _rotate_tile(q, Q_ROWS, stride_qd, row_ok, CS, R2, offs_d):
-    """q rotated by the constant delta: x1*cos - x2*sin | x2*cos + x1*sin | x (dims >= 2*R2).
+def _partner(offs_d, R2):
+    """Column of each dim's rotate_half partner (itself beyond the rotary dims)."""
+    return tl.where(offs_d < R2, offs_d + R2, tl.where(offs_d < 2 * R2, offs_d - R2, offs_d))
 
-    Q_ROWS: pointer block [rows, 1] to the start of each q row; the partner half is re-read (same cache lines).
-    """
+
+@triton.jit
+def _rotate(x, xp, INV, R2, offs_d, delta):
+    """x [rows, d] rotated by delta ([rows, 1] or scalar, fp32) positions; xp = x's partner columns."""
     rot = offs_d < 2 * R2
-    partner = tl.where(offs_d < R2, offs_d + R2, tl.where(rot, offs_d - R2, offs_d))
-    qp = tl.load(Q_ROWS + partner[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
     fi = tl.where(offs_d < R2, offs_d, offs_d - R2)
-    cos = tl.load(CS + fi, mask=rot, other=1.0)
-    sin = tl.load(CS + R2 + fi, mask=rot, other=0.0)
-    sin = tl.where(offs_d < R2, -sin, sin)
-    qr = q.to(tl.float32) * cos[None, :] + qp.to(tl.float32) * sin[None, :]
-    return qr.to(q.dtype)
+    inv = tl.load(INV + fi, mask=rot, other=0.0)
+    ang = delta * inv[None, :]
+    if _LIBDEVICE:
+        cos = libdevice.cos(ang)
+        sin = libdevice.sin(ang)
+    else:
+        cos = tl.cos(ang)
+        sin = tl.sin(ang)
+    cos = tl.where(rot[None, :], cos, 1.0)
+    sin = tl.where((offs_d < R2)[None, :], -sin, tl.where(rot[None, :], sin, 0.0))
+    return (x.to(tl.float32) * cos + xp.to(tl.float32) * sin).to(x.dtype)
+
+
+@triton.jit
+def _map_delta(pos, A, C, GR, B):
+    """map(pos) - pos = (a - 1) pos + c floor(pos / G) + b, in fp32 (pos >= 0 where it matters)."""
+    return (A - 1.0) * pos.to(tl.float32) + (C * (pos // GR)).to(tl.float32) + B
+
+
+@triton.jit
+def _chunk_far(qp, kp, S, W):
+    """DCA: not (same chunk, or next chunk with m mod s <= w); qp [rows, 1], kp [1, cols]."""
+    qc = qp // S
+    kc = kp // S
+    near = (qc == kc) | ((qc == kc + 1) & (qp - qc * S <= W))
+    return ~near
 
 
 @triton.jit
 def _tiles(
-    acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-    pos, ks, LK, SHIFT, qk_scale, start, end, offs_n, offs_d,
+    acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+    pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale, start, end, offs_n, offs_d,
     BLOCK_N: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr, DOT_PREC: tl.constexpr,
+    RULE: tl.constexpr, KMAP: tl.constexpr,
 ):
-    """Online softmax over key tiles [start, end). MODE 0 near (q), 1 far (q_shift), 2 both + select."""
+    """Online softmax over key tiles [start, end). MODE 0 region 0 (q.k), 1 region 1 (q1.k1), 2 both + select."""
     for n0 in range(start, end, BLOCK_N):
         n0 = tl.multiple_of(n0, BLOCK_N)
         offs = n0 + offs_n
@@ -62,24 +91,43 @@ def _tiles(
             k = tl.load(k_ptrs, mask=in_k[:, None], other=0.0)
         else:
             k = tl.load(k_ptrs)
-        kt = tl.trans(k)
-        if MODE == 0:
-            s = tl.dot(q, kt, input_precision=DOT_PREC)
-        elif MODE == 1:
-            s = tl.dot(qr, kt, input_precision=DOT_PREC)
+        if MODE != 0 and KMAP == 2:
+            kpart = K_BASE + offs[:, None].to(tl.int64) * stride_kn + _partner(offs_d, R2)[None, :] * stride_kd
+            if MASKED:
+                kp = tl.load(kpart, mask=in_k[:, None], other=0.0)
+            else:
+                kp = tl.load(kpart)
+            k1 = _rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None])
         else:
-            far = (pos[:, None] - offs[None, :]) >= SHIFT
-            s = tl.where(far, tl.dot(qr, kt, input_precision=DOT_PREC), tl.dot(q, kt, input_precision=DOT_PREC))
+            k1 = k
+        if MODE == 0:
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        elif MODE == 1:
+            s = tl.dot(q1, tl.trans(k1), input_precision=DOT_PREC)
+        else:
+            d = pos[:, None] - offs[None, :]
+            if RULE == 1:
+                r1 = (d >= HI0) | ((d >= LO1) & _chunk_far(pos[:, None] + poff, offs[None, :] + poff, RA, RB))
+            else:
+                r1 = d >= LO1
+            s = tl.where(r1, tl.dot(q1, tl.trans(k1), input_precision=DOT_PREC),
+                         tl.dot(q, tl.trans(k), input_precision=DOT_PREC))
         s = s * qk_scale
-        if MASKED:
-            vis = (offs[None, :] <= pos[:, None]) & (offs[None, :] >= ks) & in_k[None, :]
+        if MASKED or RULE == 2:
+            vis = (offs[None, :] <= pos[:, None])
+            if MASKED:
+                vis = vis & (offs[None, :] >= ks) & in_k[None, :]
+            if RULE == 2:  # Lambda: local window or global keys
+                vis = vis & (((pos[:, None] - offs[None, :]) < RA) | ((offs[None, :] + poff) < RB))
             s = tl.where(vis, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # fully masked row: keep exp2 finite
-            v = tl.load(v_ptrs, mask=in_k[:, None], other=0.0)
         else:
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_use = m_new
+        if MASKED:
+            v = tl.load(v_ptrs, mask=in_k[:, None], other=0.0)
+        else:
             v = tl.load(v_ptrs)
         p = tl.math.exp2(s - m_use[:, None])
         alpha = tl.math.exp2(m_i - m_use)
@@ -90,21 +138,46 @@ def _tiles(
 
 
 @triton.jit
-def _string_prefill_kernel(
-    Q, K, V, CS, KS, Out, Lse,
+def _zone(
+    acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+    pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale, start, end, gend, lstart,
+    offs_n, offs_d,
+    BLOCK_N: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr, DOT_PREC: tl.constexpr,
+    RULE: tl.constexpr, KMAP: tl.constexpr,
+):
+    """_tiles over [start, end); with the Lambda rule, over its visible part [start, gend) + [lstart, end)."""
+    if RULE == 2:
+        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+                               pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale,
+                               start, tl.minimum(end, gend), offs_n, offs_d,
+                               BLOCK_N, MODE, MASKED, DOT_PREC, RULE, KMAP)
+        start = tl.maximum(start, tl.maximum(gend, lstart))
+    acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+                           pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale,
+                           start, end, offs_n, offs_d,
+                           BLOCK_N, MODE, MASKED, DOT_PREC, RULE, KMAP)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _table_prefill_kernel(
+    Q, K, V, INV, KS, POFF, Out, Lse,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh, stride_lm,
-    H, G, LQ, LK, SHIFT, R2, qk_scale,
+    H, G, LQ, LK, R2, qk_scale,
+    LO1, HI0, RA, RB, QA, QC, QG, QB, KA, KC, KG, KB,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    IS_STRING: tl.constexpr, HAS_KS: tl.constexpr, DOT_PREC: tl.constexpr, PHASE_ORDER: tl.constexpr,
+    HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr,
+    HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, DOT_PREC: tl.constexpr, PHASE_ORDER: tl.constexpr,
 ):
     # Q   [b, h, lq, d]     any strides          Out [b, h, lq, d]  q.dtype
     # K,V [b, h_kv, lk, d]  any strides          Lse [b, h, lq]     fp32, natural log of the scaled logits
-    # CS  [2, r2] fp32: cos, sin of delta * inv_freq (read only with IS_STRING)
-    # KS  [b] int32/int64: left-padding count (first valid key index) of each row (read only with HAS_KS)
+    # INV [r2] fp32 inverse frequencies (read only for re-rotations)
+    # KS  [b] int: left-padding count (first valid key index) of each row (read only with HAS_KS)
+    # POFF [b] int: position of key index 0 (default -key_start); positions feed the maps and rules only
     # Query i sits at key index pos_i = lk - lq + i (bottom-right alignment); key j visible iff ks <= j <= pos_i.
     num_m = tl.num_programs(0)
     pid_m = num_m - 1 - tl.program_id(0)  # heaviest (last) query blocks first: better tail balance
@@ -120,10 +193,6 @@ def _string_prefill_kernel(
     row_ok = offs_m < LQ
     q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qm
     q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
-    if IS_STRING:
-        qr = _rotate_tile(q, q_rows, stride_qd, row_ok, CS, R2, offs_d)
-    else:
-        qr = q
     K_BASE = K + off_b * stride_kb + off_hk * stride_kh
     V_BASE = V + off_b * stride_vb + off_hk * stride_vh
 
@@ -138,61 +207,91 @@ def _string_prefill_kernel(
         ks = 0
         t0 = 0
         lo = 0
+    if HAS_POFF:
+        poff = tl.load(POFF + off_b).to(tl.int32)
+    else:
+        poff = -ks
+    if HAS_R1 and QMAP != 0:
+        qp = tl.load(q_rows + _partner(offs_d, R2)[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
+        if QMAP == 1:
+            q1 = _rotate(q, qp, INV, R2, offs_d, QB)
+        else:
+            q1 = _rotate(q, qp, INV, R2, offs_d, _map_delta(pos + poff, QA, QC, QG, QB)[:, None])
+    else:
+        q1 = q
     end = p_max + 1
-    # phase boundaries (tile starts, multiples of BLOCK_N): far [lo, a), mixed [a, b), near [b, c), diagonal [c, end)
+    # zone boundaries (tile starts, multiples of BLOCK_N): r1 [lo, a), mixed [a, b), r0 [b, c), diagonal [c, end)
     x = p_min + 1
     c = tl.maximum(lo, tl.where(x > 0, x // BLOCK_N * BLOCK_N, 0))
-    if IS_STRING:
-        xf = p_min - SHIFT + 1
-        xn = p_max - SHIFT + 1
+    if HAS_R1:
+        xf = p_min - HI0 + 1
+        xn = p_max - LO1 + 1
         a = tl.minimum(tl.maximum(lo, tl.where(xf > 0, xf // BLOCK_N * BLOCK_N, 0)), c)
         b = tl.minimum(tl.maximum(a, tl.where(xn > 0, (xn + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)), c)
     else:
         a = lo
         b = lo
+    if RULE == 2:  # key tiles before gend hold global keys; from lstart on some row is within n_local
+        gk = RB - poff
+        gend = tl.where(gk > 0, (gk + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)
+        xl = p_min - RA + 1
+        lstart = tl.where(xl > 0, xl // BLOCK_N * BLOCK_N, 0)
+    else:
+        gend = 0
+        lstart = 0
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    MIX: tl.constexpr = 2 if IS_STRING else 0
-    if PHASE_ORDER == 0:  # first tile, far, mixed, near, diagonal: q and q_shift live throughout
+    MIX: tl.constexpr = 2 if HAS_R1 else 0
+    if PHASE_ORDER == 0:  # first tile, r1, mixed, r0, diagonal: q and q1 live throughout
         if HAS_KS:
-            acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   pos, ks, LK, SHIFT, qk_scale, t0, tl.minimum(lo, end), offs_n, offs_d,
-                                   BLOCK_N, MIX, True, DOT_PREC)
-        if IS_STRING:
-            acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   pos, ks, LK, SHIFT, qk_scale, lo, a, offs_n, offs_d,
-                                   BLOCK_N, 1, False, DOT_PREC)
-            acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   pos, ks, LK, SHIFT, qk_scale, a, b, offs_n, offs_d,
-                                   BLOCK_N, 2, False, DOT_PREC)
-        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                               pos, ks, LK, SHIFT, qk_scale, b, c, offs_n, offs_d,
-                               BLOCK_N, 0, False, DOT_PREC)
-        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                               pos, ks, LK, SHIFT, qk_scale, c, end, offs_n, offs_d,
-                               BLOCK_N, MIX, True, DOT_PREC)
-    else:  # far (q_shift only), mixed, diagonal, first tile, near (q only): one Q tile live in the long loops
-        if IS_STRING:
-            acc, l_i, m_i = _tiles(acc, l_i, m_i, qr, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   pos, ks, LK, SHIFT, qk_scale, lo, a, offs_n, offs_d,
-                                   BLOCK_N, 1, False, DOT_PREC)
-            # re-read q (L2 hit) rather than keep it live through the far loop; .cg keeps the two loads distinct
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                                  stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                                  qk_scale, t0, tl.minimum(lo, end), gend, lstart, offs_n, offs_d,
+                                  BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
+        if HAS_R1:
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                                  stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                                  qk_scale, lo, a, gend, lstart, offs_n, offs_d,
+                                  BLOCK_N, 1, False, DOT_PREC, RULE, KMAP)
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                                  stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                                  qk_scale, a, b, gend, lstart, offs_n, offs_d,
+                                  BLOCK_N, 2, False, DOT_PREC, RULE, KMAP)
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                              stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                              qk_scale, b, c, gend, lstart, offs_n, offs_d,
+                              BLOCK_N, 0, False, DOT_PREC, RULE, KMAP)
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                              stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                              qk_scale, c, end, gend, lstart, offs_n, offs_d,
+                              BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
+    else:  # r1 (q1 only), mixed, diagonal, first tile, r0 (q only): one Q tile live in the long loops
+        if HAS_R1:
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q1, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                                  stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                                  qk_scale, lo, a, gend, lstart, offs_n, offs_d,
+                                  BLOCK_N, 1, False, DOT_PREC, RULE, KMAP)
+            # re-read q (L2 hit) rather than keep it live through the r1 loop; .cg keeps the two loads distinct
             q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
-            acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   pos, ks, LK, SHIFT, qk_scale, a, b, offs_n, offs_d,
-                                   BLOCK_N, 2, False, DOT_PREC)
-        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                               pos, ks, LK, SHIFT, qk_scale, c, end, offs_n, offs_d,
-                               BLOCK_N, MIX, True, DOT_PREC)
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                                  stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                                  qk_scale, a, b, gend, lstart, offs_n, offs_d,
+                                  BLOCK_N, 2, False, DOT_PREC, RULE, KMAP)
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                              stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                              qk_scale, c, end, gend, lstart, offs_n, offs_d,
+                              BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
         if HAS_KS:
-            acc, l_i, m_i = _tiles(acc, l_i, m_i, q, qr, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   pos, ks, LK, SHIFT, qk_scale, t0, tl.minimum(lo, end), offs_n, offs_d,
-                                   BLOCK_N, MIX, True, DOT_PREC)
-        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
-                               pos, ks, LK, SHIFT, qk_scale, b, c, offs_n, offs_d,
-                               BLOCK_N, 0, False, DOT_PREC)
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                                  stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                                  qk_scale, t0, tl.minimum(lo, end), gend, lstart, offs_n, offs_d,
+                                  BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+                              stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
+                              qk_scale, b, c, gend, lstart, offs_n, offs_d,
+                              BLOCK_N, 0, False, DOT_PREC, RULE, KMAP)
 
     # rows with no visible key (pad queries): out 0, lse -inf, never NaN
     has = l_i > 0.0
@@ -210,7 +309,7 @@ def _prefill_config(head_dim, dtype, on_gpu):
     if PREFILL_CONFIG is not None:
         return PREFILL_CONFIG
     if not on_gpu:
-        return 16, 16, 4, 1, PHASE_ORDER_DEFAULT  # interpreter: tiny tiles exercise every phase on small shapes
+        return 16, 16, 4, 1, PHASE_ORDER_DEFAULT  # interpreter: tiny tiles exercise every zone on small shapes
     if str(dtype) == "torch.float32":
         return 64, 32, 4, 2, 1
     if head_dim in PREFILL_BY_DIM:
@@ -224,19 +323,25 @@ PHASE_ORDER_DEFAULT = 1
 PREFILL_BY_DIM = {128: (128, 64, 8, 3, 0), 64: (128, 64, 4, 3, 1)}
 
 
-def launch_prefill(q, k, v, cos_sin, key_start, out, lse, *, shift, scale, is_string):
-    """Host launcher: fills `out` [b, h, lq, d] and `lse` [b, h, lq] (preallocated) in place."""
+def launch_prefill(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale):
+    """Host launcher: fills `out` [b, h, lq, d] and `lse` [b, h, lq] (preallocated) in place.
+
+    spec: a ``KernelSpec`` (``ropeshift.kernels.spec``) already reduced for this call's key count."""
     b, h, lq, d = q.shape
     h_kv, lk = k.shape[1], k.shape[2]
     block_m, block_n, num_warps, num_stages, order = _prefill_config(d, q.dtype, q.is_cuda)
     grid = (triton.cdiv(lq, block_m), b * h)
-    r2 = cos_sin.shape[-1] if is_string else 0
-    _string_prefill_kernel[grid](
-        q, k, v, cos_sin, key_start if key_start is not None else q, out, lse,
+    qk, qa, qc, qg, qb = spec.q_map
+    kk, ka, kc, kg, kb = spec.k_map
+    _table_prefill_kernel[grid](
+        q, k, v, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
+        out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
-        h, h // h_kv, lq, lk, shift, r2, scale * _LOG2E,
+        h, h // h_kv, lq, lk, inv_freq.numel(), scale * _LOG2E,
+        spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n,
-        IS_STRING=is_string, HAS_KS=key_start is not None, PHASE_ORDER=order,
+        HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kk if spec.has_r1 else 0,
+        HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, PHASE_ORDER=order,
         DOT_PREC="ieee" if str(q.dtype) == "torch.float32" else "tf32",
         num_warps=num_warps, num_stages=num_stages,
     )
