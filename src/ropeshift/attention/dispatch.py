@@ -1,10 +1,18 @@
 """Choose and call an implementation (``impl=``) for one attention call.
 
-impl: "reference" (fp64 oracle), "torch" (tiled, CPU and GPU), "triton" (fused STRING kernels, CUDA), or
-"auto" (triton when the call is on CUDA, the kernels are importable and the method/mask are supported; else
-torch). An explicit impl never falls back: it raises with the reason.
+impl: "reference" (fp64 oracle), "torch" (tiled, CPU and GPU), "triton" (fused segment-table kernels, CUDA;
+CPU only under TRITON_INTERPRET=1), or "auto" (triton when the call is on CUDA and the kernel package serves the
+method's table, dtype and head dim; else torch). The device is checked first, so "auto" on CPU never touches
+the kernels. An explicit impl never falls back: it raises with the reason.
+
+Kernel positions come without a host sync: key_start = lk - (valid keys) per row, and (for tables that use
+absolute positions) pos_offset = qpos[:, -1] - (lk - 1), the position of key index 0. A prefill call whose mask
+is not left padding, or whose query positions are not consecutive, is refused by a device-side assert
+(``torch._assert_async``) rather than silently computed; decode steps extend an already checked mask.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -14,47 +22,52 @@ from .tiled import tiled_attention
 IMPLS = ("auto", "torch", "reference", "triton")
 
 
-def triton_unsupported_reason(method, device: torch.device | str | None) -> str | None:
-    """Why the triton kernels cannot serve this method/device (None when they can)."""
-    from ..remaps.string import StringMethod
+@functools.lru_cache(maxsize=128)
+def _compiled(method):
+    """The method's table compiled for the kernels (a KernelSpec), or the reason it cannot be (str)."""
+    from ..kernels.spec import compile_table
 
-    if not isinstance(method, StringMethod):
-        return f"the triton kernels implement STRING only, not {method.name!r}"
-    if method.logit_scale != 1.0:
-        return None if _kernels_accept_logit_scale() else "the triton kernels do not take logit_scale"
+    return compile_table(method.table())
+
+
+def triton_unsupported_reason(method, device, dtype=None, head_dim=None, *, auto=False) -> str | None:
+    """Why the triton kernels cannot serve this method on this device/dtype (None when they can); device first.
+
+    ``auto=True``: the question of impl="auto", which never picks the Triton interpreter on CPU."""
+    from .. import kernels
+
     dev = torch.device(device) if device is not None else None
-    if dev is None or dev.type != "cuda" or not torch.cuda.is_available():
-        return "impl='triton' needs a CUDA device (the model is not on CUDA)"
+    if dev is None or dev.type != "cuda":
+        reason = kernels.unsupported_reason(None, dev, allow_interpreter=not auto)
+        if reason is not None:
+            return reason
     try:
-        from .. import kernels
-    except ImportError as e:  # pragma: no cover - kernels package missing
-        return f"ropeshift.kernels is unavailable ({e})"
-    probe = getattr(kernels, "triton_available", None)
-    if probe is not None and not probe():
-        return "Triton is not installed or cannot run here (pip install triton)"
-    if not hasattr(kernels, "string_attention"):
-        return "ropeshift.kernels.string_attention is not available in this build"
-    return None
+        spec = _compiled(method)
+    except TypeError:  # unhashable method object: compile uncached
+        from ..kernels.spec import compile_table
+
+        spec = compile_table(method.table())
+    return kernels.unsupported_reason(spec, dev, dtype, head_dim, allow_interpreter=not auto)
 
 
-def _kernels_accept_logit_scale() -> bool:
-    return True  # folded into the softmax scale below
-
-
-def _left_padding_start(kvalid, check: bool = True):
-    """key_start [b] if every row is [pad..., valid...] (left padding), else None.
-
-    ``check=False`` skips the layout check (a host sync): used for CUDA decode steps, whose mask extends the
-    prefill's mask, already checked, with ones.
-    """
-    lk = kvalid.shape[1]
-    start = lk - kvalid.sum(dim=1)
-    if not check:
-        return start.to(torch.int32)
-    expected = torch.arange(lk, device=kvalid.device)[None, :] >= start[:, None]
-    if not torch.equal(expected, kvalid):
-        return None
-    return start.to(torch.int32)
+def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
+    """(key_start [b] int32 or None, pos_offset [b] int32 or None), without a host sync."""
+    b, lk = kvalid.shape
+    lq = qpos.shape[1]
+    key_start = pos_offset = None
+    if mask_given:
+        key_start = (lk - kvalid.sum(dim=1)).to(torch.int32)
+        if lq > 1:
+            expected = torch.arange(lk, device=kvalid.device)[None, :] >= key_start[:, None]
+            torch._assert_async((expected == kvalid).all(),
+                                "ropeshift: impl='triton' needs left padding (valid keys contiguous at the end)")
+    if positional:
+        pos_offset = (qpos[:, -1] - (lk - 1)).to(torch.int32)
+        if lq > 1:
+            steps = torch.arange(lq - 1, -1, -1, device=qpos.device)
+            torch._assert_async((qpos == qpos[:, -1:] - steps).all(),
+                                "ropeshift: impl='triton' needs consecutive query positions in each row")
+    return key_start, pos_offset
 
 
 def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_given: bool):
@@ -62,21 +75,16 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
     if impl == "reference":
         out, lse = reference_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
         return out.to(q.dtype), lse.float()
-    if impl in ("triton", "auto"):
-        reason = triton_unsupported_reason(method, q.device)
-        key_start = None
-        if reason is None and mask_given:
-            key_start = _left_padding_start(kvalid, check=not (q.is_cuda and q.shape[2] == 1))
-            if key_start is None:
-                reason = "the triton kernels need left padding (valid keys contiguous at the end of each row)"
+    use_kernels = impl == "triton" or (impl == "auto" and q.is_cuda)
+    if use_kernels:
+        reason = triton_unsupported_reason(method, q.device, q.dtype, q.shape[-1], auto=impl == "auto")
         if reason is None:
             from .. import kernels
 
-            inv = inv_freq.to(q.device)
-            return kernels.string_attention(
-                q, k, v, shift=method.shift, window=method.window, inv_freq=inv,
-                scale=scale * method.logit_scale, key_start=key_start,
-            )
+            spec = _compiled(method)
+            key_start, pos_offset = _kernel_positions(qpos, kvalid, mask_given, spec.for_keys(k.shape[2]).positional)
+            return kernels.table_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
+                                           key_start=key_start, pos_offset=pos_offset)
         if impl == "triton":
             raise RuntimeError(f"impl='triton' cannot run this call: {reason}")
     return tiled_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)

@@ -51,7 +51,9 @@ _DTYPES = ("torch.bfloat16", "torch.float16", "torch.float32")
 def unsupported_reason(table, device, dtype=None, head_dim=None, *, allow_interpreter=False) -> str | None:
     """Why the kernels cannot serve this segment table on this device/dtype (None when they can).
 
-    The device is checked first: CPU is refused unless ``allow_interpreter`` and TRITON_INTERPRET=1."""
+    ``table``: a ``SegmentTable``, a compiled ``spec.KernelSpec``, a reason string from ``spec.compile_table``,
+    or None (device/dtype question only). The device is checked first: CPU is refused unless
+    ``allow_interpreter`` and TRITON_INTERPRET=1."""
     import torch
 
     dev = torch.device(device) if device is not None else None
@@ -66,9 +68,9 @@ def unsupported_reason(table, device, dtype=None, head_dim=None, *, allow_interp
         return f"the triton kernels take bf16/fp16/fp32, not {dtype}"
     if head_dim is not None and head_dim not in (16, 32, 64, 128):
         return f"the triton kernels take head_dim 16/32/64/128, not {head_dim}"
-    from .spec import compile_table
+    from .spec import KernelSpec, compile_table
 
-    spec = compile_table(table)
+    spec = table if table is None or isinstance(table, (KernelSpec, str)) else compile_table(table)
     return spec if isinstance(spec, str) else None
 
 
