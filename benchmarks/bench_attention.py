@@ -1,35 +1,50 @@
-"""Attention benchmark: fused Triton STRING vs the best causal kernels on the GPU (issue 5).
+"""Attention benchmark: every method's fused Triton kernel vs cuDNN causal and our own causal (issue 9).
 
-Run (H100, ~4 min):  PYTHONPATH=src python benchmarks/bench_attention.py [--quick] [--dims 64,128]
-                     [--lengths 8k,16k,32k,64k,128k] [--no-flex] [--flex-dims 128] [--flex-lengths 32k,128k]
+Run (H100, ~4 min):  PYTHONPATH=src python benchmarks/bench_attention.py [--quick] [--md OUT.md]
+                     [--dims 128,64] [--lengths 32k,128k] [--d64-lengths 32k] [--decode-lengths 64k]
+                     [--decode-batches 1,8] [--methods string,rerope,...] [--budget SECONDS] [--sweep 32k]
 
-Prefill, bf16, B = 1, 32 query / 8 KV heads, S = 0.33 N, W = 128, median of >= 10 timed calls after warm-up,
-causal FLOPs = 2 * N^2 * D * H (the FlashAttention convention, 4 N^2 D H halved):
-  cudnn      SDPA forced to cuDNN, is_causal (GQA via enable_gqa, else K/V expanded outside the timing)
-  flash      SDPA forced to the flash backend, is_causal
-  flex       FlexAttention (compiled), causal block mask
-  flex2      FlexAttention two-pass STRING: [q; q_shift] as a batch of 2 (= the 2h-query-heads trick of
-             perf.md 3d), mask d < S / d >= S, return LSE, then an LSE merge; q_shift rotation and merge timed
-  ours       ropeshift.kernels.causal_attention (STRING off)
-  string     ropeshift.kernels.string_attention
-plus extra peak memory of each call over its inputs. Decode (one query per row over an N-key cache, CUDA-graph
-replay, several cache copies so the L2 does not hold the cache): effective KV bytes/s of our plain and STRING
-decode vs the measured device-to-device copy bandwidth, and the reference decode structure (two plain split-KV
-calls on the near/far key ranges + torch LSE merge).
+Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 timed calls after warm-up, FLOPs counted as causal
+(2 * N^2 * D * H, the FlashAttention convention, for every method: LM-Infinite's Lambda mask does less work):
+  cudnn         SDPA forced to cuDNN, is_causal (GQA via enable_gqa, else K/V expanded outside the timing)
+  ours causal   ropeshift.kernels.causal_attention (one identity region)
+  <method>      ropeshift.kernels.table_attention on the method's segment table
+Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension):
+  string S = 0.33 N, W = 128 | rerope w = L/4 | rerope_leaky w = L/4, k = 16 | self_extend G = 8, w_n = 1024 |
+  dca C = 3L/4, w = L/16 | lm_infinite n_global = 10, n_local = L_d = L.
+Decode (one query per row over an N-key cache, CUDA-graph replay, several cache copies so the L2 does not
+hold the cache): effective KV bytes/s of each method vs our plain decode. Ratios are printed against
+cuDNN causal (prefill) and our plain decode (decode). ``--md`` writes the tables as markdown.
 """
 
 import argparse
 import math
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
 
 from ropeshift import kernels
-from ropeshift.rope import rotate
+from ropeshift.remaps.registry import METHODS
 
-H, H_KV, W = 32, 8, 128
+H, H_KV = 32, 8
+ALL_METHODS = ("string", "rerope", "rerope_leaky", "self_extend", "dca", "lm_infinite")
+
+
+def method_at(name, n):
+    """The benchmarked settings of a method at sequence length n (see the module docstring)."""
+    half = n // 2
+    params = {
+        "string": ("string", dict(shift=int(0.33 * n), window=128)),
+        "rerope": ("rerope", dict(window=half // 4)),
+        "rerope_leaky": ("rerope", dict(window=half // 4, leaky=16.0)),
+        "self_extend": ("self_extend", dict(group_size=8, window=1024)),
+        "dca": ("dca", dict(chunk_size=3 * half // 4, local_window=half // 16)),
+        "lm_infinite": ("lm_infinite", dict(n_global=10, n_local=half, distance_limit=half)),
+    }[name]
+    return METHODS[params[0]](**params[1])
 
 
 def _median_ms(fn, min_calls=10, min_ms=300.0, warmup=2):
@@ -53,18 +68,6 @@ def _median_ms(fn, min_calls=10, min_ms=300.0, warmup=2):
     return statistics.median(times)
 
 
-def _extra_mem(fn):
-    """Peak bytes allocated during fn() above what was allocated before it (outputs included)."""
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    r = fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    del r
-    return peak
-
-
 def copy_bandwidth(gib=2):
     n = gib * (1 << 30) // 2
     a = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
@@ -78,139 +81,82 @@ def _inv_freq(d):
     return (1.0 / (500000.0 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))).cuda()
 
 
-def _sdpa(backend, q, k, v, scale):
-    from torch.nn.attention import sdpa_kernel
+def _cudnn(q, k, v, scale):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     def call(kk, vv, gqa):
-        with sdpa_kernel([backend]):
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
             return F.scaled_dot_product_attention(q, kk, vv, is_causal=True, scale=scale, enable_gqa=gqa)
 
     try:
         call(k, v, True)
-        return lambda: call(k, v, True), "gqa"
+        return lambda: call(k, v, True)
     except RuntimeError:
         ke, ve = k.repeat_interleave(H // H_KV, 1), v.repeat_interleave(H // H_KV, 1)
         call(ke, ve, False)
-        return lambda: call(ke, ve, False), "expanded kv"
+        return lambda: call(ke, ve, False)
 
 
-_FLEX = {}
+class Budget:
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds if seconds else None
+
+    def left(self):
+        return float("inf") if self.end is None else self.end - time.monotonic()
 
 
-def _flex_fn():
-    if "fn" not in _FLEX:
-        from torch.nn.attention.flex_attention import flex_attention
-
-        _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
-    return _FLEX["fn"]
-
-
-def _flex_lse_call(q, k, v, block_mask, scale):
-    fa = _flex_fn()
-    try:
-        from torch.nn.attention.flex_attention import AuxRequest
-
-        out, aux = fa(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=True, return_aux=AuxRequest(lse=True))
-        return out, aux.lse
-    except ImportError:
-        return fa(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=True, return_lse=True)
-
-
-def flex_causal(q, k, v, scale):
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    n = q.shape[2]
-    bm = create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, n, n, device="cuda", _compile=True)
-    fa = _flex_fn()
-    return lambda: fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=True)
-
-
-def flex_two_pass(q, k, v, scale, shift, inv_freq):
-    """STRING as one Flex call over [q; q_shift] (batch 2: near / far masks) + an LSE merge."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    n = q.shape[2]
-
-    def mask(b, h, qi, ki):
-        d = qi - ki
-        return (d >= 0) & torch.where(b == 1, d >= shift, d < shift)
-
-    bm = create_block_mask(mask, 2, None, n, n, device="cuda", _compile=True)
-    k2, v2 = k.expand(2, -1, -1, -1), v.expand(2, -1, -1, -1)
-
-    def run():
-        q2 = torch.cat([q, rotate(q, W - shift, inv_freq)])  # [2, h, n, d]
-        o, lse = _flex_lse_call(q2, k2, v2, bm, scale)
-        lse_all = torch.logaddexp(lse[0], lse[1])
-        w = torch.exp(lse - lse_all).nan_to_num(0.0).unsqueeze(-1)  # [2, h, n, 1]
-        return (o[0] * w[0] + o[1] * w[1]).to(q.dtype), lse_all
-
-    return run
-
-
-def bench_prefill(dims, lengths, flex_dims, flex_lengths):
+def bench_prefill(shapes, methods, budget):
     rows = []
-    for d in dims:
-        for n in lengths:
-            torch.manual_seed(0)
-            q = torch.randn(1, H, n, d, device="cuda", dtype=torch.bfloat16)
-            k = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
-            v = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
-            scale, shift, inv = 1 / math.sqrt(d), int(0.33 * n), _inv_freq(d)
-            flops = 2 * n * n * d * H
-            fns = {}
-            from torch.nn.attention import SDPBackend
-
-            for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
-                try:
-                    fns[name], _ = _sdpa(be, q, k, v, scale)
-                except RuntimeError as e:
-                    print(f"# {name} unavailable at d={d} n={n}: {str(e)[:120]}", file=sys.stderr)
-            if d in flex_dims and n in flex_lengths:
-                try:
-                    fns["flex"] = flex_causal(q, k, v, scale)
-                    fns["flex2"] = flex_two_pass(q, k, v, scale, shift, inv)
-                except Exception as e:  # noqa: BLE001 - report and go on
-                    print(f"# flex unavailable at d={d} n={n}: {type(e).__name__}: {str(e)[:160]}", file=sys.stderr)
-            fns["ours"] = lambda: kernels.causal_attention(q, k, v, scale=scale)
-            fns["string"] = lambda: kernels.string_attention(q, k, v, shift=shift, window=W, inv_freq=inv,
-                                                             scale=scale)
-            res = {"d": d, "n": n}
-            for name, fn in fns.items():
-                try:
-                    ms = _median_ms(fn)
-                except Exception as e:  # noqa: BLE001 - a baseline that cannot run is reported, not fatal
-                    print(f"# {name} failed at d={d} n={n}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
-                    continue
-                res[name] = ms
-                res[name + "_tflops"] = flops / (ms * 1e-3) / 1e12
-                res[name + "_mem"] = _extra_mem(fn)
-            rows.append(res)
-            print(_prefill_line(res), flush=True)
-            del q, k, v, fns
-            torch.cuda.empty_cache()
+    for d, n in shapes:
+        if budget.left() < 20:
+            print(f"# prefill D={d} N={n}: skipped (time budget)", file=sys.stderr)
+            continue
+        torch.manual_seed(0)
+        q = torch.randn(1, H, n, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
+        scale, inv = 1 / math.sqrt(d), _inv_freq(d)
+        flops = 2 * n * n * d * H
+        fns = {}
+        try:
+            fns["cudnn causal"] = _cudnn(q, k, v, scale)
+        except RuntimeError as e:
+            print(f"# cudnn unavailable at d={d} n={n}: {str(e)[:120]}", file=sys.stderr)
+        fns["ours causal"] = lambda: kernels.causal_attention(q, k, v, scale=scale)
+        for name in methods:
+            table = method_at(name, n).table()
+            fns[name] = lambda t=table: kernels.table_attention(q, k, v, t, inv_freq=inv, scale=scale)
+        res = {}
+        for name, fn in fns.items():
+            if budget.left() < 5:
+                print(f"# {name} at d={d} n={n}: skipped (time budget)", file=sys.stderr)
+                continue
+            try:
+                res[name] = _median_ms(fn)
+            except Exception as e:  # noqa: BLE001 - a provider that cannot run is reported, not fatal
+                print(f"# {name} failed at d={d} n={n}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+        for name, ms in res.items():
+            row = {"d": d, "n": n, "impl": name, "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12,
+                   "vs_cudnn": ms / res["cudnn causal"] if "cudnn causal" in res else None,
+                   "vs_ours": ms / res["ours causal"] if "ours causal" in res else None}
+            rows.append(row)
+            print(_prefill_line(row), flush=True)
+        del q, k, v, fns
+        torch.cuda.empty_cache()
     return rows
 
 
-_PROVIDERS = ("cudnn", "flash", "flex", "flex2", "ours", "string")
+def _fmt(x, spec=".3f"):
+    return "-" if x is None else format(x, spec)
 
 
-def _prefill_header():
-    cols = " | ".join(f"{p} ms (TF/s)" for p in _PROVIDERS)
-    return (f"| D | N | {cols} | string/cudnn | string/ours | flex2/string | mem string/ours |\n"
-            "|---|---|" + "---|" * (len(_PROVIDERS) + 4))
-
-
-def _ratio(r, a, b):
-    return f"{r[a] / r[b]:.3f}" if a in r and b in r else "-"
+PREFILL_HEADER = ("| D | N | impl | ms | TF/s | / cuDNN causal | / ours causal |\n"
+                  "|---|---|---|---|---|---|---|")
 
 
 def _prefill_line(r):
-    cells = [f"{r[p]:.2f} ({r[p + '_tflops']:.0f})" if p in r else "-" for p in _PROVIDERS]
-    mem = f"{r['string_mem'] / r['ours_mem']:.4f}" if "ours_mem" in r else "-"
-    return (f"| {r['d']} | {r['n'] // 1024}k | " + " | ".join(cells)
-            + f" | {_ratio(r, 'string', 'cudnn')} | {_ratio(r, 'string', 'ours')} | {_ratio(r, 'flex2', 'string')}"
-            + f" | {mem} |")
+    return (f"| {r['d']} | {r['n'] // 1024}k | {r['impl']} | {r['ms']:.2f} | {r['tflops']:.0f} | "
+            f"{_fmt(r['vs_cudnn'])} | {_fmt(r['vs_ours'])} |")
 
 
 def _graph_ms(fn, reps):
@@ -229,65 +175,52 @@ def _graph_ms(fn, reps):
     return _median_ms(g.replay, min_calls=20) / reps
 
 
-def bench_decode(lengths, batches, copy_bw, d=128):
+def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
     rows = []
     for n in lengths:
         for b in batches:
+            if budget.left() < 15:
+                print(f"# decode N={n} B={b}: skipped (time budget)", file=sys.stderr)
+                continue
             kv_bytes = 2 * b * H_KV * n * d * 2
             copies = max(1, math.ceil(200e6 / kv_bytes))  # > 50 MB L2: each replay streams from HBM
             torch.manual_seed(0)
             q = torch.randn(b, H, 1, d, device="cuda", dtype=torch.bfloat16)
             ks = [torch.randn(b, H_KV, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
             vs = [torch.randn(b, H_KV, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
-            scale, shift, inv = 1 / math.sqrt(d), int(0.33 * n), _inv_freq(d)
-            kernels.string_attention(q, ks[0], vs[0], shift=shift, window=W, inv_freq=inv, scale=scale)  # cos/sin
+            scale, inv = 1 / math.sqrt(d), _inv_freq(d)
+            fns = {"ours plain": lambda: [kernels.causal_attention(q, k, v, scale=scale) for k, v in zip(ks, vs)]}
+            for name in methods:
+                from ropeshift.kernels.spec import compile_table
 
-            def plain():
-                for k, v in zip(ks, vs):
-                    kernels.causal_attention(q, k, v, scale=scale)
-
-            def string():
-                for k, v in zip(ks, vs):
-                    kernels.string_attention(q, k, v, shift=shift, window=W, inv_freq=inv, scale=scale)
-
-            from ropeshift.kernels.attention import _cos_sin
-
-            cs = _cos_sin(inv, W - shift, q.device)
-            half = cs.shape[1]
-
-            def rot(x):  # q rotated by -(S - W) with torch ops (what the official decode computes)
-                x1, x2 = x[..., :half].float(), x[..., half:2 * half].float()
-                return torch.cat([x1 * cs[0] - x2 * cs[1], x2 * cs[0] + x1 * cs[1]], -1).to(x.dtype)
-
-            def two_call():  # the official decode structure: near and far calls + rotate + LSE merge
-                for k, v in zip(ks, vs):
-                    o1, l1 = kernels.causal_attention(q, k[:, :, n - shift:], v[:, :, n - shift:], scale=scale)
-                    o2, l2 = kernels.causal_attention(rot(q), k[:, :, :n - shift],
-                                                      v[:, :, :n - shift], scale=scale)
-                    lse = torch.logaddexp(l1, l2)
-                    _ = (o1 * torch.exp(l1 - lse).unsqueeze(-1) + o2 * torch.exp(l2 - lse).unsqueeze(-1)).to(q.dtype)
-
-            r = {"n": n, "b": b}
-            for name, fn in (("plain", plain), ("string", string), ("two_call", two_call)):
-                ms = _graph_ms(fn, copies)
-                r[name] = ms
-                r[name + "_bw"] = kv_bytes / (ms * 1e-3)
-            rows.append(r)
-            print(_decode_line(r, copy_bw), flush=True)
+                spec = compile_table(method_at(name, n).table())  # compiled once, as the dispatcher caches it
+                fns[name] = lambda s=spec: [kernels.table_attention(q, k, v, s, inv_freq=inv, scale=scale)
+                                            for k, v in zip(ks, vs)]
+            res = {}
+            for name, fn in fns.items():
+                try:
+                    res[name] = _graph_ms(fn, copies)
+                except Exception as e:  # noqa: BLE001
+                    print(f"# decode {name} failed at n={n} b={b}: {type(e).__name__}: {str(e)[:200]}",
+                          file=sys.stderr)
+            for name, ms in res.items():
+                bw = kv_bytes / (ms * 1e-3)
+                row = {"n": n, "b": b, "impl": name, "us": ms * 1e3, "tbs": bw / 1e12, "copy_pct": 100 * bw / copy_bw,
+                       "vs_plain": ms / res["ours plain"] if "ours plain" in res else None}
+                rows.append(row)
+                print(_decode_line(row), flush=True)
             del ks, vs
             torch.cuda.empty_cache()
     return rows
 
 
-def _decode_header():
-    return ("| N | B | plain us (TB/s) | string us (TB/s) | string % of copy BW | string/plain | two-call us | "
-            "two-call/string |\n|---|---|---|---|---|---|---|---|")
+DECODE_HEADER = ("| N | B | impl | us | TB/s | % of copy BW | / ours plain |\n"
+                 "|---|---|---|---|---|---|---|")
 
 
-def _decode_line(r, copy_bw):
-    return (f"| {r['n'] // 1024}k | {r['b']} | {r['plain'] * 1e3:.1f} ({r['plain_bw'] / 1e12:.2f}) | "
-            f"{r['string'] * 1e3:.1f} ({r['string_bw'] / 1e12:.2f}) | {100 * r['string_bw'] / copy_bw:.0f}% | "
-            f"{r['string'] / r['plain']:.3f} | {r['two_call'] * 1e3:.1f} | {r['two_call'] / r['string']:.2f} |")
+def _decode_line(r):
+    return (f"| {r['n'] // 1024}k | {r['b']} | {r['impl']} | {r['us']:.1f} | {r['tbs']:.2f} | "
+            f"{r['copy_pct']:.0f}% | {_fmt(r['vs_plain'])} |")
 
 
 SWEEP = {  # (BLOCK_M, BLOCK_N, num_warps, num_stages, phase order) per head dim
@@ -308,13 +241,13 @@ def sweep_prefill(dims, n):
         q = torch.randn(1, H, n, d, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
-        scale, shift, inv = 1 / math.sqrt(d), int(0.33 * n), _inv_freq(d)
+        scale, inv, table = 1 / math.sqrt(d), _inv_freq(d), method_at("string", n).table()
         for cfg in SWEEP.get(d, SWEEP[128]):
             _prefill.PREFILL_CONFIG = cfg
             try:
                 tc = _median_ms(lambda: kernels.causal_attention(q, k, v, scale=scale), min_calls=5, min_ms=100)
-                ts = _median_ms(lambda: kernels.string_attention(q, k, v, shift=shift, window=W, inv_freq=inv,
-                                                                 scale=scale), min_calls=5, min_ms=100)
+                ts = _median_ms(lambda: kernels.table_attention(q, k, v, table, inv_freq=inv, scale=scale),
+                                min_calls=5, min_ms=100)
             except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
                 print(f"| {d} | {' | '.join(map(str, cfg))} | failed: {type(e).__name__} | | |")
                 continue
@@ -326,53 +259,73 @@ def sweep_prefill(dims, n):
 
 
 def _lengths(s):
-    return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in s.split(",")]
+    return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in s.split(",") if x]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dims", default="128,64", help="head dims, comma separated")
-    p.add_argument("--lengths", default="8k,16k,32k,64k,128k", help="prefill sequence lengths N")
-    p.add_argument("--decode-lengths", default="8k,32k,64k,128k", help="decode cache lengths N")
+    p.add_argument("--lengths", default="32k,128k", help="prefill lengths N at D = 128")
+    p.add_argument("--d64-lengths", default="32k", help="prefill lengths N at D = 64")
+    p.add_argument("--extra-lengths", default="64k", help="prefill lengths at D = 128 run after decode, if the "
+                   "time budget allows")
+    p.add_argument("--decode-lengths", default="64k", help="decode cache lengths N")
     p.add_argument("--decode-batches", default="1,8")
-    p.add_argument("--no-flex", action="store_true", help="skip the FlexAttention baselines (compile time)")
-    p.add_argument("--flex-dims", default=None, help="head dims that run Flex (default: all)")
-    p.add_argument("--flex-lengths", default=None, help="lengths that run Flex (default: all)")
+    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--budget", type=float, default=0, help="stop starting new rows after this many seconds")
+    p.add_argument("--quick", action="store_true", help="8k prefill and 16k decode only (smoke run)")
+    p.add_argument("--md", default=None, help="also write the tables as markdown to this file")
     p.add_argument("--no-prefill", action="store_true")
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
-    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | triton "
-          f"{__import__('triton').__version__} | cuDNN {torch.backends.cudnn.version()}")
+    budget = Budget(args.budget)
+    methods = [m for m in args.methods.split(",") if m]
+    dims = [int(x) for x in args.dims.split(",")]
+    if args.quick:
+        args.lengths, args.d64_lengths, args.decode_lengths, args.extra_lengths = "8k", "8k", "16k", ""
+    shapes = [(128, n) for n in _lengths(args.lengths) if 128 in dims]
+    shapes += [(64, n) for n in _lengths(args.d64_lengths) if 64 in dims]
+    head = (f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | triton "
+            f"{__import__('triton').__version__} | cuDNN {torch.backends.cudnn.version()}")
+    print(head)
     bw = copy_bandwidth()
     print(f"# device-to-device copy bandwidth (read + write): {bw / 1e12:.2f} TB/s")
     prefill = decode = []
     if args.sweep:
         from ropeshift.kernels import _prefill
 
-        best = sweep_prefill([int(x) for x in args.dims.split(",")], _lengths(args.sweep)[0])
-        print(f"# best configs (BM, BN, warps, stages): {best}")
-        _prefill.PREFILL_BY_DIM.update({d: cfg for d, cfg in best.items()})
+        best = sweep_prefill(dims, _lengths(args.sweep)[0])
+        print(f"# best configs (BM, BN, warps, stages, order): {best}")
+        _prefill.PREFILL_BY_DIM.update(best)
     if not args.no_prefill:
-        print(_prefill_header(), flush=True)
-        dims, lengths = [int(x) for x in args.dims.split(",")], _lengths(args.lengths)
-        flex_dims = [] if args.no_flex else [int(x) for x in args.flex_dims.split(",")] if args.flex_dims else dims
-        flex_lengths = _lengths(args.flex_lengths) if args.flex_lengths else lengths
-        prefill = bench_prefill(dims, lengths, flex_dims, flex_lengths)
+        print(PREFILL_HEADER, flush=True)
+        prefill = bench_prefill(shapes, methods, budget)
+        write_md(args.md, head, bw, prefill, decode)
     if not args.no_decode:
-        print(_decode_header(), flush=True)
-        decode = bench_decode(_lengths(args.decode_lengths), [int(x) for x in args.decode_batches.split(",")], bw)
-    print("\n## summary (tables repeated)")
-    print(f"copy bandwidth {bw / 1e12:.2f} TB/s")
-    if prefill:
-        print(_prefill_header())
-        for r in prefill:
-            print(_prefill_line(r))
-    if decode:
-        print(_decode_header())
-        for r in decode:
-            print(_decode_line(r, bw))
+        print(DECODE_HEADER, flush=True)
+        decode = bench_decode(_lengths(args.decode_lengths), [int(x) for x in args.decode_batches.split(",")],
+                              methods, bw, budget)
+        write_md(args.md, head, bw, prefill, decode)
+    extra = [(128, n) for n in _lengths(args.extra_lengths) if 128 in dims]
+    if extra and not args.no_prefill:
+        print(PREFILL_HEADER, flush=True)
+        prefill = prefill + bench_prefill(extra, methods, budget)
+    write_md(args.md, head, bw, prefill, decode, final=True)
+
+
+def write_md(path, head, bw, prefill, decode, final=False):
+    lines = [head, f"copy bandwidth {bw / 1e12:.2f} TB/s", "",
+             "## Prefill (bf16, B = 1, 32 q / 8 kv heads; ratios: time / time of the reference)", "", PREFILL_HEADER]
+    lines += [_prefill_line(r) for r in prefill]
+    lines += ["", "## Decode (bf16, 32 q / 8 kv heads, D = 128, CUDA-graph replay)", "", DECODE_HEADER]
+    lines += [_decode_line(r) for r in decode]
+    if final:
+        print("\n## summary (tables repeated)\n" + "\n".join(lines))
+    if path:
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

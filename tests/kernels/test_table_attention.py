@@ -45,7 +45,7 @@ def _run(q, k, v, method, *, inv_freq, scale, key_start):
     launch(q, k, v, inv, key_start, poff, out, lse, spec=spec, scale=scale * method.logit_scale)
     assert not out.isnan().any() and not lse.isnan().any(), "output not fully written (NaN poison left)"
     out2, lse2 = kernels.table_attention(q, k, v, method.table(), inv_freq=inv, scale=scale * method.logit_scale,
-                                         key_start=key_start)
+                                         key_start=key_start, pos_offset=poff)
     assert torch.equal(out, out2) and torch.equal(lse, lse2)
     return out, lse
 
@@ -209,12 +209,15 @@ def _gpu_method(name, lk):
     return build(*case[1:])
 
 
+# fp16 on the grid for one constant-map and one general-map method (each dtype is a compile per table kind)
+GPU_DTYPES = [(n, torch.bfloat16) for n in GPU_METHODS] + [(n, torch.float16) for n in ("string", "rerope_leaky")]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", GRID, ids=lambda c: "x".join(map(str, c)))
-@pytest.mark.parametrize("name", GPU_METHODS)
-def test_gpu_grid(name, case, dtype):
+@pytest.mark.parametrize("name,dtype", GPU_DTYPES, ids=lambda x: str(x).replace("torch.", ""))
+def test_gpu_grid(name, dtype, case):
     lq, lk, h, h_kv, d = case
     _check(_gpu_method(name, lk), 1, h, h_kv, lq, lk, d, dtype)
 

@@ -20,7 +20,8 @@ import triton.language as tl
 from ._prefill import _LOG2E, _chunk_far, _map_delta, _partner, _rotate
 
 
-@triton.jit(do_not_specialize=["LK"])  # the cache grows every step: one binary for all lengths
+# the cache grows every step, table scalars vary per call: one binary per table kind for all lengths
+@triton.jit(do_not_specialize=["H_KV", "G", "LK", "LO1", "HI0", "RA", "RB", "QC", "QG", "KC", "KG"])
 def _table_decode_split_kernel(
     Q, K, V, INV, KS, POFF, Opart, Lpart,
     stride_qb, stride_qh, stride_qd,

@@ -159,7 +159,11 @@ def _zone(
     return acc, l_i, m_i
 
 
-@triton.jit
+# table scalars and lengths vary per call: one binary per table *kind* (constexprs), not per value
+_NO_SPEC = ["H", "G", "LQ", "LK", "LO1", "HI0", "RA", "RB", "QC", "QG", "KC", "KG"]
+
+
+@triton.jit(do_not_specialize=_NO_SPEC)
 def _table_prefill_kernel(
     Q, K, V, INV, KS, POFF, Out, Lse,
     stride_qb, stride_qh, stride_qm, stride_qd,
