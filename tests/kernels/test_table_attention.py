@@ -260,3 +260,15 @@ def test_gpu_int64_offsets_decode(name):
     t_out, t_lse = table_reference(q[last], k[last], v[last], method, **kw, dtype=torch.bfloat16)
     assert rel_err(out[last], ref_out) <= 2 * rel_err(t_out, ref_out) + 1e-6
     assert lse_err(lse[last], ref_lse) <= 2 * lse_err(t_lse, ref_lse) + 1e-6
+
+
+def test_cos_sin_range_reduction():
+    """The kernels' cos/sin reduce angles up to 2e5 rad (128k positions) before the approximation."""
+    from _cos_sin_kernel import cos_sin_kernel
+
+    ang = torch.cat([torch.linspace(-2e5, 2e5, 120), torch.tensor([0.0, 3.14159, 1e5 + 0.5, -7.0, 131071.0, 6.2831855,
+                                                                   -6.2831855, 1.0])]).to(DEV)
+    c, s = torch.empty_like(ang), torch.empty_like(ang)
+    cos_sin_kernel[(1,)](ang, c, s, N=128)
+    exact = ang.double()
+    assert (c.double() - exact.cos()).abs().max() < 2e-5 and (s.double() - exact.sin()).abs().max() < 2e-5

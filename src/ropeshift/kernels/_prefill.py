@@ -16,7 +16,7 @@ cut into zones so that the hot loops carry no per-element selects or masks::
   tiles no row sees (between the global keys and the local window).
 
 STRING (constant query map, identity key map) is exactly the fast kernel it always was: q1 is q rotated by
-one constant, no key is re-rotated. Rotations use cos/sin of (delta * inv_freq) in fp32 (HF rotate_half
+one constant, no key is re-rotated. Rotations use cos/sin of (delta * inv_freq) in fp32 (``_cos_sin``; HF rotate_half
 convention over the first 2 * R2 dims, dims beyond untouched).
 
 Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lq queries, lk keys, d head dim,
@@ -27,11 +27,13 @@ import os
 
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
 _LOG2E = 1.4426950408889634  # 1 / ln(2): softmax runs in base 2
 # accurate (range-reduced) cos/sin on the GPU: angles reach 1e5 rad at 128k; the interpreter has no libdevice
-_LIBDEVICE = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+# GPU: MUFU cos/sin approximations after an exact-to-rounding Cody-Waite reduction to [-pi, pi] (angles reach
+# 1e5 rad at 128k; cos.approx alone is wrong there, libdevice's accurate path costs ~40 instructions). The
+# interpreter has no inline asm: it runs tl.cos/tl.sin on the same reduced angle.
+_ASM = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
@@ -41,18 +43,28 @@ def _partner(offs_d, R2):
 
 
 @triton.jit
+def _cos_sin(ang):
+    """cos, sin of fp32 angles: r = ang - 2 pi round(ang / 2 pi) with a two-part 2 pi, then approximations
+    (abs error ~1e-6 on [-pi, pi])."""
+    k = tl.floor(ang * 0.15915494309189535 + 0.5)
+    r = tl.fma(k, -6.2831854820251465, ang)
+    r = tl.fma(k, 1.7484555314695172e-07, r)
+    if _ASM:
+        c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=f,f", [r], dtype=tl.float32, is_pure=True, pack=1)
+        s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=f,f", [r], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        c = tl.cos(r)
+        s = tl.sin(r)
+    return c, s
+
+
+@triton.jit
 def _rotate(x, xp, INV, R2, offs_d, delta):
     """x [rows, d] rotated by delta ([rows, 1] or scalar, fp32) positions; xp = x's partner columns."""
     rot = offs_d < 2 * R2
     fi = tl.where(offs_d < R2, offs_d, offs_d - R2)
     inv = tl.load(INV + fi, mask=rot, other=0.0)
-    ang = delta * inv[None, :]
-    if _LIBDEVICE:
-        cos = libdevice.cos(ang)
-        sin = libdevice.sin(ang)
-    else:
-        cos = tl.cos(ang)
-        sin = tl.sin(ang)
+    cos, sin = _cos_sin(delta * inv[None, :])
     cos = tl.where(rot[None, :], cos, 1.0)
     sin = tl.where((offs_d < R2)[None, :], -sin, tl.where(rot[None, :], sin, 0.0))
     return (x.to(tl.float32) * cos + xp.to(tl.float32) * sin).to(x.dtype)
@@ -97,21 +109,21 @@ def _tiles(
                 kp = tl.load(kpart, mask=in_k[:, None], other=0.0)
             else:
                 kp = tl.load(kpart)
-            k1 = _rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None])
-        else:
-            k1 = k
+            k1t = tl.trans(_rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None]))
+        kt = tl.trans(k)
+        if MODE == 0 or KMAP != 2:
+            k1t = kt
         if MODE == 0:
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+            s = tl.dot(q, kt, input_precision=DOT_PREC)
         elif MODE == 1:
-            s = tl.dot(q1, tl.trans(k1), input_precision=DOT_PREC)
+            s = tl.dot(q1, k1t, input_precision=DOT_PREC)
         else:
             d = pos[:, None] - offs[None, :]
             if RULE == 1:
                 r1 = (d >= HI0) | ((d >= LO1) & _chunk_far(pos[:, None] + poff, offs[None, :] + poff, RA, RB))
             else:
                 r1 = d >= LO1
-            s = tl.where(r1, tl.dot(q1, tl.trans(k1), input_precision=DOT_PREC),
-                         tl.dot(q, tl.trans(k), input_precision=DOT_PREC))
+            s = tl.where(r1, tl.dot(q1, k1t, input_precision=DOT_PREC), tl.dot(q, kt, input_precision=DOT_PREC))
         s = s * qk_scale
         if MASKED or RULE == 2:
             vis = (offs[None, :] <= pos[:, None])
