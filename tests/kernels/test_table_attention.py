@@ -3,7 +3,8 @@
 Run: PYTHONPATH=src pytest tests/kernels -v
 Without CUDA the kernels run in Triton's interpreter on CPU (TRITON_INTERPRET=1, set in conftest.py) on tiny
 shapes with 16 x 16 tiles, region edges at 16 +- 1 (so every zone: region 1 / mixed / region 0 / diagonal /
-padded first tile, and the Lambda skip, is hit), prefill fp32, left padding + Lq != Lk + GQA 4 in fp16, decode
+padded first tile, and the Lambda skip, is hit), prefill fp32 (keys re-rotated by the prologue: lq >= 32),
+left padding + Lq != Lk + GQA 4 in fp16 (keys re-rotated per tile), decode
 GQA 8 with padding. With CUDA the full grid runs (97 / 1025 / 4097, edges at 128 +- 1, GQA 1/4/8, bf16/fp16, fp32,
 left padding, Lq != Lk, decode). Outputs are NaN-poisoned before the launch. Tolerance: ||kernel - ref|| / ||ref||
 <= 2 x the same ratio for PyTorch's own attention in the same dtype (fp32: 1e-4).
@@ -189,8 +190,9 @@ def test_torch_compile_fake():
 # ---- GPU only: the full grid ----------------------------------------------------------------------------
 
 GRID = [
-    # lq, lk, h, h_kv, d
+    # lq, lk, h, h_kv, d  (lq >= 64 re-rotates keys in a prologue, fewer queries per tile in registers)
     (97, 97, 8, 8, 128),
+    (33, 1025, 8, 2, 128),
     (97, 1025, 8, 2, 64),
     (1025, 1025, 32, 4, 128),
     (1025, 1025, 8, 1, 64),

@@ -87,7 +87,7 @@ def _chunk_far(qp, kp, S, W):
 
 @triton.jit
 def _tiles(
-    acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+    acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
     pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale, start, end, offs_n, offs_d,
     BLOCK_N: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr, DOT_PREC: tl.constexpr,
     RULE: tl.constexpr, KMAP: tl.constexpr,
@@ -110,8 +110,14 @@ def _tiles(
             else:
                 kp = tl.load(kpart)
             k1t = tl.trans(_rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None]))
+        if MODE != 0 and KMAP == 3:  # keys re-rotated once per call by the prologue
+            k1_ptrs = K1_BASE + offs[:, None].to(tl.int64) * stride_kn + offs_d[None, :] * stride_kd
+            if MASKED:
+                k1t = tl.trans(tl.load(k1_ptrs, mask=in_k[:, None], other=0.0))
+            else:
+                k1t = tl.trans(tl.load(k1_ptrs))
         kt = tl.trans(k)
-        if MODE == 0 or KMAP != 2:
+        if MODE == 0 or KMAP < 2:
             k1t = kt
         if MODE == 0:
             s = tl.dot(q, kt, input_precision=DOT_PREC)
@@ -151,7 +157,7 @@ def _tiles(
 
 @triton.jit
 def _zone(
-    acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+    acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
     pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale, start, end, gend, lstart,
     offs_n, offs_d,
     BLOCK_N: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -159,12 +165,12 @@ def _zone(
 ):
     """_tiles over [start, end); with the Lambda rule, over its visible part [start, gend) + [lstart, end)."""
     if RULE == 2:
-        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
                                pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale,
                                start, tl.minimum(end, gend), offs_n, offs_d,
                                BLOCK_N, MODE, MASKED, DOT_PREC, RULE, KMAP)
         start = tl.maximum(start, tl.maximum(gend, lstart))
-    acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+    acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
                            pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale,
                            start, end, offs_n, offs_d,
                            BLOCK_N, MODE, MASKED, DOT_PREC, RULE, KMAP)
@@ -177,7 +183,7 @@ _NO_SPEC = ["H", "G", "LQ", "LK", "LO1", "HI0", "RA", "RB", "QC", "QG", "KC", "K
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def _table_prefill_kernel(
-    Q, K, V, INV, KS, POFF, Out, Lse,
+    Q, K, V, K1, INV, KS, POFF, Out, Lse,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -191,6 +197,7 @@ def _table_prefill_kernel(
 ):
     # Q   [b, h, lq, d]     any strides          Out [b, h, lq, d]  q.dtype
     # K,V [b, h_kv, lk, d]  any strides          Lse [b, h, lq]     fp32, natural log of the scaled logits
+    # K1  like K: keys re-rotated by the key map (``_rotate_keys_kernel``; read only with KMAP 3)
     # INV [r2] fp32 inverse frequencies (read only for re-rotations)
     # KS  [b] int: left-padding count (first valid key index) of each row (read only with HAS_KS)
     # POFF [b] int: position of key index 0 (default -key_start); positions feed the maps and rules only
@@ -211,6 +218,7 @@ def _table_prefill_kernel(
     q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
     K_BASE = K + off_b * stride_kb + off_hk * stride_kh
     V_BASE = V + off_b * stride_vb + off_hk * stride_vh
+    K1_BASE = K1 + off_b * stride_kb + off_hk * stride_kh  # K1 shares K's strides (read only with KMAP 3)
 
     pos = offs_m + (LK - LQ)
     p_min = pid_m * BLOCK_M + (LK - LQ)
@@ -262,49 +270,49 @@ def _table_prefill_kernel(
     MIX: tl.constexpr = 2 if HAS_R1 else 0
     if PHASE_ORDER == 0:  # first tile, r1, mixed, r0, diagonal: q and q1 live throughout
         if HAS_KS:
-            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                                   stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                                   qk_scale, t0, tl.minimum(lo, end), gend, lstart, offs_n, offs_d,
                                   BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
         if HAS_R1:
-            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                                   stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                                   qk_scale, lo, a, gend, lstart, offs_n, offs_d,
                                   BLOCK_N, 1, False, DOT_PREC, RULE, KMAP)
-            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                                   stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                                   qk_scale, a, b, gend, lstart, offs_n, offs_d,
                                   BLOCK_N, 2, False, DOT_PREC, RULE, KMAP)
-        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                               stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                               qk_scale, b, c, gend, lstart, offs_n, offs_d,
                               BLOCK_N, 0, False, DOT_PREC, RULE, KMAP)
-        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                               stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                               qk_scale, c, end, gend, lstart, offs_n, offs_d,
                               BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
     else:  # r1 (q1 only), mixed, diagonal, first tile, r0 (q only): one Q tile live in the long loops
         if HAS_R1:
-            acc, l_i, m_i = _zone(acc, l_i, m_i, q1, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q1, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                                   stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                                   qk_scale, lo, a, gend, lstart, offs_n, offs_d,
                                   BLOCK_N, 1, False, DOT_PREC, RULE, KMAP)
             # re-read q (L2 hit) rather than keep it live through the r1 loop; .cg keeps the two loads distinct
             q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
-            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                                   stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                                   qk_scale, a, b, gend, lstart, offs_n, offs_d,
                                   BLOCK_N, 2, False, DOT_PREC, RULE, KMAP)
-        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                               stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                               qk_scale, c, end, gend, lstart, offs_n, offs_d,
                               BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
         if HAS_KS:
-            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+            acc, l_i, m_i = _zone(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                                   stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                                   qk_scale, t0, tl.minimum(lo, end), gend, lstart, offs_n, offs_d,
                                   BLOCK_N, MIX, True, DOT_PREC, RULE, KMAP)
-        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q, K_BASE, V_BASE, stride_kn, stride_kd, stride_vn,
+        acc, l_i, m_i = _zone(acc, l_i, m_i, q, q, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
                               stride_vd, pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB,
                               qk_scale, b, c, gend, lstart, offs_n, offs_d,
                               BLOCK_N, 0, False, DOT_PREC, RULE, KMAP)
@@ -318,6 +326,34 @@ def _table_prefill_kernel(
               + offs_d[None, :] * stride_od)
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
     tl.store(Lse + off_b * stride_lb + off_h * stride_lh + offs_m.to(tl.int64) * stride_lm, lse, mask=row_ok)
+
+
+@triton.jit(do_not_specialize=["H_KV", "LK", "KC", "KG"])
+def _rotate_keys_kernel(
+    K, K1, INV, KS, POFF, stride_kb, stride_kh, stride_kn, stride_kd, H_KV, LK, R2, KA, KC, KG, KB,
+    HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr,
+):
+    # K, K1 [b, h_kv, lk, d] (same strides): K1 = K re-rotated by the key map at each key's position
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H_KV).to(tl.int64)
+    off_hk = (pid_bh % H_KV).to(tl.int64)
+    offs = pid_n * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, HEAD_DIM)
+    ok = offs < LK
+    rows = off_b * stride_kb + off_hk * stride_kh + offs[:, None].to(tl.int64) * stride_kn
+    k = tl.load(K + rows + offs_d[None, :] * stride_kd, mask=ok[:, None], other=0.0)
+    kp = tl.load(K + rows + _partner(offs_d, R2)[None, :] * stride_kd, mask=ok[:, None], other=0.0)
+    if HAS_KS:
+        ks = tl.load(KS + off_b).to(tl.int32)
+    else:
+        ks = 0
+    if HAS_POFF:
+        poff = tl.load(POFF + off_b).to(tl.int32)
+    else:
+        poff = -ks
+    k1 = _rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None])
+    tl.store(K1 + rows + offs_d[None, :] * stride_kd, k1, mask=ok[:, None])
 
 
 def _prefill_config(head_dim, dtype, on_gpu):
@@ -335,6 +371,9 @@ def _prefill_config(head_dim, dtype, on_gpu):
 
 PREFILL_CONFIG = None
 PHASE_ORDER_DEFAULT = 1
+# calls with at least this many queries re-rotate their keys once (a prologue into a K-sized buffer) instead of
+# per tile in registers: O(lk d) extra work against O(lq lk d) attention (CPU/interpreter: 32, so tests hit both)
+PROLOGUE_MIN_Q = {True: 64, False: 32}
 # head_dim -> config, from the H100 sweep at N = 32k (benchmarks/RESULTS.md)
 PREFILL_BY_DIM = {128: (128, 64, 8, 3, 0), 64: (128, 64, 4, 3, 1)}
 
@@ -349,8 +388,20 @@ def launch_prefill(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, 
     grid = (triton.cdiv(lq, block_m), b * h)
     qk, qa, qc, qg, qb = spec.q_map
     kk, ka, kc, kg, kb = spec.k_map
+    k1 = k
+    if spec.has_r1 and kk == 2 and lq >= PROLOGUE_MIN_Q[q.is_cuda] and k.is_contiguous():
+        import torch
+
+        k1 = torch.empty_like(k)  # same (contiguous) strides as k
+        blk = 64 if q.is_cuda else 16
+        _rotate_keys_kernel[(triton.cdiv(lk, blk), b * h_kv)](
+            k, k1, inv_freq, key_start if key_start is not None else k, pos_offset if pos_offset is not None else k,
+            *k.stride(), h_kv, lk, inv_freq.numel(), ka, kc, kg, kb,
+            HEAD_DIM=d, BLOCK=blk, HAS_KS=key_start is not None,
+            HAS_POFF=pos_offset is not None, num_warps=4)
+        kk = 3
     _table_prefill_kernel[grid](
-        q, k, v, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
+        q, k, v, k1, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
         out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
         h, h // h_kv, lq, lk, inv_freq.numel(), scale * _LOG2E,
