@@ -274,3 +274,18 @@ def test_cos_sin_range_reduction():
     cos_sin_kernel[(1,)](ang, c, s, N=128)
     exact = ang.double()
     assert (c.double() - exact.cos()).abs().max() < 2e-5 and (s.double() - exact.sin()).abs().max() < 2e-5
+
+
+def test_apply_on_cpu_with_logit_scale():
+    """Issue 8 item 8: the official-code recipe runs on CPU with the default impl (auto never picks triton)."""
+    import ropeshift
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ropeshift.remaps.string import OFFICIAL_LOGIT_SCALE
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=1024)
+    model = LlamaForCausalLM(cfg).eval()
+    ropeshift.apply(model, "string", logit_scale=OFFICIAL_LOGIT_SCALE)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randint(0, 64, (1, 120))).logits).all()
