@@ -175,13 +175,13 @@ def test_torch_compile_fake():
     method = build("rerope", dict(window=8))
     q, k, v = _inputs(1, 2, 1, 20, 20, 32, torch.float32, 3)
     inv = llama_inv_freq(32).to(DEV)
-    spec = compile_table(method.table()).to_list()
+    spec = compile_table(method.table())
     with torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fq, fk, fv = (mode.from_tensor(x) for x in (q, k, v))
-        out, lse = torch.ops.ropeshift.table_attention_fwd(fq, fk, fv, inv, None, None, spec, 0.2)
+        out, lse = torch.ops.ropeshift.table_attention_fwd(fq, fk, fv, inv, None, None, spec.to_list(), 0.2)
     assert out.shape == q.shape and lse.shape == (1, 2, 20) and lse.dtype == torch.float32
     if CUDA:
-        fn = lambda q, k, v: kernels.table_attention(q, k, v, method.table(), inv_freq=inv, scale=0.2)  # noqa: E731
+        fn = lambda q, k, v: kernels.table_attention(q, k, v, spec, inv_freq=inv, scale=0.2)  # noqa: E731
         ref = fn(q, k, v)
         got = torch.compile(fn, fullgraph=True)(q, k, v)
         assert torch.equal(ref[0], got[0])

@@ -30,15 +30,16 @@ def _compiled(method):
     return compile_table(method.table())
 
 
-def triton_unsupported_reason(method, device, dtype=None, head_dim=None, *, auto=False) -> str | None:
+def triton_unsupported_reason(method, device, dtype=None, head_dim=None, *, interpreter=False) -> str | None:
     """Why the triton kernels cannot serve this method on this device/dtype (None when they can); device first.
 
-    ``auto=True``: the question of impl="auto", which never picks the Triton interpreter on CPU."""
+    ``interpreter=True`` accepts CPU tensors under TRITON_INTERPRET=1 (an explicit impl="triton" call, for
+    tests); ``apply`` and impl="auto" never do."""
     from .. import kernels
 
     dev = torch.device(device) if device is not None else None
     if dev is None or dev.type != "cuda":
-        reason = kernels.unsupported_reason(None, dev, allow_interpreter=not auto)
+        reason = kernels.unsupported_reason(None, dev, allow_interpreter=interpreter)
         if reason is not None:
             return reason
     try:
@@ -47,7 +48,7 @@ def triton_unsupported_reason(method, device, dtype=None, head_dim=None, *, auto
         from ..kernels.spec import compile_table
 
         spec = compile_table(method.table())
-    return kernels.unsupported_reason(spec, dev, dtype, head_dim, allow_interpreter=not auto)
+    return kernels.unsupported_reason(spec, dev, dtype, head_dim, allow_interpreter=interpreter)
 
 
 def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
@@ -77,7 +78,7 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
         return out.to(q.dtype), lse.float()
     use_kernels = impl == "triton" or (impl == "auto" and q.is_cuda)
     if use_kernels:
-        reason = triton_unsupported_reason(method, q.device, q.dtype, q.shape[-1], auto=impl == "auto")
+        reason = triton_unsupported_reason(method, q.device, q.dtype, q.shape[-1], interpreter=impl == "triton")
         if reason is None:
             from .. import kernels
 
