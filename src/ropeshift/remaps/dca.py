@@ -23,8 +23,8 @@ previous chunk) keep their true distance. L = 12, C = 5, w = 1, s = 4 (rows: que
     5 4 3 2 5 4 3 2 2 1 0
     5 4 3 2 5 4 3 2 3 2 1 0
 
-Implementation: min(m mod s + s, C) = C exactly when m mod s > w, so the matrix is two segments with general
-(element-wise) regions: "plain" (intra chunk, and the first w + 1 query slots against the previous chunk;
+Implementation (segment table): min(m mod s + s, C) = C exactly when m mod s > w, so the matrix is two regions
+with DCA's chunk rule: "plain" (intra chunk, and the first w + 1 query slots against the previous chunk;
 rel = d, no rotation) and "capped" (query re-rotated to C, key re-rotated per tile from the post-RoPE cache to
 n mod s, i.e. k delta -s * (n // s)); prefill and decode therefore agree. With C >= N (and w <= C/2) it is
 plain RoPE.

@@ -22,11 +22,10 @@ n_global = 2, n_local = 4, L_d = 6 (rows: queries; '.' = masked)::
     6 6 . . . . . 3 2 1 0
     6 6 . . . . . . 3 2 1 0
 
-Implementation: "local" keys (d < min(n_local, L_d)) are plain RoPE, "local_capped" keys (L_d <= d < n_local)
-see the query re-rotated to L_d and the key re-rotated to 0 (both d-bands, classified per tile in O(1)); the
-global keys beyond the local window are "global" (d < L_d, plain) and "global_capped" (d >= L_d, re-rotated
-like local_capped), element-wise regions that exit early for tiles without global keys. Keys are re-rotated
-per tile from the post-RoPE cache, so prefill and decode agree.
+Implementation (segment table): two regions carrying the Lambda rule (d < n_local or n < n_global):
+"uncapped" (d < L_d, plain RoPE) and "capped" (d >= L_d: query re-rotated to L_d, key to 0). Fast paths skip
+the key tiles no query sees (between the global keys and the local window). Keys are re-rotated from the
+post-RoPE cache, so prefill and decode agree.
 
 Defaults: n_global = 10, n_local = L and L_d = L with L = ``config.max_position_embeddings`` (the drop-in
 ``convert_llama_model(model, 4096, 10)``). The official code gives the global keys the constant distance
