@@ -123,9 +123,10 @@ def bench_prefill(shapes, methods, budget):
         except RuntimeError as e:
             print(f"# cudnn unavailable at d={d} n={n}: {str(e)[:120]}", file=sys.stderr)
         fns["ours causal"] = lambda: kernels.causal_attention(q, k, v, scale=scale)
+        poff = torch.zeros(1, dtype=torch.int32, device="cuda")  # as the dispatcher passes it (same binaries)
         for name in methods:
             table = method_at(name, n).table()
-            fns[name] = lambda t=table: kernels.table_attention(q, k, v, t, inv_freq=inv, scale=scale)
+            fns[name] = lambda t=table: kernels.table_attention(q, k, v, t, inv_freq=inv, scale=scale, pos_offset=poff)
         res = {}
         for name, fn in fns.items():
             if budget.left() < 5:
@@ -190,12 +191,13 @@ def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
             vs = [torch.randn(b, H_KV, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
             scale, inv = 1 / math.sqrt(d), _inv_freq(d)
             fns = {"ours plain": lambda: [kernels.causal_attention(q, k, v, scale=scale) for k, v in zip(ks, vs)]}
+            poff = torch.zeros(b, dtype=torch.int32, device="cuda")
             for name in methods:
                 from ropeshift.kernels.spec import compile_table
 
                 spec = compile_table(method_at(name, n).table())  # compiled once, as the dispatcher caches it
-                fns[name] = lambda s=spec: [kernels.table_attention(q, k, v, s, inv_freq=inv, scale=scale)
-                                            for k, v in zip(ks, vs)]
+                fns[name] = lambda s=spec: [kernels.table_attention(q, k, v, s, inv_freq=inv, scale=scale,
+                                                                    pos_offset=poff) for k, v in zip(ks, vs)]
             res = {}
             for name, fn in fns.items():
                 try:

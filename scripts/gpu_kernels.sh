@@ -6,16 +6,16 @@
 #   OUT=/path/to/out bash scripts/gpu_kernels.sh
 # Environment:
 #   OUT          output folder (required): kernel_tests.xml/.log, bench.md, bench.log, versions.txt
-#   TEST_LIMIT   seconds for the kernel tests (default 270; compiles dominate on a fresh machine)
-#   TOTAL_LIMIT  seconds for the whole script (default 470); the benchmark gets what the tests leave
+#   TEST_LIMIT   seconds for the kernel tests (default 300; compiles dominate on a fresh machine)
+#   TOTAL_LIMIT  seconds for the whole script (default 480); the benchmark gets what the tests leave
 #   BENCH_ARGS   extra arguments for benchmarks/bench_attention.py (e.g. "--sweep 32k")
 #   PYTHON       interpreter (default: python3)
 # Exit status: the kernel tests' status (the benchmark's status when the tests passed).
 set -uo pipefail
 
 OUT="${OUT:?set OUT to the output folder}"
-TEST_LIMIT="${TEST_LIMIT:-270}"
-TOTAL_LIMIT="${TOTAL_LIMIT:-470}"
+TEST_LIMIT="${TEST_LIMIT:-300}"
+TOTAL_LIMIT="${TOTAL_LIMIT:-480}"
 BENCH_ARGS="${BENCH_ARGS:-}"
 PYTHON="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

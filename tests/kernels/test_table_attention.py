@@ -92,6 +92,7 @@ def test_reference_matches_oracle(case):
 
 # ---- CPU (interpreter) and GPU: small shapes, 16 x 16 tiles on CPU --------------------------------------
 
+@pytest.mark.skipif(CUDA, reason="interpreter shapes (16 x 16 tiles); the CUDA grid covers these paths")
 @pytest.mark.parametrize("case", SMALL_METHODS, ids=lambda c: c[0])
 def test_small(case):
     method = build(*case[1:])
@@ -100,12 +101,14 @@ def test_small(case):
     _check(method, 2, 8, 1, 1, 45, 32, torch.float32, key_start=[0, 7])  # decode, GQA 8, padding
 
 
+@pytest.mark.skipif(CUDA, reason="interpreter shapes (16 x 16 tiles); the CUDA grid covers these paths")
 def test_pad_queries_and_plain():
     """Pad queries (index < key_start) give out 0, lse -inf; a table beyond lk runs the plain causal path."""
     _check(build("rerope", dict(window=12)), 2, 2, 1, 40, 40, 32, torch.float32, key_start=[3, 25])
     _check(build("string", dict(shift=64, window=4)), 1, 2, 1, 40, 40, 32, HALF)
 
 
+@pytest.mark.skipif(CUDA, reason="interpreter shapes (16 x 16 tiles); the CUDA grid covers these paths")
 def test_causal_entry():
     from ropeshift import kernels
 

@@ -165,7 +165,8 @@ def _zone(
 ):
     """_tiles over [start, end); with the Lambda rule, over its visible part [start, gend) + [lstart, end)."""
     if RULE == 2:
-        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd,
+        acc, l_i, m_i = _tiles(acc, l_i, m_i, q, q1, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
+                               stride_vd,
                                pos, ks, poff, LK, LO1, HI0, RA, RB, INV, R2, KA, KC, KG, KB, qk_scale,
                                start, tl.minimum(end, gend), offs_n, offs_d,
                                BLOCK_N, MODE, MASKED, DOT_PREC, RULE, KMAP)
