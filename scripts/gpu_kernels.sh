@@ -8,9 +8,11 @@
 #   OUT          output folder (required): kernel_tests.xml/.log, bench.md, bench.log, versions.txt
 #   TEST_LIMIT   seconds for the kernel tests (default 300; compiles dominate on a fresh machine)
 #   TOTAL_LIMIT  seconds for the whole script (default 480); the benchmark gets what the tests leave
+#   WORKERS      pytest-xdist workers when xdist is installed (default 8: Triton compiles dominate, in parallel)
 #   BENCH_ARGS   extra arguments for benchmarks/bench_attention.py (e.g. "--sweep 32k")
 #   PYTHON       interpreter (default: python3)
-# Exit status: the kernel tests' status (the benchmark's status when the tests passed).
+# Exit status: the kernel tests' status (the benchmark's status when the tests passed). A second run is faster:
+# Triton's compile cache (~/.triton) then holds every kernel variant.
 set -uo pipefail
 
 OUT="${OUT:?set OUT to the output folder}"
@@ -33,8 +35,10 @@ print("python", platform.python_version(), "torch", torch.__version__, "triton",
 print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
 PY
 
-echo "== kernel tests (limit ${TEST_LIMIT}s)" | tee "$OUT/kernel_tests.log"
-timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/kernels -x -q -p no:cacheprovider --durations=15 \
+XDIST=()
+if "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n "${WORKERS:-8}"); fi
+echo "== kernel tests (limit ${TEST_LIMIT}s; ${XDIST[*]:-no xdist})" | tee "$OUT/kernel_tests.log"
+timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/kernels -x -q -p no:cacheprovider --durations=15 "${XDIST[@]}" \
     --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee -a "$OUT/kernel_tests.log"
 test_rc=${PIPESTATUS[0]}
 echo "== kernel tests exit status $test_rc ($(( $(date +%s) - start ))s)" | tee -a "$OUT/kernel_tests.log"

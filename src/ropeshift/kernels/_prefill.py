@@ -179,7 +179,8 @@ def _zone(
 
 
 # table scalars and lengths vary per call: one binary per table *kind* (constexprs), not per value
-_NO_SPEC = ["H", "G", "LQ", "LK", "LO1", "HI0", "RA", "RB", "QC", "QG", "KC", "KG"]
+# (lse strides follow lq: unspecialised so a 4097-query test and a 32k benchmark share binaries)
+_NO_SPEC = ["H", "G", "LQ", "LK", "LO1", "HI0", "RA", "RB", "QC", "QG", "KC", "KG", "stride_lb", "stride_lh"]
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
