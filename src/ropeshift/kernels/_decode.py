@@ -17,7 +17,7 @@ r2 = len(inv_freq), R = padded stacked rows, P = splits.
 import triton
 import triton.language as tl
 
-from ._prefill import _LOG2E, _chunk_far, _map_delta, _partner, _rotate
+from ._prefill import _LOG2E, _chunk_far, _map_delta, _partner, _rotate, _rotate_steps
 
 
 # the cache grows every step, table scalars vary per call: one binary per table kind for all lengths
@@ -85,9 +85,12 @@ def _table_decode_split_kernel(
         v = tl.load(V_BASE + offs[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
                     mask=in_k[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        if HAS_R1 and KMAP == 2:
+        if HAS_R1 and (KMAP == 2 or KMAP == 4):
             kp = tl.load(k_ptrs + _partner(offs_d, R2)[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
-            k1 = _rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None])
+            if KMAP == 2:
+                k1 = _rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None])
+            else:  # piecewise constant (DCA): two rotations per tile
+                k1 = _rotate_steps(k, kp, INV, R2, offs_d, offs + poff, n0 + poff, KC, KG, KB)
             s = tl.where(is_r1[:, None], tl.dot(q, tl.trans(k1), input_precision=DOT_PREC), s)
         s = s * qk_scale
         vis = in_k[None, :] & row_ok[:, None]
@@ -199,6 +202,8 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     lpart = torch.empty((b, h_kv, splits, block_r), device=q.device, dtype=torch.float32)
     qk, qa, qc, qg, qb = spec.q_map
     kk, ka, kc, kg, kb = spec.k_map
+    if kk == 2 and ka == 1.0 and kc != 0 and kg >= block_n:
+        kk = 4  # piecewise-constant key map (DCA): two rotations per tile, no per-key trigonometry
     _table_decode_split_kernel[(splits, b * h_kv)](
         q, k, v, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
         opart, lpart,

@@ -3,7 +3,8 @@
 One program owns BLOCK_M query rows of one (batch, query head) and walks the visible keys once, with one
 online-softmax accumulator, for a two-region table (``spec.py``): region 0 = band [0, HI0) scored from q and k
 as cached, region 1 = band [LO1, inf) scored from q1 (q re-rotated per row by the query map, once per program)
-and k1 (keys re-rotated per tile by the key map, only when it is not a constant). The key range of the block is
+and k1 (keys re-rotated by the key map when it is not a constant: per tile in registers, two rotations per tile
+for a piecewise-constant map, or once per call by ``_rotate_keys_kernel`` for calls of >= 64 queries). The key range of the block is
 cut into zones so that the hot loops carry no per-element selects or masks::
 
     keys  0 ....................................................... lk-1
@@ -59,14 +60,34 @@ def _cos_sin(ang):
 
 
 @triton.jit
-def _rotate(x, xp, INV, R2, offs_d, delta):
-    """x [rows, d] rotated by delta ([rows, 1] or scalar, fp32) positions; xp = x's partner columns."""
+def _rot_cs(INV, R2, offs_d, delta):
+    """cos and signed sin [.., d] of a rotation by delta ([rows, 1] or scalar, fp32) positions (rotate_half)."""
     rot = offs_d < 2 * R2
     fi = tl.where(offs_d < R2, offs_d, offs_d - R2)
     inv = tl.load(INV + fi, mask=rot, other=0.0)
     cos, sin = _cos_sin(delta * inv[None, :])
     cos = tl.where(rot[None, :], cos, 1.0)
     sin = tl.where((offs_d < R2)[None, :], -sin, tl.where(rot[None, :], sin, 0.0))
+    return cos, sin
+
+
+@triton.jit
+def _rotate(x, xp, INV, R2, offs_d, delta):
+    """x [rows, d] rotated by delta ([rows, 1] or scalar, fp32) positions; xp = x's partner columns."""
+    cos, sin = _rot_cs(INV, R2, offs_d, delta)
+    return (x.to(tl.float32) * cos + xp.to(tl.float32) * sin).to(x.dtype)
+
+
+@triton.jit
+def _rotate_steps(x, xp, INV, R2, offs_d, npos, n_first, KC, KG, KB):
+    """Keys re-rotated by a piecewise-constant map (a = 1: delta = c floor(n / G) + b, DCA's chunk-local keys)
+    over a tile of <= G keys: two rotations per tile (the first key's group and the next), selected per key."""
+    g0 = n_first // KG
+    cos0, sin0 = _rot_cs(INV, R2, offs_d, (KC * g0).to(tl.float32) + KB)
+    cos1, sin1 = _rot_cs(INV, R2, offs_d, (KC * (g0 + 1)).to(tl.float32) + KB)
+    nxt = (npos // KG != g0)[:, None]
+    cos = tl.where(nxt, cos1, cos0)
+    sin = tl.where(nxt, sin1, sin0)
     return (x.to(tl.float32) * cos + xp.to(tl.float32) * sin).to(x.dtype)
 
 
@@ -103,13 +124,16 @@ def _tiles(
             k = tl.load(k_ptrs, mask=in_k[:, None], other=0.0)
         else:
             k = tl.load(k_ptrs)
-        if MODE != 0 and KMAP == 2:
+        if MODE != 0 and (KMAP == 2 or KMAP == 4):
             kpart = K_BASE + offs[:, None].to(tl.int64) * stride_kn + _partner(offs_d, R2)[None, :] * stride_kd
             if MASKED:
                 kp = tl.load(kpart, mask=in_k[:, None], other=0.0)
             else:
                 kp = tl.load(kpart)
-            k1t = tl.trans(_rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None]))
+            if KMAP == 2:
+                k1t = tl.trans(_rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None]))
+            else:
+                k1t = tl.trans(_rotate_steps(k, kp, INV, R2, offs_d, offs + poff, n0 + poff, KC, KG, KB))
         if MODE != 0 and KMAP == 3:  # keys re-rotated once per call by the prologue
             k1_ptrs = K1_BASE + offs[:, None].to(tl.int64) * stride_kn + offs_d[None, :] * stride_kd
             if MASKED:
@@ -117,7 +141,7 @@ def _tiles(
             else:
                 k1t = tl.trans(tl.load(k1_ptrs))
         kt = tl.trans(k)
-        if MODE == 0 or KMAP < 2:
+        if MODE == 0 or KMAP == 0:
             k1t = kt
         if MODE == 0:
             s = tl.dot(q, kt, input_precision=DOT_PREC)
@@ -200,6 +224,7 @@ def _table_prefill_kernel(
     # Q   [b, h, lq, d]     any strides          Out [b, h, lq, d]  q.dtype
     # K,V [b, h_kv, lk, d]  any strides          Lse [b, h, lq]     fp32, natural log of the scaled logits
     # K1  like K: keys re-rotated by the key map (``_rotate_keys_kernel``; read only with KMAP 3)
+    # KMAP: 0 identity, 2 per key in registers, 3 from K1, 4 piecewise constant (a = 1, tiles of <= G keys)
     # INV [r2] fp32 inverse frequencies (read only for re-rotations)
     # KS  [b] int: left-padding count (first valid key index) of each row (read only with HAS_KS)
     # POFF [b] int: position of key index 0 (default -key_start); positions feed the maps and rules only
@@ -407,6 +432,8 @@ def launch_prefill(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, 
     qk, qa, qc, qg, qb = spec.q_map
     kk, ka, kc, kg, kb = spec.k_map
     k1 = k
+    if kk == 2 and ka == 1.0 and kc != 0 and kg >= block_n:
+        kk = 4  # piecewise-constant key map (DCA): two rotations per tile, no per-key trigonometry
     if spec.has_r1 and kk == 2 and lq >= PROLOGUE_MIN_Q[q.is_cuda] and k.is_contiguous():
         import torch
 
