@@ -4,8 +4,8 @@ One program owns BLOCK_M query rows of one (batch, query head) and walks the vis
 online-softmax accumulator, for a two-region table (``spec.py``): region 0 = band [0, HI0) scored from q and k
 as cached, region 1 = band [LO1, inf) scored from q1 (q re-rotated per row by the query map, once per program)
 and k1 (keys re-rotated by the key map when it is not a constant: per tile in registers, two rotations per tile
-for a piecewise-constant map, or once per call by ``_rotate_keys_kernel`` for calls of >= 64 queries). The key range of the block is
-cut into zones so that the hot loops carry no per-element selects or masks::
+for a piecewise-constant map, or once per call by ``_rotate_keys_kernel`` for calls of >= 64 queries). The key
+range of the block is cut into zones so that the hot loops carry no per-element selects or masks::
 
     keys  0 ....................................................... lk-1
           [first tile][ region 1 ][ mixed  ][ region 0 ][ diagonal ]
