@@ -1,0 +1,186 @@
+"""Composed vendor attention (ropeshift.kernels.compose) against the fp64 oracle, for every band method.
+
+Runs on CPU through PyTorch's fused CPU flash kernel (fp32); the one-pass Triton merge runs under
+TRITON_INTERPRET (set by tests/kernels/conftest.py when there is no CUDA). Lengths are not multiples of the band
+widths, shifts/windows sit at and beyond the sequence length, GQA 1/2/4, batch 1 and 2.
+
+Run: pytest tests/kernels/test_compose.py -q
+"""
+import pytest
+import torch
+
+from ropeshift.attention.merge import merge_attention
+from ropeshift.attention.reference import reference_attention
+from ropeshift.kernels.compose import (Band, Piece, band_pieces, compose_attention, cost_flops, merge_pieces,
+                                       segment_bands)
+from ropeshift.remaps.lm_infinite import LMInfiniteMethod
+from ropeshift.remaps.rerope import ReRopeMethod
+from ropeshift.remaps.self_extend import SelfExtendMethod
+from ropeshift.remaps.string import StringMethod
+
+from _helpers import llama_inv_freq
+
+D = 16
+SCALE = 0.3
+
+
+def _lmi_narrow(m):
+    g, loc, lim = m.n_global, m.n_local, m.distance_limit
+    return {"global": (loc, lim, g), "global_capped": (max(loc, lim), None, g)}
+
+
+METHODS = {
+    "string": StringMethod(shift=7, window=2),
+    "string_s_near_n": StringMethod(shift=36, window=5),  # n = 37: one far row
+    "string_s_eq_n": StringMethod(shift=37, window=5),
+    "string_s_gt_n": StringMethod(shift=50, window=5),
+    "string_scaled": StringMethod(shift=10, window=3, logit_scale=1.1434),
+    "rerope": ReRopeMethod(window=5),
+    "rerope_w1": ReRopeMethod(window=1),
+    "rerope_leaky": ReRopeMethod(window=6, leaky=16.0),
+    "self_extend": SelfExtendMethod(group_size=3, window=6),
+    "self_extend_g1": SelfExtendMethod(group_size=1, window=4),
+    "lm_infinite": LMInfiniteMethod(n_local=6, distance_limit=9, n_global=3),
+    "lm_infinite_capped_local": LMInfiniteMethod(n_local=12, distance_limit=5, n_global=2),
+    "lm_infinite_no_global": LMInfiniteMethod(n_local=8, distance_limit=20, n_global=0),
+}
+
+
+def _qkv(b, h, h_kv, n, dtype=torch.float32):
+    g = torch.Generator().manual_seed(1)
+    return tuple(torch.randn(b, heads, n, D, generator=g, dtype=dtype) for heads in (h, h_kv, h_kv))
+
+
+def _oracle(method, q, k, v, inv):
+    pos = torch.arange(q.shape[2])[None].expand(q.shape[0], -1)
+    return reference_attention(q, k, v, method, inv, scale=SCALE, qpos=pos, kpos=pos)
+
+
+def _check(out, lse, ref_o, ref_l, tol=2e-5):
+    assert out.dtype == torch.float32 and lse.dtype == torch.float32
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_l))
+    torch.testing.assert_close(out.double(), ref_o, atol=tol, rtol=0)
+    fin = torch.isfinite(ref_l)
+    torch.testing.assert_close(lse.double()[fin], ref_l[fin], atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("b,h,h_kv,n", [(1, 4, 1, 37), (2, 4, 2, 29), (1, 4, 4, 64)])
+def test_compose_matches_oracle(name, b, h, h_kv, n):
+    method = METHODS[name]
+    q, k, v = _qkv(b, h, h_kv, n)
+    inv = llama_inv_freq(D, base=10000.0)
+    narrow = _lmi_narrow(method) if isinstance(method, LMInfiniteMethod) else None
+    bands = segment_bands(method, q, k, inv, narrow=narrow)
+    out, lse = compose_attention(bands, v, scale=SCALE * method.logit_scale, backend="cpu")
+    _check(out, lse, *_oracle(method, q, k, v, inv))
+
+
+def _band_oracle(q, k, v, lo, hi, key_end=None):
+    """Plain attention of one band lo <= i - j < hi (hi None: unbounded), keys j < key_end, GQA repeated."""
+    n = q.shape[2]
+    g = q.shape[1] // k.shape[1]
+    kk, vv = k.double().repeat_interleave(g, 1), v.double().repeat_interleave(g, 1)
+    d = torch.arange(n)[:, None] - torch.arange(n)[None, :]
+    mask = (d >= lo) if hi is None else (d >= lo) & (d < hi)
+    if key_end is not None:
+        mask &= torch.arange(n)[None, :] < key_end
+    s = (q.double() @ kk.transpose(-1, -2) * SCALE).masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(s, -1)
+    return torch.softmax(s, -1).nan_to_num(0.0) @ vv, lse
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 31, 32, 33, 40])
+@pytest.mark.parametrize("lo,hi", [(0, 1), (0, 2), (0, 8), (3, 4), (3, 11), (5, None), (0, None), (8, 16), (31, 33)])
+def test_single_band_block_decomposition(n, lo, hi):
+    """Every (lo, hi) / n combination: blocks of T = hi - lo, the tail, the strictly upper prev blocks."""
+    q, k, v = _qkv(1, 2, 1, n)
+    out, lse = compose_attention([Band(lo, hi, q, k)], v, scale=SCALE, backend="cpu")
+    _check(out, lse, *_band_oracle(q, k, v, lo, hi))
+
+
+@pytest.mark.parametrize("lo,hi,key_end", [(0, None, 3), (4, 9, 2), (6, None, 40), (2, 5, 1)])
+def test_key_prefix_band(lo, hi, key_end):
+    q, k, v = _qkv(2, 4, 2, 23)
+    out, lse = compose_attention([Band(lo, hi, q, k, key_end)], v, scale=SCALE, backend="cpu")
+    _check(out, lse, *_band_oracle(q, k, v, lo, hi, key_end))
+
+
+def test_short_band_tensors_are_rows_lo_on():
+    """A band may carry only q rows [lo, n) and keys [0, n - lo) (what segment_bands builds)."""
+    q, k, v = _qkv(1, 2, 2, 30)
+    full = compose_attention([Band(0, 4, q, k), Band(4, None, q, k)], v, scale=SCALE, backend="cpu")
+    short = compose_attention([Band(0, 4, q, k), Band(4, None, q[:, :, 4:], k[:, :, :26])], v, scale=SCALE,
+                              backend="cpu")
+    torch.testing.assert_close(full[0], short[0], atol=0, rtol=0)
+    torch.testing.assert_close(full[1], short[1], atol=0, rtol=0)
+
+
+def test_prev_blocks_are_one_batched_call(monkeypatch):
+    """One finite band costs at most 3 vendor calls (full diag blocks, tail diag, prev blocks), any length."""
+    from ropeshift.kernels import compose
+
+    calls = []
+    real = compose._raw_call
+    monkeypatch.setattr(compose, "_raw_call", lambda *a: calls.append(a[1].shape) or real(*a))
+    q, k, v = _qkv(1, 2, 1, 1000)
+    pieces = band_pieces(Band(0, 64, q, k), v, SCALE, "cpu")
+    assert len(calls) == 3 and len(pieces) == 3
+    assert calls[0] == (1000 // 64, 2, 64, D) and calls[2] == (1000 // 64, 2, 63, D)
+
+
+def test_fused_merge_equals_merge_attention():
+    """The Triton one-pass merge (interpreted on CPU) gives merge_attention's result on every piece layout."""
+    pytest.importorskip("triton")
+    q, k, v = _qkv(2, 4, 2, 45)
+    inv = llama_inv_freq(D, base=10000.0)
+    method = METHODS["lm_infinite"]
+    bands = segment_bands(method, q, k, inv, narrow=_lmi_narrow(method)) + []
+    pieces = [p for bd in segment_bands(StringMethod(shift=8, window=2), q, k, inv)
+              for p in band_pieces(bd, v, SCALE, "cpu")]
+    assert any(p.flip for p in pieces) and any(p.blocks > 1 for p in pieces)
+    eager = merge_pieces(pieces, (2, 4, 45, D), torch.float32, fused=False)
+    fused = merge_pieces(pieces, (2, 4, 45, D), torch.float32, fused=True)
+    torch.testing.assert_close(fused[0], eager[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(fused[1], eager[1], atol=1e-6, rtol=0)
+    out, lse = compose_attention(bands, v, scale=SCALE, backend="cpu", fused_merge=True)
+    _check(out, lse, *_oracle(method, q, k, v, inv))
+
+
+def test_merge_of_two_pieces_is_merge_attention():
+    a = Piece(torch.randn(1, 2, 5, D), torch.randn(1, 2, 5), 0, 5, 5, 5)
+    b = Piece(torch.randn(1, 2, 3, D), torch.randn(1, 2, 3), 2, 3, 3, 3)
+    out, lse = merge_pieces([a, b], (1, 2, 5, D), torch.float32, fused=False)
+    ref_o, ref_l = merge_attention(a.out[:, :, 2:], a.lse[:, :, 2:], b.out, b.lse)
+    torch.testing.assert_close(out[:, :, 2:], ref_o)
+    torch.testing.assert_close(lse[:, :, 2:], ref_l)
+    torch.testing.assert_close(out[:, :, :2], a.out[:, :, :2])
+
+
+def test_bf16_inputs_keep_dtype():
+    q, k, v = _qkv(1, 4, 2, 33, dtype=torch.bfloat16)
+    out, lse = compose_attention(segment_bands(METHODS["string"], q, k, llama_inv_freq(D)), v, scale=SCALE,
+                                 backend="cpu")
+    assert out.dtype == torch.bfloat16 and lse.dtype == torch.float32 and out.shape == q.shape
+
+
+def test_cost_flops_counts_band_pairs():
+    n = 50
+    for lo, hi in [(0, 7), (7, None), (3, 60), (49, None), (50, None)]:
+        d = torch.arange(n)[:, None] - torch.arange(n)[None, :]
+        pairs = int(((d >= lo) & ((d < hi) if hi else True)).sum())
+        assert cost_flops(n, 1, 1, [(lo, hi)]) == 4 * pairs
+
+
+def test_errors_name_the_parameter():
+    q, k, v = _qkv(1, 2, 1, 10)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        compose_attention([Band(0, None, q, k)], v, scale=SCALE, backend="cudnnn")
+    with pytest.raises(ValueError, match="needs CUDA"):
+        compose_attention([Band(0, None, q, k)], v, scale=SCALE, backend="cudnn")
+    with pytest.raises(ValueError, match="0 <= lo < hi"):
+        compose_attention([Band(4, 4, q, k)], v, scale=SCALE, backend="cpu")
+    with pytest.raises(ValueError, match="not a distance band"):
+        segment_bands(METHODS["lm_infinite"], q, k, llama_inv_freq(D))
+    with pytest.raises(ValueError, match="at least one band"):
+        compose_attention([], v, scale=SCALE)
