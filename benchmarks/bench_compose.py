@@ -10,6 +10,8 @@ timings (triton.testing.do_bench, return_mode="median"). Providers:
   flash        aten._scaled_dot_product_flash_attention, is_causal
   <method>     segment_bands (per-band re-rotation of q / k) + compose_attention, timed together
   <method>:c   compose_attention alone (bands prebuilt): the vendor calls and the merge
+  string:eager-merge / string:c-flash   string:c with merge_attention instead of the Triton merge / with the
+               flash backend instead of cuDNN
   triton       ropeshift.kernels.string_attention (the existing fused STRING kernel), if importable
 Methods: string (S = 0.33 N, W = 128), rerope (w = L/4), rerope_leaky (k = 16), self_extend (G = 8, w_n = 1024),
 lm_infinite (n_global = 10, n_local = L_d = L), with L = --train-length. Targets: string <= 1.05x cuDNN causal,
@@ -34,6 +36,7 @@ from ropeshift.attention.tiled import tiled_attention
 from ropeshift.kernels import compose
 
 H, H_KV, W = 32, 8, 128
+DEV = "cuda"  # --smoke: "cpu" (the CPU backend, wall-clock timing; checks the script, measures nothing)
 
 
 def _methods(n, train_length, se=(8, 1024)):
@@ -72,20 +75,22 @@ def _rel(x, ref):
 def _cudnn_causal(q, k, v, scale):
     """(callable, note): cuDNN causal with native GQA when it is right, else with K/V expanded beforehand."""
     g = q.shape[1] // k.shape[1]
+    if DEV == "cpu":
+        return (lambda: compose._raw_call("cpu", q, k, v, scale)), "cpu"
     if compose._probe("cudnn", q.dtype, q.shape[-1], g > 1, False):
         return (lambda: compose._raw_call("cudnn", q, k, v, scale)), "native gqa"
     ke, ve = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
     return (lambda: compose._raw_call("cudnn", q, ke, ve, scale)), "expanded kv"
 
 
-def check_correctness(train_length, records, lines):
-    dev = "cuda"
+def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
+    dev = DEV
     lines.append("## Correctness\n")
     lines.append("| check | method | dtype | backend | out err | lse err | calibration (cuDNN causal bf16 err) | ok |")
     lines.append("|---|---|---|---|---|---|---|---|")
     all_ok = True
     # 1) fp64 oracle, small
-    n, d = 300, 128
+    n, d = n_small, 128
     torch.manual_seed(0)
     q = torch.randn(1, 8, n, d, device=dev)
     k = torch.randn(1, 2, n, d, device=dev)
@@ -96,7 +101,8 @@ def check_correctness(train_length, records, lines):
     small.update({name: mn for name, mn in _methods(n, 96, se=(4, 16)).items() if name != "string"})
     for name, (method, narrow) in small.items():
         ro, rl = reference_attention(q, k, v, method, inv, scale=d**-0.5, qpos=pos, kpos=pos)
-        for dtype, backend in ((torch.float32, "auto"), (torch.bfloat16, "auto"), (torch.bfloat16, "flash")):
+        combos = ((torch.float32, "auto"), (torch.bfloat16, "auto"), (torch.bfloat16, "flash"))
+        for dtype, backend in combos if DEV == "cuda" else combos[:2]:
             qq, kk, vv = q.to(dtype), k.to(dtype), v.to(dtype)
             try:
                 o, l = _run(method, narrow, qq, kk, vv, inv, d**-0.5, backend=backend)
@@ -115,20 +121,20 @@ def check_correctness(train_length, records, lines):
             records.append({"kind": "check", "n": n, "method": name, "dtype": str(dtype), "backend": be,
                             "out_rel_err": oe, "lse_err": le, "ok": bool(ok)})
     # 2) realistic heads, fp32 tiled reference vs bf16
-    n = 4099
+    n = n_big
     q = torch.randn(1, H, n, d, device=dev)
     k = torch.randn(1, H_KV, n, d, device=dev)
     v = torch.randn(1, H_KV, n, d, device=dev)
     pos = torch.arange(n, device=dev)[None]
     kvalid = torch.ones(1, n, dtype=torch.bool, device=dev)
     qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
-    causal_ref = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(4, 1),
-                                                                  v.repeat_interleave(4, 1), is_causal=True)
+    causal_ref = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(H // H_KV, 1),
+                                                                  v.repeat_interleave(H // H_KV, 1), is_causal=True)
     fn, _ = _cudnn_causal(qb, kb, vb, d**-0.5)
     calib = _rel(fn()[0], causal_ref)
-    for name, (method, narrow) in _methods(n, 2048).items():
+    for name, (method, narrow) in _methods(n, max(64, n // 2), se=(8, min(1024, n // 32 * 8))).items():
         ro, rl = tiled_attention(q, k, v, method, inv, scale=d**-0.5, qpos=pos, kpos=pos, kvalid=kvalid)
-        for fused in (True, False):
+        for fused in ((True, False) if DEV == "cuda" else (False,)):
             o, l = _run(method, narrow, qb, kb, vb, inv, d**-0.5, fused_merge=fused)
             oe, le = _rel(o, ro), (l - rl).abs().max().item()
             ok = oe < max(3 * calib, 1e-2) and le < 5e-2
@@ -149,6 +155,10 @@ def compose_string(n):
 
 
 def _bench(fn, est_runs=8):
+    if DEV == "cpu":
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
     from triton.testing import do_bench
 
     torch.cuda.synchronize()
@@ -160,26 +170,36 @@ def _bench(fn, est_runs=8):
     return do_bench(fn, warmup=max(1.0, est), rep=rep, return_mode="median")
 
 
-def bench(lengths, d64_lengths, train_length, records, lines, quick):
+def save(out_dir, records, lines):
+    """Write OUT/compose.md and OUT/compose.jsonl from what has run so far (called after every row)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "compose.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out_dir, "compose.jsonl"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
     shapes = [(128, n) for n in lengths] + [(64, n) for n in d64_lengths]
     header = None
     try:
         from ropeshift import kernels as rk
 
-        triton_string = rk.string_attention if rk.triton_available() else None
+        triton_string = rk.string_attention if rk.triton_available() and DEV == "cuda" else None
     except Exception:  # noqa: BLE001
         triton_string = None
     lines.append("## Prefill time (ms, median) and ratio to cuDNN causal\n")
     for d, n in shapes:
         torch.manual_seed(0)
-        q = torch.randn(1, H, n, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn(1, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
-        scale, inv = d**-0.5, _inv_freq(d, "cuda")
+        q = torch.randn(1, H, n, d, device=DEV, dtype=torch.bfloat16)
+        k = torch.randn(1, H_KV, n, d, device=DEV, dtype=torch.bfloat16)
+        v = torch.randn(1, H_KV, n, d, device=DEV, dtype=torch.bfloat16)
+        scale, inv = d**-0.5, _inv_freq(d, DEV)
         flops = 2 * n * n * d * H
         fns = {}
         fns["cudnn"], note = _cudnn_causal(q, k, v, scale)
-        if compose._probe("flash", q.dtype, d, True, False):
+        if DEV == "cuda" and compose._probe("flash", q.dtype, d, True, False):
             fns["flash"] = lambda: compose._raw_call("flash", q, k, v, scale)
         for name, (method, narrow) in _methods(n, train_length).items():
             fns[name] = (lambda m=method, nw=narrow: _run(m, nw, q, k, v, inv, scale))
@@ -188,6 +208,9 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick):
             if name == "string":
                 fns["string:eager-merge"] = (lambda bs=bands: compose.compose_attention(bs, v, scale=scale,
                                                                                         fused_merge=False))
+                if "flash" in fns:
+                    fns["string:c-flash"] = (lambda bs=bands: compose.compose_attention(bs, v, scale=scale,
+                                                                                        backend="flash"))
                 if triton_string is not None:
                     fns["triton"] = (lambda m=method: triton_string(q, k, v, shift=m.shift, window=m.window,
                                                                     inv_freq=inv, scale=scale))
@@ -211,13 +234,16 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick):
                 cells.append(f"{ms:.2f} ({flops / (ms * 1e-3) / 1e12:.0f} TF/s, {note})")
             else:
                 cells.append(f"{ms:.2f} ({ms / base:.3f}x)" if base else f"{ms:.2f}")
-        lines.append(f"| {d} | {n // 1024}k | " + " | ".join(cells) + " |")
+        label = f"{n // 1024}k" if n % 1024 == 0 else str(n)
+        lines.append(f"| {d} | {label} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         records.append({"kind": "prefill", "d": d, "n": n, "h": H, "h_kv": H_KV, "train_length": train_length,
                         "cudnn_gqa": note, "backend": compose.resolve_backend("auto", q),
                         "ms": res, "ratio_to_cudnn": {k_: v_ / base for k_, v_ in res.items()} if base else None})
+        save(out_dir, records, lines)
         del q, k, v, fns
-        torch.cuda.empty_cache()
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
     lines.append("")
     lines.append("Targets: string <= 1.05x, every method <= 1.10x (the method columns include the per-band "
                  "re-rotation; ':c' columns are the composition alone).")
@@ -231,25 +257,28 @@ def main(argv=None):
     ap.add_argument("--train-length", type=int, default=8192)
     ap.add_argument("--quick", action="store_true", help="fewer timed runs")
     ap.add_argument("--skip-check", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="run the whole script tiny on CPU (measures nothing)")
     args = ap.parse_args(argv)
+    global DEV, H, H_KV
+    if args.smoke:
+        DEV, H, H_KV = "cpu", 4, 2
+        args.lengths, args.d64_lengths, args.train_length = "300,257", "129", 64
 
-    def parse(s):
-        return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in s.split(",") if x]
+    def parse(text):
+        return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in text.split(",") if x]
 
     records, lines = [], ["# Composed vendor attention vs cuDNN causal (bench_compose.py)\n",
-                          f"torch {torch.__version__}, device {torch.cuda.get_device_name(0)}, bf16, B = 1, "
+                          f"torch {torch.__version__}, device "
+                          f"{torch.cuda.get_device_name(0) if DEV == 'cuda' else 'cpu (smoke)'}, bf16, B = 1, "
                           f"{H} q / {H_KV} kv heads\n"]
     ok = True
     if not args.skip_check:
-        ok = check_correctness(args.train_length, records, lines)
+        ok = check_correctness(args.train_length, records, lines,
+                               *((64, 300) if args.smoke else (300, 4099)))
         print("\n".join(lines), flush=True)
-    bench(parse(args.lengths), parse(args.d64_lengths), args.train_length, records, lines, args.quick)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "compose.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.out, "compose.jsonl"), "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+        save(args.out, records, lines)
+    bench(parse(args.lengths), parse(args.d64_lengths), args.train_length, records, lines, args.quick, args.out)
+    save(args.out, records, lines)
     print("\n".join(lines))
     return 0 if ok else 1
 

@@ -27,7 +27,7 @@ Backends (``backend=``): "cudnn" (``aten._scaled_dot_product_cudnn_attention``),
 Each CUDA backend is probed once per (dtype, head dim, GQA, layout) against an fp32 computation: native GQA
 and strided block views are used only where the probe passes, else K/V are repeated or blocks copied.
 The merge is ``ropeshift.attention.merge.merge_attention`` on CPU and its fused one-pass Triton twin
-(``_compose_merge``) on CUDA.
+(``_compose_triton``) on CUDA.
 
 Shapes: band q [b, h, n or n - lo, d], band k [b, h_kv, n or n - lo, d] (rows [lo, n) / keys [0, n - lo) when
 shorter), v [b, h_kv, n, d]. Returns out [b, h, n, d] (q's dtype) and lse [b, h, n] fp32 (rows without a
@@ -134,7 +134,7 @@ def _probe(backend, dtype, d, grouped, strided):
     try:
         out, lse = _raw_call(backend, qb, kb, vb, d**-0.5)
         torch.cuda.synchronize()
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 - any failure means "do not use this layout/backend"
         return False
     mask = torch.ones(n, n, dtype=torch.bool, device="cuda").tril()
     ref_o, ref_l = _explicit(qb.contiguous(), kb.contiguous(), vb.contiguous(), d**-0.5, mask)
@@ -268,7 +268,7 @@ def merge_pieces(pieces, shape, dtype, *, fused=None):
     if fused is None:
         fused = device.type == "cuda"
     if fused and pieces:
-        from ._compose_merge import fused_merge
+        from ._compose_triton import fused_merge
 
         return fused_merge(pieces, shape, dtype)
     out = torch.zeros(b, h, n, d, dtype=torch.float32, device=device)
@@ -301,7 +301,17 @@ def compose_attention(bands, v, *, scale, backend="auto", fused_merge=None):
     return merge_pieces(pieces, (b, h, n, d), bands[0].q.dtype, fused=fused_merge)
 
 
-def segment_bands(method, q, k, inv_freq, *, pos0=0, narrow=None):
+def _rotate(x, delta, inv_freq, fused):
+    if isinstance(delta, int) and delta == 0:
+        return x
+    if fused:
+        from ._compose_triton import fused_rotate
+
+        return fused_rotate(x, delta, inv_freq)
+    return rotate(x, delta, inv_freq)
+
+
+def segment_bands(method, q, k, inv_freq, *, pos0=0, narrow=None, fused_rotate=None):
     """Bands of a method's segments, rotated from post-RoPE q / k by each segment's own deltas.
 
     Args:
@@ -309,11 +319,14 @@ def segment_bands(method, q, k, inv_freq, *, pos0=0, narrow=None):
         q: [b, h, n, d], k: [b, h_kv, n, d] post-RoPE at positions pos0 + i.
         narrow: {segment name: (lo, hi, key_end)} for region-only segments that are a band restricted to keys
             j < key_end (LM-Infinite's global keys), until the segment table describes them.
+        fused_rotate: re-rotate with the one-pass Triton kernel (None: on CUDA) instead of ``rope.rotate``.
     Only the rows/keys a band reads are rotated (q rows [lo, n), keys [0, n - lo)). A constant query delta
     is applied to the keys instead (R(a) q . k = q . R(-a) k): K has h / h_kv times fewer heads.
     """
     n = q.shape[2]
     narrow = narrow or {}
+    fused = q.is_cuda if fused_rotate is None else fused_rotate
+    inv_freq = inv_freq.to(q.device)
     bands = []
     for seg in method.segments():
         key_end = None
@@ -334,9 +347,9 @@ def segment_bands(method, q, k, inv_freq, *, pos0=0, narrow=None):
         if isinstance(seg.q_delta, int):
             kd = -seg.q_delta if kd is None else kd - seg.q_delta
         elif seg.q_delta is not None:
-            qs = rotate(qs, seg.q_delta(qpos), inv_freq)
+            qs = _rotate(qs, seg.q_delta(qpos), inv_freq, fused)
         if kd is not None:
-            ks = rotate(ks, kd, inv_freq)
+            ks = _rotate(ks, kd, inv_freq, fused)
         bands.append(Band(lo, hi, qs, ks, key_end))
     return bands
 

@@ -1,4 +1,6 @@
-"""One-pass Triton merge of compose Pieces: the fused twin of ``ropeshift.attention.merge.merge_attention``.
+"""Triton helpers of ``ropeshift.kernels.compose``: the one-pass merge and a one-pass re-rotation.
+
+``fused_merge``: the fused twin of ``ropeshift.attention.merge.merge_attention`` over compose Pieces.
 
 For every final row it gathers each piece's (out, lse) through the piece's block/flip row map (see
 ``compose.Piece``), then, in fp32::
@@ -8,6 +10,10 @@ For every final row it gathers each piece's (out, lse) through the piece's block
 i.e. ``merge_attention`` folded over the pieces, reading every partial once and writing out (q's dtype) and
 lse once. Pieces are described to the kernel by an int64 table (data pointers, row map, strides), so one
 compiled kernel serves any number of pieces K (a constexpr) and any layout the vendor kernels return.
+
+``fused_rotate``: ``ropeshift.rope.rotate`` with one delta per row, reading x once and writing it once (the
+eager version makes ~20 passes over fp32 temporaries); angles, cos and sin come from torch in fp32 exactly as
+in ``rotate``, the kernel only applies them.
 Importing this module imports triton.
 """
 from __future__ import annotations
@@ -111,3 +117,58 @@ def fused_merge(pieces, shape, dtype, block_r=32):
                         F=_FIELDS, num_warps=4)
     del keep
     return out, lse
+
+
+@triton.jit
+def _rotate_kernel(x_ptr, cos_ptr, sin_ptr, y_ptr, L, H, sx_b, sx_h, sx_r, sy_b, sy_h, sy_r, s_cs,
+                   HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, TAIL: tl.constexpr, BLOCK_TAIL: tl.constexpr,
+                   BLOCK_R: tl.constexpr):
+    pid_r = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    bi = (pid_bh // H).to(tl.int64)
+    hh = (pid_bh % H).to(tl.int64)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < L
+    rows64 = rows.to(tl.int64)
+    cols = tl.arange(0, BLOCK_HALF)
+    m = rmask[:, None] & (cols < HALF)[None, :]
+    xrow = x_ptr + bi * sx_b + hh * sx_h + rows64[:, None] * sx_r
+    yrow = y_ptr + bi * sy_b + hh * sy_h + rows64[:, None] * sy_r
+    cs = rows64[:, None] * s_cs + cols[None, :]
+    c = tl.load(cos_ptr + cs, mask=m, other=1.0)
+    s = tl.load(sin_ptr + cs, mask=m, other=0.0)
+    x1 = tl.load(xrow + cols[None, :], mask=m, other=0.0).to(tl.float32)
+    x2 = tl.load(xrow + HALF + cols[None, :], mask=m, other=0.0).to(tl.float32)
+    dt = y_ptr.dtype.element_ty
+    tl.store(yrow + cols[None, :], (x1 * c - x2 * s).to(dt), mask=m)
+    tl.store(yrow + HALF + cols[None, :], (x2 * c + x1 * s).to(dt), mask=m)
+    if TAIL > 0:
+        tcols = tl.arange(0, BLOCK_TAIL)
+        tm = rmask[:, None] & (tcols < TAIL)[None, :]
+        t = tl.load(xrow + 2 * HALF + tcols[None, :], mask=tm, other=0.0)
+        tl.store(yrow + 2 * HALF + tcols[None, :], t, mask=tm)
+
+
+def fused_rotate(x, delta, inv_freq, block_r=16):
+    """``rotate(x, delta, inv_freq)`` for x [b, h, L, d] (last dim contiguous) and delta an int or a per-row
+    [L] (or [1, 1, L]) tensor; returns a contiguous tensor like x."""
+    b, h, L, d = x.shape
+    half = inv_freq.numel()
+    if torch.is_tensor(delta):
+        delta = delta.reshape(-1)
+        if delta.numel() != L:
+            raise ValueError(f"fused_rotate: delta must have one value per row ({L}), got {delta.numel()}")
+    else:
+        delta = torch.tensor([delta], device=x.device)
+    angle = delta.to(device=x.device, dtype=torch.float32)[:, None] * inv_freq.to(x.device, torch.float32)
+    cos, sin = angle.cos().contiguous(), angle.sin().contiguous()
+    s_cs = half if cos.shape[0] == L and L > 1 else 0
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    y = torch.empty(b, h, L, d, dtype=x.dtype, device=x.device)
+    tail = d - 2 * half
+    grid = (triton.cdiv(L, block_r), b * h)
+    _rotate_kernel[grid](x, cos, sin, y, L, h, x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1),
+                         y.stride(2), s_cs, HALF=half, BLOCK_HALF=triton.next_power_of_2(half), TAIL=tail,
+                         BLOCK_TAIL=triton.next_power_of_2(max(tail, 1)), BLOCK_R=block_r, num_warps=4)
+    return y
