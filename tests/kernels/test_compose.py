@@ -117,16 +117,26 @@ def test_short_band_tensors_are_rows_lo_on():
 
 
 def test_prev_blocks_are_one_batched_call(monkeypatch):
-    """One finite band costs at most 3 vendor calls (full diag blocks, tail diag, prev blocks), any length."""
+    """A finite band is at most 5 vendor calls whatever its length, each batched over all its blocks, and
+    does no padded work: full diag blocks, full prev blocks, tail diag, tail x prev-block rectangle, tail
+    triangle."""
     from ropeshift.kernels import compose
 
     calls = []
     real = compose._raw_call
-    monkeypatch.setattr(compose, "_raw_call", lambda *a: calls.append(a[1].shape) or real(*a))
+    monkeypatch.setattr(compose, "_raw_call", lambda *a: calls.append((a[1].shape, a[2].shape[2], a[5:])) or real(*a))
     q, k, v = _qkv(1, 2, 1, 1000)
     pieces = band_pieces(Band(0, 64, q, k), v, SCALE, "cpu")
-    assert len(calls) == 3 and len(pieces) == 3
-    assert calls[0] == (1000 // 64, 2, 64, D) and calls[2] == (1000 // 64, 2, 63, D)
+    assert len(calls) == 5 and len(pieces) == 5
+    full, tail = divmod(1000, 64)
+    assert [c[0] for c in calls] == [(full, 2, 64, D), (full - 1, 2, 63, D), (1, 2, tail, D), (1, 2, tail, D),
+                                     (1, 2, tail - 1, D)]
+    assert calls[3][1:] == (64 - tail, (False,))  # the unmasked rectangle
+    pairs = sum(c[0][0] * c[0][2] * (c[1] if c[2] == (False,) else (c[1] + 1) / 2) for c in calls)
+    assert pairs == cost_flops(1000, 1, 1, [(0, 64)]) / 4
+    calls.clear()
+    band_pieces(Band(0, 64, q[:, :, :640], k[:, :, :640]), v[:, :, :640], SCALE, "cpu")
+    assert len(calls) == 2  # a multiple of T: diag + prev only
 
 
 def test_fused_merge_equals_merge_attention():

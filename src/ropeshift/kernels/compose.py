@@ -13,13 +13,15 @@ keys [cT + r - T + 1, cT + r]::
 
     diag   keys cT .. cT + r of block c              causal (top-left)          one call over the C' full
                                                                                   blocks + one for the tail
-    prev   keys s > r of block c - 1 (c >= 1)        strictly upper triangular   one call over blocks 1..C-1
+    prev   keys s > r of block c - 1 (c >= 1)        strictly upper triangular   one call over blocks 1..C'-1
 
 The strictly upper part is made causal exactly: drop query row T - 1 (it sees nothing there) and key s = 0
 (no row sees it), leaving rows r in [0, T - 1) and keys t = s - 1 in [0, T - 1) with t >= r; reversing both
 (r' = T - 2 - r, t' = T - 2 - t) gives t' <= r', the top-left causal mask of a (T - 1) x (T - 1) block. The
-tail block's rows beyond m are padded with clamped (finite, discarded) rows so every prev block has T - 1 rows.
-A band restricted to a small key prefix (LM-Infinite's global keys) is computed explicitly, it is narrow.
+tail's prev part (rows r < R, keys s > r of block C' - 1) is an unmasked R x (T - R) call for the keys
+s >= R plus the same strictly upper triangle of size R: no padded rows, no wasted work. So a band is at most
+5 vendor calls (1 when T >= m) whatever its length. A band restricted to a small key prefix (LM-Infinite's
+global keys) is computed explicitly: it is narrow.
 
 Backends (``backend=``): "cudnn" (``aten._scaled_dot_product_cudnn_attention``), "flash"
 (``aten._scaled_dot_product_flash_attention``), "efficient" (fp32 on CUDA), "cpu"
@@ -85,19 +87,23 @@ def _check_backend(backend, device):
         raise ValueError(f"compose: backend {backend!r} needs CUDA tensors, got {device}")
 
 
-def _raw_call(backend, q, k, v, scale):
-    """One causal (top-left) vendor call: (out [B, h, L, d], lse [B, h, L] fp32)."""
+def _raw_call(backend, q, k, v, scale, causal=True):
+    """One vendor call, causal (top-left) or unmasked: (out [B, h, L, d], lse [B, h, L] fp32)."""
     lq = q.shape[2]
+    if lq == 0 or k.shape[2] == 0:  # the CPU kernel divides by zero on empty blocks
+        raise ValueError(f"compose: empty vendor call (lq={lq}, lk={k.shape[2]})")
     if backend == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
     elif backend == "cudnn":
-        res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, True, False, scale=scale)
+        res = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
+                                                                 scale=scale)
         out, lse = res[0], res[1]
     elif backend == "flash":
-        res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True, False, scale=scale)
+        res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
         out, lse = res[0], res[1]
     else:  # efficient
-        res = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, True, scale=scale)
+        res = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal,
+                                                                     scale=scale)
         out, lse = res[0], res[1]
     if lse.dim() == 4:
         lse = lse[..., 0]
@@ -155,16 +161,14 @@ def resolve_backend(backend, q):
     return "cudnn" if _probe("cudnn", q.dtype, d, False, False) else "flash"
 
 
-def _vendor(backend, q, k, v, scale, strided=False):
-    if q.shape[2] == 0:
-        return None
+def _vendor(backend, q, k, v, scale, strided=False, causal=True):
     if backend != "cpu":
         d, g = q.shape[-1], q.shape[1] // k.shape[1]
         if strided and not _probe(backend, q.dtype, d, g > 1, True):
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         if g > 1 and not _probe(backend, q.dtype, d, True, False):
             k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
-    return _raw_call(backend, q, k, v, scale)
+    return _raw_call(backend, q, k, v, scale, causal)
 
 
 def _blocks(x, start, count, size):
@@ -201,28 +205,45 @@ def band_pieces(band: Band, v, scale, backend):
     if t is None or t >= m:
         out, lse = _vendor(backend, q, k, vs, scale)
         return [Piece(out, lse, lo, m, m, m)]
-    b = q.shape[0]
     full, tail = divmod(m, t)
-    nblocks = full + (tail > 0)
-    strided = b == 1
+    strided = q.shape[0] == 1
     pieces = []
     out, lse = _vendor(backend, _blocks(q, 0, full, t), _blocks(k, 0, full, t), _blocks(vs, 0, full, t), scale,
                        strided=strided)
     pieces.append(Piece(out, lse, lo, full * t, t, t, blocks=full))
+    if full > 1 and t > 1:  # prev of full blocks 1..C'-1: keys 1..T-1 of blocks 0..C'-2
+        pieces.append(_upper(backend, q, k, vs, scale, [c * t for c in range(1, full)], t, lo + t))
     if tail:
-        out, lse = _vendor(backend, q[:, :, full * t :], k[:, :, full * t :], vs[:, :, full * t :], scale)
-        pieces.append(Piece(out, lse, lo + full * t, tail, tail, tail))
-    if t > 1:  # prev blocks: rows r < T - 1 of blocks 1..C-1 vs keys 1..T-1 of blocks 0..C-2, both reversed
-        dev = q.device
-        j = torch.arange(t - 1, device=dev)
-        cq = torch.arange(1, nblocks, device=dev)[:, None]
-        q_idx = (cq * t + (t - 2 - j)).clamp(max=m - 1).flatten()
-        k_idx = ((cq - 1) * t + (t - 1 - j)).flatten()
-        qp = _blocks(q.index_select(2, q_idx), 0, nblocks - 1, t - 1)
-        kp, vp = (_blocks(x.index_select(2, k_idx), 0, nblocks - 1, t - 1) for x in (k, vs))
-        out, lse = _vendor(backend, qp, kp, vp, scale)
-        pieces.append(Piece(out, lse, lo + t, m - t, t, t - 1, blocks=nblocks - 1, flip=True))
+        r0, kp0 = full * t, (full - 1) * t
+        out, lse = _vendor(backend, q[:, :, r0:], k[:, :, r0:], vs[:, :, r0:], scale)
+        pieces.append(Piece(out, lse, lo + r0, tail, tail, tail))
+        # tail rows r < R vs the previous block's keys s > r: keys s >= R are seen by every tail row (one
+        # unmasked call on views), keys 1 <= s < R form the same strictly upper triangle, of size R
+        out, lse = _vendor(backend, q[:, :, r0:], k[:, :, kp0 + tail : r0], vs[:, :, kp0 + tail : r0], scale,
+                           causal=False)
+        pieces.append(Piece(out, lse, lo + r0, tail, tail, tail))
+        if tail > 1:
+            pieces.append(_upper(backend, q, k, vs, scale, [r0], tail, lo + r0, key_starts=[kp0]))
     return pieces
+
+
+def _upper(backend, q, k, vs, scale, starts, size, row0, key_starts=None):
+    """Strictly upper triangles: rows s0 + r (r < size) vs keys k0 + s, r < s < size, for every s0 in starts
+    and k0 in key_starts (default: s0 - size, the previous block).
+
+    Rows r < size - 1 and keys t = s - 1 < size - 1 with t >= r, both reversed, are one causal call over
+    len(starts) blocks of size - 1 (index_select gathers them in reversed order: one copy of those rows)."""
+    dev = q.device
+    j = torch.arange(size - 1, device=dev)
+    s0 = torch.tensor(starts, device=dev)[:, None]
+    k0 = s0 - size if key_starts is None else torch.tensor(key_starts, device=dev)[:, None]
+    q_idx = (s0 + (size - 2 - j)).flatten()
+    k_idx = (k0 + (size - 1 - j)).flatten()
+    nb = len(starts)
+    qp = _blocks(q.index_select(2, q_idx), 0, nb, size - 1)
+    kp, vp = (_blocks(x.index_select(2, k_idx), 0, nb, size - 1) for x in (k, vs))
+    out, lse = _vendor(backend, qp, kp, vp, scale)
+    return Piece(out, lse, row0, nb * size, size, size - 1, blocks=nb, flip=True)
 
 
 def _narrow_piece(band, q, k, v, scale):
