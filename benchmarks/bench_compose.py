@@ -14,7 +14,7 @@ timings (triton.testing.do_bench, return_mode="median"). Providers:
                flash backend instead of cuDNN
   triton       ropeshift.kernels.string_attention (the existing fused STRING kernel), if importable
 Methods: string (S = 0.33 N, W = 128), rerope (w = L/4), rerope_leaky (k = 16), self_extend (G = 8, w_n = 1024),
-lm_infinite (n_global = 10, n_local = L_d = L), with L = --train-length. Targets: string <= 1.05x cuDNN causal,
+lm_infinite (n_global = 10, n_local = L_d = L), dca (C = 3L/4, w = L/16), with L = --train-length. Targets: string <= 1.05x cuDNN causal,
 every method <= 1.10x.
 
 Correctness first: at N = 300 (8 / 2 heads) against the fp64 oracle (bf16 via the auto backend, fp32 via the
@@ -33,14 +33,18 @@ import torch
 
 from ropeshift.attention.reference import reference_attention
 from ropeshift.attention.tiled import tiled_attention
+from ropeshift.kernels import _compose_vendor as vendor
 from ropeshift.kernels import compose
+from ropeshift.kernels.compose_segments import segment_regions
 
 H, H_KV, W = 32, 8, 128
 DEV = "cuda"  # --smoke: "cpu" (the CPU backend, wall-clock timing; checks the script, measures nothing)
 
 
 def _methods(n, train_length, se=(8, 1024)):
-    """{name: (method, narrow)}: the band methods at sequence length n (se: Self-Extend's G, w_n)."""
+    """{name: (method, regions)}: the methods at sequence length n (se: Self-Extend's G, w_n); regions describe
+    the region-only segments (LM-Infinite's global keys, DCA's chunks) until the segment table does."""
+    from ropeshift.remaps.dca import DualChunkMethod
     from ropeshift.remaps.lm_infinite import LMInfiniteMethod
     from ropeshift.remaps.rerope import ReRopeMethod
     from ropeshift.remaps.self_extend import SelfExtendMethod
@@ -49,12 +53,16 @@ def _methods(n, train_length, se=(8, 1024)):
     L = train_length
     lmi = LMInfiniteMethod(n_local=L, distance_limit=L, n_global=10)
     g, loc, lim = lmi.n_global, lmi.n_local, lmi.distance_limit
+    dca = DualChunkMethod(chunk_size=3 * L // 4, local_window=L // 16)
+    cs, cw = dca.chunk_len, dca.local_window
     return {
         "string": (StringMethod(shift=max(2, int(0.33 * n)), window=min(W, max(1, int(0.33 * n) - 1))), None),
         "rerope": (ReRopeMethod(window=L // 4), None),
         "rerope_leaky": (ReRopeMethod(window=L // 4, leaky=16.0), None),
         "self_extend": (SelfExtendMethod(group_size=se[0], window=se[1]), None),
-        "lm_infinite": (lmi, {"global": (loc, lim, g), "global_capped": (max(loc, lim), None, g)}),
+        "lm_infinite": (lmi, {"global": [("band", loc, lim, g)], "global_capped": [("band", max(loc, lim), None, g)]}),
+        "dca": (dca, {"plain": [("chunk", cs, 0, None, False), ("chunk", cs, 1, (0, cw + 1), False)],
+                      "capped": [("chunk", cs, 1, (cw + 1, cs), False), ("chunk", cs, 2, None, True)]}),
     }
 
 
@@ -62,8 +70,8 @@ def _inv_freq(d, device):
     return (1.0 / (500000.0 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))).to(device)
 
 
-def _run(method, narrow, q, k, v, inv, scale, **kw):
-    bands = compose.segment_bands(method, q, k, inv, narrow=narrow)
+def _run(method, regions, q, k, v, inv, scale, **kw):
+    bands = segment_regions(method, q, k, inv, regions=regions)
     return compose.compose_attention(bands, v, scale=scale * method.logit_scale, **kw)
 
 
@@ -76,11 +84,11 @@ def _cudnn_causal(q, k, v, scale):
     """(callable, note): cuDNN causal with native GQA when it is right, else with K/V expanded beforehand."""
     g = q.shape[1] // k.shape[1]
     if DEV == "cpu":
-        return (lambda: compose._raw_call("cpu", q, k, v, scale)), "cpu"
-    if compose._probe("cudnn", q.dtype, q.shape[-1], g > 1, False):
-        return (lambda: compose._raw_call("cudnn", q, k, v, scale)), "native gqa"
+        return (lambda: vendor.raw_call("cpu", q, k, v, scale)), "cpu"
+    if vendor.probe("cudnn", q.dtype, q.shape[-1], g > 1, False):
+        return (lambda: vendor.raw_call("cudnn", q, k, v, scale)), "native gqa"
     ke, ve = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
-    return (lambda: compose._raw_call("cudnn", q, ke, ve, scale)), "expanded kv"
+    return (lambda: vendor.raw_call("cudnn", q, ke, ve, scale)), "expanded kv"
 
 
 def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
@@ -98,14 +106,14 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
     inv = _inv_freq(d, dev)
     pos = torch.arange(n, device=dev)[None]
     small = {"string": (compose_string(n), None)}
-    small.update({name: mn for name, mn in _methods(n, 96, se=(4, 16)).items() if name != "string"})
-    for name, (method, narrow) in small.items():
+    small.update({name: mn for name, mn in _methods(n, 128, se=(4, 16)).items() if name != "string"})
+    for name, (method, regs) in small.items():
         ro, rl = reference_attention(q, k, v, method, inv, scale=d**-0.5, qpos=pos, kpos=pos)
         combos = ((torch.float32, "auto"), (torch.bfloat16, "auto"), (torch.bfloat16, "flash"))
         for dtype, backend in combos if DEV == "cuda" else combos[:2]:
             qq, kk, vv = q.to(dtype), k.to(dtype), v.to(dtype)
             try:
-                o, l = _run(method, narrow, qq, kk, vv, inv, d**-0.5, backend=backend)
+                o, l = _run(method, regs, qq, kk, vv, inv, d**-0.5, backend=backend)
                 be = compose.resolve_backend(backend, qq)
             except Exception as e:  # noqa: BLE001 - reported, not fatal
                 lines.append(f"| oracle n={n} | {name} | {dtype} | {backend} | failed: {type(e).__name__}: "
@@ -132,10 +140,10 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
                                                                   v.repeat_interleave(H // H_KV, 1), is_causal=True)
     fn, _ = _cudnn_causal(qb, kb, vb, d**-0.5)
     calib = _rel(fn()[0], causal_ref)
-    for name, (method, narrow) in _methods(n, max(64, n // 2), se=(8, min(1024, n // 32 * 8))).items():
+    for name, (method, regs) in _methods(n, max(64, n // 2), se=(8, min(1024, n // 32 * 8))).items():
         ro, rl = tiled_attention(q, k, v, method, inv, scale=d**-0.5, qpos=pos, kpos=pos, kvalid=kvalid)
         for fused in ((True, False) if DEV == "cuda" else (False,)):
-            o, l = _run(method, narrow, qb, kb, vb, inv, d**-0.5, fused_merge=fused)
+            o, l = _run(method, regs, qb, kb, vb, inv, d**-0.5, fused_merge=fused)
             oe, le = _rel(o, ro), (l - rl).abs().max().item()
             ok = oe < max(3 * calib, 1e-2) and le < 5e-2
             all_ok &= ok
@@ -199,11 +207,11 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
         flops = 2 * n * n * d * H
         fns = {}
         fns["cudnn"], note = _cudnn_causal(q, k, v, scale)
-        if DEV == "cuda" and compose._probe("flash", q.dtype, d, True, False):
-            fns["flash"] = lambda: compose._raw_call("flash", q, k, v, scale)
-        for name, (method, narrow) in _methods(n, train_length).items():
-            fns[name] = (lambda m=method, nw=narrow: _run(m, nw, q, k, v, inv, scale))
-            bands = compose.segment_bands(method, q, k, inv, narrow=narrow)
+        if DEV == "cuda" and vendor.probe("flash", q.dtype, d, True, False):
+            fns["flash"] = lambda: vendor.raw_call("flash", q, k, v, scale)
+        for name, (method, regs) in _methods(n, train_length).items():
+            fns[name] = (lambda m=method, rg=regs: _run(m, rg, q, k, v, inv, scale))
+            bands = segment_regions(method, q, k, inv, regions=regs)
             fns[name + ":c"] = (lambda bs=bands, m=method: compose.compose_attention(bs, v, scale=scale))
             if name == "string":
                 fns["string:eager-merge"] = (lambda bs=bands: compose.compose_attention(bs, v, scale=scale,

@@ -11,8 +11,9 @@ import torch
 
 from ropeshift.attention.merge import merge_attention
 from ropeshift.attention.reference import reference_attention
-from ropeshift.kernels.compose import (Band, Piece, band_pieces, compose_attention, cost_flops, merge_pieces,
-                                       segment_bands)
+from ropeshift.kernels.compose import Band, Chunk, Piece, band_pieces, compose_attention, merge_pieces
+from ropeshift.kernels.compose_segments import cost_flops, segment_regions
+from ropeshift.remaps.dca import DualChunkMethod
 from ropeshift.remaps.lm_infinite import LMInfiniteMethod
 from ropeshift.remaps.rerope import ReRopeMethod
 from ropeshift.remaps.self_extend import SelfExtendMethod
@@ -24,9 +25,16 @@ D = 16
 SCALE = 0.3
 
 
-def _lmi_narrow(m):
-    g, loc, lim = m.n_global, m.n_local, m.distance_limit
-    return {"global": (loc, lim, g), "global_capped": (max(loc, lim), None, g)}
+def _regions(m):
+    """The region-only segments' structure (what the segment table will describe)."""
+    if isinstance(m, LMInfiniteMethod):
+        g, loc, lim = m.n_global, m.n_local, m.distance_limit
+        return {"global": [("band", loc, lim, g)], "global_capped": [("band", max(loc, lim), None, g)]}
+    if isinstance(m, DualChunkMethod):
+        s, w = m.chunk_len, m.local_window
+        return {"plain": [("chunk", s, 0, None, False), ("chunk", s, 1, (0, w + 1), False)],
+                "capped": [("chunk", s, 1, (w + 1, s), False), ("chunk", s, 2, None, True)]}
+    return None
 
 
 METHODS = {
@@ -43,6 +51,9 @@ METHODS = {
     "lm_infinite": LMInfiniteMethod(n_local=6, distance_limit=9, n_global=3),
     "lm_infinite_capped_local": LMInfiniteMethod(n_local=12, distance_limit=5, n_global=2),
     "lm_infinite_no_global": LMInfiniteMethod(n_local=8, distance_limit=20, n_global=0),
+    "dca": DualChunkMethod(chunk_size=9, local_window=2),  # s = 7
+    "dca_w0": DualChunkMethod(chunk_size=5, local_window=0),
+    "dca_one_chunk": DualChunkMethod(chunk_size=80, local_window=8),
 }
 
 
@@ -70,9 +81,8 @@ def test_compose_matches_oracle(name, b, h, h_kv, n):
     method = METHODS[name]
     q, k, v = _qkv(b, h, h_kv, n)
     inv = llama_inv_freq(D, base=10000.0)
-    narrow = _lmi_narrow(method) if isinstance(method, LMInfiniteMethod) else None
-    bands = segment_bands(method, q, k, inv, narrow=narrow)
-    out, lse = compose_attention(bands, v, scale=SCALE * method.logit_scale, backend="cpu")
+    regions = segment_regions(method, q, k, inv, regions=_regions(method))
+    out, lse = compose_attention(regions, v, scale=SCALE * method.logit_scale, backend="cpu")
     _check(out, lse, *_oracle(method, q, k, v, inv))
 
 
@@ -99,6 +109,29 @@ def test_single_band_block_decomposition(n, lo, hi):
     _check(out, lse, *_band_oracle(q, k, v, lo, hi))
 
 
+def _chunk_oracle(q, k, v, s, o, slots, beyond):
+    n = q.shape[2]
+    g = q.shape[1] // k.shape[1]
+    kk, vv = k.double().repeat_interleave(g, 1), v.double().repeat_interleave(g, 1)
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    off = i // s - j // s
+    mask = (i >= j) & ((off >= o) if beyond else (off == o))
+    if slots is not None:
+        mask &= (i % s >= slots[0]) & (i % s < slots[1])
+    sc = (q.double() @ kk.transpose(-1, -2) * SCALE).masked_fill(~mask, float("-inf"))
+    return torch.softmax(sc, -1).nan_to_num(0.0) @ vv, torch.logsumexp(sc, -1)
+
+
+@pytest.mark.parametrize("n", [5, 21, 23, 34])
+@pytest.mark.parametrize("s,o,slots,beyond", [(7, 0, None, False), (7, 0, None, True), (7, 1, None, True),
+                                              (7, 2, None, True), (7, 1, (0, 3), False), (7, 1, (3, 7), False),
+                                              (7, 2, (2, 5), False), (1, 1, None, True), (4, 3, None, True)])
+def test_chunk_decomposition(n, s, o, slots, beyond):
+    q, k, v = _qkv(1, 2, 1, n)
+    out, lse = compose_attention([Chunk(s, o, q, k, slots=slots, beyond=beyond)], v, scale=SCALE, backend="cpu")
+    _check(out, lse, *_chunk_oracle(q, k, v, s, o, slots, beyond))
+
+
 @pytest.mark.parametrize("lo,hi,key_end", [(0, None, 3), (4, 9, 2), (6, None, 40), (2, 5, 1)])
 def test_key_prefix_band(lo, hi, key_end):
     q, k, v = _qkv(2, 4, 2, 23)
@@ -107,7 +140,7 @@ def test_key_prefix_band(lo, hi, key_end):
 
 
 def test_short_band_tensors_are_rows_lo_on():
-    """A band may carry only q rows [lo, n) and keys [0, n - lo) (what segment_bands builds)."""
+    """A band may carry only q rows [lo, n) and keys [0, n - lo) (what segment_regions builds)."""
     q, k, v = _qkv(1, 2, 2, 30)
     full = compose_attention([Band(0, 4, q, k), Band(4, None, q, k)], v, scale=SCALE, backend="cpu")
     short = compose_attention([Band(0, 4, q, k), Band(4, None, q[:, :, 4:], k[:, :, :26])], v, scale=SCALE,
@@ -123,16 +156,17 @@ def test_prev_blocks_are_one_batched_call(monkeypatch):
     from ropeshift.kernels import compose
 
     calls = []
-    real = compose._raw_call
-    monkeypatch.setattr(compose, "_raw_call", lambda *a: calls.append((a[1].shape, a[2].shape[2], a[5:])) or real(*a))
+    real = compose.vendor
+    monkeypatch.setattr(compose, "vendor", lambda *a, **kw: calls.append((a[1].shape, a[2].shape[2], kw.get("causal", True)))
+                        or real(*a, **kw))
     q, k, v = _qkv(1, 2, 1, 1000)
     pieces = band_pieces(Band(0, 64, q, k), v, SCALE, "cpu")
     assert len(calls) == 5 and len(pieces) == 5
     full, tail = divmod(1000, 64)
-    assert [c[0] for c in calls] == [(full, 2, 64, D), (full - 1, 2, 63, D), (1, 2, tail, D), (1, 2, tail, D),
+    assert [c[0] for c in calls] == [(full, 2, 64, D), (1, 2, tail, D), (full - 1, 2, 63, D), (1, 2, tail, D),
                                      (1, 2, tail - 1, D)]
-    assert calls[3][1:] == (64 - tail, (False,))  # the unmasked rectangle
-    pairs = sum(c[0][0] * c[0][2] * (c[1] if c[2] == (False,) else (c[1] + 1) / 2) for c in calls)
+    assert calls[3][1:] == (64 - tail, False)  # the unmasked rectangle
+    pairs = sum(c[0][0] * c[0][2] * (c[1] if c[2] is False else (c[1] + 1) / 2) for c in calls)
     assert pairs == cost_flops(1000, 1, 1, [(0, 64)]) / 4
     calls.clear()
     band_pieces(Band(0, 64, q[:, :, :640], k[:, :, :640]), v[:, :, :640], SCALE, "cpu")
@@ -145,8 +179,8 @@ def test_fused_merge_equals_merge_attention():
     q, k, v = _qkv(2, 2, 1, 29)
     inv = llama_inv_freq(D, base=10000.0)
     method = METHODS["lm_infinite"]
-    bands = segment_bands(method, q, k, inv, narrow=_lmi_narrow(method))
-    pieces = [p for bd in segment_bands(StringMethod(shift=8, window=2), q, k, inv)
+    bands = segment_regions(method, q, k, inv, regions=_regions(method))
+    pieces = [p for bd in segment_regions(StringMethod(shift=8, window=2), q, k, inv)
               for p in band_pieces(bd, v, SCALE, "cpu")]
     assert any(p.flip for p in pieces) and any(p.blocks > 1 for p in pieces)
     eager = merge_pieces(pieces, (2, 2, 29, D), torch.float32, fused=False)
@@ -183,7 +217,7 @@ def test_merge_of_two_pieces_is_merge_attention():
 
 def test_bf16_inputs_keep_dtype():
     q, k, v = _qkv(1, 4, 2, 33, dtype=torch.bfloat16)
-    out, lse = compose_attention(segment_bands(METHODS["string"], q, k, llama_inv_freq(D)), v, scale=SCALE,
+    out, lse = compose_attention(segment_regions(METHODS["string"], q, k, llama_inv_freq(D)), v, scale=SCALE,
                                  backend="cpu")
     assert out.dtype == torch.bfloat16 and lse.dtype == torch.float32 and out.shape == q.shape
 
@@ -205,6 +239,6 @@ def test_errors_name_the_parameter():
     with pytest.raises(ValueError, match="0 <= lo < hi"):
         compose_attention([Band(4, 4, q, k)], v, scale=SCALE, backend="cpu")
     with pytest.raises(ValueError, match="not a distance band"):
-        segment_bands(METHODS["lm_infinite"], q, k, llama_inv_freq(D))
+        segment_regions(METHODS["lm_infinite"], q, k, llama_inv_freq(D))
     with pytest.raises(ValueError, match="at least one band"):
         compose_attention([], v, scale=SCALE)
