@@ -10,8 +10,9 @@ timings (triton.testing.do_bench, return_mode="median"). Providers:
   flash        aten._scaled_dot_product_flash_attention, is_causal
   <method>     segment_bands (per-band re-rotation of q / k) + compose_attention, timed together
   <method>:c   compose_attention alone (bands prebuilt): the vendor calls and the merge
-  string:eager-merge / string:c-flash   string:c with merge_attention instead of the Triton merge / with the
-               flash backend instead of cuDNN
+  string:eager-merge / string:c-<backend>   string:c with merge_attention instead of the Triton merge / with
+               the other vendor backend forced (cudnn or flash, whichever "auto" did not pick)
+  string:calls the vendor calls of string:c without the merge (string:c - string:calls = the merge)
   triton       ropeshift.kernels.string_attention (the existing fused STRING kernel), if importable
 Methods: string (S = 0.33 N, W = 128), rerope (w = L/4), rerope_leaky (k = 16), self_extend (G = 8, w_n = 1024),
 lm_infinite (n_global = 10, n_local = L_d = L), dca (C = 3L/4, w = L/16), with L = --train-length. Targets: string <= 1.05x cuDNN causal,
@@ -114,7 +115,7 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
             qq, kk, vv = q.to(dtype), k.to(dtype), v.to(dtype)
             try:
                 o, l = _run(method, regs, qq, kk, vv, inv, d**-0.5, backend=backend)
-                be = compose.resolve_backend(backend, qq)
+                be = compose.resolve_backend(backend, qq, grouped=True)
             except Exception as e:  # noqa: BLE001 - reported, not fatal
                 lines.append(f"| oracle n={n} | {name} | {dtype} | {backend} | failed: {type(e).__name__}: "
                              f"{str(e)[:80]} | | | no |")
@@ -148,7 +149,7 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
             ok = oe < max(3 * calib, 1e-2) and le < 5e-2
             all_ok &= ok
             lines.append(f"| tiled fp32 n={n} merge={'fused' if fused else 'eager'} | {name} | bf16 | "
-                         f"{compose.resolve_backend('auto', qb)} | {oe:.2e} | {le:.2e} | {calib:.2e} | "
+                         f"{compose.resolve_backend('auto', qb, grouped=True)} | {oe:.2e} | {le:.2e} | {calib:.2e} | "
                          f"{'yes' if ok else 'NO'} |")
             records.append({"kind": "check", "n": n, "method": name, "dtype": "bf16", "fused_merge": fused,
                             "out_rel_err": oe, "lse_err": le, "calibration": calib, "ok": bool(ok)})
@@ -216,9 +217,12 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
             if name == "string":
                 fns["string:eager-merge"] = (lambda bs=bands: compose.compose_attention(bs, v, scale=scale,
                                                                                         fused_merge=False))
-                if "flash" in fns:
-                    fns["string:c-flash"] = (lambda bs=bands: compose.compose_attention(bs, v, scale=scale,
-                                                                                        backend="flash"))
+                be = compose.resolve_backend("auto", q, grouped=True)
+                fns["string:calls"] = (lambda bs=bands, be=be: [compose.band_pieces(r, v, scale, be) for r in bs])
+                for forced in ("cudnn", "flash"):
+                    if forced != be and DEV == "cuda" and vendor.probe(forced, q.dtype, d, False, False):
+                        fns["string:c-" + forced] = (lambda bs=bands, f=forced: compose.compose_attention(
+                            bs, v, scale=scale, backend=f))
                 if triton_string is not None:
                     fns["triton"] = (lambda m=method: triton_string(q, k, v, shift=m.shift, window=m.window,
                                                                     inv_freq=inv, scale=scale))
@@ -246,7 +250,7 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
         lines.append(f"| {d} | {label} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         records.append({"kind": "prefill", "d": d, "n": n, "h": H, "h_kv": H_KV, "train_length": train_length,
-                        "cudnn_gqa": note, "backend": compose.resolve_backend("auto", q),
+                        "cudnn_gqa": note, "backend": compose.resolve_backend("auto", q, grouped=True),
                         "ms": res, "ratio_to_cudnn": {k_: v_ / base for k_, v_ in res.items()} if base else None})
         save(out_dir, records, lines)
         del q, k, v, fns

@@ -86,6 +86,17 @@ def test_compose_matches_oracle(name, b, h, h_kv, n):
     _check(out, lse, *_oracle(method, q, k, v, inv))
 
 
+@pytest.mark.parametrize("name", ["self_extend", "rerope_leaky", "string"])
+def test_positions_not_starting_at_zero(name):
+    """pos0 > 0 (a prefill whose first position is p0): per-position deltas use the true positions."""
+    method, p0, n = METHODS[name], 5, 30
+    q, k, v = _qkv(1, 4, 2, n)
+    inv = llama_inv_freq(D, base=10000.0)
+    out, lse = compose_attention(segment_regions(method, q, k, inv, pos0=p0), v, scale=SCALE, backend="cpu")
+    pos = torch.arange(p0, p0 + n)[None]
+    _check(out, lse, *reference_attention(q, k, v, method, inv, scale=SCALE, qpos=pos, kpos=pos))
+
+
 def _band_oracle(q, k, v, lo, hi, key_end=None):
     """Plain attention of one band lo <= i - j < hi (hi None: unbounded), keys j < key_end, GQA repeated."""
     n = q.shape[2]

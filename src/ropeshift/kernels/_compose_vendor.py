@@ -88,8 +88,9 @@ def probe(backend, dtype, d, grouped, strided):
     return bool((out.float() - ref_o.float()).abs().max() < tol and (lse - ref_l).abs().max() < tol)
 
 
-def resolve_backend(backend, q):
-    """The concrete backend for q's device and dtype ("auto" resolved)."""
+def resolve_backend(backend, q, grouped=False):
+    """The concrete backend for q's device and dtype ("auto" resolved): on CUDA, cuDNN when it computes this
+    case right (with native GQA when ``grouped``), else flash when that does, else cuDNN (K/V repeated)."""
     check_backend(backend, q.device)
     if backend != "auto":
         return backend
@@ -98,10 +99,14 @@ def resolve_backend(backend, q):
     if q.dtype == torch.float32:
         return "efficient"
     d = q.shape[-1]
+    for name in ("cudnn", "flash"):
+        if probe(name, q.dtype, d, grouped, False):
+            return name
     return "cudnn" if probe("cudnn", q.dtype, d, False, False) else "flash"
 
 
 def vendor(backend, q, k, v, scale, strided=False, causal=True):
+    """raw_call after the probes: strided block views copied and GQA K/V repeated where the backend needs it."""
     if backend != "cpu":
         d, g = q.shape[-1], q.shape[1] // k.shape[1]
         if strided and not probe(backend, q.dtype, d, g > 1, True):

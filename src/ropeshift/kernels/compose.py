@@ -33,8 +33,8 @@ Backends: see ``_compose_vendor`` ("auto": cuDNN, else flash, on CUDA; the fused
 The merge is ``ropeshift.attention.merge.merge_attention`` on CPU and its fused one-pass Triton twin
 (``_compose_triton``) on CUDA.
 
-Shapes: chunk q [b, h, n, d], k [b, h_kv, n, d]; band q [b, h, n or n - lo, d], band k [b, h_kv, n or n - lo, d] (rows [lo, n) / keys [0, n - lo) when
-shorter), v [b, h_kv, n, d]. Returns out [b, h, n, d] (q's dtype) and lse [b, h, n] fp32 (rows without a
+Shapes: band q [b, h, n or n - lo, d], band k [b, h_kv, n or n - lo, d] (rows [lo, n) / keys [0, n - lo) when
+shorter); chunk q [b, h, n, d], k [b, h_kv, n, d]; v [b, h_kv, n, d]. Returns out [b, h, n, d] (q's dtype) and lse [b, h, n] fp32 (rows without a
 visible key: out 0, lse -inf).
 """
 from __future__ import annotations
@@ -276,7 +276,7 @@ def compose_attention(regions, v, *, scale, backend="auto", fused_merge=None):
     h = regions[0].q.shape[1]
     if h % h_kv:
         raise ValueError(f"compose: query heads {h} not a multiple of key/value heads {h_kv}")
-    backend = resolve_backend(backend, regions[0].q)
+    backend = resolve_backend(backend, regions[0].q, grouped=h != h_kv)
     pieces = []
     for region in regions:
         fn = chunk_pieces if isinstance(region, Chunk) else band_pieces
