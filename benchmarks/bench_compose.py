@@ -118,12 +118,12 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
                 be = compose.resolve_backend(backend, qq, grouped=True)
             except Exception as e:  # noqa: BLE001 - reported, not fatal
                 lines.append(f"| oracle n={n} | {name} | {dtype} | {backend} | failed: {type(e).__name__}: "
-                             f"{str(e)[:80]} | | | no |")
+                             f"{str(e)[:80]} | | | NO |")
                 all_ok = False
                 continue
             fin = torch.isfinite(rl)
             oe, le = _rel(o, ro), (l.double() - rl)[fin].abs().max().item()
-            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            tol = 1e-3 if dtype == torch.float32 else 2e-2  # fp32 CUDA kernels may use TF32
             ok = oe < tol and le < tol * 10 and torch.equal(torch.isfinite(l), fin)
             all_ok &= ok
             lines.append(f"| oracle n={n} | {name} | {dtype} | {be} | {oe:.2e} | {le:.2e} | | {'yes' if ok else 'NO'} |")
@@ -144,11 +144,17 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
     for name, (method, regs) in _methods(n, max(64, n // 2), se=(8, min(1024, n // 32 * 8))).items():
         ro, rl = tiled_attention(q, k, v, method, inv, scale=d**-0.5, qpos=pos, kpos=pos, kvalid=kvalid)
         for fused in ((True, False) if DEV == "cuda" else (False,)):
-            o, l = _run(method, regs, qb, kb, vb, inv, d**-0.5, fused_merge=fused)
+            label = f"tiled fp32 n={n} merge={'fused' if fused else 'eager'}"
+            try:
+                o, l = _run(method, regs, qb, kb, vb, inv, d**-0.5, fused_merge=fused)
+            except Exception as e:  # noqa: BLE001 - reported, not fatal
+                lines.append(f"| {label} | {name} | bf16 | | failed: {type(e).__name__}: {str(e)[:80]} | | | NO |")
+                all_ok = False
+                continue
             oe, le = _rel(o, ro), (l - rl).abs().max().item()
             ok = oe < max(3 * calib, 1e-2) and le < 5e-2
             all_ok &= ok
-            lines.append(f"| tiled fp32 n={n} merge={'fused' if fused else 'eager'} | {name} | bf16 | "
+            lines.append(f"| {label} | {name} | bf16 | "
                          f"{compose.resolve_backend('auto', qb, grouped=True)} | {oe:.2e} | {le:.2e} | {calib:.2e} | "
                          f"{'yes' if ok else 'NO'} |")
             records.append({"kind": "check", "n": n, "method": name, "dtype": "bf16", "fused_merge": fused,
@@ -170,6 +176,7 @@ def _bench(fn, est_runs=8):
         return (time.perf_counter() - t0) * 1e3
     from triton.testing import do_bench
 
+    fn()  # the first call may compile kernels or run the backend probes
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     fn()
