@@ -115,7 +115,7 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
             qq, kk, vv = q.to(dtype), k.to(dtype), v.to(dtype)
             try:
                 o, l = _run(method, regs, qq, kk, vv, inv, d**-0.5, backend=backend)
-                be = compose.resolve_backend(backend, qq, grouped=True)
+                be = compose.resolve_backend(backend, qq)
             except Exception as e:  # noqa: BLE001 - reported, not fatal
                 lines.append(f"| oracle n={n} | {name} | {dtype} | {backend} | failed: {type(e).__name__}: "
                              f"{str(e)[:80]} | | | NO |")
@@ -155,7 +155,7 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
             ok = oe < max(3 * calib, 1e-2) and le < 5e-2
             all_ok &= ok
             lines.append(f"| {label} | {name} | bf16 | "
-                         f"{compose.resolve_backend('auto', qb, grouped=True)} | {oe:.2e} | {le:.2e} | {calib:.2e} | "
+                         f"{compose.resolve_backend('auto', qb)} | {oe:.2e} | {le:.2e} | {calib:.2e} | "
                          f"{'yes' if ok else 'NO'} |")
             records.append({"kind": "check", "n": n, "method": name, "dtype": "bf16", "fused_merge": fused,
                             "out_rel_err": oe, "lse_err": le, "calibration": calib, "ok": bool(ok)})
@@ -224,7 +224,7 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
             if name == "string":
                 fns["string:eager-merge"] = (lambda bs=bands: compose.compose_attention(bs, v, scale=scale,
                                                                                         fused_merge=False))
-                be = compose.resolve_backend("auto", q, grouped=True)
+                be = compose.resolve_backend("auto", q)
                 fns["string:calls"] = (lambda bs=bands, be=be: [compose.band_pieces(r, v, scale, be) for r in bs])
                 for forced in ("cudnn", "flash"):
                     if forced != be and DEV == "cuda" and vendor.probe(forced, q.dtype, d, False, False):
@@ -257,7 +257,7 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
         lines.append(f"| {d} | {label} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         records.append({"kind": "prefill", "d": d, "n": n, "h": H, "h_kv": H_KV, "train_length": train_length,
-                        "cudnn_gqa": note, "backend": compose.resolve_backend("auto", q, grouped=True),
+                        "cudnn_gqa": note, "backend": compose.resolve_backend("auto", q),
                         "ms": res, "ratio_to_cudnn": {k_: v_ / base for k_, v_ in res.items()} if base else None})
         save(out_dir, records, lines)
         del q, k, v, fns

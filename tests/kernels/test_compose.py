@@ -226,6 +226,24 @@ def test_merge_of_two_pieces_is_merge_attention():
     torch.testing.assert_close(out[:, :, :2], a.out[:, :, :2])
 
 
+def test_kv_repeated_once_when_the_backend_lacks_gqa(monkeypatch):
+    """A backend without native GQA gets each distinct K / V repeated once per call, same result."""
+    from ropeshift.kernels import compose
+
+    method = METHODS["rerope"]
+    q, k, v = _qkv(1, 4, 1, 40)
+    inv = llama_inv_freq(D, base=10000.0)
+    want = compose_attention(segment_regions(method, q, k, inv), v, scale=SCALE, backend="cpu")
+    heads = []
+    real = compose.vendor
+    monkeypatch.setattr(compose, "native_gqa", lambda backend, q: False)
+    monkeypatch.setattr(compose, "vendor", lambda *a, **kw: heads.append(a[2].shape[1]) or real(*a, **kw))
+    got = compose_attention(segment_regions(method, q, k, inv), v, scale=SCALE, backend="cpu")
+    assert set(heads) == {4}
+    torch.testing.assert_close(got[0], want[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[1], want[1], atol=1e-6, rtol=0)
+
+
 def test_bf16_inputs_keep_dtype():
     q, k, v = _qkv(1, 4, 2, 33, dtype=torch.bfloat16)
     out, lse = compose_attention(segment_regions(METHODS["string"], q, k, llama_inv_freq(D)), v, scale=SCALE,

@@ -39,12 +39,12 @@ visible key: out 0, lse -inf).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..attention.merge import merge_attention
-from ._compose_vendor import BACKENDS, blocks, explicit, resolve_backend, vendor
+from ._compose_vendor import BACKENDS, blocks, explicit, native_gqa, resolve_backend, vendor
 
 EXPLICIT_KEYS = 1024  # a band restricted to keys j < key_end <= this is computed explicitly
 
@@ -276,7 +276,17 @@ def compose_attention(regions, v, *, scale, backend="auto", fused_merge=None):
     h = regions[0].q.shape[1]
     if h % h_kv:
         raise ValueError(f"compose: query heads {h} not a multiple of key/value heads {h_kv}")
-    backend = resolve_backend(backend, regions[0].q, grouped=h != h_kv)
+    backend = resolve_backend(backend, regions[0].q)
+    if h != h_kv and not native_gqa(backend, regions[0].q):  # repeat each distinct K / V once, not per call
+        expanded = {}
+
+        def rep(x):
+            if id(x) not in expanded:
+                expanded[id(x)] = x.repeat_interleave(h // h_kv, 1)
+            return expanded[id(x)]
+
+        v = rep(v)
+        regions = [replace(r, k=rep(r.k)) for r in regions]
     pieces = []
     for region in regions:
         fn = chunk_pieces if isinstance(region, Chunk) else band_pieces
