@@ -12,7 +12,7 @@ import torch
 from ropeshift.attention.merge import merge_attention
 from ropeshift.attention.reference import reference_attention
 from ropeshift.kernels.compose import Band, Chunk, Piece, band_pieces, compose_attention, merge_pieces
-from ropeshift.kernels.compose_segments import cost_flops, segment_regions
+from ropeshift.kernels.compose_segments import cost_flops, segment_regions, unsupported_reason
 from ropeshift.remaps.dca import DualChunkMethod
 from ropeshift.remaps.lm_infinite import LMInfiniteMethod
 from ropeshift.remaps.rerope import ReRopeMethod
@@ -271,3 +271,20 @@ def test_errors_name_the_parameter():
         segment_regions(METHODS["lm_infinite"], q, k, llama_inv_freq(D))
     with pytest.raises(ValueError, match="at least one band"):
         compose_attention([], v, scale=SCALE)
+
+
+def test_unsupported_reason_for_the_dispatcher():
+    q, k, _ = _qkv(2, 4, 2, 12)
+    pos = torch.arange(12)[None].expand(2, -1)
+    ok = torch.ones(2, 12, dtype=torch.bool)
+    assert unsupported_reason(METHODS["string"], q, k, qpos=pos, kpos=pos, kvalid=ok) is None
+    assert unsupported_reason(METHODS["string"], q, k, qpos=pos + 3, kpos=pos + 3, kvalid=ok) is None
+    assert "lq == lk" in unsupported_reason(METHODS["string"], q[:, :, :1], k, qpos=pos[:, :1], kpos=pos, kvalid=ok)
+    pad = ok.clone()
+    pad[0, 0] = False
+    assert "no padding" in unsupported_reason(METHODS["string"], q, k, qpos=pos, kpos=pos, kvalid=pad)
+    assert "not distance bands" in unsupported_reason(METHODS["dca"], q, k, qpos=pos, kpos=pos, kvalid=ok)
+    dca = METHODS["dca"]
+    assert unsupported_reason(dca, q, k, qpos=pos, kpos=pos, kvalid=ok, regions=_regions(dca)) is None
+    assert "position 0" in unsupported_reason(dca, q, k, qpos=pos + 1, kpos=pos + 1, kvalid=ok,
+                                              regions=_regions(dca))

@@ -95,4 +95,28 @@ def cost_flops(n, h, d, bands_lohi):
     return 4 * pairs * d * h if pairs else 0.0
 
 
-__all__ = ["segment_regions", "cost_flops"]
+def unsupported_reason(method, q, k, *, qpos, kpos, kvalid, regions=None):
+    """Why ``compose_attention`` cannot serve this attention call (None when it can), for the dispatcher.
+
+    Needs: a fresh prefill (lq == lk), every row's positions contiguous and equal for queries and keys, all keys
+    valid (no padding), head dims the vendor kernels take, and every segment a d-band or described in
+    ``regions``. Costs one host sync (the position check), like the tiled path's band fast path.
+    """
+    lq, lk = q.shape[2], k.shape[2]
+    if lq != lk:
+        return f"compose serves a fresh prefill only (lq == lk), got lq={lq}, lk={lk}"
+    if q.device.type == "cuda" and (q.shape[-1] > 256 or q.shape[-1] % 8):
+        return f"head_dim {q.shape[-1]} is not served by the CUDA vendor kernels (a multiple of 8, <= 256)"
+    names = [seg.name for seg in method.segments() if seg.d_range is None and seg.name not in (regions or {})]
+    if names:
+        return f"segments {names} of {method.name!r} are not distance bands and have no region description"
+    p0 = qpos[:, :1]
+    ar = torch.arange(lq, device=qpos.device)[None, :] + p0
+    if not bool(((qpos == ar) & (kpos == ar) & kvalid).all()):
+        return "compose needs contiguous positions shared by queries and keys and no padding"
+    if any(spec[0] == "chunk" for specs in (regions or {}).values() for spec in specs) and bool((p0 != 0).any()):
+        return "chunk regions need the sequence to start at position 0"
+    return None
+
+
+__all__ = ["segment_regions", "unsupported_reason", "cost_flops"]
