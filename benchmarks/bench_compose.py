@@ -15,8 +15,8 @@ timings (triton.testing.do_bench, return_mode="median"). Providers:
   string:calls the vendor calls of string:c without the merge (string:c - string:calls = the merge)
   triton       ropeshift.kernels.string_attention (the existing fused STRING kernel), if importable
 Methods: string (S = 0.33 N, W = 128), rerope (w = L/4), rerope_leaky (k = 16), self_extend (G = 8, w_n = 1024),
-lm_infinite (n_global = 10, n_local = L_d = L), dca (C = 3L/4, w = L/16), with L = --train-length. Targets: string <= 1.05x cuDNN causal,
-every method <= 1.10x.
+lm_infinite (n_global = 10, n_local = L_d = L), dca (C = 3L/4, w = L/16), with L = --train-length.
+Targets: string <= 1.05x cuDNN causal, every method <= 1.10x.
 
 Correctness first: at N = 300 (8 / 2 heads) against the fp64 oracle (bf16 via the auto backend, fp32 via the
 efficient backend), and at N = 4099 (32 / 8 heads, D = 128) against the fp32 tiled path, next to cuDNN causal's
@@ -126,7 +126,8 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
             tol = 1e-3 if dtype == torch.float32 else 2e-2  # fp32 CUDA kernels may use TF32
             ok = oe < tol and le < tol * 10 and torch.equal(torch.isfinite(l), fin)
             all_ok &= ok
-            lines.append(f"| oracle n={n} | {name} | {dtype} | {be} | {oe:.2e} | {le:.2e} | | {'yes' if ok else 'NO'} |")
+            verdict = "yes" if ok else "NO"
+            lines.append(f"| oracle n={n} | {name} | {dtype} | {be} | {oe:.2e} | {le:.2e} | | {verdict} |")
             records.append({"kind": "check", "n": n, "method": name, "dtype": str(dtype), "backend": be,
                             "out_rel_err": oe, "lse_err": le, "ok": bool(ok)})
     # 2) realistic heads, fp32 tiled reference vs bf16

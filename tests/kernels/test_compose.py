@@ -168,8 +168,11 @@ def test_prev_blocks_are_one_batched_call(monkeypatch):
 
     calls = []
     real = compose.vendor
-    monkeypatch.setattr(compose, "vendor", lambda *a, **kw: calls.append((a[1].shape, a[2].shape[2], kw.get("causal", True)))
-                        or real(*a, **kw))
+    def spy(*a, **kw):
+        calls.append((a[1].shape, a[2].shape[2], kw.get("causal", True)))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(compose, "vendor", spy)
     q, k, v = _qkv(1, 2, 1, 1000)
     pieces = band_pieces(Band(0, 64, q, k), v, SCALE, "cpu")
     assert len(calls) == 5 and len(pieces) == 5

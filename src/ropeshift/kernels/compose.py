@@ -34,8 +34,8 @@ The merge is ``ropeshift.attention.merge.merge_attention`` on CPU and its fused 
 (``_compose_triton``) on CUDA.
 
 Shapes: band q [b, h, n or n - lo, d], band k [b, h_kv, n or n - lo, d] (rows [lo, n) / keys [0, n - lo) when
-shorter); chunk q [b, h, n, d], k [b, h_kv, n, d]; v [b, h_kv, n, d]. Returns out [b, h, n, d] (q's dtype) and lse [b, h, n] fp32 (rows without a
-visible key: out 0, lse -inf).
+shorter); chunk q [b, h, n, d], k [b, h_kv, n, d]; v [b, h_kv, n, d]. Returns out [b, h, n, d] (q's dtype)
+and lse [b, h, n] fp32 (rows without a visible key: out 0, lse -inf).
 """
 from __future__ import annotations
 
