@@ -96,7 +96,7 @@ def _merge_kernel(table, out_ptr, lse_ptr, n, H, so_b, so_h, so_r, sl_b, sl_h,
     tl.store(lse_ptr + bi * sl_b + hh * sl_h + rows, total, mask=rmask)
 
 
-def fused_merge(pieces, shape, dtype, block_r=32):
+def fused_merge(pieces, shape, dtype, block_r=64):
     """(out [b, h, n, d] dtype, lse [b, h, n] fp32) of compose Pieces, in one kernel launch."""
     b, h, n, d = shape
     device = pieces[0].out.device
@@ -114,7 +114,7 @@ def fused_merge(pieces, shape, dtype, block_r=32):
     grid = (triton.cdiv(n, block_r), b * h)
     _merge_kernel[grid](table, out, lse, n, h, out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
                         lse.stride(1), K=len(pieces), D=d, BLOCK_D=triton.next_power_of_2(d), BLOCK_R=block_r,
-                        F=_FIELDS, num_warps=4)
+                        F=_FIELDS, num_warps=8)
     del keep
     return out, lse
 
@@ -149,7 +149,7 @@ def _rotate_kernel(x_ptr, cos_ptr, sin_ptr, y_ptr, L, H, sx_b, sx_h, sx_r, sy_b,
         tl.store(yrow + 2 * HALF + tcols[None, :], t, mask=tm)
 
 
-def fused_rotate(x, delta, inv_freq, block_r=16):
+def fused_rotate(x, delta, inv_freq, block_r=64):
     """``rotate(x, delta, inv_freq)`` for x [b, h, L, d] (last dim contiguous) and delta an int or a per-row
     [L] (or [1, 1, L]) tensor; returns a contiguous tensor like x."""
     b, h, L, d = x.shape
