@@ -187,6 +187,18 @@ def _bench(fn, est_runs=8):
     return do_bench(fn, warmup=max(1.0, est), rep=rep, return_mode="median")
 
 
+def _peak_extra_gib(fn):
+    """Peak GiB allocated during fn() above what was allocated before it (outputs included)."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    r = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del r
+    return peak / 2**30
+
+
 def save(out_dir, records, lines):
     """Write OUT/compose.md and OUT/compose.jsonl from what has run so far (called after every row)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -234,12 +246,18 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
                 if triton_string is not None:
                     fns["triton"] = (lambda m=method: triton_string(q, k, v, shift=m.shift, window=m.window,
                                                                     inv_freq=inv, scale=scale))
-        res = {}
+        res, mem = {}, {}
         for name, fn in fns.items():
             try:
                 res[name] = _bench(fn, est_runs=4 if quick else 8)
             except Exception as e:  # noqa: BLE001 - a provider that cannot run is reported, not fatal
                 print(f"# {name} failed at d={d} n={n}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+                continue
+            if DEV == "cuda" and not name.endswith((":calls", ":eager-merge")):
+                try:
+                    mem[name] = _peak_extra_gib(fn)
+                except Exception:  # noqa: BLE001 - memory is informative only
+                    pass
         base = res.get("cudnn")
         if header is None:
             header = list(fns)
@@ -259,14 +277,19 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
         print(lines[-1], flush=True)
         records.append({"kind": "prefill", "d": d, "n": n, "h": H, "h_kv": H_KV, "train_length": train_length,
                         "cudnn_gqa": note, "backend": compose.resolve_backend("auto", q),
-                        "ms": res, "ratio_to_cudnn": {k_: v_ / base for k_, v_ in res.items()} if base else None})
+                        "ms": res, "ratio_to_cudnn": {k_: v_ / base for k_, v_ in res.items()} if base else None,
+                        "peak_extra_gib": mem})
+        if mem:
+            print("# peak memory above the inputs (GiB): " + ", ".join(f"{k_} {v_:.2f}" for k_, v_ in mem.items()),
+                  flush=True)
         save(out_dir, records, lines)
         del q, k, v, fns
         if DEV == "cuda":
             torch.cuda.empty_cache()
     lines.append("")
     lines.append("Targets: string <= 1.05x, every method <= 1.10x (the method columns include the per-band "
-                 "re-rotation; ':c' columns are the composition alone).")
+                 "re-rotation; ':c' columns are the composition alone). Peak memory per provider: compose.jsonl "
+                 "(peak_extra_gib) and compose.log.")
 
 
 def main(argv=None):
