@@ -1,0 +1,172 @@
+"""Regression tests for issue 8's numerics (each case exact, or a clear error):
+
+1. right padding: the valid tokens of a right-padded batch get the logits of each row alone, with and without
+   ``position_ids``, for every attention-level method and every CPU impl;
+2. static KV cache: ``generate(cache_implementation="static")`` and a forward over a ``StaticCache`` equal the
+   dynamic cache (empty cache slots are never keys), also with no attention mask;
+3. positions from the mask when ``position_ids`` is absent: a left-padded batch equals each row alone for every
+   method (LM-Infinite's global keys, Self-Extend's groups and DCA's chunks use absolute positions).
+
+Run: pytest tests/test_padding_cache.py -q
+"""
+import pytest
+import torch
+
+import ropeshift
+
+from .tiny_models import tiny_model
+
+# Small parameters so that prompts of ~20 tokens cross every region of every method.
+METHODS = [
+    ("string", dict(shift=6, window=2)),
+    ("rerope", dict(window=5)),
+    ("rerope", dict(window=5, leaky=4.0)),
+    ("self_extend", dict(group_size=2, window=4)),
+    ("dca", dict(chunk_size=6, local_window=1)),
+    ("lm_infinite", dict(n_global=2, n_local=5, distance_limit=4)),
+]
+METHOD_IDS = [f"{m}-{'-'.join(f'{k}{v}' for k, v in p.items())}" for m, p in METHODS]
+IMPLS = ("torch", "reference")
+LENGTHS = (21, 13, 6)
+ATOL = 2e-5
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    gen = torch.Generator().manual_seed(7)
+    return [torch.randint(3, 128, (n,), generator=gen) for n in LENGTHS]
+
+
+def _pad(rows, side):
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, sl], mask[i, sl] = r, 1
+    return ids, mask
+
+
+def _logits(model, ids, **kw):
+    with torch.no_grad():
+        return model(ids, **kw).logits
+
+
+def _position_ids(kind, mask):
+    if kind is None:
+        return None
+    if kind == "arange":  # what transformers fills in itself: index positions, padding counted
+        return torch.arange(mask.shape[1])[None].expand_as(mask)
+    return (mask.cumsum(-1) - 1).clamp(min=0)  # "cumsum": what generate passes, padding at 0
+
+
+def _check_rows_equal_alone(model, rows, side, position_ids):
+    ids, mask = _pad(rows, side)
+    out = _logits(model, ids, attention_mask=mask, position_ids=_position_ids(position_ids, mask))
+    width = ids.shape[1]
+    for i, r in enumerate(rows):
+        alone = _logits(model, r[None])[0]
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        torch.testing.assert_close(out[i, sl], alone, atol=ATOL, rtol=0, msg=lambda m: f"row {i}: {m}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("method, params", METHODS, ids=METHOD_IDS)
+@pytest.mark.parametrize("position_ids", [None, "arange", "cumsum"])
+def test_right_padded_rows_equal_rows_alone(model, rows, method, params, impl, position_ids):
+    ropeshift.apply(model, method, impl=impl, **params)
+    try:
+        _check_rows_equal_alone(model, rows, "right", position_ids)
+    finally:
+        ropeshift.remove(model)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("method, params", METHODS, ids=METHOD_IDS)
+@pytest.mark.parametrize("position_ids", [None, "arange", "cumsum"])
+def test_left_padded_rows_equal_rows_alone(model, rows, method, params, impl, position_ids):
+    ropeshift.apply(model, method, impl=impl, **params)
+    try:
+        _check_rows_equal_alone(model, rows, "left", position_ids)
+    finally:
+        ropeshift.remove(model)
+
+
+def _generate(model, ids, mask=None, **kw):
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                         pad_token_id=0, output_logits=True, return_dict_in_generate=True, **kw)
+    return out.sequences, torch.stack(out.logits, 1)
+
+
+@pytest.mark.parametrize("method, params", METHODS, ids=METHOD_IDS)
+def test_static_cache_generate_equals_dynamic(model, rows, method, params):
+    ropeshift.apply(model, method, impl="torch", **params)
+    try:
+        for ids, mask in [(rows[0][None], None), _pad(rows, "left")]:
+            seq_d, log_d = _generate(model, ids, mask)
+            seq_s, log_s = _generate(model, ids, mask, cache_implementation="static")
+            assert torch.equal(seq_s, seq_d)
+            torch.testing.assert_close(log_s, log_d, atol=ATOL, rtol=0)
+    finally:
+        ropeshift.remove(model)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_static_cache_forward_equals_dynamic(model, rows, impl, with_mask):
+    """Prefill then two decode steps over a StaticCache longer than the input, mask given or None."""
+    from transformers import DynamicCache, StaticCache
+
+    ropeshift.apply(model, "lm_infinite", impl=impl, n_global=2, n_local=5, distance_limit=4)
+    try:
+        ids = rows[0][None]
+        results = []
+        for cache in (DynamicCache(config=model.config), StaticCache(config=model.config, max_cache_len=40)):
+            outs = []
+            for step in (ids[:, :15], ids[:, 15:16], ids[:, 16:18]):
+                seen = cache.get_seq_length() + step.shape[1]
+                kw = dict(attention_mask=torch.ones(1, seen, dtype=torch.long)) if with_mask else {}
+                with torch.no_grad():
+                    outs.append(model(step, cache=cache, use_cache=True, **kw).logits)
+            results.append(torch.cat(outs, 1))
+        torch.testing.assert_close(results[1], results[0], atol=ATOL, rtol=0)
+        torch.testing.assert_close(results[0], _logits(model, ids[:, :18]), atol=ATOL, rtol=0)
+    finally:
+        ropeshift.remove(model)
+
+
+def test_mask_with_holes_and_index_positions_is_refused(model):
+    """Valid tokens at non-consecutive index positions cannot be numbered consistently: a clear error."""
+    ropeshift.apply(model, "string", impl="torch", shift=6, window=2)
+    try:
+        ids = torch.randint(3, 128, (1, 12))
+        mask = torch.ones(1, 12, dtype=torch.long)
+        mask[0, 5] = 0
+        with pytest.raises(ValueError, match="position_ids"):
+            _logits(model, ids, attention_mask=mask)
+        # the same mask with positions that skip the hole (what generate passes) is exact
+        pid = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = _logits(model, ids, attention_mask=mask, position_ids=pid)
+        keep = mask[0].bool()
+        torch.testing.assert_close(out[0, keep], _logits(model, ids[:, keep])[0], atol=ATOL, rtol=0)
+    finally:
+        ropeshift.remove(model)
+
+
+def test_explicit_position_offset_is_honoured(model):
+    """position_ids that are not transformers' defaults (a row continuing at position 40) are used as given:
+    Self-Extend with G = 2 depends on positions only through m // 2 - n // 2, unchanged by an even offset."""
+    ropeshift.apply(model, "self_extend", impl="torch", group_size=2, window=4)
+    try:
+        ids = torch.randint(3, 128, (1, 12))
+        base = _logits(model, ids)
+        torch.testing.assert_close(_logits(model, ids, position_ids=torch.arange(40, 52)[None]), base,
+                                   atol=ATOL, rtol=0)
+        assert (_logits(model, ids, position_ids=torch.arange(41, 53)[None]) - base).abs().max() > 1e-3
+    finally:
+        ropeshift.remove(model)
