@@ -84,9 +84,9 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
         key, value = key[:, :, :lk], value[:, :, :lk]
     position_ids = kwargs.get("position_ids")
     qpos, kpos, kvalid = positions_from(position_ids, attention_mask, b, lq, lk, query.device)
-    if getattr(module, "layer_idx", 0) == 0 and lq > 1 and not torch.compiler.is_compiling():
-        _check_positions(position_ids, attention_mask, b, lq, lk, query.device)  # host sync: prefill only
     if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda):  # no host sync per decode step
+        if attention_mask is not None and not torch.compiler.is_compiling():
+            _check_positions(position_ids, attention_mask, b, lq, lk, query.device)
         state.check_length(qpos)
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
     out, _ = attend(
@@ -100,8 +100,9 @@ def _check_positions(position_ids, attention_mask, b, lq, lk, device) -> None:
     bad = inconsistent_rows(position_ids, attention_mask, b, lq, lk, device)
     if bad:
         raise ValueError(
-            f"ropeshift: position_ids of batch row {bad[0]} do not number its valid (mask=1) tokens "
-            "consecutively (a mask with holes, or packed sequences), so key positions are ambiguous; pass "
+            f"ropeshift: the positions of batch row {bad[0]} do not number its valid (mask=1) tokens "
+            "consecutively (a mask with holes under default position_ids, e.g. decoding after right padding, "
+            "or packed sequences), so key positions are ambiguous; pass "
             "position_ids = attention_mask.cumsum(-1) - 1, or one sequence per row"
         )
 

@@ -61,22 +61,27 @@ def positions_from(position_ids, key_valid, batch: int, lq: int, lk: int, device
 
 
 def inconsistent_rows(position_ids, key_valid, batch: int, lq: int, lk: int, device) -> list[int]:
-    """Rows whose valid queries' ``position_ids`` do not follow the mask's numbering up to one constant.
+    """Rows whose RoPE positions cannot agree with the mask's numbering (host sync; returns row indices).
 
-    Such rows (valid tokens at non-consecutive positions: a mask with holes under transformers' default
-    index positions, or packed sequences restarting at 0) have no consistent key positions. Host sync."""
-    if position_ids is None or lq < 2:
-        return []
+    Under transformers' default index positions (or none) the valid keys must be contiguous: a mask with
+    holes (e.g. decoding after right padding) numbers keys differently from the slot indices RoPE used.
+    Under explicit ``position_ids`` the valid queries must follow the numbering up to one constant (packed
+    sequences restarting at 0 do not)."""
     written = _written_mask(key_valid, batch, lk, device)
     n = written.shape[1]
-    mpos = written.to(torch.int64).cumsum(-1)[:, n - lq :]
-    q_valid = written[:, n - lq :]
-    diff = _expand_ids(position_ids, batch, lq, device) - mpos
+    idx = torch.arange(n, device=device)
     big = torch.iinfo(torch.int64).max
-    hi = torch.where(q_valid, diff, -big).amax(-1)
-    lo = torch.where(q_valid, diff, big).amin(-1)
-    bad = q_valid.any(-1) & (hi != lo)
-    return bad.nonzero().flatten().tolist()
+    first = torch.where(written, idx, big).amin(-1)
+    last = torch.where(written, idx, -1).amax(-1)
+    holes = written.any(-1) & (last - first + 1 != written.sum(-1))
+    if position_ids is None:
+        return holes.nonzero().flatten().tolist()
+    pid = _expand_ids(position_ids, batch, lq, device)
+    default = (pid == idx[n - lq :]).all(-1)
+    q_valid = written[:, n - lq :]
+    diff = pid - written.to(torch.int64).cumsum(-1)[:, n - lq :]
+    jumps = q_valid.any(-1) & (torch.where(q_valid, diff, -big).amax(-1) != torch.where(q_valid, diff, big).amin(-1))
+    return torch.where(default, holes, jumps).nonzero().flatten().tolist()
 
 
 def _expand_ids(position_ids, batch: int, lq: int, device) -> torch.Tensor:
