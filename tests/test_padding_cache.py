@@ -188,3 +188,54 @@ def test_decoding_after_right_padding_needs_position_ids(model, rows, impl):
             torch.testing.assert_close(out[i, -1], alone, atol=ATOL, rtol=0, msg=lambda m: f"row {i}: {m}")
     finally:
         ropeshift.remove(model)
+
+
+def test_positions_number_valid_keys_from_zero_on_either_side():
+    from ropeshift.attention.positions import positions_from
+
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    index_ids = torch.arange(5)[None]  # transformers' default: the slot index, padding counted
+    for pid in (None, index_ids):
+        qpos, kpos, kvalid = positions_from(pid, mask, 3, 5, 5, "cpu")
+        assert kpos[mask].tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4] and torch.equal(kvalid, mask)
+        assert torch.equal(qpos, kpos)
+    # explicit positions offset the row (last valid query gets its value); padding slots are ignored
+    qpos, kpos, _ = positions_from(torch.tensor([[0, 0, 40, 41, 42], [7, 8, 9, 0, 0], [5, 6, 7, 8, 9]]),
+                                   mask, 3, 5, 5, "cpu")
+    assert kpos[mask].tolist() == [40, 41, 42, 7, 8, 9, 5, 6, 7, 8, 9]
+
+
+def test_positions_of_a_static_cache_ignore_its_empty_slots():
+    from ropeshift.attention.positions import positions_from
+
+    written = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)  # 4 of 7 slots written, 2 queries
+    qpos, kpos, kvalid = positions_from(torch.tensor([[2, 3]]), written, 2, 2, 7, "cpu")
+    assert kvalid.tolist() == [[False, True, True, True, False, False, False], [True] * 4 + [False] * 3]
+    assert qpos.tolist() == [[1, 2], [2, 3]] and kpos[0, 1:4].tolist() == [0, 1, 2]
+
+
+def test_mask_function_covers_written_slots_only():
+    from ropeshift.attention.interface import key_valid_mask
+
+    # dynamic cache, nothing padded: None (every key valid)
+    assert key_valid_mask(2, 3, 8, q_offset=5, attention_mask=None) is None
+    assert key_valid_mask(2, 3, 8, q_offset=5, attention_mask=torch.ones(2, 8)) is None
+    # static cache of 16 slots with 8 written (q_offset is a tensor there), mask given or not
+    assert key_valid_mask(2, 3, 16, q_offset=torch.tensor(5), attention_mask=None).tolist() == [[True] * 8] * 2
+    pad = torch.tensor([[0] * 3 + [1] * 5, [1] * 8])
+    assert torch.equal(key_valid_mask(2, 3, 16, q_offset=torch.tensor(5), attention_mask=pad), pad.bool())
+    with pytest.raises(ValueError, match="attention_mask has 6 columns but the model has seen 8 tokens"):
+        key_valid_mask(2, 3, 8, q_offset=5, attention_mask=torch.ones(2, 6))
+    with pytest.raises(ValueError, match="sliding-window cache"):
+        key_valid_mask(2, 1, 8, q_offset=9, kv_offset=2, attention_mask=None)
+
+
+def test_inconsistent_positions_are_found():
+    from ropeshift.attention.positions import inconsistent_rows
+
+    holes = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1]], dtype=torch.bool)
+    assert inconsistent_rows(None, holes, 2, 1, 4, "cpu") == [0]
+    assert inconsistent_rows(torch.arange(3, 4)[None], holes, 2, 1, 4, "cpu") == [0]  # default index positions
+    assert inconsistent_rows(torch.tensor([[2], [2]]), holes, 2, 1, 4, "cpu") == []  # cumsum positions
+    packed = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    assert inconsistent_rows(packed, torch.ones(1, 6, dtype=torch.bool), 1, 6, 6, "cpu") == [0]
