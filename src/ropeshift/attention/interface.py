@@ -3,7 +3,7 @@
 transformers calls it from every attention layer with post-RoPE query/key and the cache-extended key/value::
 
     ropeshift_attention(module, query [b, h, lq, d], key [b, h_kv, lk, d], value [b, h_kv, lk, d],
-                        attention_mask [b, lk] bool or None, scaling=float, position_ids=[b, lq], ...)
+                        attention_mask [b, n <= lk] bool or None, scaling=float, position_ids=[b, lq], ...)
     -> (attn_output [b, lq, h, d], None)
 
 The mask comes from ``key_valid_mask``, registered under the same name with ``AttentionMaskInterface``: a 2D
