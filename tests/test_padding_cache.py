@@ -147,6 +147,16 @@ def test_mask_with_holes_and_index_positions_is_refused(model):
         ropeshift.remove(model)
 
 
+def test_packed_sequences_are_refused(model):
+    """position_ids restarting inside a row (packed sequences, no mask) would number keys across sequences."""
+    ropeshift.apply(model, "string", impl="torch", shift=6, window=2)
+    try:
+        with pytest.raises(ValueError, match="packed sequences"):
+            _logits(model, torch.randint(3, 128, (1, 12)), position_ids=torch.arange(12)[None] % 6)
+    finally:
+        ropeshift.remove(model)
+
+
 def test_explicit_position_offset_is_honoured(model):
     """position_ids that are not transformers' defaults (a row continuing at position 40) are used as given:
     Self-Extend with G = 2 depends on positions only through m // 2 - n // 2, unchanged by an even offset."""

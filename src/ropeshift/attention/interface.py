@@ -85,7 +85,7 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     position_ids = kwargs.get("position_ids")
     qpos, kpos, kvalid = positions_from(position_ids, attention_mask, b, lq, lk, query.device)
     if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda):  # no host sync per decode step
-        if attention_mask is not None and not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling():
             _check_positions(position_ids, attention_mask, b, lq, lk, query.device)
         state.check_length(qpos)
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
