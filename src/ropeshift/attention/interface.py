@@ -3,21 +3,60 @@
 transformers calls it from every attention layer with post-RoPE query/key and the cache-extended key/value::
 
     ropeshift_attention(module, query [b, h, lq, d], key [b, h_kv, lk, d], value [b, h_kv, lk, d],
-                        attention_mask [b, lk] bool or None, scaling=float, position_ids=[b, lq], ...)
+                        attention_mask [b, n <= lk] bool or None, scaling=float, position_ids=[b, lq], ...)
     -> (attn_output [b, lq, h, d], None)
 
-The mask comes from ``flash_attention_mask`` registered under the same name with ``AttentionMaskInterface``:
-a 2D key-valid mask, or None when nothing is padded. The method and implementation are read from the runtime
-state that ``ropeshift.apply`` attached to ``module.config``; no model class is touched.
+The mask comes from ``key_valid_mask``, registered under the same name with ``AttentionMaskInterface``: a 2D
+key-valid mask [b, n] over the n key slots written so far (cache + new), or None when all lk keys are valid.
+A static cache's key tensor is longer than what was written (lk > n): its empty slots are cut off here, so
+no implementation ever sees them. Positions are derived from the mask (``positions``). The method and
+implementation are read from the runtime state that ``ropeshift.apply`` attached to ``module.config``; no
+model class is touched.
 """
 from __future__ import annotations
 
 import math
 
+import torch
+
 from .dispatch import attend
-from .positions import positions_from
+from .positions import inconsistent_rows, positions_from
 
 ATTN_NAME = "ropeshift"
+
+
+def key_valid_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, attention_mask=None, device="cpu",
+                   **kwargs):
+    """The mask function transformers calls once per forward (``create_causal_mask``).
+
+    ``q_offset`` is the number of tokens already in the cache (a 0-d tensor for a ``StaticCache``),
+    ``kv_length`` the cache's key length (a static cache's full size), ``attention_mask`` the user's 2D
+    padding mask over every token seen (cache + new) or None. Returns bool [batch, q_offset + q_length]
+    (key slots written so far; slots beyond are empty), or None when every one of the kv_length keys is
+    valid. Causality and the method's own mask are applied by the attention function.
+    """
+    if kv_offset:
+        raise ValueError(
+            "ropeshift: this cache has dropped its oldest tokens (a sliding-window cache, "
+            f"kv_offset={int(kv_offset)}); position methods need every key: use a dynamic or static cache"
+        )
+    written = int(q_offset) + q_length  # one host sync per forward for a StaticCache's tensor offset
+    if attention_mask is None:
+        if written == kv_length:
+            return None
+        return torch.ones(batch_size, written, dtype=torch.bool, device=device)
+    if attention_mask.dim() != 2:
+        return attention_mask  # a custom 4D mask: refused by the attention function
+    mask = attention_mask.to(device=device, dtype=torch.bool)
+    if mask.shape[1] < written:
+        raise ValueError(
+            f"ropeshift: attention_mask has {mask.shape[1]} columns but the model has seen {written} tokens "
+            f"({int(q_offset)} cached + {q_length} new); pass a mask over every token seen"
+        )
+    mask = mask[:, mask.shape[1] - written :]
+    if written == kv_length and not torch.compiler.is_compiling() and bool(mask.all()):
+        return None
+    return mask
 
 
 def ropeshift_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -40,8 +79,14 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
             f"ropeshift: expected a 2D key mask, got shape {tuple(attention_mask.shape)} "
             "(custom 4D masks are not supported)"
         )
-    qpos, kpos, kvalid = positions_from(kwargs.get("position_ids"), attention_mask, b, lq, lk, query.device)
+    if attention_mask is not None and attention_mask.shape[1] < lk:  # empty static-cache slots: cut them off
+        lk = attention_mask.shape[1]
+        key, value = key[:, :, :lk], value[:, :, :lk]
+    position_ids = kwargs.get("position_ids")
+    qpos, kpos, kvalid = positions_from(position_ids, attention_mask, b, lq, lk, query.device)
     if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda):  # no host sync per decode step
+        if not torch.compiler.is_compiling():
+            _check_positions(position_ids, attention_mask, b, lq, lk, query.device)
         state.check_length(qpos)
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
     out, _ = attend(
@@ -51,13 +96,24 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     return out.transpose(1, 2).contiguous(), None
 
 
+def _check_positions(position_ids, attention_mask, b, lq, lk, device) -> None:
+    bad = inconsistent_rows(position_ids, attention_mask, b, lq, lk, device)
+    if bad:
+        raise ValueError(
+            f"ropeshift: the positions of batch row {bad[0]} do not number its valid (mask=1) tokens "
+            "consecutively (a mask with holes under default position_ids, e.g. decoding after right padding, "
+            "or packed sequences), so key positions are ambiguous; pass "
+            "position_ids = attention_mask.cumsum(-1) - 1, or one sequence per row"
+        )
+
+
 def register() -> None:
     """Register the attention function and its mask function with transformers (idempotent)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(ATTN_NAME, ropeshift_attention)
-    AttentionMaskInterface.register(ATTN_NAME, flash_attention_mask)
+    AttentionMaskInterface.register(ATTN_NAME, key_valid_mask)
 
 
-__all__ = ["ATTN_NAME", "register", "ropeshift_attention"]
+__all__ = ["ATTN_NAME", "key_valid_mask", "register", "ropeshift_attention"]
