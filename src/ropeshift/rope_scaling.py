@@ -263,7 +263,7 @@ ROPE_SCALING_METHODS = (PositionInterpolation, StaticNTK, DynamicNTK, YaRN, Llam
 # model patching
 
 
-def _rebuild(sites) -> None:
+def rebuild_rotary(sites) -> None:
     """Replace each rotary module by a new instance of its own class built from its (updated) config."""
     for parent, attr, old in sites:
         cls = type(old)
@@ -320,7 +320,7 @@ def apply_rope_scaling(model, cls, params: dict) -> None:
     probe.validate_rope()
 
     config.rope_parameters = new
-    _rebuild(sites)
+    rebuild_rotary(sites)
     record["rope"] = {"method": cls.name, "params": method.params(), "original_rope_parameters": original,
                       "rope_parameters": copy.deepcopy(dict(new))}
     setattr(model.config, RECORD, record)
@@ -333,7 +333,7 @@ def remove_rope_scaling(model, rope_record: dict) -> None:
     sites = rotary_sites(model)
     for config in {id(m.config): m.config for _, _, m in sites}.values():
         config.rope_parameters = copy.deepcopy(rope_record["original_rope_parameters"])
-    _rebuild(sites)
+    rebuild_rotary(sites)
     record = dict(getattr(model.config, RECORD, None) or {})
     record.pop("rope", None)
     setattr(model.config, RECORD, record)
