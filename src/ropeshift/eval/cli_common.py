@@ -101,6 +101,7 @@ def preflight(cfg, args) -> list[str]:
 
     device = pf.check_device(args.device)
     pf.check_out(cfg.out)
+    pf.check_task_files(cfg.tasks)
     check_stored(model_dir(cfg.out, cfg.model))
     facts = pf.model_facts(args.model)
     pf.check_methods(facts, cfg.methods, cfg.impl, device)

@@ -2,6 +2,7 @@
 
     check_device("cuda")                      # ValueError when CUDA is absent or the name is not a device
     check_out(Path("runs"))                   # ValueError when --out is a file or not writable
+    check_task_files(("qa:/data/squad.json",))  # FileNotFoundError when a task's file is missing
     info = model_facts("smollm2-135m")        # config only (HF config.json or GGUF metadata), no weights
     check_methods(info, specs, impl, device)  # every method resolved and validated on a weightless copy
     length_note(info, lengths)                # "beyond the training length ..." or None
@@ -49,6 +50,16 @@ def check_out(out: Path) -> None:
             pass
     except OSError as e:
         raise ValueError(f"--out {out}: cannot write in {probe} ({e.strerror}); give a writable folder") from None
+
+
+def check_task_files(tasks) -> None:
+    """Tasks that read a user file (``qa:PATH``) name it in their ``path``; it must exist before any model work."""
+    from .tasks import resolve_task
+
+    for spec in tasks:
+        path = getattr(resolve_task(spec), "path", None)
+        if path and not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"--tasks {spec}: file not found: {path}")
 
 
 @dataclass(frozen=True)
