@@ -246,7 +246,7 @@ CLI = [
     (["matrix", "lm_infinite", "--n-global", "-1"], r"lm_infinite: n_global must be an int >= 0, got -1"),
     (["matrix", "yarn", "--factor", "2"], r"yarn is a RoPE-scaling method: it changes RoPE frequencies"),
     (["matrix", "rope", "--window", "2"], r"rope \(the unpatched model\) takes no parameters, got window"),
-    (["matrix", "string", "--window", "abc"], r"argument --window: expected an int, got 'abc'"),
+    (["matrix", "string", "--window", "abc"], r"argument --window: expected a number, got 'abc'"),
     (["matrix", "string", "--shift", "x"], r"argument --shift: expected a number, got 'x'"),
     ([*NEEDLE, "--methods", "rope,strng"], r"unknown method 'strng'. Did you mean: string\? Available: rope, string"),
     ([*NEEDLE, "--methods", "rope,"], None),  # a trailing comma is fine: the plan prints
@@ -285,7 +285,7 @@ CLI = [
     ([*NEEDLE, "--records", "DIR"], r"is a folder where a JSONL file belongs; remove it or use another --out"),
     ([*NEEDLE, "--records", "{}"], r"a record line lacks task, method, length, index, prompt_hash; delete that line"),
     ([*NEEDLE, "--prompts", "{}"], r"a prompt line lacks task, length, index, prompt_hash, references"),
-    (["needle", "--dry-run", "--model", "{TMP}", "--out", "{TMP}/runs"], r"is not a Hugging Face model folder: "
+    (["needle", "--dry-run", "--model", "{TMP}/empty", "--out", "{TMP}/runs"], r"is not a Hugging Face model folder: "
                                                                          r"it has no config.json"),
     (["needle", "--dry-run", "--model", "{TMP}/nope"], r"model '.*nope' is neither an embedded model \(smollm2-135m\)"),
     ([*NEEDLE[:-1], "0"], r"bad length '0': must be a positive whole number of tokens"),
@@ -317,6 +317,7 @@ def _prepare(argv, tmp_path, model_folder):
     (tmp_path / "file.txt").write_text("not a folder")
     (tmp_path / "bad.json").write_text("{nope")
     (tmp_path / "config.json").write_text(json.dumps({"dca": {"chunk": 8}}))
+    (tmp_path / "empty").mkdir()
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
