@@ -114,7 +114,7 @@ def preflight(cfg, args) -> list[str]:
                 samples, tokens = samples + k, tokens + k * n
     seconds = pf.estimate_seconds(facts, tokens, samples, device)
     lines.append(f"estimated time: about {pf.format_duration(seconds)} on {device} ({tokens} tokens x 2 x "
-                 f"{facts.n_params / 1e6:.0f}M parameters; rough, see ropeshift.eval.preflight)")
+                 f"{facts.n_params / 1e6:.3g}M parameters; rough, see ropeshift.eval.preflight)")
     return lines
 
 
