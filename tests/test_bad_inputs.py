@@ -284,7 +284,8 @@ CLI = [
                  marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")),
     ([*NEEDLE, "--records", "DIR"], r"is a folder where a JSONL file belongs; remove it or use another --out"),
     ([*NEEDLE, "--records", "{}"], r"a record line lacks task, method, length, index, prompt_hash; delete that line"),
-    ([*NEEDLE, "--prompts", "{}"], r"a prompt line lacks task, length, index, prompt_hash, references"),
+    ([*NEEDLE, "--prompts", "{}"], r"a prompt line lacks task, length, index, seed, haystack, prompt, "
+                                   r"add_special_tokens, n_tokens, max_new_tokens, references"),
     (["needle", "--dry-run", "--model", "{TMP}/empty", "--out", "{TMP}/runs"], r"is not a Hugging Face model folder: "
                                                                          r"it has no config.json"),
     (["needle", "--dry-run", "--model", "{TMP}/nope"], r"model '.*nope' is neither an embedded model \(smollm2-135m\)"),

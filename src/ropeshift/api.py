@@ -2,7 +2,7 @@
 
     import ropeshift
     model, tok = ropeshift.load_model("smollm2-135m")
-    ropeshift.apply(model, "string")               # S = round(0.33 L), W = 128
+    ropeshift.apply(model, "string")               # S = round(0.33 L), W = min(128, S // 4)
     ropeshift.describe(model)                      # {'method': 'string', 'params': {...}, 'impl': 'auto', ...}
     ropeshift.remove(model)                        # exactly the original model again
 
@@ -79,11 +79,13 @@ def apply(model, method: str = "string", *, shift=None, window=None, train_lengt
     Args:
         method: a name from ``ropeshift.methods()``; "rope" restores the unpatched model.
         shift: STRING's S: int tokens, or float ratio of L in (0, 1) (default 0.33).
-        window: STRING's local window W in tokens (default 128); other methods' windows by their own names.
+        window: STRING's local window W in tokens (default min(128, S // 4), so the defaults work for any L >= 2);
+            other methods' windows by their own names.
         train_length: L, the training length (default ``config.max_position_embeddings``).
         impl: "auto" | "torch" | "reference" | "triton" (attention-level methods). An explicit impl never
             falls back silently.
-        **params: method-specific parameters (see ``ropeshift ls``).
+        **params: method-specific parameters (see ``ropeshift ls``; declared in each method's ``PARAMS``). Types,
+            finiteness and ranges are checked before the model is touched (one-line ValueError naming them).
     Applying an attention method twice replaces the first application; a RoPE-scaling method composes with it.
     """
     check_model(model)

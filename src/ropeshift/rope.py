@@ -65,12 +65,13 @@ class RopeInfo:
 
 
 def _is_rotary(module) -> bool:
-    return hasattr(module, "inv_freq") and hasattr(module, "rope_type") and hasattr(module, "config")
+    # per-layer-type rotary modules (Gemma 3) have a dict rope_type and no single inv_freq: found, then refused
+    return hasattr(module, "rope_type") and hasattr(module, "config")
 
 
 def rotary_sites(model) -> list:
-    """``[(parent, attribute, module)]`` for every rotary embedding module (has ``inv_freq``, ``rope_type`` and
-    ``config``), so a caller can swap the module on its parent."""
+    """``[(parent, attribute, module)]`` for every rotary embedding module (has ``rope_type`` and ``config``), so
+    a caller can swap the module on its parent."""
     return [(parent, attr, child) for parent in model.modules() for attr, child in parent.named_children()
             if _is_rotary(child)]
 

@@ -119,7 +119,16 @@ def preflight(cfg, args) -> list[str]:
 
 
 RECORD_FIELDS = ("task", "method", "length", "index", "prompt_hash")
-PROMPT_FIELDS = ("task", "length", "index", "prompt_hash", "references")
+
+
+def _prompt_fields() -> tuple[str, ...]:
+    """The fields a stored prompt line must have: ``Sample``'s fields without a default."""
+    import dataclasses
+
+    from .tasks import Sample
+
+    return tuple(f.name for f in dataclasses.fields(Sample)
+                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 
 
 def check_stored(root: Path) -> None:
@@ -135,7 +144,7 @@ def check_stored(root: Path) -> None:
         if path.is_dir():
             raise ValueError(f"{path} is a folder where a JSONL file belongs; remove it or use another --out")
         prompts = "_prompts" in path.relative_to(root).parts
-        need = PROMPT_FIELDS if prompts else RECORD_FIELDS
+        need = _prompt_fields() if prompts else RECORD_FIELDS
         with open(path, "rb") as f:
             for i, line in enumerate(f, 1):
                 if not line.endswith(b"\n"):

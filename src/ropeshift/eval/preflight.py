@@ -20,6 +20,7 @@ generate loop.
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -75,8 +76,10 @@ class ModelFacts:
         return getattr(self.config, "max_position_embeddings", None)
 
 
+@functools.lru_cache(maxsize=4)
 def model_facts(name_or_path: str) -> ModelFacts:
-    """Read the model's config (no weights) and build it on the meta device."""
+    """Read the model's config (no weights) and build it on the meta device (cached per process: a GGUF's
+    metadata takes seconds to parse; ``check_methods`` leaves the meta model as it found it)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
