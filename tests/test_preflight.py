@@ -61,6 +61,7 @@ def test_estimate_follows_the_documented_model():
     assert gpu == pytest.approx(2 * 10**8 * 1000 / pf.CUDA_FLOPS + 2 * pf.CUDA_SAMPLE_OVERHEAD)
 
 
+@pytest.mark.filterwarnings("ignore:ropeshift. input positions reach")
 @pytest.mark.parametrize("method", ["string", "rerope", "self_extend", "dca", "lm_infinite"])
 @pytest.mark.parametrize("L", [4, 16, 64, 387])
 def test_default_parameters_work_on_short_models(method, L):
