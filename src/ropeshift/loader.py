@@ -119,7 +119,14 @@ def restore_method(model) -> None:
         rebuild_rotary(rotary_sites(model))
         apply(model, rope["method"], **rope["params"])
     if att:
-        apply(model, att["method"], impl=att.get("impl", "auto"), **att["params"])
+        impl = att.get("impl", "auto")
+        if impl == "triton" and next(model.parameters()).device.type != "cuda":
+            import warnings
+
+            warnings.warn(f"ropeshift: {att['method']} was saved with impl='triton', which needs CUDA; restored "
+                          "with impl='auto' on this device", stacklevel=3)
+            impl = "auto"
+        apply(model, att["method"], impl=impl, **att["params"])
 
 
 def load_model(
