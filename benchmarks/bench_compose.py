@@ -43,8 +43,7 @@ DEV = "cuda"  # --smoke: "cpu" (the CPU backend, wall-clock timing; checks the s
 
 
 def _methods(n, train_length, se=(8, 1024)):
-    """{name: (method, regions)}: the methods at sequence length n (se: Self-Extend's G, w_n); regions describe
-    the region-only segments (LM-Infinite's global keys, DCA's chunks) until the segment table does."""
+    """{name: (method, None)}: the methods at sequence length n (se: Self-Extend's G, w_n)."""
     from ropeshift.remaps.dca import DualChunkMethod
     from ropeshift.remaps.lm_infinite import LMInfiniteMethod
     from ropeshift.remaps.rerope import ReRopeMethod
@@ -53,17 +52,14 @@ def _methods(n, train_length, se=(8, 1024)):
 
     L = train_length
     lmi = LMInfiniteMethod(n_local=L, distance_limit=L, n_global=10)
-    g, loc, lim = lmi.n_global, lmi.n_local, lmi.distance_limit
     dca = DualChunkMethod(chunk_size=3 * L // 4, local_window=L // 16)
-    cs, cw = dca.chunk_len, dca.local_window
     return {
         "string": (StringMethod(shift=max(2, int(0.33 * n)), window=min(W, max(1, int(0.33 * n) - 1))), None),
         "rerope": (ReRopeMethod(window=L // 4), None),
         "rerope_leaky": (ReRopeMethod(window=L // 4, leaky=16.0), None),
         "self_extend": (SelfExtendMethod(group_size=se[0], window=se[1]), None),
-        "lm_infinite": (lmi, {"global": [("band", loc, lim, g)], "global_capped": [("band", max(loc, lim), None, g)]}),
-        "dca": (dca, {"plain": [("chunk", cs, 0, None, False), ("chunk", cs, 1, (0, cw + 1), False)],
-                      "capped": [("chunk", cs, 1, (cw + 1, cs), False), ("chunk", cs, 2, None, True)]}),
+        "lm_infinite": (lmi, None),
+        "dca": (dca, None),
     }
 
 
@@ -72,7 +68,7 @@ def _inv_freq(d, device):
 
 
 def _run(method, regions, q, k, v, inv, scale, **kw):
-    bands = segment_regions(method, q, k, inv, regions=regions)
+    bands = segment_regions(method, q, k, inv)
     return compose.compose_attention(bands, v, scale=scale * method.logit_scale, **kw)
 
 
@@ -232,7 +228,7 @@ def bench(lengths, d64_lengths, train_length, records, lines, quick, out_dir):
             fns["flash"] = lambda: vendor.raw_call("flash", q, k, v, scale)
         for name, (method, regs) in _methods(n, train_length).items():
             fns[name] = (lambda m=method, rg=regs: _run(m, rg, q, k, v, inv, scale))
-            bands = segment_regions(method, q, k, inv, regions=regs)
+            bands = segment_regions(method, q, k, inv)
             fns[name + ":c"] = (lambda bs=bands, m=method: compose.compose_attention(bs, v, scale=scale))
             if name == "string":
                 fns["string:eager-merge"] = (lambda bs=bands: compose.compose_attention(bs, v, scale=scale,

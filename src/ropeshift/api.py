@@ -2,9 +2,14 @@
 
     import ropeshift
     model, tok = ropeshift.load_model("smollm2-135m")
-    ropeshift.apply(model, "string")               # S = round(0.33 L), W = 128
+    ropeshift.apply(model, "string")               # S = round(0.33 L), W = min(128, S // 4)
     ropeshift.describe(model)                      # {'method': 'string', 'params': {...}, 'impl': 'auto', ...}
     ropeshift.remove(model)                        # exactly the original model again
+
+The record in ``model.config.ropeshift`` is saved by ``save_pretrained``; ``ropeshift.load_model(folder)``
+re-applies it. A model loaded with plain ``from_pretrained`` keeps RoPE scaling (it lives in the saved
+``rope_parameters``) but not the attention method: ``describe`` reports only what is in force and lists the
+rest under ``not_in_force``.
 
 Attention-level methods go through one function registered with transformers' ``AttentionInterface`` (plus
 the matching mask registration) and ``model.set_attn_implementation``; RoPE-scaling methods go through
@@ -12,14 +17,12 @@ the matching mask registration) and ``model.set_attn_implementation``; RoPE-scal
 """
 from __future__ import annotations
 
-import inspect
-
 from .attention.dispatch import IMPLS, triton_unsupported_reason
 from .attention.interface import ATTN_NAME, register
-from .remaps.base import ModelInfo
+from .params import resolve_method
 from .remaps.registry import METHODS
-from .rope import LENGTH_DEPENDENT_ROPE_TYPES, rope_info
-from .state import RuntimeState, drop_state, set_state
+from .rope import LENGTH_DEPENDENT_ROPE_TYPES, model_info, rope_info
+from .state import RuntimeState, drop_state, get_state, set_state
 
 RECORD = "ropeshift"  # attribute on model.config holding the serialisable record
 IDENTITY_METHODS = ("rope",)  # the unpatched model
@@ -34,16 +37,20 @@ def _record(model) -> dict:
     return dict(getattr(model.config, RECORD, None) or {})
 
 
-def model_info(model, train_length: int | None = None) -> ModelInfo:
-    cfg = model.config
-    info = rope_info(model)
-    return ModelInfo(
-        model_type=getattr(cfg, "model_type", type(model).__name__),
-        train_length=train_length if train_length is not None else getattr(cfg, "max_position_embeddings", None),
-        rope_type=info.rope_type,
-        head_dim=info.head_dim,
-        rotary_dim=info.rotary_dim,
-    )
+def check_model(model) -> None:
+    """TypeError unless ``model`` looks like a transformers model (a ``config`` and ``set_attn_implementation``)."""
+    if not (hasattr(model, "config") and hasattr(model, "set_attn_implementation") and hasattr(model, "modules")):
+        raise TypeError(
+            f"model must be a transformers PreTrainedModel (e.g. from ropeshift.load_model or "
+            f"AutoModelForCausalLM.from_pretrained), got {type(model).__name__}"
+        )
+
+
+def method_class(method):
+    """The registered class for a method name (TypeError for a non-string; KeyError with 'did you mean')."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a method name (str), one of {', '.join(methods())}; got {method!r}")
+    return METHODS[method]
 
 
 def check_supported(model) -> None:
@@ -63,12 +70,7 @@ def check_supported(model) -> None:
         )
 
 
-def _resolve(cls, info: ModelInfo, params: dict):
-    try:
-        return cls.resolve(info, **params)
-    except TypeError as e:
-        allowed = [p for p in inspect.signature(cls.resolve).parameters if p not in ("info", "cls")]
-        raise ValueError(f"{cls.name}: {e}; parameters are: {', '.join(allowed)}") from None
+_resolve = resolve_method  # kept for callers of the old private name
 
 
 def apply(model, method: str = "string", *, shift=None, window=None, train_length=None, impl: str = "auto", **params):
@@ -77,16 +79,19 @@ def apply(model, method: str = "string", *, shift=None, window=None, train_lengt
     Args:
         method: a name from ``ropeshift.methods()``; "rope" restores the unpatched model.
         shift: STRING's S: int tokens, or float ratio of L in (0, 1) (default 0.33).
-        window: STRING's local window W in tokens (default 128); other methods' windows by their own names.
+        window: STRING's local window W in tokens (default min(128, S // 4), so the defaults work for any L >= 2);
+            other methods' windows by their own names.
         train_length: L, the training length (default ``config.max_position_embeddings``).
         impl: "auto" | "torch" | "reference" | "triton" (attention-level methods). An explicit impl never
             falls back silently.
-        **params: method-specific parameters (see ``ropeshift ls``).
+        **params: method-specific parameters (see ``ropeshift ls``; declared in each method's ``PARAMS``). Types,
+            finiteness and ranges are checked before the model is touched (one-line ValueError naming them).
     Applying an attention method twice replaces the first application; a RoPE-scaling method composes with it.
     """
-    if method in IDENTITY_METHODS:
+    check_model(model)
+    if isinstance(method, str) and method in IDENTITY_METHODS:
         return remove(model)
-    cls = METHODS[method]
+    cls = method_class(method)
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     user = {k: v for k, v in dict(shift=shift, window=window, train_length=train_length).items() if v is not None}
@@ -104,7 +109,7 @@ def apply(model, method: str = "string", *, shift=None, window=None, train_lengt
             f"unsupported: rope_type {info.rope_type!r} changes its frequencies with the input length, so cached "
             f"keys and shifted queries would use different angles; {method} needs fixed frequencies"
         )
-    resolved = _resolve(cls, info, user)
+    resolved = resolve_method(cls, info, user)
     if impl == "triton":
         reason = triton_unsupported_reason(resolved, next(model.parameters()).device)
         if reason:
@@ -126,12 +131,13 @@ def _refresh_attention_state(model) -> None:
     """After a RoPE change, rebuild the attention state so shifted queries use the new frequencies."""
     record = _record(model)
     att = record.get("attention")
-    if att:
+    if att and _attention_in_force(model):
         apply(model, att["method"], impl=att["impl"], **att["params"])
 
 
 def remove(model):
     """Undo every ropeshift change on ``model`` (attention implementation and RoPE parameters); return it."""
+    check_model(model)
     record = _record(model)
     if not record:
         return model
@@ -147,19 +153,48 @@ def remove(model):
     return model
 
 
+def _attention_in_force(model) -> bool:
+    """The attention method runs: the model's attention is ours and this process holds its state."""
+    if getattr(model.config, "_attn_implementation", None) != ATTN_NAME:
+        return False
+    try:
+        get_state(model.config)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _rope_in_force(model, rope: dict) -> bool:
+    """The recorded RoPE scaling is what the config says (true after save_pretrained + from_pretrained too)."""
+    current = getattr(model.config, "rope_parameters", None)
+    expected = rope.get("rope_parameters")
+    return expected is None or (isinstance(current, dict) and dict(current) == expected)
+
+
 def describe(model) -> dict:
-    """The model's ropeshift settings as plain data (written into every result record)."""
+    """The model's ropeshift settings in force, as plain data (written into every result record).
+
+    A saved record whose method does not run in this process (a model saved patched and reloaded with plain
+    ``from_pretrained``) is not reported as applied: it is listed under ``not_in_force``; ``ropeshift.load_model``
+    re-applies it."""
+    check_model(model)
     record = _record(model)
-    parts = [p for p in (record.get("rope"), record.get("attention")) if p]
-    if not parts:
-        return {"method": "rope", "params": {}, "impl": None}
-    params: dict = {}
-    for p in parts:
-        params.update(p.get("params", {}))
-    return {
-        "method": "+".join(p["method"] for p in parts),
-        "params": params,
-        "impl": (record.get("attention") or {}).get("impl"),
-        "rope": record.get("rope"),
-        "attention": record.get("attention"),
-    }
+    rope, att = record.get("rope"), record.get("attention")
+    stale = []
+    if rope and not _rope_in_force(model, rope):
+        stale.append(rope["method"])
+        rope = None
+    if att and not _attention_in_force(model):
+        stale.append(att["method"])
+        att = None
+    parts = [p for p in (rope, att) if p]
+    out: dict = {"method": "rope", "params": {}, "impl": None}
+    if parts:
+        params: dict = {}
+        for p in parts:
+            params.update(p.get("params", {}))
+        out = {"method": "+".join(p["method"] for p in parts), "params": params,
+               "impl": (att or {}).get("impl"), "rope": rope, "attention": att}
+    if stale:
+        out["not_in_force"] = stale
+    return out

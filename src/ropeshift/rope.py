@@ -1,4 +1,6 @@
-"""RoPE helpers: the model's inverse frequencies and exact re-rotation of post-RoPE vectors.
+"""RoPE helpers: where a model's rotary embeddings are, its head/rotary dims and inverse frequencies, and exact
+re-rotation of post-RoPE vectors. The one place that inspects a model's RoPE (``rotary_sites``, ``head_dim``,
+``rotary_dim``, ``rope_info``, ``model_info``).
 
 Notation: x [..., l, d]; r = 2 * len(inv_freq) rotary dims (r < d for partial rotary), rotate_half layout
 (pairs (i, i + r/2)) as in Hugging Face's ``apply_rotary_pos_emb``.
@@ -62,8 +64,51 @@ class RopeInfo:
         return 2 * self.inv_freq.numel()
 
 
+def _is_rotary(module) -> bool:
+    # per-layer-type rotary modules (Gemma 3) have a dict rope_type and no single inv_freq: found, then refused
+    return hasattr(module, "rope_type") and hasattr(module, "config")
+
+
+def rotary_sites(model) -> list:
+    """``[(parent, attribute, module)]`` for every rotary embedding module (has ``rope_type`` and ``config``), so
+    a caller can swap the module on its parent."""
+    return [(parent, attr, child) for parent in model.modules() for attr, child in parent.named_children()
+            if _is_rotary(child)]
+
+
 def _rotary_modules(model):
-    return [m for m in model.modules() if hasattr(m, "rope_type") and hasattr(m, "config")]
+    seen, out = set(), []
+    for _, _, m in rotary_sites(model):
+        if id(m) not in seen:
+            seen.add(id(m))
+            out.append(m)
+    return out
+
+
+def head_dim(config) -> int:
+    """Per-head dim: ``config.head_dim`` when set, else hidden_size / num_attention_heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def rotary_dim(config) -> int:
+    """Rotated dims per head from the config: head_dim x partial_rotary_factor, rounded down to even."""
+    params = getattr(config, "rope_parameters", None) or {}
+    return int(head_dim(config) * params.get("partial_rotary_factor", 1.0)) // 2 * 2
+
+
+def model_info(model, train_length: int | None = None):
+    """``ModelInfo`` (model type, L, rope type, head/rotary dims) that methods resolve their defaults against."""
+    from .remaps.base import ModelInfo
+
+    cfg = model.config
+    info = rope_info(model)
+    return ModelInfo(
+        model_type=getattr(cfg, "model_type", type(model).__name__),
+        train_length=train_length if train_length is not None else getattr(cfg, "max_position_embeddings", None),
+        rope_type=info.rope_type,
+        head_dim=info.head_dim,
+        rotary_dim=info.rotary_dim,
+    )
 
 
 def rope_info(model) -> RopeInfo:
@@ -95,6 +140,5 @@ def rope_info(model) -> RopeInfo:
     for other in infos[1:]:
         if other[0].shape != first[0].shape or not torch.equal(other[0], first[0]):
             raise ValueError(f"unsupported: {model_type!r} has several rotary embeddings with different frequencies")
-    cfg = modules[0].config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return RopeInfo(inv_freq=first[0], rope_type=first[1], attention_scaling=first[2], head_dim=head_dim)
+    return RopeInfo(inv_freq=first[0], rope_type=first[1], attention_scaling=first[2],
+                    head_dim=head_dim(modules[0].config))

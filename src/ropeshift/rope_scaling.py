@@ -28,12 +28,29 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
+from .params import TRAIN_LENGTH, Param
+
 RECORD = "ropeshift"
+MAX_FACTOR = 1e4  # context x 10 000: far beyond any published use, and rope_theta stays finite
+
+FACTOR = Param("factor", "float", "context extension factor (>= 1); or give target_length",
+               default="target_length / L (one of the two is required)", low=1, high=MAX_FACTOR)
+TARGET_LENGTH = Param("target_length", "int", "target context length in tokens (>= L): factor = target_length / L",
+                      default="L x factor", low=1)
+_BASE_PARAMS = (FACTOR, TARGET_LENGTH, TRAIN_LENGTH)
 
 
 def _check_factor(name, factor):
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 1:
-        raise ValueError(f"{name}: factor must be a number >= 1, got {factor!r}")
+    FACTOR.check(name, factor)
+
+
+def _check_own_fields(method) -> None:
+    """Type, finiteness and range of every declared parameter that is a dataclass field."""
+    for p in type(method).PARAMS:
+        if p.name in ("factor", "train_length"):
+            continue
+        if hasattr(method, p.name):
+            p.check(method.name, getattr(method, p.name))
 
 
 @dataclass(frozen=True)
@@ -47,12 +64,13 @@ class RopeScaling:
     name: ClassVar[str]
     rope_type: ClassVar[str]
     summary: ClassVar[str] = ""
-    defaults: ClassVar[str] = "factor or target_length (required)"
+    PARAMS: ClassVar[tuple[Param, ...]] = _BASE_PARAMS
 
     def __post_init__(self):
         _check_factor(self.name, self.factor)
         if isinstance(self.train_length, bool) or not isinstance(self.train_length, int) or self.train_length < 1:
             raise ValueError(f"{self.name}: train_length must be a positive int, got {self.train_length!r}")
+        _check_own_fields(self)
 
     @classmethod
     def resolve(cls, info, *, factor=None, target_length=None, train_length=None, **extra):
@@ -71,6 +89,9 @@ class RopeScaling:
             if isinstance(target_length, bool) or not isinstance(target_length, int) or target_length < length:
                 raise ValueError(f"{cls.name}: target_length must be an int >= L={length}, got {target_length!r}")
             factor = target_length / length
+            if factor > MAX_FACTOR:
+                raise ValueError(f"{cls.name}: target_length must be an int in [L, L x {MAX_FACTOR:g}] with "
+                                 f"L={length}, got {target_length}")
         _check_factor(cls.name, factor)
         return cls(factor=float(factor), train_length=length, **extra)
 
@@ -124,7 +145,15 @@ class YaRN(RopeScaling):
     name: ClassVar[str] = "yarn"
     rope_type: ClassVar[str] = "yarn"
     summary: ClassVar[str] = "YaRN: per-frequency interpolation ramp + attention temperature (transformers rope_type yarn)"
-    defaults: ClassVar[str] = "factor or target_length (required), beta_fast=32, beta_slow=1, attention_factor=0.1 ln(factor)+1"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        *_BASE_PARAMS,
+        Param("beta_fast", "float", "YaRN ramp: frequencies with more than beta_fast turns in L extrapolate",
+              default=32.0, low=0, low_open=True, high=1e4),
+        Param("beta_slow", "float", "YaRN ramp: frequencies with fewer than beta_slow turns in L interpolate",
+              default=1.0, low=0, low_open=True, high=1e4),
+        Param("attention_factor", "float", "attention temperature (mscale) on cos/sin", default="0.1 ln(factor) + 1",
+              low=0, low_open=True, high=100),
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -156,7 +185,13 @@ class Llama3(RopeScaling):
     name: ClassVar[str] = "llama3"
     rope_type: ClassVar[str] = "llama3"
     summary: ClassVar[str] = "Llama 3.1 wavelength-piecewise frequency remap (transformers rope_type llama3)"
-    defaults: ClassVar[str] = "factor or target_length (required), low_freq_factor=1, high_freq_factor=4"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        *_BASE_PARAMS,
+        Param("low_freq_factor", "float", "wavelengths beyond L / low_freq_factor are interpolated", default=1.0,
+              low=0, low_open=True, high=1e4),
+        Param("high_freq_factor", "float", "wavelengths below L / high_freq_factor are kept (> low_freq_factor)",
+              default=4.0, low=0, low_open=True, high=1e4),
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -180,7 +215,15 @@ class LongRoPE(RopeScaling):
     name: ClassVar[str] = "longrope"
     rope_type: ClassVar[str] = "longrope"
     summary: ClassVar[str] = "LongRoPE with user-given per-frequency short_factor/long_factor (transformers rope_type longrope)"
-    defaults: ClassVar[str] = "factor or target_length, short_factor, long_factor (all required)"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        *_BASE_PARAMS,
+        Param("short_factor", "floats", "per-frequency factors for inputs <= L (rotary_dim / 2 numbers)",
+              required=True, low=0, low_open=True, high=MAX_FACTOR),
+        Param("long_factor", "floats", "per-frequency factors for inputs > L (rotary_dim / 2 numbers)",
+              required=True, low=0, low_open=True, high=MAX_FACTOR),
+        Param("attention_factor", "float", "attention temperature on cos/sin", default="sqrt(1 + ln(factor) / ln(L))",
+              low=0, low_open=True, high=100),
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -220,22 +263,7 @@ ROPE_SCALING_METHODS = (PositionInterpolation, StaticNTK, DynamicNTK, YaRN, Llam
 # model patching
 
 
-def _rotary_sites(model):
-    """[(parent, attribute, module)] for every rotary embedding module (has ``inv_freq`` and ``rope_type``)."""
-    sites = []
-    for parent in model.modules():
-        for attr, child in parent.named_children():
-            if hasattr(child, "inv_freq") and hasattr(child, "rope_type"):
-                sites.append((parent, attr, child))
-    return sites
-
-
-def _rotary_dim(config) -> int:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return int(head_dim * config.rope_parameters.get("partial_rotary_factor", 1.0)) // 2 * 2
-
-
-def _rebuild(sites) -> None:
+def rebuild_rotary(sites) -> None:
     """Replace each rotary module by a new instance of its own class built from its (updated) config."""
     for parent, attr, old in sites:
         cls = type(old)
@@ -252,11 +280,11 @@ def _rebuild(sites) -> None:
 
 def apply_rope_scaling(model, cls, params: dict) -> None:
     """Resolve ``cls`` with ``params``, then rewrite the rope parameters and rebuild the rotary modules."""
-    from .api import _resolve, model_info
-    from .rope import LENGTH_DEPENDENT_ROPE_TYPES
+    from .params import resolve_method
+    from .rope import LENGTH_DEPENDENT_ROPE_TYPES, model_info, rotary_dim, rotary_sites
 
     record = dict(getattr(model.config, RECORD, None) or {})
-    sites = _rotary_sites(model)
+    sites = rotary_sites(model)
     model_type = getattr(model.config, "model_type", type(model).__name__)
     if not sites:
         raise ValueError(f"unsupported: {model_type!r} has no rotary position embedding; {cls.name} scales RoPE")
@@ -277,8 +305,8 @@ def apply_rope_scaling(model, cls, params: dict) -> None:
         info = model_info(model)
     else:  # L of the unscaled model, as recorded
         info = model_info(model, previous["params"]["train_length"] if previous else None)
-    method = _resolve(cls, info, params)
-    new = method.rope_parameters(original, _rotary_dim(config))
+    method = resolve_method(cls, info, params)
+    new = method.rope_parameters(original, rotary_dim(config))
     if record.get("attention") and new["rope_type"] in LENGTH_DEPENDENT_ROPE_TYPES:
         raise ValueError(
             f"unsupported: {cls.name} (rope_type {new['rope_type']!r}) changes frequencies with the input length; "
@@ -292,17 +320,20 @@ def apply_rope_scaling(model, cls, params: dict) -> None:
     probe.validate_rope()
 
     config.rope_parameters = new
-    _rebuild(sites)
-    record["rope"] = {"method": cls.name, "params": method.params(), "original_rope_parameters": original}
+    rebuild_rotary(sites)
+    record["rope"] = {"method": cls.name, "params": method.params(), "original_rope_parameters": original,
+                      "rope_parameters": copy.deepcopy(dict(new))}
     setattr(model.config, RECORD, record)
 
 
 def remove_rope_scaling(model, rope_record: dict) -> None:
     """Restore the recorded original ``rope_parameters`` and rebuild the rotary modules from them."""
-    sites = _rotary_sites(model)
+    from .rope import rotary_sites
+
+    sites = rotary_sites(model)
     for config in {id(m.config): m.config for _, _, m in sites}.values():
         config.rope_parameters = copy.deepcopy(rope_record["original_rope_parameters"])
-    _rebuild(sites)
+    rebuild_rotary(sites)
     record = dict(getattr(model.config, RECORD, None) or {})
     record.pop("rope", None)
     setattr(model.config, RECORD, record)

@@ -25,18 +25,6 @@ D = 16
 SCALE = 0.3
 
 
-def _regions(m):
-    """The region-only segments' structure (what the segment table will describe)."""
-    if isinstance(m, LMInfiniteMethod):
-        g, loc, lim = m.n_global, m.n_local, m.distance_limit
-        return {"global": [("band", loc, lim, g)], "global_capped": [("band", max(loc, lim), None, g)]}
-    if isinstance(m, DualChunkMethod):
-        s, w = m.chunk_len, m.local_window
-        return {"plain": [("chunk", s, 0, None, False), ("chunk", s, 1, (0, w + 1), False)],
-                "capped": [("chunk", s, 1, (w + 1, s), False), ("chunk", s, 2, None, True)]}
-    return None
-
-
 METHODS = {
     "string": StringMethod(shift=7, window=2),
     "string_s_near_n": StringMethod(shift=36, window=5),  # n = 37: one far row
@@ -81,7 +69,7 @@ def test_compose_matches_oracle(name, b, h, h_kv, n):
     method = METHODS[name]
     q, k, v = _qkv(b, h, h_kv, n)
     inv = llama_inv_freq(D, base=10000.0)
-    regions = segment_regions(method, q, k, inv, regions=_regions(method))
+    regions = segment_regions(method, q, k, inv)
     out, lse = compose_attention(regions, v, scale=SCALE * method.logit_scale, backend="cpu")
     _check(out, lse, *_oracle(method, q, k, v, inv))
 
@@ -198,7 +186,7 @@ def test_fused_merge_equals_merge_attention():
     q, k, v = _qkv(2, 2, 1, 29)
     inv = llama_inv_freq(D, base=10000.0)
     method = METHODS["lm_infinite"]
-    bands = segment_regions(method, q, k, inv, regions=_regions(method))
+    bands = segment_regions(method, q, k, inv)
     pieces = [p for bd in segment_regions(StringMethod(shift=8, window=2), q, k, inv)
               for p in band_pieces(bd, v, SCALE, "cpu")]
     assert any(p.flip for p in pieces) and any(p.blocks > 1 for p in pieces)
@@ -278,8 +266,6 @@ def test_errors_name_the_parameter():
         compose_attention([Band(0, None, q, k)], v, scale=SCALE, backend="cudnn")
     with pytest.raises(ValueError, match="0 <= lo < hi"):
         compose_attention([Band(4, 4, q, k)], v, scale=SCALE, backend="cpu")
-    with pytest.raises(ValueError, match="not a distance band"):
-        segment_regions(METHODS["lm_infinite"], q, k, llama_inv_freq(D))
     with pytest.raises(ValueError, match="at least one band"):
         compose_attention([], v, scale=SCALE)
 
@@ -294,8 +280,19 @@ def test_unsupported_reason_for_the_dispatcher():
     pad = ok.clone()
     pad[0, 0] = False
     assert "no padding" in unsupported_reason(METHODS["string"], q, k, qpos=pos, kpos=pos, kvalid=pad)
-    assert "not distance bands" in unsupported_reason(METHODS["dca"], q, k, qpos=pos, kpos=pos, kvalid=ok)
     dca = METHODS["dca"]
-    assert unsupported_reason(dca, q, k, qpos=pos, kpos=pos, kvalid=ok, regions=_regions(dca)) is None
-    assert "position 0" in unsupported_reason(dca, q, k, qpos=pos + 1, kpos=pos + 1, kvalid=ok,
-                                              regions=_regions(dca))
+    assert unsupported_reason(dca, q, k, qpos=pos, kpos=pos, kvalid=ok) is None
+    assert "position 0" in unsupported_reason(dca, q, k, qpos=pos + 1, kpos=pos + 1, kvalid=ok)
+
+
+def test_a_band_that_cuts_a_chunk_rule_is_refused():
+    """Regions compile by rule; a chunk rule whose band is narrower than the rule implies has no vendor form."""
+    from ropeshift.kernels.compose_segments import region_specs
+    from ropeshift.remaps.table import Region
+
+    assert region_specs(Region("near", 0, 10, rule="chunk_near", r1=7, r2=2)) == [
+        ("chunk", 7, 0, None, False), ("chunk", 7, 1, (0, 3), False)]
+    assert "cuts its chunk rule" in region_specs(Region("near", 0, 5, rule="chunk_near", r1=7, r2=2))
+    assert "cuts its chunk rule" in region_specs(Region("far", 4, 20, rule="chunk_far", r1=7, r2=2))
+    assert region_specs(Region("lam", 0, 9, rule="lambda", r1=6, r2=3)) == [("band", 0, 6, None), ("band", 6, 9, 3)]
+    assert region_specs(Region("lam", 9, None, rule="lambda", r1=6, r2=0)) == []

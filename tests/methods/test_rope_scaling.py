@@ -120,7 +120,7 @@ def test_yarn_then_string_prefill_equals_decode():
 @pytest.mark.parametrize("setup, method, params, match", [
     (None, "pi", dict(), "exactly one of factor"),
     (None, "yarn", dict(factor=2.0, target_length=128), "exactly one of factor"),
-    (None, "yarn", dict(factor=0.5), "factor must be a number >= 1"),
+    (None, "yarn", dict(factor=0.5), "factor must be a finite number >= 1"),
     (None, "ntk", dict(target_length=10), "target_length must be an int >= L"),
     (None, "yarn", dict(factor=2.0, beta_fast=0.5, beta_slow=1.0), "beta_fast must be >= beta_slow"),
     (None, "llama3", dict(factor=2.0, low_freq_factor=4.0, high_freq_factor=1.0), "low_freq_factor"),

@@ -21,13 +21,13 @@ tasks: see `ropeshift ls`; haystacks: noise, pydoc, kjv, essays:PATH, file:PATH
 """
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers, full: bool = True) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval", help="run evaluation tasks per method and length (resumable JSONL records)",
         description=__doc__.split("\n\n")[1], epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cc.add_model_args(p)
-    cc.add_method_args(p)
+    cc.add_method_args(p, full=full)
     cc.add_run_args(p, lengths="1k,2k,4k")
     g = p.add_argument_group("tasks")
     g.add_argument("--tasks", default="passkey,niah_single_1,vt,kv_retrieval",

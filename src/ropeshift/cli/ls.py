@@ -1,21 +1,19 @@
-"""``ropeshift ls``: the registered methods (one line each, with defaults) and, when the eval harness is
+"""``ropeshift ls``: the registered methods (one line each, with the defaults declared in their parameter
+metadata, ``ropeshift.params.Param``) and, when the eval harness is
 installed, the registered tasks.
 
 Run: ropeshift ls
 """
 from __future__ import annotations
 
-# methods whose class predates the ``defaults`` class var
-_DEFAULTS = {"string": "shift=0.33 L, window=128, logit_scale=1"}
-
-
 def _method_rows() -> list[tuple[str, str, str, str]]:
+    from ..params import describe_defaults
     from ..remaps.registry import METHODS
 
     rows = [("rope", "-", "the unpatched model (same as ropeshift.remove)", "")]
     for name, cls in METHODS.items():
         kind = getattr(cls, "kind", "attention")
-        defaults = getattr(cls, "defaults", None) or _DEFAULTS.get(name, "")
+        defaults = describe_defaults(tuple(p for p in cls.PARAMS if p.name != "train_length"))
         rows.append((name, kind, cls.summary, defaults))
     return rows
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 
 # subcommand name -> module under ropeshift.cli
@@ -31,7 +32,17 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str] | None) -> str | None:
+    """The subcommand named in ``argv`` (None: no argv given, or none named)."""
+    if argv is None:
+        return None
+    return next((a for a in argv if a in SUBCOMMANDS), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``argv``, subcommands other than the one named there are built without their
+    generated method-parameter flags (which need the method classes, i.e. torch), so ``--help`` stays fast."""
+    chosen = _chosen(argv)
     parser = argparse.ArgumentParser(
         prog="ropeshift",
         description="Measure and extend the effective context length of RoPE language models (STRING and baselines).",
@@ -46,21 +57,35 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name == f"ropeshift.cli.{module}":
                 continue  # subcommand not built yet
             raise
-        mod.add_parser(sub)
+        if "full" in inspect.signature(mod.add_parser).parameters:
+            mod.add_parser(sub, full=argv is None or name == chosen)
+        else:
+            mod.add_parser(sub)
     return parser
 
 
+def error_message(e: BaseException) -> str:
+    """One line for a user mistake: the exception's message (an OSError's reason and file)."""
+    if isinstance(e, OSError) and e.strerror:
+        msg = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    else:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    lines = [line for line in str(msg).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run the CLI; user mistakes print ``ropeshift CMD: error: ...`` (one line, no traceback) and return 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"ropeshift {args.command}: error: {msg}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as e:
+        print(f"ropeshift {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 2
 
 

@@ -18,16 +18,17 @@ EXAMPLES = """examples:
   ropeshift needle                                          # rope vs string on SmolLM2, 1k/2k/4k, 5 depths
   ropeshift needle --lengths 2k,4k,8k --depths 11 --samples 4 --haystack kjv
   ropeshift needle --methods rope,string --shift 2048 --window 128 --dry-run
+  ropeshift needle --methods rope,yarn,string --factor 2 --lengths 8k,16k
 """
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers, full: bool = True) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "needle", help="needle-in-a-haystack accuracy per method and length (the main job)",
         description=__doc__.split("\n\n")[1], epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cc.add_model_args(p)
-    cc.add_method_args(p)
+    cc.add_method_args(p, full=full)
     cc.add_run_args(p, lengths="1k,2k,4k")
     g = p.add_argument_group("needle")
     g.add_argument("--depths", type=int, default=5, help="number of evenly spaced needle depths, 0..100%% (default: 5)")

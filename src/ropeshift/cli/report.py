@@ -38,6 +38,7 @@ def run(args) -> int:
 
     if not args.rundir.is_dir():
         raise FileNotFoundError(f"no results folder {args.rundir}")
+    cc.check_stored(args.rundir)
     out = args.out or args.rundir / "report"
     rep = build_report(args.rundir, out, cc.threshold_from(args), plots=not args.no_plots)
     print(rep.markdown)

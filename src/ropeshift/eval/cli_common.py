@@ -1,7 +1,9 @@
 """Argument groups and helpers shared by the ``needle`` and ``eval`` subcommands.
 
-Flags are dashed and typed; methods take typed flags (``--shift``, ``--window`` for string) and a
-``--method-config FILE.json`` mapping method names to ``ropeshift.apply`` keyword parameters.
+Flags are dashed and typed. Every method parameter is a flag generated from the methods' metadata
+(``ropeshift.cli.method_flags``: ``--shift``, ``--window``, ``--factor``, ``--target-length``, ...), applied to
+each method in ``--methods`` that takes it; ``--method-config FILE.json`` maps method names to ``ropeshift.apply``
+keyword parameters. ``run_plan`` checks everything it can before any weights load (``ropeshift.eval.preflight``).
 """
 from __future__ import annotations
 
@@ -21,18 +23,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="weight dtype (auto: float32 on CPU, bfloat16 on CUDA)")
 
 
-def add_method_args(p: argparse.ArgumentParser, default: str = "rope,string") -> None:
+def add_method_args(p: argparse.ArgumentParser, default: str = "rope,string", *, full: bool = True) -> None:
+    """``--methods``, ``--method-config``, ``--impl`` and (``full``) one flag per method parameter."""
     g = p.add_argument_group("methods")
     g.add_argument("--methods", default=default,
                    help=f"comma-separated method names, each run on identical prompts (default: {default})")
-    g.add_argument("--shift", type=float, default=None,
-                   help="STRING shift S: tokens (int >= 1) or a ratio in (0, 1) of the training length "
-                        "(default: 0.33 x training length)")
-    g.add_argument("--window", type=int, default=None, help="STRING local window W in tokens (default: 128)")
     g.add_argument("--method-config", default=None, metavar="FILE.json",
                    help='JSON object {"method": {param: value}} of apply() parameters for any method')
     g.add_argument("--impl", choices=["auto", "torch", "triton", "reference"], default=None,
                    help="attention implementation for patched methods (default: the method's auto)")
+    if full:
+        from ropeshift.cli.method_flags import add_method_flags
+
+        add_method_flags(p, title="method parameters (each applies to every method in --methods that takes it)")
 
 
 def add_run_args(p: argparse.ArgumentParser, *, lengths: str) -> None:
@@ -65,8 +68,9 @@ def threshold_from(args):
 
 
 def specs_from(args):
-    return method_specs(parse_names(args.methods, "methods"), shift=args.shift, window=args.window,
-                        config_path=args.method_config)
+    from ropeshift.cli.method_flags import flag_values
+
+    return method_specs(parse_names(args.methods, "methods"), config_path=args.method_config, **flag_values(args))
 
 
 def chat_from(args) -> bool | None:
@@ -88,13 +92,86 @@ def load(args):
     return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress)
 
 
+def preflight(cfg, args) -> list[str]:
+    """Every check that needs no weights (device, --out, stored files, method settings against the model's
+    config); returns extra plan lines (lengths beyond L, the time estimate)."""
+    from ropeshift.eval import preflight as pf
+    from ropeshift.eval.records import model_dir
+    from ropeshift.eval.runner import _pending
+
+    device = pf.check_device(args.device)
+    pf.check_out(cfg.out)
+    pf.check_task_files(cfg.tasks)
+    check_stored(model_dir(cfg.out, cfg.model))
+    facts = pf.model_facts(args.model)
+    pf.check_methods(facts, cfg.methods, cfg.impl, device)
+    lines = [line for line in [pf.length_note(facts, cfg.lengths)] if line]
+    samples = tokens = 0
+    for task in cfg.tasks:
+        for method in cfg.methods:
+            for n in cfg.lengths:
+                k = len(_pending(cfg, task, method, n))
+                samples, tokens = samples + k, tokens + k * n
+    seconds = pf.estimate_seconds(facts, tokens, samples, device)
+    lines.append(f"estimated time: about {pf.format_duration(seconds)} on {device} ({tokens} tokens x 2 x "
+                 f"{facts.n_params / 1e6:.3g}M parameters; rough, see ropeshift.eval.preflight)")
+    return lines
+
+
+RECORD_FIELDS = ("task", "method", "length", "index", "prompt_hash")
+
+
+def _prompt_fields() -> tuple[str, ...]:
+    """The fields a stored prompt line must have: ``Sample``'s fields without a default."""
+    import dataclasses
+
+    from .tasks import Sample
+
+    return tuple(f.name for f in dataclasses.fields(Sample)
+                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+
+
+def check_stored(root: Path) -> None:
+    """Stored records and prompts under ``root`` must be JSONL files of objects with the fields the runner reads;
+    a folder where a file belongs, or a line such as ``{}``, is an error naming the file and line."""
+    import json
+
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder; give another --out")
+    for path in sorted(root.rglob("*.jsonl")):
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder where a JSONL file belongs; remove it or use another --out")
+        prompts = "_prompts" in path.relative_to(root).parts
+        need = _prompt_fields() if prompts else RECORD_FIELDS
+        with open(path, "rb") as f:
+            for i, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):
+                    break  # a torn last line is repaired by the runner
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue  # an unparsable line is skipped by the reader
+                if prompts and i == 1 and isinstance(d, dict) and "header" in d:
+                    continue
+                missing = [k for k in need if not isinstance(d, dict) or k not in d]
+                if missing:
+                    raise ValueError(f"{path}:{i}: a {'prompt' if prompts else 'record'} line lacks "
+                                     f"{', '.join(missing)}; delete that line or use another --out")
+
+
 def run_plan(cfg, args) -> int | None:
-    """Print ``cfg``'s plan and, unless ``--dry-run``, load the model and run it.
+    """Check what can be checked without weights, print ``cfg``'s plan and, unless ``--dry-run``, load the model
+    and run it.
 
     Returns an exit code when the command should stop there (dry run: 0, Ctrl-C: 130), else None."""
     from ropeshift.eval.runner import format_plan, run
 
+    extra = preflight(cfg, args)
     print(format_plan(cfg))
+    for line in extra:
+        print(line)
     if args.dry_run:
         return 0
     model, tokenizer = load(args)

@@ -2,7 +2,7 @@
 
     parse_lengths("1k,2k,6000")      -> (1024, 2048, 6000)
     parse_names("rope,string")       -> ("rope", "string")
-    method_specs(["rope", "string"], shift=2048, window=128, config_path=None)
+    method_specs(["rope", "string"], shift=2048, window=128, config_path=None)   # flags: any method parameter
 
 A method spec is a method name plus the parameters passed to ``ropeshift.apply``; its ``label``
 names the results folder, so two settings of one method never share a file.
@@ -71,14 +71,24 @@ class MethodSpec:
         return re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join([self.name, *parts]))
 
 
-def method_specs(
-    names: tuple[str, ...],
-    *,
-    shift: float | None = None,
-    window: int | None = None,
-    config_path: str | None = None,
-) -> tuple[MethodSpec, ...]:
-    """Build method specs; ``--shift``/``--window`` apply to string, ``--method-config`` to any method."""
+def check_method_names(names) -> None:
+    """Unknown method names raise (with "did you mean") before anything else runs."""
+    from ..registry import UnknownNameError
+    from ..remaps.registry import METHODS
+
+    for name in names:
+        if name != "rope" and name not in METHODS:
+            raise UnknownNameError(METHODS.unknown_message(name).replace("Available: ", "Available: rope, "))
+
+
+def method_specs(names: tuple[str, ...], *, config_path: str | None = None, **flags) -> tuple[MethodSpec, ...]:
+    """Build method specs. ``flags`` are method-parameter flags by parameter name (None: not given); each goes
+    to every method in ``names`` that takes it (an error when none does). ``config_path`` is a JSON object
+    {method: {param: value}} for any method; flags win over it. Values are validated later, against the model's
+    config (``ropeshift.eval.cli_common.preflight``)."""
+    from ..cli.method_flags import split_flags
+
+    check_method_names(names)
     config: dict = {}
     if config_path:
         try:
@@ -92,15 +102,5 @@ def method_specs(
         unused = set(config) - set(names)
         if unused:
             raise ValueError(f"--method-config names methods not in --methods: {', '.join(sorted(unused))}")
-    if (shift is not None or window is not None) and "string" not in names:
-        raise ValueError("--shift/--window set STRING's parameters, but 'string' is not in --methods")
-    specs = []
-    for name in names:
-        params = dict(config.get(name, {}))
-        if name == "string":
-            if shift is not None:
-                params["shift"] = int(shift) if float(shift).is_integer() and shift >= 1 else float(shift)
-            if window is not None:
-                params["window"] = int(window)
-        specs.append(MethodSpec(name, params))
-    return tuple(specs)
+    by_method = split_flags(tuple(names), {k: v for k, v in flags.items() if v is not None})
+    return tuple(MethodSpec(name, {**config.get(name, {}), **by_method[name]}) for name in names)

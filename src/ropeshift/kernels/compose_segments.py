@@ -1,9 +1,14 @@
-"""Regions for ``ropeshift.kernels.compose`` from a method's segments (until the segment table lands).
+"""Bands and chunks for ``ropeshift.kernels.compose``, compiled from a method's segment table.
 
-A segment with ``d_range`` becomes a Band; a region-only segment is described by the caller in ``regions``
-({segment name: [("band", lo, hi, key_end) | ("chunk", stride, offset, slots, beyond), ...]}): LM-Infinite's
-global keys are a band restricted to a key prefix, DCA's regions are chunk offsets with query slots. The
-rotations always come from the segment itself (q_delta / k_delta), so the method stays the one definition.
+Every region of the table (``ropeshift.remaps.table``) becomes vendor-call regions by its rule alone, so the
+method stays the one definition:
+
+    rule "all"         band [lo, hi)
+    rule "lambda"      band [lo, min(hi, n_local))  +  band [max(lo, n_local), hi) over keys n < n_global
+    rule "chunk_near"  chunk offset 0  +  chunk offset 1 for query slots [0, w]        (the band is implied)
+    rule "chunk_far"   chunk offset 1 for query slots (w, s)  +  chunk offsets >= 2     (the band is implied)
+
+The rotations come from the region's own maps (``Region.q_delta`` / ``k_delta``).
 
 Shapes: q [b, h, n, d], k [b, h_kv, n, d] post-RoPE at positions pos0 .. pos0 + n - 1.
 """
@@ -32,7 +37,7 @@ def _rotated(seg, q, k, lo, m, pos0, inv_freq, fused):
     kpos = torch.arange(pos0, pos0 + m, device=k.device)[None, None, :]
     qs, ks = q[:, :, lo:], k[:, :, :m]
     kd = seg.k_delta(kpos) if seg.k_delta is not None else None
-    if isinstance(seg.q_delta, int):
+    if isinstance(seg.q_delta, (int, float)):
         kd = -seg.q_delta if kd is None else kd - seg.q_delta
     elif seg.q_delta is not None:
         qs = _rotate(qs, seg.q_delta(qpos), inv_freq, fused)
@@ -41,31 +46,57 @@ def _rotated(seg, q, k, lo, m, pos0, inv_freq, fused):
     return qs, ks
 
 
-def segment_regions(method, q, k, inv_freq, *, pos0=0, regions=None, fused_rotate=None):
-    """Bands / Chunks of a method's segments, rotated from post-RoPE q / k by each segment's own deltas.
+def region_specs(region):
+    """[("band", lo, hi, key_end) | ("chunk", stride, offset, slots, beyond)] for one table region, or a str
+    saying why the region has no vendor-call form."""
+    lo, hi = max(region.lo, 0), region.hi
+    if region.rule == "all":
+        return [("band", lo, hi, None)]
+    if region.rule == "lambda":
+        loc, g = region.r1, region.r2
+        near_hi = loc if hi is None else min(hi, loc)
+        specs = [("band", lo, near_hi, None)] if near_hi > lo else []
+        far_lo = max(lo, loc)
+        if g > 0 and (hi is None or far_lo < hi):
+            specs.append(("band", far_lo, hi, g))
+        return specs
+    s, w = region.r1, region.r2
+    if region.rule == "chunk_near":
+        if lo > 0 or (hi is not None and hi < s + w + 1):
+            return f"region {region.name!r}: a band [{region.lo}, {region.hi}) that cuts its chunk rule"
+        return [("chunk", s, 0, None, False)] + ([("chunk", s, 1, (0, w + 1), False)] if w + 1 <= s else
+                                                 [("chunk", s, 1, None, False)])
+    if lo > min(w + 2, s + 1) or hi is not None:
+        return f"region {region.name!r}: a band [{region.lo}, {region.hi}) that cuts its chunk rule"
+    return ([("chunk", s, 1, (w + 1, s), False)] if w + 1 < s else []) + [("chunk", s, 2, None, True)]
+
+
+def _table_reason(table):
+    for region in table.regions:
+        specs = region_specs(region)
+        if isinstance(specs, str):
+            return specs
+    return None
+
+
+def segment_regions(method, q, k, inv_freq, *, pos0=0, fused_rotate=None):
+    """Bands / Chunks of a method's segment table, rotated from post-RoPE q / k by each region's own maps.
 
     Args:
-        method: a PositionMethod; every segment must be a d-band (``Segment.d_range``) or named in ``regions``.
+        method: a PositionMethod (its ``table()`` is compiled; see ``region_specs``).
         q: [b, h, n, d], k: [b, h_kv, n, d] post-RoPE at positions pos0 + i.
-        regions: {segment name: [("band", lo, hi, key_end) | ("chunk", stride, offset, slots, beyond)]} for
-            region-only segments (see the module docstring).
         fused_rotate: re-rotate with the one-pass Triton kernel (None: on CUDA) instead of ``rope.rotate``.
     Only the rows/keys a band reads are rotated (q rows [lo, n), keys [0, n - lo)). A constant query delta
     is applied to the keys instead (R(a) q . k = q . R(-a) k): K has h / h_kv times fewer heads.
     """
     n = q.shape[2]
-    regions = regions or {}
     fused = q.is_cuda if fused_rotate is None else fused_rotate
     inv_freq = inv_freq.to(q.device)
     out = []
-    for seg in method.segments():
-        if seg.d_range is not None:
-            specs = [("band", *seg.d_range, None)]
-        elif seg.name in regions:
-            specs = regions[seg.name]
-        else:
-            raise ValueError(f"compose: segment {seg.name!r} of {method.name!r} is not a distance band "
-                             "(describe it in regions=)")
+    for seg in method.table().regions:
+        specs = region_specs(seg)
+        if isinstance(specs, str):
+            raise ValueError(f"compose: {specs} of {method.name!r}")
         rotated = None
         for spec in specs:
             if spec[0] == "chunk":
@@ -75,8 +106,6 @@ def segment_regions(method, q, k, inv_freq, *, pos0=0, regions=None, fused_rotat
                     rotated = _rotated(seg, q, k, 0, n, pos0, inv_freq, fused)
                 out.append(Chunk(spec[1], spec[2], *rotated, slots=spec[3], beyond=spec[4]))
                 continue
-            if spec[0] != "band":
-                raise ValueError(f"compose: a region spec is ('band', ...) or ('chunk', ...), got {spec[0]!r}")
             _, lo, hi, key_end = spec
             if lo >= n or (hi is not None and hi <= lo) or key_end == 0:
                 continue
@@ -95,26 +124,26 @@ def cost_flops(n, h, d, bands_lohi):
     return 4 * pairs * d * h if pairs else 0.0
 
 
-def unsupported_reason(method, q, k, *, qpos, kpos, kvalid, regions=None):
+def unsupported_reason(method, q, k, *, qpos, kpos, kvalid):
     """Why ``compose_attention`` cannot serve this attention call (None when it can), for the dispatcher.
 
     Needs: a fresh prefill (lq == lk), every row's positions contiguous and equal for queries and keys, all keys
-    valid (no padding), head dims the vendor kernels take, and every segment a d-band or described in
-    ``regions``. Costs one host sync (the position check), like the tiled path's band fast path.
+    valid (no padding), head dims the vendor kernels take, and every table region in a vendor-call form. Costs one host sync (the position check), like the tiled path's band fast path.
     """
     lq, lk = q.shape[2], k.shape[2]
     if lq != lk:
         return f"compose serves a fresh prefill only (lq == lk), got lq={lq}, lk={lk}"
     if q.device.type == "cuda" and (q.shape[-1] > 256 or q.shape[-1] % 8):
         return f"head_dim {q.shape[-1]} is not served by the CUDA vendor kernels (a multiple of 8, <= 256)"
-    names = [seg.name for seg in method.segments() if seg.d_range is None and seg.name not in (regions or {})]
-    if names:
-        return f"segments {names} of {method.name!r} are not distance bands and have no region description"
+    table = method.table()
+    reason = _table_reason(table)
+    if reason is not None:
+        return reason
     p0 = qpos[:, :1]
     ar = torch.arange(lq, device=qpos.device)[None, :] + p0
     if not bool(((qpos == ar) & (kpos == ar) & kvalid).all()):
         return "compose needs contiguous positions shared by queries and keys and no padding"
-    if any(spec[0] == "chunk" for specs in (regions or {}).values() for spec in specs) and bool((p0 != 0).any()):
+    if any(r.rule.startswith("chunk") for r in table.regions) and bool((p0 != 0).any()):
         return "chunk regions need the sequence to start at position 0"
     return None
 

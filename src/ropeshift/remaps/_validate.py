@@ -1,6 +1,8 @@
 """Shared parameter checks for methods: messages name the method, the parameter and the allowed range."""
 from __future__ import annotations
 
+from ..params import LOGIT_SCALE
+
 
 def check_int(method: str, field: str, value, *, low: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -10,8 +12,14 @@ def check_int(method: str, field: str, value, *, low: int | None = None) -> None
 
 
 def check_logit_scale(method: str, value) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"{method}: logit_scale must be a positive number, got {value!r}")
+    LOGIT_SCALE.check(method, value)
+
+
+def check_fields(method) -> None:
+    """Check every dataclass field of ``method`` that is also a declared ``Param`` (type, finiteness, range)."""
+    for p in type(method).PARAMS:
+        if hasattr(method, p.name):
+            p.check(method.name, getattr(method, p.name))
 
 
 def resolve_length(method: str, info, train_length):
@@ -20,6 +28,12 @@ def resolve_length(method: str, info, train_length):
         check_int(method, "train_length", train_length, low=1)
         return train_length
     return info.train_length
+
+
+def check_length_at_least(method: str, length, minimum: int, why: str) -> None:
+    """A one-line error when L is too short for the method's defaults to exist at all."""
+    if length is not None and length < minimum:
+        raise ValueError(f"{method}: the training length L={length} is too short: {why} needs L >= {minimum}")
 
 
 def ratio_or_tokens(method: str, field: str, value, length, default_ratio: float) -> int:

@@ -41,7 +41,9 @@ from typing import ClassVar
 
 import torch
 
-from ._validate import check_int, check_logit_scale, ratio_or_tokens, resolve_length
+from ..params import LOGIT_SCALE, TRAIN_LENGTH, Param
+from ._validate import (check_fields, check_int, check_length_at_least, check_logit_scale, ratio_or_tokens,
+                        resolve_length)
 from .base import ModelInfo, PositionMethod
 from .table import PosMap, Region, SegmentTable
 
@@ -60,9 +62,17 @@ class DualChunkMethod(PositionMethod):
 
     name: ClassVar[str] = "dca"
     summary: ClassVar[str] = "dual chunk attention: chunk-local key positions, intra/successive/inter query rules"
-    defaults: ClassVar[str] = "chunk_size=3L/4, local_window=L/16, logit_scale=1"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        Param("chunk_size", "tokens", "chunk size C: int tokens (2 <= C < L), or a ratio of L in (0, 1]",
+              default="3L / 4", low=2),
+        Param("local_window", "tokens", "local window w: int tokens (0 <= w < C), or a ratio of L in (0, 1]",
+              default="L / 16", low=0),
+        TRAIN_LENGTH,
+        LOGIT_SCALE,
+    )
 
     def __post_init__(self):
+        check_fields(self)
         check_int("dca", "chunk_size", self.chunk_size, low=2)
         check_int("dca", "local_window", self.local_window, low=0)
         if self.local_window >= self.chunk_size:
@@ -85,6 +95,7 @@ class DualChunkMethod(PositionMethod):
     def resolve(cls, info: ModelInfo, *, chunk_size=None, local_window=None, train_length=None, logit_scale=1.0):
         """``chunk_size``/``local_window``: int tokens or float ratios of L (defaults 0.75 and 1/16)."""
         length = resolve_length("dca", info, train_length)
+        check_length_at_least("dca", length, 3, "0 <= w < C < L with C >= 2")
         chunk_size = ratio_or_tokens("dca", "chunk_size", chunk_size, length, DEFAULT_CHUNK_RATIO)
         if local_window is None or isinstance(local_window, float):
             local_window = ratio_or_tokens("dca", "local_window", local_window, length, DEFAULT_LOCAL_RATIO)

@@ -39,7 +39,8 @@ from typing import ClassVar
 
 import torch
 
-from ._validate import check_int, check_logit_scale, resolve_length
+from ..params import LOGIT_SCALE, TRAIN_LENGTH, Param
+from ._validate import check_fields, check_int, check_logit_scale, resolve_length
 from .base import ModelInfo, PositionMethod
 from .table import PosMap, Region, SegmentTable
 
@@ -58,9 +59,16 @@ class LMInfiniteMethod(PositionMethod):
 
     name: ClassVar[str] = "lm_infinite"
     summary: ClassVar[str] = "Lambda mask (first n_global + last n_local keys) with distances capped at L"
-    defaults: ClassVar[str] = "n_global=10, n_local=L, distance_limit=L"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        Param("n_global", "int", "number of leading tokens every query attends", default=10, low=0),
+        Param("n_local", "int", "number of recent tokens every query attends", default="L", low=1),
+        Param("distance_limit", "int", "largest relative distance L_d (<= L)", default="L", low=1),
+        TRAIN_LENGTH,
+        LOGIT_SCALE,
+    )
 
     def __post_init__(self):
+        check_fields(self)
         check_int("lm_infinite", "n_global", self.n_global, low=0)
         check_int("lm_infinite", "n_local", self.n_local, low=1)
         check_int("lm_infinite", "distance_limit", self.distance_limit, low=1)

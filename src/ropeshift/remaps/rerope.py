@@ -39,7 +39,9 @@ from typing import ClassVar
 
 import torch
 
-from ._validate import check_int, check_logit_scale, ratio_or_tokens, resolve_length
+from ..params import LOGIT_SCALE, TRAIN_LENGTH, Param
+from ._validate import (check_fields, check_int, check_length_at_least, check_logit_scale, ratio_or_tokens,
+                        resolve_length)
 from .base import ModelInfo, PositionMethod
 from .table import PosMap, Region, SegmentTable
 
@@ -57,9 +59,17 @@ class ReRopeMethod(PositionMethod):
 
     name: ClassVar[str] = "rerope"
     summary: ClassVar[str] = "clamp distances at a window: rel = min(d, w); leaky: w + (d - w)/k beyond w"
-    defaults: ClassVar[str] = "window=L/4, leaky=off (k > 1, official 16), logit_scale=1"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        Param("window", "tokens", "window w: int tokens (1 <= w < L), or a ratio of L in (0, 1]", default="L / 4",
+              low=1),
+        Param("leaky", "float", "leaky factor k > 1 (official leaky patch: 16); off: plain ReRoPE", default=None,
+              low=1, low_open=True),
+        TRAIN_LENGTH,
+        LOGIT_SCALE,
+    )
 
     def __post_init__(self):
+        check_fields(self)
         check_int("rerope", "window", self.window, low=1)
         if self.train_length is not None and self.window >= self.train_length:
             raise ValueError(
@@ -74,6 +84,7 @@ class ReRopeMethod(PositionMethod):
     def resolve(cls, info: ModelInfo, *, window=None, leaky=None, train_length=None, logit_scale=1.0):
         """``window``: int tokens, or float ratio of L (default 0.25); ``leaky``: k > 1 or None."""
         length = resolve_length("rerope", info, train_length)
+        check_length_at_least("rerope", length, 2, "1 <= w < L")
         window = ratio_or_tokens("rerope", "window", window, length, DEFAULT_WINDOW_RATIO)
         leaky = float(leaky) if isinstance(leaky, int) and not isinstance(leaky, bool) else leaky
         return cls(window=window, leaky=leaky, train_length=length, logit_scale=float(logit_scale))

@@ -27,7 +27,8 @@ prefill and decode agree). With G = 1 this is plain RoPE.
 
 Defaults: G = 8 and w_n = 1024 (the defaults of LongLM's ``SelfExtend.apply``; its README recommends G in
 2..64 and w_n in 512..1536 for Llama 2), with w_n capped at L // 4 rounded down to a multiple of G for models
-trained on short contexts. w_n must be a multiple of G: the official prefill uses w_n - w_n / G (float) and
+trained on short contexts; when L // 4 < G (L < 32 with G = 8) the default G shrinks to max(1, L // 4) and
+w_n = G. w_n must be a multiple of G: the official prefill uses w_n - w_n / G (float) and
 its decode w_n - w_n // G, which agree only then. The optional log-n query scaling of the paper is not
 implemented (off by default upstream); ``logit_scale`` (default 1) is a constant logit multiplier.
 """
@@ -36,7 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ._validate import check_int, check_logit_scale, resolve_length
+from ..params import LOGIT_SCALE, TRAIN_LENGTH, Param
+from ._validate import check_fields, check_int, check_length_at_least, check_logit_scale, resolve_length
 from .base import ModelInfo, PositionMethod
 from .table import PosMap, Region, SegmentTable
 
@@ -55,9 +57,17 @@ class SelfExtendMethod(PositionMethod):
 
     name: ClassVar[str] = "self_extend"
     summary: ClassVar[str] = "grouped positions beyond a neighbour window: rel = d (d < w_n), m//G - n//G + w_n - w_n//G"
-    defaults: ClassVar[str] = "group_size=8, window=1024 (capped at L/4), logit_scale=1"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        Param("group_size", "int", "group size G (1 = plain RoPE; LongLM recommends 2..64)",
+              default="8 (L // 4 if L < 32)", low=1),
+        Param("window", "int", "neighbour window w_n in tokens, a multiple of G (w_n < L)",
+              default="min(1024, L // 4) rounded down to a multiple of G", low=1),
+        TRAIN_LENGTH,
+        LOGIT_SCALE,
+    )
 
     def __post_init__(self):
+        check_fields(self)
         check_int("self_extend", "group_size", self.group_size, low=1)
         check_int("self_extend", "window", self.window, low=1)
         if self.window % self.group_size:
@@ -75,7 +85,11 @@ class SelfExtendMethod(PositionMethod):
     @classmethod
     def resolve(cls, info: ModelInfo, *, group_size=None, window=None, train_length=None, logit_scale=1.0):
         length = resolve_length("self_extend", info, train_length)
-        group_size = DEFAULT_GROUP_SIZE if group_size is None else group_size
+        check_length_at_least("self_extend", length, 2, "1 <= w_n < L")
+        if group_size is None:
+            group_size = DEFAULT_GROUP_SIZE
+            if window is None and length is not None and length // 4 < group_size:
+                group_size = max(1, length // 4)
         if window is None:
             window = DEFAULT_WINDOW
             check_int("self_extend", "group_size", group_size, low=1)

@@ -23,7 +23,8 @@ rotated by the constant delta -(S - W). Keys keep their cached post-RoPE positio
 unchanged. With input length <= S, STRING is exactly the unpatched model.
 
 Defaults: S = round(0.33 L) with L = ``config.max_position_embeddings`` (override with ``train_length``);
-W = 128. ``logit_scale`` defaults to 1; the official code multiplies q and k by 0.1 ln 2 + 1, i.e. logits by
+W = min(128, S // 4), i.e. the paper's 128 once S >= 512 and a quarter of S for short models, so the defaults
+work for every L >= 2. ``logit_scale`` defaults to 1; the official code multiplies q and k by 0.1 ln 2 + 1, i.e. logits by
 ``OFFICIAL_LOGIT_SCALE`` ~= 1.1434 -- pass ``logit_scale=OFFICIAL_LOGIT_SCALE`` to reproduce that choice.
 The official prefill's double count of the key at d = S is deliberately not reproduced.
 """
@@ -35,6 +36,8 @@ from typing import ClassVar
 
 import torch
 
+from ..params import LOGIT_SCALE, TRAIN_LENGTH, Param
+from ._validate import check_fields, check_length_at_least
 from .base import ModelInfo, PositionMethod
 from .table import PosMap, Region, SegmentTable
 
@@ -54,8 +57,16 @@ class StringMethod(PositionMethod):
 
     name: ClassVar[str] = "string"
     summary: ClassVar[str] = "shift well-trained distances over the untrained tail: rel = d (d < S), d - S + W (d >= S)"
+    PARAMS: ClassVar[tuple[Param, ...]] = (
+        Param("shift", "tokens", "shift S: int tokens (0 < S < L), or a ratio of L in (0, 1)", default="0.33 L",
+              low=1),
+        Param("window", "int", "local window W in tokens (0 <= W < S)", default="min(128, S // 4)", low=0),
+        TRAIN_LENGTH,
+        LOGIT_SCALE,
+    )
 
     def __post_init__(self):
+        check_fields(self)
         for field in ("shift", "window"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -75,10 +86,12 @@ class StringMethod(PositionMethod):
 
     @classmethod
     def resolve(cls, info: ModelInfo, *, shift=None, window=None, train_length=None, logit_scale=1.0):
-        """Build from user parameters: ``shift`` int tokens or float ratio of L in (0, 1)."""
+        """Build from user parameters: ``shift`` int tokens or float ratio of L in (0, 1); W defaults to
+        min(128, S // 4)."""
         if train_length is not None and (isinstance(train_length, bool) or not isinstance(train_length, int) or train_length <= 0):
             raise ValueError(f"string: train_length must be a positive int, got {train_length!r}")
         length = train_length if train_length is not None else info.train_length
+        check_length_at_least("string", length, 2, "0 < S < L")
         if shift is None:
             shift = DEFAULT_SHIFT_RATIO
         if isinstance(shift, float):
@@ -86,8 +99,9 @@ class StringMethod(PositionMethod):
                 raise ValueError(f"string: a float shift is a ratio of L and must be in (0, 1), got {shift}")
             if length is None:
                 raise ValueError("string: a shift ratio needs the training length; pass train_length= or an int shift")
-            shift = int(round(shift * length))
-        window = DEFAULT_WINDOW if window is None else window
+            shift = max(1, int(round(shift * length)))
+        if window is None:
+            window = min(DEFAULT_WINDOW, shift // 4) if isinstance(shift, int) else DEFAULT_WINDOW
         return cls(shift=shift, window=window, train_length=length, logit_scale=float(logit_scale))
 
     def rel(self, d, qpos=None, kpos=None):
