@@ -156,3 +156,21 @@ def test_qa_from_user_file(tmp_path, tok):
     s = task.make_samples(tok, 512, 2, 0)[1]
     assert "Paragraph 1 says the colour is c1." in s.prompt and s.references == ("c1",)
     assert task.score(s, "c1") == 1.0 and task.score(s, "c2") == 0.0
+
+
+def test_few_samples_spread_over_the_whole_depth_grid(tok):
+    """Regression (issue 8 item 7): --samples 4 on an 11-depth task tested depths 0-30 % only."""
+    depths = [s.depth for s in _samples(TASKS["passkey"], tok, n=4, length=1024)]
+    assert TASKS["passkey"].default_depths == 11
+    assert min(depths) == 0 and max(depths) == 100 and any(40 <= d <= 60 for d in depths), depths
+    for k in (1, 2, 3, 5, 11, 40):
+        grid = [round(100 * i / (k - 1), 4) for i in range(k)] if k > 1 else [50.0]
+        for n in range(1, 3 * k + 2):
+            got = [sample_depth(k, i) for i in range(n)]
+            counts = [got.count(d) for d in grid]
+            assert max(counts) - min(counts) <= 1, (k, n, counts)        # stratified for any n
+            if n >= 2 and k >= 2:
+                assert min(got) == 0 and max(got) == 100                 # both ends from two samples on
+            if 3 <= n <= k:                        # no gap wider than ~2x the ideal (plus one grid step)
+                gaps = [b - a for a, b in zip(sorted(got), sorted(got)[1:])]
+                assert max(gaps) <= 2 * 100 / (n - 1) + 100 / (k - 1) + 1e-9, (k, n, sorted(got))

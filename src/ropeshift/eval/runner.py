@@ -265,3 +265,36 @@ def _run_batch(task, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
     p1, r1 = _run_batch(task, model, tokenizer, batch[:half])
     p2, r2 = _run_batch(task, model, tokenizer, batch[half:])
     return p1 + p2, r1 + r2
+
+
+def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = True,
+             model_path: str | None = None) -> int:
+    """One rank of a data-parallel run, under torchrun or spawned by ``run_workers``: join the gloo group,
+    load the model on this rank's own device with ``load(device) -> (model, tokenizer)``, run its share."""
+    ranks = Ranks.from_env()
+    created = parallel.init_group(ranks)
+    try:
+        dev = parallel.device_for(ranks, device)
+        if ranks.world > 1 and dev == "cpu":
+            import torch
+
+            torch.set_num_threads(parallel.cpu_threads(ranks))
+        model, tokenizer = load(dev)
+        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, progress: bool = True,
+                model_path: str | None = None) -> None:
+    """Run ``cfg`` in ``workers`` spawned processes, one device each (``load`` must be picklable).
+
+    When a worker dies the others are stopped and ``torch.multiprocessing``'s exception is raised;
+    finished samples are saved, and rerunning (with any number of workers) resumes."""
+    if workers == 1:
+        run_rank(cfg, load, device, progress, model_path)
+        return
+    parallel.spawn(run_rank, (cfg, load, device, progress, model_path), workers)

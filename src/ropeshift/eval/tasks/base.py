@@ -7,7 +7,7 @@
 Each sample is generated from its own RNG seeded by ``(task, length, index, seed)``, so sample 7
 is the same whether 8 or 800 samples are asked for. On a depth grid, sample i takes depth
 ``sample_depth(k, i)``: every k consecutive samples cover the grid once, and any first n of them are
-spread over the whole grid (4 samples on 11 depths: 0, 20, 50, 100 %), so few samples never test one end only. ``length`` counts the model's own tokens of the
+spread over the whole grid (4 samples on 11 depths: 0, 100, 50, 20 %), so few samples never test one end only. ``length`` counts the model's own tokens of the
 whole prompt (chat template and answer prefix included) plus the task's ``max_new_tokens``.
 """
 from __future__ import annotations
@@ -93,14 +93,19 @@ def depth_grid(k: int) -> list[float]:
 @lru_cache(maxsize=64)
 def spread_order(k: int) -> tuple[int, ...]:
     """A permutation of grid indices ``0..k-1`` whose every prefix is spread over the grid: the two ends,
-    then again and again the index farthest from those taken (ties: the smaller index).
-    ``spread_order(11)`` -> (0, 10, 5, 2, 7, ...)."""
-    order = [0] if k == 1 else [0, k - 1]
-    rest = set(range(k)) - set(order)
-    while rest:
-        best = max(sorted(rest), key=lambda i: min(abs(i - j) for j in order))
-        order.append(best)
-        rest.remove(best)
+    then the van der Corput points 1/2, 1/4, 3/4, 1/8, 5/8, ... rounded to the grid, skipping indices
+    already taken. ``spread_order(11)`` -> (0, 10, 5, 2, 8, 1, 6, 4, 9, 3, 7)."""
+    if k == 1:
+        return (0,)
+    order, i = [0, k - 1], 1
+    while len(order) < k:  # the sequence is dense in [0, 1], so every grid index is reached
+        x, bits, f = 0.0, i, 0.5
+        while bits:
+            x, bits, f = x + f * (bits & 1), bits >> 1, f / 2
+        j = round(x * (k - 1))
+        if j not in order:
+            order.append(j)
+        i += 1
     return tuple(order)
 
 
