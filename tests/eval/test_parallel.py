@@ -64,7 +64,7 @@ def test_two_ranks_killed_then_one_rank_resumes_like_one_uninterrupted_process(t
     """Issue 11: 2 worker processes, SIGKILL one mid-run, resume with 1: same records as one process, none lost
     or duplicated."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    n = 16
+    n = 12
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     cmd = [sys.executable, str(HERE / "run_tiny.py"), str(killed), str(n)]
     proc = subprocess.Popen([*cmd, "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
