@@ -4,7 +4,8 @@ Each configuration runs the same pending samples (prompts are generated once, be
 each run's folder), in ``N`` processes spawned as ``--workers`` does; every rank loads the model, meets the
 others at a barrier, and the time from that barrier to the last rank's end is the eval time (model loading and
 process start-up are printed apart). On CPU the cores are shared out: N ranks get ``cores // N`` threads each,
-one rank gets all of them. Prints samples/s per configuration and the ratio against one rank.
+one rank gets all of them (``--threads K``: K per rank instead, to separate the two effects: on a loaded
+machine a single process's intra-op threads lose much to contention). Prints samples/s per configuration and the ratio against one rank.
 
 Run:
   python benchmarks/bench_eval_dp.py                                   # smollm2-135m, passkey 512, 16 samples, 1 vs 2
@@ -34,7 +35,7 @@ def _load(model: str, device: str | None):
     return load_model(model, device=device, progress=False)
 
 
-def _timed_rank(cfg: RunConfig, model: str, device: str | None, result: Path) -> None:
+def _timed_rank(cfg: RunConfig, model: str, device: str | None, result: Path, threads: int | None) -> None:
     """One rank: load, barrier, run, barrier; rank 0 writes the times."""
     import torch
 
@@ -43,7 +44,7 @@ def _timed_rank(cfg: RunConfig, model: str, device: str | None, result: Path) ->
     try:
         dev = parallel.device_for(ranks, device)
         if dev in (None, "cpu"):
-            torch.set_num_threads(parallel.cpu_threads(ranks))
+            torch.set_num_threads(threads or parallel.cpu_threads(ranks))
         t_load = time.perf_counter()
         m, tok = _load(model, dev)
         t_load = time.perf_counter() - t_load
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--methods", default="rope,string")
     ap.add_argument("--workers", default="1,2", help="comma-separated rank counts to compare")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per rank (default: cores // ranks)")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bench_eval_dp_"))
@@ -88,7 +90,7 @@ def main() -> None:
             shutil.copytree(model_dir(base.out, "bench") / "_prompts", model_dir(out, "bench") / "_prompts")
             cfg = replace(base, out=out)
             result = root / f"w{n}.json"
-            parallel.spawn(_timed_rank, (cfg, args.model, args.device, result), n)
+            parallel.spawn(_timed_rank, (cfg, args.model, args.device, result, args.threads), n)
             t = json.loads(result.read_text())
             records = len(list(iter_records(model_dir(out, "bench"))))
             rate = records / t["eval_s"]
