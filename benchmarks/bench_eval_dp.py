@@ -1,11 +1,12 @@
-"""Data-parallel eval throughput: 1 rank vs N ranks (``ropeshift eval --workers N``), same prompts, CPU by default.
+"""Data-parallel eval throughput: 1 rank vs N ranks (``ropeshift eval --workers N``), same prompts (CPU default).
 
 Each configuration runs the same pending samples (prompts are generated once, before any timing, and copied to
 each run's folder), in ``N`` processes spawned as ``--workers`` does; every rank loads the model, meets the
 others at a barrier, and the time from that barrier to the last rank's end is the eval time (model loading and
 process start-up are printed apart). On CPU the cores are shared out: N ranks get ``cores // N`` threads each,
 one rank gets all of them (``--threads K``: K per rank instead, to separate the two effects: on a loaded
-machine a single process's intra-op threads lose much to contention). Prints samples/s per configuration and the ratio against one rank.
+machine a single process's intra-op threads lose much to contention). Prints samples/s per configuration
+and the ratio against one rank.
 
 Run:
   python benchmarks/bench_eval_dp.py                                   # smollm2-135m, passkey 512, 16 samples, 1 vs 2

@@ -57,7 +57,8 @@ def test_ranks_and_devices(monkeypatch):
 
 
 def _raw_lines(out: Path) -> int:
-    return sum(len(p.read_text().splitlines()) for m in METHODS for p in cell_files(out, "tiny", "passkey", m.label, 256))
+    files = [p for m in METHODS for p in cell_files(out, "tiny", "passkey", m.label, 256)]
+    return sum(len(p.read_text().splitlines()) for p in files)
 
 
 def test_two_ranks_killed_then_one_rank_resumes_like_one_uninterrupted_process(tmp_path, tok, tiny_llama):
@@ -102,7 +103,7 @@ def tiny_folder(tmp_path_factory, tok, tiny_llama):
 
 
 def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, tmp_path, capsys):
-    """``ropeshift eval --workers 2`` and ``torchrun --nproc-per-node 2 ... eval`` on CPU: the records of one process."""
+    """``ropeshift eval --workers 2`` and ``torchrun --nproc-per-node 2 ... eval`` on CPU: one process's records."""
     from ropeshift.cli.main import main
 
     argv = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--tasks", "passkey", "--lengths", "256",

@@ -69,7 +69,8 @@ def test_a_line_that_is_not_a_record_is_a_clear_error(tmp_path):
 def test_a_second_writer_gets_its_own_file(tmp_path):
     """Two processes never append to (or repair) one file: the second takes w0-1 while w0 is held."""
     rec = Record.from_dict(OLD_GENERATION)
-    with open_writer(tmp_path, "tiny", "niah4", "rope", 384) as a, open_writer(tmp_path, "tiny", "niah4", "rope", 384) as b:
+    cell = (tmp_path, "tiny", "niah4", "rope", 384)
+    with open_writer(*cell) as a, open_writer(*cell) as b:
         assert (a.path.name, b.path.name) == ("384.w0.jsonl", "384.w0-1.jsonl")
         a.write(rec)
         b.write(rec)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ropeshift.eval.options import MethodSpec
-from ropeshift.eval.records import GENERATION, Appender, Record, cell_files, iter_records, read_cell, read_jsonl, repair
+from ropeshift.eval.records import GENERATION, Appender, read_cell, read_jsonl, repair
 from ropeshift.eval.runner import RunConfig, format_plan, run
 from ropeshift.eval.tasks import TaskOptions
 

@@ -69,7 +69,8 @@ class Record(Mapping):
         if self.kind not in KINDS:
             raise ValueError(f"record kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if (self.kind == LIKELIHOOD) != (self.nll is not None and self.n_scored is not None):
-            raise ValueError(f"a {self.kind} record {'needs' if self.kind == LIKELIHOOD else 'has no'} nll and n_scored")
+            need = "needs" if self.kind == LIKELIHOOD else "has no"
+            raise ValueError(f"a {self.kind} record {need} nll and n_scored")
 
     @property
     def key(self) -> tuple:

@@ -4,8 +4,8 @@
 
 Generation tasks give the RULER-style table (mean over tasks per method x length, Wilson 95 % CI,
 effective length) and one table per task; depth-carrying tasks give heatmaps and depth curves;
-tasks add their own tables (``Task.report_tables``: niah4's per-needle recall); likelihood tasks give tables and a PPL-vs-length plot with the
-training length (from ``run.json``) marked.
+tasks add their own tables (``Task.report_tables``: niah4's per-needle recall); likelihood records give
+perplexity tables and a PPL-vs-length plot with the training length (from ``run.json``) marked.
 Run: ropeshift report RUNDIR
 """
 from __future__ import annotations

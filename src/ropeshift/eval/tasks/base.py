@@ -7,8 +7,8 @@
 Each sample is generated from its own RNG seeded by ``(task, length, index, seed)``, so sample 7
 is the same whether 8 or 800 samples are asked for. On a depth grid, sample i takes depth
 ``sample_depth(k, i)``: every k consecutive samples cover the grid once, and any first n of them are
-spread over the whole grid (4 samples on 11 depths: 0, 100, 50, 20 %), so few samples never test one end only. ``length`` counts the model's own tokens of the
-whole prompt (chat template and answer prefix included) plus the task's ``max_new_tokens``.
+spread over the whole grid (4 samples on 11 depths: 0, 100, 50, 20 %), so few samples never test one end
+only. ``length`` counts the model's own tokens of the whole prompt (chat template and answer prefix included) plus the task's ``max_new_tokens``.
 """
 from __future__ import annotations
 

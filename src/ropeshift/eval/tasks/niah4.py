@@ -66,7 +66,8 @@ class Niah4(Task):
             ok = 100 * sum(sum(h) >= 2 for h in hits) / len(hits)
             rows.append([method, format_length(length)] + [f"{v:.0f}" for v in per]
                         + [f"{sum(per) / k:.1f}", f"{ok:.1f}"])
-        return [Table(f"{self.name} per-needle recall (%)", headers, rows, note="needle j sits in quarter j of the text")]
+        return [Table(f"{self.name} per-needle recall (%)", headers, rows,
+                      note="needle j sits in quarter j of the text")]
 
 
 register(Niah4())
