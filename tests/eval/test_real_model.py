@@ -8,7 +8,7 @@ import pytest
 
 from ropeshift.eval.options import MethodSpec
 from ropeshift.eval.prompts import count_tokens
-from ropeshift.eval.records import read_jsonl, record_path
+from ropeshift.eval.records import read_cell
 from ropeshift.eval.runner import RunConfig, run
 from ropeshift.eval.tasks import TASKS, TaskOptions
 
@@ -30,7 +30,7 @@ def test_string_below_its_shift_matches_rope(smollm2, tmp_path):
                     methods=(MethodSpec("rope"), MethodSpec("string")), samples=2, out=tmp_path, batch_size=2,
                     options=TaskOptions(depths=2))
     assert run(cfg, model, tok, progress=False) == 4
-    rope = read_jsonl(record_path(tmp_path, "smollm2-135m", "needle", "rope", 512))
-    string = read_jsonl(record_path(tmp_path, "smollm2-135m", "needle", "string", 512))
+    rope = read_cell(tmp_path, "smollm2-135m", "needle", "rope", 512)
+    string = read_cell(tmp_path, "smollm2-135m", "needle", "string", 512)
     assert string[0]["params"]["shift"] > 512 and string[0]["method_name"] == "string"
     assert sorted((r["index"], r["prediction"]) for r in rope) == sorted((r["index"], r["prediction"]) for r in string)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ropeshift.eval.options import MethodSpec
-from ropeshift.eval.records import Appender, read_jsonl, record_path, repair
+from ropeshift.eval.records import GENERATION, Appender, read_cell, read_jsonl, repair
 from ropeshift.eval.runner import RunConfig, format_plan, run
 from ropeshift.eval.tasks import TaskOptions
 
@@ -32,7 +32,7 @@ def test_run_writes_records_and_resumes(tmp_path, tok, tiny_llama):
     cfg = _cfg(tmp_path)
     assert "12 samples to run" in format_plan(cfg)
     assert run(cfg, tiny_llama, tok, progress=False) == 2 * 2 * 3
-    recs = {m: read_jsonl(record_path(tmp_path, "tiny", "needle", m, 256)) for m in ("rope", "string-shift100-window16")}
+    recs = {m: read_cell(tmp_path, "tiny", "needle", m, 256) for m in ("rope", "string-shift100-window16")}
     assert sorted(r["index"] for r in recs["rope"]) == [0, 1, 2]
     # all methods saw identical prompts
     assert [r["prompt_hash"] for r in sorted(recs["rope"], key=lambda r: r["index"])] == \
@@ -78,8 +78,8 @@ def test_bad_config():
         RunConfig(model="m", tasks=("niah_singel_1",), lengths=(1024,), methods=(MethodSpec("rope"),), samples=1)
 
 
-def _records(out: Path) -> list[dict]:
-    return read_jsonl(record_path(out, "tiny", "passkey", "rope", 256))
+def _records(out: Path) -> list:
+    return read_cell(out, "tiny", "passkey", "rope", 256)
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tok, tiny_llama):
@@ -88,10 +88,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tok, tiny_llama
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     cmd = [sys.executable, str(HERE / "run_tiny.py")]
     proc = subprocess.Popen([*cmd, str(killed), str(n)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    path = record_path(killed, "tiny", "passkey", "rope", 256)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if path.exists() and len(path.read_bytes().splitlines()) >= 3:
+        if len(_records(killed)) >= 3:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -115,7 +114,7 @@ def test_batched_left_padding_matches_one_by_one(method, tmp_path, tok, tiny_lla
     kw = dict(tasks=("math_find",), methods=(method,), samples=6)
     run(_cfg(tmp_path / "b1", batch_size=1, **kw), tiny_llama, tok, progress=False)
     run(_cfg(tmp_path / "b4", batch_size=6, **kw), tiny_llama, tok, progress=False)
-    one, four = (sorted(read_jsonl(record_path(tmp_path / d, "tiny", "math_find", method.label, 256)),
+    one, four = (sorted(read_cell(tmp_path / d, "tiny", "math_find", method.label, 256),
                         key=lambda r: r["index"]) for d in ("b1", "b4"))
     assert len({r["n_tokens"] for r in one}) > 1  # rows of different lengths, so the batch is padded
     assert [r["prediction"] for r in one] == [r["prediction"] for r in four]
@@ -136,7 +135,7 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
         return [f"p{r[0]}" for r in rows]
 
     class FakeTask:
-        kind = "generate"
+        kind = GENERATION
         max_new_tokens = 4
 
         def score(self, sample, pred):

@@ -12,9 +12,10 @@ import pytest
 
 from ropeshift.eval.prompts import count_tokens
 from ropeshift.eval.tasks import TASKS, TaskOptions, resolve_task
-from ropeshift.eval.tasks.base import BuildContext, depth_grid, sample_rng
+from ropeshift.eval.records import GENERATION
+from ropeshift.eval.tasks.base import BuildContext, sample_depth, sample_rng
 
-GEN_TASKS = [n for n in TASKS.names() if TASKS[n].kind == "generate" and n != "qa"]
+GEN_TASKS = [n for n in TASKS.names() if TASKS[n].kind == GENERATION and n != "qa"]
 LENGTH = 2048
 
 
@@ -33,8 +34,9 @@ def test_exact_and_tight_token_budget(name, tok):
         hay = task.haystack_for(TaskOptions())
         ctx = BuildContext(tok, LENGTH, hay, task.chat, s.index)
         k = task.default_depths
-        depth = depth_grid(k)[s.index % k] if k else None
-        make, hi, _, _ = task.build(ctx, sample_rng(name, LENGTH, s.index, 0), depth)
+        depth = sample_depth(k, s.index) if k else None
+        built = task.build(ctx, sample_rng(name, LENGTH, s.index, 0), depth)
+        make, hi = built.make, built.hi
         size = s.meta["size"]
         assert ctx.count(make(size)) == s.n_tokens
         if size < hi:
@@ -86,7 +88,7 @@ def test_vt_chain_and_cwe_fwe_counts(tok):
 def test_needle_at_requested_depth(name, start, end, tok):
     # the noise text has short sentences, so the nearest boundary is close to the exact depth
     samples = _samples(TASKS[name], tok, n=5, length=1024, depths=5, haystack="noise")
-    assert [s.depth for s in samples] == [0, 25, 50, 75, 100]
+    assert sorted(s.depth for s in samples) == [0, 25, 50, 75, 100]
     for s in samples:
         context = s.prompt.split(start, 1)[1].rsplit(end, 1)[0]
         where = context.find(s.references[0]) / len(context)
@@ -154,3 +156,21 @@ def test_qa_from_user_file(tmp_path, tok):
     s = task.make_samples(tok, 512, 2, 0)[1]
     assert "Paragraph 1 says the colour is c1." in s.prompt and s.references == ("c1",)
     assert task.score(s, "c1") == 1.0 and task.score(s, "c2") == 0.0
+
+
+def test_few_samples_spread_over_the_whole_depth_grid(tok):
+    """Regression (issue 8 item 7): --samples 4 on an 11-depth task tested depths 0-30 % only."""
+    depths = [s.depth for s in _samples(TASKS["passkey"], tok, n=4, length=1024)]
+    assert TASKS["passkey"].default_depths == 11
+    assert min(depths) == 0 and max(depths) == 100 and any(40 <= d <= 60 for d in depths), depths
+    for k in (1, 2, 3, 5, 11, 40):
+        grid = [round(100 * i / (k - 1), 4) for i in range(k)] if k > 1 else [50.0]
+        for n in range(1, 3 * k + 2):
+            got = [sample_depth(k, i) for i in range(n)]
+            counts = [got.count(d) for d in grid]
+            assert max(counts) - min(counts) <= 1, (k, n, counts)        # stratified for any n
+            if n >= 2 and k >= 2:
+                assert min(got) == 0 and max(got) == 100                 # both ends from two samples on
+            if 3 <= n <= k:                        # no gap wider than ~2x the ideal (plus one grid step)
+                gaps = [b - a for a, b in zip(sorted(got), sorted(got)[1:])]
+                assert max(gaps) <= 2 * 100 / (n - 1) + 100 / (k - 1) + 1e-9, (k, n, sorted(got))

@@ -41,3 +41,10 @@ def tiny_model(vocab_size: int, seed: int = 0):
     model = LlamaForCausalLM(cfg).eval()
     model.config._attn_implementation = "sdpa"
     return model
+
+
+def tiny_load(device: str | None = None):
+    """``(model, tokenizer)`` on ``device``: the loader a data-parallel run's workers call (picklable)."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    return (model.to(device) if device else model), tok

@@ -2,13 +2,15 @@
 
 Prompts are generated once per (task, length, index, seed) and stored; every method runs on the
 same prompts. Rerunning the same command skips finished samples. Summaries and plots come from
-``ropeshift report RUNDIR``.
+``ropeshift report RUNDIR``. Data-parallel: ``--workers N`` (N processes, one device each) or
+``torchrun --nproc-per-node N -m ropeshift.cli.main eval ...``; samples are dealt over the ranks.
 
 Run: ropeshift eval --model smollm2-135m --methods rope,string --tasks passkey,niah_single_1 --lengths 1k,2k --samples 5
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ropeshift.eval import cli_common as cc
 
@@ -17,6 +19,8 @@ EXAMPLES = """examples:
   ropeshift eval --tasks niah_single_2,niah4,perplexity --haystack kjv --lengths 2k,4k,8k --samples 50 --batch-size 16
   ropeshift eval --tasks qa:/data/squad_v2_dev.json --lengths 4k --samples 100
   ropeshift eval --tasks passkey --lengths 8k --dry-run
+  ropeshift eval --tasks passkey,vt --lengths 4k,8k --samples 50 --workers 4         # cuda:0..3, or 4 CPU processes
+  torchrun --nproc-per-node 4 -m ropeshift.cli.main eval --tasks passkey,vt --lengths 4k,8k --samples 50
 tasks: see `ropeshift ls`; haystacks: noise, pydoc, kjv, essays:PATH, file:PATH
 """
 
@@ -37,6 +41,10 @@ def add_parser(subparsers, full: bool = True) -> argparse.ArgumentParser:
                    help="evenly spaced depths for depth-grid tasks (default: each task's own)")
     g.add_argument("--haystack", default=None,
                    help="text haystack for tasks that read one (default: pydoc): pydoc, kjv, noise, essays:PATH, file:PATH")
+    g = p.add_argument_group("scaling out")
+    g.add_argument("--workers", type=int, default=1,
+                   help="evaluation processes, one device each (rank r on cuda:r; with --device cpu or no GPU, "
+                        "all on the CPU); samples are dealt over them (default: 1). Under torchrun, leave it out")
     cc.add_threshold_args(p)
     p.set_defaults(func=run)
     return p
@@ -46,6 +54,7 @@ def run(args) -> int:
     from ropeshift.eval.options import parse_names
     from ropeshift.eval.records import model_dir
     from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
+    from ropeshift.eval.parallel import Ranks
     from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
 
@@ -56,7 +65,8 @@ def run(args) -> int:
         batch_size=args.batch_size, out=args.out, impl=args.impl,
     )
     threshold = cc.threshold_from(args)
-    code = cc.run_plan(cfg, args)
+    ranks = Ranks.from_env()
+    code = _run_parallel(cfg, args, ranks) if args.workers != 1 or ranks.world > 1 else cc.run_plan(cfg, args)
     if code is not None:
         return code
     root = model_dir(cfg.out, cfg.model)
@@ -71,3 +81,42 @@ def run(args) -> int:
         print(perplexity_table(ppl, task))
     print(f"\nrecords: {root}   full report: ropeshift report {root}")
     return 0
+
+
+def _load_on(args, device):
+    """``cc.load`` on one rank's device (module level, so spawned workers can unpickle it)."""
+    return cc.load(argparse.Namespace(**{**vars(args), "device": device}))
+
+
+def _run_parallel(cfg, args, ranks) -> int | None:
+    """``--workers N`` or a torchrun rank: rank 0 prints the plan; None when rank 0 should print the summary."""
+    from functools import partial
+
+    from ropeshift.eval.runner import format_plan, run_rank, run_workers
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if ranks.world > 1 and args.workers != 1:
+        raise ValueError("--workers spawns its own ranks: leave it out under torchrun (WORLD_SIZE is set)")
+    if ranks.main:
+        print(format_plan(cfg))
+    if args.dry_run:
+        return 0
+    load = partial(_load_on, args)
+    try:
+        if ranks.world > 1:
+            run_rank(cfg, load, args.device, not args.no_progress, args.model)
+        else:
+            run_workers(cfg, load, args.workers, args.device, not args.no_progress, args.model)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished samples are saved; rerun to resume (with any --workers)", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if type(e).__module__.startswith("torch.multiprocessing"):  # a worker died or raised
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            why = lines[-1] if "Traceback" in str(e) else lines[0]  # a worker's exception, or its exit signal
+            print(f"a worker stopped: {why}\nfinished samples are saved; rerun the same command to resume "
+                  "(with any --workers)", file=sys.stderr)
+            return 1
+        raise
+    return None if ranks.main else 0

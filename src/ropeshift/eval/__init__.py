@@ -4,7 +4,8 @@ Layout:
     tasks/       task registry (``TASKS``) and the task generators/scorers
     haystacks    haystack registry (noise, pydoc, kjv, essays:PATH, file:PATH)
     runner       runs methods x tasks x lengths, writes per-sample JSONL records
-    records      the record format, crash-safe append, tolerant reading
+    records      the typed Record, per-writer crash-safe appends, merged de-duplicated reads
+    parallel     data-parallel ranks (torchrun / --workers): sharding by sample, one progress bar
     report_*     tables, plots and the HTML page over stored records
     freq         the STRING paper's position-frequency analysis
 

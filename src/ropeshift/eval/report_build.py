@@ -4,8 +4,8 @@
 
 Generation tasks give the RULER-style table (mean over tasks per method x length, Wilson 95 % CI,
 effective length) and one table per task; depth-carrying tasks give heatmaps and depth curves;
-``niah4`` gives per-needle recall; perplexity tasks give tables and a PPL-vs-length plot with the
-training length (from ``run.json``) marked.
+tasks add their own tables (``Task.report_tables``: niah4's per-needle recall); likelihood records give
+perplexity tables and a PPL-vs-length plot with the training length (from ``run.json``) marked.
 Run: ropeshift report RUNDIR
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 
 from .records import iter_records, read_manifests, safe_name
 from .report_html import HtmlPage
-from .report_tables import (Threshold, complete_tasks, markdown, method_length_scores, needle_recall_rows, perplexities,
-                            perplexity_rows, ruler_rows, summarise, task_rows)
+from .report_tables import (Threshold, complete_tasks, markdown, method_length_scores, perplexities, perplexity_rows,
+                            ruler_rows, summarise, task_rows)
+from .tasks import resolve_task
 
 
 @dataclass
@@ -36,6 +37,14 @@ def _write_csv(path: Path, summary, ppl) -> None:
                         c.n, "", ""])
         for (model, method, task, length), (p, tok, n) in sorted(ppl.items()):
             w.writerow([model, method, task, length, "", "", "", n, f"{p:.4f}", tok])
+
+
+def _task_tables(task: str, records: list):
+    """The task's own extra tables; none for a task this version does not know."""
+    try:
+        return resolve_task(task).report_tables(records)
+    except (KeyError, ValueError):
+        return []
 
 
 def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = True) -> Report:
@@ -92,10 +101,8 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
                   lambda p: rp.length_plot(method_length_scores(summary), train, p))
     for task in gen_tasks:
         add_table(f"Task {task}", *task_rows(summary, task))
-        if task == "niah4":
-            h, rows = needle_recall_rows(records)
-            if rows:
-                add_table("niah4 per-needle recall (%)", h, rows, note="needle j sits in quarter j of the text")
+        for table in _task_tables(task, [r for r in records if r.task == task]):
+            add_table(table.heading, table.headers, table.rows, note=table.note)
         add_image(f"{safe_name(task)}_heatmap.png", f"{task} depth x length",
                   lambda p, t=task: rp.heatmaps(plot_records, t, methods, p))
         add_image(f"{safe_name(task)}_depth.png", f"{task} score by depth",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .metrics import binomial_ci, effective_length, perplexity
 from .options import format_length
+from .records import GENERATION
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,9 @@ class Threshold:
         return f"score > {self.relative:g} x the shortest length's score"
 
 
-def is_generation(r: dict) -> bool:
-    return "nll" not in r
+def is_generation(r) -> bool:
+    """A generation record (a ``Record``, or its JSON form as a dict), not a likelihood one."""
+    return r["kind"] == GENERATION
 
 
 def summarise(records: list[dict]) -> dict[tuple, Cell]:
@@ -225,23 +227,6 @@ def perplexity_rows(ppl: dict[tuple, tuple[float, int, int]], task: str):
     tokens = {n: max(v[1] for (m, meth, l), v in sub.items() if l == n) for n in lengths}
     note = "tokens scored per method: " + ", ".join(f"{format_length(n)}: {tokens[n]:,}" for n in lengths)
     return headers, rows, note
-
-
-def needle_recall_rows(records: list[dict], task: str = "niah4"):
-    """(headers, rows): per-needle recall (percent) by needle order, per method and length."""
-    acc: dict[tuple, list[list[bool]]] = defaultdict(list)
-    for r in records:
-        if r["task"] == task and "needle_hits" in r:
-            acc[r["method"], r["length"]].append(r["needle_hits"])
-    k = max((len(h[0]) for h in acc.values()), default=0)
-    headers = ["method", "length"] + [f"needle {j + 1}" for j in range(k)] + ["recall", ">=2 of 4"]
-    rows = []
-    for (method, length), hits in sorted(acc.items()):
-        per = [100 * sum(h[j] for h in hits) / len(hits) for j in range(k)]
-        ok = 100 * sum(sum(h) >= 2 for h in hits) / len(hits)
-        rows.append([method, format_length(length)] + [f"{v:.0f}" for v in per]
-                    + [f"{sum(per) / k:.1f}", f"{ok:.1f}"])
-    return headers, rows
 
 
 def depth_grid(records: list[dict], task: str, method: str, bins: int = 10):

@@ -7,8 +7,10 @@
 
 Prompts are generated once per (task, length) from the seed and stored under ``_prompts/``; every
 method reads the stored prompts, so all methods see identical inputs. A record is appended (and
-fsynced) as soon as its sample is scored; a rerun skips samples whose record exists, after checking
-that it was made from the same prompt (same hash).
+fsynced) to this process's own records file as soon as its sample is scored; a rerun skips samples
+whose record exists in any writer's file, after checking that it was made from the same prompt (same
+hash). With ``ranks`` (``parallel.Ranks``, under torchrun or ``--workers``) the pending samples are
+dealt over the ranks; see ``parallel``.
 Run: ropeshift eval --help
 """
 from __future__ import annotations
@@ -18,9 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import parallel
 from .options import MethodSpec, format_length
+from .parallel import Ranks
 from .prompts import encode
-from .records import Appender, prompts_path, read_jsonl, record_path, write_atomic, model_dir
+from .records import GENERATION, Record, model_dir, open_writer, prompts_path, read_cell, read_jsonl, write_atomic
 from .tasks import Sample, TaskOptions, resolve_task
 
 
@@ -64,7 +68,7 @@ def model_label(name_or_path: str) -> str:
 
 
 def _pending(cfg: RunConfig, task: str, method: MethodSpec, length: int) -> set[int]:
-    done = {r["index"] for r in read_jsonl(record_path(cfg.out, cfg.model, task, method.label, length))}
+    done = {r.index for r in read_cell(cfg.out, cfg.model, task, method.label, length)}
     return set(range(cfg.samples)) - done
 
 
@@ -148,64 +152,95 @@ def write_manifest(cfg: RunConfig, model, model_path: str) -> None:
     p.write_text(json.dumps(d, indent=1))
 
 
-def _record(sample: Sample, method: MethodSpec, info: dict, model: str, prediction, result: dict) -> dict:
-    return {
-        "model": model, "task": sample.task, "length": sample.length, "depth": sample.depth,
-        "depths": list(sample.depths) if sample.depths is not None else None, "index": sample.index,
-        "seed": sample.seed, "method": method.label, "method_name": info.get("method", method.name),
-        "params": info.get("params", method.params), "impl": info.get("impl"), "haystack": sample.haystack,
-        "prompt_hash": sample.prompt_hash, "n_tokens": sample.n_tokens, "prediction": prediction,
-        "references": list(sample.references), **result,
-    }
+def _record(sample: Sample, kind: str, method: MethodSpec, info: dict, model: str, prediction, result: dict) -> Record:
+    known = {k: result.pop(k) for k in ("score", "nll", "n_scored", "seconds") if k in result}
+    return Record(
+        kind=kind, model=model, task=sample.task, length=sample.length, index=sample.index, method=method.label,
+        prompt_hash=sample.prompt_hash, seed=sample.seed, method_name=info.get("method", method.name),
+        params=info.get("params", method.params), impl=info.get("impl"), haystack=sample.haystack,
+        n_tokens=sample.n_tokens, depth=sample.depth, depths=sample.depths, prediction=prediction,
+        references=tuple(sample.references), details=result, **known,
+    )
 
 
-def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None) -> int:
-    """Run every method on every pending sample; return the number of records written."""
-    from tqdm.auto import tqdm
-
-    from .generation import activate, deactivate
-
-    samples = prepare_samples(cfg, tokenizer, progress)
-    write_manifest(cfg, model, model_path or cfg.model)
-    work = []  # (method, task, length, pending samples); methods interleaved so a partial run stays paired
+def plan_work(cfg: RunConfig, samples: dict[tuple[str, int], list[Sample]]) -> list[tuple]:
+    """``(method, task, length, pending samples)`` in run order (methods interleaved per cell, so a
+    partial run stays paired); refuses records made from other prompts."""
+    work = []
     for task in cfg.tasks:
         for length in cfg.lengths:
             for method in cfg.methods:
-                path = record_path(cfg.out, cfg.model, task, method.label, length)
-                done = {r["index"]: r for r in read_jsonl(path)}
+                done = {r.index: r for r in read_cell(cfg.out, cfg.model, task, method.label, length)}
                 for s in samples[task, length]:
                     r = done.get(s.index)
-                    if r is not None and r["prompt_hash"] != s.prompt_hash:
-                        raise ValueError(f"{path} holds a record for sample {s.index} made from another prompt "
-                                         "(seed, haystack or options changed): use another --out")
+                    if r is not None and r.prompt_hash != s.prompt_hash:
+                        raise ValueError(f"the records of {task}/{method.label}/{length} hold sample {s.index} made "
+                                         "from another prompt (seed, haystack, options or version changed): "
+                                         "use another --out")
                 todo = [s for s in samples[task, length] if s.index not in done]
                 if todo:
                     work.append((method, task, length, todo))
+    return work
+
+
+def shard(work: list[tuple], ranks: Ranks) -> list[tuple]:
+    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt round-robin."""
+    if ranks.world == 1:
+        return work
+    groups = list(dict.fromkeys((task, length, s.index) for _, task, length, todo in work for s in todo))
+    owner = parallel.owners(groups, ranks.world)
+    mine = []
+    for method, task, length, todo in work:
+        todo = [s for s in todo if owner[task, length, s.index] == ranks.rank]
+        if todo:
+            mine.append((method, task, length, todo))
+    return mine
+
+
+def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None,
+        ranks: Ranks = Ranks()) -> int:
+    """Run every method on every pending sample (this rank's share); return the number of records written.
+
+    With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
+    (``parallel.init_group``)."""
+    from .generation import activate, deactivate
+
+    if ranks.main:
+        samples = prepare_samples(cfg, tokenizer, progress)
+        write_manifest(cfg, model, model_path or cfg.model)
+    parallel.barrier(ranks)        # the prompts are stored
+    if not ranks.main:
+        samples = prepare_samples(cfg, tokenizer, progress=False)
+    work = plan_work(cfg, samples)
+    parallel.barrier(ranks)        # every rank has read the same records before any rank writes
     total = sum(len(w[3]) for w in work)
-    written = 0
-    bar = tqdm(total=total, desc="samples", unit="sample", disable=not progress)
-    current = None
+    work = shard(work, ranks)
+    bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
+    written, current = 0, None
     try:
         for method, task, length, todo in work:
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl), method
             t = resolve_task(task)
-            bar.set_postfix_str(f"{method.label} {task} {format_length(length)}")
+            note = f"{method.label} {task} {format_length(length)}"
             todo = sorted(todo, key=lambda s: (s.n_tokens, s.index))
-            with Appender(record_path(cfg.out, cfg.model, task, method.label, length)) as app:
+            with open_writer(cfg.out, cfg.model, task, method.label, length, ranks.rank) as app:
                 for i in range(0, len(todo), cfg.batch_size):
                     batch = todo[i:i + cfg.batch_size]
                     t0 = time.perf_counter()
                     preds, results = _run_batch(t, model, tokenizer, batch)
                     secs = (time.perf_counter() - t0) / len(batch)
                     for s, p, res in zip(batch, preds, results):
-                        app.write(_record(s, method, info, cfg.model, p, {**res, "seconds": round(secs, 4)}))
+                        app.write(_record(s, t.kind, method, info, cfg.model, p, {**res, "seconds": round(secs, 4)}))
                         written += 1
-                    bar.update(len(batch))
-    finally:
+                    bar.update(len(batch), note)
+    except BaseException:
         bar.close()
+        raise
+    finally:
         deactivate(model)
+    bar.finish()
     return written
 
 
@@ -216,7 +251,7 @@ def _run_batch(task, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
     from .generation import generate
 
     try:
-        if task.kind == "loglik":
+        if task.kind != GENERATION:
             return [None] * len(batch), task.evaluate(model, tokenizer, batch)
         rows = [encode(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
         preds = generate(model, tokenizer, rows, task.max_new_tokens)
@@ -230,3 +265,36 @@ def _run_batch(task, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
     p1, r1 = _run_batch(task, model, tokenizer, batch[:half])
     p2, r2 = _run_batch(task, model, tokenizer, batch[half:])
     return p1 + p2, r1 + r2
+
+
+def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = True,
+             model_path: str | None = None) -> int:
+    """One rank of a data-parallel run, under torchrun or spawned by ``run_workers``: join the gloo group,
+    load the model on this rank's own device with ``load(device) -> (model, tokenizer)``, run its share."""
+    ranks = Ranks.from_env()
+    created = parallel.init_group(ranks)
+    try:
+        dev = parallel.device_for(ranks, device)
+        if ranks.world > 1 and dev == "cpu":
+            import torch
+
+            torch.set_num_threads(parallel.cpu_threads(ranks))
+        model, tokenizer = load(dev)
+        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, progress: bool = True,
+                model_path: str | None = None) -> None:
+    """Run ``cfg`` in ``workers`` spawned processes, one device each (``load`` must be picklable).
+
+    When a worker dies the others are stopped and ``torch.multiprocessing``'s exception is raised;
+    finished samples are saved, and rerunning (with any number of workers) resumes."""
+    if workers == 1:
+        run_rank(cfg, load, device, progress, model_path)
+        return
+    parallel.spawn(run_rank, (cfg, load, device, progress, model_path), workers)

@@ -5,19 +5,23 @@
     score = task.score(samples[0], "The pass key is 12345.")   # fraction in [0, 1]
 
 Each sample is generated from its own RNG seeded by ``(task, length, index, seed)``, so sample 7
-is the same whether 8 or 800 samples are asked for. ``length`` counts the model's own tokens of the
-whole prompt (chat template and answer prefix included) plus the task's ``max_new_tokens``.
+is the same whether 8 or 800 samples are asked for. On a depth grid, sample i takes depth
+``sample_depth(k, i)``: every k consecutive samples cover the grid once, and any first n of them are
+spread over the whole grid (4 samples on 11 depths: 0, 100, 50, 20 %), so few samples never test one end
+only. ``length`` counts the model's own tokens of the whole prompt (chat template and answer prefix included) plus the task's ``max_new_tokens``.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, Callable
 
 from ropeshift.registry import Registry
 
 from ..haystacks import Haystack, get_haystack
 from ..prompts import count_tokens, fit_largest, prompt_hash, render
+from ..records import GENERATION, Record
 
 
 @dataclass(frozen=True)
@@ -86,12 +90,66 @@ def depth_grid(k: int) -> list[float]:
     return [round(100 * i / (k - 1), 4) for i in range(k)]
 
 
+@lru_cache(maxsize=64)
+def spread_order(k: int) -> tuple[int, ...]:
+    """A permutation of grid indices ``0..k-1`` whose every prefix is spread over the grid: the two ends,
+    then the van der Corput points 1/2, 1/4, 3/4, 1/8, 5/8, ... rounded to the grid, skipping indices
+    already taken. ``spread_order(11)`` -> (0, 10, 5, 2, 8, 1, 6, 4, 9, 3, 7)."""
+    if k == 1:
+        return (0,)
+    order, i = [0, k - 1], 1
+    while len(order) < k:  # the sequence is dense in [0, 1], so every grid index is reached
+        x, bits, f = 0.0, i, 0.5
+        while bits:
+            x, bits, f = x + f * (bits & 1), bits >> 1, f / 2
+        j = round(x * (k - 1))
+        if j not in order:
+            order.append(j)
+        i += 1
+    return tuple(order)
+
+
+def sample_depth(k: int, index: int) -> float:
+    """Depth (percent) of sample ``index`` on a ``k``-depth grid: stratified for any number of samples
+    (each depth is used ``n // k`` or ``n // k + 1`` times by samples ``0..n-1``) and independent of n."""
+    return depth_grid(k)[spread_order(k)[index % k]]
+
+
 @dataclass(frozen=True)
 class Prompted:
-    """What a task builder returns for one haystack size: user text, answer prefix and extras."""
+    """The prompt for one haystack size: the user text and the answer prefix."""
 
     user: str
     answer_prefix: str
+
+
+@dataclass(frozen=True)
+class Built:
+    """What ``Task.build`` returns for one sample.
+
+    make: haystack size n (in [1, hi]) -> the prompt; the runner fits the largest n within the budget.
+    hi: the largest haystack size ``make`` accepts.
+    references: the expected answers, or ``f(size) -> answers`` when they depend on the fitted size.
+    depth / depths: the gold item's depth and every needle's depth in percent (None: not defined).
+    meta: task-specific fields stored with the sample (e.g. the key asked for).
+    """
+
+    make: Callable[[int], Prompted]
+    hi: int
+    references: tuple[str, ...] | Callable[[int], list[str]]
+    depth: float | None = None
+    depths: tuple[float, ...] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Table:
+    """An extra report table a task adds for its own records (e.g. niah4's per-needle recall)."""
+
+    heading: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str | None = None
 
 
 class Task:
@@ -104,13 +162,11 @@ class Task:
     default_haystack: str = "noise"
     reads_haystack: bool = False      # True when --haystack applies to this task
     default_depths: int | None = None  # depth-grid tasks: how many depths by default
-    kind: str = "generate"             # "generate" or "loglik"
+    kind: str = GENERATION             # the kind of record it makes: GENERATION or LIKELIHOOD
 
     # -- to implement -------------------------------------------------------------------------
-    def build(self, ctx: "BuildContext", rng: random.Random, depth: float | None):
-        """Return ``(make, hi, references, extra)``: ``make(n) -> Prompted`` for haystack size n in
-        [1, hi], the references (a list, or ``f(size) -> list``) and extra sample fields
-        (``depth``, ``depths``, ``meta``)."""
+    def build(self, ctx: "BuildContext", rng: random.Random, depth: float | None) -> Built:
+        """The prompt maker, references and depths of one sample (``depth``: the grid depth, or None)."""
         raise NotImplementedError
 
     def score(self, sample: Sample, output: str) -> float:
@@ -119,6 +175,10 @@ class Task:
     def details(self, sample: Sample, output: str) -> dict:
         """Extra per-sample fields for the record (e.g. per-needle hits)."""
         return {}
+
+    def report_tables(self, records: list[Record]) -> list[Table]:
+        """Extra report tables over this task's records (all methods and lengths); none by default."""
+        return []
 
     # -- shared ---------------------------------------------------------------------------------
     def haystack_for(self, options: TaskOptions) -> Haystack:
@@ -139,14 +199,14 @@ class Task:
         haystack = self.haystack_for(options)
         chat = self.chat if options.chat is None else options.chat
         k = options.depths or self.default_depths
-        grid = depth_grid(k) if k else None
         ctx = BuildContext(tokenizer, length, haystack, chat)
         samples, hint = [], None
         for i in range(n):
             rng = sample_rng(self.name, length, i, seed)
             ctx.index = i
-            depth = grid[i % len(grid)] if grid else None
-            make, hi, refs, extra = self.build(ctx, rng, depth)
+            depth = sample_depth(k, i) if k else None
+            built = self.build(ctx, rng, depth)
+            make, hi, refs = built.make, built.hi, built.references
 
             def count(m: int) -> int:
                 return ctx.count(make(m))
@@ -169,8 +229,9 @@ class Task:
                 Sample(
                     task=self.name, length=length, index=i, seed=seed, haystack=self.haystack_label or haystack.name,
                     prompt=text, add_special_tokens=specials, n_tokens=ctx.count(make(size)),
-                    max_new_tokens=self.max_new_tokens, references=tuple(refs), depth=extra.get("depth", depth),
-                    depths=extra.get("depths"), meta={"size": size, **extra.get("meta", {})},
+                    max_new_tokens=self.max_new_tokens, references=tuple(refs),
+                    depth=built.depth if built.depth is not None else depth, depths=built.depths,
+                    meta={"size": size, **built.meta},
                 )
             )
         return samples

@@ -11,7 +11,7 @@ import statistics
 
 from .. import words
 from ..metrics import first_number, kv_match
-from .base import Prompted, Sample, Task, register
+from .base import Built, Prompted, Sample, Task, register
 
 
 class _OwnFiller:
@@ -45,7 +45,7 @@ class KvRetrieval(_OwnFiller, Task):
             user = self.template.format(context="JSON data:\n{" + body + "}", input=f'Key: "{pairs[0][0]}"')
             return Prompted(user, "\n" + self.prefix if not ctx.chat else self.prefix)
 
-        return make, hi, [pairs[0][1]], {"depth": depth, "meta": {"key": pairs[0][0]}}
+        return Built(make, hi, (pairs[0][1],), depth=depth, meta={"key": pairs[0][0]})
 
     def score(self, sample: Sample, output: str) -> float:
         return kv_match(output, sample.references[0])
@@ -81,7 +81,7 @@ class MathFind(_OwnFiller, Task):
             v = fn(numbers[:n])
             return [str(int(v)) if float(v).is_integer() else str(float(v))]
 
-        return make, hi, refs, {"meta": {"question": what}}
+        return Built(make, hi, refs, meta={"question": what})
 
     def score(self, sample: Sample, output: str) -> float:
         v = first_number(output)

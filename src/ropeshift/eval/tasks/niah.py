@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .. import words
 from ..haystacks import NOISE_SENTENCE
 from ..metrics import string_match_all
-from .base import Prompted, Sample, Task, register
+from .base import Built, Prompted, Sample, Task, register
 from .placement import RULER_DEPTHS, insert_lines, insert_sentences
 
 TEMPLATE = (
@@ -105,10 +105,8 @@ class NiahTask(Task):
             return Prompted(user, prefix.format(type_needle_v=type_v, query=query))
 
         hi = ctx.word_cap() if s.haystack == "text" else ctx.length // 8 + 8
-        extra = {"depths": tuple(gold), "meta": {"query": query}}
-        if len(gold) == 1:
-            extra["depth"] = gold[0]
-        return make, hi, refs, extra
+        return Built(make, hi, tuple(refs), depth=gold[0] if len(gold) == 1 else None, depths=tuple(gold),
+                     meta={"query": query})
 
     def score(self, sample: Sample, output: str) -> float:
         return string_match_all(output, list(sample.references))

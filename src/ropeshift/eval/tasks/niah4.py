@@ -8,7 +8,8 @@ chat template by default). A trial succeeds when at least 2 of the 4 keys appear
 from __future__ import annotations
 
 from ..metrics import postprocess
-from .base import Prompted, Sample, Task, register
+from ..options import format_length
+from .base import Built, Prompted, Sample, Table, Task, register
 from .placement import insert_sentences
 
 DESCRIPTION = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -36,7 +37,7 @@ class Niah4(Task):
             context = insert_sentences(ctx.haystack.text(n), needles, depths)
             return Prompted(DESCRIPTION + context + QUESTION, PREFIX)
 
-        return make, ctx.word_cap(), keys, {"depths": tuple(round(d, 3) for d in depths)}
+        return Built(make, ctx.word_cap(), tuple(keys), depths=tuple(round(d, 3) for d in depths))
 
     def hits(self, sample: Sample, output: str) -> list[bool]:
         out = " ".join(postprocess(output).split()).lower()
@@ -48,6 +49,25 @@ class Niah4(Task):
     def details(self, sample: Sample, output: str) -> dict:
         h = self.hits(sample, output)
         return {"needle_hits": h, "recall": sum(h) / len(h)}
+
+    def report_tables(self, records) -> list[Table]:
+        """Per-needle recall (percent) by needle order, per method and length."""
+        acc: dict[tuple, list[list[bool]]] = {}
+        for r in records:
+            if "needle_hits" in r.details:
+                acc.setdefault((r.method, r.length), []).append(r.details["needle_hits"])
+        if not acc:
+            return []
+        k = max(len(h[0]) for h in acc.values())
+        headers = ["method", "length"] + [f"needle {j + 1}" for j in range(k)] + ["recall", ">=2 of 4"]
+        rows = []
+        for (method, length), hits in sorted(acc.items()):
+            per = [100 * sum(h[j] for h in hits) / len(hits) for j in range(k)]
+            ok = 100 * sum(sum(h) >= 2 for h in hits) / len(hits)
+            rows.append([method, format_length(length)] + [f"{v:.0f}" for v in per]
+                        + [f"{sum(per) / k:.1f}", f"{ok:.1f}"])
+        return [Table(f"{self.name} per-needle recall (%)", headers, rows,
+                      note="needle j sits in quarter j of the text")]
 
 
 register(Niah4())

@@ -13,7 +13,7 @@ import random
 from .. import words
 from ..haystacks import NOISE_SENTENCE
 from ..metrics import first_int
-from .base import Prompted, Sample, Task, register
+from .base import Built, Prompted, Sample, Task, register
 from .placement import insert_lines
 
 
@@ -36,7 +36,7 @@ class _NoiseRetrieval(Task):
             lines = insert_lines([NOISE_SENTENCE + "\n"] * n, [info], [depth])
             return Prompted(self.template.format(context="".join(lines), input=self.question), self.prefix)
 
-        return make, ctx.length // 8 + 8, [key], {"depth": depth}
+        return Built(make, ctx.length // 8 + 8, (key,), depth=depth)
 
     def score(self, sample: Sample, output: str) -> float:
         return float(first_int(output) == sample.references[0])

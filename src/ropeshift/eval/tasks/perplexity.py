@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ..haystacks import Haystack
+from ..records import LIKELIHOOD
 from .base import Sample, Task, TaskOptions, register
 
 STRIDE = 256
@@ -51,7 +52,7 @@ def windows(n_doc: int, length: int, stride: int, n_bos: int) -> list[tuple[int,
 
 
 class Perplexity(Task):
-    kind = "loglik"
+    kind = LIKELIHOOD
     reads_haystack = True
     default_haystack = "pydoc"
     chat = False

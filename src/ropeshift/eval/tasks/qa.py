@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..metrics import string_match_part
-from .base import Prompted, Sample, Task, register
+from .base import Built, Prompted, Sample, Task, register
 
 TEMPLATE = ("Answer the question based on the given documents. Only give me the answer and do not output any "
             "other words.\n\nThe following are given documents.\n\n{context}\n\nAnswer the question based on the "
@@ -83,7 +83,7 @@ class QA(Task):
             context = "\n\n".join(f"Document {k + 1}:\n{docs[d]}" for k, d in enumerate(order))
             return Prompted(TEMPLATE.format(context=context, query=question), PREFIX)
 
-        return make, len(others) + len(gold), list(answers), {"meta": {"question": question}}
+        return Built(make, len(others) + len(gold), tuple(answers), meta={"question": question})
 
     def score(self, sample: Sample, output: str) -> float:
         return string_match_part(output, list(sample.references))

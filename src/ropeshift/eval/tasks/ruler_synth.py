@@ -18,7 +18,7 @@ import string
 from .. import words
 from ..haystacks import NOISE_SENTENCE
 from ..metrics import string_match_all
-from .base import Prompted, Sample, Task, register
+from .base import Built, Prompted, Sample, Task, register
 
 
 class _OwnFiller:
@@ -73,7 +73,7 @@ class VariableTracking(Task):
             user = example + "\n" + VT_TEMPLATE.format(context=_chain_text(names, value, fractions, n), query=value)
             return Prompted(user, VT_PREFIX.format(num_v=len(names), query=value))
 
-        return make, ctx.length // 8 + 8, names, {"depths": tuple(round(100 * f, 2) for f in fractions)}
+        return Built(make, ctx.length // 8 + 8, tuple(names), depths=tuple(round(100 * f, 2) for f in fractions))
 
     def score(self, sample: Sample, output: str) -> float:
         return string_match_all(output, list(sample.references))
@@ -110,7 +110,7 @@ class CommonWords(_OwnFiller, Task):
             random.Random(shuffle_seed).shuffle(ws)
             return Prompted((example + "\n" if example else "") + CWE_TEMPLATE.format(context=_numbered(ws)), CWE_PREFIX)
 
-        return make, hi, pool[:10], {}
+        return Built(make, hi, tuple(pool[:10]))
 
     def score(self, sample: Sample, output: str) -> float:
         return string_match_all(output, list(sample.references))
@@ -137,7 +137,7 @@ class FrequentWords(_OwnFiller, Task):
             random.Random(shuffle_seed).shuffle(ws)
             return Prompted(FWE_TEMPLATE.format(context=" ".join(ws)), FWE_PREFIX)
 
-        return make, 2 * ctx.length + 64, vocab[1:4], {}
+        return Built(make, 2 * ctx.length + 64, tuple(vocab[1:4]))
 
     def score(self, sample: Sample, output: str) -> float:
         return string_match_all(output, list(sample.references))

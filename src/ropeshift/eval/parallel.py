@@ -1,0 +1,192 @@
+"""Data-parallel evaluation over ``torch.distributed``: ranks, sharding by sample, progress, ``--workers``.
+
+    torchrun --nproc-per-node 4 -m ropeshift.cli.main eval ...     # ranks from RANK / WORLD_SIZE
+    ropeshift eval --workers 4 ...                                  # the same, 4 processes spawned here
+
+Every rank reads the same snapshot of finished records (a barrier separates reading from writing),
+so every rank computes the same list of pending samples; sample groups (task, length, index: every
+method of one prompt) are dealt round-robin, ``k % world``. Each rank appends to its own records files
+(``records.open_writer``), so a run resumed with any number of ranks loses and duplicates nothing.
+Rank 0 generates the prompts (the others wait at a barrier and read them) and draws the one progress
+bar; the other ranks report their counts through small files under ``<model>/_progress/<run id>/``.
+The process group is gloo (CPU tensors only: barriers and one broadcast), whatever the model's device.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a data-parallel run: ``rank`` in ``[0, world)``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    def __post_init__(self):
+        if self.world < 1 or not 0 <= self.rank < self.world:
+            raise ValueError(f"rank must be in [0, WORLD_SIZE), got rank {self.rank} of {self.world}")
+
+    @classmethod
+    def from_env(cls) -> "Ranks":
+        """``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as torchrun sets them (absent: one process)."""
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
+        return cls(rank, world, local)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def device_for(ranks: Ranks, requested: str | None) -> str | None:
+    """The device of this rank: ``cuda:<local rank>`` when CUDA is used, else ``cpu`` (one device each)."""
+    if ranks.world == 1:
+        return requested
+    if requested is not None and ":" in requested:
+        raise ValueError(f"--device {requested} names one device, but each of the {ranks.world} ranks takes its "
+                         "own: use --device cuda (rank r uses cuda:r) or --device cpu")
+    import torch
+
+    if requested == "cpu" or (requested is None and not torch.cuda.is_available()):
+        return "cpu"
+    n = torch.cuda.device_count()
+    if n == 0:
+        raise ValueError("--device cuda: no CUDA device is visible")
+    return f"cuda:{ranks.local_rank % n}"
+
+
+def init_group(ranks: Ranks) -> bool:
+    """Join the gloo process group from torchrun's environment; True when this call created it."""
+    if ranks.world == 1:
+        return False
+    import datetime
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    # long barriers: rank 0 generates every prompt while the others wait
+    dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world,
+                            timeout=datetime.timedelta(hours=12))
+    return True
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def broadcast(ranks: Ranks, value):
+    """Rank 0's ``value`` on every rank."""
+    if ranks.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def owners(groups: list[tuple], world: int) -> dict[tuple, int]:
+    """Deal sample groups (in the given, identical-on-every-rank order) round-robin over ``world`` ranks."""
+    return {g: k % world for k, g in enumerate(groups)}
+
+
+class Progress:
+    """One progress bar on rank 0 over every rank's finished samples; the others write their counts to files."""
+
+    def __init__(self, ranks: Ranks, total: int, folder: Path, enabled: bool = True):
+        from tqdm.auto import tqdm
+
+        self.ranks, self.total, self.done = ranks, total, 0
+        run_id = broadcast(ranks, uuid.uuid4().hex[:12] if ranks.main else None)
+        self.folder = Path(folder) / "_progress" / run_id
+        self.bar = tqdm(total=total, desc="samples", unit="sample", disable=not (enabled and ranks.main))
+        if ranks.world > 1:
+            self._write()
+
+    def _file(self, rank: int) -> Path:
+        return self.folder / f"rank{rank}.json"
+
+    def _write(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._file(self.ranks.rank).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": self.done, "pid": os.getpid(), "host": socket.gethostname()}))
+        os.replace(tmp, self._file(self.ranks.rank))
+
+    def _all_done(self) -> int:
+        n = self.done
+        for r in range(1, self.ranks.world):
+            try:
+                n += json.loads(self._file(r).read_text())["done"]
+            except (OSError, ValueError, KeyError):
+                pass
+        return n
+
+    def update(self, n: int, note: str = "") -> None:
+        self.done += n
+        if self.ranks.world > 1 and not self.ranks.main:
+            self._write()
+            return
+        if note:
+            self.bar.set_postfix_str(note, refresh=False)
+        self.bar.update(self._all_done() - self.bar.n)
+
+    def finish(self, poll_s: float = 0.5) -> None:
+        """Rank 0 follows the others until every sample is done; then all ranks meet at a barrier."""
+        if self.ranks.world > 1 and self.ranks.main:
+            while (n := self._all_done()) < self.total:
+                self.bar.update(n - self.bar.n)
+                time.sleep(poll_s)
+            self.bar.update(self.total - self.bar.n)
+        self.bar.close()
+        barrier(self.ranks)
+        if self.ranks.world > 1 and self.ranks.main:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, args: tuple, workers: int) -> None:
+    """Run ``fn(*args)`` in ``workers`` fresh processes that see torchrun's environment (rank r of workers).
+
+    ``torch.multiprocessing.spawn`` joins them; when one dies the others are stopped and an exception
+    names it, as torchrun does."""
+    import torch.multiprocessing as mp
+
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(workers)}
+    mp.spawn(_entry, args=(env, fn, args), nprocs=workers, join=True)
+
+
+def _entry(rank: int, env: dict, fn, args: tuple) -> None:
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+    fn(*args)
+
+
+def cpu_threads(ranks: Ranks) -> int:
+    """Intra-op threads per rank on CPU: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // ranks.world)

@@ -1,0 +1,124 @@
+"""Data-parallel evaluation: sharding, ranks, and a killed 2-rank run resumed with 1 rank.
+
+Run: pytest tests/eval/test_parallel.py -v
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ropeshift.eval.options import MethodSpec
+from ropeshift.eval.parallel import Ranks, device_for
+from ropeshift.eval.records import cell_files, iter_records, model_dir
+from ropeshift.eval.runner import RunConfig, run, shard
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"
+METHODS = (MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16}))
+
+
+def _work():
+    s = lambda i: SimpleNamespace(index=i)  # noqa: E731  (shard reads only the index)
+    return [(m, t, n, [s(i) for i in range(k) if (i + len(m)) % 3]) for t, n, k in (("a", 256, 7), ("b", 512, 5))
+            for m in ("rope", "string")]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_shard_deals_every_sample_once_and_keeps_methods_together(world):
+    units = {(m, t, n, s.index) for m, t, n, todo in _work() for s in todo}
+    parts = [{(m, t, n, s.index) for m, t, n, todo in shard(_work(), Ranks(r, world)) for s in todo}
+             for r in range(world)]
+    assert set().union(*parts) == units and sum(map(len, parts)) == len(units)   # all, none twice
+    owner = {(t, n, i): r for r, p in enumerate(parts) for _, t, n, i in p}
+    assert all(owner[t, n, i] == r for r, p in enumerate(parts) for _, t, n, i in p)  # a prompt's methods: one rank
+    if world > 1:
+        assert max(map(len, parts)) - min(map(len, parts)) <= 2 * 2   # balanced within one group per cell
+
+
+def test_ranks_and_devices(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert Ranks.from_env() == Ranks(1, 2, 1)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match=r"rank must be in \[0, WORLD_SIZE\)"):
+        Ranks.from_env()
+    assert device_for(Ranks(1, 2, 1), "cpu") == "cpu" and device_for(Ranks(), "cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match="--device cuda:1 names one device"):
+        device_for(Ranks(1, 2, 1), "cuda:1")
+
+
+def _raw_lines(out: Path) -> int:
+    files = [p for m in METHODS for p in cell_files(out, "tiny", "passkey", m.label, 256)]
+    return sum(len(p.read_text().splitlines()) for p in files)
+
+
+def test_two_ranks_killed_then_one_rank_resumes_like_one_uninterrupted_process(tmp_path, tok, tiny_llama):
+    """Issue 11: 2 worker processes, SIGKILL one mid-run, resume with 1: same records as one process, none lost
+    or duplicated."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    n = 12
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    cmd = [sys.executable, str(HERE / "run_tiny.py"), str(killed), str(n)]
+    proc = subprocess.Popen([*cmd, "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, pid = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        w1 = list(model_dir(killed, "tiny").glob("passkey/*/256.w1.jsonl"))
+        if sum(len(p.read_bytes().splitlines()) for p in w1) >= 2:
+            (progress,) = model_dir(killed, "tiny").glob("_progress/*/rank1.json")
+            pid = json.loads(progress.read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert pid is not None, f"rank 1 finished before it could be killed: {proc.communicate()[1][-2000:]!r}"
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and b"SIGKILL" in err     # the other rank was stopped too
+    partial = _raw_lines(killed)
+    assert 2 <= partial < 2 * n
+    subprocess.run([*cmd, "1"], env=env, check=True, capture_output=True)       # resume with one rank
+    run(RunConfig(model="tiny", tasks=("passkey",), lengths=(256,), methods=METHODS, samples=n, out=clean, workers=1),
+        tiny_llama, tok, progress=False)
+    resumed, reference = list(iter_records(killed)), list(iter_records(clean))
+    assert _raw_lines(killed) == len(resumed) == len(reference) == 2 * n       # nothing lost, nothing twice
+    assert {p.name for p in model_dir(killed, "tiny").glob("passkey/*/*.jsonl")} == {"256.w0.jsonl", "256.w1.jsonl"}
+    ref = {r.key: r for r in reference}
+    for r in resumed:
+        assert (r.prediction, r.score, r.params) == (ref[r.key].prediction, ref[r.key].score, ref[r.key].params)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tok, tiny_llama):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, tmp_path, capsys):
+    """``ropeshift eval --workers 2`` and ``torchrun --nproc-per-node 2 ... eval`` on CPU: one process's records."""
+    from ropeshift.cli.main import main
+
+    argv = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--tasks", "passkey", "--lengths", "256",
+            "--samples", "4", "--methods", "rope,string", "--shift", "100", "--window", "16", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "workers"), "--workers", "2"]) == 0
+    assert "8 samples to run" in capsys.readouterr().out
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "ropeshift.cli.main",
+                    *argv, "--out", str(tmp_path / "torchrun")], env=env, check=True, capture_output=True)
+    name = tiny_folder.name
+    one = {r.key: (r.prediction, r.score) for r in iter_records(model_dir(tmp_path / "one", name))}
+    assert len(one) == 8
+    for run_dir in ("workers", "torchrun"):
+        recs = list(iter_records(model_dir(tmp_path / run_dir, name)))
+        assert {r.key: (r.prediction, r.score) for r in recs} == one, run_dir
+        assert {p.name for p in model_dir(tmp_path / run_dir, name).glob("passkey/*/*.jsonl")} == {
+            "256.w0.jsonl", "256.w1.jsonl"}
