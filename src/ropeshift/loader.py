@@ -77,6 +77,7 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
     progress: bool = True,
+    tp_plan: str | dict | None = None,
 ):
     """Load ``(model, tokenizer)`` offline, in eval mode.
 
@@ -87,6 +88,9 @@ def load_model(
         allow_pickle: allow ``pytorch_model.bin`` (pickle) weights; otherwise safetensors only.
         trust_remote_code: passed to transformers only when explicitly asked for.
         progress: show transformers' loading progress bars.
+        tp_plan: transformers' tensor-parallel plan (``"auto"``), passed through to ``from_pretrained``; run under
+            ``torchrun --nproc-per-node N``: each rank then holds its share of the heads on its own device, so
+            ``device`` is not used.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -108,15 +112,19 @@ def load_model(
     kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
     if gguf_file:
         kw["gguf_file"] = gguf_file
+    placement = {"tp_plan": tp_plan} if tp_plan is not None else {}
     tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
     model = AutoModelForCausalLM.from_pretrained(
         str(folder),
         dtype=dtype,
         attn_implementation=attn_implementation,
         use_safetensors=None if (allow_pickle or gguf_file) else True,
+        **placement,
         **kw,
     )
-    model.to(device).eval()
+    if tp_plan is None:
+        model.to(device)
+    model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
