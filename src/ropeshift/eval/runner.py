@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .options import MethodSpec, format_length
-from .prompts import encode
 from .records import Appender, prompts_path, read_jsonl, record_path, write_atomic, model_dir
 from .tasks import Sample, TaskOptions, resolve_task
 
@@ -213,13 +212,13 @@ def _run_batch(task, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
     """Predictions and score dicts for one batch; on CUDA out-of-memory the batch is split in halves."""
     import torch
 
-    from .generation import generate
+    from .generation import answer_end, generate, prompt_ids
 
     try:
         if task.kind == "loglik":
             return [None] * len(batch), task.evaluate(model, tokenizer, batch)
-        rows = [encode(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
-        preds = generate(model, tokenizer, rows, task.max_new_tokens)
+        rows = [prompt_ids(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
+        preds = generate(model, tokenizer, rows, task.max_new_tokens, stop=[answer_end(task, s) for s in batch])
         return preds, [{"score": task.score(s, p), **task.details(s, p)} for s, p in zip(batch, preds)]
     except torch.OutOfMemoryError:
         if len(batch) == 1:
