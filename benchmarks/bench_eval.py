@@ -119,10 +119,12 @@ def main(argv=None) -> int:
                             line += " - | - | - |"
                             full_s += secs
                         else:
-                            fsecs, fscores, ftoks = run_cell(task, model, tokenizer, samples, args.batch_size, stop=False)
+                            fsecs, fscores, ftoks = run_cell(task, model, tokenizer, samples, args.batch_size,
+                                                             stop=False)
                             full_s += fsecs
                             changed = sum(a != b for a, b in zip(scores, fscores))
-                            line += f" {len(samples) / fsecs:.2f} | {statistics.mean(ftoks):.1f} | {changed} of {len(samples)} |"
+                            line += (f" {len(samples) / fsecs:.2f} | {statistics.mean(ftoks):.1f} | "
+                                     f"{changed} of {len(samples)} |")
                     print(line, flush=True)
         finally:
             deactivate(model)

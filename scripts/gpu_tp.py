@@ -14,8 +14,8 @@ rank with ``from_pretrained(..., tp_plan="auto")`` in bf16 (NCCL; leave NVLink m
 
 Timings per prompt length n (default 32k, 64k): prefill = median of 3 ``generate(max_new_tokens=1)`` (as in
 bench_generate.py); decode tok/s = T / time of T greedy forward steps over the prefilled KV cache (after 2 warm-up
-steps), T = ``--new-tokens``; peak = the largest ``max_memory_allocated`` over ranks, prefill and decode. Variants: the unpatched model with SDPA (its default
-backend, and each forced one in ``--sdpa-backends``), and STRING with S = 0.33 n, W = 128 through
+steps), T = ``--new-tokens``; peak = the largest ``max_memory_allocated`` over ranks, prefill and decode.
+Variants: the unpatched model with SDPA (its default backend, and each forced one in ``--sdpa-backends``), and STRING with S = 0.33 n, W = 128 through
 ``ropeshift.apply(model, "string", ..., impl=--impl)`` (default "triton": the fused kernels; under TP they see the
 rank's 32/N query and 8/N KV heads).
 Logit check: a ``--check-length`` prompt (S = 0.33 of it), the logits of its last 64 positions, TP against one GPU:
@@ -174,7 +174,8 @@ def run_phase(model, args, gpus: int) -> tuple[list[dict], dict]:
         ids = prompt(n, model.config.vocab_size)
         ropeshift.apply(model, "string", shift=int(0.33 * n), window=args.window, impl=args.impl)
         try:
-            rows.append({"gpus": gpus, "n": n, "variant": f"string ({args.impl})", **measure(model, ids, args.new_tokens, tp)})
+            r = measure(model, ids, args.new_tokens, tp)
+            rows.append({"gpus": gpus, "n": n, "variant": f"string ({args.impl})", **r})
         finally:
             ropeshift.remove(model)
         for backend in args.sdpa_backends.split(","):
@@ -222,7 +223,8 @@ def write_report(out: Path, args, rows: list[dict], checks: list[dict]) -> None:
         triton_v = triton.__version__
     except ImportError:
         triton_v = "not installed"
-    env = {"device": torch.cuda.get_device_name() if CUDA else platform.processor() or "cpu", "gpus": world(), "python": platform.python_version(),
+    env = {"device": torch.cuda.get_device_name() if CUDA else platform.processor() or "cpu", "gpus": world(),
+           "python": platform.python_version(),
            "torch": torch.__version__, "transformers": transformers.__version__, "triton": triton_v,
            "command": " ".join(sys.argv), "layers": args.layers, "new_tokens": args.new_tokens}
     out.mkdir(parents=True, exist_ok=True)
@@ -230,13 +232,14 @@ def write_report(out: Path, args, rows: list[dict], checks: list[dict]) -> None:
     base = {(r["n"], r["variant"]): r for r in rows if r["gpus"] == 1}
     width = "a tiny model" if args.tiny else "Llama-3-8B width"
     lines = [f"# {env['device']} x {world()} | torch {env['torch']} | transformers {env['transformers']} | "
-             f"triton {triton_v} | {args.layers} layers of {width}, {str(DTYPE).removeprefix('torch.')}, random weights",
+             f"triton {triton_v} | {args.layers} layers of {width}, {str(DTYPE).removeprefix('torch.')}, "
+             "random weights",
              f"command: `{env['command']}`", "",
              "| GPUs | N | variant | prefill s | decode tok/s | peak GiB/GPU | prefill vs SDPA default | "
              "decode vs SDPA default | prefill speed-up vs 1 GPU | decode speed-up vs 1 GPU |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sd = next((x for x in rows if x["gpus"] == r["gpus"] and x["n"] == r["n"] and x["variant"] == "sdpa default"), None)
+        sd = next((x for x in rows if (x["gpus"], x["n"], x["variant"]) == (r["gpus"], r["n"], "sdpa default")), None)
         one = base.get((r["n"], r["variant"]))
         ratio = lambda a, b, k: f"{a[k] / b[k]:.3f}" if b else "-"  # noqa: E731
         lines.append(f"| {r['gpus']} | {_length(r['n'])} | {r['variant']} | {r['prefill_s']:.3f} | {r['tok_s']:.1f} | "
@@ -246,8 +249,8 @@ def write_report(out: Path, args, rows: list[dict], checks: list[dict]) -> None:
         lines += ["", f"Logits, TP ({world()} GPUs) vs 1 GPU: {args.check_length}-token prompt, last {CHECK_POSITIONS} "
                   f"positions; pass = max|diff| <= {REL_TOL} max|logit| and argmax agreement >= {ARGMAX_MIN}", "",
                   "| variant | max abs diff / max abs logit | argmax agreement | pass |", "|---|---|---|---|"]
-        lines += [f"| {c['variant']} | {c['rel_max_diff']:.4f} | {c['argmax_agree']:.3f} | {'yes' if c['ok'] else 'NO'} |"
-                  for c in checks]
+        lines += [f"| {c['variant']} | {c['rel_max_diff']:.4f} | {c['argmax_agree']:.3f} | "
+                  f"{'yes' if c['ok'] else 'NO'} |" for c in checks]
     (out / "gpu_tp.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
@@ -255,15 +258,18 @@ def write_report(out: Path, args, rows: list[dict], checks: list[dict]) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
-    p.add_argument("--folder", type=Path, default=Path("/tmp/ropeshift_tp_llama"), help="where the random model is saved")
+    p.add_argument("--folder", type=Path, default=Path("/tmp/ropeshift_tp_llama"),
+                   help="where the random model is saved")
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--lengths", default="32k,64k", help="prompt lengths")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--window", type=int, default=128, help="STRING's W (S = 0.33 of each length)")
     p.add_argument("--check-length", type=int, default=8192)
-    p.add_argument("--sdpa-backends", default="default,cudnn", help="default (PyTorch's choice), flash, cudnn, efficient, math")
+    p.add_argument("--sdpa-backends", default="default,cudnn",
+                   help="default (PyTorch's choice), flash, cudnn, efficient, math")
     p.add_argument("--impl", default="triton", choices=["triton", "auto", "torch"])
-    p.add_argument("--skip-single", action="store_true", help="N > 1: skip the 1-GPU phase (no speed-up, no logit check)")
+    p.add_argument("--skip-single", action="store_true",
+                   help="N > 1: skip the 1-GPU phase (no speed-up, no logit check)")
     p.add_argument("--tiny", action="store_true", help="a tiny model instead of Llama-3-8B width (smoke checks)")
     args = p.parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the others wait at a barrier while rank 0 runs the 1-GPU phase

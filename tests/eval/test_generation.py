@@ -111,7 +111,8 @@ _MULTI = [name for name in ("niah_multivalue", "niah_multiquery", "vt", "cwe", "
 
 
 @settings(max_examples=200, deadline=None)
-@given(task=st.sampled_from(_MULTI), parts=st.lists(st.sampled_from(["11", "22", "33", "x", " ", "\n", "1"]), max_size=12),
+@given(task=st.sampled_from(_MULTI),
+       parts=st.lists(st.sampled_from(["11", "22", "33", "x", " ", "\n", "1"]), max_size=12),
        tail=st.text(alphabet="123 x\n", max_size=8))
 def test_answer_end_never_changes_a_multi_reference_score(task, parts, tail):
     t = TASKS[task]

@@ -82,14 +82,16 @@ def _row_stopper(tokenizer, prompt_len: int, stops: Sequence[Stop | None], eos_i
             if open_rows:
                 rows = new[open_rows].tolist()  # one host copy per step (generate syncs every step anyway)
                 for i, r in zip(open_rows, rows):
-                    if r[-1] in eos_ids or (stops[i] is not None and stops[i](tokenizer.decode(r, skip_special_tokens=True))):
+                    stop = stops[i]
+                    if r[-1] in eos_ids or (stop is not None and stop(tokenizer.decode(r, skip_special_tokens=True))):
                         self.ends[i] = n
             return torch.tensor([e is not None for e in self.ends], device=input_ids.device)
 
     return RowStop()
 
 
-def generate(model, tokenizer, rows: Sequence, max_new_tokens: int, stop: Sequence[Stop | None] | None = None) -> list[str]:
+def generate(model, tokenizer, rows: Sequence, max_new_tokens: int,
+             stop: Sequence[Stop | None] | None = None) -> list[str]:
     """Greedy continuation of each row (decoded without special tokens).
 
     Args:
