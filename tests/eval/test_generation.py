@@ -1,5 +1,6 @@
 """Generation: per-row stopping cuts each row at its answer's end and never changes what was generated before it;
-the batch ends when every row has; prompts are tokenised once; ``answer_end`` never lowers a multi-reference score.
+the batch ends when every row has; prompts are tokenised once; ``answer_end`` never changes a multi-reference
+score or its per-reference details.
 
 Run: pytest tests/eval/test_generation.py -v
 """
@@ -100,7 +101,7 @@ def test_answer_end_single_reference_stops_after_the_answer_line():
     assert done(" I do not know.\n")
 
 
-def test_answer_end_several_references_wait_for_a_full_score():
+def test_answer_end_several_references_wait_for_every_reference():
     task = TASKS["niah_multivalue"]
     done = answer_end(task, _sample("niah_multivalue", ("11", "22", "33")))
     assert not done(" 11, 22\n")  # a line ended, but one reference is missing: keep generating
@@ -120,3 +121,4 @@ def test_answer_end_never_changes_a_multi_reference_score(task, parts, tail):
     text = "".join(parts)
     if answer_end(t, sample)(text):
         assert t.score(sample, text + tail) == t.score(sample, text) == 1.0
+        assert t.details(sample, text + tail) == t.details(sample, text)  # e.g. niah4's per-needle hits

@@ -34,18 +34,22 @@ def prompt_ids(tokenizer, text: str, add_special_tokens: bool):
 
 def answer_end(task, sample) -> Stop:
     """Stop predicate for one sample: the answer is over once a newline closes a line with content and either
-    the sample asks for one item (one reference) or the task already scores the text 1.0.
+    the sample asks for one item (one reference) or every reference already occurs in the text.
 
-    With several references the stop never changes the score: every multi-reference scorer here counts
-    substrings, so a full score cannot drop with more text. With one reference the answer line is taken as the
-    answer (a model that writes the item on a later line after a line of other text loses it);
-    ``benchmarks/bench_eval.py --compare-full`` counts how often that changes a score.
+    With several references the stop changes neither the score nor the per-reference details (niah4's hits and
+    recall): the multi-reference scorers here count substrings, and every one is already found. With one
+    reference the answer line is taken as the answer (a model that writes the item on a later line after a line
+    of other text loses it); ``benchmarks/bench_eval.py --compare-full`` counts how often that changes a score.
+    ``task`` is accepted so that a task may later define its own end; this rule reads only the sample.
     """
-    single = len(sample.references) <= 1
+    refs = [r.lower() for r in sample.references]
 
     def done(text: str) -> bool:
         _, newline, _ = text.lstrip().partition("\n")
-        return bool(newline) and (single or task.score(sample, text) >= 1.0)
+        if not newline:
+            return False
+        low = text.lower()
+        return len(refs) <= 1 or all(r in low for r in refs)
 
     return done
 
