@@ -138,6 +138,7 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
     progress: bool = True,
+    tp_plan: str | dict | None = None,
 ):
     """Load ``(model, tokenizer)`` offline, in eval mode.
 
@@ -148,6 +149,9 @@ def load_model(
         allow_pickle: allow ``pytorch_model.bin`` (pickle) weights; otherwise safetensors only.
         trust_remote_code: passed to transformers only when explicitly asked for.
         progress: show transformers' loading progress bars.
+        tp_plan: transformers' tensor-parallel plan (``"auto"``), passed through to ``from_pretrained``; run under
+            ``torchrun --nproc-per-node N``: each rank then holds its share of the heads on its own device, so
+            ``device`` is not used.
     A model saved with ``save_pretrained`` after ``ropeshift.apply`` comes back with the same method applied
     (``ropeshift.describe`` reports it); plain ``from_pretrained`` would keep only its RoPE scaling.
     """
@@ -171,15 +175,19 @@ def load_model(
     kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
     if gguf_file:
         kw["gguf_file"] = gguf_file
+    placement = {"tp_plan": tp_plan} if tp_plan is not None else {}
     tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
     model = AutoModelForCausalLM.from_pretrained(
         str(folder),
         dtype=dtype,
         attn_implementation=attn_implementation,
         use_safetensors=None if (allow_pickle or gguf_file) else True,
+        **placement,
         **kw,
     )
-    model.to(device).eval()
+    if tp_plan is None:
+        model.to(device)
+    model.eval()
     restore_method(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

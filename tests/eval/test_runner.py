@@ -128,7 +128,7 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
 
     sizes = []
 
-    def fake_generate(model, tokenizer, rows, max_new_tokens):
+    def fake_generate(model, tokenizer, rows, max_new_tokens, stop=None):
         sizes.append(len(rows))
         if len(rows) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -146,10 +146,10 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
 
     class S:
         def __init__(self, i):
-            self.index, self.prompt, self.add_special_tokens = i, str(i), False
+            self.index, self.prompt, self.add_special_tokens, self.references = i, str(i), False, (str(i),)
 
     monkeypatch.setattr(generation, "generate", fake_generate)
-    monkeypatch.setattr(runner, "encode", lambda tok, prompt, special: [int(prompt)])
+    monkeypatch.setattr(generation, "prompt_ids", lambda tok, prompt, special: [int(prompt)])
     batch = [S(i) for i in range(5)]
     preds, results = runner._run_batch(FakeTask(), None, None, batch)
     assert sizes == [5, 2, 3, 1, 2]

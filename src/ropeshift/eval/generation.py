@@ -1,43 +1,132 @@
-"""Batched greedy generation with left padding, and method activation on a loaded model.
+"""Batched greedy generation with left padding, per-row stopping, and method activation on a loaded model.
 
-    texts = generate(model, tokenizer, [ids_a, ids_b], max_new_tokens=32)
+    ids = prompt_ids(tokenizer, sample.prompt, sample.add_special_tokens)      # tokenised once, cached
+    texts = generate(model, tokenizer, [ids_a, ids_b], max_new_tokens=32,
+                     stop=[answer_end(task, a), answer_end(task, b)])            # rows stop at their answer's end
     info = activate(model, MethodSpec("string", {"shift": 2048}))   # -> describe(model)
 
 Rows are left-padded with the tokenizer's pad id and carry an attention mask, so every method
 (which reads positions from ``position_ids`` / the mask) sees each row exactly as it would alone.
+A row stops at EOS, at ``max_new_tokens``, or when its ``stop`` predicate says its answer is over; the batch
+stops when every row has, and each row's text is cut where it stopped (greedy decoding makes the cut text a
+prefix of what the row would have generated without stopping).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Callable, Sequence
+
 from .options import MethodSpec
 
+Stop = Callable[[str], bool]  # new text of one row so far -> its answer is over
 
-def left_pad(rows: list[list[int]], pad_id: int):
-    """``(input_ids, attention_mask)`` LongTensors ``[b, max_len]`` with padding on the left."""
+
+@lru_cache(maxsize=1024)
+def prompt_ids(tokenizer, text: str, add_special_tokens: bool):
+    """The prompt's token ids as an int32 tensor ``[n]``, tokenised once per (tokenizer, prompt) and cached,
+    so every method of a run reuses them (a 1024-entry LRU: ~32 MB of 8k-token prompts)."""
     import torch
 
+    from .prompts import encode
+
+    return torch.tensor(encode(tokenizer, text, add_special_tokens), dtype=torch.int32)
+
+
+def answer_end(task, sample) -> Stop:
+    """Stop predicate for one sample: the answer is over once a newline closes a line with content and either
+    the sample asks for one item (one reference) or every reference already occurs in the text.
+
+    With several references the stop changes neither the score nor the per-reference details (niah4's hits and
+    recall): the multi-reference scorers here count substrings, and every one is already found. With one
+    reference the answer line is taken as the answer (a model that writes the item on a later line after a line
+    of other text loses it); ``benchmarks/bench_eval.py --compare-full`` counts how often that changes a score.
+    ``task`` is accepted so that a task may later define its own end; this rule reads only the sample.
+    """
+    refs = [r.lower() for r in sample.references]
+
+    def done(text: str) -> bool:
+        _, newline, _ = text.lstrip().partition("\n")
+        if not newline:
+            return False
+        low = text.lower()
+        return len(refs) <= 1 or all(r in low for r in refs)
+
+    return done
+
+
+def left_pad(rows: Sequence, pad_id: int):
+    """``(input_ids, attention_mask)`` LongTensors ``[b, max_len]`` with padding on the left.
+
+    ``rows``: token id lists or 1-D integer tensors."""
+    import torch
+
+    rows = [torch.as_tensor(r, dtype=torch.long) for r in rows]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        ids[i, width - len(r):] = r
         mask[i, width - len(r):] = 1
     return ids, mask
 
 
-def generate(model, tokenizer, rows: list[list[int]], max_new_tokens: int) -> list[str]:
-    """Greedy continuation of each row (decoded without special tokens)."""
+def _row_stopper(tokenizer, prompt_len: int, stops: Sequence[Stop | None], eos_ids: set[int]):
+    """A transformers ``StoppingCriteria`` that marks rows finished; ``.ends[i]`` = new tokens kept for row i."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class RowStop(StoppingCriteria):
+        def __init__(self):
+            self.ends: list[int | None] = [None] * len(stops)
+
+        def __call__(self, input_ids, scores, **kwargs):
+            new = input_ids[:, prompt_len:]
+            n = new.shape[1]
+            open_rows = [i for i, e in enumerate(self.ends) if e is None]
+            if open_rows:
+                rows = new[open_rows].tolist()  # one host copy per step (generate syncs every step anyway)
+                for i, r in zip(open_rows, rows):
+                    stop = stops[i]
+                    if r[-1] in eos_ids or (stop is not None and stop(tokenizer.decode(r, skip_special_tokens=True))):
+                        self.ends[i] = n
+            return torch.tensor([e is not None for e in self.ends], device=input_ids.device)
+
+    return RowStop()
+
+
+def generate(model, tokenizer, rows: Sequence, max_new_tokens: int,
+             stop: Sequence[Stop | None] | None = None) -> list[str]:
+    """Greedy continuation of each row (decoded without special tokens).
+
+    Args:
+        rows: prompt token ids per row (lists or 1-D tensors).
+        stop: one predicate per row (or None): given the row's new text so far, True ends that row. Without it
+            rows end at EOS or ``max_new_tokens`` only.
+    """
     import torch
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = left_pad(rows, pad_id)
     device = next(model.parameters()).device
+    extra = {}
+    stopper = None
+    if stop is not None:
+        if len(stop) != len(rows):
+            raise ValueError(f"stop needs one predicate per row: {len(stop)} for {len(rows)} rows")
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        stopper = _row_stopper(tokenizer, ids.shape[1], list(stop), eos_ids)
+        extra["stopping_criteria"] = [stopper]
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad_id,
+            do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, **extra,
         )
     new = out[:, ids.shape[1]:].cpu()
-    return [tokenizer.decode(r, skip_special_tokens=True) for r in new]
+    ends = stopper.ends if stopper is not None else [None] * len(rows)
+    return [tokenizer.decode(r[:e] if e is not None else r, skip_special_tokens=True) for r, e in zip(new, ends)]
 
 
 def activate(model, spec: MethodSpec, impl: str | None = None) -> dict:

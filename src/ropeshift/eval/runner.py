@@ -23,7 +23,6 @@ from pathlib import Path
 from . import parallel
 from .options import MethodSpec, format_length
 from .parallel import Ranks
-from .prompts import encode
 from .records import GENERATION, Record, model_dir, open_writer, prompts_path, read_cell, read_jsonl, write_atomic
 from .tasks import Sample, TaskOptions, resolve_task
 
@@ -248,13 +247,13 @@ def _run_batch(task, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
     """Predictions and score dicts for one batch; on CUDA out-of-memory the batch is split in halves."""
     import torch
 
-    from .generation import generate
+    from .generation import answer_end, generate, prompt_ids
 
     try:
         if task.kind != GENERATION:
             return [None] * len(batch), task.evaluate(model, tokenizer, batch)
-        rows = [encode(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
-        preds = generate(model, tokenizer, rows, task.max_new_tokens)
+        rows = [prompt_ids(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
+        preds = generate(model, tokenizer, rows, task.max_new_tokens, stop=[answer_end(task, s) for s in batch])
         return preds, [{"score": task.score(s, p), **task.details(s, p)} for s, p in zip(batch, preds)]
     except torch.OutOfMemoryError:
         if len(batch) == 1:
