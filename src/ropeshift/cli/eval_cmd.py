@@ -45,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ropeshift.eval.options import parse_names
     from ropeshift.eval.records import model_dir
+    from ropeshift.eval.report_headline import cli_headline
+    from ropeshift.eval.run_meta import run_recorded
     from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
     from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
@@ -56,13 +58,15 @@ def run(args) -> int:
         batch_size=args.batch_size, out=args.out, impl=args.impl,
     )
     threshold = cc.threshold_from(args)
-    code = cc.run_plan(cfg, args)
+    code = run_recorded(cfg, args)
     if code is not None:
         return code
     root = model_dir(cfg.out, cfg.model)
     recs = cc.run_records(cfg, root)
     summary = summarise(recs)
     if summary:
+        print()
+        print(cli_headline(recs, root))
         print(f"\nmean over generation tasks (%, 95% CI); effective length: {threshold.describe()}")
         print(ruler_table(summary, threshold))
     ppl = perplexities(recs)

@@ -18,6 +18,7 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 img { max-width: 100%; margin: 0.4em 0 1.2em; }
 p.note { color: #555; font-size: 0.9em; }
+p.lead { font-size: 1.1em; font-weight: 600; }
 """
 
 
@@ -31,6 +32,10 @@ class HtmlPage:
 
     def note(self, text: str) -> None:
         self.parts.append(f'<p class="note">{html.escape(text)}</p>')
+
+    def para(self, text: str) -> None:
+        """A prominent paragraph (the headline sentence)."""
+        self.parts.append(f'<p class="lead">{html.escape(text)}</p>')
 
     def table(self, headers: list[str], rows: list[list[str]]) -> None:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
