@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ropeshift.eval.suites import run_settings
     from ropeshift.eval.records import model_dir
-    from ropeshift.eval.report_headline import cli_headline
+    from ropeshift.eval.report_headline import cli_headline, rope_equal_lengths
     from ropeshift.eval.run_meta import run_recorded
     from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
     from ropeshift.eval.runner import RunConfig, model_label
@@ -75,7 +75,7 @@ def run(args) -> int:
         print()
         print(cli_headline(recs, root))
         print(f"\nmean over generation tasks (%, 95% CI); effective length: {threshold.describe()}")
-        print(ruler_table(summary, threshold))
+        print(ruler_table(summary, threshold, rope_equal=rope_equal_lengths(recs)))
     ppl = perplexities(recs)
     for task in sorted({k[2] for k in ppl}):
         print(f"\n{task}")

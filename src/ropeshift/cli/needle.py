@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ropeshift.eval.records import model_dir
-    from ropeshift.eval.report_headline import cli_headline
+    from ropeshift.eval.report_headline import cli_headline, rope_equal_lengths
     from ropeshift.eval.run_meta import run_recorded
     from ropeshift.eval.report_tables import ruler_table, summarise
     from ropeshift.eval.runner import RunConfig, model_label
@@ -66,6 +66,6 @@ def run(args) -> int:
     print()
     print(f"needle accuracy (%, 95% CI), {args.depths} depths x {args.samples} samples, haystack {args.haystack}; "
           f"effective length: {threshold.describe()}")
-    print(ruler_table(summarise(recs), threshold))
+    print(ruler_table(summarise(recs), threshold, rope_equal=rope_equal_lengths(recs)))
     print(f"\nrecords: {model_dir(cfg.out, cfg.model) / 'needle'}")
     return 0

@@ -62,13 +62,14 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
     info = (f"training length {train or 'unknown'}; methods {', '.join(methods)}; "
             f"haystacks: " + "; ".join(f"{t}: {', '.join(h)}" for t, h in sorted(hay.items())))
 
-    def add_table(heading: str, headers, rows, note: str | None = None, after: str | None = None):
+    def add_table(heading: str, headers, rows, note: str | None = None, after: str | None = None,
+                  text: bool = False):
         page.heading(heading)
         md.extend([f"## {heading}", ""])
         if note:
             page.note(note)
             md.extend([note, ""])
-        page.table(headers, rows)
+        page.table(headers, rows, text=text)
         md.extend([markdown(headers, rows), ""])
         if after:
             page.para(after)
@@ -99,7 +100,7 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
         add_image("accuracy_vs_length.png", "mean score vs length, one curve per method with its 95 % band",
                   lambda p: rp.length_plot(method_length_scores(summary), train, p))
     meta = read_run_meta(rundir)
-    add_table("Run details", ["item", "value"], details_rows(meta, manifests, records))
+    add_table("Run details", ["item", "value"], details_rows(meta, manifests, records), text=True)
     page.note(info)
     md += [info, ""]
     if gen_tasks:

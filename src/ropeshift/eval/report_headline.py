@@ -16,6 +16,7 @@ are expected there.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -71,6 +72,16 @@ def rope_lengths(method_name: str | None, params: dict | None, lengths) -> list[
     query rows, and the first failure ends the search."""
     if method_name == BASELINE:
         return sorted(lengths)
+    key = (method_name, json.dumps(params, sort_keys=True, default=str), tuple(sorted(lengths)))
+    if key not in _ROPE_LENGTHS:
+        _ROPE_LENGTHS[key] = _rope_lengths(method_name, params, lengths)
+    return list(_ROPE_LENGTHS[key])
+
+
+_ROPE_LENGTHS: dict[tuple, list[int]] = {}  # the check costs seconds at 8k: the CLI asks twice per run
+
+
+def _rope_lengths(method_name: str | None, params: dict | None, lengths) -> list[int]:
     method = _method(method_name, params)
     if method is None or float(getattr(method, "logit_scale", 1.0)) != 1.0:
         return []
