@@ -10,7 +10,9 @@
 # Environment:
 #   OUT      output folder (required): records in $RUNS, reports in $OUT/report (HTML + PNG + md + csv) and
 #            $OUT/report_ruler.md (RULER's absolute pass mark), logs in $OUT/eval.log, versions in $OUT/versions.txt
-#   RUNS     records folder (default: $OUT/runs); point it at an earlier run's records to resume that run
+#   RUNS     records folder (default: $OUT/runs). To spread the study over several device calls, use a folder
+#            that stays on the machine between calls (e.g. RUNS=runs/study, git-ignored) and rerun the same
+#            command: each call resumes, and each call's $OUT gets the reports and records.tgz of all so far
 #   SUITE    study preset (default: ruler-lite; see `ropeshift eval --help`)
 #   METHODS  comma-separated row labels of the suite to run (default: all of them), e.g. "rope,string,yarn@fair"
 #   TASKS, LENGTHS, SAMPLES   override the suite's (default: the suite's)
@@ -65,5 +67,6 @@ echo "eval exit status $status (124/130: stopped by LIMIT=$LIMIT s; rerun with R
 "$PYTHON" -m ropeshift.cli.main report "$RUNS" --out "$OUT/report" > "$OUT/report.md"
 "$PYTHON" -m ropeshift.cli.main report "$RUNS" --out "$OUT/report_ruler" --threshold 85.6 --no-plots \
   > "$OUT/report_ruler.md"
+tar czf "$OUT/records.tgz" --exclude=_prompts -C "$(dirname "$RUNS")" "$(basename "$RUNS")"  # prompts regenerate
 sed -n '1,/^## Run details/p' "$OUT/report.md"
-echo "report: $OUT/report/report.html (records: $RUNS)"
+echo "report: $OUT/report/report.html (records: $RUNS, archived in $OUT/records.tgz)"
