@@ -118,3 +118,9 @@ def test_run_meta_is_written_by_a_real_run_only(tmp_path):
     assert [m["wall_s"] for m in meta] == [12.0, 3.0] and meta[1]["status"] == "interrupted"
     assert meta[0]["command"].startswith("ropeshift eval") and "--samples 3" in meta[0]["command"]
     assert "torch" in meta[0]["versions"] and not list(tmp_path.rglob("*.jsonl"))  # never read as records
+
+
+def test_window_falls_back_to_the_longest_tested_length(run_dir):
+    recs = [r for r in iter_records(run_dir) if r["length"] <= 512]
+    head = build_headline(recs, 8192)          # no tested length in [4k, 8k]: window [M/2, M], M = 512
+    assert head.window == (256, 512) and "at 256-0.5k" in head.sentence

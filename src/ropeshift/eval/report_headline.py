@@ -7,7 +7,8 @@
 
 Per method: the effective length by RULER's absolute rule (score > 85.6 at that length and every shorter
 one) and by the relative rule (> 0.85 x the method's shortest-length score), the mean score over the
-tested lengths in [L/2, L] (L: the training length, else the longest tested length) with its Wilson
+tested lengths in [L/2, L] (L: the training length; the longest tested length M, [M/2, M], when no tested
+length lies in [L/2, L]) with its Wilson
 interval, and its paired gain over rope on the same prompts (``metrics.paired_difference``, strata =
 task x length cells). Every number comes from ``report_tables.method_length_scores`` (the mean-over-tasks
 table), so the headline equals the tables. Lengths at which a method is exactly RoPE (its position
@@ -169,7 +170,12 @@ def _gain_text(g: PairedDiff) -> str:
 
 
 def _window(lengths: list[int], train_length: int | None) -> tuple[int, ...]:
-    top = train_length if train_length and any(n <= train_length for n in lengths) else max(lengths)
+    """Tested lengths in [L/2, L]; when none lies there, in [M/2, M] with M the longest tested length."""
+    if train_length:
+        inside = tuple(n for n in lengths if train_length / 2 <= n <= train_length)
+        if inside:
+            return inside
+    top = max(lengths)
     return tuple(n for n in lengths if top / 2 <= n <= top)
 
 
@@ -254,8 +260,9 @@ def headline_markdown(records: list[dict], train_length: int | None = None) -> s
 
 def _heading_note(head: Headline) -> list[str]:
     return [f"Headline: mean over the tasks complete for every method; window {head.window_label()} = tested "
-            f"lengths in [L/2, L]; gain = paired difference from {BASELINE} on the same prompts "
-            f"(* = 95 % CI excludes 0); '= {BASELINE} at' = lengths where the method is exactly {BASELINE}."]
+            f"lengths in [L/2, L] (L the training length, else the longest tested); gain = paired difference",
+            f"from {BASELINE} on the same prompts (* = 95 % CI excludes 0); '= {BASELINE} at' = lengths where the "
+            f"method is exactly {BASELINE}."]
 
 
 def paired_rows(records: list[dict], summary=None) -> tuple[list[str], list[list[str]]]:
