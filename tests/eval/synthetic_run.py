@@ -34,7 +34,8 @@ def scores(method: str, i: int, n: int) -> float:
 
 
 def write_run(out: Path, samples: int = 20, tasks=("needle", "passkey"), depths=(0.0, 50.0, 100.0)) -> Path:
-    params = {"rope": ({}, "rope"), "string": (STRING_PARAMS, "string"), "pi": ({"factor": 1.5, "train_length": TRAIN}, "pi")}
+    params = {"rope": ({}, "rope"), "string": (STRING_PARAMS, "string"),
+              "pi": ({"factor": 1.5, "train_length": TRAIN}, "pi")}
     for task in tasks:
         for method, (p, name) in params.items():
             for n in LENGTHS:

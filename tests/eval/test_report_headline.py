@@ -62,7 +62,8 @@ def test_sentence_states_gain_and_significance(run_dir):
     # without string, the best method (pi) loses significantly: the sentence says no method raises it
     no_string = [r for r in recs if r["method"] != "string"]
     sentence = build_headline(no_string, TRAIN).sentence
-    assert sentence.startswith("No method raises the mean at 0.5k-1k significantly over rope") and "lowers it" in sentence
+    assert sentence.startswith("No method raises the mean at 0.5k-1k significantly over rope")
+    assert "lowers it" in sentence
     # a gain whose interval includes 0 is reported as not significant
     one = {"method": "pi", "index": 0, "length": 512, "task": "needle"}   # one prompt of 120 differs
     tiny_gain = [dict(r, score=float(all(r[k] == v for k, v in one.items()))) for r in no_string]

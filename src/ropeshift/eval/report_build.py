@@ -4,8 +4,9 @@
 
 The report opens with the headline (``report_headline``: per method, effective length by RULER's absolute
 and by the relative rule, mean over [L/2, L] and its paired gain over rope, then one sentence), the length
-curve with 95 % bands, and the run details (``run_meta``). Generation tasks then give the RULER-style table (mean over tasks per method x length, Wilson 95 % CI,
-effective length) and one table per task; depth-carrying tasks give heatmaps and depth curves;
+curve with 95 % bands, and the run details (``run_meta``). Generation tasks then give the RULER-style
+table (mean over tasks per method x length, Wilson 95 % CI, effective length, '(= rope)' marks), the
+paired differences from rope per length, and one table per task; depth-carrying tasks give heatmaps and depth curves;
 ``niah4`` gives per-needle recall; perplexity tasks give tables and a PPL-vs-length plot with the
 training length (from ``run.json``) marked.
 Run: ropeshift report RUNDIR
@@ -92,8 +93,8 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
                   note=f"Mean over the generation tasks complete for every method and length. Effective length: "
                        f"the largest tested length that, with every shorter one, scores above the pass mark; "
                        f"'<' = not even the shortest. Mean {head.window_label()} = over the tested lengths in "
-                       f"[L/2, L] (L = the training length{f' {train}' if train else ''}, else [M/2, M] with M the longest "
-                       f"tested length when no tested length lies in [L/2, L]), Wilson 95 % CI. Gain = paired "
+                       f"[L/2, L] (L = the training length{f' {train}' if train else ''}; [M/2, M] with M the "
+                       f"longest tested length when none lies in [L/2, L]), Wilson 95 % CI. Gain = paired "
                        f"difference from {BASELINE} on the same prompts in points, t interval stratified by task "
                        f"and length; * = the interval excludes 0. '= {BASELINE} at': lengths where the method "
                        f"is exactly {BASELINE} (same position matrix), so its row equals {BASELINE}'s up to "

@@ -99,7 +99,8 @@ def details_rows(meta: dict[str, list[dict]], manifests: dict[str, dict], record
         if runs:
             last = runs[-1]
             rows += [[pre + "command", last["command"]],
-                     [pre + "date", f"{runs[0]['started']} (first) .. {last['started']} (last), {len(runs)} invocation(s)"],
+                     [pre + "date", f"{runs[0]['started']} (first) .. {last['started']} (last), "
+                                    f"{len(runs)} invocation(s)"],
                      [pre + "wall time", f"{sum(r.get('wall_s', 0) for r in runs):.0f} s in all "
                                          f"(last: {last.get('wall_s', 0):.0f} s, {last.get('status', '?')})"],
                      [pre + "samples, seed", f"{last['samples']} per task x length, seed {last['seed']}, "

@@ -13,9 +13,10 @@ resolved when the method is applied, so one preset serves every model.
 The paper's fair protocol for length-extrapolating baselines (STRING, section 4.2: "we modify the training
 length of the model to 2/3 of the original length and set the extrapolation scaling factor to L_test/L_train =
 3/2") is the ``@fair`` rows: ``train_length = L' = round(2/3 L)`` for every such method, and for the
-RoPE-scaling ones (yarn, ntk, pi) ``target_length = L``, i.e. factor L / L' = 3/2 (up to rounding L'). The paper does not give DCA's chunk size or Self-Extend's group size
-for this protocol; we keep each method's defaults relative to the reduced L' (DCA: chunk 3/4 L', local window
-L'/16; Self-Extend: group 8, window min(1024, L'/4)). Plain ``yarn`` and ``string+yarn`` use factor 2
+RoPE-scaling ones (yarn, ntk, pi) ``target_length = L``, i.e. factor L / L' = 3/2 (up to rounding L').
+The paper does not give DCA's chunk size or Self-Extend's group size for this protocol; we keep each
+method's defaults, resolved against the reduced L' (DCA: chunk 3/4 L', local window L'/16; Self-Extend:
+group 8, its default window capped at L'/4). Plain ``yarn`` and ``string+yarn`` use factor 2
 (extending L to 2L, the usual deployment); at lengths <= L they measure the cost of that setting.
 Run: ropeshift eval --suite ruler-lite --dry-run
 """
