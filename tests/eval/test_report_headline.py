@@ -125,3 +125,18 @@ def test_window_falls_back_to_the_longest_tested_length(run_dir):
     recs = [r for r in iter_records(run_dir) if r["length"] <= 512]
     head = build_headline(recs, 8192)          # no tested length in [4k, 8k]: window [M/2, M], M = 512
     assert head.window == (256, 512) and "at 256-0.5k" in head.sentence
+
+
+def test_needle_prints_the_headline_first_and_records_the_run(tmp_path, capsys, monkeypatch, tok, tiny_llama):
+    from ropeshift.eval import cli_common
+    from ropeshift.eval.run_meta import read_run_meta
+
+    monkeypatch.setattr(cli_common, "load", lambda args: (tiny_llama, tok))
+    assert main(["needle", "--lengths", "384,512", "--depths", "1", "--methods", "rope,string", "--shift", "400",
+                 "--window", "16", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("Headline:") < out.index("| method | effective (score > 85.6)") < out.index("needle accuracy")
+    row = next(line for line in out.splitlines() if line.startswith("| string-shift400-window16 |"))
+    assert row.endswith("| 384 |")                           # S = 400: rope up to 400 tokens, not at 512
+    meta = read_run_meta(tmp_path)["smollm2-135m"]
+    assert meta[0]["status"] == "complete" and meta[0]["methods"]["string-shift400-window16"]["params"]["shift"] == 400
