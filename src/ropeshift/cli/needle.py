@@ -41,6 +41,8 @@ def add_parser(subparsers, full: bool = True) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ropeshift.eval.records import model_dir
+    from ropeshift.eval.report_headline import cli_headline, rope_equal_lengths
+    from ropeshift.eval.run_meta import run_recorded
     from ropeshift.eval.report_tables import ruler_table, summarise
     from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
@@ -56,13 +58,15 @@ def run(args) -> int:
         batch_size=args.batch_size, out=args.out, impl=args.impl,
     )
     threshold = cc.threshold_from(args)
-    code = cc.run_plan(cfg, args)
+    code = run_recorded(cfg, args)
     if code is not None:
         return code
     recs = cc.run_records(cfg, model_dir(cfg.out, cfg.model) / "needle")
     print()
+    print(cli_headline(recs, model_dir(cfg.out, cfg.model)))
+    print()
     print(f"needle accuracy (%, 95% CI), {args.depths} depths x {args.samples} samples, haystack {args.haystack}; "
           f"effective length: {threshold.describe()}")
-    print(ruler_table(summarise(recs), threshold))
+    print(ruler_table(summarise(recs), threshold, rope_equal=rope_equal_lengths(recs)))
     print(f"\nrecords: {model_dir(cfg.out, cfg.model) / 'needle'}")
     return 0

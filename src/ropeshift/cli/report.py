@@ -1,8 +1,10 @@
 """``ropeshift report RUNDIR``: tables, plots and one self-contained HTML page from stored records.
 
-Writes report.md, summary.csv, PNGs (depth x length heatmaps with methods side by side, score-by-depth
-curves, perplexity vs length) and report.html (images embedded) into ``--out`` (default RUNDIR/report),
-and prints the markdown tables.
+Writes report.md, summary.csv, PNGs (length curve with 95 % bands, depth x length heatmaps per method,
+score-by-depth curves, perplexity vs length) and report.html (images embedded) into ``--out`` (default
+RUNDIR/report), and prints the markdown: first the headline (per method, effective length by RULER's absolute
+rule and by the relative rule, mean over [L/2, L] and its paired gain over rope, then one sentence), the run
+details, then the tables (Wilson intervals, paired differences from rope per length).
 
 Run: ropeshift report runs/smollm2-135m --threshold 85.6
 """

@@ -132,11 +132,18 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int,
 def activate(model, spec: MethodSpec, impl: str | None = None) -> dict:
     """Apply ``spec`` to ``model`` (``rope`` = unpatched) and return ``describe(model)``."""
     from ropeshift.api import apply, describe
+    from ropeshift.remaps.registry import METHODS
 
-    kwargs = dict(spec.params)
-    if impl is not None and spec.name != "rope":
-        kwargs["impl"] = impl
-    apply(model, spec.name, **kwargs)
+    from .suites import parts, resolve_relative
+
+    steps = parts(spec)  # "a+b": RoPE-scaling parts first, then the attention method
+    steps.sort(key=lambda p: p[0] not in METHODS or getattr(METHODS[p[0]], "kind", "attention") != "rope_scaling")
+    train_length = getattr(model.config, "max_position_embeddings", None)
+    for name, params in steps:
+        kwargs = resolve_relative(params, train_length)
+        if impl is not None and name != "rope":
+            kwargs["impl"] = impl
+        apply(model, name, **kwargs)
     info = describe(model) or {}
     return {"method": info.get("method", spec.name), "params": info.get("params", spec.params),
             "impl": info.get("impl")}

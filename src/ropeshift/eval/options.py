@@ -61,10 +61,13 @@ class MethodSpec:
 
     name: str
     params: dict = field(default_factory=dict, hash=False)
+    alias: str | None = None  # a preset's row name (e.g. "yarn@fair"); overrides the derived label
 
     @property
     def label(self) -> str:
-        """Folder/table name: the method name, plus the user-set parameters if any."""
+        """Folder/table name: the alias if any, else the method name plus the user-set parameters if any."""
+        if self.alias:
+            return self.alias
         if not self.params:
             return self.name
         parts = [f"{k}{v}" for k, v in sorted(self.params.items())]

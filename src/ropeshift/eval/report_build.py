@@ -2,10 +2,13 @@
 
     build_report(Path("runs/smollm2-135m"), Path("runs/smollm2-135m/report"), Threshold(absolute=85.6))
 
-Generation tasks give the RULER-style table (mean over tasks per method x length, Wilson 95 % CI,
-effective length) and one table per task; depth-carrying tasks give heatmaps and depth curves;
-tasks add their own tables (``Task.report_tables``: niah4's per-needle recall); likelihood records give
-perplexity tables and a PPL-vs-length plot with the training length (from ``run.json``) marked.
+The report opens with the headline (``report_headline``: per method, effective length by RULER's absolute
+and by the relative rule, mean over [L/2, L] and its paired gain over rope, then one sentence), the length
+curve with 95 % bands, and the run details (``run_meta``). Generation tasks then give the RULER-style
+table (mean over tasks per method x length, Wilson 95 % CI, effective length, '(= rope)' marks), the
+paired differences from rope per length, and one table per task; depth-carrying tasks give heatmaps and depth curves;
+``niah4`` gives per-needle recall; perplexity tasks give tables and a PPL-vs-length plot with the
+training length (from ``run.json``) marked.
 Run: ropeshift report RUNDIR
 """
 from __future__ import annotations
@@ -15,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import iter_records, read_manifests, safe_name
+from .report_headline import BASELINE, build_headline, paired_rows, rope_equal_lengths
 from .report_html import HtmlPage
-from .report_tables import (Threshold, complete_tasks, markdown, method_length_scores, perplexities, perplexity_rows,
-                            ruler_rows, summarise, task_rows)
+from .report_tables import (Threshold, complete_tasks, has_brackets, markdown, method_length_scores, perplexities,
+                            perplexity_rows, ruler_rows, summarise, task_rows)
+from .run_meta import details_rows, read_run_meta
 from .tasks import resolve_task
 
 
@@ -66,17 +71,19 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
     page, md, files = HtmlPage(title), [f"# {title}", ""], []
     info = (f"training length {train or 'unknown'}; methods {', '.join(methods)}; "
             f"haystacks: " + "; ".join(f"{t}: {', '.join(h)}" for t, h in sorted(hay.items())))
-    page.note(info)
-    md += [info, ""]
 
-    def add_table(heading: str, headers, rows, note: str | None = None):
+    def add_table(heading: str, headers, rows, note: str | None = None, after: str | None = None,
+                  text: bool = False):
         page.heading(heading)
         md.extend([f"## {heading}", ""])
         if note:
             page.note(note)
             md.extend([note, ""])
-        page.table(headers, rows)
+        page.table(headers, rows, text=text)
         md.extend([markdown(headers, rows), ""])
+        if after:
+            page.para(after)
+            md.extend([after, ""])
 
     def add_image(name: str, alt: str, draw) -> None:
         path = out / name
@@ -87,23 +94,51 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
 
     from . import report_plots as rp
 
+    same = rope_equal_lengths(records) if gen_tasks else {}
+    if gen_tasks:
+        head = build_headline(records, train, summary)
+        h_headers, h_rows = head.table()
+        add_table("Headline", h_headers, h_rows, after=head.sentence,
+                  note=f"Mean over the generation tasks complete for every method and length. Effective length: "
+                       f"the largest tested length that, with every shorter one, scores above the pass mark; "
+                       f"'<' = not even the shortest. Mean {head.window_label()} = over the tested lengths in "
+                       f"[L/2, L] (L = the training length{f' {train}' if train else ''}; [M/2, M] with M the "
+                       f"longest tested length when none lies in [L/2, L]), Wilson 95 % CI. Gain = paired "
+                       f"difference from {BASELINE} on the same prompts in points, t interval stratified by task "
+                       f"and length; * = the interval excludes 0. '= {BASELINE} at': lengths where the method "
+                       f"is exactly {BASELINE} (same position matrix), so its row equals {BASELINE}'s up to "
+                       f"rounding.")
+        add_image("accuracy_vs_length.png", "mean score vs length, one curve per method with its 95 % band",
+                  lambda p: rp.length_plot(method_length_scores(summary), train, p))
+    meta = read_run_meta(rundir)
+    add_table("Run details", ["item", "value"], details_rows(meta, manifests, records), text=True)
+    page.note(info)
+    md += [info, ""]
     if gen_tasks:
         complete = complete_tasks(summary)
         in_mean = sorted({t for k, _ in complete.values() for t in k})
         left_out = sorted({t for _, d in complete.values() for t in d})
         partial = (f" Left out of the mean because some method or length has no result yet: "
                    f"{', '.join(left_out)}." if left_out else "")
-        add_table("Mean over tasks", *ruler_rows(summary, threshold),
+        r_headers, r_rows = ruler_rows(summary, threshold, rope_equal=same)
+        brackets = (" In brackets, where it differs: the largest length that passes on its own."
+                    if any(has_brackets(r[-1]) for r in r_rows) else "")
+        marked = (f" '(= {BASELINE})': the method is exactly {BASELINE} at that length."
+                  if any(same.values()) else "")
+        add_table("Mean over tasks", r_headers, r_rows,
                   note=f"Score in %, [Wilson 95 % CI]; tasks: {', '.join(in_mean) or 'none complete'}.{partial} "
-                       f"Effective length: {threshold.describe()} at that length and every shorter one "
-                       "(brackets: largest passing).")
-        add_image("accuracy_vs_length.png", "mean score vs length",
-                  lambda p: rp.length_plot(method_length_scores(summary), train, p))
+                       f"Effective length: {threshold.describe()} at that length and every shorter one."
+                       f"{brackets}{marked}")
+        p_headers, p_rows = paired_rows(records, summary)
+        if p_rows:
+            add_table(f"Paired difference from {BASELINE}", p_headers, p_rows,
+                      note=f"Points of mean score, method minus {BASELINE} on the same prompts, [95 % CI] "
+                           "(paired t interval stratified by task); * = the interval excludes 0; n = pairs.")
     for task in gen_tasks:
         add_table(f"Task {task}", *task_rows(summary, task))
         for table in _task_tables(task, [r for r in records if r.task == task]):
             add_table(table.heading, table.headers, table.rows, note=table.note)
-        add_image(f"{safe_name(task)}_heatmap.png", f"{task} depth x length",
+        add_image(f"{safe_name(task)}_heatmap.png", f"{task} depth x length, one panel per method",
                   lambda p, t=task: rp.heatmaps(plot_records, t, methods, p))
         add_image(f"{safe_name(task)}_depth.png", f"{task} score by depth",
                   lambda p, t=task: rp.depth_curves(plot_records, t, methods, p))

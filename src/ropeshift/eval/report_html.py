@@ -18,6 +18,8 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
 img { max-width: 100%; margin: 0.4em 0 1.2em; }
 p.note { color: #555; font-size: 0.9em; }
+p.lead { font-size: 1.1em; font-weight: 600; }
+table.text td { text-align: left; }
 """
 
 
@@ -32,10 +34,16 @@ class HtmlPage:
     def note(self, text: str) -> None:
         self.parts.append(f'<p class="note">{html.escape(text)}</p>')
 
-    def table(self, headers: list[str], rows: list[list[str]]) -> None:
+    def para(self, text: str) -> None:
+        """A prominent paragraph (the headline sentence)."""
+        self.parts.append(f'<p class="lead">{html.escape(text)}</p>')
+
+    def table(self, headers: list[str], rows: list[list[str]], text: bool = False) -> None:
+        """A table; ``text=True`` left-aligns every cell (prose values rather than numbers)."""
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-        self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        cls = ' class="text"' if text else ""
+        self.parts.append(f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def image(self, path: Path, alt: str) -> None:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")

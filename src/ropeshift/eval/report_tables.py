@@ -101,7 +101,13 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def has_brackets(text: str) -> bool:
+    """True when an effective-length cell carries the bracketed largest-passing length."""
+    return "(" in text
+
+
 def _eff(by_length: dict[int, float], threshold: Threshold) -> str:
+    """"2k", ">=8k", "<1k", or "1k (4k)": prefix rule, then in brackets the largest passing length when it differs."""
     if not by_length:
         return "-"
     prefix, anyl = effective_length(by_length, threshold.value(by_length))
@@ -158,13 +164,19 @@ def method_length_scores(summary: dict[tuple, Cell], tasks: list[str] | None = N
 
 
 def ruler_table(summary: dict[tuple, Cell], threshold: Threshold, tasks: list[str] | None = None,
-                ci: bool = True) -> str:
+                ci: bool = True, rope_equal: dict[tuple, list[int]] | None = None) -> str:
     """Method x length table of the mean of task scores (percent), with the effective length."""
-    return markdown(*ruler_rows(summary, threshold, tasks, ci))
+    return markdown(*ruler_rows(summary, threshold, tasks, ci, rope_equal))
+
+
+ROPE_MARK = " (= rope)"
 
 
 def ruler_rows(summary: dict[tuple, Cell], threshold: Threshold, tasks: list[str] | None = None,
-               ci: bool = True) -> tuple[list[str], list[list[str]]]:
+               ci: bool = True, rope_equal: dict[tuple, list[int]] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of ``ruler_table``; a cell where the method is exactly RoPE (``rope_equal``:
+    (model, method) -> lengths, from ``report_headline.rope_equal_lengths``) is marked "(= rope)"."""
+    rope_equal = rope_equal or {}
     scores = method_length_scores(summary, tasks)
     lengths = sorted({n for v in scores.values() for n in v})
     multi_model = len({m for m, _ in scores}) > 1
@@ -178,7 +190,8 @@ def ruler_rows(summary: dict[tuple, Cell], threshold: Threshold, tasks: list[str
                 cells.append("-")
                 continue
             pct, c, _ = per_len[n]
-            cells.append(f"{pct:.1f} [{_pct(c.lo)}, {_pct(c.hi)}]" if ci else f"{pct:.1f}")
+            text = f"{pct:.1f} [{_pct(c.lo)}, {_pct(c.hi)}]" if ci else f"{pct:.1f}"
+            cells.append(text + (ROPE_MARK if n in rope_equal.get((model, method), ()) else ""))
         vals = {n: v[0] for n, v in per_len.items()}
         avg = sum(vals.values()) / len(vals)
         rows.append(([model] if multi_model else []) + [method] + cells + [f"{avg:.1f}", _eff(vals, threshold)])
