@@ -187,3 +187,76 @@ def test_tune_end_to_end_on_a_tiny_model(tok, tiny_llama, tmp_path, capsys):
     torch.testing.assert_close(via_file, via_kwargs, rtol=0, atol=0)
     rungs = [read_jsonl(p) for p in (out / "tuning").rglob("192.jsonl") if "_prompts" not in p.parts]
     assert max(len(r) for r in rungs) == 4 and min(len(r) for r in rungs) == 2  # survivors scored more prompts
+
+
+class _FakeHarness:
+    """Stands in for the runner: each label has a fixed score; ``run`` counts the new samples it would score."""
+
+    def __init__(self, monkeypatch, quality: dict[str, float], seconds_per_sample: float = 0.0):
+        import ropeshift.eval.tune_search as ts
+
+        self.done: dict[str, int] = {}
+        self.calls: list[tuple[str, int]] = []
+        self.clock = 0.0
+        self.quality, self.rate = quality, seconds_per_sample
+        monkeypatch.setattr(ts, "run", self.run)
+        monkeypatch.setattr(ts, "prepare_samples", lambda *a, **k: None)
+        monkeypatch.setattr(ts, "score_of", lambda cfg, label, n: (self.quality[label], {f"{label}-{n}"}))
+        monkeypatch.setattr(ts.time, "perf_counter", lambda: self.clock)
+
+    def run(self, cfg, model, tok, progress=True):
+        (spec,) = cfg.methods
+        cells = len(cfg.tasks) * len(cfg.lengths)
+        new = (cfg.samples - self.done.get(spec.label, 0)) * cells
+        self.done[spec.label] = cfg.samples
+        self.calls.append((spec.label, cfg.samples))
+        self.clock += new * self.rate
+        return new
+
+
+def _tiny_cands(n):
+    from ropeshift.eval.tune_space import Candidate
+
+    return [Candidate("string", {} if i == 0 else {"shift": 100 + i}, {}, i == 0) for i in range(n)]
+
+
+def _cfg():
+    from ropeshift.eval.options import MethodSpec
+
+    return RunConfig(model="m", tasks=("passkey", "vt"), lengths=(256, 512), methods=(MethodSpec("rope"),), samples=1)
+
+
+def test_halving_promotes_the_best_and_spends_exactly_the_plan(monkeypatch):
+    from ropeshift.eval.tune_search import successive_halving
+
+    cands = _tiny_cands(10)
+    quality = {c.label: (0.5 if c.default else 0.1 * (i % 7)) for i, c in enumerate(cands)}
+    fake = _FakeHarness(monkeypatch, quality)
+    search, hashes = successive_halving(_cfg(), None, None, cands, Budget(500), eta=3, log=lambda m: None)
+    plan = search.plan
+    assert [r.candidates for r in plan.rungs] == [10, 4, 2] and plan.cost <= 500
+    assert search.samples == plan.cost and fake.clock == 0
+    assert [len(r) for r in search.rounds] == [10, 4, 2]
+    assert search.winner == cands[6].label  # quality 0.6, the best
+    assert set(search.rounds[1]) == {cands[i].label for i in (6, 5, 0, 4)}  # 0.6, 0.5, default 0.5, 0.4
+    assert hashes
+
+
+def test_seconds_budget_stops_between_settings(monkeypatch):
+    from ropeshift.eval.tune_search import successive_halving
+
+    cands = _tiny_cands(9)
+    quality = {c.label: 0.1 * i for i, c in enumerate(cands)}
+    fake = _FakeHarness(monkeypatch, quality, seconds_per_sample=1.0)
+    search, _ = successive_halving(_cfg(), None, None, cands, Budget(150, seconds=True), eta=3, log=lambda m: None)
+    assert fake.calls[0] == (cands[0].label, 1)  # the default measures the rate on one prompt per cell
+    assert search.samples <= 150 and fake.clock <= 150
+    assert search.winner == cands[-1].label
+    fake2 = _FakeHarness(monkeypatch, quality, seconds_per_sample=1.0)
+    monkeypatch.setattr("ropeshift.eval.tune_search.halving_plan",
+                        lambda n, cells, budget, eta: halving_plan(n, cells, budget * 10, eta))  # a wrong rate guess
+    search, _ = successive_halving(_cfg(), None, None, cands, Budget(150, seconds=True), eta=3, log=lambda m: None)
+    assert search.stopped and search.stopped.startswith("time budget reached")
+    assert len(search.rounds) == 1 and 0 < len(search.rounds[0]) < len(cands)  # rung 0 partly done: it decides
+    assert search.winner == max(search.rounds[0], key=search.rounds[0].get)
+    assert fake2.clock <= 150 + 100  # overshoot: at most one setting's share of a rung

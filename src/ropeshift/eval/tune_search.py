@@ -10,7 +10,8 @@ cell; the best ``ceil(n / eta)`` go on. Prompts are nested (sample i is the same
 promoted setting only scores the new prompts: the runner resumes from its records. Rung 0 is as cheap as the
 budget allows (the budget sets its size; later rungs are ``eta`` times larger). Ties go to the default, then to
 grid order. A seconds budget first scores the default on one prompt per cell to measure the rate, plans with
-that rate, and also stops between settings when the time is up (the last complete rung decides).
+that rate, and also stops between settings when the time is up (the last complete rung decides; when rung 0
+is incomplete, the settings it scored).
 """
 from __future__ import annotations
 
@@ -174,6 +175,9 @@ def successive_halving(cfg: RunConfig, model, tokenizer, cands: list, budget: Bu
                 continue
             search.samples += written
         if search.stopped:
+            if not search.rounds and scores:  # not even rung 0 finished: its settings scored so far decide
+                search.rounds.append(scores)
+                search.stopped += f" (after {len(scores)} of {rung.candidates} settings: they decide)"
             break
         search.rounds.append(scores)
         alive = rank(scores, order)
