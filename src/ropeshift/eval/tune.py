@@ -195,7 +195,7 @@ def tune(cfg: TuneConfig, model, tokenizer, *, progress: bool = True, log=print)
     trace = Path(cfg.out) / f"{cfg.model}-{cfg.method}-tune.json"
     trace.write_text(json.dumps({
         "model": cfg.model, "method": cfg.method, "train_length": L, "budget": str(cfg.budget),
-        "tuning": {**asdict(cfg.tuning), "lengths": list(lengths)}, "heldout": {**asdict(cfg.heldout), "lengths": list(hl)},
+        "tuning": {**asdict(cfg.tuning), "lengths": list(lengths), "samples": search.plan.rungs[-1].samples}, "heldout": {**asdict(cfg.heldout), "lengths": list(hl)},
         "space": [asdict(a) for a in space.axes], "dropped": [{"params": p, "reason": r} for p, r in dropped],
         "candidates": [{"label": c.label, "params": c.params, "resolved": c.resolved, "default": c.default} for c in cands],
         "plan": [asdict(r) for r in search.plan.rungs], "rounds": search.rounds, "failed": search.failed,
