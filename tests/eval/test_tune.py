@@ -260,3 +260,13 @@ def test_seconds_budget_stops_between_settings(monkeypatch):
     assert len(search.rounds) == 1 and 0 < len(search.rounds[0]) < len(cands)  # rung 0 partly done: it decides
     assert search.winner == max(search.rounds[0], key=search.rounds[0].get)
     assert fake2.clock <= 150 + 100  # overshoot: at most one setting's share of a rung
+
+
+def test_slow_first_samples_fall_back_to_the_cheapest_plan(monkeypatch):
+    from ropeshift.eval.tune_search import successive_halving
+
+    cands = _tiny_cands(9)
+    fake = _FakeHarness(monkeypatch, {c.label: 0.1 * i for i, c in enumerate(cands)}, seconds_per_sample=1.0)
+    search, _ = successive_halving(_cfg(), None, None, cands, Budget(10, seconds=True), eta=3, log=lambda m: None)
+    assert search.plan.rungs[0].samples == 1 and search.stopped  # no error: the cheapest plan, stopped in time
+    assert search.winner in search.rounds[0] and fake.clock <= 10 + 4

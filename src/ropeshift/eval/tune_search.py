@@ -75,8 +75,8 @@ class Plan:
         return f"settings x samples per cell: {steps} ({self.cells} cells, eta {self.eta}): {self.cost} samples"
 
 
-def halving_plan(n_candidates: int, cells: int, budget: int, eta: int = 3, min_samples: int = 1) -> Plan:
-    """The largest geometric schedule (rung 0 at ``k`` >= ``min_samples`` samples per cell) within ``budget``."""
+def schedule(n_candidates: int, cells: int, eta: int, k: int) -> Plan:
+    """Rung r scores ``ceil(n / eta^r)`` settings on ``k eta^r`` prompts per cell, until one setting would remain."""
     if n_candidates < 1 or cells < 1:
         raise ValueError("the search needs at least one candidate and one (task, length) cell")
     if eta < 2:
@@ -84,18 +84,20 @@ def halving_plan(n_candidates: int, cells: int, budget: int, eta: int = 3, min_s
     counts = [n_candidates]
     while counts[-1] > 1 and math.ceil(counts[-1] / eta) > 1:
         counts.append(math.ceil(counts[-1] / eta))
+    return Plan(tuple(Rung(n, k * eta**r) for r, n in enumerate(counts)), cells, eta)
 
-    def plan(k: int) -> Plan:
-        return Plan(tuple(Rung(n, k * eta**r) for r, n in enumerate(counts)), cells, eta)
 
-    unit = plan(1).cost
+def halving_plan(n_candidates: int, cells: int, budget: int, eta: int = 3, min_samples: int = 1) -> Plan:
+    """The largest schedule (rung 0 at ``k`` >= ``min_samples`` prompts per cell) that costs at most ``budget``."""
+    unit = schedule(n_candidates, cells, eta, 1).cost
     k = int(budget // unit)
     if k < min_samples:
         raise ValueError(
             f"--budget {budget} samples is too small for {n_candidates} settings on {cells} cells: the cheapest "
-            f"search needs {plan(min_samples).cost}; raise --budget or shrink the grid (--grid) or the cells"
+            f"search needs {schedule(n_candidates, cells, eta, min_samples).cost}; raise --budget or shrink the "
+            "grid (--grid) or the cells"
         )
-    return plan(k)
+    return schedule(n_candidates, cells, eta, k)
 
 
 @dataclass
@@ -153,7 +155,10 @@ def successive_halving(cfg: RunConfig, model, tokenizer, cands: list, budget: Bu
         spent, _ = score(order[0], 1)
         rate = max((time.perf_counter() - t1) / max(spent, 1), 1e-6)
         left = budget.amount - (time.perf_counter() - t0)
-        plan = halving_plan(len(cands), cells, int(left / rate) + spent, eta)
+        try:
+            plan = halving_plan(len(cands), cells, int(left / rate) + spent, eta)
+        except ValueError:  # the first samples were slow (warm-up, compilation): the cheapest plan, stopped in time
+            plan = schedule(len(cands), cells, eta, 1)
         log(f"measured {1 / rate:.2f} samples/s on the default: {plan.describe()}")
     else:
         plan = halving_plan(len(cands), cells, int(budget.amount), eta)
