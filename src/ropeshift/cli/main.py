@@ -21,12 +21,14 @@ SUBCOMMANDS = {
     "freq": "freq",
     "ls": "ls",
     "matrix": "matrix",
+    "tune": "tune",
 }
 
 EPILOG = """examples:
   ropeshift needle --model smollm2-135m --methods rope,string --lengths 1k,2k,4k --depths 5
   ropeshift eval --model smollm2-135m --methods rope,string --tasks passkey,niah_single_1 --lengths 1k,2k --samples 5
   ropeshift report runs/smollm2-135m
+  ropeshift tune --model smollm2-135m --method string --budget 600 --batch-size 16
   ropeshift matrix string --length 9 --shift 3 --window 1
   ropeshift ls
 """
