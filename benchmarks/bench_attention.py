@@ -8,7 +8,9 @@ Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 timed calls after w
 (2 * N^2 * D * H, the FlashAttention convention, for every method: LM-Infinite's Lambda mask does less work):
   cudnn         SDPA forced to cuDNN, is_causal (GQA via enable_gqa, else K/V expanded outside the timing)
   ours causal   ropeshift.kernels.causal_attention (one identity region)
-  <method>      ropeshift.kernels.table_attention on the method's segment table
+  <method>      ropeshift.kernels.table_attention on the method's segment table (route c: one fused kernel)
+  <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
+                per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension):
   string S = 0.33 N, W = 128 | rerope w = L/4 | rerope_leaky w = L/4, k = 16 | self_extend G = 8, w_n = 1024 |
   dca C = 3L/4, w = L/16 | lm_infinite n_global = 10, n_local = L_d = L.
@@ -105,6 +107,17 @@ class Budget:
         return float("inf") if self.end is None else self.end - time.monotonic()
 
 
+COMPOSE = True
+
+
+def compose_prefill(q, k, v, method, inv, scale):
+    """The composed route exactly as the dispatcher calls it (regions rotated from post-RoPE q / k, then merged)."""
+    from ropeshift.kernels.compose import compose_attention
+    from ropeshift.kernels.compose_segments import segment_regions
+
+    return compose_attention(segment_regions(method, q, k, inv), v, scale=scale * method.logit_scale)
+
+
 def bench_prefill(shapes, methods, budget):
     rows = []
     for d, n in shapes:
@@ -125,8 +138,11 @@ def bench_prefill(shapes, methods, budget):
         fns["ours causal"] = lambda: kernels.causal_attention(q, k, v, scale=scale)
         poff = torch.zeros(1, dtype=torch.int32, device="cuda")  # as the dispatcher passes it (same binaries)
         for name in methods:
-            table = method_at(name, n).table()
+            method = method_at(name, n)
+            table = method.table()
             fns[name] = lambda t=table: kernels.table_attention(q, k, v, t, inv_freq=inv, scale=scale, pos_offset=poff)
+            if COMPOSE:  # route (b): vendor calls merged by LSE, with the per-region re-rotation, as dispatched
+                fns[name + " compose"] = lambda m=method: compose_prefill(q, k, v, m, inv, scale)
         res = {}
         for name, fn in fns.items():
             if budget.left() < 5:
@@ -279,10 +295,13 @@ def main(argv=None):
     p.add_argument("--md", default=None, help="also write the tables as markdown to this file")
     p.add_argument("--no-prefill", action="store_true")
     p.add_argument("--no-decode", action="store_true")
+    p.add_argument("--no-compose", action="store_true", help="leave out the composed-vendor route (<method> compose)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
     budget = Budget(args.budget)
+    global COMPOSE
+    COMPOSE = not args.no_compose
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

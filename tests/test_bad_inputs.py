@@ -288,7 +288,7 @@ CLI = [
                                    r"add_special_tokens, n_tokens, max_new_tokens, references"),
     (["needle", "--dry-run", "--model", "{TMP}/empty", "--out", "{TMP}/runs"], r"is not a Hugging Face model folder: "
                                                                          r"it has no config.json"),
-    (["needle", "--dry-run", "--model", "{TMP}/nope"], r"model '.*nope' is neither an embedded model \(smollm2-135m\)"),
+    (["needle", "--dry-run", "--model", "{TMP}/nope"], r"model '.*nope' is neither an embedded model \(smollm2-135m, "),
     ([*NEEDLE[:-1], "0"], r"bad length '0': must be a positive whole number of tokens"),
     ([*NEEDLE[:-1], "abc"], r"bad length 'abc': use a token count such as 4096, 4k or 1.5k"),
     ([*NEEDLE[:-1], "32"], r"lengths must be >= 64 tokens, got 32"),

@@ -73,7 +73,10 @@ def check_supported(model) -> None:
 _resolve = resolve_method  # kept for callers of the old private name
 
 
-def apply(model, method: str | None = None, *, config=None, shift=None, window=None, train_length=None,
+_FROM_CONFIG = object()  # apply's default method: "string", or the one a settings file names
+
+
+def apply(model, method: str = _FROM_CONFIG, *, config=None, shift=None, window=None, train_length=None,
           impl: str = "auto", **params):
     """Patch ``model`` in place with ``method`` and return it.
 
@@ -97,9 +100,10 @@ def apply(model, method: str | None = None, *, config=None, shift=None, window=N
     if config is not None:
         from .settings import method_settings
 
-        method, saved = method_settings(config, method)
+        method, saved = method_settings(config, None if method is _FROM_CONFIG else method)
         user = {**saved, **user}
-    method = method or "string"
+    if method is _FROM_CONFIG:
+        method = "string"
     if isinstance(method, str) and method in IDENTITY_METHODS:
         return remove(model)
     cls = method_class(method)

@@ -23,6 +23,9 @@ class RuntimeState:
     train_length: int | None
     _on_device: dict = field(default_factory=dict)
     _warned: bool = False
+    # every row's valid keys contiguous at the end (left padding or none), measured at layer 0 of the last
+    # prefill and kept for its decode steps (which only append valid keys): the kernels' layout
+    left_padded: bool | None = None
 
     def inv_freq_on(self, device) -> torch.Tensor:
         key = str(device)

@@ -173,6 +173,7 @@ def test_import_is_lazy():
 def test_torch_compile_fake():
     """The op has a fake implementation, so torch.compile can trace through it."""
     from ropeshift import kernels
+    from ropeshift.kernels import attention  # noqa: F401 - registers the op (test order varies under xdist)
     from ropeshift.kernels.spec import compile_table
 
     method = build("rerope", dict(window=8))

@@ -2,7 +2,9 @@
 
 impl: "reference" (fp64 oracle), "torch" (tiled, CPU and GPU), "triton" (fused segment-table kernels, CUDA;
 CPU only under TRITON_INTERPRET=1), or "auto" (triton when the call is on CUDA and the kernel package serves the
-method's table, dtype and head dim; else torch). The device is checked first, so "auto" on CPU never touches
+method's table, dtype and head dim; else torch). Under "auto", a fresh prefill without a mask (Lq == Lk) takes
+the composed vendor route (``kernels.routes``: cuDNN calls per table region, merged by LSE) where the measured
+route table says it is faster. The device is checked first, so "auto" on CPU never touches
 the kernels. An explicit impl never falls back: it raises with the reason.
 
 Kernel positions come without a host sync: key_start = lk - (valid keys) per row, and (for tables that use
@@ -51,6 +53,13 @@ def triton_unsupported_reason(method, device, dtype=None, head_dim=None, *, inte
     return kernels.unsupported_reason(spec, dev, dtype, head_dim, allow_interpreter=interpreter)
 
 
+def is_left_padded(kvalid) -> bool:
+    """True when every row's valid keys are contiguous at the end (left padding or none). One host sync."""
+    lk = kvalid.shape[1]
+    start = lk - kvalid.sum(dim=1, keepdim=True)
+    return bool(((torch.arange(lk, device=kvalid.device)[None, :] >= start) == kvalid).all())
+
+
 def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
     """(key_start [b] int32 or None, pos_offset [b] int32 or None), without a host sync."""
     b, lk = kvalid.shape
@@ -71,17 +80,42 @@ def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
     return key_start, pos_offset
 
 
-def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_given: bool):
-    """Returns (out [b, h, lq, d] in q's dtype, lse [b, h, lq] fp32)."""
+def _composed(q, k, v, method, inv_freq, scale, qpos):
+    """A fresh prefill on the composed-vendor route when the measured route table prefers it, else None."""
+    from ..kernels import routes
+
+    table = method.table()
+    if not routes.prefers_compose(table, q.shape[-1], q.shape[2], q.dtype):
+        return None
+    return routes.composed(q, k, v, method, inv_freq, scale=scale, qpos=qpos, table=table)
+
+
+def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_given: bool,
+           left_padded: bool | None = None):
+    """Returns (out [b, h, lq, d] in q's dtype, lse [b, h, lq] fp32).
+
+    ``left_padded``: whether the mask is left padding (the kernels' layout), as the interface measured it at
+    layer 0 of the prefill; None: measured here when the kernels would run (one host sync), except under
+    torch.compile, where a device-side assert guards prefill calls instead."""
     if impl == "reference":
         out, lse = reference_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
         return out.to(q.dtype), lse.float()
     use_kernels = impl == "triton" or (impl == "auto" and q.is_cuda)
     if use_kernels:
         reason = triton_unsupported_reason(method, q.device, q.dtype, q.shape[-1], interpreter=impl == "triton")
+        if reason is None and mask_given:
+            if left_padded is None and not torch.compiler.is_compiling():
+                left_padded = is_left_padded(kvalid)
+            if left_padded is False:
+                reason = ("the triton kernels need left padding (valid keys contiguous at the end of each row); "
+                          "this mask is right padded or has holes")
         if reason is None:
             from .. import kernels
 
+            if impl == "auto" and not mask_given and q.shape[2] == k.shape[2] and q.is_cuda:
+                composed = _composed(q, k, v, method, inv_freq, scale, qpos)
+                if composed is not None:
+                    return composed
             spec = _compiled(method)
             key_start, pos_offset = _kernel_positions(qpos, kvalid, mask_given, spec.for_keys(k.shape[2]).positional)
             return kernels.table_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,

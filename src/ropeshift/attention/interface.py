@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .dispatch import attend
+from .dispatch import attend, is_left_padded
 from .positions import inconsistent_rows, positions_from
 
 ATTN_NAME = "ropeshift"
@@ -84,14 +84,17 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
         key, value = key[:, :, :lk], value[:, :, :lk]
     position_ids = kwargs.get("position_ids")
     qpos, kpos, kvalid = positions_from(position_ids, attention_mask, b, lq, lk, query.device)
+    mask_given = attention_mask is not None
     if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda):  # no host sync per decode step
         if not torch.compiler.is_compiling():
             _check_positions(position_ids, attention_mask, b, lq, lk, query.device)
+            state.left_padded = is_left_padded(kvalid) if mask_given else True
         state.check_length(qpos)
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
     out, _ = attend(
         state.impl, query, key, value, state.method, state.inv_freq_on(query.device),
-        scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=attention_mask is not None,
+        scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=mask_given,
+        left_padded=state.left_padded if mask_given else True,
     )
     return out.transpose(1, 2).contiguous(), None
 

@@ -99,18 +99,16 @@ def model_facts(name_or_path: str) -> ModelFacts:
 
 def check_methods(facts: ModelFacts, specs, impl: str | None, device: str) -> None:
     """Resolve every method spec against the model exactly as ``apply`` will; errors name the method."""
-    from ..api import apply, remove
+    from ..api import remove
+    from .generation import activate
 
     if impl == "triton" and not device.startswith("cuda"):
         raise ValueError(f"--impl triton needs a CUDA device, got --device {device}")
     for spec in specs:
         if spec.name == "rope":
             continue
-        kwargs = dict(spec.params)
-        if impl is not None and impl != "triton":
-            kwargs["impl"] = impl
-        try:
-            apply(facts.meta_model, spec.name, **kwargs)
+        try:  # the same steps as the run (compositions, "2/3L" values), on a meta-device copy
+            activate(facts.meta_model, spec, None if impl == "triton" else impl)
         finally:
             remove(facts.meta_model)
 

@@ -1,0 +1,70 @@
+"""Which CUDA route serves a prefill call under impl="auto": the fused table kernel or the composed vendor kernels.
+
+Two routes consume the same segment table (``ropeshift.remaps.table``):
+
+    fused     ``table_attention``: one Triton kernel, every call shape (prefill, decode, padding, Lq != Lk)
+    compose   ``compose.compose_attention`` on ``compose_segments.segment_regions``: cuDNN/flash calls per
+              region, merged by log-sum-exp; a fresh prefill only (Lq == Lk, no mask, contiguous positions)
+
+The choice is a measured table, not a guess: ``COMPOSE_FROM[(form, head_dim)]`` is the shortest sequence length
+at which compose beat the fused kernel in ``benchmarks/bench_attention.py`` (H100, bf16; the rows are in
+benchmarks/RESULTS.md). ``form`` is what the table's rules need from the vendor kernels, not a method name:
+
+    band     every region a distance band (rule "all")
+    lambda   some region restricted to a key prefix (rule "lambda")
+    chunk    some region under a chunk rule ("chunk_near" / "chunk_far")
+
+A (form, head_dim) not in the table, fp32, or a shape compose cannot serve takes the fused route.
+"""
+from __future__ import annotations
+
+import torch
+
+# (form, head_dim) -> the smallest Lq = Lk at which compose is faster (measured, see the module docstring)
+COMPOSE_FROM = {
+    ("band", 128): 16384,
+    ("band", 64): 16384,
+    ("lambda", 128): 8192,
+    ("lambda", 64): 8192,
+    ("chunk", 128): 16384,
+    ("chunk", 64): 16384,
+}
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def table_form(table) -> str:
+    rules = {r.rule for r in table.regions}
+    if rules & {"chunk_near", "chunk_far"}:
+        return "chunk"
+    return "lambda" if "lambda" in rules else "band"
+
+
+def prefers_compose(table, head_dim: int, n: int, dtype) -> bool:
+    """True when the measured route table says compose is faster for this call."""
+    start = COMPOSE_FROM.get((table_form(table), head_dim))
+    return dtype in _HALF and start is not None and n >= start
+
+
+def composed(q, k, v, method, inv_freq, *, scale, qpos, table):
+    """(out, lse) through compose for a fresh prefill without a mask, or None when compose cannot serve it.
+
+    q [b, h, n, d], k / v [b, h_kv, n, d] post-RoPE; qpos [b, n] (all rows contiguous, from the interface).
+    Tables that read absolute positions cost one host sync (the first position of the rows); band tables none.
+    """
+    from .compose import compose_attention
+    from .compose_segments import region_specs, segment_regions
+
+    if any(isinstance(region_specs(r), str) for r in table.regions):
+        return None
+    pos0 = 0
+    if table.position_dependent:
+        first = qpos[:, 0]
+        lo, hi = torch.stack((first.min(), first.max())).tolist()
+        if lo != hi or (lo != 0 and table_form(table) != "band"):
+            return None  # rows at different offsets, or a key-index rule away from position 0: fused kernel
+        pos0 = int(lo)
+    regions = segment_regions(method, q, k, inv_freq, pos0=pos0)
+    return compose_attention(regions, v, scale=scale * method.logit_scale)
+
+
+__all__ = ["COMPOSE_FROM", "composed", "prefers_compose", "table_form"]
