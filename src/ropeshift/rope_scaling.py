@@ -278,6 +278,11 @@ def rebuild_rotary(sites) -> None:
         setattr(parent, attr, new)
 
 
+def _nested(rope_parameters: dict) -> bool:
+    """True for per-layer-type RoPE (``{"full_attention": {...}, "sliding_attention": {...}}``)."""
+    return any(isinstance(v, dict) for v in rope_parameters.values())
+
+
 def apply_rope_scaling(model, cls, params: dict) -> None:
     """Resolve ``cls`` with ``params``, then rewrite the rope parameters and rebuild the rotary modules."""
     from .params import resolve_method
@@ -294,7 +299,7 @@ def apply_rope_scaling(model, cls, params: dict) -> None:
     config = next(iter(configs.values()))
     previous = record.get("rope")
     original = copy.deepcopy(previous["original_rope_parameters"] if previous else config.rope_parameters)
-    if not isinstance(original, dict) or "rope_type" not in original or config.nested_rope_parameter_keys(original):
+    if not isinstance(original, dict) or "rope_type" not in original or _nested(original):
         raise ValueError(f"unsupported: {model_type!r} uses per-layer-type RoPE; {cls.name} needs a single rotary embedding")
     if original["rope_type"] != "default":
         raise ValueError(

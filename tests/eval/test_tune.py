@@ -185,7 +185,7 @@ def test_tune_end_to_end_on_a_tiny_model(tok, tiny_llama, tmp_path, capsys):
     finally:
         ropeshift.remove(tiny_llama)
     torch.testing.assert_close(via_file, via_kwargs, rtol=0, atol=0)
-    rungs = [read_jsonl(p) for p in (out / "tuning").rglob("192.jsonl") if "_prompts" not in p.parts]
+    rungs = [read_jsonl(p) for p in (out / "tuning").rglob("192.w*.jsonl") if "_prompts" not in p.parts]
     assert max(len(r) for r in rungs) == 4 and min(len(r) for r in rungs) == 2  # survivors scored more prompts
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .options import MethodSpec, format_length
-from .records import prompts_path, read_jsonl, record_path
+from .records import prompts_path, read_cell, read_jsonl
 from .report_tables import Cell, markdown
 from .runner import RunConfig, run
 from .tasks import TaskOptions
@@ -100,9 +100,9 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
 def _scores(rc: RunConfig, label: str, length: int) -> dict[tuple[str, int], float]:
     out = {}
     for task in rc.tasks:
-        for r in read_jsonl(record_path(rc.out, rc.model, task, label, length)):
-            if r["index"] < rc.samples:
-                out[task, r["index"]] = float(r["score"])
+        for r in read_cell(rc.out, rc.model, task, label, length):
+            if r.index < rc.samples:
+                out[task, r.index] = float(r.score)
     return out
 
 

@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from .records import read_jsonl, record_path
+from .records import read_cell
 from .runner import RunConfig, prepare_samples, run
 
 _BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds|samples)?\s*$")
@@ -118,11 +118,11 @@ def score_of(cfg: RunConfig, label: str, n: int) -> tuple[float, set[str]]:
     scores, hashes = [], set()
     for task in cfg.tasks:
         for length in cfg.lengths:
-            recs = [r for r in read_jsonl(record_path(cfg.out, cfg.model, task, label, length)) if r["index"] < n]
+            recs = [r for r in read_cell(cfg.out, cfg.model, task, label, length) if r.index < n]
             if len(recs) < n:
                 raise RuntimeError(f"{label}: {task} at {length} has {len(recs)} of {n} records")
-            scores += [float(r["score"]) for r in recs]
-            hashes |= {r["prompt_hash"] for r in recs}
+            scores += [float(r.score) for r in recs]
+            hashes |= {r.prompt_hash for r in recs}
     return sum(scores) / len(scores), hashes
 
 

@@ -22,12 +22,12 @@ import torch
 
 # (form, head_dim) -> the smallest Lq = Lk at which compose is faster (measured, see the module docstring)
 COMPOSE_FROM = {
-    ("band", 128): 16384,
-    ("band", 64): 16384,
-    ("lambda", 128): 8192,
+    ("band", 128): 32768,
+    ("band", 64): 32768,
+    ("lambda", 128): 16384,
     ("lambda", 64): 8192,
     ("chunk", 128): 16384,
-    ("chunk", 64): 16384,
+    ("chunk", 64): 32768,
 }
 _HALF = (torch.bfloat16, torch.float16)
 
