@@ -14,7 +14,7 @@ import torch
 
 import ropeshift
 
-from .tiny_models import tiny_model
+from .tiny_models import tiny_model, with_cache
 
 # Small parameters so that prompts of ~20 tokens cross every region of every method.
 METHODS = [
@@ -121,7 +121,7 @@ def test_static_cache_forward_equals_dynamic(model, rows, impl, with_mask):
                 seen = cache.get_seq_length() + step.shape[1]
                 kw = dict(attention_mask=torch.ones(1, seen, dtype=torch.long)) if with_mask else {}
                 with torch.no_grad():
-                    outs.append(model(step, cache=cache, use_cache=True, **kw).logits)
+                    outs.append(model(step, **with_cache(model, cache), use_cache=True, **kw).logits)
             results.append(torch.cat(outs, 1))
         torch.testing.assert_close(results[1], results[0], atol=ATOL, rtol=0)
         torch.testing.assert_close(results[0], _logits(model, ids[:, :18]), atol=ATOL, rtol=0)
@@ -185,14 +185,14 @@ def test_decoding_after_right_padding_needs_position_ids(model, rows, impl):
 
         def prefilled():
             cache = DynamicCache(config=model.config)
-            _logits(model, ids, attention_mask=mask, cache=cache, use_cache=True)
+            _logits(model, ids, attention_mask=mask, **with_cache(model, cache), use_cache=True)
             return cache
 
         with pytest.raises(ValueError, match="position_ids"):
-            _logits(model, nxt, attention_mask=mask2, cache=prefilled(), use_cache=True)
+            _logits(model, nxt, attention_mask=mask2, **with_cache(model, prefilled()), use_cache=True)
         cache = prefilled()
         pid = mask2.sum(-1, keepdim=True) - 1
-        out = _logits(model, nxt, attention_mask=mask2, cache=cache, use_cache=True, position_ids=pid)
+        out = _logits(model, nxt, attention_mask=mask2, **with_cache(model, cache), use_cache=True, position_ids=pid)
         for i, r in enumerate(rows):
             alone = _logits(model, torch.cat((r, nxt[i]))[None])[0, -1]
             torch.testing.assert_close(out[i, -1], alone, atol=ATOL, rtol=0, msg=lambda m: f"row {i}: {m}")

@@ -12,7 +12,7 @@ import torch
 
 import ropeshift
 
-from .tiny_models import tiny_model
+from .tiny_models import tiny_model, with_cache
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -98,9 +98,9 @@ def test_gpu_decoding_after_right_padding_with_position_ids(model, rows, impl):
         ids, mask = _pad(rows, "right")
         nxt = torch.randint(3, 128, (len(rows), 1), device="cuda")
         cache = DynamicCache(config=model.config)
-        _logits(model, ids, attention_mask=mask, cache=cache, use_cache=True)
+        _logits(model, ids, attention_mask=mask, **with_cache(model, cache), use_cache=True)
         mask2 = torch.cat((mask, torch.ones_like(mask[:, :1])), 1)
-        out = _logits(model, nxt, attention_mask=mask2, cache=cache, use_cache=True,
+        out = _logits(model, nxt, attention_mask=mask2, **with_cache(model, cache), use_cache=True,
                       position_ids=mask2.sum(-1, keepdim=True) - 1)
         for i, r in enumerate(rows):
             alone = _logits(model, torch.cat((r, nxt[i]))[None])[0, -1]

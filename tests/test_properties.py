@@ -32,7 +32,7 @@ import torch
 
 import ropeshift
 
-from .tiny_models import ARCHS, tiny_model
+from .tiny_models import ARCHS, tiny_model, with_cache
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
@@ -268,7 +268,7 @@ def _decode(model, sc: Scenario, ids, mask, cache_kind: str):
     for stop in [width - sc.decode, *range(width - sc.decode + sc.step, width, sc.step), width]:
         if stop <= start:
             continue
-        kw = dict(attention_mask=mask[:, :stop], cache=cache, use_cache=True)
+        kw = dict(attention_mask=mask[:, :stop], **with_cache(model, cache), use_cache=True)
         if explicit:
             kw["position_ids"] = pid_all[:, start:stop]
         outs.append(_logits(model, ids[:, start:stop], **kw))

@@ -51,3 +51,13 @@ def tiny_model(arch: str = "llama", dtype=torch.float32, **overrides):
 
 
 ARCHS = ("llama", "qwen2", "qwen3", "mistral", "phi3")
+
+
+def with_cache(model, cache) -> dict:
+    """Forward keywords passing a KV cache: ``cache`` in newer transformers, ``past_key_values`` before (5.17).
+
+    An unknown keyword is swallowed by the model's ``**kwargs``, so the wrong name would silently run uncached."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    return {name: cache}
