@@ -139,6 +139,27 @@ def test_dispatch_without_mask_and_auto_on_cpu(monkeypatch):
         attend("auto", q, k, v, method, inv, **kw)
 
 
+@pytest.mark.parametrize("name, params", [("dca", dict(chunk_size=8, local_window=2)),
+                                          ("self_extend", dict(group_size=2, window=4))])
+def test_dispatch_left_padded_batch_with_positional_tables(name, params):
+    """A left-padded batch through impl='triton' for methods whose table depends on absolute positions:
+    the padding slots' positions are not consecutive with the row's, and must not trip the layout check."""
+    from ropeshift.attention.dispatch import attend
+    from ropeshift.attention.positions import positions_from
+
+    method = build(name, params)
+    q, k, v = _inputs(3, 2, 1, 24, 24, 32, torch.float32, 6)
+    inv = llama_inv_freq(32, base=10000.0)
+    mask = torch.ones(3, 24, dtype=torch.bool, device=DEV)
+    mask[1, :5], mask[2, :17] = False, False
+    qpos, kpos, kvalid = positions_from(None, mask, 3, 24, 24, q.device)
+    kw = dict(scale=0.2, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=True, left_padded=True)
+    out, _ = attend("triton", q, k, v, method, inv, **kw)
+    ref, _ = attend("torch", q, k, v, method, inv, **kw)
+    valid = kvalid[:, None, :, None].expand_as(out)
+    assert rel_err(out[valid], ref[valid]) < 1e-4
+
+
 def test_unsupported_reasons():
     from ropeshift import kernels
     from ropeshift.remaps.table import PosMap, Region, SegmentTable

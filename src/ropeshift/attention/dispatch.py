@@ -73,9 +73,10 @@ def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
                                 "ropeshift: impl='triton' needs left padding (valid keys contiguous at the end)")
     if positional:
         pos_offset = (qpos[:, -1] - (lk - 1)).to(torch.int32)
-        if lq > 1:
+        if lq > 1:  # valid queries only: left-padding slots (the first keys' slots) carry no position
             steps = torch.arange(lq - 1, -1, -1, device=qpos.device)
-            torch._assert_async((qpos == qpos[:, -1:] - steps).all(),
+            consecutive = (qpos == qpos[:, -1:] - steps) | ~kvalid[:, lk - lq:]
+            torch._assert_async(consecutive.all(),
                                 "ropeshift: impl='triton' needs consecutive query positions in each row")
     return key_start, pos_offset
 
