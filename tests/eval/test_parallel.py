@@ -43,6 +43,22 @@ def test_shard_deals_every_sample_once_and_keeps_methods_together(world):
         assert max(map(len, parts)) - min(map(len, parts)) <= 2 * 2   # balanced within one group per cell
 
 
+@pytest.mark.parametrize("world, block", [(2, 3), (3, 2), (4, 50)])
+def test_shard_in_blocks_keeps_batches_whole(world, block):
+    """Blocks of ``block`` consecutive prompts of a cell go to one rank: every sample once, methods together."""
+    units = {(m, t, n, s.index) for m, t, n, todo in _work() for s in todo}
+    parts = [{(m, t, n, s.index) for m, t, n, todo in shard(_work(), Ranks(r, world), block) for s in todo}
+             for r in range(world)]
+    assert set().union(*parts) == units and sum(map(len, parts)) == len(units)
+    owner = {(t, n, i): r for r, p in enumerate(parts) for _, t, n, i in p}
+    for t, n, k in (("a", 256, 7), ("b", 512, 5)):
+        present = sorted(i for (tt, nn, i) in owner if (tt, nn) == (t, n))
+        for j in range(0, len(present), block):
+            assert len({owner[t, n, i] for i in present[j:j + block]}) == 1   # one block, one rank
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        shard(_work(), Ranks(0, 2), 0)
+
+
 def test_ranks_and_devices(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

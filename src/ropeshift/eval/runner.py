@@ -182,15 +182,27 @@ def plan_work(cfg: RunConfig, samples: dict[tuple[str, int], list[Sample]]) -> l
     return work
 
 
-def shard(work: list[tuple], ranks: Ranks) -> list[tuple]:
-    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt round-robin."""
+def shard(work: list[tuple], ranks: Ranks, block: int = 1) -> list[tuple]:
+    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt round-robin in
+    blocks of ``block`` consecutive prompts of one (task, length) cell, so each rank's generate calls stay
+    full batches (``block = batch size``) instead of 1/world of one."""
     if ranks.world == 1:
         return work
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     groups = list(dict.fromkeys((task, length, s.index) for _, task, length, todo in work for s in todo))
-    owner = parallel.owners(groups, ranks.world)
+    cells = {c: i for i, c in enumerate(dict.fromkeys(g[:2] for g in groups))}
+    groups.sort(key=lambda g: (cells[g[:2]], g[2]))  # a cell's prompts in index order
+    seen: dict[tuple, int] = {}
+    blocks = {}
+    for g in groups:
+        k = seen.get(g[:2], 0)
+        seen[g[:2]] = k + 1
+        blocks[g] = (*g[:2], k // block)
+    owner = parallel.owners(list(dict.fromkeys(blocks.values())), ranks.world)
     mine = []
     for method, task, length, todo in work:
-        todo = [s for s in todo if owner[task, length, s.index] == ranks.rank]
+        todo = [s for s in todo if owner[blocks[task, length, s.index]] == ranks.rank]
         if todo:
             mine.append((method, task, length, todo))
     return mine
@@ -213,7 +225,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     work = plan_work(cfg, samples)
     parallel.barrier(ranks)        # every rank has read the same records before any rank writes
     total = sum(len(w[3]) for w in work)
-    work = shard(work, ranks)
+    work = shard(work, ranks, cfg.batch_size)
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     written, current = 0, None
     try:
