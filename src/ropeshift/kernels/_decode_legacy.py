@@ -6,7 +6,7 @@ two dots on every tile), kept for side-by-side benchmarks: ``ROPESHIFT_DECODE_LE
 import triton
 import triton.language as tl
 
-from ._decode import _decode_combine_kernel, _num_sms
+from ._decode_combine import _decode_combine_kernel, _num_sms
 from ._prefill import _LOG2E, _chunk_far, _map_delta, _partner, _rotate, _rotate_steps
 
 
