@@ -40,9 +40,10 @@ from ._prefill import _LOG2E, _cos_sin, _map_delta, _partner, _rotate
 def _mm(a, b, DOT_PREC: tl.constexpr, WIDE: tl.constexpr):
     """a [r, w] . b [n, w]^T -> [r, n] fp32 (tl.dot needs w >= 16; narrower halves (d = 16) sum a product)."""
     if WIDE:
-        return tl.dot(a, tl.trans(b), input_precision=DOT_PREC)
+        r = tl.dot(a, tl.trans(b), input_precision=DOT_PREC)
     else:
-        return tl.sum(a.to(tl.float32)[:, None, :] * b.to(tl.float32)[None, :, :], 2)
+        r = tl.sum(a.to(tl.float32)[:, None, :] * b.to(tl.float32)[None, :, :], 2)
+    return r
 
 
 @triton.jit
