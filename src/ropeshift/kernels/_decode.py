@@ -2,22 +2,185 @@
 
 Two launches, no host syncs, CUDA-graph capturable:
 
-1. `_table_decode_split_kernel`, grid (splits, b * h_kv): one program reads one chunk of one KV head once
-   and scores it against all g query heads of that KV head *and* their region-1 copies, stacked as the rows
-   of one MMA operand (rows [0, g): q for region 0, rows [g, 2g): q re-rotated by region 1's query map at the
-   query's position; padded to >= 16 rows, which the MMA needs anyway). Region-0 rows see the keys of region 0,
-   region-1 rows those of region 1 (keys re-rotated per tile by the key map when it is not a constant: a second
-   dot), so the two rows of a head hold disjoint parts of the same softmax. Writes per-row partial (out, lse).
+1. `_table_decode_split_kernel`, grid (splits, b * h_kv): one program reads one chunk of one KV head once and
+   scores it against the g query heads of that KV head, stacked as the rows of one MMA operand (2g rows with a
+   region 1, padded to >= 16, which the MMA needs anyway). Every row holds a partial softmax over a disjoint set
+   of keys; the combine merges rows g' and g + g' of a head. With one query, region 1 is the key prefix
+   [0, F) (F from the bands, and for DCA's chunk rule from the query's chunk), so the chunk is cut into zones::
+
+       keys  [ far: region 1 only ][ edge tile ][ near: region 0 only ]     (Lambda: invisible tiles skipped)
+               one dot, keys re-     both        one dot of q and k as cached (rows [0, g))
+               rotated in registers
+
+   Far keys use the key map's in-tile decomposition map(n0 + j) - (n0 + j) = delta_t + D_j: R(delta_t) moves to
+   the query rows (one [d/2] cos/sin per tile), R(D_j) is applied to the keys' rotary halves, loaded as two
+   [BLOCK_N, d/2] tiles (no partner gather). KMAP 1: D_j = (a - 1) j + c floor((r0 + j) / G) is the same for every
+   tile (c = 0, or G | BLOCK_N): a cos/sin table [BLOCK_N, d/2] built once per program. KMAP 2 (other G <
+   BLOCK_N): the table per tile, of small angles. KMAP 3 (c != 0, G >= BLOCK_N, e.g. DCA): at most one group
+   step per tile; D_j = (a - 1) j (no key rotation at all when a = 1) and the keys past the step are scored by
+   rows [0, g) with the query rotated by one more c. KMAP 0 (identity key map, STRING, plain): one dot of the
+   stacked rows [q; q1] with the keys as cached on every tile.
 2. `_decode_combine_kernel`, grid (b * h,): merges the 2 * splits partials of a head by LSE.
 
-Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head dim,
-r2 = len(inv_freq), R = padded stacked rows, P = splits.
+Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
+``_prefill._cos_sin``. Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head
+dim, r2 = len(inv_freq), R = padded stacked rows, P = splits.
 """
+
+import os
 
 import triton
 import triton.language as tl
 
-from ._prefill import _LOG2E, _chunk_far, _map_delta, _partner, _rotate, _rotate_steps
+from ._decode_combine import _decode_combine_kernel, _num_sms
+from ._prefill import _LOG2E, _cos_sin, _map_delta, _partner, _rotate
+
+
+@triton.jit
+def _mm(a, b, DOT_PREC: tl.constexpr, WIDE: tl.constexpr):
+    """a [r, w] . b [n, w]^T -> [r, n] fp32 (tl.dot needs w >= 16; narrower halves (d = 16) sum a product)."""
+    if WIDE:
+        r = tl.dot(a, tl.trans(b), input_precision=DOT_PREC)
+    else:
+        r = tl.sum(a.to(tl.float32)[:, None, :] * b.to(tl.float32)[None, :, :], 2)
+    return r
+
+
+@triton.jit
+def _halves(rows, offs_h, R2, ok, stride_d, HALF: tl.constexpr, PARTIAL: tl.constexpr):
+    """Rotary halves [n, HALF] of a row tile (rows: [n, 1] pointers, ok [n]): columns [0, r2) and [r2, 2 r2),
+    zero past r2 (PARTIAL: r2 < d / 2; else the two contiguous halves of the row)."""
+    if PARTIAL:
+        m = ok[:, None] & (offs_h < R2)[None, :]
+        lo = tl.load(rows + offs_h[None, :] * stride_d, mask=m, other=0.0)
+        hi = tl.load(rows + (R2 + offs_h)[None, :] * stride_d, mask=m, other=0.0)
+    else:
+        lo = tl.load(rows + offs_h[None, :] * stride_d, mask=ok[:, None], other=0.0)
+        hi = tl.load(rows + (HALF + offs_h)[None, :] * stride_d, mask=ok[:, None], other=0.0)
+    return lo, hi
+
+
+@triton.jit
+def _rest(rows, offs_d, R2, ok, stride_d):
+    """The non-rotary columns [2 r2, d) of a row tile as [n, d], zero elsewhere (partial rotary only)."""
+    return tl.load(rows + offs_d[None, :] * stride_d, mask=ok[:, None] & (offs_d >= 2 * R2)[None, :], other=0.0)
+
+
+@triton.jit
+def _key_table(inv_h, offs_n, r0, KA, KC, KG):
+    """cos, sin [BLOCK_N, HALF] fp32 of the in-tile key rotation D_j = (a - 1) j + c floor((r0 + j) / G)."""
+    dj = (KA - 1.0) * offs_n.to(tl.float32) + (KC * ((r0 + offs_n) // KG)).to(tl.float32)
+    return _cos_sin(dj[:, None] * inv_h[None, :])
+
+
+@triton.jit
+def _tile_delta(n0, poff, KA, KC, KG, KB):
+    """r0 = p0 mod G (>= 0) and delta_t = map(p0) - p0 (fp32) of a tile's first key position p0 = n0 + poff."""
+    p0 = n0 + poff
+    r0 = p0 % KG
+    r0 = tl.where(r0 < 0, r0 + KG, r0)
+    return r0, (KA - 1.0) * p0.to(tl.float32) + (KC * ((p0 - r0) // KG)).to(tl.float32) + KB
+
+
+@triton.jit
+def _q_far(q_lo, q_hi, inv_h, dq, KC, is_r1, STEP: tl.constexpr):
+    """Query halves (fp32 [R, HALF]) rotated by dq positions; STEP: rows [0, g) by dq - c instead."""
+    c0, s0 = _cos_sin(dq * inv_h)
+    c = c0[None, :]
+    s = s0[None, :]
+    if STEP:
+        c1, s1 = _cos_sin((dq - KC) * inv_h)
+        c = tl.where(is_r1[:, None], c, c1[None, :])
+        s = tl.where(is_r1[:, None], s, s1[None, :])
+    return q_lo * c - q_hi * s, q_hi * c + q_lo * s
+
+
+@triton.jit
+def _dtiles(
+    acc, l_i, m_i, lo, hi, q, q_lo, q_hi, q_rest, inv_h, tc, ts, K_BASE, V_BASE,
+    stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB,
+    qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+    BLOCK_N: tl.constexpr, HALF: tl.constexpr, MODE: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
+    PARTIAL: tl.constexpr, RULE: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """Online softmax over the key tiles [lo, hi). MODE 0: one dot of q [R, d] with the keys as cached;
+    1: far (q rows rotated per tile, keys by the in-tile table); 2: both, selected by key (the edge tile)."""
+    WIDE: tl.constexpr = HALF >= 16
+    for n0 in range(lo, hi, BLOCK_N):
+        offs = n0 + offs_n
+        in_k = (offs < stop) & (offs >= ks)
+        k_rows = K_BASE + offs[:, None].to(tl.int64) * stride_kn
+        v = tl.load(V_BASE + offs[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=in_k[:, None], other=0.0)
+        far = offs < F
+        if MODE == 0:
+            k = tl.load(k_rows + offs_d[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+            key_r1 = far
+        else:
+            k_lo, k_hi = _halves(k_rows, offs_h, R2, in_k, stride_kd, HALF, PARTIAL)
+            r0, dt = _tile_delta(n0, poff, KA, KC, KG, KB)
+            f_lo, f_hi = _q_far(q_lo, q_hi, inv_h, dq - dt, KC, is_r1, KMAP == 3)
+            if KMAP == 2:
+                c_t, s_t = _key_table(inv_h, offs_n, r0, KA, KC, KG)
+            else:
+                c_t, s_t = tc, ts
+            if KMAP != 3 or KROT:
+                lo32 = k_lo.to(tl.float32)
+                hi32 = k_hi.to(tl.float32)
+                k1_lo = (lo32 * c_t - hi32 * s_t).to(k_lo.dtype)
+                k1_hi = (hi32 * c_t + lo32 * s_t).to(k_lo.dtype)
+            else:
+                k1_lo = k_lo
+                k1_hi = k_hi
+            s = _mm(f_lo.to(q.dtype), k1_lo, DOT_PREC, WIDE) + _mm(f_hi.to(q.dtype), k1_hi, DOT_PREC, WIDE)
+            if PARTIAL:
+                s_rest = tl.dot(q_rest, tl.trans(_rest(k_rows, offs_d, R2, in_k, stride_kd)), input_precision=DOT_PREC)
+                s += s_rest
+            if KMAP == 3:  # keys past the group step (j >= G - r0) go to rows [0, g)
+                key_r1 = far & (offs_n < KG - r0)
+            else:
+                key_r1 = far
+            if MODE == 2:
+                s0 = _mm(q_lo.to(q.dtype), k_lo, DOT_PREC, WIDE) + _mm(q_hi.to(q.dtype), k_hi, DOT_PREC, WIDE)
+                if PARTIAL:
+                    s0 += s_rest
+                s = tl.where(far[None, :], s, s0)
+        s = s * qk_scale
+        vis = in_k[None, :] & row_ok[:, None] & (key_r1[None, :] == is_r1[:, None])
+        if RULE == 2:  # Lambda: local window or global keys
+            vis = vis & (((pos - offs) < RA) | ((offs + poff) < RB))[None, :]
+        s = tl.where(vis, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _dzone(
+    acc, l_i, m_i, lo, hi, gend, lstart, q, q_lo, q_hi, q_rest, inv_h, tc, ts, K_BASE, V_BASE,
+    stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB,
+    qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+    BLOCK_N: tl.constexpr, HALF: tl.constexpr, MODE: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
+    PARTIAL: tl.constexpr, RULE: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """_dtiles over [lo, hi); with the Lambda rule over its visible tiles only: [lo, gend) + [lstart, hi)."""
+    if RULE == 2:
+        acc, l_i, m_i = _dtiles(acc, l_i, m_i, lo, tl.minimum(hi, gend), q, q_lo, q_hi, q_rest, inv_h, tc, ts,
+                                K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
+                                RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+                                BLOCK_N, HALF, MODE, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+        lo = tl.maximum(lo, tl.maximum(gend, lstart))
+    acc, l_i, m_i = _dtiles(acc, l_i, m_i, lo, hi, q, q_lo, q_hi, q_rest, inv_h, tc, ts,
+                            K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
+                            RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+                            BLOCK_N, HALF, MODE, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+    return acc, l_i, m_i
 
 
 # the cache grows every step, table scalars vary per call: one binary per table kind for all lengths
@@ -30,13 +193,16 @@ def _table_decode_split_kernel(
     H_KV, G, LK, R2, qk_scale, CHUNK,
     LO1, HI0, RA, RB, QA, QC, QG, QB, KA, KC, KG, KB,
     HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr,
-    HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, DOT_PREC: tl.constexpr,
+    HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
+    PARTIAL: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     # Q     [b, h, 1, d]          (row stride unused)     INV [r2] fp32 inverse frequencies
     # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index; POFF [b] position of key 0
     # Opart [b, h_kv, P, R, d] fp32, contiguous: normalised partial outputs
     # Lpart [b, h_kv, P, R]    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
+    # KMAP (module docstring): 0 keys as cached, 1 invariant in-tile table, 2 per-tile table, 3 group step
+    # (KROT: keys rotated by (a - 1) j); PARTIAL: r2 < d / 2
+    HALF: tl.constexpr = HEAD_DIM // 2
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     num_s = tl.num_programs(0)
@@ -45,6 +211,7 @@ def _table_decode_split_kernel(
 
     rows = tl.arange(0, BLOCK_R)
     offs_d = tl.arange(0, HEAD_DIM)
+    offs_h = tl.arange(0, HALF)
     offs_n = tl.arange(0, BLOCK_N)
     n_rows = 2 * G if HAS_R1 else G
     row_ok = rows < n_rows
@@ -62,55 +229,86 @@ def _table_decode_split_kernel(
     else:
         poff = -ks
     pos = LK - 1
-    if HAS_R1 and QMAP != 0:
-        qp = tl.load(q_rows + _partner(offs_d, R2)[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
-        if QMAP == 1:
-            qr = _rotate(q, qp, INV, R2, offs_d, QB)
-        else:
-            qr = _rotate(q, qp, INV, R2, offs_d, _map_delta(pos + poff, QA, QC, QG, QB))
-        q = tl.where(is_r1[:, None], qr, q)
+    qpos = pos + poff
+    if QMAP == 2:
+        dq = _map_delta(qpos, QA, QC, QG, QB)
+    elif QMAP == 1:
+        dq = QB
+    else:
+        dq = 0.0
+    # region 1 = keys [0, F) of this one query
+    if HAS_R1:
+        F = pos - LO1 + 1
+        if RULE == 1:  # DCA: near iff the key's chunk is the query's, or the previous one with m mod s <= w
+            qch = qpos // RA
+            near0 = (qch - ((qpos - qch * RA) <= RB).to(tl.int32)) * RA - poff
+            F = tl.maximum(pos - HI0 + 1, tl.minimum(F, near0))
+    else:
+        F = 0
     start = pid_s * CHUNK
     stop = tl.minimum(start + CHUNK, LK)
+    lo = start
+    if HAS_KS:  # tiles wholly in the left padding are skipped
+        lo = tl.maximum(lo, ks // BLOCK_N * BLOCK_N)
+    if RULE == 2:  # Lambda: tiles before gend hold global keys; from lstart on, keys are within n_local
+        gk = RB - poff
+        gend = tl.where(gk > 0, (gk + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)
+        xl = pos - RA + 1
+        lstart = tl.where(xl > 0, xl // BLOCK_N * BLOCK_N, 0)
+    else:
+        gend = 0
+        lstart = 0
     K_BASE = K + off_b * stride_kb + off_hk * stride_kh
     V_BASE = V + off_b * stride_vb + off_hk * stride_vh
 
     acc = tl.zeros([BLOCK_R, HEAD_DIM], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
     m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
-    for n0 in range(start, stop, BLOCK_N):
-        offs = n0 + offs_n
-        in_k = (offs < stop) & (offs >= ks)
-        k_ptrs = K_BASE + offs[:, None].to(tl.int64) * stride_kn
-        k = tl.load(k_ptrs + offs_d[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
-        v = tl.load(V_BASE + offs[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=in_k[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        if HAS_R1 and (KMAP == 2 or KMAP == 4):
-            kp = tl.load(k_ptrs + _partner(offs_d, R2)[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
-            if KMAP == 2:
-                k1 = _rotate(k, kp, INV, R2, offs_d, _map_delta(offs + poff, KA, KC, KG, KB)[:, None])
-            else:  # piecewise constant (DCA): two rotations per tile
-                k1 = _rotate_steps(k, kp, INV, R2, offs_d, offs + poff, n0 + poff, KC, KG, KB)
-            s = tl.where(is_r1[:, None], tl.dot(q, tl.trans(k1), input_precision=DOT_PREC), s)
-        s = s * qk_scale
-        vis = in_k[None, :] & row_ok[:, None]
-        d = pos - offs
-        if RULE == 2:
-            vis = vis & ((d < RA) | ((offs + poff) < RB))[None, :]
-        if HAS_R1:
-            if RULE == 1:
-                far = (d >= HI0) | ((d >= LO1) & _chunk_far(pos + poff, offs + poff, RA, RB))
-            else:
-                far = d >= LO1
-            vis = vis & (far[None, :] == is_r1[:, None])
-        s = tl.where(vis, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        m_i = m_new
+    if KMAP == 0:  # rows [q; q1] (q1: q rotated once by the query map), keys as cached, one dot per tile
+        if HAS_R1 and QMAP != 0:
+            qp = tl.load(q_rows + _partner(offs_d, R2)[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
+            q = tl.where(is_r1[:, None], _rotate(q, qp, INV, R2, offs_d, dq), q)
+        acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, stop, gend, lstart, q, q, q, q, q, q, q, K_BASE, V_BASE,
+                               stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq,
+                               KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+                               BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+    else:
+        q_lo, q_hi = _halves(q_rows, offs_h, R2, row_ok, stride_qd, HALF, PARTIAL)
+        q_lo = q_lo.to(tl.float32)
+        q_hi = q_hi.to(tl.float32)
+        if PARTIAL:
+            q_rest = _rest(q_rows, offs_d, R2, row_ok, stride_qd)
+        else:
+            q_rest = q
+        if PARTIAL:
+            inv_h = tl.load(INV + offs_h, mask=offs_h < R2, other=0.0)
+        else:
+            inv_h = tl.load(INV + offs_h)
+        if KMAP == 1:  # r0 = p0 mod G is the same for every tile (G | BLOCK_N, or c = 0)
+            r0 = poff % KG
+            tc, ts = _key_table(inv_h, offs_n, tl.where(r0 < 0, r0 + KG, r0), KA, KC, KG)
+        elif KMAP == 3 and KROT:
+            tc, ts = _key_table(inv_h, offs_n, 0, KA, 0, 1)
+        else:
+            tc = inv_h
+            ts = inv_h
+        f_end = tl.where(F > 0, F // BLOCK_N * BLOCK_N, 0)  # tiles below: region 1 only
+        n_beg = tl.where(F > 0, (F + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)  # tiles from here: region 0 only
+        for_zone = tl.minimum(stop, f_end)
+        acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, for_zone, gend, lstart, q, q_lo, q_hi, q_rest, inv_h, tc, ts,
+                               K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
+                               RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+                               BLOCK_N, HALF, 1, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+        acc, l_i, m_i = _dzone(acc, l_i, m_i, tl.maximum(lo, f_end), tl.minimum(stop, n_beg), gend, lstart, q, q_lo,
+                               q_hi, q_rest, inv_h, tc, ts,
+                               K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
+                               RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+                               BLOCK_N, HALF, 2, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+        acc, l_i, m_i = _dzone(acc, l_i, m_i, tl.maximum(lo, n_beg), stop, gend, lstart, q, q_lo, q_hi, q_rest,
+                               inv_h, tc, ts,
+                               K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
+                               RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
+                               BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
 
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -120,61 +318,11 @@ def _table_decode_split_kernel(
     tl.store(Lpart + part + rows, lse)
 
 
-@triton.jit
-def _decode_combine_kernel(
-    Opart, Lpart, Out, Lse,
-    stride_ob, stride_oh, stride_od, stride_lb, stride_lh,
-    H, G, NUM_SPLITS,
-    HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, HAS_R1: tl.constexpr,
-):
-    # Opart [b, h_kv, P, R, d], Lpart [b, h_kv, P, R] (from the split kernel); Out [b, h, 1, d]; Lse [b, h, 1]
-    pid = tl.program_id(0)
-    off_b = pid // H
-    off_h = pid % H
-    g = off_h % G
-    bhk = (pid // G).to(tl.int64)  # == off_b * h_kv + off_h // G
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, HEAD_DIM)
-    s_ok = offs_s < NUM_SPLITS
-    base = (bhk * NUM_SPLITS + offs_s) * BLOCK_R + g  # [P] partial index of the normal row
-    l_near = tl.load(Lpart + base, mask=s_ok, other=float("-inf"))
-    m = tl.max(l_near, 0)
-    if HAS_R1:
-        l_far = tl.load(Lpart + base + G, mask=s_ok, other=float("-inf"))
-        m = tl.maximum(m, tl.max(l_far, 0))
-    m_use = tl.where(m == float("-inf"), 0.0, m)
-    w_near = tl.math.exp2(l_near - m_use)
-    o = tl.load(Opart + base[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0)
-    num = tl.sum(o * w_near[:, None], 0)
-    den = tl.sum(w_near, 0)
-    if HAS_R1:
-        w_far = tl.math.exp2(l_far - m_use)
-        o = tl.load(Opart + (base + G)[:, None] * HEAD_DIM + offs_d[None, :], mask=s_ok[:, None], other=0.0)
-        num += tl.sum(o * w_far[:, None], 0)
-        den += tl.sum(w_far, 0)
-    has = den > 0.0
-    out = num / tl.where(has, den, 1.0)
-    lse = tl.where(has, (m_use + tl.log2(tl.where(has, den, 1.0))) * 0.6931471805599453, float("-inf"))
-    tl.store(Out + off_b.to(tl.int64) * stride_ob + off_h * stride_oh + offs_d * stride_od,
-             out.to(Out.dtype.element_ty))
-    tl.store(Lse + off_b.to(tl.int64) * stride_lb + off_h * stride_lh, lse)
-
-
-_SM_COUNT = {}
-
-
-def _num_sms(device):
-    if device.type != "cuda":
-        return 4
-    idx = device.index if device.index is not None else 0
-    if idx not in _SM_COUNT:
-        import torch
-
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM_COUNT[idx]
-
-
-DECODE_CONFIG = None  # (BLOCK_N, num_warps, num_stages) override for tuning sweeps
+# (BLOCK_N, num_warps, num_stages) override for tuning sweeps; ROPESHIFT_DECODE_CONFIG="64,4,3" sets it too
+DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].split(",")) \
+    if os.environ.get("ROPESHIFT_DECODE_CONFIG") else None
+# route launch_decode to the previous kernel (``_decode_legacy``), for side-by-side benchmarks
+LEGACY = os.environ.get("ROPESHIFT_DECODE_LEGACY", "0") == "1"
 
 
 def _decode_config(on_gpu):
@@ -183,8 +331,27 @@ def _decode_config(on_gpu):
     return (64, 4, 3) if on_gpu else (16, 4, 1)
 
 
+def key_mode(spec, block_n):
+    """(KMAP, KROT) of a spec's key map for tiles of block_n keys (see the module docstring)."""
+    kk, ka, kc, kg, _ = spec.k_map
+    if not spec.has_r1 or kk == 0:
+        return 0, False
+    if kc != 0 and kg >= block_n:
+        return 3, ka != 1.0  # at most one group step per tile
+    if kc == 0 or block_n % kg == 0:
+        return 1, True  # in-tile rotation the same for every tile
+    return 2, True
+
+
 def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale):
-    """Host launcher for lq == 1: fills `out` [b, h, 1, d] and `lse` [b, h, 1] in place (2 launches)."""
+    """Host launcher for lq == 1: fills `out` [b, h, 1, d] and `lse` [b, h, 1] in place (2 launches).
+
+    q [b, h, 1, d]; k, v [b, h_kv, lk, d]; inv_freq [r2] fp32; key_start, pos_offset [b] int or None;
+    spec: a ``KernelSpec`` reduced for lk."""
+    if LEGACY:
+        from ._decode_legacy import launch_decode_legacy
+
+        return launch_decode_legacy(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
     import torch
 
     b, h, _, d = q.shape
@@ -201,9 +368,8 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     opart = torch.empty((b, h_kv, splits, block_r, d), device=q.device, dtype=torch.float32)
     lpart = torch.empty((b, h_kv, splits, block_r), device=q.device, dtype=torch.float32)
     qk, qa, qc, qg, qb = spec.q_map
-    kk, ka, kc, kg, kb = spec.k_map
-    if kk == 2 and ka == 1.0 and kc != 0 and kg >= block_n:
-        kk = 4  # piecewise-constant key map (DCA): two rotations per tile, no per-key trigonometry
+    _, ka, kc, kg, kb = spec.k_map
+    kmap, krot = key_mode(spec, block_n)
     _table_decode_split_kernel[(splits, b * h_kv)](
         q, k, v, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
         opart, lpart,
@@ -211,7 +377,8 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
         h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,
         spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb,
         HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n,
-        HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kk if spec.has_r1 else 0,
+        HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
+        PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
         HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None,
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=num_warps, num_stages=num_stages,
