@@ -3,7 +3,7 @@
 Run (H100, ~4 min):  PYTHONPATH=src python benchmarks/bench_attention.py [--quick] [--md OUT.md]
                      [--dims 128,64] [--lengths 32k,128k] [--d64-lengths 32k] [--decode-lengths 64k]
                      [--decode-batches 1,8] [--methods string,rerope,...] [--budget SECONDS] [--sweep 32k]
-                     [--no-prefill] [--no-decode] [--no-compose] [--decode-legacy]
+                     [--no-prefill] [--no-decode] [--no-compose]
 
 Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 timed calls after warm-up, FLOPs counted as causal
 (2 * N^2 * D * H, the FlashAttention convention, for every method: LM-Infinite's Lambda mask does less work):
@@ -193,23 +193,6 @@ def _graph_ms(fn, reps):
     return _median_ms(g.replay, min_calls=20) / reps
 
 
-DECODE_LEGACY = False  # --decode-legacy: also time the previous decode kernel ("<impl> (old)" rows)
-
-
-def _legacy(fn):
-    """fn run with launch_decode routed to the previous kernel (``_decode.LEGACY``; captured into the graph)."""
-    from ropeshift.kernels import _decode
-
-    def call():
-        _decode.LEGACY = True
-        try:
-            return fn()
-        finally:
-            _decode.LEGACY = False
-
-    return call
-
-
 def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
     rows = []
     for n in lengths:
@@ -226,16 +209,12 @@ def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
             scale, inv = 1 / math.sqrt(d), _inv_freq(d)
             fns = {"ours plain": lambda: [kernels.causal_attention(q, k, v, scale=scale) for k, v in zip(ks, vs)]}
             poff = torch.zeros(b, dtype=torch.int32, device="cuda")
-            if DECODE_LEGACY:
-                fns["ours plain (old)"] = _legacy(fns["ours plain"])
             for name in methods:
                 from ropeshift.kernels.spec import compile_table
 
                 spec = compile_table(method_at(name, n).table())  # compiled once, as the dispatcher caches it
                 fns[name] = lambda s=spec: [kernels.table_attention(q, k, v, s, inv_freq=inv, scale=scale,
                                                                     pos_offset=poff) for k, v in zip(ks, vs)]
-                if DECODE_LEGACY:
-                    fns[name + " (old)"] = _legacy(fns[name])
             res = {}
             for name, fn in fns.items():
                 try:
@@ -318,15 +297,12 @@ def main(argv=None):
     p.add_argument("--no-prefill", action="store_true")
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--no-compose", action="store_true", help="leave out the composed-vendor route (<method> compose)")
-    p.add_argument("--decode-legacy", action="store_true",
-                   help="also time the previous decode kernel (rows '<impl> (old)'), side by side")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
     budget = Budget(args.budget)
-    global COMPOSE, DECODE_LEGACY
+    global COMPOSE
     COMPOSE = not args.no_compose
-    DECODE_LEGACY = args.decode_legacy
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

@@ -20,7 +20,7 @@ BENCH_ARGS="${BENCH_ARGS:-}"
 PYTHON="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-unset TRITON_INTERPRET ROPESHIFT_DECODE_LEGACY
+unset TRITON_INTERPRET
 mkdir -p "$OUT"
 cd "$ROOT" || exit 2
 start=$(date +%s)
@@ -38,7 +38,7 @@ left=$(( TOTAL_LIMIT - ($(date +%s) - start) ))
 if [ "$left" -lt 45 ]; then left=45; fi
 echo "== decode benchmark (budget $(( left - 15 ))s, hard limit ${left}s)" | tee "$OUT/decode_bench.log"
 # shellcheck disable=SC2086
-timeout "$left" "$PYTHON" benchmarks/bench_attention.py --no-prefill --no-compose --decode-legacy \
+timeout "$left" "$PYTHON" benchmarks/bench_attention.py --no-prefill --no-compose \
     --lengths "" --d64-lengths "" --extra-lengths "" --decode-lengths 64k,128k --decode-batches 1,8 \
     --budget $(( left - 15 )) --md "$OUT/decode.md" $BENCH_ARGS 2>&1 | tee -a "$OUT/decode_bench.log"
 bench_rc=${PIPESTATUS[0]}

@@ -58,11 +58,3 @@ def test_decode_paths(case, config):
 def test_decode_dca_query_chunk_edges(lk, config):
     """DCA's one-query region edge F moves with the query's offset in its chunk (m <= w or not)."""
     _check(build("dca", dict(chunk_size=20, local_window=3)), 2, 2, 1, 1, lk, 32, torch.float32, key_start=[0, 2])
-
-
-def test_decode_legacy_switch(monkeypatch):
-    """LEGACY routes to the previous kernel, which still agrees with the reference."""
-    from ropeshift.kernels import _decode
-
-    monkeypatch.setattr(_decode, "LEGACY", True)
-    _check(build("rerope", dict(window=20)), 2, 4, 1, 1, 70, 32, torch.float32, key_start=[0, 9])

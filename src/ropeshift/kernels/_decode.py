@@ -321,8 +321,6 @@ def _table_decode_split_kernel(
 # (BLOCK_N, num_warps, num_stages) override for tuning sweeps; ROPESHIFT_DECODE_CONFIG="64,4,3" sets it too
 DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].split(",")) \
     if os.environ.get("ROPESHIFT_DECODE_CONFIG") else None
-# route launch_decode to the previous kernel (``_decode_legacy``), for side-by-side benchmarks
-LEGACY = os.environ.get("ROPESHIFT_DECODE_LEGACY", "0") == "1"
 
 
 def _decode_config(on_gpu):
@@ -348,10 +346,6 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
 
     q [b, h, 1, d]; k, v [b, h_kv, lk, d]; inv_freq [r2] fp32; key_start, pos_offset [b] int or None;
     spec: a ``KernelSpec`` reduced for lk."""
-    if LEGACY:
-        from ._decode_legacy import launch_decode_legacy
-
-        return launch_decode_legacy(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
     import torch
 
     b, h, _, d = q.shape
