@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from ._decode_combine import _decode_combine_kernel, _num_sms
-from ._prefill import _LOG2E, _cos_sin, _map_delta, _partner, _rotate
+from ._prefill import _LOG2E, _accumulate, _cos_sin, _map_delta, _partner, _rotate
 
 
 @triton.jit
@@ -153,11 +153,7 @@ def _dtiles(
         s = tl.where(vis, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        m_i = m_new
+        acc, l_i, m_i = _accumulate(acc, l_i, m_i, m_new, m_use, s, v, DOT_PREC)
     return acc, l_i, m_i
 
 

@@ -92,6 +92,17 @@ def _rotate_steps(x, xp, INV, R2, offs_d, npos, n_first, KC, KG, KB):
 
 
 @triton.jit
+def _accumulate(acc, l_i, m_i, m_new, m_use, s, v, DOT_PREC: tl.constexpr):
+    """One online-softmax step: scores s [rows, n] (log2 units) and values v [n, d] folded into (acc, l, m);
+    m_use is m_new with -inf replaced by 0 where a row has seen no visible key yet."""
+    p = tl.math.exp2(s - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _map_delta(pos, A, C, GR, B):
     """map(pos) - pos = (a - 1) pos + c floor(pos / G) + b, in fp32 (pos >= 0 where it matters)."""
     return (A - 1.0) * pos.to(tl.float32) + (C * (pos // GR)).to(tl.float32) + B
@@ -171,11 +182,7 @@ def _tiles(
             v = tl.load(v_ptrs, mask=in_k[:, None], other=0.0)
         else:
             v = tl.load(v_ptrs)
-        p = tl.math.exp2(s - m_use[:, None])
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        m_i = m_new
+        acc, l_i, m_i = _accumulate(acc, l_i, m_i, m_new, m_use, s, v, DOT_PREC)
     return acc, l_i, m_i
 
 
