@@ -285,6 +285,23 @@ def test_unsupported_reason_for_the_dispatcher():
     assert "position 0" in unsupported_reason(dca, q, k, qpos=pos + 1, kpos=pos + 1, kvalid=ok)
 
 
+def test_start_position_is_one_rule_for_every_route():
+    """Distance-only tables compose at 0 from any offset; absolute-position tables need one common start, and
+    key-index rules (chunk, lambda's global keys) need it at 0."""
+    from ropeshift.kernels.compose_segments import start_position
+
+    pos = torch.arange(12)[None].expand(2, -1)
+    assert start_position(METHODS["string"].table(), pos + 5) == 0
+    assert start_position(METHODS["self_extend"].table(), pos + 4) == 4
+    assert "different positions" in start_position(METHODS["self_extend"].table(), pos + torch.tensor([[0], [1]]))
+    for name in ("dca", "lm_infinite"):
+        assert start_position(METHODS[name].table(), pos) == 0
+        assert "position 0" in start_position(METHODS[name].table(), pos + 2)
+    q, k, _ = _qkv(2, 4, 2, 12)
+    ok = torch.ones(2, 12, dtype=torch.bool)
+    assert "position 0" in unsupported_reason(METHODS["lm_infinite"], q, k, qpos=pos + 2, kpos=pos + 2, kvalid=ok)
+
+
 def test_a_band_that_cuts_a_chunk_rule_is_refused():
     """Regions compile by rule; a chunk rule whose band is narrower than the rule implies has no vendor form."""
     from ropeshift.kernels.compose_segments import region_specs

@@ -71,12 +71,30 @@ def region_specs(region):
     return ([("chunk", s, 1, (w + 1, s), False)] if w + 1 < s else []) + [("chunk", s, 2, None, True)]
 
 
-def _table_reason(table):
+def table_reason(table) -> str | None:
+    """Why some region of ``table`` has no vendor-call form (see ``region_specs``), or None."""
     for region in table.regions:
         specs = region_specs(region)
         if isinstance(specs, str):
             return specs
     return None
+
+
+def start_position(table, qpos: torch.Tensor) -> int | str:
+    """The common first position pos0 at which the rows are composed, or why there is none.
+
+    qpos [b, n]: each row's positions, contiguous (the interface checks that). A table that reads only distances
+    is composed at 0 whatever the offsets, with no host sync; one that reads absolute positions costs one sync and
+    needs every row to start at the same position, and its key-index rules (chunk, lambda's global keys) need 0.
+    """
+    if not table.position_dependent:
+        return 0
+    lo, hi = torch.stack((qpos[:, 0].min(), qpos[:, 0].max())).tolist()
+    if lo != hi:
+        return "rows starting at different positions"
+    if lo != 0 and any(r.rule != "all" for r in table.regions):
+        return "chunk and lambda rules need the sequence to start at position 0"
+    return int(lo)
 
 
 def segment_regions(method, q, k, inv_freq, *, pos0=0, fused_rotate=None):
@@ -125,7 +143,9 @@ def cost_flops(n, h, d, bands_lohi):
 
 
 def unsupported_reason(method, q, k, *, qpos, kpos, kvalid):
-    """Why ``compose_attention`` cannot serve this attention call (None when it can), for the dispatcher.
+    """Why ``compose_attention`` cannot serve this attention call (None when it can), for any positions.
+
+    The dispatcher's route (``routes.composed``) skips the contiguity check, which the interface has made.
 
     Needs: a fresh prefill (lq == lk), every row's positions contiguous and equal for queries and keys, all keys
     valid (no padding), head dims the vendor kernels take, and every table region in a vendor-call form. Costs one host sync (the position check), like the tiled path's band fast path.
@@ -136,16 +156,15 @@ def unsupported_reason(method, q, k, *, qpos, kpos, kvalid):
     if q.device.type == "cuda" and (q.shape[-1] > 256 or q.shape[-1] % 8):
         return f"head_dim {q.shape[-1]} is not served by the CUDA vendor kernels (a multiple of 8, <= 256)"
     table = method.table()
-    reason = _table_reason(table)
+    reason = table_reason(table)
     if reason is not None:
         return reason
     p0 = qpos[:, :1]
     ar = torch.arange(lq, device=qpos.device)[None, :] + p0
     if not bool(((qpos == ar) & (kpos == ar) & kvalid).all()):
         return "compose needs contiguous positions shared by queries and keys and no padding"
-    if any(r.rule.startswith("chunk") for r in table.regions) and bool((p0 != 0).any()):
-        return "chunk regions need the sequence to start at position 0"
-    return None
+    start = start_position(table, qpos)
+    return start if isinstance(start, str) else None
 
 
-__all__ = ["segment_regions", "unsupported_reason", "cost_flops"]
+__all__ = ["segment_regions", "start_position", "table_reason", "unsupported_reason", "cost_flops"]

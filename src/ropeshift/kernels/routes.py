@@ -52,17 +52,13 @@ def composed(q, k, v, method, inv_freq, *, scale, qpos, table):
     Tables that read absolute positions cost one host sync (the first position of the rows); band tables none.
     """
     from .compose import compose_attention
-    from .compose_segments import region_specs, segment_regions
+    from .compose_segments import segment_regions, start_position, table_reason
 
-    if any(isinstance(region_specs(r), str) for r in table.regions):
+    if table_reason(table) is not None:
         return None
-    pos0 = 0
-    if table.position_dependent:
-        first = qpos[:, 0]
-        lo, hi = torch.stack((first.min(), first.max())).tolist()
-        if lo != hi or (lo != 0 and table_form(table) != "band"):
-            return None  # rows at different offsets, or a key-index rule away from position 0: fused kernel
-        pos0 = int(lo)
+    pos0 = start_position(table, qpos)
+    if isinstance(pos0, str):
+        return None  # the fused kernel serves it
     regions = segment_regions(method, q, k, inv_freq, pos0=pos0)
     return compose_attention(regions, v, scale=scale * method.logit_scale)
 
