@@ -14,7 +14,7 @@ import torch
 
 import ropeshift
 
-from .tiny_models import tiny_model, with_cache
+from .tiny_models import pad_rows, tiny_model, with_cache
 
 # Small parameters so that prompts of ~20 tokens cross every region of every method.
 METHODS = [
@@ -42,16 +42,6 @@ def rows():
     return [torch.randint(3, 128, (n,), generator=gen) for n in LENGTHS]
 
 
-def _pad(rows, side):
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, sl], mask[i, sl] = r, 1
-    return ids, mask
-
-
 def _logits(model, ids, **kw):
     with torch.no_grad():
         return model(ids, **kw).logits
@@ -74,7 +64,7 @@ def test_padded_rows_equal_rows_alone(model, rows, method, params, impl):
     try:
         alone = [_logits(model, r[None])[0] for r in rows]
         for side in ("left", "right"):
-            ids, mask = _pad(rows, side)
+            ids, mask = pad_rows(rows, side)
             width = ids.shape[1]
             for kind in (None, "arange", "cumsum"):
                 out = _logits(model, ids, attention_mask=mask, position_ids=_position_ids(kind, mask))
@@ -96,7 +86,7 @@ def _generate(model, ids, mask=None, **kw):
 def test_static_cache_generate_equals_dynamic(model, rows, method, params):
     ropeshift.apply(model, method, impl="torch", **params)
     try:
-        for ids, mask in [(rows[0][None], None), _pad(rows, "left")]:
+        for ids, mask in [(rows[0][None], None), pad_rows(rows, "left")]:
             seq_d, log_d = _generate(model, ids, mask)
             seq_s, log_s = _generate(model, ids, mask, cache_implementation="static")
             assert torch.equal(seq_s, seq_d)
@@ -179,7 +169,7 @@ def test_decoding_after_right_padding_needs_position_ids(model, rows, impl):
 
     ropeshift.apply(model, "dca", impl=impl, chunk_size=6, local_window=1)
     try:
-        ids, mask = _pad(rows, "right")
+        ids, mask = pad_rows(rows, "right")
         nxt = torch.randint(3, 128, (len(rows), 1))
         mask2 = torch.cat((mask, torch.ones(len(rows), 1, dtype=torch.long)), 1)
 

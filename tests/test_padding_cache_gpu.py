@@ -12,7 +12,7 @@ import torch
 
 import ropeshift
 
-from .tiny_models import tiny_model, with_cache
+from .tiny_models import pad_rows, tiny_model, with_cache
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -32,16 +32,6 @@ def rows():
     return [torch.randint(3, 128, (n,), generator=gen).cuda() for n in LENGTHS]
 
 
-def _pad(rows, side):
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long, device="cuda")
-    mask = torch.zeros(len(rows), width, dtype=torch.long, device="cuda")
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, sl], mask[i, sl] = r, 1
-    return ids, mask
-
-
 def _logits(model, ids, **kw):
     with torch.no_grad():
         return model(ids, **kw).logits.float()
@@ -51,7 +41,7 @@ def _logits(model, ids, **kw):
 def test_gpu_padded_rows_equal_rows_alone(model, rows, impl, side):
     ropeshift.apply(model, "string", impl=impl, **STRING)
     try:
-        ids, mask = _pad(rows, side)
+        ids, mask = pad_rows(rows, side)
         out = _logits(model, ids, attention_mask=mask)
         width = ids.shape[1]
         for i, r in enumerate(rows):
@@ -64,7 +54,7 @@ def test_gpu_padded_rows_equal_rows_alone(model, rows, impl, side):
 def test_gpu_triton_refuses_right_padding(model, rows):
     ropeshift.apply(model, "string", impl="triton", **STRING)
     try:
-        ids, mask = _pad(rows, "right")
+        ids, mask = pad_rows(rows, "right")
         with pytest.raises(RuntimeError, match="left padding"):
             _logits(model, ids, attention_mask=mask)
     finally:
@@ -76,7 +66,7 @@ def test_gpu_triton_refuses_right_padding(model, rows):
 def test_gpu_static_cache_generate_equals_dynamic(model, rows, impl, compile_):
     ropeshift.apply(model, "string", impl=impl, **STRING)
     try:
-        ids, mask = _pad(rows, "left")
+        ids, mask = pad_rows(rows, "left")
         kw = dict(attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0,
                   output_logits=True, return_dict_in_generate=True)
         dyn = model.generate(ids, **kw)
@@ -95,7 +85,7 @@ def test_gpu_decoding_after_right_padding_with_position_ids(model, rows, impl):
 
     ropeshift.apply(model, "string", impl=impl, **STRING)
     try:
-        ids, mask = _pad(rows, "right")
+        ids, mask = pad_rows(rows, "right")
         nxt = torch.randint(3, 128, (len(rows), 1), device="cuda")
         cache = DynamicCache(config=model.config)
         _logits(model, ids, attention_mask=mask, **with_cache(model, cache), use_cache=True)

@@ -32,7 +32,7 @@ import torch
 
 import ropeshift
 
-from .tiny_models import ARCHS, tiny_model, with_cache
+from .tiny_models import ARCHS, pad_rows, tiny_model, with_cache
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
@@ -180,14 +180,9 @@ def _rows(sc: Scenario) -> list[torch.Tensor]:
 
 def _layout(sc: Scenario, rows):
     """ids, mask [b, width] and, per row, the slice of its valid columns."""
-    width = max(sc.lengths)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    slices = []
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if sc.side == "left" else slice(0, len(r))
-        ids[i, sl], mask[i, sl] = r, 1
-        slices.append(sl)
+    ids, mask = pad_rows(rows, sc.side)
+    width = ids.shape[1]
+    slices = [slice(width - len(r), width) if sc.side == "left" else slice(0, len(r)) for r in rows]
     return ids, mask, slices
 
 

@@ -61,3 +61,15 @@ def with_cache(model, cache) -> dict:
 
     name = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     return {name: cache}
+
+
+def pad_rows(rows, side: str):
+    """(ids, mask) [b, width] of 1-D token rows padded on ``side`` ("left" / "right"), on the rows' device."""
+    width = max(len(r) for r in rows)
+    device = rows[0].device
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, sl], mask[i, sl] = r, 1
+    return ids, mask
