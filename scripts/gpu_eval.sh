@@ -17,7 +17,9 @@
 #   METHODS  comma-separated row labels of the suite to run (default: all of them), e.g. "rope,string,yarn@fair"
 #   TASKS, LENGTHS, SAMPLES   override the suite's (default: the suite's)
 #   MODEL    model (default: smollm2-135m, the embedded model; or a .gguf file / HF folder)
-#   BATCH    samples per generate() call (default: 50; a batch that runs out of memory is split)
+#   BATCH    samples per generate() call where BATCH_TOKENS=0 (default: 50; a batch that runs out of memory is split)
+#   BATCH_TOKENS  token budget per generate() call (default: 400000): rows = BATCH_TOKENS // length, rows of
+#            tasks with similar answer budgets sharing calls (runner.length_buckets)
 #   WORKERS  evaluation processes (default: 1). With one GPU, several processes share it (cuda:0): a 135M
 #            model leaves the GPU idle between kernel launches, so 4 processes raise samples/s
 #   IMPL     attention implementation for patched methods (default: auto)
@@ -32,6 +34,7 @@ RUNS="${RUNS:-$OUT/runs}"
 SUITE="${SUITE:-ruler-lite}"
 MODEL="${MODEL:-smollm2-135m}"
 BATCH="${BATCH:-50}"
+BATCH_TOKENS="${BATCH_TOKENS:-400000}"
 IMPL="${IMPL:-auto}"
 WORKERS="${WORKERS:-1}"
 LIMIT="${LIMIT:-540}"
@@ -52,7 +55,7 @@ except ImportError:
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 PY
 
-args=(--model "$MODEL" --suite "$SUITE" --impl "$IMPL" --batch-size "$BATCH" --out "$RUNS" --no-progress)
+args=(--model "$MODEL" --suite "$SUITE" --impl "$IMPL" --batch-size "$BATCH" --batch-tokens "$BATCH_TOKENS" --out "$RUNS" --no-progress)
 [ "$WORKERS" != 1 ] && args+=(--workers "$WORKERS" --device cuda)
 [ -n "${METHODS:-}" ] && args+=(--methods "$METHODS")
 [ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")

@@ -15,7 +15,8 @@
 #   BASELINE_GRID     default "group_size=4,8,16;window=512,1024" (self_extend); empty: the method's built-in grid
 #   LOGIT_SCALE       e.g. "1,1.1434" to also search STRING's logit_scale (doubles the grid; default: not searched)
 #   HELDOUT_SAMPLES   samples per held-out task x length (default 10)
-#   BATCH             samples per generate() call (default 32)
+#   BATCH             samples per generate() call (default 32; used where BATCH_TOKENS is 0)
+#   BATCH_TOKENS      token budget per generate() call: rows = BATCH_TOKENS // length (default 400000)
 #   PYTHON            interpreter (default python3)
 # Splits: tuning = niah_single_2 + niah_multikey_1 on pydoc, seed 1000; held-out = passkey + niah_single_3 on kjv,
 # seed 2000 (other tasks, haystack and seed; `tune` checks by prompt hash that no held-out prompt was tuned on).
@@ -32,6 +33,7 @@ STRING_GRID="${STRING_GRID-shift=0.25,0.33,0.4,0.5;window=32,128,512}"
 BASELINE_GRID="${BASELINE_GRID-group_size=4,8,16;window=512,1024}"
 HELDOUT_SAMPLES="${HELDOUT_SAMPLES:-10}"
 BATCH="${BATCH:-32}"
+BATCH_TOKENS="${BATCH_TOKENS:-400000}"
 PYTHON="${PYTHON:-python3}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,7 +48,7 @@ EOF
 
 common=(--model "$MODEL" --tasks niah_single_2,niah_multikey_1 --haystack pydoc --seed 1000
         --heldout-tasks passkey,niah_single_3 --heldout-haystack kjv --heldout-seed 2000
-        --heldout-samples "$HELDOUT_SAMPLES" --batch-size "$BATCH" --out "$OUT/runs" --no-progress)
+        --heldout-samples "$HELDOUT_SAMPLES" --batch-size "$BATCH" --batch-tokens "$BATCH_TOKENS" --out "$OUT/runs" --no-progress)
 
 tune_one() {  # method budget grid [extra args...]
   local method="$1" budget="$2" grid="$3"

@@ -122,3 +122,30 @@ def test_answer_end_never_changes_a_multi_reference_score(task, parts, tail):
     if answer_end(t, sample)(text):
         assert t.score(sample, text + tail) == t.score(sample, text) == 1.0
         assert t.details(sample, text + tail) == t.details(sample, text)  # e.g. niah4's per-needle hits
+
+
+def test_per_row_budgets_cut_each_row_as_if_alone(tiny_llama, tok, rows, full):
+    budgets = [3, MAX_NEW, 7]
+    got = generate(tiny_llama, tok, rows, budgets)
+    for g, row, m in zip(got, rows, budgets):
+        assert g == generate(tiny_llama, tok, [row], m)[0]
+    with pytest.raises(ValueError, match="one budget per row"):
+        generate(tiny_llama, tok, rows, [3, 4])
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.sampled_from(["a", " 11", "\n", " 22", "x\n", "\n\n", " 33", "."]), min_size=1, max_size=14),
+       refs=st.sampled_from([("11",), ("11", "22"), ("11", "22", "33")]))
+def test_newline_armed_stop_ends_where_the_eager_predicate_does(tok, steps, refs):
+    """``AnswerEnd`` is asked only once its row has produced a newline token; the row ends at the same step as a
+    predicate asked at every step."""
+    from ropeshift.eval.generation import AnswerEnd, _row_stopper
+
+    prompt = [1, 2]
+    ids = prompt + [t for s in steps for t in tok(s, add_special_tokens=False)["input_ids"]]
+    lazy_pred = AnswerEnd(refs)
+    stoppers = [_row_stopper(tok, len(prompt), [p], set(), [10_000]) for p in (lazy_pred, lambda t: lazy_pred(t))]
+    for n in range(len(prompt) + 1, len(ids) + 1):
+        for s in stoppers:
+            s(torch.tensor([ids[:n]]), None)
+    assert stoppers[0].ends == stoppers[1].ends

@@ -151,7 +151,46 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
     monkeypatch.setattr(generation, "generate", fake_generate)
     monkeypatch.setattr(generation, "prompt_ids", lambda tok, prompt, special: [int(prompt)])
     batch = [S(i) for i in range(5)]
-    preds, results = runner._run_batch(FakeTask(), None, None, batch)
+    preds, results = runner._run_batch([FakeTask()] * len(batch), None, None, batch)
     assert sizes == [5, 2, 3, 1, 2]
     assert preds == ["p0", "p1", "p2", "p3", "p4"]
     assert [r["score"] for r in results] == [1.0] * 5
+
+
+@pytest.mark.parametrize("method", [MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16})])
+def test_token_budget_batches_mixing_tasks_match_one_by_one(method, tmp_path, tok, tiny_llama):
+    """``batch_tokens``: rows of tasks with other answer budgets (passkey 6 and number_string 12, one bucket)
+    share generate() calls, each row cut at its own budget and stop; every record equals the one-by-one run."""
+    kw = dict(tasks=("needle", "passkey", "number_string"), methods=(method,), samples=3)
+    run(_cfg(tmp_path / "b1", batch_size=1, **kw), tiny_llama, tok, progress=False)
+    run(_cfg(tmp_path / "bt", batch_tokens=10_000, **kw), tiny_llama, tok, progress=False)
+    for task in kw["tasks"]:
+        one, mixed = (sorted(read_cell(tmp_path / d, "tiny", task, method.label, 256), key=lambda r: r["index"])
+                      for d in ("b1", "bt"))
+        assert len(one) == len(mixed) == 3
+        assert [(r["prompt_hash"], r["prediction"], r["score"]) for r in one] == \
+               [(r["prompt_hash"], r["prediction"], r["score"]) for r in mixed]
+
+
+def test_length_buckets_group_tasks_by_answer_budget():
+    """needle (24) and vt (30) share the 64-token bucket, passkey (6) has its own, perplexity (likelihood) its own;
+    entries come bucket-major, then length, then method."""
+    from ropeshift.eval.runner import length_buckets, rows_per_batch
+
+    rope, string = MethodSpec("rope"), MethodSpec("string")
+    work = [(m, task, n, [f"{task}{n}{m.label}"]) for task in ("needle", "passkey", "vt", "perplexity")
+            for n in (1024, 2048) for m in (rope, string)]
+    got = [(m.label, n, [t for t, _ in cells]) for m, n, cells in length_buckets(work)]
+    assert got == [("rope", 1024, ["needle", "vt"]), ("string", 1024, ["needle", "vt"]),
+                   ("rope", 2048, ["needle", "vt"]), ("string", 2048, ["needle", "vt"]),
+                   ("rope", 1024, ["passkey"]), ("string", 1024, ["passkey"]),
+                   ("rope", 2048, ["passkey"]), ("string", 2048, ["passkey"]),
+                   ("rope", 1024, ["perplexity"]), ("string", 1024, ["perplexity"]),
+                   ("rope", 2048, ["perplexity"]), ("string", 2048, ["perplexity"])]
+    cfg = RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(rope,), samples=1, batch_size=3,
+                    batch_tokens=5000)
+    assert rows_per_batch(cfg, 1024) == 4 and rows_per_batch(cfg, 8192) == 1
+    assert rows_per_batch(RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(rope,), samples=1,
+                                    batch_size=3), 8192) == 3
+    with pytest.raises(ValueError, match="--batch-tokens"):
+        RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(rope,), samples=1, batch_tokens=-1)

@@ -55,7 +55,7 @@ def run(args) -> int:
         model=model_label(args.model), tasks=("needle",), lengths=cc.lengths_from(args),
         methods=cc.specs_from(args), samples=args.samples * args.depths, seed=args.seed,
         options=TaskOptions(haystack=args.haystack, depths=args.depths, chat=cc.chat_from(args)),
-        batch_size=args.batch_size, out=args.out, impl=args.impl,
+        batch_size=args.batch_size, batch_tokens=args.batch_tokens, out=args.out, impl=args.impl,
     )
     threshold = cc.threshold_from(args)
     code = run_recorded(cfg, args)

@@ -59,6 +59,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     h.add_argument("--heldout-samples", type=int, default=20, help="samples per task and length (default: 20)")
     r = p.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=1, help="samples per generate() call, left-padded")
+    r.add_argument("--batch-tokens", type=int, default=None, metavar="N",
+                   help="token budget per generate() call instead of --batch-size (rows = N // length)")
     r.add_argument("--out", type=Path, default=Path("runs/tune"), help="results folder (default: runs/tune)")
     r.add_argument("--save", type=Path, default=None,
                    help="settings file to write (default: OUT/MODEL-METHOD.json)")
@@ -83,7 +85,8 @@ def config_from(args, model_name: str):
         heldout=Split(parse_names(args.heldout_tasks, "heldout-tasks"), args.heldout_seed, args.heldout_haystack,
                       parse_lengths(args.heldout_lengths) if args.heldout_lengths else None, args.heldout_samples),
         grid=args.grid, logit_scales=scales, fixed=parse_fixed(args.set), train_length=args.train_length,
-        eta=args.eta, batch_size=args.batch_size, out=args.out, save=args.save, impl=args.impl,
+        eta=args.eta, batch_size=args.batch_size, batch_tokens=args.batch_tokens, out=args.out, save=args.save,
+        impl=args.impl,
         chat=cc.chat_from(args),
     )
 

@@ -32,6 +32,24 @@ def prompt_ids(tokenizer, text: str, add_special_tokens: bool):
     return torch.tensor(encode(tokenizer, text, add_special_tokens), dtype=torch.int32)
 
 
+class AnswerEnd:
+    """Stop predicate for one sample (``answer_end``); ``needs_newline``: it can hold only for a text that holds a
+    newline, so the generation loop checks it only on rows that have produced one (no per-step decode of every
+    row)."""
+
+    needs_newline = True
+
+    def __init__(self, references):
+        self.refs = [r.lower() for r in references]
+
+    def __call__(self, text: str) -> bool:
+        _, newline, _ = text.lstrip().partition("\n")
+        if not newline:
+            return False
+        low = text.lower()
+        return len(self.refs) <= 1 or all(r in low for r in self.refs)
+
+
 def answer_end(task, sample) -> Stop:
     """Stop predicate for one sample: the answer is over once a newline closes a line with content and either
     the sample asks for one item (one reference) or every reference already occurs in the text.
@@ -42,16 +60,18 @@ def answer_end(task, sample) -> Stop:
     of other text loses it); ``benchmarks/bench_eval.py --compare-full`` counts how often that changes a score.
     ``task`` is accepted so that a task may later define its own end; this rule reads only the sample.
     """
-    refs = [r.lower() for r in sample.references]
+    return AnswerEnd(sample.references)
 
-    def done(text: str) -> bool:
-        _, newline, _ = text.lstrip().partition("\n")
-        if not newline:
-            return False
-        low = text.lower()
-        return len(refs) <= 1 or all(r in low for r in refs)
 
-    return done
+@lru_cache(maxsize=8)
+def newline_token_ids(tokenizer) -> tuple[int, ...]:
+    """Ids of the tokens whose text holds a newline (one decode per vocabulary entry, cached per tokenizer).
+
+    A newline is one byte (0x0A) that no multi-byte character contains, so a decoded text holds one exactly
+    when one of its tokens' own texts does."""
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(size)], skip_special_tokens=True)
+    return tuple(i for i, t in enumerate(texts) if "\n" in t)
 
 
 def left_pad(rows: Sequence, pad_id: int):
@@ -70,63 +90,87 @@ def left_pad(rows: Sequence, pad_id: int):
     return ids, mask
 
 
-def _row_stopper(tokenizer, prompt_len: int, stops: Sequence[Stop | None], eos_ids: set[int]):
-    """A transformers ``StoppingCriteria`` that marks rows finished; ``.ends[i]`` = new tokens kept for row i."""
+def _row_stopper(tokenizer, prompt_len: int, stops: Sequence[Stop | None], eos_ids: set[int],
+                 max_new: Sequence[int]):
+    """A transformers ``StoppingCriteria`` that marks rows finished; ``.ends[i]`` = new tokens kept for row i.
+
+    A row ends at EOS, at its own ``max_new[i]`` tokens, or when its predicate holds. Per step the newest token
+    of every row goes to the host once (one small copy; generate syncs every step anyway); a row's text is
+    decoded only when its predicate must be asked: every step for plain predicates, and for ``needs_newline``
+    ones (``AnswerEnd``) only once the row has produced a newline token."""
     import torch
     from transformers import StoppingCriteria
+
+    lazy = [getattr(s, "needs_newline", False) for s in stops]
+    newline = set(newline_token_ids(tokenizer)) if any(lazy) else set()
 
     class RowStop(StoppingCriteria):
         def __init__(self):
             self.ends: list[int | None] = [None] * len(stops)
+            self.armed = [not z for z in lazy]  # rows whose predicate is asked this step
 
         def __call__(self, input_ids, scores, **kwargs):
-            new = input_ids[:, prompt_len:]
-            n = new.shape[1]
-            open_rows = [i for i, e in enumerate(self.ends) if e is None]
-            if open_rows:
-                rows = new[open_rows].tolist()  # one host copy per step (generate syncs every step anyway)
-                for i, r in zip(open_rows, rows):
-                    stop = stops[i]
-                    if r[-1] in eos_ids or (stop is not None and stop(tokenizer.decode(r, skip_special_tokens=True))):
-                        self.ends[i] = n
+            n = input_ids.shape[1] - prompt_len
+            last = input_ids[:, -1].tolist()
+            for i, e in enumerate(self.ends):
+                if e is not None:
+                    continue
+                tok = last[i]
+                if tok in eos_ids or n >= max_new[i]:
+                    self.ends[i] = n
+                    continue
+                stop = stops[i]
+                if stop is None:
+                    continue
+                if not self.armed[i] and tok in newline:
+                    self.armed[i] = True
+                if self.armed[i] and stop(tokenizer.decode(input_ids[i, prompt_len:].tolist(),
+                                                           skip_special_tokens=True)):
+                    self.ends[i] = n
             return torch.tensor([e is not None for e in self.ends], device=input_ids.device)
 
     return RowStop()
 
 
-def generate(model, tokenizer, rows: Sequence, max_new_tokens: int,
+def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[int],
              stop: Sequence[Stop | None] | None = None) -> list[str]:
     """Greedy continuation of each row (decoded without special tokens).
 
     Args:
         rows: prompt token ids per row (lists or 1-D tensors).
+        max_new_tokens: one budget for every row, or one per row (rows of several tasks in one batch): the
+            batch runs to the largest, and each row's text is cut at its own.
         stop: one predicate per row (or None): given the row's new text so far, True ends that row. Without it
-            rows end at EOS or ``max_new_tokens`` only.
+            rows end at EOS or their ``max_new_tokens`` only.
     """
     import torch
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = left_pad(rows, pad_id)
     device = next(model.parameters()).device
+    per_row = [int(max_new_tokens)] * len(rows) if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
+    if len(per_row) != len(rows):
+        raise ValueError(f"max_new_tokens needs one budget per row: {len(per_row)} for {len(rows)} rows")
+    if stop is not None and len(stop) != len(rows):
+        raise ValueError(f"stop needs one predicate per row: {len(stop)} for {len(rows)} rows")
     extra = {}
     stopper = None
-    if stop is not None:
-        if len(stop) != len(rows):
-            raise ValueError(f"stop needs one predicate per row: {len(stop)} for {len(rows)} rows")
+    if stop is not None or len(set(per_row)) > 1:
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
             eos_ids.add(tokenizer.eos_token_id)
-        stopper = _row_stopper(tokenizer, ids.shape[1], list(stop), eos_ids)
+        stopper = _row_stopper(tokenizer, ids.shape[1], list(stop or [None] * len(rows)), eos_ids, per_row)
         extra["stopping_criteria"] = [stopper]
     with torch.inference_mode():
         out = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(per_row),
             do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, **extra,
         )
     new = out[:, ids.shape[1]:].cpu()
     ends = stopper.ends if stopper is not None else [None] * len(rows)
-    return [tokenizer.decode(r[:e] if e is not None else r, skip_special_tokens=True) for r, e in zip(new, ends)]
+    return [tokenizer.decode(r[:e if e is not None else m], skip_special_tokens=True)
+            for r, e, m in zip(new, ends, per_row)]
 
 
 def activate(model, spec: MethodSpec, impl: str | None = None) -> dict:

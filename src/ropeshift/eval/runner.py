@@ -15,6 +15,7 @@ Run: ropeshift eval --help
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class RunConfig:
     seed: int = 0
     options: TaskOptions = field(default_factory=TaskOptions)
     batch_size: int = 1
+    batch_tokens: int | None = None  # rows per generate() = batch_tokens // length (overrides batch_size; 0: off)
     out: Path = Path("runs")
     impl: str | None = None
     workers: int | None = None  # prompt-generation processes (None: one per CPU core)
@@ -48,6 +50,8 @@ class RunConfig:
             raise ValueError(f"--samples must be >= 1, got {self.samples}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.batch_tokens is not None and self.batch_tokens < 0:
+            raise ValueError(f"--batch-tokens must be >= 0 (0: use --batch-size), got {self.batch_tokens}")
         if not self.tasks or not self.lengths or not self.methods:
             raise ValueError("a run needs at least one task, one length and one method")
         if any(n < 64 for n in self.lengths):
@@ -73,7 +77,8 @@ def _pending(cfg: RunConfig, task: str, method: MethodSpec, length: int) -> set[
 
 def format_plan(cfg: RunConfig) -> str:
     """A table of what ``run`` would do, with the number of samples already finished."""
-    lines = [f"model {cfg.model}  seed {cfg.seed}  samples {cfg.samples}  batch {cfg.batch_size}  "
+    batch = f"{cfg.batch_tokens} tokens" if cfg.batch_tokens else cfg.batch_size
+    lines = [f"model {cfg.model}  seed {cfg.seed}  samples {cfg.samples}  batch {batch}  "
              f"out {model_dir(cfg.out, cfg.model)}"]
     total = 0
     for task in cfg.tasks:
@@ -182,13 +187,15 @@ def plan_work(cfg: RunConfig, samples: dict[tuple[str, int], list[Sample]]) -> l
     return work
 
 
-def shard(work: list[tuple], ranks: Ranks, block: int = 1) -> list[tuple]:
+def shard(work: list[tuple], ranks: Ranks, block=1) -> list[tuple]:
     """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt round-robin in
     blocks of ``block`` consecutive prompts of one (task, length) cell, so each rank's generate calls stay
-    full batches (``block = batch size``) instead of 1/world of one."""
+    full batches (``block = batch size``) instead of 1/world of one. ``block``: an int, or a function of the
+    cell's length (the rows of one batch at that length)."""
     if ranks.world == 1:
         return work
-    if block < 1:
+    size = block if callable(block) else (lambda length: block)
+    if any(size(length) < 1 for _, _, length, _ in work):
         raise ValueError(f"block must be >= 1, got {block}")
     groups = list(dict.fromkeys((task, length, s.index) for _, task, length, todo in work for s in todo))
     cells = {c: i for i, c in enumerate(dict.fromkeys(g[:2] for g in groups))}
@@ -198,7 +205,7 @@ def shard(work: list[tuple], ranks: Ranks, block: int = 1) -> list[tuple]:
     for g in groups:
         k = seen.get(g[:2], 0)
         seen[g[:2]] = k + 1
-        blocks[g] = (*g[:2], k // block)
+        blocks[g] = (*g[:2], k // size(g[1]))
     owner = parallel.owners(list(dict.fromkeys(blocks.values())), ranks.world)
     mine = []
     for method, task, length, todo in work:
@@ -225,25 +232,31 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     work = plan_work(cfg, samples)
     parallel.barrier(ranks)        # every rank has read the same records before any rank writes
     total = sum(len(w[3]) for w in work)
-    work = shard(work, ranks, cfg.batch_size)
+    work = shard(work, ranks, lambda length: rows_per_batch(cfg, length))
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     written, current = 0, None
     try:
-        for method, task, length, todo in work:
+        for method, length, cells in length_buckets(work):
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl), method
-            t = resolve_task(task)
-            note = f"{method.label} {task} {format_length(length)}"
-            todo = sorted(todo, key=lambda s: (s.n_tokens, s.index))
-            with open_writer(cfg.out, cfg.model, task, method.label, length, ranks.rank) as app:
-                for i in range(0, len(todo), cfg.batch_size):
-                    batch = todo[i:i + cfg.batch_size]
+            tasks = {name: resolve_task(name) for name, _ in cells}
+            note = f"{method.label} {'+'.join(tasks)} {format_length(length)}"
+            todo = sorted(((s, name) for name, samples in cells for s in samples),
+                          key=lambda x: (x[0].n_tokens, x[1], x[0].index))
+            step = rows_per_batch(cfg, length)
+            with contextlib.ExitStack() as stack:
+                apps = {name: stack.enter_context(open_writer(cfg.out, cfg.model, name, method.label, length,
+                                                              ranks.rank)) for name in tasks}
+                for i in range(0, len(todo), step):
+                    batch = todo[i:i + step]
                     t0 = time.perf_counter()
-                    preds, results = _run_batch(t, model, tokenizer, batch)
+                    preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
+                                                [s for s, _ in batch])
                     secs = (time.perf_counter() - t0) / len(batch)
-                    for s, p, res in zip(batch, preds, results):
-                        app.write(_record(s, t.kind, method, info, cfg.model, p, {**res, "seconds": round(secs, 4)}))
+                    for (s, name), p, res in zip(batch, preds, results):
+                        apps[name].write(_record(s, tasks[name].kind, method, info, cfg.model, p,
+                                                 {**res, "seconds": round(secs, 4)}))
                         written += 1
                     bar.update(len(batch), note)
     except BaseException:
@@ -255,26 +268,62 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     return written
 
 
-def _run_batch(task, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
-    """Predictions and score dicts for one batch; on CUDA out-of-memory the batch is split in halves."""
+def rows_per_batch(cfg: RunConfig, length: int) -> int:
+    """Rows of one generate() / evaluate() call at ``length``: ``batch_tokens // length`` when a token budget is
+    set (short prompts get large batches, long ones small), else ``batch_size``."""
+    return max(1, cfg.batch_tokens // length) if cfg.batch_tokens else cfg.batch_size
+
+
+def decode_bucket(task) -> tuple:
+    """Tasks of one bucket share generate() calls: generation tasks whose new-token budgets round up to the same
+    power of 4 (passkey 6 and number_string 12 -> 16; vt 30, kv_retrieval 50 and needle 24 -> 64; niah 128 and
+    cwe 120 -> 256), so a batch's rows run within 4x the decode steps they need. Every other task (likelihood)
+    is its own bucket."""
+    if task.kind != GENERATION:
+        return (task.name,)
+    bucket = 1
+    while bucket < task.max_new_tokens:
+        bucket *= 4
+    return (GENERATION, bucket)
+
+
+def length_buckets(work: list[tuple]) -> list[tuple]:
+    """``work`` (``(method, task, length, todo)``) regrouped into ``(method, length, [(task, todo), ...])``: one
+    entry per decode bucket x length x method, in the order each first occurs (bucket-major, then length, then
+    method: a partial run finishes whole buckets for every method). The runner cuts each entry into batches
+    that mix its tasks, so a length holds few large generate() calls instead of one per task."""
+    groups: dict[tuple, list] = {}
+    for method, task, length, todo in work:
+        key = (decode_bucket(resolve_task(task)), length, method)
+        groups.setdefault(key, []).append((task, todo))
+    return [(method, length, cells) for (_, length, method), cells in groups.items()]
+
+
+def _run_batch(tasks: list, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
+    """Predictions and score dicts for one batch (``tasks[i]`` is row i's task: generation rows of several tasks
+    share one generate() call, each with its own budget and stop; a likelihood batch holds one task); on CUDA
+    out-of-memory the batch is split in halves."""
     import torch
 
     from .generation import answer_end, generate, prompt_ids
 
     try:
-        if task.kind != GENERATION:
-            return [None] * len(batch), task.evaluate(model, tokenizer, batch)
+        if tasks[0].kind != GENERATION:
+            if any(t is not tasks[0] for t in tasks):
+                raise ValueError("a likelihood batch must hold one task")
+            return [None] * len(batch), tasks[0].evaluate(model, tokenizer, batch)
         rows = [prompt_ids(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
-        preds = generate(model, tokenizer, rows, task.max_new_tokens, stop=[answer_end(task, s) for s in batch])
-        return preds, [{"score": task.score(s, p), **task.details(s, p)} for s, p in zip(batch, preds)]
+        preds = generate(model, tokenizer, rows, [t.max_new_tokens for t in tasks],
+                         stop=[answer_end(t, s) for t, s in zip(tasks, batch)])
+        return preds, [{"score": t.score(s, p), **t.details(s, p)} for t, s, p in zip(tasks, batch, preds)]
     except torch.OutOfMemoryError:
         if len(batch) == 1:
             raise
     torch.cuda.empty_cache()
     half = len(batch) // 2
     print(f"out of memory with a batch of {len(batch)}: retrying as {half} + {len(batch) - half}", file=sys.stderr)
-    p1, r1 = _run_batch(task, model, tokenizer, batch[:half])
-    p2, r2 = _run_batch(task, model, tokenizer, batch[half:])
+    p1, r1 = _run_batch(tasks[:half], model, tokenizer, batch[:half])
+    p2, r2 = _run_batch(tasks[half:], model, tokenizer, batch[half:])
     return p1 + p2, r1 + r2
 
 

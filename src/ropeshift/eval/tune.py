@@ -56,6 +56,7 @@ class TuneConfig:
     train_length: int | None = None
     eta: int = 3
     batch_size: int = 1
+    batch_tokens: int | None = None
     out: Path = Path("runs/tune")
     save: Path | None = None
     impl: str | None = None
@@ -86,7 +87,8 @@ def default_lengths(train_length: int) -> tuple[int, ...]:
 def run_config(cfg: TuneConfig, split: Split, lengths: tuple[int, ...], where: str, methods, samples: int) -> RunConfig:
     return RunConfig(model=cfg.model, tasks=split.tasks, lengths=lengths, methods=tuple(methods), samples=samples,
                      seed=split.seed, options=TaskOptions(haystack=split.haystack, chat=cfg.chat),
-                     batch_size=cfg.batch_size, out=Path(cfg.out) / where, impl=cfg.impl)
+                     batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens, out=Path(cfg.out) / where,
+                     impl=cfg.impl)
 
 
 def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
