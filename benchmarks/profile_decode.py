@@ -20,7 +20,7 @@ import torch
 
 import ropeshift
 from ropeshift.eval.generation import activate, deactivate
-from ropeshift.eval.options import method_specs, parse_lengths
+from ropeshift.eval.options import method_specs, parse_lengths, parse_names
 
 
 def batch(rows: int, length: int, vocab: int, device):
@@ -88,7 +88,7 @@ def main() -> None:
     print("| method | wall ms/step | GPU ms/step | wall / GPU |")
     print("|---|---|---|---|")
     first = None
-    for spec in method_specs(args.methods):
+    for spec in method_specs(parse_names(args.methods, "methods")):
         activate(model, spec, args.impl)
         steps(model, ids, mask, 4, profile=False)  # warm-up: kernel compilation, allocator
         wall, _ = steps(model, ids, mask, args.steps, profile=False)
