@@ -194,3 +194,24 @@ def test_length_buckets_group_tasks_by_answer_budget():
                                     batch_size=3), 8192) == 3
     with pytest.raises(ValueError, match="--batch-tokens"):
         RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(rope,), samples=1, batch_tokens=-1)
+
+
+def test_shard_blocks_spread_every_cell_over_the_ranks():
+    """With a token budget larger than a cell, each rank still gets a share of every cell (no rank is left
+    with all the costly cells)."""
+    from ropeshift.eval.parallel import Ranks
+    from ropeshift.eval.runner import shard, shard_block
+
+    cfg = RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(MethodSpec("rope"),), samples=50,
+                    batch_tokens=10**6)
+    assert shard_block(cfg, 1024, 4) == 13 and shard_block(cfg, 1024, 1) == 50
+
+    class S:
+        def __init__(self, i):
+            self.index = i
+
+    work = [(MethodSpec("rope"), task, 1024, [S(i) for i in range(50)]) for task in ("a", "b", "c")]
+    for rank in range(4):
+        mine = shard(work, Ranks(rank=rank, world=4), lambda n: shard_block(cfg, n, 4))
+        assert sorted(t for _, t, _, _ in mine) == ["a", "b", "c"]
+        assert all(len(todo) in (11, 13) for _, _, _, todo in mine)

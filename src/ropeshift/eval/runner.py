@@ -232,7 +232,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     work = plan_work(cfg, samples)
     parallel.barrier(ranks)        # every rank has read the same records before any rank writes
     total = sum(len(w[3]) for w in work)
-    work = shard(work, ranks, lambda length: rows_per_batch(cfg, length))
+    work = shard(work, ranks, lambda length: shard_block(cfg, length, ranks.world))
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     written, current = 0, None
     try:
@@ -272,6 +272,13 @@ def rows_per_batch(cfg: RunConfig, length: int) -> int:
     """Rows of one generate() / evaluate() call at ``length``: ``batch_tokens // length`` when a token budget is
     set (short prompts get large batches, long ones small), else ``batch_size``."""
     return max(1, cfg.batch_tokens // length) if cfg.batch_tokens else cfg.batch_size
+
+
+def shard_block(cfg: RunConfig, length: int, world: int) -> int:
+    """Prompts of one cell dealt to a rank at a time: a batch's rows, but at most 1/world of the cell, so every
+    rank gets a share of every cell (whole cells per rank left one rank with the costly ones: measured on the
+    GPU, 2026-12-02); a rank's shares of one bucket's tasks still fill one batch together."""
+    return max(1, min(rows_per_batch(cfg, length), -(-cfg.samples // world)))
 
 
 def decode_bucket(task) -> tuple:
