@@ -102,6 +102,10 @@ def test_mean_over_tasks_leaves_out_incomplete_tasks():
     summary.update({("m", "rope", "b", 1024): Cell.of([1.0]), ("m", "rope", "b", 2048): Cell.of([1.0]),
                     ("m", "string", "b", 1024): Cell.of([1.0])})
     assert complete_tasks(summary) == {"m": (["a"], ["b"])}
+    # a cell stopped part-way (string has 1 sample of c at 2k, rope 2): c is not complete either
+    partial = {**summary, **{("m", meth, "c", n): Cell.of([1.0, 0.0]) for meth in ("rope", "string")
+                             for n in (1024, 2048)}, ("m", "string", "c", 2048): Cell.of([1.0])}
+    assert complete_tasks(partial) == {"m": (["a"], ["b", "c"])}
     scores = method_length_scores(summary)
     assert {k: {n: v[0] for n, v in d.items()} for k, d in scores.items()} == {
         ("m", "rope"): {1024: 50.0, 2048: 50.0}, ("m", "string"): {1024: 50.0, 2048: 50.0}}

@@ -124,20 +124,27 @@ def _eff(by_length: dict[int, float], threshold: Threshold) -> str:
 
 
 def complete_tasks(summary: dict[tuple, Cell], tasks: list[str] | None = None) -> dict[str, tuple[list, list]]:
-    """model -> (tasks that have a cell for every method and length of that model, tasks that do not).
+    """model -> (tasks that have a cell for every method and length of that model, each length's cells holding
+    the same number of samples for every method, tasks that do not).
 
-    A mean over tasks is only comparable between methods and lengths when it averages the same tasks,
-    so an interrupted run's incomplete tasks are left out of the mean (and named in the report)."""
-    cells: dict[str, set] = defaultdict(set)
-    for (model, method, task, length) in summary:
+    A mean over tasks is only comparable between methods and lengths when it averages the same tasks (and the
+    same prompts), so an interrupted run's incomplete tasks, including cells stopped part-way, are left out of
+    the mean (and named in the report)."""
+    cells: dict[str, dict] = defaultdict(dict)
+    for (model, method, task, length), cell in summary.items():
         if tasks is None or task in tasks:
-            cells[model].add((method, task, length))
+            cells[model][method, task, length] = cell.n
     out = {}
     for model, have in cells.items():
         methods = {m for m, _, _ in have}
         lengths = {n for _, _, n in have}
         names = sorted({t for _, t, _ in have})
-        keep = [t for t in names if all((m, t, n) in have for m in methods for n in lengths)]
+
+        def whole(t):
+            return all(all((m, t, n) in have for m in methods)
+                       and len({have[m, t, n] for m in methods}) == 1 for n in lengths)
+
+        keep = [t for t in names if whole(t)]
         out[model] = (keep, [t for t in names if t not in keep])
     return out
 
