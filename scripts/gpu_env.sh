@@ -9,7 +9,8 @@
 #   call 1, carry [.model1]:            mkdir -p /root/m && cp .model1/part_aa /root/m/
 #   call 2, carry [.model2, .whl], at once after call 1 (the machine stays ~30 s):
 #                                       source scripts/gpu_env.sh && OUT=$OUT/study bash scripts/gpu_eval.sh
-# Later calls on the same (still warm) machine find the model in /root/pkgs and need no carry.
+# Later calls on the same (still warm) machine find the model in /root/pkgs and need no carry; a fresh machine
+# resumes a study from .gpu/records.tgz (carry [.model2, .whl, .gpu]).
 set -u
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -25,5 +26,10 @@ if [ ! -s "$model" ]; then
   fi
 fi
 [ -s "$model" ] && echo "gpu_env: model $(md5sum "$model" | cut -c1-32) $(stat -c %s "$model") bytes"
+# records of an earlier call (its $OUT/records.tgz copied to .gpu/records.tgz and carried): unpacked under /root,
+# so `RUNS=/root/study bash scripts/gpu_eval.sh` resumes them on a fresh machine
+if [ -f .gpu/records.tgz ] && [ ! -e /root/.records_restored ]; then
+  tar xzf .gpu/records.tgz -C /root && : > /root/.records_restored && echo "gpu_env: records restored under /root"
+fi
 export PYTHONPATH="$PWD/src:/root/pkgs:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1

@@ -8,7 +8,8 @@
 # Run (on the GPU machine, from the repository root):
 #   OUT=/path/to/out LIMIT=540 bash scripts/gpu_eval.sh
 # Environment:
-#   OUT      output folder (required): records in $RUNS, reports in $OUT/report (HTML + PNG + md + csv) and
+#   OUT      output folder (required): records in $RUNS, reports in $OUT/report (HTML + PNG + md + csv; both report
+#            folders also archived in $OUT/reports.tgz) and
 #            $OUT/report_ruler.md (RULER's absolute pass mark), logs in $OUT/eval.log, versions in $OUT/versions.txt
 #   RUNS     records folder (default: $OUT/runs). To spread the study over several device calls, use a folder
 #            that stays on the machine between calls (e.g. RUNS=runs/study, git-ignored) and rerun the same
@@ -75,5 +76,6 @@ echo "eval exit status $status (124/130: stopped by LIMIT=$LIMIT s; rerun with R
 "$PYTHON" -m ropeshift.cli.main report "$RUNS" --out "$OUT/report_ruler" --threshold 85.6 --no-plots \
   > "$OUT/report_ruler.md"
 tar czf "$OUT/records.tgz" --exclude=_prompts -C "$(dirname "$RUNS")" "$(basename "$RUNS")"  # prompts regenerate
+tar czf "$OUT/reports.tgz" -C "$OUT" report report_ruler  # the device returns at most 8 files: one archive of both
 sed -n '1,/^## Run details/p' "$OUT/report.md"
 echo "report: $OUT/report/report.html (records: $RUNS, archived in $OUT/records.tgz)"
