@@ -158,12 +158,22 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
 
 
 @pytest.mark.parametrize("method", [MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16})])
-def test_token_budget_batches_mixing_tasks_match_one_by_one(method, tmp_path, tok, tiny_llama):
+def test_token_budget_batches_mixing_tasks_match_one_by_one(method, tmp_path, tok, tiny_llama, monkeypatch):
     """``batch_tokens``: rows of tasks with other answer budgets (passkey 6 and number_string 12, one bucket)
     share generate() calls, each row cut at its own budget and stop; every record equals the one-by-one run."""
+    from ropeshift.eval import runner
+
     kw = dict(tasks=("needle", "passkey", "number_string"), methods=(method,), samples=3)
     run(_cfg(tmp_path / "b1", batch_size=1, **kw), tiny_llama, tok, progress=False)
+    calls, real = [], runner._run_batch
+
+    def spy(tasks, *args):
+        calls.append(sorted({t.name for t in tasks}))
+        return real(tasks, *args)
+
+    monkeypatch.setattr(runner, "_run_batch", spy)
     run(_cfg(tmp_path / "bt", batch_tokens=10_000, **kw), tiny_llama, tok, progress=False)
+    assert ["number_string", "passkey"] in calls and ["needle"] in calls  # one bucket shared a call, one did not
     for task in kw["tasks"]:
         one, mixed = (sorted(read_cell(tmp_path / d, "tiny", task, method.label, 256), key=lambda r: r["index"])
                       for d in ("b1", "bt"))

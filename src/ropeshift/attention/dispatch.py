@@ -60,22 +60,8 @@ def is_left_padded(kvalid) -> bool:
     return bool(((torch.arange(lk, device=kvalid.device)[None, :] >= start) == kvalid).all())
 
 
-_LAST_KERNEL_POSITIONS: list = [None]  # (qpos, kvalid, flags, result) of the last call: its forward's later layers
-
-
 def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
-    """(key_start [b] int32 or None, pos_offset [b] int32 or None), without a host sync; computed once per
-    forward (the layers of one forward share the qpos and kvalid objects, see ``interface._positions``)."""
-    last = _LAST_KERNEL_POSITIONS[0]
-    if last is not None and last[0] is qpos and last[1] is kvalid and last[2] == (mask_given, positional):
-        return last[3]
-    out = _compute_kernel_positions(qpos, kvalid, mask_given, positional)
-    if not torch.compiler.is_compiling():
-        _LAST_KERNEL_POSITIONS[0] = (qpos, kvalid, (mask_given, positional), out)
-    return out
-
-
-def _compute_kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
+    """(key_start [b] int32 or None, pos_offset [b] int32 or None), without a host sync."""
     b, lk = kvalid.shape
     lq = qpos.shape[1]
     key_start = pos_offset = None

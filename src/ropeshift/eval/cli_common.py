@@ -46,7 +46,7 @@ def add_run_args(p: argparse.ArgumentParser, *, lengths: str) -> None:
     g.add_argument("--batch-size", type=int, default=1, help="samples per generate() call, left-padded")
     g.add_argument("--batch-tokens", type=int, default=None, metavar="N",
                    help="token budget per generate() call instead of --batch-size: rows = N // length, rows of "
-                        "tasks with similar answer budgets sharing calls (e.g. 1000000 on a GPU)")
+                        "tasks with similar answer budgets sharing calls (e.g. 600000 on a GPU)")
     g.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default: runs/)")
     g.add_argument("--chat", choices=["auto", "on", "off"], default="auto",
                    help="chat template: auto = the task's choice where the model has one")

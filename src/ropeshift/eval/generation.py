@@ -112,21 +112,21 @@ def _row_stopper(tokenizer, prompt_len: int, stops: Sequence[Stop | None], eos_i
         def __call__(self, input_ids, scores, **kwargs):
             n = input_ids.shape[1] - prompt_len
             last = input_ids[:, -1].tolist()
+            ask = []
             for i, e in enumerate(self.ends):
                 if e is not None:
                     continue
-                tok = last[i]
-                if tok in eos_ids or n >= max_new[i]:
+                if last[i] in eos_ids or n >= max_new[i]:
                     self.ends[i] = n
-                    continue
-                stop = stops[i]
-                if stop is None:
-                    continue
-                if not self.armed[i] and tok in newline:
-                    self.armed[i] = True
-                if self.armed[i] and stop(tokenizer.decode(input_ids[i, prompt_len:].tolist(),
-                                                           skip_special_tokens=True)):
-                    self.ends[i] = n
+                elif stops[i] is not None:
+                    self.armed[i] = self.armed[i] or last[i] in newline
+                    if self.armed[i]:
+                        ask.append(i)
+            if ask:
+                texts = tokenizer.batch_decode(input_ids[ask, prompt_len:].tolist(), skip_special_tokens=True)
+                for i, text in zip(ask, texts):
+                    if stops[i](text):
+                        self.ends[i] = n
             return torch.tensor([e is not None for e in self.ends], device=input_ids.device)
 
     return RowStop()
@@ -148,7 +148,8 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = left_pad(rows, pad_id)
     device = next(model.parameters()).device
-    per_row = [int(max_new_tokens)] * len(rows) if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
+    budgets = [max_new_tokens] * len(rows) if isinstance(max_new_tokens, int) else max_new_tokens
+    per_row = [int(m) for m in budgets]
     if len(per_row) != len(rows):
         raise ValueError(f"max_new_tokens needs one budget per row: {len(per_row)} for {len(rows)} rows")
     if stop is not None and len(stop) != len(rows):
