@@ -43,6 +43,8 @@ def main() -> None:
     p.add_argument("--methods", default="rope,string,yarn,self_extend,dca")
     p.add_argument("--device", default=None)
     p.add_argument("--impl", default="auto")
+    p.add_argument("--plain-attention", choices=["model", "ropeshift"], default="model",
+                   help="rows without an attention method: the model's attention or ropeshift's plain")
     p.add_argument("--no-profile", action="store_true")
     args = p.parse_args()
     model, tok = ropeshift.load_model(args.model, device=args.device, progress=False)
@@ -57,7 +59,7 @@ def main() -> None:
     suite = SUITES[args.suite]
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     print(f"{args.model} on {name}, {args.task} at {length} tokens, {rows} rows "
-          f"(max {max(len(i) for i in ids)} tokens), budget {task.max_new_tokens} new tokens, impl={args.impl}; "
+          f"(max {max(len(i) for i in ids)} tokens), budget {task.max_new_tokens} new tokens, impl={args.impl}, plain attention: {args.plain_attention}; "
           f"prompts built and tokenised in {t_prompts:.2f} s")
     print("| method | prefill s | generate s | decode steps | median row end | decode ms/step | samples/s |")
     print("|---|---|---|---|---|---|---|")
@@ -67,7 +69,7 @@ def main() -> None:
     x, mask = x.to(device), mask.to(device)
     for label in parse_names(args.methods, "methods"):
         spec = suite.method(label)
-        activate(model, spec, args.impl)
+        activate(model, spec, args.impl, args.plain_attention)
         with torch.inference_mode():
             model(input_ids=x[:2, -256:], attention_mask=mask[:2, -256:], logits_to_keep=1)  # compile kernels
             sync(device)

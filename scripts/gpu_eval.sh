@@ -24,6 +24,8 @@
 #   WORKERS  evaluation processes (default: 1). With one GPU, several processes share it (cuda:0): a 135M
 #            model leaves the GPU idle between kernel launches, so 4 processes raise samples/s
 #   IMPL     attention implementation for patched methods (default: auto)
+#   PLAIN    attention of the rows without an attention method (rope, RoPE-scaling rows): ropeshift (default:
+#            ropeshift's plain attention, the same maths on the methods' kernels) or model (the model's SDPA)
 #   LIMIT    stop the evaluation after this many seconds (default: 540); the reports are still written from
 #            what finished, and rerunning with the same RUNS resumes where it stopped (records are per sample)
 #   PYTHON   interpreter (default: python3)
@@ -37,6 +39,7 @@ MODEL="${MODEL:-smollm2-135m}"
 BATCH="${BATCH:-50}"
 BATCH_TOKENS="${BATCH_TOKENS:-400000}"
 IMPL="${IMPL:-auto}"
+PLAIN="${PLAIN:-ropeshift}"
 WORKERS="${WORKERS:-1}"
 LIMIT="${LIMIT:-540}"
 PYTHON="${PYTHON:-python3}"
@@ -56,7 +59,7 @@ except ImportError:
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 PY
 
-args=(--model "$MODEL" --suite "$SUITE" --impl "$IMPL" --batch-size "$BATCH" --batch-tokens "$BATCH_TOKENS" --out "$RUNS" --no-progress)
+args=(--model "$MODEL" --suite "$SUITE" --impl "$IMPL" --plain-attention "$PLAIN" --batch-size "$BATCH" --batch-tokens "$BATCH_TOKENS" --out "$RUNS" --no-progress)
 [ "$WORKERS" != 1 ] && args+=(--workers "$WORKERS" --device cuda)
 [ -n "${METHODS:-}" ] && args+=(--methods "$METHODS")
 [ -n "${TASKS:-}" ] && args+=(--tasks "$TASKS")

@@ -29,6 +29,9 @@ class RuntimeState:
     # the last attention call's positions, reused by the next layers of the same forward (same mask and
     # position_ids objects, same shapes): (position_ids, mask, shape key, (qpos, kpos, kvalid))
     last_positions: tuple | None = None
+    # the kernels' (key_start, pos_offset) of the last call, for the same forward's later layers (same kvalid
+    # object): (kvalid, (mask_given, positional, qpos shape), (key_start, pos_offset)); see dispatch.attend
+    last_kernel_positions: tuple | None = None
 
     def inv_freq_on(self, device) -> torch.Tensor:
         key = str(device)

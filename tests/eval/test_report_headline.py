@@ -111,7 +111,7 @@ def test_run_meta_is_written_by_a_real_run_only(tmp_path):
     assert main(["eval", "--dry-run", "--out", str(tmp_path)]) == 0
     assert read_run_meta(tmp_path) == {}
     cfg = SimpleNamespace(out=tmp_path, model="m", tasks=("passkey",), lengths=(1024,), samples=3, seed=1,
-                          batch_size=2, batch_tokens=None, impl=None, methods=())
+                          batch_size=2, batch_tokens=None, impl=None, plain_attention="model", methods=())
     args = SimpleNamespace(command="eval", model="m", samples=3, dry_run=False, func=None)
     record_invocation(cfg, args, 100.0, 112.0, "complete")
     record_invocation(cfg, args, 200.0, 203.0, "interrupted")

@@ -225,3 +225,29 @@ def test_shard_blocks_spread_every_cell_over_the_ranks():
         mine = shard(work, Ranks(rank=rank, world=4), lambda n: shard_block(cfg, n, 4))
         assert sorted(t for _, t, _, _ in mine) == ["a", "b", "c"]
         assert all(len(todo) in (11, 13) for _, _, _, todo in mine)
+
+
+def test_plain_attention_rows_equal_the_models_own(tmp_path, tok, tiny_llama):
+    """``plain_attention="ropeshift"``: rows without an attention method (rope, a RoPE-scaling row) run ropeshift's
+    ``plain`` attention, the same maths: predictions, scores and NLLs equal the model's own attention (fp32),
+    the records keep the row's method and say ``impl="plain:..."``; attention-method rows are untouched."""
+    methods = (MethodSpec("rope"), MethodSpec("yarn", {"factor": 2.0}), MethodSpec("string", {"shift": 100, "window": 16}))
+    kw = dict(tasks=("passkey", "perplexity:single"), methods=methods, samples=2, lengths=(384,))
+    run(_cfg(tmp_path / "model", **kw), tiny_llama, tok, progress=False)
+    run(_cfg(tmp_path / "plain", plain_attention="ropeshift", **kw), tiny_llama, tok, progress=False)
+    for task in kw["tasks"]:
+        for m in methods:
+            own, plain = (sorted(read_cell(tmp_path / d, "tiny", task, m.label, 384), key=lambda r: r["index"])
+                          for d in ("model", "plain"))
+            assert len(own) == len(plain) == 2
+            assert [(r["prediction"], r["score"]) for r in own] == [(r["prediction"], r["score"]) for r in plain]
+            for a, b in zip(own, plain):
+                if "nll" in a:
+                    assert b["nll"] == pytest.approx(a["nll"], rel=1e-5)
+                assert b["method_name"] == a["method_name"] and b["params"] == a["params"]
+                if m.name == "string":
+                    assert b["impl"] == a["impl"]
+                else:
+                    assert b["impl"].startswith("plain:") and not str(a["impl"]).startswith("plain:")
+    with pytest.raises(ValueError, match="plain_attention"):
+        _cfg(tmp_path, plain_attention="sdpa")

@@ -36,10 +36,25 @@ def triton_unsupported_reason(method, device, dtype=None, head_dim=None, *, inte
     """Why the triton kernels cannot serve this method on this device/dtype (None when they can); device first.
 
     ``interpreter=True`` accepts CPU tensors under TRITON_INTERPRET=1 (an explicit impl="triton" call, for
-    tests); ``apply`` and impl="auto" never do."""
+    tests); ``apply`` and impl="auto" never do. Answers for CUDA devices are cached (one per method, device,
+    dtype and head dim: the attention of every layer asks)."""
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda":
+        try:
+            return _cuda_reason(method, dev, dtype, head_dim, interpreter)
+        except TypeError:  # unhashable method object
+            pass
+    return _reason(method, dev, dtype, head_dim, interpreter)
+
+
+@functools.lru_cache(maxsize=256)
+def _cuda_reason(method, dev, dtype, head_dim, interpreter):
+    return _reason(method, dev, dtype, head_dim, interpreter)
+
+
+def _reason(method, dev, dtype, head_dim, interpreter):
     from .. import kernels
 
-    dev = torch.device(device) if device is not None else None
     if dev is None or dev.type != "cuda":
         reason = kernels.unsupported_reason(None, dev, allow_interpreter=interpreter)
         if reason is not None:
@@ -92,12 +107,14 @@ def _composed(q, k, v, method, inv_freq, scale, qpos):
 
 
 def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_given: bool,
-           left_padded: bool | None = None):
+           left_padded: bool | None = None, memo=None):
     """Returns (out [b, h, lq, d] in q's dtype, lse [b, h, lq] fp32).
 
     ``left_padded``: whether the mask is left padding (the kernels' layout), as the interface measured it at
     layer 0 of the prefill; None: measured here when the kernels would run (one host sync), except under
-    torch.compile, where a device-side assert guards prefill calls instead."""
+    torch.compile, where a device-side assert guards prefill calls instead. ``memo``: an object whose
+    ``last_kernel_positions`` attribute keeps the kernel positions of the last call (the runtime state), so the
+    later layers of one forward (same ``kvalid`` object) reuse them instead of recomputing (launches per layer)."""
     if impl == "reference":
         out, lse = reference_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
         return out.to(q.dtype), lse.float()
@@ -118,7 +135,15 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
                 if composed is not None:
                     return composed
             spec = _compiled(method)
-            key_start, pos_offset = _kernel_positions(qpos, kvalid, mask_given, spec.for_keys(k.shape[2]).positional)
+            positional = spec.for_keys(k.shape[2]).positional
+            last = getattr(memo, "last_kernel_positions", None)
+            if last is not None and last[0] is kvalid and last[1] == (mask_given, positional, qpos.shape):
+                key_start, pos_offset = last[2]
+            else:
+                key_start, pos_offset = _kernel_positions(qpos, kvalid, mask_given, positional)
+                if memo is not None and not torch.compiler.is_compiling():
+                    memo.last_kernel_positions = (kvalid, (mask_given, positional, qpos.shape),
+                                                  (key_start, pos_offset))
             return kernels.table_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
                                            key_start=key_start, pos_offset=pos_offset)
         if impl == "triton":

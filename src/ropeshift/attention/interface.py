@@ -94,7 +94,7 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     out, _ = attend(
         state.impl, query, key, value, state.method, state.inv_freq_on(query.device),
         scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=mask_given,
-        left_padded=state.left_padded,
+        left_padded=state.left_padded, memo=state,
     )
     return out.transpose(1, 2).contiguous(), None
 

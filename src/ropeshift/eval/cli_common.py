@@ -32,6 +32,10 @@ def add_method_args(p: argparse.ArgumentParser, default: str = "rope,string", *,
                    help='JSON object {"method": {param: value}} of apply() parameters for any method')
     g.add_argument("--impl", choices=["auto", "torch", "triton", "reference"], default=None,
                    help="attention implementation for patched methods (default: the method's auto)")
+    g.add_argument("--plain-attention", choices=["model", "ropeshift"], default="model",
+                   help="attention of rows without an attention method (rope and the RoPE-scaling rows): the "
+                        "model's own (default), or ropeshift's ('plain', rel = d: the same maths on the same "
+                        "kernels as the methods; on a GPU much faster for left-padded batches)")
     if full:
         from ropeshift.cli.method_flags import add_method_flags
 

@@ -163,6 +163,10 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
             eos_ids.add(tokenizer.eos_token_id)
         stopper = _row_stopper(tokenizer, ids.shape[1], list(stop or [None] * len(rows)), eos_ids, per_row)
         extra["stopping_criteria"] = [stopper]
+    if device.type == "cuda":
+        # preallocated KV cache: a dynamic cache concatenates every layer's whole cache per step (a third of the
+        # GPU time of an 8k batch's decode, measured: benchmarks/RESULTS.md); not compiled (kernels are eager)
+        extra.update(cache_implementation="static", disable_compile=True)
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(per_row),
@@ -174,15 +178,25 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
             for r, e, m in zip(new, ends, per_row)]
 
 
-def activate(model, spec: MethodSpec, impl: str | None = None) -> dict:
-    """Apply ``spec`` to ``model`` (``rope`` = unpatched) and return ``describe(model)``."""
+def activate(model, spec: MethodSpec, impl: str | None = None, plain_attention: str = "model") -> dict:
+    """Apply ``spec`` to ``model`` (``rope`` = unpatched) and return ``describe(model)``.
+
+    ``plain_attention="ropeshift"``: a spec without an attention method (rope, RoPE-scaling rows) also gets
+    ``plain`` (rel = d, the same maths) so its attention runs on ropeshift's path like every other row; the
+    returned info keeps the spec's method and says ``impl="plain:<impl>"``."""
     from ropeshift.api import apply, describe
     from ropeshift.remaps.registry import METHODS
 
     from .suites import parts, resolve_relative
 
+    def scaling(name):
+        return name in METHODS and getattr(METHODS[name], "kind", "attention") == "rope_scaling"
+
     steps = parts(spec)  # "a+b": RoPE-scaling parts first, then the attention method
-    steps.sort(key=lambda p: p[0] not in METHODS or getattr(METHODS[p[0]], "kind", "attention") != "rope_scaling")
+    steps.sort(key=lambda p: not scaling(p[0]))
+    plain = plain_attention == "ropeshift" and all(n == "rope" or scaling(n) for n, _ in steps)
+    if plain:
+        steps = [s for s in steps if s[0] != "rope"] + [("plain", {})]
     train_length = getattr(model.config, "max_position_embeddings", None)
     for name, params in steps:
         kwargs = resolve_relative(params, train_length)
@@ -190,6 +204,9 @@ def activate(model, spec: MethodSpec, impl: str | None = None) -> dict:
             kwargs["impl"] = impl
         apply(model, name, **kwargs)
     info = describe(model) or {}
+    if plain:
+        rope = info.get("rope") or {}
+        return {"method": spec.name, "params": rope.get("params", spec.params), "impl": f"plain:{info.get('impl')}"}
     return {"method": info.get("method", spec.name), "params": info.get("params", spec.params),
             "impl": info.get("impl")}
 

@@ -62,6 +62,7 @@ def record_invocation(cfg, args, started: float, finished: float, status: str) -
         "command": command_line(args), "model": cfg.model, "model_path": getattr(args, "model", cfg.model),
         "tasks": list(cfg.tasks), "lengths": list(cfg.lengths), "samples": cfg.samples, "seed": cfg.seed,
         "batch_size": cfg.batch_size, "batch_tokens": cfg.batch_tokens, "impl": cfg.impl,
+        "plain_attention": cfg.plain_attention,
         "methods": {m.label: {"name": m.name, "params": m.params} for m in cfg.methods},
         "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(finished - started, 1), "status": status, "versions": versions(),

@@ -43,6 +43,7 @@ class RunConfig:
     batch_tokens: int | None = None  # rows per generate() = batch_tokens // length (overrides batch_size; 0: off)
     out: Path = Path("runs")
     impl: str | None = None
+    plain_attention: str = "model"  # rows without an attention method: "model" (its own) or "ropeshift" (plain)
     workers: int | None = None  # prompt-generation processes (None: one per CPU core)
 
     def __post_init__(self):
@@ -52,6 +53,8 @@ class RunConfig:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.batch_tokens is not None and self.batch_tokens < 0:
             raise ValueError(f"--batch-tokens must be >= 0 (0: use --batch-size), got {self.batch_tokens}")
+        if self.plain_attention not in ("model", "ropeshift"):
+            raise ValueError(f"plain_attention must be 'model' or 'ropeshift', got {self.plain_attention!r}")
         if not self.tasks or not self.lengths or not self.methods:
             raise ValueError("a run needs at least one task, one length and one method")
         if any(n < 64 for n in self.lengths):
@@ -239,7 +242,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         for method, length, cells in length_buckets(work):
             if method != current:
                 deactivate(model)
-                info, current = activate(model, method, cfg.impl), method
+                info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
             tasks = {name: resolve_task(name) for name, _ in cells}
             note = f"{method.label} {'+'.join(tasks)} {format_length(length)}"
             todo = sorted(((s, name) for name, samples in cells for s in samples),

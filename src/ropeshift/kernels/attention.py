@@ -60,17 +60,31 @@ def _check(q, k, v, key_start, pos_offset=None):
             raise ValueError("q, k, v need a contiguous last dimension")
 
 
+def _forward(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: float):
+    b, h, lq, d = q.shape
+    out = torch.empty_like(q)
+    lse = torch.empty((b, h, lq), device=q.device, dtype=torch.float32)
+    launch = launch_decode if lq == 1 else launch_prefill
+    launch(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
+    return out, lse
+
+
 @torch.library.custom_op("ropeshift::table_attention_fwd", mutates_args=())
 def _table_attention_fwd(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, inv_freq: torch.Tensor, key_start: torch.Tensor | None,
     pos_offset: torch.Tensor | None, spec: list[float], scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    b, h, lq, d = q.shape
-    out = torch.empty_like(q)
-    lse = torch.empty((b, h, lq), device=q.device, dtype=torch.float32)
-    launch = launch_decode if lq == 1 else launch_prefill
-    launch(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=KernelSpec.from_list(spec), scale=scale)
-    return out, lse
+    return _forward(q, k, v, inv_freq, key_start, pos_offset, KernelSpec.from_list(spec), scale)
+
+
+def _call(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: float):
+    """The op under torch.compile or autograd (opaque to the compiler; it refuses a backward pass); in eager
+    inference the launcher directly (the custom-op dispatch costs ~tens of us per call, 30 layers per decode
+    step)."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                                                        or v.requires_grad)):
+        return _table_attention_fwd(q, k, v, inv_freq, key_start, pos_offset, spec.to_list(), scale)
+    return _forward(q, k, v, inv_freq, key_start, pos_offset, spec, scale)
 
 
 @_table_attention_fwd.register_fake
@@ -104,11 +118,11 @@ def table_attention(q, k, v, table, *, inv_freq, scale, key_start=None, pos_offs
         raise ValueError(f"rotary dim {2 * inv.numel()} exceeds head_dim {q.shape[-1]}")
     if not spec.positional:
         pos_offset = None
-    return _table_attention_fwd(q, k, v, inv, key_start, pos_offset, spec.to_list(), float(scale))
+    return _call(q, k, v, inv, key_start, pos_offset, spec, float(scale))
 
 
 def causal_attention(q, k, v, *, scale, key_start=None):
     """Plain causal attention through the same kernels (one identity region). Same shapes and returns."""
     _check(q, k, v, key_start)
     inv = q.new_empty((0,), dtype=torch.float32)
-    return _table_attention_fwd(q, k, v, inv, key_start, None, PLAIN.to_list(), float(scale))
+    return _call(q, k, v, inv, key_start, None, PLAIN, float(scale))

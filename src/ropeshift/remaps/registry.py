@@ -9,10 +9,12 @@ from ..registry import Registry
 from ..rope_scaling import ROPE_SCALING_METHODS
 from .dca import DualChunkMethod
 from .lm_infinite import LMInfiniteMethod
+from .plain import PlainMethod
 from .rerope import ReRopeMethod
 from .self_extend import SelfExtendMethod
 from .string import StringMethod
 
 METHODS: Registry = Registry("method")
-for _cls in (StringMethod, ReRopeMethod, SelfExtendMethod, DualChunkMethod, LMInfiniteMethod, *ROPE_SCALING_METHODS):
+for _cls in (StringMethod, ReRopeMethod, SelfExtendMethod, DualChunkMethod, LMInfiniteMethod, PlainMethod,
+             *ROPE_SCALING_METHODS):
     METHODS.register(_cls.name, _cls)
