@@ -76,6 +76,7 @@ def method_cases(lk, tile):
         ("dca", "dca", dict(chunk_size=t + 5, local_window=5)),
         ("lm_infinite", "lm_infinite", dict(n_global=3, n_local=t + 1, distance_limit=t)),
         ("lm_infinite_cap", "lm_infinite", dict(n_global=2, n_local=t - 1, distance_limit=2 * t - 1)),
+        ("plain", "plain", {}),
     ]
 
 

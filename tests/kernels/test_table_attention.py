@@ -102,6 +102,29 @@ def test_small(case):
 
 
 @pytest.mark.skipif(CUDA, reason="interpreter shapes (16 x 16 tiles); the CUDA grid covers these paths")
+@pytest.mark.parametrize("name", ["dca", "self_extend", "string"])
+def test_key_view_of_a_static_cache(name):
+    """K/V as a static cache hands them over: the written part of a longer buffer (a non-contiguous view). Keys
+    that need re-rotation still take the prologue (on a contiguous copy); every result equals the reference."""
+    from ropeshift.kernels._prefill import PROLOGUE_MIN_Q
+
+    params = dict(next(c for c in SMALL_METHODS if c[0] == name)[2])
+    method = build(name, params)
+    gen = torch.Generator().manual_seed(3)
+    b, h, h_kv, lq, d, spare = 2, 4, 2, 40, 32, 9
+    q = torch.randn(b, h, lq, d, generator=gen).to(DEV)
+    kbuf, vbuf = (torch.randn(b, h_kv, lq + spare, d, generator=gen).to(DEV) for _ in range(2))
+    k, v = kbuf[:, :, :lq], vbuf[:, :, :lq]
+    assert not k.is_contiguous()
+    inv = llama_inv_freq(d, base=10000.0)
+    ks = torch.tensor([0, 5], device=DEV, dtype=torch.int32)
+    out, _ = _run(q, k, v, method, inv_freq=inv, scale=d ** -0.5, key_start=ks)
+    ref, _ = table_reference(q, k.contiguous(), v.contiguous(), method, inv_freq=inv, scale=d ** -0.5, key_start=ks)
+    assert rel_err(out, ref) <= 1e-4
+    assert PROLOGUE_MIN_Q[False] <= lq  # self_extend's per-key map takes the prologue at this lq
+
+
+@pytest.mark.skipif(CUDA, reason="interpreter shapes (16 x 16 tiles); the CUDA grid covers these paths")
 def test_pad_queries_and_plain():
     """Pad queries (index < key_start) give out 0, lse -inf; a table beyond lk runs the plain causal path."""
     _check(build("rerope", dict(window=12)), 2, 2, 1, 40, 40, 32, torch.float32, key_start=[3, 25])

@@ -441,9 +441,11 @@ def launch_prefill(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, 
     k1 = k
     if kk == 2 and ka == 1.0 and kc != 0 and kg >= block_n:
         kk = 4  # piecewise-constant key map (DCA): two rotations per tile, no per-key trigonometry
-    if spec.has_r1 and kk == 2 and lq >= PROLOGUE_MIN_Q[q.is_cuda] and k.is_contiguous():
+    if spec.has_r1 and kk == 2 and lq >= PROLOGUE_MIN_Q[q.is_cuda]:
         import torch
 
+        if not k.is_contiguous():  # a static cache's written part is a view: one copy, then the prologue
+            k = k.contiguous()
         k1 = torch.empty_like(k)  # same (contiguous) strides as k
         blk = 64 if q.is_cuda else 16
         _rotate_keys_kernel[(triton.cdiv(lk, blk), b * h_kv)](
