@@ -22,6 +22,24 @@ def test_strided_windows_score_every_token_once(n_bos):
     assert ws[-1][1] == n_doc
 
 
+def test_windows_no_longer_than_the_stride_without_bos_score_what_has_context():
+    """length <= stride without a BOS: each window's first token has no context and is not a target (this asked
+    for one more target than the window had logits: a crash in the strided protocol at length 256)."""
+    for n_doc, length, stride in ((1000, 256, 256), (1000, 200, 256)):
+        ws = windows(n_doc, length, stride, 0)
+        assert all(trg <= end - begin - 1 for begin, end, trg in ws)
+        assert ws[-1][1] == n_doc
+    for begin, end, trg in windows(1000, 256, 256, 1):  # with a BOS every token is scored once
+        assert trg == end - begin
+
+
+def test_strided_protocol_at_the_stride_length(tok, tiny_llama):
+    task = resolve_task("perplexity")
+    samples = task.make_samples(tok, 256, 2, 0, TaskOptions(haystack="pydoc"))
+    res = task.evaluate(tiny_llama, tok, samples)
+    assert all(math.isfinite(r["nll"]) and r["n_scored"] > 0 for r in res)
+
+
 def _direct_nll(model, ids):
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids])).logits[0]

@@ -43,7 +43,9 @@ def windows(n_doc: int, length: int, stride: int, n_bos: int) -> list[tuple[int,
     out, prev_end, begin = [], 0, 0
     while True:
         end = min(begin + span, n_doc)
-        trg = end - prev_end if out else end - begin - (0 if n_bos else 1)
+        # without a BOS the window's first token has no context, so it is never a target (stride >= span
+        # would otherwise ask for one: a length <= STRIDE without BOS)
+        trg = min(end - prev_end if out else end, end - begin - (0 if n_bos else 1))
         out.append((begin, end, trg))
         prev_end = end
         if end == n_doc:
