@@ -61,3 +61,6 @@ def test_suite_flags(tmp_path, capsys):
     assert "cannot change the methods of --suite" in capsys.readouterr().err
     assert main(["eval", "--suite", "rulerlite", "--dry-run"]) == 2
     assert "Did you mean: ruler-lite" in capsys.readouterr().err
+    assert main(["eval", "--suite", "ruler-long", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{6 * 7 * 5 * 25} samples to run" in out and "32k:25" in out and "self_extend@fair" in out

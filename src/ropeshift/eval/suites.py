@@ -108,8 +108,29 @@ RULER_LITE = Suite(
     ),
 )
 
+# the second embedded model's study (issue 10, section 4): a longer-context model (qwen2.5-coder-0.5b, L = 32k),
+# its lengths L/8..L; fewer samples per cell, since one 32k prompt costs ~16 8k ones in attention
+RULER_LONG = Suite(
+    name="ruler-long",
+    summary="RULER-style retrieval at 4k-32k for 32k-context models, 25 samples, STRING and the strongest baselines "
+            "of ruler-lite",
+    tasks=("passkey", "niah_single_1", "niah_single_2", "niah_multikey_1", "niah4", "vt"),
+    lengths="4k,8k,16k,24k,32k",
+    samples=25,
+    haystack="kjv",
+    methods=(
+        MethodSpec("rope"),
+        MethodSpec("string"),
+        MethodSpec("rerope"),
+        MethodSpec("self_extend"),
+        MethodSpec("dca"),
+        _fair("yarn", True), _fair("self_extend", False),
+    ),
+)
+
 SUITES: Registry = Registry("suite")
 SUITES.register(RULER_LITE.name, RULER_LITE)
+SUITES.register(RULER_LONG.name, RULER_LONG)
 
 
 @dataclass(frozen=True)
