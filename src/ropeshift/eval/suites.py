@@ -118,14 +118,8 @@ RULER_LONG = Suite(
     lengths="4k,8k,16k,24k,32k",
     samples=25,
     haystack="kjv",
-    methods=(
-        MethodSpec("rope"),
-        MethodSpec("string"),
-        MethodSpec("rerope"),
-        MethodSpec("self_extend"),
-        MethodSpec("dca"),
-        _fair("yarn", True), _fair("self_extend", False),
-    ),
+    methods=tuple(RULER_LITE.method(label) for label in
+                  ("rope", "string", "rerope", "self_extend", "dca", "yarn@fair", "self_extend@fair")),
 )
 
 SUITES: Registry = Registry("suite")
