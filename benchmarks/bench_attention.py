@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ropeshift import kernels
-from ropeshift.remaps.registry import METHODS
+from ropeshift.methods.registry import METHODS
 
 H, H_KV = 32, 8
 ALL_METHODS = ("string", "rerope", "rerope_leaky", "self_extend", "dca", "lm_infinite")

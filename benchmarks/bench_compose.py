@@ -44,11 +44,11 @@ DEV = "cuda"  # --smoke: "cpu" (the CPU backend, wall-clock timing; checks the s
 
 def _methods(n, train_length, se=(8, 1024)):
     """{name: (method, None)}: the methods at sequence length n (se: Self-Extend's G, w_n)."""
-    from ropeshift.remaps.dca import DualChunkMethod
-    from ropeshift.remaps.lm_infinite import LMInfiniteMethod
-    from ropeshift.remaps.rerope import ReRopeMethod
-    from ropeshift.remaps.self_extend import SelfExtendMethod
-    from ropeshift.remaps.string import StringMethod
+    from ropeshift.methods.dca import DualChunkMethod
+    from ropeshift.methods.lm_infinite import LMInfiniteMethod
+    from ropeshift.methods.rerope import ReRopeMethod
+    from ropeshift.methods.self_extend import SelfExtendMethod
+    from ropeshift.methods.string import StringMethod
 
     L = train_length
     lmi = LMInfiniteMethod(n_local=L, distance_limit=L, n_global=10)
@@ -161,7 +161,7 @@ def check_correctness(train_length, records, lines, n_small=300, n_big=4099):
 
 
 def compose_string(n):
-    from ropeshift.remaps.string import StringMethod
+    from ropeshift.methods.string import StringMethod
 
     return StringMethod(shift=int(0.33 * n), window=16)
 

@@ -46,7 +46,7 @@ def time_prefill(model, ids, repeats: int) -> float:
 
 def apply_method(model, name: str) -> str:
     """Apply ``name`` at its defaults; return the attention used ("torch" or "sdpa")."""
-    from ropeshift.remaps.registry import METHODS
+    from ropeshift.methods.registry import METHODS
 
     ropeshift.remove(model)
     if getattr(METHODS[name], "kind", "attention") == "rope_scaling":

@@ -94,6 +94,22 @@ def test_methods_lists_rope_and_string():
     assert names[0] == "rope" and "string" in names
 
 
+@pytest.mark.parametrize("first", ["import ropeshift", "import ropeshift.methods.string",
+                                   "from ropeshift.methods.registry import METHODS", "import ropeshift.api"])
+def test_methods_is_the_package_and_lists_names_in_any_import_order(first):
+    """``ropeshift.methods`` is the methods package and ``ropeshift.methods()`` the documented name list, whatever
+    a program imports first (a subpackage import binds the package onto ``ropeshift``)."""
+    import subprocess
+    import sys
+
+    code = (f"{first}\nimport ropeshift, ropeshift.methods.dca\nnames = ropeshift.methods()\n"
+            "assert names[0] == 'rope' and 'plain' in names and 'string' in names, names\n"
+            "assert ropeshift.methods.registry.METHODS['dca'] is ropeshift.methods.dca.DualChunkMethod\n"
+            "from ropeshift import methods\nassert methods() == names\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_import_has_no_side_effects():
     import subprocess
     import sys

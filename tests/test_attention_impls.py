@@ -12,7 +12,7 @@ from ropeshift.attention import block
 from ropeshift.attention.positions import positions_from
 from ropeshift.attention.reference import reference_attention
 from ropeshift.attention.tiled import tiled_attention
-from ropeshift.remaps.string import StringMethod
+from ropeshift.methods.string import StringMethod
 from ropeshift.rope import rotate
 
 

@@ -5,8 +5,8 @@ Run: pytest tests/test_string_oracle.py -v
 import torch
 
 from ropeshift.attention.reference import reference_attention
-from ropeshift.remaps.base import draw_matrix
-from ropeshift.remaps.string import StringMethod
+from ropeshift.methods.base import draw_matrix
+from ropeshift.methods.string import StringMethod
 from ropeshift.rope import rotate
 
 FIGURE_5 = """\

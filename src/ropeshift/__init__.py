@@ -14,7 +14,11 @@ __all__ = ["apply", "remove", "describe", "methods", "load_model"]
 
 
 def __getattr__(name):
-    if name in ("apply", "remove", "describe", "methods"):
+    if name == "methods":  # the methods package, callable: ropeshift.methods() lists the method names
+        import importlib
+
+        return importlib.import_module(".methods", __name__)
+    if name in ("apply", "remove", "describe"):
         from . import api
 
         return getattr(api, name)

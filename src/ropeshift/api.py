@@ -20,7 +20,7 @@ from __future__ import annotations
 from .attention.dispatch import IMPLS, triton_unsupported_reason
 from .attention.interface import ATTN_NAME, register
 from .params import resolve_method
-from .remaps.registry import METHODS
+from .methods.registry import METHODS
 from .rope import LENGTH_DEPENDENT_ROPE_TYPES, model_info, rope_info
 from .state import RuntimeState, drop_state, get_state, set_state
 

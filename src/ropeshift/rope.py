@@ -98,7 +98,7 @@ def rotary_dim(config) -> int:
 
 def model_info(model, train_length: int | None = None):
     """``ModelInfo`` (model type, L, rope type, head/rotary dims) that methods resolve their defaults against."""
-    from .remaps.base import ModelInfo
+    from .methods.base import ModelInfo
 
     cfg = model.config
     info = rope_info(model)

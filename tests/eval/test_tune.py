@@ -61,7 +61,7 @@ def test_config_keywords_win_and_multi_entry_files_need_a_name(tiny_llama, tmp_p
 
 
 def test_spaces_cover_every_method_with_parameters():
-    from ropeshift.remaps.registry import METHODS
+    from ropeshift.methods.registry import METHODS
 
     # plain's one parameter is logit_scale, searched only when asked (--logit-scales)
     assert set(SPACES.names()) == {n for n in METHODS.names() if set(allowed_params(n)) - {"logit_scale"}}
@@ -83,7 +83,7 @@ def test_space_errors_name_the_parameter():
 
 
 def test_candidates_are_concrete_and_include_the_paper_default():
-    from ropeshift.remaps.base import ModelInfo
+    from ropeshift.methods.base import ModelInfo
 
     info = ModelInfo("llama", 8192, "default", 64, 64)
     cands, dropped = candidates("string", space_for("string", "shift=0.33,0.25;window=128,4096"), info)

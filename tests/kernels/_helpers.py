@@ -81,7 +81,7 @@ def method_cases(lk, tile):
 
 
 def build(name, params):
-    from ropeshift.remaps.registry import METHODS
+    from ropeshift.methods.registry import METHODS
 
     return METHODS[name](**params)
 

@@ -13,11 +13,11 @@ from ropeshift.attention.merge import merge_attention
 from ropeshift.attention.reference import reference_attention
 from ropeshift.kernels.compose import Band, Chunk, Piece, band_pieces, compose_attention, merge_pieces
 from ropeshift.kernels.compose_segments import cost_flops, segment_regions, unsupported_reason
-from ropeshift.remaps.dca import DualChunkMethod
-from ropeshift.remaps.lm_infinite import LMInfiniteMethod
-from ropeshift.remaps.rerope import ReRopeMethod
-from ropeshift.remaps.self_extend import SelfExtendMethod
-from ropeshift.remaps.string import StringMethod
+from ropeshift.methods.dca import DualChunkMethod
+from ropeshift.methods.lm_infinite import LMInfiniteMethod
+from ropeshift.methods.rerope import ReRopeMethod
+from ropeshift.methods.self_extend import SelfExtendMethod
+from ropeshift.methods.string import StringMethod
 
 from _helpers import llama_inv_freq
 
@@ -305,7 +305,7 @@ def test_start_position_is_one_rule_for_every_route():
 def test_a_band_that_cuts_a_chunk_rule_is_refused():
     """Regions compile by rule; a chunk rule whose band is narrower than the rule implies has no vendor form."""
     from ropeshift.kernels.compose_segments import region_specs
-    from ropeshift.remaps.table import Region
+    from ropeshift.methods.table import Region
 
     assert region_specs(Region("near", 0, 10, rule="chunk_near", r1=7, r2=2)) == [
         ("chunk", 7, 0, None, False), ("chunk", 7, 1, (0, 3), False)]

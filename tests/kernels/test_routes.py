@@ -13,11 +13,11 @@ import torch
 
 from ropeshift.attention.reference import reference_attention
 from ropeshift.kernels import routes
-from ropeshift.remaps.dca import DualChunkMethod
-from ropeshift.remaps.lm_infinite import LMInfiniteMethod
-from ropeshift.remaps.rerope import ReRopeMethod
-from ropeshift.remaps.self_extend import SelfExtendMethod
-from ropeshift.remaps.string import StringMethod
+from ropeshift.methods.dca import DualChunkMethod
+from ropeshift.methods.lm_infinite import LMInfiniteMethod
+from ropeshift.methods.rerope import ReRopeMethod
+from ropeshift.methods.self_extend import SelfExtendMethod
+from ropeshift.methods.string import StringMethod
 
 from _helpers import llama_inv_freq
 

@@ -185,7 +185,7 @@ def test_dispatch_left_padded_batch_with_positional_tables(name, params):
 
 def test_unsupported_reasons():
     from ropeshift import kernels
-    from ropeshift.remaps.table import PosMap, Region, SegmentTable
+    from ropeshift.methods.table import PosMap, Region, SegmentTable
 
     method = build("string", dict(shift=8, window=2))
     assert "CUDA" in kernels.unsupported_reason(method.table(), "cpu", torch.bfloat16)
@@ -329,7 +329,7 @@ def test_apply_on_cpu_with_logit_scale():
     import ropeshift
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ropeshift.remaps.string import OFFICIAL_LOGIT_SCALE
+    from ropeshift.methods.string import OFFICIAL_LOGIT_SCALE
 
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                       num_key_value_heads=1, max_position_embeddings=1024)

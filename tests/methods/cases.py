@@ -2,10 +2,10 @@
 fall inside and at the edges of small tiles (8 x 8) for sequences of ~40 tokens."""
 from __future__ import annotations
 
-from ropeshift.remaps.dca import DualChunkMethod
-from ropeshift.remaps.lm_infinite import LMInfiniteMethod
-from ropeshift.remaps.rerope import ReRopeMethod
-from ropeshift.remaps.self_extend import SelfExtendMethod
+from ropeshift.methods.dca import DualChunkMethod
+from ropeshift.methods.lm_infinite import LMInfiniteMethod
+from ropeshift.methods.rerope import ReRopeMethod
+from ropeshift.methods.self_extend import SelfExtendMethod
 
 # name -> (registry name, params for ropeshift.apply)
 APPLY_CASES = {

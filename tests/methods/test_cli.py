@@ -64,7 +64,7 @@ def test_ls_lists_every_method_with_defaults(capsys):
 
 
 def test_ls_defaults_come_from_the_parameter_metadata(capsys):
-    from ropeshift.remaps.registry import METHODS
+    from ropeshift.methods.registry import METHODS
 
     assert main(["ls"]) == 0
     out = capsys.readouterr().out
@@ -96,7 +96,7 @@ def test_matrix_length_one_says_why(capsys):
 
 def test_method_flags_are_generated_from_metadata():
     from ropeshift.cli.main import build_parser
-    from ropeshift.remaps.registry import METHODS
+    from ropeshift.methods.registry import METHODS
 
     parser = build_parser(["needle"])
     needle = parser._subparsers._group_actions[0].choices["needle"]

@@ -7,11 +7,11 @@ Run: pytest tests/methods/test_matrices.py -v
 import pytest
 import torch
 
-from ropeshift.remaps.base import draw_matrix
-from ropeshift.remaps.dca import DualChunkMethod
-from ropeshift.remaps.lm_infinite import LMInfiniteMethod
-from ropeshift.remaps.rerope import ReRopeMethod
-from ropeshift.remaps.self_extend import SelfExtendMethod
+from ropeshift.methods.base import draw_matrix
+from ropeshift.methods.dca import DualChunkMethod
+from ropeshift.methods.lm_infinite import LMInfiniteMethod
+from ropeshift.methods.rerope import ReRopeMethod
+from ropeshift.methods.self_extend import SelfExtendMethod
 
 from .cases import APPLY_CASES, method_of
 

@@ -10,12 +10,12 @@ import itertools
 import pytest
 import torch
 
-from ropeshift.remaps.dca import DualChunkMethod
-from ropeshift.remaps.lm_infinite import LMInfiniteMethod
-from ropeshift.remaps.rerope import ReRopeMethod
-from ropeshift.remaps.self_extend import SelfExtendMethod
-from ropeshift.remaps.string import StringMethod
-from ropeshift.remaps.table import PosMap
+from ropeshift.methods.dca import DualChunkMethod
+from ropeshift.methods.lm_infinite import LMInfiniteMethod
+from ropeshift.methods.rerope import ReRopeMethod
+from ropeshift.methods.self_extend import SelfExtendMethod
+from ropeshift.methods.string import StringMethod
+from ropeshift.methods.table import PosMap
 
 N = 70
 

@@ -16,8 +16,8 @@ import torch
 from ropeshift.attention.positions import positions_from
 from ropeshift.attention.reference import reference_attention, visible_mask
 from ropeshift.attention.tiled import tiled_attention
-from ropeshift.remaps.base import PositionMethod
-from ropeshift.remaps.table import PosMap, Region, SegmentTable
+from ropeshift.methods.base import PositionMethod
+from ropeshift.methods.table import PosMap, Region, SegmentTable
 from ropeshift.rope import rotate
 
 from .cases import APPLY_CASES, method_of

@@ -2,7 +2,7 @@
 
 Shapes: q [b, h, lq, d], k/v [b, h_kv, lk, d] (GQA folded, never repeated), qpos [b, lq], kpos/kvalid [b, lk].
 
-The table (``method.table()``, ``ropeshift.remaps.table``) lists regions ("segments" below) with their query and
+The table (``method.table()``, ``ropeshift.methods.table``) lists regions ("segments" below) with their query and
 key re-rotations. For each query tile and key tile, every region is classified from the tile's position bounds
 (``Region.classify``):
   * empty   -- no (m, n) pair of the tile lies in the segment: skipped;

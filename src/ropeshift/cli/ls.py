@@ -8,7 +8,7 @@ from __future__ import annotations
 
 def _method_rows() -> list[tuple[str, str, str, str]]:
     from ..params import describe_defaults
-    from ..remaps.registry import METHODS
+    from ..methods.registry import METHODS
 
     rows = [("rope", "-", "the unpatched model (same as ropeshift.remove)", "")]
     for name, cls in METHODS.items():

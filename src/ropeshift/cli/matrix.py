@@ -13,8 +13,8 @@ import argparse
 
 
 def format_matrix(method, length: int) -> str:
-    """The lower triangle of ``ropeshift.remaps.base.draw_matrix`` (fractional distances included)."""
-    from ..remaps.base import draw_matrix
+    """The lower triangle of ``ropeshift.methods.base.draw_matrix`` (fractional distances included)."""
+    from ..methods.base import draw_matrix
 
     return draw_matrix(method, length, full=False)
 
@@ -33,7 +33,7 @@ def build_method(name: str, length: int, params: dict):
     """The method ``name`` resolved with ``params`` and L = ``params["train_length"]`` or ``length``."""
     from ..api import method_class
     from ..params import resolve_method
-    from ..remaps.base import ModelInfo
+    from ..methods.base import ModelInfo
     from .method_flags import method_takes
 
     if name == "rope":

@@ -15,7 +15,7 @@ import argparse
 
 def method_params() -> dict[str, list[tuple[str, object]]]:
     """parameter name -> [(method name, Param)] over every registered method, in registry order."""
-    from ..remaps.registry import METHODS
+    from ..methods.registry import METHODS
 
     out: dict[str, list] = {}
     for name, cls in METHODS.items():
@@ -26,7 +26,7 @@ def method_params() -> dict[str, list[tuple[str, object]]]:
 
 def method_takes(method: str) -> list[str]:
     """The parameter names ``method`` takes ("rope" takes none)."""
-    from ..remaps.registry import METHODS
+    from ..methods.registry import METHODS
 
     return [] if method == "rope" else [p.name for p in METHODS[method].PARAMS]
 

@@ -185,7 +185,7 @@ def activate(model, spec: MethodSpec, impl: str | None = None, plain_attention: 
     ``plain`` (rel = d, the same maths) so its attention runs on ropeshift's path like every other row; the
     returned info keeps the spec's method and says ``impl="plain:<impl>"``."""
     from ropeshift.api import apply, describe
-    from ropeshift.remaps.registry import METHODS
+    from ropeshift.methods.registry import METHODS
 
     from .suites import parts, resolve_relative
 

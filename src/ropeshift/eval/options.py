@@ -77,7 +77,7 @@ class MethodSpec:
 def check_method_names(names) -> None:
     """Unknown method names raise (with "did you mean") before anything else runs."""
     from ..registry import UnknownNameError
-    from ..remaps.registry import METHODS
+    from ..methods.registry import METHODS
 
     for name in names:
         if name != "rope" and name not in METHODS:

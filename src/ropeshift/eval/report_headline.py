@@ -33,7 +33,7 @@ RELATIVE = Threshold(relative=0.85)
 
 def _method(name: str, params: dict):
     """The attention method instance a record describes, or None (rope scaling, composition, unknown)."""
-    from ropeshift.remaps.registry import METHODS
+    from ropeshift.methods.registry import METHODS
 
     if not name or "+" in name or name not in METHODS or params is None:
         return None

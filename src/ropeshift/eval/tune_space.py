@@ -60,7 +60,7 @@ for _name in ("pi", "ntk", "dynamic_ntk", "yarn", "llama3", "longrope"):
 
 
 def method_class(method: str):
-    from ..remaps.registry import METHODS
+    from ..methods.registry import METHODS
 
     return METHODS[method]
 

@@ -1,6 +1,6 @@
 """Bands and chunks for ``ropeshift.kernels.compose``, compiled from a method's segment table.
 
-Every region of the table (``ropeshift.remaps.table``) becomes vendor-call regions by its rule alone, so the
+Every region of the table (``ropeshift.methods.table``) becomes vendor-call regions by its rule alone, so the
 method stays the one definition:
 
     rule "all"         band [lo, hi)

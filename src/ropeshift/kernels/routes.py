@@ -1,6 +1,6 @@
 """Which CUDA route serves a prefill call under impl="auto": the fused table kernel or the composed vendor kernels.
 
-Two routes consume the same segment table (``ropeshift.remaps.table``):
+Two routes consume the same segment table (``ropeshift.methods.table``):
 
     fused     ``table_attention``: one Triton kernel, every call shape (prefill, decode, padding, Lq != Lk)
     compose   ``compose.compose_attention`` on ``compose_segments.segment_regions``: cuDNN/flash calls per

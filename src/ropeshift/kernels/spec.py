@@ -1,4 +1,4 @@
-"""Compile a segment table (``ropeshift.remaps.table``) into the Triton kernels' scalar arguments.
+"""Compile a segment table (``ropeshift.methods.table``) into the Triton kernels' scalar arguments.
 
 The kernels serve tables of at most two regions, with one shape (every attention-level method has it)::
 

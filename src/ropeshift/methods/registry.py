@@ -1,6 +1,6 @@
 """Registry of user-facing method names -> method classes (``ropeshift.methods()`` lists them).
 
-Attention-level methods (``ropeshift.remaps.base.PositionMethod``) and RoPE-scaling baselines
+Attention-level methods (``ropeshift.methods.base.PositionMethod``) and RoPE-scaling baselines
 (``ropeshift.rope_scaling``, class var ``kind = "rope_scaling"``) share one namespace.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ A method says, for query position m and key position n (d = m - n >= 0):
   * ``logit_scale``: a constant multiplying q.k before the softmax.
 That definition is the source of truth: ``ropeshift.attention.reference`` implements it literally.
 
-For fast paths a method compiles to a ``SegmentTable`` (``table()``, ``ropeshift.remaps.table``): disjoint regions
+For fast paths a method compiles to a ``SegmentTable`` (``table()``, ``ropeshift.methods.table``): disjoint regions
 of the (m, n) plane covering the visible causal area, each a distance band with an optional index/visibility
 rule and a query map and key map pos' = a * pos + c * floor(pos / G) + b with rel = q_map(m) - k_map(n) inside.
 The tiled path and the Triton kernels consume only the table; ``rel``/``visible`` stay the oracle's definition.
@@ -48,7 +48,7 @@ class PositionMethod:
         return None
 
     def table(self) -> SegmentTable:  # pragma: no cover - abstract
-        """The method's segment table (``ropeshift.remaps.table``)."""
+        """The method's segment table (``ropeshift.methods.table``)."""
         raise NotImplementedError
 
     def params(self) -> dict:
