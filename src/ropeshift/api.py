@@ -110,7 +110,7 @@ def apply(model, method: str = _FROM_CONFIG, *, config=None, shift=None, window=
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     if getattr(cls, "kind", "attention") == "rope_scaling":
-        from .rope_scaling import apply_rope_scaling
+        from .methods.rope_scaling import apply_rope_scaling
 
         apply_rope_scaling(model, cls, user)
         _refresh_attention_state(model)
@@ -155,7 +155,7 @@ def remove(model):
     if not record:
         return model
     if record.get("rope"):
-        from .rope_scaling import remove_rope_scaling
+        from .methods.rope_scaling import remove_rope_scaling
 
         remove_rope_scaling(model, record["rope"])
     if record.get("original_attn_implementation"):

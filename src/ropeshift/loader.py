@@ -122,7 +122,7 @@ def restore_method(model) -> None:
     model is first put back to its recorded original RoPE, then the recorded methods are applied again."""
     from .api import RECORD, apply
     from .rope import rotary_sites
-    from .rope_scaling import rebuild_rotary
+    from .methods.rope_scaling import rebuild_rotary
 
     record = dict(getattr(model.config, RECORD, None) or {})
     if not record:

@@ -1,5 +1,5 @@
 """The methods: each attention-level one a frozen dataclass defining rel(m, n), an optional mask and a logit scale
-(``base.PositionMethod``); the RoPE-scaling ones live in ``ropeshift.rope_scaling``; one registry names them all.
+(``base.PositionMethod``); the RoPE-scaling ones beside them in ``rope_scaling``; one registry names them all.
 
     import ropeshift
     ropeshift.methods()                         # ['rope', 'string', 'rerope', ...]: the names apply() accepts

@@ -1,12 +1,12 @@
 """Registry of user-facing method names -> method classes (``ropeshift.methods()`` lists them).
 
 Attention-level methods (``ropeshift.methods.base.PositionMethod``) and RoPE-scaling baselines
-(``ropeshift.rope_scaling``, class var ``kind = "rope_scaling"``) share one namespace.
+(``ropeshift.methods.rope_scaling``, class var ``kind = "rope_scaling"``) share one namespace.
 """
 from __future__ import annotations
 
 from ..registry import Registry
-from ..rope_scaling import ROPE_SCALING_METHODS
+from .rope_scaling import ROPE_SCALING_METHODS
 from .dca import DualChunkMethod
 from .lm_infinite import LMInfiniteMethod
 from .plain import PlainMethod

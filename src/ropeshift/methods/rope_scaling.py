@@ -28,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
-from .params import TRAIN_LENGTH, Param
+from ..params import TRAIN_LENGTH, Param
 
 RECORD = "ropeshift"
 MAX_FACTOR = 1e4  # context x 10 000: far beyond any published use, and rope_theta stays finite
@@ -285,8 +285,8 @@ def _nested(rope_parameters: dict) -> bool:
 
 def apply_rope_scaling(model, cls, params: dict) -> None:
     """Resolve ``cls`` with ``params``, then rewrite the rope parameters and rebuild the rotary modules."""
-    from .params import resolve_method
-    from .rope import LENGTH_DEPENDENT_ROPE_TYPES, model_info, rotary_dim, rotary_sites
+    from ..params import resolve_method
+    from ..rope import LENGTH_DEPENDENT_ROPE_TYPES, model_info, rotary_dim, rotary_sites
 
     record = dict(getattr(model.config, RECORD, None) or {})
     sites = rotary_sites(model)
@@ -333,7 +333,7 @@ def apply_rope_scaling(model, cls, params: dict) -> None:
 
 def remove_rope_scaling(model, rope_record: dict) -> None:
     """Restore the recorded original ``rope_parameters`` and rebuild the rotary modules from them."""
-    from .rope import rotary_sites
+    from ..rope import rotary_sites
 
     sites = rotary_sites(model)
     for config in {id(m.config): m.config for _, _, m in sites}.values():
