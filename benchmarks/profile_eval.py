@@ -8,8 +8,8 @@ CPU smoke check:    PYTHONPATH=src python benchmarks/profile_eval.py --device cp
 One batch of the study (the suite's prompts of ``--task`` at ``--length``, ``--batch-tokens // length`` rows, or
 ``--rows``) runs the way the runner runs it (``generation.generate`` with each row's budget and answer-end
 stop). Per method it prints: the prefill alone (one forward over the left-padded batch, synchronised), the
-whole generate() call, the decode steps it ran (the batch runs until its last row ends) and the median row's
-end, and wall ms per decode step. With profiling on, one more generate() runs under ``torch.profiler`` and the
+whole generate() call, its decode steps (the batch runs until its last row ends) and the median row's end
+(both counted by re-tokenising each row's text, so approximate to a token), and wall ms per decode step. With profiling on, one more generate() runs under ``torch.profiler`` and the
 GPU kernels and host operators that cost the most are listed for the first method.
 """
 from __future__ import annotations

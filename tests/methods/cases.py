@@ -1,9 +1,10 @@
-"""Method instances shared by the tests: every attention-level baseline at settings whose region boundaries
+"""Method instances shared by the tests: every attention-level baseline (and plain) at settings whose region boundaries
 fall inside and at the edges of small tiles (8 x 8) for sequences of ~40 tokens."""
 from __future__ import annotations
 
 from ropeshift.methods.dca import DualChunkMethod
 from ropeshift.methods.lm_infinite import LMInfiniteMethod
+from ropeshift.methods.plain import PlainMethod
 from ropeshift.methods.rerope import ReRopeMethod
 from ropeshift.methods.self_extend import SelfExtendMethod
 
@@ -17,6 +18,7 @@ APPLY_CASES = {
     "dca_w0": ("dca", dict(chunk_size=9, local_window=0)),
     "lm_infinite": ("lm_infinite", dict(n_global=3, n_local=8, distance_limit=12)),
     "lm_infinite_cap": ("lm_infinite", dict(n_global=2, n_local=14, distance_limit=9)),
+    "plain": ("plain", {}),
 }
 
 CLASSES = {
@@ -24,6 +26,7 @@ CLASSES = {
     "self_extend": SelfExtendMethod,
     "dca": DualChunkMethod,
     "lm_infinite": LMInfiniteMethod,
+    "plain": PlainMethod,
 }
 
 

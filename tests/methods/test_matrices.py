@@ -136,6 +136,7 @@ PY = {
     "self_extend": lambda m, n, p: _self_extend(m, n, p["group_size"], p["window"]),
     "dca": lambda m, n, p: _dca(m, n, p["chunk_size"], p["local_window"]),
     "lm_infinite": lambda m, n, p: _lm_infinite(m, n, p["n_global"], p["n_local"], p["distance_limit"]),
+    "plain": lambda m, n, p: m - n,
 }
 
 

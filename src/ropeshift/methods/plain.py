@@ -14,7 +14,7 @@ L = 5 (rows: queries; '.' = masked)::
 
 The unpatched model's attention, computed by the same implementations (tiled path, Triton kernels) as every
 other method: a control whose numerics match the methods' own, and a fast path where the model's attention is
-slow (left-padded batches under SDPA materialise a mask and repeat GQA heads per decode step). Composes with
+slow (SDPA on left-padded 8k batches: benchmarks/RESULTS.md, issue 10). Composes with
 RoPE scaling like any attention method (``apply(apply(model, "yarn", factor=2), "plain")``).
 """
 from __future__ import annotations
