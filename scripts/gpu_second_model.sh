@@ -13,6 +13,9 @@ fi
 size=$(stat -c %s "$target"); sum=$(md5sum "$target" | cut -c1-32)
 echo "second model: $size bytes, md5 $sum (expected 491400064, $(cat /root/q/md5 2>/dev/null))"
 [ "$size" = 491400064 ] || { echo "second model: wrong size, a carry is missing" >&2; exit 2; }
+if [ -f /root/q/md5 ] && [ "$sum" != "$(cat /root/q/md5)" ]; then
+  echo "second model: md5 differs from the staged file's, a carry is corrupt" >&2; exit 2
+fi
 RUNS="${RUNS:-/root/study_qwen}" OUT="${STUDY_OUT:-/root/out/q}" SUITE=ruler-long MODEL=qwen2.5-coder-0.5b \
   WORKERS="${WORKERS:-4}" BATCH_TOKENS="${BATCH_TOKENS:-400000}" LIMIT="${LIMIT:-540}" bash scripts/gpu_eval.sh \
   > /root/out_q.log 2>&1

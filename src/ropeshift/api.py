@@ -20,7 +20,7 @@ from __future__ import annotations
 from .attention.dispatch import IMPLS, triton_unsupported_reason
 from .attention.interface import ATTN_NAME, register
 from .params import resolve_method
-from .methods.registry import METHODS
+from .methods.registry import METHODS, is_rope_scaling
 from .rope import LENGTH_DEPENDENT_ROPE_TYPES, model_info, rope_info
 from .state import RuntimeState, drop_state, get_state, set_state
 
@@ -109,7 +109,7 @@ def apply(model, method: str = _FROM_CONFIG, *, config=None, shift=None, window=
     cls = method_class(method)
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-    if getattr(cls, "kind", "attention") == "rope_scaling":
+    if is_rope_scaling(cls):
         from .methods.rope_scaling import apply_rope_scaling
 
         apply_rope_scaling(model, cls, user)

@@ -27,11 +27,8 @@ class RuntimeState:
     # prefill and kept for its decode steps (which only append valid keys): the kernels' layout
     left_padded: bool | None = None
     # the last attention call's positions, reused by the next layers of the same forward (same mask and
-    # position_ids objects, same shapes): (position_ids, mask, shape key, (qpos, kpos, kvalid))
+    # position_ids objects, same shapes): (position_ids, mask, shape key, (qpos, kpos, kvalid, memo dict))
     last_positions: tuple | None = None
-    # the kernels' (key_start, pos_offset) of the last call, for the same forward's later layers (same kvalid
-    # object): (kvalid, (mask_given, positional, qpos shape), (key_start, pos_offset)); see dispatch.attend
-    last_kernel_positions: tuple | None = None
 
     def inv_freq_on(self, device) -> torch.Tensor:
         key = str(device)

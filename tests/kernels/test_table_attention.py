@@ -337,3 +337,56 @@ def test_apply_on_cpu_with_logit_scale():
     ropeshift.apply(model, "string", logit_scale=OFFICIAL_LOGIT_SCALE)
     with torch.no_grad():
         assert torch.isfinite(model(torch.randint(0, 64, (1, 120))).logits).all()
+
+
+@pytest.mark.skipif(CUDA, reason="interpreter run; the CUDA tests run the same path at full size")
+def test_kernel_positions_once_per_forward(monkeypatch):
+    """Through a model (2 layers, left-padded batch, impl='triton'): the kernels' key positions are computed once
+    per forward and shared by its layers, a new forward recomputes them, and the logits equal the tiled path's."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tiny_models import tiny_model
+
+    import ropeshift
+    from ropeshift.attention import dispatch
+    from ropeshift.state import get_state
+
+    calls = []
+    real = dispatch._kernel_positions
+    monkeypatch.setattr(dispatch, "_kernel_positions", lambda *a: calls.append(1) or real(*a))
+    model = tiny_model("llama")
+    ids = torch.randint(3, 128, (2, 40))
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[1, :9] = 0
+    out = {}
+    for impl in ("torch", "triton"):
+        ropeshift.apply(model, "self_extend", group_size=3, window=9, impl="torch")
+        get_state(model.config).impl = impl  # apply refuses triton on CPU; the interpreter runs it here
+        with torch.inference_mode():
+            out[impl] = model(input_ids=ids, attention_mask=mask).logits
+            if impl == "triton":
+                assert len(calls) == 1  # 2 layers, one computation
+                model(input_ids=ids, attention_mask=mask.clone())
+                assert len(calls) == 2  # a new forward: new mask object, recomputed
+        ropeshift.remove(model)
+    valid = mask.bool()
+    assert rel_err(out["triton"][valid], out["torch"][valid]) < 1e-4
+
+
+def test_grad_inputs_take_the_op_and_refuse_backward():
+    """In eager inference the launcher runs directly; with inputs that need grad the call goes through the custom
+    op, so a backward pass raises instead of silently returning no gradient."""
+    from ropeshift import kernels
+
+    q, k, v = _inputs(1, 2, 1, 20, 20, 32, torch.float32, 7)
+    table = build("string", dict(shift=8, window=2)).table()
+    inv = llama_inv_freq(32).to(DEV)
+    with torch.inference_mode():
+        out, _ = kernels.table_attention(q, k, v, table, inv_freq=inv, scale=0.2)
+    assert out.grad_fn is None
+    q.requires_grad_(True)
+    out, _ = kernels.table_attention(q, k, v, table, inv_freq=inv, scale=0.2)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        out.sum().backward()

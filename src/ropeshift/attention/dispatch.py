@@ -112,9 +112,9 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
 
     ``left_padded``: whether the mask is left padding (the kernels' layout), as the interface measured it at
     layer 0 of the prefill; None: measured here when the kernels would run (one host sync), except under
-    torch.compile, where a device-side assert guards prefill calls instead. ``memo``: an object whose
-    ``last_kernel_positions`` attribute keeps the kernel positions of the last call (the runtime state), so the
-    later layers of one forward (same ``kvalid`` object) reuse them instead of recomputing (launches per layer)."""
+    torch.compile, where a device-side assert guards prefill calls instead. ``memo``: a dict living for one
+    forward (the interface's per-forward cache; None: no reuse), so its later layers reuse the kernel positions
+    instead of recomputing them (launches per layer)."""
     if impl == "reference":
         out, lse = reference_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
         return out.to(q.dtype), lse.float()
@@ -136,14 +136,13 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
                     return composed
             spec = _compiled(method)
             positional = spec.for_keys(k.shape[2]).positional
-            last = getattr(memo, "last_kernel_positions", None)
-            if last is not None and last[0] is kvalid and last[1] == (mask_given, positional, qpos.shape):
-                key_start, pos_offset = last[2]
+            memo_key = ("kernel_positions", mask_given, positional)
+            if memo is not None and memo_key in memo:
+                key_start, pos_offset = memo[memo_key]
             else:
                 key_start, pos_offset = _kernel_positions(qpos, kvalid, mask_given, positional)
-                if memo is not None and not torch.compiler.is_compiling():
-                    memo.last_kernel_positions = (kvalid, (mask_given, positional, qpos.shape),
-                                                  (key_start, pos_offset))
+                if memo is not None:
+                    memo[memo_key] = (key_start, pos_offset)
             return kernels.table_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
                                            key_start=key_start, pos_offset=pos_offset)
         if impl == "triton":

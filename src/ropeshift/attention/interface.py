@@ -83,7 +83,7 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
         lk = attention_mask.shape[1]
         key, value = key[:, :, :lk], value[:, :, :lk]
     position_ids = kwargs.get("position_ids")
-    qpos, kpos, kvalid = _positions(state, position_ids, attention_mask, b, lq, lk, query.device)
+    qpos, kpos, kvalid, per_forward = _positions(state, position_ids, attention_mask, b, lq, lk, query.device)
     mask_given = attention_mask is not None
     if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda):  # no host sync per decode step
         if not torch.compiler.is_compiling():
@@ -94,22 +94,23 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     out, _ = attend(
         state.impl, query, key, value, state.method, state.inv_freq_on(query.device),
         scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=mask_given,
-        left_padded=state.left_padded, memo=state,
+        left_padded=state.left_padded, memo=per_forward,
     )
     return out.transpose(1, 2).contiguous(), None
 
 
 def _positions(state, position_ids, attention_mask, b, lq, lk, device):
-    """``positions_from``, computed once per forward: every layer of one forward gets the same mask and
-    position_ids objects, so the later layers reuse the first one's tensors (no per-layer host work or
-    launches; a new forward brings new objects). Not cached under torch.compile."""
+    """``positions_from`` plus a dict for what the implementations derive from them (``attend``'s ``memo``),
+    computed once per forward: every layer of one forward gets the same mask and position_ids objects, so the
+    later layers reuse the first one's (no per-layer host work or launches; a new forward brings new objects).
+    Not cached under torch.compile."""
     if torch.compiler.is_compiling():
-        return positions_from(position_ids, attention_mask, b, lq, lk, device)
+        return (*positions_from(position_ids, attention_mask, b, lq, lk, device), None)
     key = (b, lq, lk, str(device))
     last = state.last_positions
     if last is not None and last[0] is position_ids and last[1] is attention_mask and last[2] == key:
         return last[3]
-    out = positions_from(position_ids, attention_mask, b, lq, lk, device)
+    out = (*positions_from(position_ids, attention_mask, b, lq, lk, device), {})
     state.last_positions = (position_ids, attention_mask, key, out)
     return out
 

@@ -19,29 +19,22 @@ def format_matrix(method, length: int) -> str:
     return draw_matrix(method, length, full=False)
 
 
-class _Plain:
-    """The unpatched model: rel = d."""
-
-    def rel(self, d, qpos=None, kpos=None):
-        return d
-
-    def visible(self, d, qpos=None, kpos=None):
-        return None
-
-
 def build_method(name: str, length: int, params: dict):
     """The method ``name`` resolved with ``params`` and L = ``params["train_length"]`` or ``length``."""
     from ..api import method_class
     from ..params import resolve_method
     from ..methods.base import ModelInfo
+    from ..methods.registry import is_rope_scaling
     from .method_flags import method_takes
 
     if name == "rope":
         if params:
             raise ValueError(f"rope (the unpatched model) takes no parameters, got {', '.join(sorted(params))}")
-        return _Plain()
+        from ..methods.plain import PlainMethod
+
+        return PlainMethod()  # rel = d
     cls = method_class(name)
-    if getattr(cls, "kind", "attention") == "rope_scaling":
+    if is_rope_scaling(cls):
         raise ValueError(
             f"{name} is a RoPE-scaling method: it changes RoPE frequencies, not positions, so its matrix is plain "
             "rel = d (see `ropeshift matrix rope`)"

@@ -185,12 +185,12 @@ def activate(model, spec: MethodSpec, impl: str | None = None, plain_attention: 
     ``plain`` (rel = d, the same maths) so its attention runs on ropeshift's path like every other row; the
     returned info keeps the spec's method and says ``impl="plain:<impl>"``."""
     from ropeshift.api import apply, describe
-    from ropeshift.methods.registry import METHODS
+    from ropeshift.methods.registry import METHODS, is_rope_scaling
 
     from .suites import parts, resolve_relative
 
     def scaling(name):
-        return name in METHODS and getattr(METHODS[name], "kind", "attention") == "rope_scaling"
+        return name in METHODS and is_rope_scaling(name)
 
     steps = parts(spec)  # "a+b": RoPE-scaling parts first, then the attention method
     steps.sort(key=lambda p: not scaling(p[0]))

@@ -33,12 +33,12 @@ RELATIVE = Threshold(relative=0.85)
 
 def _method(name: str, params: dict):
     """The attention method instance a record describes, or None (rope scaling, composition, unknown)."""
-    from ropeshift.methods.registry import METHODS
+    from ropeshift.methods.registry import METHODS, is_rope_scaling
 
     if not name or "+" in name or name not in METHODS or params is None:
         return None
     cls = METHODS[name]
-    if getattr(cls, "kind", "attention") == "rope_scaling":
+    if is_rope_scaling(cls):
         return None  # RoPE scaling changes the frequencies: never RoPE
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})

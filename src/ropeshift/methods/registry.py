@@ -18,3 +18,10 @@ METHODS: Registry = Registry("method")
 for _cls in (StringMethod, ReRopeMethod, SelfExtendMethod, DualChunkMethod, LMInfiniteMethod, PlainMethod,
              *ROPE_SCALING_METHODS):
     METHODS.register(_cls.name, _cls)
+
+
+def is_rope_scaling(method) -> bool:
+    """True for a RoPE-scaling method (a registered name or class): it changes ``config.rope_parameters``, not the
+    attention's positions."""
+    cls = METHODS[method] if isinstance(method, str) else method
+    return getattr(cls, "kind", "attention") == "rope_scaling"
