@@ -79,8 +79,8 @@ def _table_attention_fwd(
 
 def _call(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: float):
     """The op under torch.compile or autograd (opaque to the compiler; it refuses a backward pass); in eager
-    inference the launcher directly (the custom-op dispatch costs ~tens of us per call, 30 layers per decode
-    step)."""
+    inference the launcher directly, skipping the op's dispatch (part of the ~250 us of host time per attention
+    call profiled on an 8k decode, benchmarks/RESULTS.md; not timed alone)."""
     if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
                                                                         or v.requires_grad)):
         return _table_attention_fwd(q, k, v, inv_freq, key_start, pos_offset, spec.to_list(), scale)

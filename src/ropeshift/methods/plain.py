@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..params import LOGIT_SCALE, Param
-from ._validate import check_fields, check_logit_scale
+from ._validate import check_fields
 from .base import ModelInfo, PositionMethod
 from .table import Region, SegmentTable
 
@@ -39,8 +39,7 @@ class PlainMethod(PositionMethod):
     PARAMS: ClassVar[tuple[Param, ...]] = (LOGIT_SCALE,)
 
     def __post_init__(self):
-        check_fields(self)
-        check_logit_scale("plain", self.logit_scale)
+        check_fields(self)  # logit_scale: type, finiteness, range (its Param)
 
     @classmethod
     def resolve(cls, info: ModelInfo, *, logit_scale=1.0):
