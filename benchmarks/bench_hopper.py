@@ -1,11 +1,13 @@
 """Hopper (Gluon) prefill kernel: correctness against the exact fp32 Triton kernel, then speed side by side.
 
-Run (H100/H200, ~2 min):  PYTHONPATH=src python benchmarks/bench_hopper.py [--lengths 8k,16k,32k,64k,128k]
-                          [--d64-lengths 32k] [--configs 128x128,128x64] [--md OUT.md] [--budget SECONDS]
+Run (H100/H200, ~3 min):  PYTHONPATH=src python benchmarks/bench_hopper.py [--lengths 8k,16k,32k,64k,128k]
+                          [--d64-lengths 32k] [--variants ws,n128,n64] [--md OUT.md] [--budget SECONDS]
+
+Variants: ``ws`` the warp-specialised kernel (``_prefill_hopper_ws``), ``n128`` / ``n64`` the single-partition
+kernel (``_prefill_hopper``) at that BLOCK_N.
 
 Correctness: plain causal and STRING (S at tile edges +- 1, W = 128 or 1) at N = 97 / 128 / 1025 / 4097, GQA
-h / h_kv = 4, D = 128 / 64, bf16 and fp16, contiguous and HF-transposed q: out and lse of
-``_prefill_hopper`` against ``table_attention`` on fp32 copies (exact against the fp64 oracle in the kernel
+h / h_kv = 4, D = 128 / 64, bf16 and fp16, contiguous and HF-transposed q: out and lse of each variant against ``table_attention`` on fp32 copies (exact against the fp64 oracle in the kernel
 suite), next to cuDNN causal's own bf16 error on the same inputs (the calibration: the check passes within 2x it).
 Speed: bf16, B = 1, 32 q / 8 kv heads, STRING S = 0.33 N, W = 128; median ms of cuDNN causal, our Triton causal,
 Hopper causal, Triton STRING, composed STRING, Hopper STRING; ratios against cuDNN.
@@ -24,6 +26,7 @@ from bench_attention import H, H_KV, _cudnn, _inv_freq, _median_ms, compose_pref
 
 from ropeshift import kernels  # noqa: E402
 from ropeshift.kernels import _prefill_hopper as hp  # noqa: E402
+from ropeshift.kernels import _prefill_hopper_ws as hw  # noqa: E402
 from ropeshift.kernels.spec import PLAIN, compile_table  # noqa: E402
 from ropeshift.methods.registry import METHODS  # noqa: E402
 
@@ -32,14 +35,16 @@ def _string(n, s, w):
     return METHODS["string"](shift=s, window=w)
 
 
-def _hopper(q, k, v, inv, spec, scale, block_n=None):
+def _hopper(q, k, v, inv, spec, scale, variant="ws"):
     b, h, n, d = q.shape
     out = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
     lse = torch.empty((b, h, n), device=q.device, dtype=torch.float32)
-    return hp.launch_hopper_prefill(q, k, v, inv, out, lse, spec=spec, scale=scale, block_n=block_n)
+    if variant == "ws":
+        return hw.launch_hopper_ws_prefill(q, k, v, inv, out, lse, spec=spec, scale=scale)
+    return hp.launch_hopper_prefill(q, k, v, inv, out, lse, spec=spec, scale=scale, block_n=int(variant[1:]))
 
 
-def check(block_n):
+def check(variant):
     rows, ok_all = [], True
     torch.manual_seed(0)
     cases = []
@@ -74,7 +79,7 @@ def check(block_n):
                 else:
                     ref_o, ref_l = kernels.table_attention(q.float(), k.float(), v.float(), table, inv_freq=inv,
                                                            scale=scale)
-                o, lse = _hopper(q, k, v, inv, spec, scale, block_n)
+                o, lse = _hopper(q, k, v, inv, spec, scale, variant)
                 torch.cuda.synchronize()
                 e_o = (o.float() - ref_o).abs().max().item()
                 e_l = (lse - ref_l).abs().max().item()
@@ -109,9 +114,9 @@ def bench(shapes, configs, budget_end):
         t["triton causal"] = _median_ms(lambda: kernels.causal_attention(q, k, v, scale=scale))
         t["triton string"] = _median_ms(lambda: kernels.table_attention(q, k, v, table, inv_freq=inv, scale=scale))
         t["compose string"] = _median_ms(lambda: compose_prefill(q, k, v, m, inv, scale))
-        for bn in configs:
-            t[f"hopper causal n{bn}"] = _median_ms(lambda: _hopper(q, k, v, inv, PLAIN, scale, bn))
-            t[f"hopper string n{bn}"] = _median_ms(lambda: _hopper(q, k, v, inv, spec, scale, bn))
+        for var in configs:
+            t[f"hopper causal {var}"] = _median_ms(lambda: _hopper(q, k, v, inv, PLAIN, scale, var))
+            t[f"hopper string {var}"] = _median_ms(lambda: _hopper(q, k, v, inv, spec, scale, var))
         tf = 2 * n * n * d * H / 1e12  # causal FLOPs (FlashAttention convention: 4 N^2 D H / 2)
         line = f"D={d} N={n // 1024}k " + " | ".join(
             f"{key} {ms:.2f} ms ({tf / (ms * 1e-3):.0f} TF/s, {ms / t['cudnn']:.3f}x)" for key, ms in t.items())
@@ -130,26 +135,26 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lengths", default="8k,16k,32k,64k,128k")
     p.add_argument("--d64-lengths", default="32k")
-    p.add_argument("--configs", default="128,64", help="BLOCK_N values to time")
+    p.add_argument("--variants", default="ws,n128", help="kernels to check and time (see the docstring)")
     p.add_argument("--md", default=None)
     p.add_argument("--budget", type=float, default=400)
     p.add_argument("--no-check", action="store_true")
     a = p.parse_args(argv)
     end = time.monotonic() + a.budget
     print("torch", torch.__version__, "device", torch.cuda.get_device_name(), flush=True)
-    configs = [int(x) for x in a.configs.split(",")]
+    configs = a.variants.split(",")
     md = []
     if not a.no_check:
-        for bn in configs:
+        for var in configs:
             t0 = time.monotonic()
-            rows, ok = check(bn)
+            rows, ok = check(var)
             bad = [r for r in rows if not r[-1]]
             worst = max(rows, key=lambda r: r[5] / max(r[7], 1e-9))
-            print(f"check BLOCK_N={bn}: {len(rows)} cases, {len(bad)} failed, {time.monotonic() - t0:.0f}s; "
+            print(f"check {var}: {len(rows)} cases, {len(bad)} failed, {time.monotonic() - t0:.0f}s; "
                   f"worst out err {worst[5]:.2e} vs cuDNN {worst[7]:.2e} ({worst[:5]})", flush=True)
             for r in bad[:20]:
                 print("  FAIL", r, flush=True)
-            md.append(f"check BLOCK_N={bn}: {len(rows)} cases, {len(bad)} failed")
+            md.append(f"check {var}: {len(rows)} cases, {len(bad)} failed")
     shapes = [(128, n) for n in _lengths(a.lengths)] + [(64, n) for n in _lengths(a.d64_lengths)]
     res = bench(shapes, configs, end)
     if a.md:

@@ -1,0 +1,285 @@
+"""Hopper-native prefill, warp-specialised (Gluon): a TMA loader warp feeds two consumer warpgroups.
+
+Serves the same calls as ``_prefill_hopper.py`` (``serves`` there): band tables whose keys keep their positions
+(plain causal, STRING), a fresh prefill, contiguous q/k/v [b, h, n, d], head_dim 64/128, bf16/fp16. Region 1
+(d >= LO1) scores q1 . k with q1 = q rotated by QB positions (fp32 cos/sin of QB * inv_freq); region 0 q . k.
+
+One program = 128 query rows of one (batch, head). Before the fork, the default warps load Q (TMA) and write
+q1 beside it. Then three partitions run at once::
+
+    loader    1 warp, few registers   K_t, V_t into a 2-stage ring: waits "free", expects bytes, TMA
+    rows 0-63   consumer warpgroup    for each key tile: S = Q K^T (async wgmma), softmax, O += P V
+    rows 64-127 consumer warpgroup    the same on its 64 rows (its own far / edge / near split)
+
+Per stage two barriers each for K and V: ready (TMA bytes) and free (both consumers arrive). K_t is released as
+soon as S_t is done, V_t once P_t V_t is, so the loader runs a tile ahead. In a consumer, S_{t} is issued before
+P_{t-1} V_{t-1} and its softmax overlaps that MMA. A consumer's key tiles, low to high::
+
+    0 ........ F-1 | F ..... E-1 | E .................. T-1
+    far: q1 . k    | edge: both   | near: q . k (causal mask on the diagonal tile)
+    (every d>=LO1) | dots, by d   |
+
+Edge tiles wait for P V before their second dot, so that S, S1 and O are never all live with P (no spills).
+Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here.
+"""
+from __future__ import annotations
+
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                               warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+_LOG2E = 1.4426950408889634
+BLOCK_M, WG_M, BLOCK_N = 128, 64, 128
+FAR, EDGE, NEAR = gl.constexpr(0), gl.constexpr(1), gl.constexpr(2)  # a consumer's key-tile zones
+# registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
+CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
+
+
+@gluon.jit
+def _load_partition(k_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_tiles):
+    """Streams K_t then V_t for t < n_tiles into stage t % 2 once both consumers freed it."""
+    BN: gl.constexpr = k_desc.block_type.shape[0]
+    nbytes: gl.constexpr = k_desc.block_type.nbytes
+    for t in range(n_tiles):
+        st = t % 2
+        ph = (t // 2) & 1
+        mbarrier.wait(k_free.index(st), ph ^ 1)  # a fresh barrier counts as "phase 1 complete"
+        mbarrier.expect(k_ready.index(st), nbytes)
+        tma.async_copy_global_to_shared(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+        mbarrier.wait(v_free.index(st), ph ^ 1)
+        mbarrier.expect(v_ready.index(st), nbytes)
+        tma.async_copy_global_to_shared(v_desc, [kv_row + t * BN, 0], v_ready.index(st), v_s.index(st))
+
+
+@gluon.jit
+def _softmax(s, m_i, l_i):
+    """Online softmax over scores s [64, BN] (log2 units): running max and sum, P, the rescale factor."""
+    m_new = gl.maximum(m_i, gl.max(s, 1))
+    p = gl.exp2(s - m_new[:, None])
+    alpha = gl.exp2(m_i - m_new)
+    return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
+
+
+@gluon.jit
+def _causal(s, t, rows, cols0, mw, BN: gl.constexpr):
+    if t * BN + BN - 1 > mw:  # the diagonal tile
+        cols = t * BN + cols0
+        s = gl.where(cols[None, :] <= rows[:, None], s, -float("inf"))
+    return s
+
+
+@gluon.jit
+def _first(qh, q1h, k_s, k_ready, k_free, rows, cols0, mw, qk_scale, LO1, n_far, n_r1,
+           s_layout: gl.constexpr, BN: gl.constexpr):
+    """Scores of key tile 0, synchronously (no MMA in flight), for whichever zone it is in."""
+    mbarrier.wait(k_ready.index(0), 0)
+    kt = k_s.index(0).permute((1, 0))
+    zero = gl.zeros([64, BN], gl.float32, s_layout)
+    if n_far > 0:
+        s = warpgroup_mma(q1h, kt, zero, use_acc=False)
+    else:
+        s = warpgroup_mma(qh, kt, zero, use_acc=False)
+        if n_r1 > 0:
+            s1 = warpgroup_mma(q1h, kt, zero, use_acc=False)
+            s = gl.where((rows[:, None] - cols0[None, :]) >= LO1, s1, s)
+    mbarrier.arrive(k_free.index(0), count=1)
+    return _causal(s * qk_scale, 0, rows, cols0, mw, BN)
+
+
+@gluon.jit
+def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, v_free, rows, cols0, mw,
+         qk_scale, LO1, ZONE: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, BN: gl.constexpr):
+    """j in [lo, hi): S of tile t = j + 1 (in ZONE) overlaps P_j V_j; then softmax of t and the O rescale."""
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    for j in range(lo, hi):
+        t = j + 1
+        st = t % 2
+        mbarrier.wait(k_ready.index(st), (t // 2) & 1)
+        kt = k_s.index(st).permute((1, 0))
+        zero = gl.zeros([64, BN], gl.float32, s_layout)
+        if ZONE == FAR:
+            s_tok = warpgroup_mma(q1h, kt, zero, use_acc=False, is_async=True)
+        else:
+            s_tok = warpgroup_mma(qh, kt, zero, use_acc=False, is_async=True)
+        jb = j % 2
+        mbarrier.wait(v_ready.index(jb), (j // 2) & 1)
+        o_tok = warpgroup_mma(p, v_s.index(jb), acc, is_async=True)
+        if ZONE == EDGE:
+            s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
+            mbarrier.arrive(v_free.index(jb), count=1)
+            s1 = warpgroup_mma(q1h, kt, zero, use_acc=False)
+            mbarrier.arrive(k_free.index(st), count=1)
+            cols = t * BN + cols0
+            s = gl.where((rows[:, None] - cols[None, :]) >= LO1, s1, s)
+            s = _causal(s * qk_scale, t, rows, cols0, mw, BN)
+            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i)
+            p = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
+        else:
+            s = warpgroup_mma_wait(1, deps=(s_tok, ))
+            mbarrier.arrive(k_free.index(st), count=1)
+            s = s * qk_scale
+            if ZONE == NEAR:
+                s = _causal(s, t, rows, cols0, mw, BN)
+            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i)
+            p_new = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
+            acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
+            mbarrier.arrive(v_free.index(jb), count=1)
+            p = p_new
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    return acc, m_i, l_i, p
+
+
+@gluon.jit
+def _consume(HALF: gl.constexpr, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N,
+             n_tiles, qk_scale, LO1, HAS_R1: gl.constexpr, HEAD_DIM: gl.constexpr, BN: gl.constexpr):
+    """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BN, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    mw = m0 + HALF * 64
+    qh = q_s.slice(HALF * 64, 64)
+    q1h = q1_s.slice(HALF * 64, 64)
+    if HAS_R1:
+        # far: every pair of the tile has d >= LO1; tiles below n_r1 have at least one such pair
+        n_far = gl.minimum(gl.maximum(mw - LO1 + 1, 0) // BN, n_tiles)
+        n_r1 = gl.minimum(gl.maximum(mw + 64 - LO1 + BN - 1, 0) // BN, n_tiles)
+    else:
+        n_far = 0
+        n_r1 = 0
+    rows = mw + gl.arange(0, 64, gl.SliceLayout(1, s_layout))
+    cols0 = gl.arange(0, BN, gl.SliceLayout(0, s_layout))
+    m_i = gl.full([64], -float("inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([64], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
+
+    s = _first(qh, q1h, k_s, k_ready, k_free, rows, cols0, mw, qk_scale, LO1, n_far, n_r1, s_layout, BN)
+    m_i, l_i, p, alpha = _softmax(s, m_i, l_i)
+    p = gl.convert_layout(p.to(v_s.dtype), p_layout)
+    # iteration j scores tile j + 1: far while j + 1 < n_far, edge while j + 1 < n_r1, then near
+    e0 = gl.maximum(n_far - 1, 0)
+    e1 = gl.maximum(n_r1 - 1, e0)
+    acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, v_free, rows,
+                            cols0, mw, qk_scale, LO1, FAR, s_layout, o_layout, BN)
+    acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, v_free, rows,
+                            cols0, mw, qk_scale, LO1, EDGE, s_layout, o_layout, BN)
+    acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free,
+                            v_free, rows, cols0, mw, qk_scale, LO1, NEAR, s_layout, o_layout, BN)
+    last = n_tiles - 1
+    lb = last % 2
+    mbarrier.wait(v_ready.index(lb), (last // 2) & 1)
+    acc = warpgroup_mma(p, v_s.index(lb), acc)
+    mbarrier.arrive(v_free.index(lb), count=1)
+
+    l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
+    out = acc / l_o[:, None]
+    orow = mw + gl.arange(0, 64, gl.SliceLayout(1, o_layout))
+    ocol = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
+    optr = O + (bh * N + orow)[:, None].to(gl.int64) * HEAD_DIM + ocol[None, :]
+    gl.store(optr, out.to(O.dtype.element_ty), mask=(orow < N)[:, None])
+    lse = (m_i + gl.log2(l_i)) * 0.6931471805599453
+    gl.store(LSE + bh.to(gl.int64) * N + rows, lse, mask=rows < N)
+
+
+@gluon.jit
+def _rotate_q(Q, INV, q1_s, q_row, m0, N, QB, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+    """q1_s [128, D] = the program's q rows rotated by QB positions (rotate_half convention, fp32), 32 rows a step."""
+    R2: gl.constexpr = HEAD_DIM // 2
+    ld: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8], [num_warps, 1], [1, 0])
+    c = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, ld))
+    part = gl.where(c < R2, c + R2, c - R2)
+    ang = QB * gl.load(INV + gl.where(c < R2, c, c - R2))
+    cos = gl.cos(ang)
+    sin = gl.where(c < R2, -gl.sin(ang), gl.sin(ang))
+    for i in gl.static_range(q1_s.shape[0] // 32):
+        r = i * 32 + gl.arange(0, 32, gl.SliceLayout(1, ld))
+        base = Q + (q_row + r)[:, None].to(gl.int64) * HEAD_DIM
+        inb = ((m0 + r) < N)[:, None]
+        x = gl.load(base + c[None, :], mask=inb, other=0.0).to(gl.float32)
+        xp = gl.load(base + part[None, :], mask=inb, other=0.0).to(gl.float32)
+        q1_s.slice(i * 32, 32).store((x * cos[None, :] + xp * sin[None, :]).to(q1_s.dtype))
+
+
+@gluon.jit
+def _hopper_ws_kernel(q_desc, k_desc, v_desc, Q, O, LSE, INV, H, G, N, qk_scale, LO1, QB,
+                      HAS_R1: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+    BM: gl.constexpr = q_desc.block_type.shape[0]
+    BN: gl.constexpr = k_desc.block_type.shape[0]
+    pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
+    bh = gl.program_id(1)
+    b = bh // H
+    hk = (bh % H) // G
+    m0 = pid_m * BM
+    q_row = bh * N + m0
+    kv_row = (b * (H // G) + hk) * N
+    n_tiles = gl.cdiv(gl.minimum(m0 + BM, N), BN)
+
+    q_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
+    k_s = gl.allocate_shared_memory(k_desc.dtype, [2, BN, HEAD_DIM], k_desc.layout)
+    v_s = gl.allocate_shared_memory(v_desc.dtype, [2, BN, HEAD_DIM], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    v_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_free.index(i), count=2)  # one arrival per consumer warpgroup
+        mbarrier.init(v_free.index(i), count=2)
+    fence_async_shared()
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_s)
+    if HAS_R1:
+        q1_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
+        _rotate_q(Q, INV, q1_s, q_row, m0, N, QB, HEAD_DIM, num_warps)
+        fence_async_shared()
+    else:
+        q1_s = q_s
+    mbarrier.wait(q_bar, 0)
+
+    gl.warp_specialize([
+        (_consume, (0, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_tiles, qk_scale,
+                    LO1, HAS_R1, HEAD_DIM, BN)),
+        (_consume, (1, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_tiles, qk_scale,
+                    LO1, HAS_R1, HEAD_DIM, BN)),
+        (_load_partition, (k_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_tiles)),
+    ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
+
+    mbarrier.invalidate(q_bar)
+    for i in gl.static_range(2):
+        mbarrier.invalidate(k_ready.index(i))
+        mbarrier.invalidate(v_ready.index(i))
+        mbarrier.invalidate(k_free.index(i))
+        mbarrier.invalidate(v_free.index(i))
+
+
+def _gl_dtype(dtype):
+    return gl.bfloat16 if str(dtype) == "torch.bfloat16" else gl.float16
+
+
+def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale):
+    """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated); q [b, h, n, d], k/v [b, h_kv, n, d].
+    Callers check ``_prefill_hopper.serves`` first."""
+    b, h, n, d = q.shape
+    h_kv = k.shape[1]
+    q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
+    if spec.has_r1 and 2 * inv_freq.numel() != d:
+        raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
+    dt = _gl_dtype(q.dtype)
+    lay_q = gl.NVMMASharedLayout.get_default_for([BLOCK_M, d], dt)
+    lay_k = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d], dt)
+    q_desc = TensorDescriptor.from_tensor(q.view(b * h * n, d), [BLOCK_M, d], lay_q)
+    k_desc = TensorDescriptor.from_tensor(k.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
+    v_desc = TensorDescriptor.from_tensor(v.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
+    qb = float(spec.q_map[4]) if spec.has_r1 else 0.0
+    lo1 = int(min(spec.lo1, 1 << 30)) if spec.has_r1 else 1 << 30
+    grid = (triton.cdiv(n, BLOCK_M), b * h)
+    _hopper_ws_kernel[grid](q_desc, k_desc, v_desc, q, out, lse, inv_freq, h, h // h_kv, n, scale * _LOG2E, lo1,
+                            qb, HAS_R1=bool(spec.has_r1), HEAD_DIM=d, num_warps=4, maxnreg=MAXNREG)
+    return out, lse
