@@ -1,6 +1,7 @@
 """Triton kernels (optional dependency, imported lazily).
 
     from ropeshift.kernels import triton_available, unsupported_reason, table_attention, causal_attention
+    from ropeshift.kernels import static_decode_attention      # decode over a static cache's whole buffer
 
 `triton_available()` probes once whether the kernels can run here (Triton importable and CUDA present, or
 TRITON_INTERPRET=1 for CPU testing). `unsupported_reason(table, device, dtype)` says why the kernels cannot
@@ -12,7 +13,7 @@ import functools
 import importlib.util
 import os
 
-__all__ = ["triton_available", "unsupported_reason", "table_attention", "causal_attention"]
+__all__ = ["triton_available", "unsupported_reason", "table_attention", "causal_attention", "static_decode_attention"]
 
 
 @functools.cache
@@ -83,3 +84,13 @@ def table_attention(q, k, v, table, *, inv_freq, scale, key_start=None, pos_offs
 def causal_attention(q, k, v, *, scale, key_start=None):
     """Plain causal attention through the same kernel; see `ropeshift.kernels.attention.causal_attention`."""
     return _impl().causal_attention(q, k, v, scale=scale, key_start=key_start)
+
+
+def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None):
+    """One-query attention over the first ``key_end[b]`` slots of a static cache's buffers (CUDA-graph decode);
+    see `ropeshift.kernels.static_decode.static_decode_attention`. Returns (out, lse)."""
+    _impl()
+    from .static_decode import static_decode_attention as run
+
+    return run(q, k, v, table, inv_freq=inv_freq, scale=scale, key_end=key_end, key_start=key_start,
+               pos_offset=pos_offset)

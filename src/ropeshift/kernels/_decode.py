@@ -182,7 +182,7 @@ def _dzone(
 # the cache grows every step, table scalars vary per call: one binary per table kind for all lengths
 @triton.jit(do_not_specialize=["H_KV", "G", "LK", "LO1", "HI0", "RA", "RB", "QC", "QG", "KC", "KG"])
 def _table_decode_split_kernel(
-    Q, K, V, INV, KS, POFF, Opart, Lpart,
+    Q, K, V, INV, KS, POFF, KE, Opart, Lpart,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -190,10 +190,12 @@ def _table_decode_split_kernel(
     LO1, HI0, RA, RB, QA, QC, QG, QB, KA, KC, KG, KB,
     HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
-    PARTIAL: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, DOT_PREC: tl.constexpr,
+    PARTIAL: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, HAS_KE: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     # Q     [b, h, 1, d]          (row stride unused)     INV [r2] fp32 inverse frequencies
     # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index; POFF [b] position of key 0
+    # KE    [b] keys written (HAS_KE: a static cache): the query sits at key index KE - 1, keys >= KE unread
     # Opart [b, h_kv, P, R, d] fp32, contiguous: normalised partial outputs
     # Lpart [b, h_kv, P, R]    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
     # KMAP (module docstring): 0 keys as cached, 1 invariant in-tile table, 2 per-tile table, 3 group step
@@ -224,7 +226,11 @@ def _table_decode_split_kernel(
         poff = tl.load(POFF + off_b).to(tl.int32)
     else:
         poff = -ks
-    pos = LK - 1
+    if HAS_KE:
+        lim = tl.minimum(tl.load(KE + off_b).to(tl.int32), LK)
+    else:
+        lim = LK
+    pos = lim - 1
     qpos = pos + poff
     if QMAP == 2:
         dq = _map_delta(qpos, QA, QC, QG, QB)
@@ -242,7 +248,7 @@ def _table_decode_split_kernel(
     else:
         F = 0
     start = pid_s * CHUNK
-    stop = tl.minimum(start + CHUNK, LK)
+    stop = tl.minimum(start + CHUNK, lim)
     lo = start
     if HAS_KS:  # tiles wholly in the left padding are skipped
         lo = tl.maximum(lo, ks // BLOCK_N * BLOCK_N)
@@ -337,11 +343,13 @@ def key_mode(spec, block_n):
     return 2, True
 
 
-def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale):
+def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale, key_end=None):
     """Host launcher for lq == 1: fills `out` [b, h, 1, d] and `lse` [b, h, 1] in place (2 launches).
 
     q [b, h, 1, d]; k, v [b, h_kv, lk, d]; inv_freq [r2] fp32; key_start, pos_offset [b] int or None;
-    spec: a ``KernelSpec`` reduced for lk."""
+    spec: a ``KernelSpec`` reduced for lk. key_end [b] int32/int64 or None: keys written per row (a static
+    cache's full buffer as k/v, CUDA-graph decode): the query sits at key index key_end - 1 and keys >= key_end
+    are never read; None: key_end = lk (bottom-right alignment). The split count stays a function of lk."""
     import torch
 
     b, h, _, d = q.shape
@@ -362,14 +370,14 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     kmap, krot = key_mode(spec, block_n)
     _table_decode_split_kernel[(splits, b * h_kv)](
         q, k, v, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
-        opart, lpart,
+        key_end if key_end is not None else q, opart, lpart,
         q.stride(0), q.stride(1), q.stride(3), *k.stride(), *v.stride(),
         h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,
         spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb,
         HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n,
         HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
         PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
-        HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None,
+        HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, HAS_KE=key_end is not None,
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=num_warps, num_stages=num_stages,
     )
