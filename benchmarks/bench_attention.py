@@ -9,7 +9,9 @@ Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 timed calls after w
 (2 * N^2 * D * H, the FlashAttention convention, for every method: LM-Infinite's Lambda mask does less work):
   cudnn         SDPA forced to cuDNN, is_causal (GQA via enable_gqa, else K/V expanded outside the timing)
   ours causal   ropeshift.kernels.causal_attention (one identity region)
-  <method>      ropeshift.kernels.table_attention on the method's segment table (route c: one fused kernel)
+  <method>      ropeshift.kernels.table_attention on the method's segment table (route c: one fused kernel;
+                on sm_90 the Hopper Gluon kernel where it serves the table, else the portable Triton kernel)
+  <m> triton    the same call with the Hopper kernel switched off (sm_90 only; also "triton causal")
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension):
@@ -119,6 +121,29 @@ def compose_prefill(q, k, v, method, inv, scale):
     return compose_attention(segment_regions(method, q, k, inv), v, scale=scale * method.logit_scale)
 
 
+def _hopper_serves(q, k, inv):
+    """None off sm_90; else table -> whether ``table_attention`` takes the Hopper kernel for this call."""
+    from ropeshift.kernels import attention as A
+    from ropeshift.kernels.spec import PLAIN, compile_table
+
+    if A.hopper_reason(q, k, None, PLAIN) is not None:
+        return None
+    return lambda table: A.hopper_reason(q, k, None, compile_table(table).for_keys(k.shape[2]), inv) is None
+
+
+def _portable(fn):
+    """fn with the Hopper kernel switched off (``kernels.attention.HOPPER``): the portable Triton kernel."""
+    from ropeshift.kernels import attention as A
+
+    def call():
+        A.HOPPER = False
+        try:
+            return fn()
+        finally:
+            A.HOPPER = True
+    return call
+
+
 def bench_prefill(shapes, methods, budget):
     rows = []
     for d, n in shapes:
@@ -137,11 +162,16 @@ def bench_prefill(shapes, methods, budget):
         except RuntimeError as e:
             print(f"# cudnn unavailable at d={d} n={n}: {str(e)[:120]}", file=sys.stderr)
         fns["ours causal"] = lambda: kernels.causal_attention(q, k, v, scale=scale)
+        hopper = _hopper_serves(q, k, inv)
+        if hopper:
+            fns["triton causal"] = _portable(lambda: kernels.causal_attention(q, k, v, scale=scale))
         poff = torch.zeros(1, dtype=torch.int32, device="cuda")  # as the dispatcher passes it (same binaries)
         for name in methods:
             method = method_at(name, n)
             table = method.table()
             fns[name] = lambda t=table: kernels.table_attention(q, k, v, t, inv_freq=inv, scale=scale, pos_offset=poff)
+            if hopper and hopper(table):  # the same call on the portable Triton kernel, side by side
+                fns[name + " triton"] = _portable(fns[name])
             if COMPOSE:  # route (b): vendor calls merged by LSE, with the per-region re-rotation, as dispatched
                 fns[name + " compose"] = lambda m=method: compose_prefill(q, k, v, m, inv, scale)
         res = {}

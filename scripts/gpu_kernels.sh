@@ -10,6 +10,8 @@
 #   TOTAL_LIMIT  seconds for the whole script (default 480); the benchmark gets what the tests leave
 #   WORKERS      pytest-xdist workers when xdist is installed (default 8: Triton compiles dominate, in parallel)
 #   BENCH_ARGS   extra arguments for benchmarks/bench_attention.py (e.g. "--sweep 32k")
+#   TESTS        test paths (default: tests/kernels tests/test_padding_cache_gpu.py)
+#   TEST_K       a pytest -k expression selecting among them (default: all)
 #   PYTHON       interpreter (default: python3)
 # Exit status: the kernel tests' status (the benchmark's status when the tests passed). A second run is faster:
 # Triton's compile cache (~/.triton) then holds every kernel variant.
@@ -38,8 +40,11 @@ PY
 XDIST=()
 if "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n "${WORKERS:-8}"); fi
 echo "== kernel tests (limit ${TEST_LIMIT}s; ${XDIST[*]:-no xdist})" | tee "$OUT/kernel_tests.log"
-timeout "$TEST_LIMIT" "$PYTHON" -m pytest tests/kernels tests/test_padding_cache_gpu.py --maxfail=25 -q -p no:cacheprovider --durations=15 "${XDIST[@]}" \
-    --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee -a "$OUT/kernel_tests.log"
+SELECT=()
+if [ -n "${TEST_K:-}" ]; then SELECT=(-k "$TEST_K"); fi
+# shellcheck disable=SC2086
+timeout "$TEST_LIMIT" "$PYTHON" -m pytest ${TESTS:-tests/kernels tests/test_padding_cache_gpu.py} "${SELECT[@]}" --maxfail=25 -q \
+    -p no:cacheprovider --durations=15 "${XDIST[@]}" --junitxml="$OUT/kernel_tests.xml" 2>&1 | tee -a "$OUT/kernel_tests.log"
 test_rc=${PIPESTATUS[0]}
 echo "== kernel tests exit status $test_rc ($(( $(date +%s) - start ))s)" | tee -a "$OUT/kernel_tests.log"
 

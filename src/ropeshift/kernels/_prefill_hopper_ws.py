@@ -24,12 +24,15 @@ Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here
 """
 from __future__ import annotations
 
+import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from .spec import MAP_IDENTITY, RULE_NONE
 
 _LOG2E = 1.4426950408889634
 BLOCK_M, WG_M, BLOCK_N = 128, 64, 128
@@ -39,8 +42,11 @@ CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
 
 @gluon.jit
-def _load_partition(k_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_tiles):
-    """Streams K_t then V_t for t < n_tiles into stage t % 2 once both consumers freed it."""
+def _load_partition(k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
+                    kv_row, n_tiles, f_lo, r_hi, HAS_K1: gl.constexpr):
+    """Streams K_t then V_t for t < n_tiles into stage t % 2 once both consumers freed it. With re-rotated keys
+    (HAS_K1): K1_t instead of K_t below f_lo (far for both warpgroups), and K1_t into the one-stage k1 slot
+    beside K_t for t in [f_lo, r_hi) (edge tiles)."""
     BN: gl.constexpr = k_desc.block_type.shape[0]
     nbytes: gl.constexpr = k_desc.block_type.nbytes
     for t in range(n_tiles):
@@ -48,17 +54,29 @@ def _load_partition(k_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, 
         ph = (t // 2) & 1
         mbarrier.wait(k_free.index(st), ph ^ 1)  # a fresh barrier counts as "phase 1 complete"
         mbarrier.expect(k_ready.index(st), nbytes)
-        tma.async_copy_global_to_shared(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+        if HAS_K1:
+            if t < f_lo:
+                tma.async_copy_global_to_shared(k1_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+            else:
+                tma.async_copy_global_to_shared(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+                if t < r_hi:
+                    e = t - f_lo
+                    mbarrier.wait(k1_free, (e & 1) ^ 1)
+                    mbarrier.expect(k1_ready, nbytes)
+                    tma.async_copy_global_to_shared(k1_desc, [kv_row + t * BN, 0], k1_ready, k1_s)
+        else:
+            tma.async_copy_global_to_shared(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
         mbarrier.wait(v_free.index(st), ph ^ 1)
         mbarrier.expect(v_ready.index(st), nbytes)
         tma.async_copy_global_to_shared(v_desc, [kv_row + t * BN, 0], v_ready.index(st), v_s.index(st))
 
 
 @gluon.jit
-def _softmax(s, m_i, l_i):
-    """Online softmax over scores s [64, BN] (log2 units): running max and sum, P, the rescale factor."""
-    m_new = gl.maximum(m_i, gl.max(s, 1))
-    p = gl.exp2(s - m_new[:, None])
+def _softmax(s, m_i, l_i, qk_scale):
+    """Online softmax over raw scores s [64, BN] (qk_scale = scale * log2 e folded into one FMA): running max
+    and sum (log2 units), P, the rescale factor."""
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    p = gl.exp2(s * qk_scale - m_new[:, None])
     alpha = gl.exp2(m_i - m_new)
     return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
@@ -72,9 +90,22 @@ def _causal(s, t, rows, cols0, mw, BN: gl.constexpr):
 
 
 @gluon.jit
-def _first(qh, q1h, k_s, k_ready, k_free, rows, cols0, mw, qk_scale, LO1, n_far, n_r1,
-           s_layout: gl.constexpr, BN: gl.constexpr):
-    """Scores of key tile 0, synchronously (no MMA in flight), for whichever zone it is in."""
+def _s1(q1h, kt, k1_s, k1_ready, k1_free, e, zero, HAS_K1: gl.constexpr):
+    """Region-1 scores of an edge tile, synchronously: q1 . k1 with k1 from the k1 slot (its e-th fill) when keys
+    are re-rotated, else q1 . k (kt, the tile's K)."""
+    if HAS_K1:
+        mbarrier.wait(k1_ready, e & 1)
+        s1 = warpgroup_mma(q1h, k1_s.permute((1, 0)), zero, use_acc=False)
+        mbarrier.arrive(k1_free, count=1)
+    else:
+        s1 = warpgroup_mma(q1h, kt, zero, use_acc=False)
+    return s1
+
+
+@gluon.jit
+def _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, n_far, n_r1,
+           HAS_K1: gl.constexpr, s_layout: gl.constexpr, BN: gl.constexpr):
+    """Raw scores of key tile 0, synchronously (no MMA in flight), for whichever zone it is in."""
     mbarrier.wait(k_ready.index(0), 0)
     kt = k_s.index(0).permute((1, 0))
     zero = gl.zeros([64, BN], gl.float32, s_layout)
@@ -83,16 +114,18 @@ def _first(qh, q1h, k_s, k_ready, k_free, rows, cols0, mw, qk_scale, LO1, n_far,
     else:
         s = warpgroup_mma(qh, kt, zero, use_acc=False)
         if n_r1 > 0:
-            s1 = warpgroup_mma(q1h, kt, zero, use_acc=False)
+            s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, 0, zero, HAS_K1)
             s = gl.where((rows[:, None] - cols0[None, :]) >= LO1, s1, s)
     mbarrier.arrive(k_free.index(0), count=1)
-    return _causal(s * qk_scale, 0, rows, cols0, mw, BN)
+    return _causal(s, 0, rows, cols0, mw, BN)
 
 
 @gluon.jit
-def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, v_free, rows, cols0, mw,
-         qk_scale, LO1, ZONE: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, BN: gl.constexpr):
-    """j in [lo, hi): S of tile t = j + 1 (in ZONE) overlaps P_j V_j; then softmax of t and the O rescale."""
+def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
+         rows, cols0, mw, qk_scale, LO1, e0, ZONE: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr,
+         o_layout: gl.constexpr, BN: gl.constexpr):
+    """j in [lo, hi): S of tile t = j + 1 (in ZONE) overlaps P_j V_j; then softmax of t and the O rescale.
+    e0: the first edge tile (k1 slot fills are counted from it)."""
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     for j in range(lo, hi):
         t = j + 1
@@ -110,20 +143,19 @@ def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, 
         if ZONE == EDGE:
             s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
             mbarrier.arrive(v_free.index(jb), count=1)
-            s1 = warpgroup_mma(q1h, kt, zero, use_acc=False)
+            s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - e0, zero, HAS_K1)
             mbarrier.arrive(k_free.index(st), count=1)
             cols = t * BN + cols0
             s = gl.where((rows[:, None] - cols[None, :]) >= LO1, s1, s)
-            s = _causal(s * qk_scale, t, rows, cols0, mw, BN)
-            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i)
+            s = _causal(s, t, rows, cols0, mw, BN)
+            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i, qk_scale)
             p = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
         else:
             s = warpgroup_mma_wait(1, deps=(s_tok, ))
             mbarrier.arrive(k_free.index(st), count=1)
-            s = s * qk_scale
             if ZONE == NEAR:
                 s = _causal(s, t, rows, cols0, mw, BN)
-            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i)
+            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i, qk_scale)
             p_new = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
             acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
             mbarrier.arrive(v_free.index(jb), count=1)
@@ -133,8 +165,36 @@ def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, 
 
 
 @gluon.jit
-def _consume(HALF: gl.constexpr, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N,
-             n_tiles, qk_scale, LO1, HAS_R1: gl.constexpr, HEAD_DIM: gl.constexpr, BN: gl.constexpr):
+def _row_delta(pos, QA, QC, QG, QB):
+    """q_map(pos) - pos = (a - 1) pos + c floor(pos / G) + b, fp32 (pos >= 0)."""
+    return (QA - 1.0) * pos.to(gl.float32) + (QC * (pos // QG)).to(gl.float32) + QB
+
+
+@gluon.jit
+def _rotate_wg(q_s, q1_s, r0, INV, p0, QA, QC, QG, QB, HEAD_DIM: gl.constexpr):
+    """q1_s[r0:r0+64] = q_s[r0:r0+64] rotated per row by q_map(p) - p (p = p0 + row, fp32 angles), from shared
+    memory, by one warpgroup: q1 = (x1 cos - x2 sin, x2 cos + x1 sin) on the halves x1 | x2 (rotate_half)."""
+    R2: gl.constexpr = HEAD_DIM // 2
+    ld: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (R2 // 8), R2 // 8], [4, 1], [1, 0])
+    inv = gl.load(INV + gl.arange(0, R2, gl.SliceLayout(0, ld)))
+    r = gl.arange(0, 32, gl.SliceLayout(1, ld))
+    for i in gl.static_range(2):
+        ang = _row_delta(p0 + r0 + i * 32 + r, QA, QC, QG, QB)[:, None] * inv[None, :]
+        cos = gl.cos(ang)
+        sin = gl.sin(ang)
+        src = q_s.slice(r0 + i * 32, 32)
+        dst = q1_s.slice(r0 + i * 32, 32)
+        x1 = src.slice(0, R2, dim=1).load(ld).to(gl.float32)
+        x2 = src.slice(R2, R2, dim=1).load(ld).to(gl.float32)
+        dst.slice(0, R2, dim=1).store((x1 * cos - x2 * sin).to(q1_s.dtype))
+        dst.slice(R2, R2, dim=1).store((x2 * cos + x1 * sin).to(q1_s.dtype))
+
+
+@gluon.jit
+def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready,
+             v_ready, k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1,
+             HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr, HEAD_DIM: gl.constexpr,
+             BN: gl.constexpr):
     """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BN, 16])
@@ -142,9 +202,17 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, 
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     mw = m0 + HALF * 64
+    mbarrier.wait(q_bar, 0)
+    if Q_ROT:
+        _rotate_wg(q_s, q1_s, HALF * 64, INV, p0 + m0, QA, QC, QG, QB, HEAD_DIM)
+        fence_async_shared()
+        gl.thread_barrier()
     qh = q_s.slice(HALF * 64, 64)
     q1h = q1_s.slice(HALF * 64, 64)
-    if HAS_R1:
+    if HAS_K1:  # the program's zones (the loader's): K1 below f_lo, K and K1 in [f_lo, r_hi), K beyond
+        n_far = f_lo
+        n_r1 = r_hi
+    elif HAS_R1:
         # far: every pair of the tile has d >= LO1; tiles below n_r1 have at least one such pair
         n_far = gl.minimum(gl.maximum(mw - LO1 + 1, 0) // BN, n_tiles)
         n_r1 = gl.minimum(gl.maximum(mw + 64 - LO1 + BN - 1, 0) // BN, n_tiles)
@@ -157,18 +225,22 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, 
     l_i = gl.zeros([64], gl.float32, gl.SliceLayout(1, s_layout))
     acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
 
-    s = _first(qh, q1h, k_s, k_ready, k_free, rows, cols0, mw, qk_scale, LO1, n_far, n_r1, s_layout, BN)
-    m_i, l_i, p, alpha = _softmax(s, m_i, l_i)
+    s = _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, n_far, n_r1, HAS_K1,
+               s_layout, BN)
+    m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale)
     p = gl.convert_layout(p.to(v_s.dtype), p_layout)
     # iteration j scores tile j + 1: far while j + 1 < n_far, edge while j + 1 < n_r1, then near
     e0 = gl.maximum(n_far - 1, 0)
     e1 = gl.maximum(n_r1 - 1, e0)
-    acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, v_free, rows,
-                            cols0, mw, qk_scale, LO1, FAR, s_layout, o_layout, BN)
-    acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free, v_free, rows,
-                            cols0, mw, qk_scale, LO1, EDGE, s_layout, o_layout, BN)
-    acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, qh, q1h, k_s, v_s, k_ready, v_ready, k_free,
-                            v_free, rows, cols0, mw, qk_scale, LO1, NEAR, s_layout, o_layout, BN)
+    acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
+                            k1_free, v_free, rows, cols0, mw, qk_scale, LO1, n_far, FAR, HAS_K1, s_layout, o_layout,
+                            BN)
+    acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
+                            k1_free, v_free, rows, cols0, mw, qk_scale, LO1, n_far, EDGE, HAS_K1, s_layout,
+                            o_layout, BN)
+    acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
+                            k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, n_far, NEAR, HAS_K1, s_layout,
+                            o_layout, BN)
     last = n_tiles - 1
     lb = last % 2
     mbarrier.wait(v_ready.index(lb), (last // 2) & 1)
@@ -186,27 +258,9 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, 
 
 
 @gluon.jit
-def _rotate_q(Q, INV, q1_s, q_row, m0, N, QB, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
-    """q1_s [128, D] = the program's q rows rotated by QB positions (rotate_half convention, fp32), 32 rows a step."""
-    R2: gl.constexpr = HEAD_DIM // 2
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8], [num_warps, 1], [1, 0])
-    c = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, ld))
-    part = gl.where(c < R2, c + R2, c - R2)
-    ang = QB * gl.load(INV + gl.where(c < R2, c, c - R2))
-    cos = gl.cos(ang)
-    sin = gl.where(c < R2, -gl.sin(ang), gl.sin(ang))
-    for i in gl.static_range(q1_s.shape[0] // 32):
-        r = i * 32 + gl.arange(0, 32, gl.SliceLayout(1, ld))
-        base = Q + (q_row + r)[:, None].to(gl.int64) * HEAD_DIM
-        inb = ((m0 + r) < N)[:, None]
-        x = gl.load(base + c[None, :], mask=inb, other=0.0).to(gl.float32)
-        xp = gl.load(base + part[None, :], mask=inb, other=0.0).to(gl.float32)
-        q1_s.slice(i * 32, 32).store((x * cos[None, :] + xp * sin[None, :]).to(q1_s.dtype))
-
-
-@gluon.jit
-def _hopper_ws_kernel(q_desc, k_desc, v_desc, Q, O, LSE, INV, H, G, N, qk_scale, LO1, QB,
-                      HAS_R1: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, N, qk_scale, LO1, QA, QC, QG, QB,
+                      HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr, HAS_POFF: gl.constexpr,
+                      HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
@@ -217,16 +271,38 @@ def _hopper_ws_kernel(q_desc, k_desc, v_desc, Q, O, LSE, INV, H, G, N, qk_scale,
     q_row = bh * N + m0
     kv_row = (b * (H // G) + hk) * N
     n_tiles = gl.cdiv(gl.minimum(m0 + BM, N), BN)
+    if HAS_POFF:
+        p0 = gl.load(POFF + b)
+    else:
+        p0 = 0
+    if HAS_K1:  # zones of the whole program: far for rows m0.. (warpgroup 0), region 1 reached by rows ..m0+BM-1
+        f_lo = gl.minimum(gl.maximum(m0 - LO1 + 1, 0) // BN, n_tiles)
+        r_hi = gl.minimum(gl.maximum(m0 + BM - LO1 + BN - 1, 0) // BN, n_tiles)
+    else:
+        f_lo = 0
+        r_hi = 0
 
     q_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
     k_s = gl.allocate_shared_memory(k_desc.dtype, [2, BN, HEAD_DIM], k_desc.layout)
     v_s = gl.allocate_shared_memory(v_desc.dtype, [2, BN, HEAD_DIM], v_desc.layout)
+    if Q_ROT:
+        q1_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
+    else:
+        q1_s = q_s
+    if HAS_K1:
+        k1_s = gl.allocate_shared_memory(k_desc.dtype, [BN, HEAD_DIM], k_desc.layout)
+    else:
+        k1_s = k_s.index(0)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k1_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k1_free = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     v_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
+    mbarrier.init(k1_ready, count=1)
+    mbarrier.init(k1_free, count=2)
     for i in gl.static_range(2):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
@@ -235,23 +311,21 @@ def _hopper_ws_kernel(q_desc, k_desc, v_desc, Q, O, LSE, INV, H, G, N, qk_scale,
     fence_async_shared()
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_s)
-    if HAS_R1:
-        q1_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
-        _rotate_q(Q, INV, q1_s, q_row, m0, N, QB, HEAD_DIM, num_warps)
-        fence_async_shared()
-    else:
-        q1_s = q_s
-    mbarrier.wait(q_bar, 0)
 
     gl.warp_specialize([
-        (_consume, (0, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_tiles, qk_scale,
-                    LO1, HAS_R1, HEAD_DIM, BN)),
-        (_consume, (1, q_s, q1_s, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_tiles, qk_scale,
-                    LO1, HAS_R1, HEAD_DIM, BN)),
-        (_load_partition, (k_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_tiles)),
+        (_consume, (0, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
+                    k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, HAS_R1, Q_ROT,
+                    HAS_K1, HEAD_DIM, BN)),
+        (_consume, (1, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
+                    k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, HAS_R1, Q_ROT,
+                    HAS_K1, HEAD_DIM, BN)),
+        (_load_partition, (k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
+                           v_free, kv_row, n_tiles, f_lo, r_hi, HAS_K1)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
     mbarrier.invalidate(q_bar)
+    mbarrier.invalidate(k1_ready)
+    mbarrier.invalidate(k1_free)
     for i in gl.static_range(2):
         mbarrier.invalidate(k_ready.index(i))
         mbarrier.invalidate(v_ready.index(i))
@@ -263,23 +337,59 @@ def _gl_dtype(dtype):
     return gl.bfloat16 if str(dtype) == "torch.bfloat16" else gl.float16
 
 
-def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale):
-    """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated); q [b, h, n, d], k/v [b, h_kv, n, d].
-    Callers check ``_prefill_hopper.serves`` first."""
+def unserved_reason(spec, q, k, key_start, rotary_half: int) -> str | None:
+    """Why this kernel does not serve a call (None when it does): a fresh prefill (Lq == Lk, no left padding),
+    bf16/fp16, head_dim 64/128, a band table (rule none, region 1 from where region 0 ends); full rotary when
+    region 1 re-rotates. The device (sm_90) is the caller's check (``attention.hopper_reason``)."""
+    b, h, lq, d = q.shape
+    if str(q.dtype) not in ("torch.bfloat16", "torch.float16"):
+        return "needs bf16/fp16"
+    if d not in (64, 128):
+        return f"head_dim {d} (serves 64, 128)"
+    if lq != k.shape[2] or key_start is not None:
+        return "serves a fresh prefill only (Lq == Lk, no padding mask)"
+    if spec.rule != RULE_NONE:
+        return "serves band tables only (no chunk or Lambda rule)"
+    if spec.has_r1 and spec.lo1 != spec.hi0:
+        return "needs adjacent bands"
+    if spec.has_r1 and 2 * rotary_half != d:
+        return "needs full rotary (2 * len(inv_freq) == head_dim) when region 1 re-rotates"
+    return None
+
+
+def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_offset=None):
+    """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated); q [b, h, n, d], k/v [b, h_kv, n, d];
+    pos_offset [b] int32 (the position of index 0; None: 0). Callers check ``unserved_reason`` first.
+    A general key map is applied once per call (``_prefill._rotate_keys_kernel`` into a K-sized buffer K1)."""
     b, h, n, d = q.shape
     h_kv = k.shape[1]
     q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
     if spec.has_r1 and 2 * inv_freq.numel() != d:
         raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
+    q_rot = bool(spec.has_r1) and spec.q_map[0] != MAP_IDENTITY
+    has_k1 = bool(spec.has_r1) and spec.k_map[0] != MAP_IDENTITY
+    k1 = k
+    if has_k1:
+        from ._prefill import _rotate_keys_kernel
+
+        _, ka, kc, kg, kb = spec.k_map
+        k1 = torch.empty_like(k)
+        _rotate_keys_kernel[(triton.cdiv(n, 64), b * h_kv)](
+            k, k1, inv_freq, k, pos_offset if pos_offset is not None else k, *k.stride(), h_kv, n, inv_freq.numel(),
+            ka, kc, kg, kb, HEAD_DIM=d, BLOCK=64, HAS_KS=False, HAS_POFF=pos_offset is not None, num_warps=4)
     dt = _gl_dtype(q.dtype)
     lay_q = gl.NVMMASharedLayout.get_default_for([BLOCK_M, d], dt)
     lay_k = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d], dt)
     q_desc = TensorDescriptor.from_tensor(q.view(b * h * n, d), [BLOCK_M, d], lay_q)
     k_desc = TensorDescriptor.from_tensor(k.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
+    k1_desc = TensorDescriptor.from_tensor(k1.view(b * h_kv * n, d), [BLOCK_N, d], lay_k) if has_k1 else k_desc
     v_desc = TensorDescriptor.from_tensor(v.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
-    qb = float(spec.q_map[4]) if spec.has_r1 else 0.0
+    _, qa, qc, qg, qb = spec.q_map if spec.has_r1 else (0, 1.0, 0, 1, 0.0)
     lo1 = int(min(spec.lo1, 1 << 30)) if spec.has_r1 else 1 << 30
     grid = (triton.cdiv(n, BLOCK_M), b * h)
-    _hopper_ws_kernel[grid](q_desc, k_desc, v_desc, q, out, lse, inv_freq, h, h // h_kv, n, scale * _LOG2E, lo1,
-                            qb, HAS_R1=bool(spec.has_r1), HEAD_DIM=d, num_warps=4, maxnreg=MAXNREG)
+    _hopper_ws_kernel[grid](q_desc, k_desc, k1_desc, v_desc, out, lse, inv_freq,
+                            pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
+                            float(qa), int(qc), int(qg), float(qb), HAS_R1=bool(spec.has_r1), Q_ROT=q_rot,
+                            HAS_K1=has_k1, HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4,
+                            maxnreg=MAXNREG)
     return out, lse

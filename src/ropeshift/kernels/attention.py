@@ -16,6 +16,7 @@ region's maps. STRING (S = 3, W = 1), lk = 9 (F = region 1, N = region 0, . = ma
 Importing this module imports triton; `ropeshift.kernels` imports it lazily.
 """
 
+import functools
 import os
 
 import torch
@@ -60,12 +61,48 @@ def _check(q, k, v, key_start, pos_offset=None):
             raise ValueError("q, k, v need a contiguous last dimension")
 
 
+# the Hopper (Gluon, warp-specialised) prefill kernel serves the calls it can on sm_90 (``_prefill_hopper_ws``);
+# ROPESHIFT_HOPPER=0 (or setting this False) sends them to the portable Triton kernel (side-by-side benchmarks)
+HOPPER = os.environ.get("ROPESHIFT_HOPPER", "1") != "0"
+
+
+@functools.lru_cache(maxsize=16)
+def _hopper_device(device) -> bool:
+    """True on an sm_90 device whose Triton ships Gluon's Hopper module (checked once per device)."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
+        return False
+    try:
+        from . import _prefill_hopper_ws  # noqa: F401 - imports triton.experimental.gluon
+    except ImportError:
+        return False
+    return True
+
+
+def hopper_reason(q, k, key_start, spec: KernelSpec, inv_freq=None) -> str | None:
+    """Why the Hopper prefill kernel does not serve this call (None when it does); ``inv_freq`` [r2]: the
+    rotary frequencies (None: full rotary)."""
+    if not HOPPER:
+        return "disabled (ROPESHIFT_HOPPER=0)"
+    if _interpreting() or not _hopper_device(q.device):
+        return "needs an sm_90 GPU (H100 / H200) and Triton with Gluon"
+    from ._prefill_hopper_ws import unserved_reason
+
+    return unserved_reason(spec, q, k, key_start, q.shape[-1] // 2 if inv_freq is None else inv_freq.numel())
+
+
 def _forward(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: float):
     b, h, lq, d = q.shape
     out = torch.empty_like(q)
     lse = torch.empty((b, h, lq), device=q.device, dtype=torch.float32)
-    launch = launch_decode if lq == 1 else launch_prefill
-    launch(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
+    if lq == 1:
+        launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
+    elif hopper_reason(q, k, key_start, spec, inv_freq) is None:
+        from ._prefill_hopper_ws import launch_hopper_ws_prefill
+
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # [b, h, n, d] contiguous, whatever q's strides
+        launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, spec=spec, scale=scale, pos_offset=pos_offset)
+    else:
+        launch_prefill(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
     return out, lse
 
 

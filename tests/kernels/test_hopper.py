@@ -1,0 +1,128 @@
+"""The Hopper (Gluon, warp-specialised) prefill kernel: which calls it serves, and its results on sm_90.
+
+The per-method GPU grid of test_table_attention.py already runs every fresh-prefill case through it (the op
+takes it where it serves; both kernels are checked against the fp64 reference there). Here: the serving rule
+(CPU), and on an sm_90 GPU the cases that grid does not reach: HF-transposed q, a batch whose rows start at
+other absolute positions (general maps read them), lengths that are not tile multiples, the route itself.
+"""
+import math
+
+import pytest
+import torch
+
+from _helpers import build, llama_inv_freq, lse_err, method_cases, rel_err, table_reference
+
+CUDA = torch.cuda.is_available()
+SM90 = CUDA and torch.cuda.get_device_capability() == (9, 0)
+SERVED = ["string", "string_p1", "rerope", "rerope_leaky", "self_extend", "plain"]
+NOT_SERVED = ["dca", "lm_infinite", "lm_infinite_cap"]
+
+
+def _ws():
+    try:
+        from ropeshift.kernels import _prefill_hopper_ws
+    except ImportError as e:  # a Triton without Gluon's Hopper module
+        pytest.skip(f"Gluon unavailable: {e}")
+    return _prefill_hopper_ws
+
+
+def _spec(name, tile=128):
+    from ropeshift.kernels.spec import compile_table
+
+    case = {c[0]: c for c in method_cases(4 * tile, tile)}[name]
+    return compile_table(build(*case[1:]).table())
+
+
+@pytest.mark.parametrize("name", SERVED + NOT_SERVED)
+def test_serving_rule(name):
+    ws = _ws()
+    q = torch.empty(1, 4, 300, 128, dtype=torch.bfloat16)
+    k = torch.empty(1, 2, 300, 128, dtype=torch.bfloat16)
+    reason = ws.unserved_reason(_spec(name), q, k, None, 64)
+    assert (reason is None) == (name in SERVED), reason
+
+
+def test_serving_rule_shapes():
+    ws = _ws()
+    spec = _spec("rerope")
+    q = torch.empty(1, 4, 300, 128, dtype=torch.bfloat16)
+    k = torch.empty(1, 2, 300, 128, dtype=torch.bfloat16)
+    assert "fresh prefill" in ws.unserved_reason(spec, q[:, :, :10], k, None, 64)  # Lq != Lk
+    assert "fresh prefill" in ws.unserved_reason(spec, q, k, torch.zeros(1, dtype=torch.int32), 64)
+    assert "bf16/fp16" in ws.unserved_reason(spec, q.float(), k.float(), None, 64)
+    assert "head_dim" in ws.unserved_reason(spec, q[..., :96], k[..., :96], None, 48)
+    assert "full rotary" in ws.unserved_reason(spec, q, k, None, 32)
+    assert ws.unserved_reason(_spec("plain"), q, k, None, 32) is None  # no region 1: no rotation at all
+
+
+def test_cpu_never_takes_it():
+    from ropeshift.kernels import attention as A
+
+    q = torch.empty(1, 4, 300, 128, dtype=torch.bfloat16)
+    assert A.hopper_reason(q, q[:, :2], None, _spec("string")) is not None
+
+
+# ---- sm_90 only ----------------------------------------------------------------------------------------
+
+
+def _inputs(b, h, h_kv, n, d, dtype, seed, hf_layout):
+    gen = torch.Generator().manual_seed(seed)
+    if hf_layout:  # [b, n, h, d] transposed, as transformers hands q over
+        q = torch.randn(b, n, h, d, generator=gen).to("cuda", dtype).transpose(1, 2)
+    else:
+        q = torch.randn(b, h, n, d, generator=gen).to("cuda", dtype)
+    k = torch.randn(b, h_kv, n, d, generator=gen).to("cuda", dtype)
+    v = torch.randn(b, h_kv, n, d, generator=gen).to("cuda", dtype)
+    return q, k, v
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
+@pytest.mark.parametrize("n", [300, 2049])
+@pytest.mark.parametrize("name", SERVED)
+def test_offsets_and_layout(name, n):
+    """Rows at other absolute positions (pos_offset 0 and 77) and HF-transposed q: the Hopper kernel against the
+    portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error."""
+    from ropeshift import kernels
+    from ropeshift.kernels import attention as A
+    from ropeshift.kernels.spec import compile_table
+
+    case = {c[0]: c for c in method_cases(n, 128)}[name]
+    method = build(*case[1:])
+    b, h, h_kv, d = 2, 8, 2, 128
+    q, k, v = _inputs(b, h, h_kv, n, d, torch.bfloat16, 1, hf_layout=True)
+    inv = llama_inv_freq(d, base=10000.0).cuda()
+    scale = 1 / math.sqrt(d)
+    spec = method.table()
+    assert A.hopper_reason(q, k, None, compile_table(spec), inv) is None  # the route under test
+    poff = torch.tensor([0, 77], dtype=torch.int32, device="cuda")
+    out, lse = kernels.table_attention(q, k, v, spec, inv_freq=inv, scale=scale, pos_offset=poff)
+    ref_o, ref_l = kernels.table_attention(q.float(), k.float(), v.float(), spec, inv_freq=inv, scale=scale,
+                                           pos_offset=poff)
+    # calibration: PyTorch's own bf16 error on the same inputs (positions from 0)
+    r64_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale)
+    rbf_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale, dtype=torch.bfloat16)
+    tol = 2 * rel_err(rbf_o, r64_o) + 1e-6
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref_o) <= tol, f"out rel err {rel_err(out, ref_o):.3g} > {tol:.3g}"
+    assert lse_err(lse, ref_l) <= 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
+@pytest.mark.parametrize("d", [64, 128])
+def test_causal_entry_takes_it(d):
+    """Plain causal attention (one identity region) through the Hopper kernel vs the fp64 reference."""
+    from ropeshift import kernels
+    from ropeshift.kernels import attention as A
+    from ropeshift.kernels.spec import PLAIN
+
+    q, k, v = _inputs(1, 8, 2, 1000, d, torch.float16, 2, hf_layout=False)
+    assert A.hopper_reason(q, k, None, PLAIN) is None
+    method = build("plain", {})
+    out, lse = kernels.causal_attention(q, k, v, scale=d ** -0.5)
+    r64_o, r64_l = table_reference(q, k, v, method, inv_freq=llama_inv_freq(d).cuda(), scale=d ** -0.5)
+    r16_o, _ = table_reference(q, k, v, method, inv_freq=llama_inv_freq(d).cuda(), scale=d ** -0.5,
+                               dtype=torch.float16)
+    assert rel_err(out, r64_o) <= 2 * rel_err(r16_o, r64_o) + 1e-6
+    assert lse_err(lse, r64_l) <= 1e-2
