@@ -29,6 +29,9 @@ class RuntimeState:
     # the last attention call's positions, reused by the next layers of the same forward (same mask and
     # position_ids objects, same shapes): (position_ids, mask, shape key, (qpos, kpos, kvalid, memo dict))
     last_positions: tuple | None = None
+    # one-query forwards get a mask over a static cache's whole buffer and run without host syncs or
+    # data-dependent shapes (CUDA-graph decode, ``ropeshift.eval.graph_decode``): set by the decode loop
+    static_decode: bool = False
 
     def inv_freq_on(self, device) -> torch.Tensor:
         key = str(device)

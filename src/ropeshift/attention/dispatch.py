@@ -107,14 +107,15 @@ def _composed(q, k, v, method, inv_freq, scale, qpos):
 
 
 def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_given: bool,
-           left_padded: bool | None = None, memo=None):
+           left_padded: bool | None = None, memo=None, key_end=None):
     """Returns (out [b, h, lq, d] in q's dtype, lse [b, h, lq] fp32).
 
     ``left_padded``: whether the mask is left padding (the kernels' layout), as the interface measured it at
     layer 0 of the prefill; None: measured here when the kernels would run (one host sync), except under
     torch.compile, where a device-side assert guards prefill calls instead. ``memo``: a dict living for one
     forward (the interface's per-forward cache; None: no reuse), so its later layers reuse the kernel positions
-    instead of recomputing them (launches per layer)."""
+    instead of recomputing them (launches per layer). ``key_end`` [b] int32 or None: static decode (one query,
+    k/v a static cache's whole buffer, keys written below key_end; ``_static_decode``)."""
     if impl == "reference":
         out, lse = reference_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
         return out.to(q.dtype), lse.float()
@@ -130,6 +131,8 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
         if reason is None:
             from .. import kernels
 
+            if key_end is not None:
+                return _static_decode(q, k, v, method, inv_freq, scale, qpos, kvalid, key_end, memo)
             if impl == "auto" and not mask_given and q.shape[2] == k.shape[2] and q.is_cuda:
                 composed = _composed(q, k, v, method, inv_freq, scale, qpos)
                 if composed is not None:
@@ -148,3 +151,22 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
         if impl == "triton":
             raise RuntimeError(f"impl='triton' cannot run this call: {reason}")
     return tiled_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
+
+
+# ---- static decode (CUDA-graph decode over a static cache's whole buffer; ``interface`` module docstring) ----
+
+def _static_decode(q, k, v, method, inv_freq, scale, qpos, kvalid, key_end, memo):
+    """One-query kernel call over the whole buffer: the row's valid keys are [key_start, key_end) (left padding),
+    so key_start = key_end - (valid keys) and key index 0 sits at position qpos - (key_end - 1). No host sync."""
+    from .. import kernels
+
+    spec = _compiled(method)
+    if memo is not None and "static_positions" in memo:
+        key_start, pos_offset = memo["static_positions"]
+    else:
+        key_start = (key_end - kvalid.sum(dim=1)).to(torch.int32)
+        pos_offset = (qpos[:, -1] - (key_end - 1)).to(torch.int32) if spec.for_keys(k.shape[2]).positional else None
+        if memo is not None:
+            memo["static_positions"] = (key_start, pos_offset)
+    return kernels.static_decode_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
+                                           key_end=key_end, key_start=key_start, pos_offset=pos_offset)

@@ -9,7 +9,18 @@ transformers calls it from every attention layer with post-RoPE query/key and th
 The mask comes from ``key_valid_mask``, registered under the same name with ``AttentionMaskInterface``: a 2D
 key-valid mask [b, n] over the n key slots written so far (cache + new), or None when all lk keys are valid.
 A static cache's key tensor is longer than what was written (lk > n): its empty slots are cut off here, so
-no implementation ever sees them. Positions are derived from the mask (``positions``). The method and
+no implementation ever sees them. Positions are derived from the mask (``positions``).
+
+Static decode (CUDA graphs): when the runtime state's ``static_decode`` is set (or a CUDA graph is being
+captured), a one-query forward instead gets the mask over the static cache's whole buffer, n = lk, with the
+unwritten slots False, built on the device from the cache's offset tensor; the attention keeps the full-length
+key/value and passes the kernels ``key_end`` [b] (written keys per row) as a device tensor. No host sync, no
+shape that depends on the step. The caller's mask must cover the whole buffer, and its ``position_ids`` must
+number each row's valid tokens from 0 (``attention_mask.cumsum(-1) - 1``, as ``generate`` does)::
+
+    slot       0 1 2 3 4 5 6 7        written = q_offset + 1 = 6 (the new token in slot 5)
+    user mask  0 0 1 1 1 1 1 1        (left padding, then ones for every later step)
+    key mask   0 0 1 1 1 1 0 0        key_end = 6 The method and
 implementation are read from the runtime state that ``ropeshift.apply`` attached to ``module.config``; no
 model class is touched.
 """
@@ -40,6 +51,8 @@ def key_valid_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, att
             "ropeshift: this cache has dropped its oldest tokens (a sliding-window cache, "
             f"kv_offset={int(kv_offset)}); position methods need every key: use a dynamic or static cache"
         )
+    if q_length == 1 and static_decode(kwargs.get("config")):
+        return _whole_buffer_mask(batch_size, kv_length, q_offset, attention_mask, device)
     written = int(q_offset) + q_length  # one host sync per forward for a StaticCache's tensor offset
     if attention_mask is None:
         if written == kv_length:
@@ -57,6 +70,35 @@ def key_valid_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, att
     if written == kv_length and not torch.compiler.is_compiling() and bool(mask.all()):
         return None
     return mask
+
+
+def static_decode(config) -> bool:
+    """True when one-query forwards of this model run in static decode mode (see the module docstring): its
+    runtime state asks for it, or the current CUDA stream is capturing a graph."""
+    from ..state import get_state
+
+    if config is not None:
+        try:
+            if get_state(config).static_decode:
+                return True
+        except RuntimeError:  # not patched in this process: the attention function will say so
+            pass
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _whole_buffer_mask(batch_size, kv_length, q_offset, attention_mask, device):
+    """bool [batch, kv_length]: the user's mask over the whole static buffer, False from slot q_offset + 1 on
+    (``q_offset`` a 0-d device tensor or an int; no host sync)."""
+    written = torch.as_tensor(q_offset, device=device) + 1
+    mask = torch.arange(kv_length, device=device)[None, :] < written
+    if attention_mask is not None:
+        if attention_mask.dim() != 2 or attention_mask.shape[1] != kv_length:
+            raise ValueError(
+                f"ropeshift: static decode needs a 2D attention_mask over the whole cache ({kv_length} columns), "
+                f"got shape {tuple(attention_mask.shape)}"
+            )
+        mask = mask & attention_mask.to(device=device, dtype=torch.bool)
+    return mask.expand(batch_size, kv_length)
 
 
 def ropeshift_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -85,7 +127,8 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     position_ids = kwargs.get("position_ids")
     qpos, kpos, kvalid, per_forward = _positions(state, position_ids, attention_mask, b, lq, lk, query.device)
     mask_given = attention_mask is not None
-    if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda):  # no host sync per decode step
+    static = lq == 1 and mask_given and static_decode(module.config)
+    if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda) and not static:  # no sync per step
         if not torch.compiler.is_compiling():
             _check_positions(position_ids, attention_mask, b, lq, lk, query.device)
             state.left_padded = is_left_padded(kvalid) if mask_given else True
@@ -95,6 +138,7 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
         state.impl, query, key, value, state.method, state.inv_freq_on(query.device),
         scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=mask_given,
         left_padded=state.left_padded, memo=per_forward,
+        **({"key_end": _key_end(kvalid, per_forward)} if static else {}),
     )
     return out.transpose(1, 2).contiguous(), None
 
@@ -113,6 +157,17 @@ def _positions(state, position_ids, attention_mask, b, lq, lk, device):
     out = (*positions_from(position_ids, attention_mask, b, lq, lk, device), {})
     state.last_positions = (position_ids, attention_mask, key, out)
     return out
+
+
+def _key_end(kvalid, memo):
+    """[b] int32: one past each row's last valid key slot (static decode: the written keys), once per forward."""
+    if memo is not None and "key_end" in memo:
+        return memo["key_end"]
+    slots = torch.arange(1, kvalid.shape[1] + 1, device=kvalid.device, dtype=torch.int32)
+    key_end = torch.where(kvalid, slots, 0).amax(dim=1)
+    if memo is not None:
+        memo["key_end"] = key_end
+    return key_end
 
 
 def _check_positions(position_ids, attention_mask, b, lq, lk, device) -> None:
@@ -135,4 +190,4 @@ def register() -> None:
     AttentionMaskInterface.register(ATTN_NAME, key_valid_mask)
 
 
-__all__ = ["ATTN_NAME", "key_valid_mask", "register", "ropeshift_attention"]
+__all__ = ["ATTN_NAME", "key_valid_mask", "register", "ropeshift_attention", "static_decode"]
