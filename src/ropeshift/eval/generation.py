@@ -132,8 +132,11 @@ def _row_stopper(tokenizer, prompt_len: int, stops: Sequence[Stop | None], eos_i
     return RowStop()
 
 
+DECODES = ("auto", "generate", "loop")
+
+
 def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[int],
-             stop: Sequence[Stop | None] | None = None) -> list[str]:
+             stop: Sequence[Stop | None] | None = None, *, decode: str = "auto") -> list[str]:
     """Greedy continuation of each row (decoded without special tokens).
 
     Args:
@@ -142,9 +145,16 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
             batch runs to the largest, and each row's text is cut at its own.
         stop: one predicate per row (or None): given the row's new text so far, True ends that row. Without it
             rows end at EOS or their ``max_new_tokens`` only.
+        decode: "auto": on CUDA the static-cache loop with one captured CUDA graph per step
+            (``graph_decode``) when it serves the model (ropeshift's attention on the Triton kernels, and
+            ROPESHIFT_CUDA_GRAPHS is not 0), else ``model.generate`` (static cache on CUDA); "generate":
+            always ``model.generate``; "loop": always the static-cache loop (graphs where served, else eager;
+            the CPU tests compare it with ``model.generate``). Texts are the same on every path.
     """
     import torch
 
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = left_pad(rows, pad_id)
     device = next(model.parameters()).device
@@ -154,14 +164,28 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
         raise ValueError(f"max_new_tokens needs one budget per row: {len(per_row)} for {len(rows)} rows")
     if stop is not None and len(stop) != len(rows):
         raise ValueError(f"stop needs one predicate per row: {len(stop)} for {len(rows)} rows")
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    own_stop = stop is not None or len(set(per_row)) > 1
+    if own_stop and tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    stops = list(stop or [None] * len(rows))
+    reason = None
+    if decode != "generate":
+        from .graph_decode import graph_decode_reason, static_generate
+
+        reason = graph_decode_reason(model)
+    if decode == "loop" or (decode == "auto" and reason is None):
+        graphs = reason is None
+        stopper = _row_stopper(tokenizer, 0, stops, eos_ids, per_row)  # generate's own EOS rule without `stop`
+        new = static_generate(model, ids.to(device), mask.to(device), stopper, max_new=max(per_row), graphs=graphs,
+                              check_every=STOP_CHECK_EVERY if graphs else 1)
+        return [tokenizer.decode(r[:e if e is not None else m], skip_special_tokens=True)
+                for r, e, m in zip(new, stopper.ends, per_row)]
     extra = {}
     stopper = None
-    if stop is not None or len(set(per_row)) > 1:
-        eos = model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        if tokenizer.eos_token_id is not None:
-            eos_ids.add(tokenizer.eos_token_id)
-        stopper = _row_stopper(tokenizer, ids.shape[1], list(stop or [None] * len(rows)), eos_ids, per_row)
+    if own_stop:
+        stopper = _row_stopper(tokenizer, ids.shape[1], stops, eos_ids, per_row)
         extra["stopping_criteria"] = [stopper]
     if device.type == "cuda":
         # preallocated KV cache: a dynamic cache concatenates every layer's whole cache per step (a third of the
@@ -176,6 +200,10 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
     ends = stopper.ends if stopper is not None else [None] * len(rows)
     return [tokenizer.decode(r[:e if e is not None else m], skip_special_tokens=True)
             for r, e, m in zip(new, ends, per_row)]
+
+
+# steps between stop checks of the CUDA-graph loop (one device-to-host copy each; up to 3 steps past the end)
+STOP_CHECK_EVERY = 4
 
 
 def activate(model, spec: MethodSpec, impl: str | None = None, plain_attention: str = "model") -> dict:

@@ -1,0 +1,134 @@
+"""The static-cache decode loop (``ropeshift.eval.graph_decode``) gives ``model.generate``'s texts: left padding,
+per-row budgets, per-row stops, EOS; rope (the model's SDPA), plain and string, fp32. On CPU the loop runs its
+steps eagerly; the ``gpu`` tests capture and replay the CUDA graph and compare it with the eager loop and with
+``model.generate``.
+
+Run: pytest tests/eval/test_graph_decode.py -v      (GPU: the same; the gpu-marked tests skip without CUDA)
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ropeshift.eval.generation import AnswerEnd, activate, deactivate, generate
+from ropeshift.eval.options import MethodSpec
+from ropeshift.eval.prompts import encode
+
+MAX_NEW = 24
+SPECS = [MethodSpec("rope", {}), MethodSpec("plain", {}), MethodSpec("string", {"shift": 8, "window": 2})]
+TEXTS = ["The grass is green. The sky", "Here we go",
+         "def f(x):\n    return the grass is green and the sky is blue, the sea", "a"]
+
+
+@pytest.fixture(scope="module")
+def rows(tok):
+    return [encode(tok, t, True) for t in TEXTS]
+
+
+@pytest.fixture
+def model(tiny_llama, request):
+    activate(tiny_llama, request.param)
+    yield tiny_llama
+    deactivate(tiny_llama)
+
+
+def _cases(tok, rows):
+    """(max_new_tokens, stop) pairs: one budget, per-row budgets, predicates (an answer end, a length, none)."""
+    first = tok.decode(encode(tok, "green", False))
+    return [
+        (MAX_NEW, None),
+        ([3, MAX_NEW, 7, 12], None),
+        ([MAX_NEW, 9, MAX_NEW, 5], [AnswerEnd([first]), lambda t: len(t) >= 10, None, lambda t: " " in t]),
+        (MAX_NEW, [lambda t: True] * len(rows)),  # every row ends at its first token
+    ]
+
+
+@pytest.mark.parametrize("model", SPECS, indirect=True, ids=[s.name for s in SPECS])
+def test_loop_texts_equal_generate(model, tok, rows):
+    for budget, stop in _cases(tok, rows):
+        want = generate(model, tok, rows, budget, stop=stop, decode="generate")
+        got = generate(model, tok, rows, budget, stop=stop, decode="loop")
+        assert got == want, (budget, stop)
+
+
+@pytest.mark.parametrize("model", SPECS[1:2], indirect=True, ids=["plain"])
+def test_loop_stops_when_every_row_has_ended(model, tok, rows):
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        generate(model, tok, rows, MAX_NEW, stop=[lambda t: True] * len(rows), decode="loop")
+        assert len(calls) == 1  # the prefill's token ends every row: no decode step
+        calls.clear()
+        generate(model, tok, rows, MAX_NEW, stop=[lambda t: len(t) >= 1, None, lambda t: True, lambda t: True],
+                 decode="loop")
+        assert 1 < len(calls) <= MAX_NEW
+    finally:
+        handle.remove()
+
+
+def test_cpu_default_stays_model_generate(tiny_llama, tok, rows, monkeypatch):
+    import ropeshift.eval.graph_decode as G
+
+    monkeypatch.setattr(G, "static_generate", lambda *a, **k: pytest.fail("the loop ran on CPU by default"))
+    generate(tiny_llama, tok, rows, 4)
+    with pytest.raises(ValueError, match="decode must be"):
+        generate(tiny_llama, tok, rows, 4, decode="graphs")
+
+
+def test_graph_reason_names_what_is_missing(tiny_llama, monkeypatch):
+    from ropeshift.eval.graph_decode import GRAPHS_ENV, graph_decode_reason
+
+    assert "CUDA" in graph_decode_reason(tiny_llama)
+    monkeypatch.setenv(GRAPHS_ENV, "0")
+    assert graph_decode_reason(tiny_llama) == f"{GRAPHS_ENV}=0"
+
+
+# ---- CUDA: capture and replay -------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+GPU_SPECS = [MethodSpec("plain", {}), MethodSpec("string", {"shift": 8, "window": 2}),
+             MethodSpec("self_extend", {"group_size": 3, "window": 6}), MethodSpec("dca", {"chunk_size": 9,
+                                                                                          "local_window": 2})]
+
+
+@pytest.fixture(scope="module")
+def cuda_llama(tiny_llama):
+    import copy
+
+    return copy.deepcopy(tiny_llama).cuda()
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("spec", GPU_SPECS, ids=[s.name for s in GPU_SPECS])
+def test_cuda_graph_loop_equals_generate(cuda_llama, tok, rows, spec):
+    from ropeshift.eval.graph_decode import graph_decode_reason
+
+    activate(cuda_llama, spec)
+    try:
+        assert graph_decode_reason(cuda_llama) is None
+        for budget, stop in _cases(tok, rows):
+            want = generate(cuda_llama, tok, rows, budget, stop=stop, decode="generate")
+            got = generate(cuda_llama, tok, rows, budget, stop=stop)  # auto: the graph loop
+            assert got == want, (spec.name, budget, stop)
+    finally:
+        deactivate(cuda_llama)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_graph_replay_equals_eager_steps(cuda_llama, tok, rows):
+    """The captured step replayed gives the eager steps' tokens, token for token (same kernels, same shapes)."""
+    from ropeshift.eval.generation import _row_stopper, left_pad
+    from ropeshift.eval.graph_decode import static_generate
+
+    activate(cuda_llama, MethodSpec("string", {"shift": 8, "window": 2}))
+    try:
+        ids, mask = left_pad(rows, tok.pad_token_id)
+        out = []
+        for graphs in (False, True):
+            stopper = _row_stopper(tok, 0, [None] * len(rows), set(), [MAX_NEW] * len(rows))
+            out.append(static_generate(cuda_llama, ids.cuda(), mask.cuda(), stopper, max_new=MAX_NEW, graphs=graphs))
+        assert out[0].shape == (len(rows), MAX_NEW) and torch.equal(out[0], out[1])
+    finally:
+        deactivate(cuda_llama)
