@@ -1,0 +1,150 @@
+"""CUDA-graph decode vs ``model.generate`` on one evaluation batch per (task, length) and method (issue 10).
+
+Run (GPU, ~2 min):  PYTHONPATH=src python benchmarks/bench_graph_decode.py --out graph_decode.md
+                    [--cells passkey:4k,niah_single_1:8k] [--methods rope,string,self_extend] [--new 64]
+                    [--fp32-cell passkey:4k]
+CPU smoke check:    PYTHONPATH=src python benchmarks/bench_graph_decode.py --device cpu --tiny [--fp32-cell x]
+
+Per cell the suite's prompts (``--batch-tokens // length`` rows, at most ``--max-rows``) are left-padded into one
+batch; per method (rows without an attention method on ``plain``, as ``eval --plain-attention ropeshift``) both
+paths run the same rows to ``--new`` tokens each (EOS ends a row, no answer-end stop, so the batches decode the
+same number of steps): "generate" is ``generation.generate(decode="generate")`` (transformers' generate, static
+cache on CUDA), "graph" is ``decode="loop"`` (one captured decode step replayed; on CPU the eager loop). Each
+path is warmed up first on the same batch with 4 new tokens (Triton compilation). Reported: whole-call seconds,
+ms per decode step (call minus one timed prefill, over the steps), samples/s, and the share of rows whose texts
+differ between the two paths (bf16: other batch and cache shapes may flip a borderline greedy token; fp32: 0
+expected).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import ropeshift
+from ropeshift.eval.generation import activate, deactivate, generate, left_pad, prompt_ids
+from ropeshift.eval.graph_decode import graph_decode_reason
+from ropeshift.eval.options import parse_length, parse_names
+from ropeshift.eval.suites import SUITES
+from ropeshift.eval.tasks import TaskOptions, resolve_task
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def prefill_seconds(model, ids, pad, device):
+    x, mask = left_pad(ids, pad)
+    with torch.inference_mode():
+        _, t = timed(lambda: model(input_ids=x.to(device), attention_mask=mask.to(device), logits_to_keep=1), device)
+    return t
+
+
+def bench_cell(model, tok, suite, task_name, length, args, device, log):
+    task = resolve_task(task_name)
+    rows = min(args.max_rows, max(1, args.batch_tokens // length))
+    samples = task.make_samples(tok, length, rows, 0, TaskOptions())
+    ids = [prompt_ids(tok, s.prompt, s.add_special_tokens) for s in samples]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    log(f"{task_name} at {length}: {rows} rows, longest {max(len(i) for i in ids)} tokens, {args.new} new tokens")
+    lines = []
+    for label in parse_names(args.methods, "methods"):
+        info = activate(model, suite.method(label), args.impl, "ropeshift")
+        try:
+            t_prefill = prefill_seconds(model, ids, pad, device)
+            res = {}
+            reason = graph_decode_reason(model)
+            if reason is not None:
+                log(f"  {label}: the loop runs its steps eagerly here ({reason})")
+            for path, decode in (("generate", "generate"), ("graph", "loop")):
+                generate(model, tok, ids, 4, decode=decode)  # warm-up: compile at this batch's shapes
+                texts, t = timed(lambda: generate(model, tok, ids, args.new, decode=decode), device)
+                res[path] = (texts, t)
+            steps = max(len(tok(t, add_special_tokens=False).input_ids) for t in res["generate"][0])
+            differ = sum(a != b for a, b in zip(res["generate"][0], res["graph"][0])) / rows
+            cells = []
+            for path in ("generate", "graph"):
+                t = res[path][1]
+                cells += [f"{t:.2f}", f"{(t - t_prefill) / max(1, steps - 1) * 1e3:.2f}", f"{rows / t:.1f}"]
+            speed = res["generate"][1] / res["graph"][1]
+            line = (f"| {task_name} | {length} | {rows} | {label} ({info['impl']}) | {t_prefill:.2f} | "
+                    + " | ".join(cells) + f" | {speed:.2f}x | {differ:.1%} |")
+        finally:
+            deactivate(model)
+        log(line)
+        lines.append(line)
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--suite", default="ruler-lite")
+    p.add_argument("--cells", default="passkey:4k,niah_single_1:8k",
+                   help="task:length pairs, comma-separated")
+    p.add_argument("--methods", default="rope,string,self_extend", help="suite row labels")
+    p.add_argument("--new", type=int, default=64, help="new tokens per row")
+    p.add_argument("--batch-tokens", type=int, default=400000, help="rows = batch-tokens // length")
+    p.add_argument("--max-rows", type=int, default=64)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on CUDA")
+    p.add_argument("--impl", default="auto")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke check: 512 tokens, 2 rows, 8 new tokens")
+    p.add_argument("--fp32-cell", default=None, metavar="TASK:LENGTH",
+                   help="then the model in fp32 on this cell (at most 16 rows, half the new tokens): rows differing "
+                        "must be 0")
+    p.add_argument("--out", default=None, help="markdown table file")
+    args = p.parse_args()
+    if args.tiny:
+        args.cells, args.batch_tokens, args.max_rows, args.new = "passkey:512,niah_single_1:512", 1024, 2, 8
+        args.methods, args.fp32_cell = "rope,string", args.fp32_cell and "passkey:512"
+    dtype = args.dtype or ("bfloat16" if (args.device or "cuda").startswith("cuda") and torch.cuda.is_available()
+                           else "float32")
+    t0 = time.perf_counter()
+    model, tok = ropeshift.load_model(args.model, device=args.device, dtype=getattr(torch, dtype), progress=False)
+    device = next(model.parameters()).device
+
+    def log(msg):
+        print(msg, flush=True)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    import transformers
+    import triton
+
+    log(f"{args.model} ({dtype}) on {name}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"triton {triton.__version__}; loaded in {time.perf_counter() - t0:.1f} s")
+    head = ("| task | length | rows | method (impl) | prefill s | generate s | generate ms/step | generate samples/s"
+            " | graph s | graph ms/step | graph samples/s | speed-up | rows differing |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    log("\n".join(lines))
+    suite = SUITES[args.suite]
+    for cell in args.cells.split(","):
+        task_name, length = cell.split(":")
+        lines += bench_cell(model, tok, suite, task_name, parse_length(length), args, device, log)
+    text = (f"{args.model} ({dtype}) on {name}, {args.new} new tokens per row, batch-tokens {args.batch_tokens} "
+            f"(at most {args.max_rows} rows)\n\n" + "\n".join(lines) + "\n")
+    if args.fp32_cell:
+        model.float()
+        args.max_rows, args.new = min(16, args.max_rows), max(2, args.new // 2)
+        log(f"fp32: {args.fp32_cell}, at most {args.max_rows} rows, {args.new} new tokens")
+        task_name, length = args.fp32_cell.split(":")
+        fp32 = lines[:2] + bench_cell(model, tok, suite, task_name, parse_length(length), args, device, log)
+        text += f"\nThe same model in fp32, {args.new} new tokens per row:\n\n" + "\n".join(fp32) + "\n"
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+        log(f"tables written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
