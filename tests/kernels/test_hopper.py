@@ -14,8 +14,8 @@ from _helpers import build, llama_inv_freq, lse_err, method_cases, rel_err, tabl
 
 CUDA = torch.cuda.is_available()
 SM90 = CUDA and torch.cuda.get_device_capability() == (9, 0)
-SERVED = ["string", "string_p1", "rerope", "rerope_leaky", "self_extend", "plain"]
-NOT_SERVED = ["dca", "lm_infinite", "lm_infinite_cap"]
+SERVED = ["string", "string_p1", "rerope", "rerope_leaky", "self_extend", "dca", "plain"]
+NOT_SERVED = ["lm_infinite", "lm_infinite_cap"]
 
 
 def _ws():

@@ -1,25 +1,31 @@
 """Hopper-native prefill, warp-specialised (Gluon): a TMA loader warp feeds two consumer warpgroups.
 
-Serves the same calls as ``_prefill_hopper.py`` (``serves`` there): band tables whose keys keep their positions
-(plain causal, STRING), a fresh prefill, contiguous q/k/v [b, h, n, d], head_dim 64/128, bf16/fp16. Region 1
-(d >= LO1) scores q1 . k with q1 = q rotated by QB positions (fp32 cos/sin of QB * inv_freq); region 0 q . k.
+Serves a fresh prefill (Lq == Lk, no padding; q/k/v [b, h, n, d], head_dim 64/128, bf16/fp16) of every
+two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend) or DCA's chunk rule
+(``unserved_reason``); the Lambda rule (LM-Infinite) and every other call take the portable kernel
+(``_prefill.py``). Region 0 scores q . k as cached; region 1 scores q1 . k1 where q1 = q re-rotated per row by
+the query map (fp32 angles (q_map(p) - p) * inv_freq, in the consumer warpgroups, from shared memory) and k1 = k
+re-rotated by the key map once per call (``_prefill._rotate_keys_kernel`` into a K-sized buffer; identity key
+maps, e.g. STRING's, read k itself).
 
-One program = 128 query rows of one (batch, head). Before the fork, the default warps load Q (TMA) and write
-q1 beside it. Then three partitions run at once::
+One program = 128 query rows of one (batch, head); three partitions run at once::
 
-    loader    1 warp, few registers   K_t, V_t into a 2-stage ring: waits "free", expects bytes, TMA
-    rows 0-63   consumer warpgroup    for each key tile: S = Q K^T (async wgmma), softmax, O += P V
-    rows 64-127 consumer warpgroup    the same on its 64 rows (its own far / edge / near split)
+    loader      1 warp, few registers   K_t (or K1_t), V_t into a 2-stage ring: waits "free", expects bytes, TMA
+    rows 0-63   consumer warpgroup      for each key tile: S = Q K^T (async wgmma), softmax, O += P V
+    rows 64-127 consumer warpgroup      the same on its 64 rows
 
 Per stage two barriers each for K and V: ready (TMA bytes) and free (both consumers arrive). K_t is released as
 soon as S_t is done, V_t once P_t V_t is, so the loader runs a tile ahead. In a consumer, S_{t} is issued before
-P_{t-1} V_{t-1} and its softmax overlaps that MMA. A consumer's key tiles, low to high::
+P_{t-1} V_{t-1} and its softmax overlaps that MMA. Key tiles, low to high::
 
-    0 ........ F-1 | F ..... E-1 | E .................. T-1
-    far: q1 . k    | edge: both   | near: q . k (causal mask on the diagonal tile)
-    (every d>=LO1) | dots, by d   |
+    0 ........ F-1 | F ......... E-1 | E .................. T-1
+    far: q1 . k1   | edge: both dots, | near: q . k (causal mask on the diagonal tile)
+    (all region 1) | select per pair  | (all region 0)
 
-Edge tiles wait for P V before their second dot, so that S, S1 and O are never all live with P (no spills).
+Keys that keep their positions: each warpgroup splits at its own F, E (by d >= LO1), both dots read K_t. Re-
+rotated keys: F, E are the program's (``_chunk_zones`` for DCA), far tiles stream K1_t through the ring, edge
+tiles K_t there and K1_t in a one-stage k1 slot (224 KB of shared memory at D = 128). Edge tiles wait for P V
+before their second dot, so that S, S1 and O are never all live with P (no spills).
 Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here.
 """
 from __future__ import annotations
@@ -32,11 +38,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .spec import MAP_IDENTITY, RULE_NONE
+from .spec import MAP_IDENTITY, RULE_CHUNK, RULE_NONE
 
 _LOG2E = 1.4426950408889634
 BLOCK_M, WG_M, BLOCK_N = 128, 64, 128
 FAR, EDGE, NEAR = gl.constexpr(0), gl.constexpr(1), gl.constexpr(2)  # a consumer's key-tile zones
+RULE_CHUNK_C = gl.constexpr(RULE_CHUNK)
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
 CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
@@ -90,6 +97,19 @@ def _causal(s, t, rows, cols0, mw, BN: gl.constexpr):
 
 
 @gluon.jit
+def _in_r1(rows, cols, p0, LO1, CS, CW, RULE: gl.constexpr):
+    """[64, BN] True where a pair is in region 1: d >= LO1 (band tables), or DCA's far rule on absolute positions
+    (not the same chunk of CS positions, and not the next chunk with the query within CW of its chunk start)."""
+    if RULE == RULE_CHUNK_C:
+        qp = (p0 + rows)[:, None]
+        kp = (p0 + cols)[None, :]
+        qc = qp // CS
+        kc = kp // CS
+        return ~((qc == kc) | ((qc == kc + 1) & (qp - qc * CS <= CW)))
+    return (rows[:, None] - cols[None, :]) >= LO1
+
+
+@gluon.jit
 def _s1(q1h, kt, k1_s, k1_ready, k1_free, e, zero, HAS_K1: gl.constexpr):
     """Region-1 scores of an edge tile, synchronously: q1 . k1 with k1 from the k1 slot (its e-th fill) when keys
     are re-rotated, else q1 . k (kt, the tile's K)."""
@@ -103,8 +123,8 @@ def _s1(q1h, kt, k1_s, k1_ready, k1_free, e, zero, HAS_K1: gl.constexpr):
 
 
 @gluon.jit
-def _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, n_far, n_r1,
-           HAS_K1: gl.constexpr, s_layout: gl.constexpr, BN: gl.constexpr):
+def _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, p0, CS, CW, n_far, n_r1,
+           RULE: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr, BN: gl.constexpr):
     """Raw scores of key tile 0, synchronously (no MMA in flight), for whichever zone it is in."""
     mbarrier.wait(k_ready.index(0), 0)
     kt = k_s.index(0).permute((1, 0))
@@ -115,14 +135,15 @@ def _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, 
         s = warpgroup_mma(qh, kt, zero, use_acc=False)
         if n_r1 > 0:
             s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, 0, zero, HAS_K1)
-            s = gl.where((rows[:, None] - cols0[None, :]) >= LO1, s1, s)
+            s = gl.where(_in_r1(rows, cols0, p0, LO1, CS, CW, RULE), s1, s)
     mbarrier.arrive(k_free.index(0), count=1)
     return _causal(s, 0, rows, cols0, mw, BN)
 
 
 @gluon.jit
 def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
-         rows, cols0, mw, qk_scale, LO1, e0, ZONE: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr,
+         rows, cols0, mw, qk_scale, LO1, p0, CS, CW, e0, ZONE: gl.constexpr, RULE: gl.constexpr,
+         HAS_K1: gl.constexpr, s_layout: gl.constexpr,
          o_layout: gl.constexpr, BN: gl.constexpr):
     """j in [lo, hi): S of tile t = j + 1 (in ZONE) overlaps P_j V_j; then softmax of t and the O rescale.
     e0: the first edge tile (k1 slot fills are counted from it)."""
@@ -146,7 +167,7 @@ def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v
             s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - e0, zero, HAS_K1)
             mbarrier.arrive(k_free.index(st), count=1)
             cols = t * BN + cols0
-            s = gl.where((rows[:, None] - cols[None, :]) >= LO1, s1, s)
+            s = gl.where(_in_r1(rows, cols, p0, LO1, CS, CW, RULE), s1, s)
             s = _causal(s, t, rows, cols0, mw, BN)
             m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i, qk_scale)
             p = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
@@ -192,9 +213,9 @@ def _rotate_wg(q_s, q1_s, r0, INV, p0, QA, QC, QG, QB, HEAD_DIM: gl.constexpr):
 
 @gluon.jit
 def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready,
-             v_ready, k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1,
-             HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr, HEAD_DIM: gl.constexpr,
-             BN: gl.constexpr):
+             v_ready, k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW,
+             RULE: gl.constexpr, HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr,
+             HEAD_DIM: gl.constexpr, BN: gl.constexpr):
     """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BN, 16])
@@ -225,22 +246,19 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s,
     l_i = gl.zeros([64], gl.float32, gl.SliceLayout(1, s_layout))
     acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
 
-    s = _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, n_far, n_r1, HAS_K1,
-               s_layout, BN)
+    s = _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, p0, CS, CW, n_far,
+               n_r1, RULE, HAS_K1, s_layout, BN)
     m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale)
     p = gl.convert_layout(p.to(v_s.dtype), p_layout)
     # iteration j scores tile j + 1: far while j + 1 < n_far, edge while j + 1 < n_r1, then near
     e0 = gl.maximum(n_far - 1, 0)
     e1 = gl.maximum(n_r1 - 1, e0)
-    acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
-                            k1_free, v_free, rows, cols0, mw, qk_scale, LO1, n_far, FAR, HAS_K1, s_layout, o_layout,
+    zone_args = (qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, rows, cols0, mw,
+                 qk_scale, LO1, p0, CS, CW, n_far)
+    acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, *zone_args, FAR, RULE, HAS_K1, s_layout, o_layout, BN)
+    acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, *zone_args, EDGE, RULE, HAS_K1, s_layout, o_layout, BN)
+    acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, *zone_args, NEAR, RULE, HAS_K1, s_layout, o_layout,
                             BN)
-    acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
-                            k1_free, v_free, rows, cols0, mw, qk_scale, LO1, n_far, EDGE, HAS_K1, s_layout,
-                            o_layout, BN)
-    acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
-                            k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, n_far, NEAR, HAS_K1, s_layout,
-                            o_layout, BN)
     last = n_tiles - 1
     lb = last % 2
     mbarrier.wait(v_ready.index(lb), (last // 2) & 1)
@@ -258,9 +276,30 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s,
 
 
 @gluon.jit
-def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, N, qk_scale, LO1, QA, QC, QG, QB,
-                      HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr, HAS_POFF: gl.constexpr,
-                      HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
+    """DCA's key-tile zones of query rows [m0, m0 + BM) at positions p0 + index: every pair of a tile below f_lo
+    is far for every row, every visible pair of a tile from r_hi on is near (the tiles between: select per pair).
+
+        keys  ... chunk qa-1 ... | ... chunk qa ...      rows in chunk qa, the first at a, the last at z
+        far: position < (qa - 1) CS, or < qa CS when every row has (m mod CS) > CW (and qa == qz)
+        near: position >= qz CS, or >= (qa - 1) CS when every row has (m mod CS) <= CW (and qa == qz)
+    """
+    a = p0 + m0
+    z = a + BM - 1
+    qa = a // CS
+    qz = z // CS
+    one = qa == qz
+    x = gl.where(one & (a - qa * CS > CW), qa * CS, (qa - 1) * CS)
+    y = gl.where(one & (z - qz * CS <= CW), (qz - 1) * CS, qz * CS)
+    f_lo = gl.maximum(x - p0, 0) // BN
+    r_hi = (gl.maximum(y - p0, 0) + BN - 1) // BN
+    return f_lo, r_hi
+
+
+@gluon.jit
+def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, N, qk_scale, LO1, CS, CW, QA, QC,
+                      QG, QB, RULE: gl.constexpr, HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr,
+                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
@@ -276,8 +315,13 @@ def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, 
     else:
         p0 = 0
     if HAS_K1:  # zones of the whole program: far for rows m0.. (warpgroup 0), region 1 reached by rows ..m0+BM-1
-        f_lo = gl.minimum(gl.maximum(m0 - LO1 + 1, 0) // BN, n_tiles)
-        r_hi = gl.minimum(gl.maximum(m0 + BM - LO1 + BN - 1, 0) // BN, n_tiles)
+        if RULE == RULE_CHUNK_C:
+            f_lo, r_hi = _chunk_zones(p0, m0, BM, CS, CW, BN)
+        else:
+            f_lo = gl.maximum(m0 - LO1 + 1, 0) // BN
+            r_hi = gl.maximum(m0 + BM - LO1 + BN - 1, 0) // BN
+        f_lo = gl.minimum(f_lo, n_tiles)
+        r_hi = gl.minimum(gl.maximum(r_hi, f_lo), n_tiles)
     else:
         f_lo = 0
         r_hi = 0
@@ -312,13 +356,13 @@ def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, 
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_s)
 
-    gl.warp_specialize([
-        (_consume, (0, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
-                    k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, HAS_R1, Q_ROT,
-                    HAS_K1, HEAD_DIM, BN)),
-        (_consume, (1, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
-                    k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, HAS_R1, Q_ROT,
-                    HAS_K1, HEAD_DIM, BN)),
+    gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
+        (_consume, (0, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
+                    k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1,
+                    Q_ROT, HAS_K1, HEAD_DIM, BN)),
+        (_consume, (1, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
+                    k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1,
+                    Q_ROT, HAS_K1, HEAD_DIM, BN)),
         (_load_partition, (k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
                            v_free, kv_row, n_tiles, f_lo, r_hi, HAS_K1)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
@@ -348,10 +392,12 @@ def unserved_reason(spec, q, k, key_start, rotary_half: int) -> str | None:
         return f"head_dim {d} (serves 64, 128)"
     if lq != k.shape[2] or key_start is not None:
         return "serves a fresh prefill only (Lq == Lk, no padding mask)"
-    if spec.rule != RULE_NONE:
-        return "serves band tables only (no chunk or Lambda rule)"
-    if spec.has_r1 and spec.lo1 != spec.hi0:
+    if spec.rule not in (RULE_NONE, RULE_CHUNK):
+        return "serves band and chunk tables (not the Lambda rule)"
+    if spec.rule == RULE_NONE and spec.has_r1 and spec.lo1 != spec.hi0:
         return "needs adjacent bands"
+    if spec.rule == RULE_CHUNK and (not spec.has_r1 or spec.k_map[0] == MAP_IDENTITY):
+        return "a chunk table needs its far region with re-rotated keys"
     if spec.has_r1 and 2 * rotary_half != d:
         return "needs full rotary (2 * len(inv_freq) == head_dim) when region 1 re-rotates"
     return None
@@ -389,7 +435,8 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
     grid = (triton.cdiv(n, BLOCK_M), b * h)
     _hopper_ws_kernel[grid](q_desc, k_desc, k1_desc, v_desc, out, lse, inv_freq,
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
-                            float(qa), int(qc), int(qg), float(qb), HAS_R1=bool(spec.has_r1), Q_ROT=q_rot,
+                            max(int(spec.ra), 1), int(spec.rb), float(qa), int(qc), int(qg), float(qb),
+                            RULE=int(spec.rule), HAS_R1=bool(spec.has_r1), Q_ROT=q_rot,
                             HAS_K1=has_k1, HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4,
                             maxnreg=MAXNREG)
     return out, lse
