@@ -9,7 +9,8 @@ Rows are left-padded with the tokenizer's pad id and carry an attention mask, so
 (which reads positions from ``position_ids`` / the mask) sees each row exactly as it would alone.
 A row stops at EOS, at ``max_new_tokens``, or when its ``stop`` predicate says its answer is over; the batch
 stops when every row has, and each row's text is cut where it stopped (greedy decoding makes the cut text a
-prefix of what the row would have generated without stopping).
+prefix of what the row would have generated without stopping). On CUDA, a model on ropeshift's attention
+decodes with one captured CUDA graph per step (``graph_decode``; ROPESHIFT_CUDA_GRAPHS=0: ``model.generate``).
 """
 from __future__ import annotations
 
@@ -133,6 +134,8 @@ def _row_stopper(tokenizer, prompt_len: int, stops: Sequence[Stop | None], eos_i
 
 
 DECODES = ("auto", "generate", "loop")
+# steps between stop checks of the CUDA-graph loop (one device-to-host copy each; up to 3 steps past the end)
+STOP_CHECK_EVERY = 4
 
 
 def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[int],
@@ -200,10 +203,6 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
     ends = stopper.ends if stopper is not None else [None] * len(rows)
     return [tokenizer.decode(r[:e if e is not None else m], skip_special_tokens=True)
             for r, e, m in zip(new, ends, per_row)]
-
-
-# steps between stop checks of the CUDA-graph loop (one device-to-host copy each; up to 3 steps past the end)
-STOP_CHECK_EVERY = 4
 
 
 def activate(model, spec: MethodSpec, impl: str | None = None, plain_attention: str = "model") -> dict:

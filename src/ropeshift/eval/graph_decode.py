@@ -30,7 +30,7 @@ import os
 import torch
 
 GRAPHS_ENV = "ROPESHIFT_CUDA_GRAPHS"  # "0": model.generate on CUDA too (the escape hatch)
-WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's CUDA-graph recipe); real steps
+WARMUP_STEPS = 2  # eager steps on a side stream before capture (PyTorch's CUDA-graph recipe); real steps
 
 
 def graphs_enabled() -> bool:
