@@ -83,6 +83,8 @@ def static_decode(config) -> bool:
                 return True
         except RuntimeError:  # not patched in this process: the attention function will say so
             pass
+    if torch.compiler.is_compiling():  # traced code is not captured by hand here (cudagraph trees re-run none of it)
+        return False
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
