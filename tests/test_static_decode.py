@@ -33,7 +33,8 @@ def decode_logits(model, rows, steps, *, static: bool, poison: float = 1e4):
     ids, mask = pad_rows(rows, "left")
     b, n0 = ids.shape
     pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = StaticCache(config=model.config, max_cache_len=n0 + steps + 3) if static else DynamicCache(config=model.config)
+    cfg = model.config
+    cache = StaticCache(config=cfg, max_cache_len=n0 + steps + 3) if static else DynamicCache(config=cfg)
     out = []
     with torch.no_grad():
         logits = model(ids, attention_mask=mask, position_ids=pos, use_cache=True, **with_cache(model, cache)).logits
