@@ -134,7 +134,7 @@ def main() -> None:
     text = (f"{args.model} ({dtype}) on {name}, {args.new} new tokens per row, batch-tokens {args.batch_tokens} "
             f"(at most {args.max_rows} rows)\n\n" + "\n".join(lines) + "\n")
     if args.fp32_cell:
-        model.float()
+        torch.nn.Module.float(model)  # transformers refuses .float() on a model loaded from GGUF ("quantized")
         args.max_rows, args.new = min(16, args.max_rows), max(2, args.new // 2)
         log(f"fp32: {args.fp32_cell}, at most {args.max_rows} rows, {args.new} new tokens")
         task_name, length = args.fp32_cell.split(":")
