@@ -44,6 +44,10 @@ _LOG2E = 1.4426950408889634
 BLOCK_M, WG_M, BLOCK_N = 128, 64, 128
 FAR, EDGE, NEAR = gl.constexpr(0), gl.constexpr(1), gl.constexpr(2)  # a consumer's key-tile zones
 RULE_CHUNK_C = gl.constexpr(RULE_CHUNK)
+# TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+# a barrier of the calling warps (a named barrier inside a warp_specialize partition): ``barrier`` in newer Triton
+_sync_warps = getattr(gl, "thread_barrier", None) or gl.barrier
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
 CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
@@ -63,19 +67,19 @@ def _load_partition(k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, 
         mbarrier.expect(k_ready.index(st), nbytes)
         if HAS_K1:
             if t < f_lo:
-                tma.async_copy_global_to_shared(k1_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+                _tma_load(k1_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
             else:
-                tma.async_copy_global_to_shared(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+                _tma_load(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
                 if t < r_hi:
                     e = t - f_lo
                     mbarrier.wait(k1_free, (e & 1) ^ 1)
                     mbarrier.expect(k1_ready, nbytes)
-                    tma.async_copy_global_to_shared(k1_desc, [kv_row + t * BN, 0], k1_ready, k1_s)
+                    _tma_load(k1_desc, [kv_row + t * BN, 0], k1_ready, k1_s)
         else:
-            tma.async_copy_global_to_shared(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+            _tma_load(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
         mbarrier.wait(v_free.index(st), ph ^ 1)
         mbarrier.expect(v_ready.index(st), nbytes)
-        tma.async_copy_global_to_shared(v_desc, [kv_row + t * BN, 0], v_ready.index(st), v_s.index(st))
+        _tma_load(v_desc, [kv_row + t * BN, 0], v_ready.index(st), v_s.index(st))
 
 
 @gluon.jit
@@ -227,7 +231,7 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s,
     if Q_ROT:
         _rotate_wg(q_s, q1_s, HALF * 64, INV, p0 + m0, QA, QC, QG, QB, HEAD_DIM)
         fence_async_shared()
-        gl.thread_barrier()
+        _sync_warps()
     qh = q_s.slice(HALF * 64, 64)
     q1h = q1_s.slice(HALF * 64, 64)
     if HAS_K1:  # the program's zones (the loader's): K1 below f_lo, K and K1 in [f_lo, r_hi), K beyond
@@ -354,7 +358,7 @@ def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, 
         mbarrier.init(v_free.index(i), count=2)
     fence_async_shared()
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_s)
+    _tma_load(q_desc, [q_row, 0], q_bar, q_s)
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
         (_consume, (0, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,

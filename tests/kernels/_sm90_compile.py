@@ -1,0 +1,75 @@
+"""Compile (not run) a Gluon / Triton kernel for sm_90 on a machine without a GPU: a stand-in active driver that
+names the target, so ``kernel.warmup(...)`` runs the whole compiler (Gluon front end, TTGIR passes, PTX, ptxas).
+
+Run: python tests/kernels/_sm90_compile.py rerope_leaky:128 dca:64   (TRITON_INTERPRET unset; prints JSON)
+Catches what CPU tests otherwise cannot for the Hopper kernel: front-end errors, layout mismatches, shared
+memory over the 227 KB limit, ptxas failures. Triton's driver registry is internal API; callers skip on
+``ImportError`` / ``AttributeError`` from ``sm90_target``.
+"""
+from contextlib import contextmanager
+
+
+class _TargetOnly:
+    def __init__(self, target):
+        self.target = target
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def is_active(self):
+        return True
+
+
+@contextmanager
+def sm90_target():
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    previous = driver._active
+    driver.set_active(_TargetOnly(GPUTarget("cuda", 90, 32)))
+    try:
+        yield
+    finally:
+        driver._active = previous
+
+
+def compile_variant(name, d):
+    """Compile the Hopper kernel for method case ``name`` (tests/kernels/_helpers.method_cases) at head dim d."""
+    import torch
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from _helpers import build, method_cases
+    from ropeshift.kernels import _prefill_hopper_ws as ws
+    from ropeshift.kernels.spec import MAP_IDENTITY, compile_table
+
+    case = {c[0]: c for c in method_cases(512, 128)}[name]
+    spec = compile_table(build(*case[1:]).table())
+    b, h, h_kv, n = 1, 4, 1, 1024
+    q = torch.zeros(b, h, n, d, dtype=torch.bfloat16)
+    k = torch.zeros(b, h_kv, n, d, dtype=torch.bfloat16)
+    lay = gl.NVMMASharedLayout.get_default_for([ws.BLOCK_M, d], gl.bfloat16)
+    qd = TensorDescriptor.from_tensor(q.view(-1, d), [ws.BLOCK_M, d], lay)
+    kd = TensorDescriptor.from_tensor(k.view(-1, d), [ws.BLOCK_N, d], lay)
+    _, qa, qc, qg, qb = spec.q_map
+    with sm90_target():
+        kernel = ws._hopper_ws_kernel.warmup(
+            qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.ones(d // 2), torch.zeros(b, dtype=torch.int32), h,
+            h // h_kv, n, 0.1, min(spec.lo1, 1 << 30), max(spec.ra, 1), spec.rb, float(qa), int(qc), int(qg),
+            float(qb), RULE=spec.rule, HAS_R1=spec.has_r1, Q_ROT=spec.q_map[0] != MAP_IDENTITY,
+            HAS_K1=spec.k_map[0] != MAP_IDENTITY, HAS_POFF=True, HEAD_DIM=d, num_warps=4, maxnreg=ws.MAXNREG,
+            grid=(8, 4))
+    return {"name": name, "d": d, "shared": kernel.metadata.shared, "wgmma": "wgmma" in kernel.asm["ptx"]}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps([compile_variant(v.split(":")[0], int(v.split(":")[1])) for v in sys.argv[1:]]))
