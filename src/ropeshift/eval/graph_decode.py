@@ -80,7 +80,7 @@ def static_decode_mode(model):
         state.static_decode = before
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     """The forward's cache keyword: ``cache`` (transformers >= 5.2x) or ``past_key_values`` (5.17)."""
     params = inspect.signature(type(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -99,7 +99,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     b, n0 = ids.shape
     device = ids.device
     cache = StaticCache(config=model.config, max_cache_len=n0 + max_new)
-    cache_kw = {_cache_kwarg(model): cache}
+    cache_kw = {cache_kwarg(model): cache}
     hist = torch.empty(b, max_new, dtype=torch.long, device=device)
     host = torch.empty(b, max_new, dtype=torch.long)
     checked = 0
@@ -169,4 +169,4 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     return host[:, :checked]
 
 
-__all__ = ["GRAPHS_ENV", "graph_decode_reason", "graphs_enabled", "static_decode_mode", "static_generate"]
+__all__ = ["GRAPHS_ENV", "cache_kwarg", "graph_decode_reason", "graphs_enabled", "static_decode_mode", "static_generate"]
