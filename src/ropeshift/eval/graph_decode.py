@@ -169,4 +169,5 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     return host[:, :checked]
 
 
-__all__ = ["GRAPHS_ENV", "cache_kwarg", "graph_decode_reason", "graphs_enabled", "static_decode_mode", "static_generate"]
+__all__ = ["GRAPHS_ENV", "cache_kwarg", "graph_decode_reason", "graphs_enabled", "static_decode_mode",
+           "static_generate"]
