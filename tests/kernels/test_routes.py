@@ -67,7 +67,7 @@ def test_route_table_by_form_dtype_and_length():
     assert forms == {"string": "band", "string_scaled": "band", "rerope": "band", "rerope_leaky": "band",
                      "self_extend": "band", "lm_infinite": "lambda", "dca": "chunk"}
     table = METHODS["string"].table()
-    start = routes.COMPOSE_FROM[("band", 128)]
+    start = routes.COMPOSE_FROM[("band", 128, "triton")]
     assert routes.prefers_compose(table, 128, start, torch.bfloat16)
     assert not routes.prefers_compose(table, 128, start - 1, torch.bfloat16)
     assert not routes.prefers_compose(table, 128, start, torch.float32)
@@ -81,7 +81,8 @@ def test_auto_takes_the_composed_route_on_cuda(name, monkeypatch):
 
     method = METHODS[name]
     n, d = 300, 64
-    monkeypatch.setattr(routes, "COMPOSE_FROM", {k: 256 for k in routes.COMPOSE_FROM})
+    monkeypatch.setattr(routes, "COMPOSE_FROM", {(f, dim, fused): 256 for f in ("band", "lambda", "chunk")
+                                                 for dim in (64, 128) for fused in ("triton", "hopper")})
     taken = []
     real = routes.composed
     monkeypatch.setattr(routes, "composed", lambda *a, **kw: taken.append(1) or real(*a, **kw))

@@ -101,7 +101,9 @@ def _composed(q, k, v, method, inv_freq, scale, qpos):
     from ..kernels import routes
 
     table = method.table()
-    if not routes.prefers_compose(table, q.shape[-1], q.shape[2], q.dtype):
+    spec = _compiled(method)
+    fused = routes.fused_kernel(q, k, spec.for_keys(k.shape[2]), inv_freq) if not isinstance(spec, str) else "triton"
+    if not routes.prefers_compose(table, q.shape[-1], q.shape[2], q.dtype, fused):
         return None
     return routes.composed(q, k, v, method, inv_freq, scale=scale, qpos=qpos, table=table)
 

@@ -6,28 +6,31 @@ Two routes consume the same segment table (``ropeshift.methods.table``):
     compose   ``compose.compose_attention`` on ``compose_segments.segment_regions``: cuDNN/flash calls per
               region, merged by log-sum-exp; a fresh prefill only (Lq == Lk, no mask, contiguous positions)
 
-The choice is a measured table, not a guess: ``COMPOSE_FROM[(form, head_dim)]`` is the shortest sequence length
-at which compose beat the fused kernel in ``benchmarks/bench_attention.py`` (H100, bf16; the rows are in
-benchmarks/RESULTS.md). ``form`` is what the table's rules need from the vendor kernels, not a method name:
+The choice is a measured table, not a guess: ``COMPOSE_FROM[(form, head_dim, fused)]`` is the shortest sequence
+length at which compose beat the fused kernel in ``benchmarks/bench_attention.py`` (bf16; the rows are in
+benchmarks/RESULTS.md). ``fused`` is the kernel ``table_attention`` would run: "hopper" (the Gluon kernel, sm_90,
+where it serves the table) or "triton" (the portable one). ``form`` is what the table's rules need from the
+vendor kernels, not a method name:
 
     band     every region a distance band (rule "all")
     lambda   some region restricted to a key prefix (rule "lambda")
     chunk    some region under a chunk rule ("chunk_near" / "chunk_far")
 
-A (form, head_dim) not in the table, fp32, or a shape compose cannot serve takes the fused route.
+A key not in the table, fp32, or a shape compose cannot serve takes the fused route.
 """
 from __future__ import annotations
 
 import torch
 
-# (form, head_dim) -> the smallest Lq = Lk at which compose is faster (measured, see the module docstring)
+# (form, head_dim, fused kernel) -> the smallest Lq = Lk at which compose is faster (measured, see the docstring)
 COMPOSE_FROM = {
-    ("band", 128): 32768,
-    ("band", 64): 32768,
-    ("lambda", 128): 16384,
-    ("lambda", 64): 8192,
-    ("chunk", 128): 16384,
-    ("chunk", 64): 32768,
+    # against the portable Triton kernel (H100, 2026-11-25)
+    ("band", 128, "triton"): 32768,
+    ("band", 64, "triton"): 32768,
+    ("lambda", 128, "triton"): 16384,
+    ("lambda", 64, "triton"): 8192,
+    ("chunk", 128, "triton"): 16384,
+    ("chunk", 64, "triton"): 32768,
 }
 _HALF = (torch.bfloat16, torch.float16)
 
@@ -39,9 +42,16 @@ def table_form(table) -> str:
     return "lambda" if "lambda" in rules else "band"
 
 
-def prefers_compose(table, head_dim: int, n: int, dtype) -> bool:
-    """True when the measured route table says compose is faster for this call."""
-    start = COMPOSE_FROM.get((table_form(table), head_dim))
+def fused_kernel(q, k, spec, inv_freq) -> str:
+    """The kernel ``table_attention`` runs for a fresh prefill of this compiled table: "hopper" or "triton"."""
+    from .attention import hopper_reason
+
+    return "hopper" if hopper_reason(q, k, None, spec, inv_freq) is None else "triton"
+
+
+def prefers_compose(table, head_dim: int, n: int, dtype, fused: str = "triton") -> bool:
+    """True when the measured route table says compose is faster for this call than the ``fused`` kernel."""
+    start = COMPOSE_FROM.get((table_form(table), head_dim, fused))
     return dtype in _HALF and start is not None and n >= start
 
 
@@ -63,4 +73,4 @@ def composed(q, k, v, method, inv_freq, *, scale, qpos, table):
     return compose_attention(regions, v, scale=scale * method.logit_scale)
 
 
-__all__ = ["COMPOSE_FROM", "composed", "prefers_compose", "table_form"]
+__all__ = ["COMPOSE_FROM", "composed", "fused_kernel", "prefers_compose", "table_form"]
