@@ -9,7 +9,9 @@ transformers calls it from every attention layer with post-RoPE query/key and th
 The mask comes from ``key_valid_mask``, registered under the same name with ``AttentionMaskInterface``: a 2D
 key-valid mask [b, n] over the n key slots written so far (cache + new), or None when all lk keys are valid.
 A static cache's key tensor is longer than what was written (lk > n): its empty slots are cut off here, so
-no implementation ever sees them. Positions are derived from the mask (``positions``).
+no implementation ever sees them. Positions are derived from the mask (``positions``). The method and
+implementation are read from the runtime state that ``ropeshift.apply`` attached to ``module.config``; no
+model class is touched.
 
 Static decode (CUDA graphs): when the runtime state's ``static_decode`` is set (or a CUDA graph is being
 captured), a one-query forward instead gets the mask over the static cache's whole buffer, n = lk, with the
@@ -20,9 +22,7 @@ number each row's valid tokens from 0 (``attention_mask.cumsum(-1) - 1``, as ``g
 
     slot       0 1 2 3 4 5 6 7        written = q_offset + 1 = 6 (the new token in slot 5)
     user mask  0 0 1 1 1 1 1 1        (left padding, then ones for every later step)
-    key mask   0 0 1 1 1 1 0 0        key_end = 6 The method and
-implementation are read from the runtime state that ``ropeshift.apply`` attached to ``module.config``; no
-model class is touched.
+    key mask   0 0 1 1 1 1 0 0        key_end = 6
 """
 from __future__ import annotations
 
