@@ -31,6 +31,9 @@ COMPOSE_FROM = {
     ("lambda", 64, "triton"): 8192,
     ("chunk", 128, "triton"): 16384,
     ("chunk", 64, "triton"): 32768,
+    # against the Hopper kernel (H200, 2026-12-03): it beat compose for every band and chunk table at 32k and 128k
+    # (D = 128; benchmarks/RESULTS.md), so those forms have no entry (never compose); "lambda" (LM-Infinite) is not
+    # a table it serves: the "triton" rows apply
 }
 _HALF = (torch.bfloat16, torch.float16)
 
