@@ -146,6 +146,12 @@ def table_attention(q, k, v, table, *, inv_freq, scale, key_start=None, pos_offs
     rows with no visible key give out 0 and lse -inf.
     """
     _check(q, k, v, key_start, pos_offset)
+    spec, inv, pos_offset = _prepare(q, k, table, inv_freq, pos_offset)
+    return _call(q, k, v, inv, key_start, pos_offset, spec, float(scale))
+
+
+def _prepare(q, k, table, inv_freq, pos_offset):
+    """(spec reduced for k's length, inv_freq fp32 on q's device, pos_offset or None when the spec needs none)."""
     spec = table if isinstance(table, KernelSpec) else compile_table(table)
     if isinstance(spec, str):
         raise ValueError(spec)
@@ -153,9 +159,7 @@ def table_attention(q, k, v, table, *, inv_freq, scale, key_start=None, pos_offs
     inv = inv_freq.to(device=q.device, dtype=torch.float32).contiguous()
     if 2 * inv.numel() > q.shape[-1]:
         raise ValueError(f"rotary dim {2 * inv.numel()} exceeds head_dim {q.shape[-1]}")
-    if not spec.positional:
-        pos_offset = None
-    return _call(q, k, v, inv, key_start, pos_offset, spec, float(scale))
+    return spec, inv, pos_offset if spec.positional else None
 
 
 def causal_attention(q, k, v, *, scale, key_start=None):

@@ -17,8 +17,7 @@ launches; under torch.compile use ``table_attention`` on the cut key view.
 import torch
 
 from ._decode import launch_decode
-from .attention import _check
-from .spec import KernelSpec, compile_table
+from .attention import _check, _prepare
 
 
 def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None):
@@ -35,15 +34,7 @@ def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_sta
         raise ValueError(f"static_decode_attention takes one query per row, got lq={q.shape[2]}")
     if key_end.shape != (b,) or key_end.device != q.device or key_end.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"key_end must be an int32/int64 tensor of shape [{b}] on {q.device}")
-    spec = table if isinstance(table, KernelSpec) else compile_table(table)
-    if isinstance(spec, str):
-        raise ValueError(spec)
-    spec = spec.for_keys(k.shape[2])
-    inv = inv_freq.to(device=q.device, dtype=torch.float32).contiguous()
-    if 2 * inv.numel() > q.shape[-1]:
-        raise ValueError(f"rotary dim {2 * inv.numel()} exceeds head_dim {q.shape[-1]}")
-    if not spec.positional:
-        pos_offset = None
+    spec, inv, pos_offset = _prepare(q, k, table, inv_freq, pos_offset)
     out = torch.empty_like(q)
     lse = torch.empty((b, q.shape[1], 1), device=q.device, dtype=torch.float32)
     launch_decode(q, k, v, inv, key_start, pos_offset, out, lse, spec=spec, scale=float(scale), key_end=key_end)
