@@ -12,6 +12,7 @@ Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 timed calls after w
   <method>      ropeshift.kernels.table_attention on the method's segment table (route c: one fused kernel;
                 on sm_90 the Hopper Gluon kernel where it serves the table, else the portable Triton kernel)
   <m> triton    the same call with the Hopper kernel switched off (sm_90 only; also "triton causal")
+  <m> q1:<mode> the Hopper kernel with region 1's queries made another way (--hopper-qrot column,prologue)
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension):
@@ -144,6 +145,22 @@ def _portable(fn):
     return call
 
 
+HOPPER_QROT = ()  # --hopper-qrot
+
+
+def _qrot(mode, fn):
+    """fn with the Hopper kernel's ``QROT`` set to mode (``_prefill_hopper_ws``)."""
+    from ropeshift.kernels import _prefill_hopper_ws as ws
+
+    def call():
+        old, ws.QROT = ws.QROT, mode
+        try:
+            return fn()
+        finally:
+            ws.QROT = old
+    return call
+
+
 def bench_prefill(shapes, methods, budget):
     rows = []
     for d, n in shapes:
@@ -172,6 +189,8 @@ def bench_prefill(shapes, methods, budget):
             fns[name] = lambda t=table: kernels.table_attention(q, k, v, t, inv_freq=inv, scale=scale, pos_offset=poff)
             if hopper and hopper(table):  # the same call on the portable Triton kernel, side by side
                 fns[name + " triton"] = _portable(fns[name])
+                for mode in HOPPER_QROT:  # the Hopper kernel's other ways of making region 1's queries
+                    fns[f"{name} q1:{mode}"] = _qrot(mode, fns[name])
             if COMPOSE:  # route (b): vendor calls merged by LSE, with the per-region re-rotation, as dispatched
                 fns[name + " compose"] = lambda m=method: compose_prefill(q, k, v, m, inv, scale)
         res = {}
@@ -327,12 +346,15 @@ def main(argv=None):
     p.add_argument("--no-prefill", action="store_true")
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--no-compose", action="store_true", help="leave out the composed-vendor route (<method> compose)")
+    p.add_argument("--hopper-qrot", default="", help="also time the Hopper kernel with these ways of making region "
+                   "1's queries (column,prologue: columns '<method> q1:<mode>'; the default is element)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
     budget = Budget(args.budget)
-    global COMPOSE
+    global COMPOSE, HOPPER_QROT
     COMPOSE = not args.no_compose
+    HOPPER_QROT = tuple(m for m in args.hopper_qrot.split(",") if m)
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

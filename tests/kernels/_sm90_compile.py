@@ -1,7 +1,7 @@
 """Compile (not run) a Gluon / Triton kernel for sm_90 on a machine without a GPU: a stand-in active driver that
 names the target, so ``kernel.warmup(...)`` runs the whole compiler (Gluon front end, TTGIR passes, PTX, ptxas).
 
-Run: python tests/kernels/_sm90_compile.py rerope_leaky:128 dca:64   (TRITON_INTERPRET unset; prints JSON)
+Run: python tests/kernels/_sm90_compile.py rerope_leaky:128 dca:64 string:128:column  (name:head_dim[:qrot])   (TRITON_INTERPRET unset; prints JSON)
 Catches what CPU tests otherwise cannot for the Hopper kernel: front-end errors, layout mismatches, shared
 memory over the 227 KB limit, ptxas failures. Triton's driver registry is internal API; callers skip on
 ``ImportError`` / ``AttributeError`` from ``sm90_target``.
@@ -39,8 +39,9 @@ def sm90_target():
         driver._active = previous
 
 
-def compile_variant(name, d):
-    """Compile the Hopper kernel for method case ``name`` (tests/kernels/_helpers.method_cases) at head dim d."""
+def compile_variant(name, d, qrot="element"):
+    """Compile the Hopper kernel for method case ``name`` (tests/kernels/_helpers.method_cases) at head dim d, with
+    region 1's queries made as ``qrot`` says (``_prefill_hopper_ws.QROT``)."""
     import torch
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -58,18 +59,20 @@ def compile_variant(name, d):
     qd = TensorDescriptor.from_tensor(q.view(-1, d), [ws.BLOCK_M, d], lay)
     kd = TensorDescriptor.from_tensor(k.view(-1, d), [ws.BLOCK_N, d], lay)
     _, qa, qc, qg, qb = spec.q_map
+    ws.QROT = qrot
     with sm90_target():
         kernel = ws._hopper_ws_kernel.warmup(
-            qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.ones(d // 2), torch.zeros(b, dtype=torch.int32), h,
+            qd, qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.ones(d // 2), torch.zeros(b, dtype=torch.int32), h,
             h // h_kv, n, 0.1, min(spec.lo1, 1 << 30), max(spec.ra, 1), spec.rb, float(qa), int(qc), int(qg),
-            float(qb), RULE=spec.rule, HAS_R1=spec.has_r1, Q_ROT=spec.q_map[0] != MAP_IDENTITY,
+            float(qb), RULE=spec.rule, HAS_R1=spec.has_r1, Q_ROT=ws._qrot_mode(spec),
             HAS_K1=spec.k_map[0] != MAP_IDENTITY, HAS_POFF=True, HEAD_DIM=d, num_warps=4, maxnreg=ws.MAXNREG,
             grid=(8, 4))
-    return {"name": name, "d": d, "shared": kernel.metadata.shared, "wgmma": "wgmma" in kernel.asm["ptx"]}
+    return {"name": name, "d": d, "qrot": qrot, "shared": kernel.metadata.shared, "wgmma": "wgmma" in kernel.asm["ptx"]}
 
 
 if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps([compile_variant(v.split(":")[0], int(v.split(":")[1])) for v in sys.argv[1:]]))
+    print(json.dumps([compile_variant(*v.split(":")[:1], int(v.split(":")[1]), *v.split(":")[2:])
+                      for v in sys.argv[1:]]))

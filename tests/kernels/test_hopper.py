@@ -78,14 +78,18 @@ def _inputs(b, h, h_kv, n, d, dtype, seed, hf_layout):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
+@pytest.mark.parametrize("qrot", ["element", "column", "prologue"])
 @pytest.mark.parametrize("n", [300, 2049])
 @pytest.mark.parametrize("name", SERVED)
-def test_offsets_and_layout(name, n):
+def test_offsets_and_layout(name, n, qrot, monkeypatch):
     """Rows at other absolute positions (pos_offset 0 and 77) and HF-transposed q: the Hopper kernel against the
-    portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error."""
+    portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error; for each
+    way of making region 1's queries (``_prefill_hopper_ws.QROT``)."""
     from ropeshift import kernels
     from ropeshift.kernels import attention as A
     from ropeshift.kernels.spec import compile_table
+
+    monkeypatch.setattr(_ws(), "QROT", qrot)
 
     case = {c[0]: c for c in method_cases(n, 128)}[name]
     method = build(*case[1:])
@@ -145,11 +149,12 @@ def test_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     here = os.path.dirname(__file__)
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "rerope_leaky:128", "dca:64"],
+    run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "rerope_leaky:128",
+                          "string:128:column", "dca:64:prologue"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 2
+    assert len(results) == 3
     for r in results:
         assert r["wgmma"], r
         assert r["shared"] <= 232448, r

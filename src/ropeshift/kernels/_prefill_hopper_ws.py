@@ -6,7 +6,8 @@ two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend)
 (``_prefill.py``). Region 0 scores q . k as cached; region 1 scores q1 . k1 where q1 = q re-rotated per row by
 the query map (fp32 angles (q_map(p) - p) * inv_freq, in the consumer warpgroups, from shared memory) and k1 = k
 re-rotated by the key map once per call (``_prefill._rotate_keys_kernel`` into a K-sized buffer; identity key
-maps, e.g. STRING's, read k itself).
+maps, e.g. STRING's, read k itself). Two other ways of making q1 exist to be measured against that default
+(``QROT``, benchmarks/RESULTS.md says why): per column for a constant shift, and a prologue kernel into Q1.
 
 One program = 128 query rows of one (batch, head); three partitions run at once::
 
@@ -30,6 +31,8 @@ Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -38,12 +41,17 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .spec import MAP_IDENTITY, RULE_CHUNK, RULE_NONE
+from .spec import MAP_CONSTANT, MAP_IDENTITY, RULE_CHUNK, RULE_NONE
 
 _LOG2E = 1.4426950408889634
 BLOCK_M, WG_M, BLOCK_N = 128, 64, 128
 FAR, EDGE, NEAR = gl.constexpr(0), gl.constexpr(1), gl.constexpr(2)  # a consumer's key-tile zones
 RULE_CHUNK_C = gl.constexpr(RULE_CHUNK)
+# how q1 (region 1's queries) is made: not at all (identity map), per element / per column (constant shift) in the
+# consumer warpgroups, or by a prologue kernel into a Q-sized buffer that TMA loads beside Q.
+# ``QROT`` (env ROPESHIFT_HOPPER_QROT): "element" (measured default), "column", "prologue" (variants to measure)
+QROT_NONE, QROT_ELEMENT, QROT_COLUMN, QROT_PROLOGUE = (gl.constexpr(i) for i in range(4))
+QROT = os.environ.get("ROPESHIFT_HOPPER_QROT", "element")
 # TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 # a barrier of the calling warps (a named barrier inside a warp_specialize partition): ``barrier`` in newer Triton
@@ -196,17 +204,24 @@ def _row_delta(pos, QA, QC, QG, QB):
 
 
 @gluon.jit
-def _rotate_wg(q_s, q1_s, r0, INV, p0, QA, QC, QG, QB, HEAD_DIM: gl.constexpr):
+def _rotate_wg(q_s, q1_s, r0, INV, p0, QA, QC, QG, QB, PER_COLUMN: gl.constexpr, HEAD_DIM: gl.constexpr):
     """q1_s[r0:r0+64] = q_s[r0:r0+64] rotated per row by q_map(p) - p (p = p0 + row, fp32 angles), from shared
     memory, by one warpgroup: q1 = (x1 cos - x2 sin, x2 cos + x1 sin) on the halves x1 | x2 (rotate_half)."""
     R2: gl.constexpr = HEAD_DIM // 2
     ld: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (R2 // 8), R2 // 8], [4, 1], [1, 0])
     inv = gl.load(INV + gl.arange(0, R2, gl.SliceLayout(0, ld)))
     r = gl.arange(0, 32, gl.SliceLayout(1, ld))
+    if PER_COLUMN:  # a constant shift (QA = 1, QC = 0): one angle per column, R2 cos/sin instead of 32 x R2
+        cos_c = gl.cos(QB * inv)[None, :]
+        sin_c = gl.sin(QB * inv)[None, :]
     for i in gl.static_range(2):
-        ang = _row_delta(p0 + r0 + i * 32 + r, QA, QC, QG, QB)[:, None] * inv[None, :]
-        cos = gl.cos(ang)
-        sin = gl.sin(ang)
+        if PER_COLUMN:
+            cos = cos_c
+            sin = sin_c
+        else:
+            ang = _row_delta(p0 + r0 + i * 32 + r, QA, QC, QG, QB)[:, None] * inv[None, :]
+            cos = gl.cos(ang)
+            sin = gl.sin(ang)
         src = q_s.slice(r0 + i * 32, 32)
         dst = q1_s.slice(r0 + i * 32, 32)
         x1 = src.slice(0, R2, dim=1).load(ld).to(gl.float32)
@@ -228,8 +243,8 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s,
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     mw = m0 + HALF * 64
     mbarrier.wait(q_bar, 0)
-    if Q_ROT:
-        _rotate_wg(q_s, q1_s, HALF * 64, INV, p0 + m0, QA, QC, QG, QB, HEAD_DIM)
+    if Q_ROT == QROT_ELEMENT or Q_ROT == QROT_COLUMN:
+        _rotate_wg(q_s, q1_s, HALF * 64, INV, p0 + m0, QA, QC, QG, QB, Q_ROT == QROT_COLUMN, HEAD_DIM)
         fence_async_shared()
         _sync_warps()
     qh = q_s.slice(HALF * 64, 64)
@@ -301,7 +316,7 @@ def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
 
 
 @gluon.jit
-def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, N, qk_scale, LO1, CS, CW, QA, QC,
+def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, N, qk_scale, LO1, CS, CW, QA, QC,
                       QG, QB, RULE: gl.constexpr, HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr,
                       HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
@@ -333,7 +348,7 @@ def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, 
     q_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
     k_s = gl.allocate_shared_memory(k_desc.dtype, [2, BN, HEAD_DIM], k_desc.layout)
     v_s = gl.allocate_shared_memory(v_desc.dtype, [2, BN, HEAD_DIM], v_desc.layout)
-    if Q_ROT:
+    if Q_ROT != QROT_NONE:
         q1_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
     else:
         q1_s = q_s
@@ -357,7 +372,11 @@ def _hopper_ws_kernel(q_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, 
         mbarrier.init(k_free.index(i), count=2)  # one arrival per consumer warpgroup
         mbarrier.init(v_free.index(i), count=2)
     fence_async_shared()
-    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    if Q_ROT == QROT_PROLOGUE:  # q1 rotated by the prologue kernel: one more TMA tile on the same barrier
+        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+        _tma_load(q1_desc, [q_row, 0], q_bar, q1_s)
+    else:
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     _tma_load(q_desc, [q_row, 0], q_bar, q_s)
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
@@ -407,6 +426,29 @@ def unserved_reason(spec, q, k, key_start, rotary_half: int) -> str | None:
     return None
 
 
+def _qrot_mode(spec):
+    """The Q_ROT constexpr for a spec under ``QROT`` (see there)."""
+    if not spec.has_r1 or spec.q_map[0] == MAP_IDENTITY:
+        return QROT_NONE.value
+    if QROT == "column" and spec.q_map[0] == MAP_CONSTANT:
+        return QROT_COLUMN.value
+    return (QROT_PROLOGUE if QROT == "prologue" else QROT_ELEMENT).value
+
+
+def _rotated(x, pos_map, inv_freq, pos_offset):
+    """x [b, hx, n, d] (contiguous) re-rotated by map(p) - p at p = index + pos_offset[b], by the portable
+    prologue kernel (``_prefill._rotate_keys_kernel``) into a new buffer."""
+    from ._prefill import _rotate_keys_kernel
+
+    b, hx, n, d = x.shape
+    _, a, c, g, shift = pos_map
+    out = torch.empty_like(x)
+    _rotate_keys_kernel[(triton.cdiv(n, 64), b * hx)](
+        x, out, inv_freq, x, pos_offset if pos_offset is not None else x, *x.stride(), hx, n, inv_freq.numel(),
+        a, c, g, shift, HEAD_DIM=d, BLOCK=64, HAS_KS=False, HAS_POFF=pos_offset is not None, num_warps=4)
+    return out
+
+
 def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_offset=None):
     """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated); q [b, h, n, d], k/v [b, h_kv, n, d];
     pos_offset [b] int32 (the position of index 0; None: 0). Callers check ``unserved_reason`` first.
@@ -416,28 +458,22 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
     q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
     if spec.has_r1 and 2 * inv_freq.numel() != d:
         raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
-    q_rot = bool(spec.has_r1) and spec.q_map[0] != MAP_IDENTITY
+    q_rot = _qrot_mode(spec)
     has_k1 = bool(spec.has_r1) and spec.k_map[0] != MAP_IDENTITY
-    k1 = k
-    if has_k1:
-        from ._prefill import _rotate_keys_kernel
-
-        _, ka, kc, kg, kb = spec.k_map
-        k1 = torch.empty_like(k)
-        _rotate_keys_kernel[(triton.cdiv(n, 64), b * h_kv)](
-            k, k1, inv_freq, k, pos_offset if pos_offset is not None else k, *k.stride(), h_kv, n, inv_freq.numel(),
-            ka, kc, kg, kb, HEAD_DIM=d, BLOCK=64, HAS_KS=False, HAS_POFF=pos_offset is not None, num_warps=4)
+    k1 = _rotated(k, spec.k_map, inv_freq, pos_offset) if has_k1 else k
+    q1 = _rotated(q, spec.q_map, inv_freq, pos_offset) if q_rot == QROT_PROLOGUE.value else q
     dt = _gl_dtype(q.dtype)
     lay_q = gl.NVMMASharedLayout.get_default_for([BLOCK_M, d], dt)
     lay_k = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d], dt)
     q_desc = TensorDescriptor.from_tensor(q.view(b * h * n, d), [BLOCK_M, d], lay_q)
     k_desc = TensorDescriptor.from_tensor(k.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
     k1_desc = TensorDescriptor.from_tensor(k1.view(b * h_kv * n, d), [BLOCK_N, d], lay_k) if has_k1 else k_desc
+    q1_desc = TensorDescriptor.from_tensor(q1.view(b * h * n, d), [BLOCK_M, d], lay_q) if q1 is not q else q_desc
     v_desc = TensorDescriptor.from_tensor(v.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
     _, qa, qc, qg, qb = spec.q_map if spec.has_r1 else (0, 1.0, 0, 1, 0.0)
     lo1 = int(min(spec.lo1, 1 << 30)) if spec.has_r1 else 1 << 30
     grid = (triton.cdiv(n, BLOCK_M), b * h)
-    _hopper_ws_kernel[grid](q_desc, k_desc, k1_desc, v_desc, out, lse, inv_freq,
+    _hopper_ws_kernel[grid](q_desc, q1_desc, k_desc, k1_desc, v_desc, out, lse, inv_freq,
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
                             max(int(spec.ra), 1), int(spec.rb), float(qa), int(qc), int(qg), float(qb),
                             RULE=int(spec.rule), HAS_R1=bool(spec.has_r1), Q_ROT=q_rot,
