@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 9, the Hopper prefill kernel on one sm_90 GPU in one short call: its GPU tests (served methods on the
 # 4097-key grid case, offsets / HF layout, causal) and then bench_attention's prefill table at 32k (every method:
-# Hopper, portable Triton, composed vendor route, cuDNN causal; QROT_VARIANTS: the Hopper kernel's q1 variants). Run: OUT=... LIMIT=280 bash scripts/gpu_hopper.sh
+# Hopper, portable Triton, composed vendor route, cuDNN causal; QROT_VARIANTS: the Hopper kernel's q1 variants).
+# Run: OUT=... LIMIT=280 bash scripts/gpu_hopper.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
 LIMIT="${LIMIT:-280}"
