@@ -406,8 +406,8 @@ def _gl_dtype(dtype):
 
 def unserved_reason(spec, q, k, key_start, rotary_half: int) -> str | None:
     """Why this kernel does not serve a call (None when it does): a fresh prefill (Lq == Lk, no left padding),
-    bf16/fp16, head_dim 64/128, a band table (rule none, region 1 from where region 0 ends); full rotary when
-    region 1 re-rotates. The device (sm_90) is the caller's check (``attention.hopper_reason``)."""
+    bf16/fp16, head_dim 64/128, a band table (rule none, region 1 from where region 0 ends) or DCA's chunk table;
+    full rotary when region 1 re-rotates. The device (sm_90) is the caller's check (``attention.hopper_reason``)."""
     b, h, lq, d = q.shape
     if str(q.dtype) not in ("torch.bfloat16", "torch.float16"):
         return "needs bf16/fp16"
