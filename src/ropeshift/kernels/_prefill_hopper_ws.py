@@ -44,7 +44,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .spec import MAP_CONSTANT, MAP_IDENTITY, RULE_CHUNK, RULE_NONE
 
 _LOG2E = 1.4426950408889634
-BLOCK_M, WG_M, BLOCK_N = 128, 64, 128
+BLOCK_M, BLOCK_N = 128, 128  # query rows per program (two warpgroups of 64), key rows per tile
 FAR, EDGE, NEAR = gl.constexpr(0), gl.constexpr(1), gl.constexpr(2)  # a consumer's key-tile zones
 RULE_CHUNK_C = gl.constexpr(RULE_CHUNK)
 # how q1 (region 1's queries) is made: not at all (identity map), per element / per column (constant shift) in the
