@@ -75,19 +75,22 @@ def is_left_padded(kvalid) -> bool:
     return bool(((torch.arange(lk, device=kvalid.device)[None, :] >= start) == kvalid).all())
 
 
-def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool):
-    """(key_start [b] int32 or None, pos_offset [b] int32 or None), without a host sync."""
+def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool, key_end=None):
+    """(key_start [b] int32 or None, pos_offset [b] int32 or None), without a host sync.
+
+    The keys of a row end at ``key_end`` [b] (static decode: a static cache's written slots) or at lk."""
     b, lk = kvalid.shape
     lq = qpos.shape[1]
     key_start = pos_offset = None
+    end = lk if key_end is None else key_end
     if mask_given:
-        key_start = (lk - kvalid.sum(dim=1)).to(torch.int32)
+        key_start = (end - kvalid.sum(dim=1)).to(torch.int32)
         if lq > 1:
             expected = torch.arange(lk, device=kvalid.device)[None, :] >= key_start[:, None]
             torch._assert_async((expected == kvalid).all(),
                                 "ropeshift: impl='triton' needs left padding (valid keys contiguous at the end)")
     if positional:
-        pos_offset = (qpos[:, -1] - (lk - 1)).to(torch.int32)
+        pos_offset = (qpos[:, -1] - (end - 1)).to(torch.int32)
         if lq > 1:  # valid queries only: left-padding slots (the first keys' slots) carry no position
             steps = torch.arange(lq - 1, -1, -1, device=qpos.device)
             consecutive = (qpos == qpos[:, -1:] - steps) | ~kvalid[:, lk - lq:]
@@ -133,42 +136,26 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
         if reason is None:
             from .. import kernels
 
-            if key_end is not None:
-                return _static_decode(q, k, v, method, inv_freq, scale, qpos, kvalid, key_end, memo)
-            if impl == "auto" and not mask_given and q.shape[2] == k.shape[2] and q.is_cuda:
+            if impl == "auto" and not mask_given and key_end is None and q.shape[2] == k.shape[2] and q.is_cuda:
                 composed = _composed(q, k, v, method, inv_freq, scale, qpos)
                 if composed is not None:
                     return composed
             spec = _compiled(method)
             positional = spec.for_keys(k.shape[2]).positional
-            memo_key = ("kernel_positions", mask_given, positional)
+            memo_key = ("kernel_positions", mask_given, positional, key_end is not None)
             if memo is not None and memo_key in memo:
                 key_start, pos_offset = memo[memo_key]
             else:
-                key_start, pos_offset = _kernel_positions(qpos, kvalid, mask_given, positional)
+                key_start, pos_offset = _kernel_positions(qpos, kvalid, mask_given, positional, key_end)
                 if memo is not None:
                     memo[memo_key] = (key_start, pos_offset)
+            if key_end is not None:  # static decode (``interface`` module docstring): the whole buffer, no sync
+                return kernels.static_decode_attention(q, k, v, spec, inv_freq=inv_freq,
+                                                       scale=scale * method.logit_scale, key_end=key_end,
+                                                       key_start=key_start, pos_offset=pos_offset)
             return kernels.table_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
                                            key_start=key_start, pos_offset=pos_offset)
         if impl == "triton":
             raise RuntimeError(f"impl='triton' cannot run this call: {reason}")
     return tiled_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
 
-
-# ---- static decode (CUDA-graph decode over a static cache's whole buffer; ``interface`` module docstring) ----
-
-def _static_decode(q, k, v, method, inv_freq, scale, qpos, kvalid, key_end, memo):
-    """One-query kernel call over the whole buffer: the row's valid keys are [key_start, key_end) (left padding),
-    so key_start = key_end - (valid keys) and key index 0 sits at position qpos - (key_end - 1). No host sync."""
-    from .. import kernels
-
-    spec = _compiled(method)
-    if memo is not None and "static_positions" in memo:
-        key_start, pos_offset = memo["static_positions"]
-    else:
-        key_start = (key_end - kvalid.sum(dim=1)).to(torch.int32)
-        pos_offset = (qpos[:, -1] - (key_end - 1)).to(torch.int32) if spec.for_keys(k.shape[2]).positional else None
-        if memo is not None:
-            memo["static_positions"] = (key_start, pos_offset)
-    return kernels.static_decode_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
-                                           key_end=key_end, key_start=key_start, pos_offset=pos_offset)
