@@ -1,0 +1,56 @@
+"""One kernel call of one method, for Nsight Compute (issue 9: why a row misses its target).
+
+Builds the same inputs as ``bench_attention.py`` (bf16, 32 q / 8 kv heads, that script's method settings), calls
+the attention twice (the first compiles), then once more inside the NVTX range "profile". Run under ncu with
+``--nvtx --nvtx-include "profile/"`` so only that call's kernels are measured, e.g.
+
+    ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section WarpStateStats \\
+        python benchmarks/profile_kernel.py --method string --n 32k            # prefill, D = 128
+    ... python benchmarks/profile_kernel.py --method rerope --n 64k --decode --batch 8
+
+``--method plain`` is our causal attention (the Hopper kernel on the plain table where it serves).
+"""
+import argparse
+import math
+
+import torch
+
+from ropeshift import kernels
+
+from bench_attention import H, H_KV, _inv_freq, _lengths, method_at
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--method", default="string", help="plain, or a method of bench_attention.py")
+    p.add_argument("--n", default="32k", help="sequence length (prefill) or cache length (decode)")
+    p.add_argument("--d", type=int, default=128, help="head dim")
+    p.add_argument("--decode", action="store_true", help="one query per row over an N-key cache")
+    p.add_argument("--batch", type=int, default=1)
+    args = p.parse_args(argv)
+    n = _lengths(args.n)[0]
+    d, b = args.d, args.batch
+    torch.manual_seed(0)
+    q = torch.randn(b, H, 1 if args.decode else n, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(b, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
+    scale, inv = 1 / math.sqrt(d), _inv_freq(d)
+    if args.method == "plain":
+        call = lambda: kernels.causal_attention(q, k, v, scale=scale)  # noqa: E731
+    else:
+        from ropeshift.kernels.spec import compile_table
+
+        spec = compile_table(method_at(args.method, n).table())
+        poff = torch.zeros(b, dtype=torch.int32, device="cuda")
+        call = lambda: kernels.table_attention(q, k, v, spec, inv_freq=inv, scale=scale, pos_offset=poff)  # noqa: E731
+    for _ in range(2):
+        call()
+    torch.cuda.synchronize()
+    with torch.cuda.nvtx.range("profile"):
+        call()
+    torch.cuda.synchronize()
+    print(f"# profiled {args.method} {'decode' if args.decode else 'prefill'} n={n} d={d} b={b}")
+
+
+if __name__ == "__main__":
+    main()
