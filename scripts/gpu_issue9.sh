@@ -40,7 +40,7 @@ SECTIONS="--section SpeedOfLight --section ComputeWorkloadAnalysis --section Mem
 prof() {  # name, then profile_kernel.py arguments
   local name=$1; shift
   [ -z "$NCU" ] && return
-  timeout "$(cap 36 40)" "$NCU" --nvtx --nvtx-include "profile/" $SECTIONS --import-source no -f -o "/root/ncu/$name" \
+  timeout "$(cap 32 20)" "$NCU" --nvtx --nvtx-include "profile/" $SECTIONS --import-source no -f -o "/root/ncu/$name" \
     python3 benchmarks/profile_kernel.py "$@" > "/root/ncu/$name.run.log" 2>&1
   "$NCU" -i "/root/ncu/$name.ncu-rep" --page details > "/root/ncu/$name.txt" 2>&1
   "$NCU" -i "/root/ncu/$name.ncu-rep" --page source --print-source sass --csv > "/root/ncu/$name.sass.csv" 2>&1
@@ -55,7 +55,7 @@ prof decode_rerope_64k_b8 --method rerope --n 64k --decode --batch 8
 tar czf "$OUT/ncu.tgz" -C /root ncu 2>/dev/null
 
 echo "== prefill 128k, Hopper only ($(left) s left)"
-timeout "$(cap 200 10)" python3 benchmarks/bench_attention.py --lengths 128k --d64-lengths= --extra-lengths= \
+[ "$(left)" -gt 60 ] && timeout "$(cap 200 10)" python3 benchmarks/bench_attention.py --lengths 128k --d64-lengths= --extra-lengths= \
   --no-decode --no-portable --no-compose --hopper-qrot column,prologue \
   --methods string,rerope,rerope_leaky,self_extend,dca --budget "$(cap 190 20)" \
   --md "$OUT/bench128k.md" 2>&1 | tee "$OUT/bench128k.log" | tail -30
