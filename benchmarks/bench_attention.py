@@ -15,7 +15,8 @@ Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 timed calls after w
   <m> q1:<mode> the Hopper kernel with region 1's queries made another way (--hopper-qrot column,prologue)
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
-Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension):
+Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
+once in benchmarks/_settings.py, shared with bench_generate.py):
   string S = 0.33 N, W = 128 | rerope w = L/4 | rerope_leaky w = L/4, k = 16 | self_extend G = 8, w_n = 1024 |
   dca C = 3L/4, w = L/16 | lm_infinite n_global = 10, n_local = L_d = L.
 Decode (one query per row over an N-key cache, CUDA-graph replay, several cache copies so the L2 does not
@@ -33,24 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from ropeshift import kernels
-from ropeshift.methods.registry import METHODS
+from _settings import ALL_METHODS, method_at
 
 H, H_KV = 32, 8
-ALL_METHODS = ("string", "rerope", "rerope_leaky", "self_extend", "dca", "lm_infinite")
-
-
-def method_at(name, n):
-    """The benchmarked settings of a method at sequence length n (see the module docstring)."""
-    half = n // 2
-    params = {
-        "string": ("string", dict(shift=int(0.33 * n), window=128)),
-        "rerope": ("rerope", dict(window=half // 4)),
-        "rerope_leaky": ("rerope", dict(window=half // 4, leaky=16.0)),
-        "self_extend": ("self_extend", dict(group_size=8, window=1024)),
-        "dca": ("dca", dict(chunk_size=3 * half // 4, local_window=half // 16)),
-        "lm_infinite": ("lm_infinite", dict(n_global=10, n_local=half, distance_limit=half)),
-    }[name]
-    return METHODS[params[0]](**params[1])
 
 
 def _median_ms(fn, min_calls=10, min_ms=300.0, warmup=2):
