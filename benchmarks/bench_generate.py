@@ -1,118 +1,117 @@
-"""End-to-end generate benchmark: STRING through the Triton kernels vs the unpatched model with SDPA (issue 5).
+"""End-to-end generate benchmark: each attention method vs the unpatched model with SDPA (issue 5).
 
-Run (H100, ~3 min):  PYTHONPATH=src python benchmarks/bench_generate.py [--layers 8] [--lengths 32k,64k]
-                     [--new-tokens 64] [--sdpa-backends default,flash] [--graphs]
+Run (H100):  PYTHONPATH=src python benchmarks/bench_generate.py [--layers 8] [--lengths 32k,64k] [--new-tokens 64]
+             [--methods string,rerope,rerope_leaky,self_extend,dca,lm_infinite,plain] [--impl auto]
+             [--sdpa-backends default,flash] [--graphs] [--budget SECONDS]
+CPU smoke:   PYTHONPATH=src python benchmarks/bench_generate.py --device cpu --tiny [--graphs]
 
 A randomly initialised Llama-shaped model (Llama-3-8B width: hidden 4096, 32 query / 8 KV heads, head dim 128,
-MLP 14336, vocab 128256, rope theta 5e5; `--layers` of them, default 8), bf16 on CUDA. For each prompt length N:
-prefill time = median of 3 `generate(max_new_tokens=1)` calls; decode tokens/s = (T - 1) / (t(T tokens) - t(1))
-from greedy `generate` with exactly T new tokens; peak memory = max allocated during the T-token generate.
-Baselines: the unpatched model with `attn_implementation="sdpa"`, SDPA's own backend choice ("default") and
-forced backends (`--sdpa-backends`). STRING uses S = 0.33 N, W = 128 (`ropeshift.apply(model, "string", shift=..., window=128, impl="triton")`), so
-the far branch is exercised at every length. Targets: STRING prefill <= 1.10x and decode >= 0.95x of SDPA.
+MLP 14336, vocab 128256, rope theta 5e5; `--layers` of them, default 8), bf16 on CUDA. ``--tiny``: 2 layers of
+hidden 256 (4 query / 2 KV heads, head dim 64), fp32, prompt lengths 512 and 2048, 32 new tokens: the same code
+path, to check the script on a CPU (2048 so self_extend's w_n = 1024 groups; STRING needs S = 0.33 N > W = 128).
+For each prompt length N: prefill time = median of 3 runs with 1 new token; decode tokens/s = (T - 1) /
+(t(T tokens) - prefill) from greedy decoding of exactly T new tokens ("-" when not positive); peak memory = max
+allocated during the T-token run (CUDA only). The unpatched baselines (``attn_implementation="sdpa"``: SDPA's own
+backend choice "default" and forced backends, ``--sdpa-backends``) are measured once per length, then each method
+of ``--methods``, applied as ``ropeshift.apply(model, method, **params, impl=...)`` with the settings of
+benchmarks/_settings.py (shared with bench_attention.py; "plain" is our causal attention with no position change).
+Targets: method prefill <= 1.10x and decode >= 0.95x of SDPA, peak memory equal.
 ``--graphs``: decode not host-bound on either side (static cache and CUDA graphs; ``measure``).
+``--budget``: no new measurement starts after this many seconds; each row is printed when measured, and the
+finished rows again as one table at the end.
 """
 
 import argparse
+import gc
 import statistics
 import time
 
 import torch
 
 import ropeshift
+from _settings import ALL_METHODS, method_params
+
+HEADER = ("| N | method | SDPA backend | prefill s (SDPA) | prefill s (method) | ratio (<= 1.10) | tok/s SDPA "
+          "| tok/s method | ratio (>= 0.95) | peak GiB (SDPA / method) | decode (SDPA / method) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def build_model(layers):
+def build_model(layers, device, tiny=False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    width = (dict(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                  vocab_size=1024) if tiny else
+             dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
+                  head_dim=128, vocab_size=128256))
     cfg = LlamaConfig(
-        hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-        num_hidden_layers=layers, vocab_size=128256, max_position_embeddings=131072,
+        **width, num_hidden_layers=layers, max_position_embeddings=131072,
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0}, tie_word_embeddings=False,
         bos_token_id=None, eos_token_id=None, pad_token_id=None,
     )
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(torch.float32 if tiny else torch.bfloat16)
     model.eval()
     model.set_attn_implementation("sdpa")
     return model
 
 
-def _timed(fn):
-    torch.cuda.synchronize()
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    _sync(device)
     t0 = time.perf_counter()
     r = fn()
-    torch.cuda.synchronize()
+    _sync(device)
     return time.perf_counter() - t0, r
 
 
+def _ours(model):
+    from ropeshift.attention.interface import ATTN_NAME
+
+    return getattr(model.config, "_attn_implementation", None) == ATTN_NAME
+
+
 def measure(model, ids, new_tokens, graphs=False):
-    """Prefill seconds, decode tokens/s, peak GiB. graphs: a static cache and CUDA graphs on both sides (ropeshift:
-    ``eval.graph_decode.static_generate``, one captured step replayed; the unpatched model: ``generate`` with
-    ``cache_implementation="static"``, which transformers compiles with CUDA graphs); else ``generate`` with the
-    dynamic cache (host-bound decode)."""
+    """Prefill seconds, decode tokens/s, peak GiB (None off CUDA) and the decode path. graphs: a static cache and
+    CUDA graphs on both sides (ropeshift: ``eval.graph_decode.static_generate``, one captured step replayed, or the
+    same steps eagerly where the graph loop does not serve the model, e.g. on a CPU; the unpatched model:
+    ``generate`` with ``cache_implementation="static"``, which transformers compiles with CUDA graphs on CUDA);
+    else ``generate`` with the dynamic cache (host-bound decode)."""
+    from ropeshift.eval.graph_decode import graph_decode_reason, static_generate
+
+    device = ids.device
     # explicit all-ones mask: transformers 5.17 otherwise infers padding from ids == pad_token_id
     mask = torch.ones_like(ids)
     gen = dict(do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True, attention_mask=mask)
-    from ropeshift.eval.graph_decode import graph_decode_reason, static_generate
+    if graphs and _ours(model):  # ropeshift's attention: its own static-cache loop
+        capture = graph_decode_reason(model) is None
+        path = "graph" if capture else "static eager"
 
-    if graphs and graph_decode_reason(model) is None:  # ropeshift's attention on the kernels
         def run(t):  # the batch never stops early: exactly t new tokens
             never = lambda toks, _: torch.zeros(toks.shape[0], dtype=torch.bool)  # noqa: E731
-            return static_generate(model, ids, mask, never, max_new=t, graphs=True, check_every=t)
+            return static_generate(model, ids, mask, never, max_new=t, graphs=capture, check_every=t)
     else:
+        path = "generate static" if graphs else "generate"
         if graphs:
             gen["cache_implementation"] = "static"
 
         def run(t):
             return model.generate(ids, max_new_tokens=t, min_new_tokens=t, **gen)[:, ids.shape[1]:]
+    cuda = device.type == "cuda"
     with torch.inference_mode():
         run(new_tokens)  # warm-up: compiles (Triton, and torch.compile's graphs for the static SDPA path), allocator
-        prefill = statistics.median(_timed(lambda: run(1))[0] for _ in range(3))
-        torch.cuda.reset_peak_memory_stats()
-        t, out = _timed(lambda: run(new_tokens))
-        peak = torch.cuda.max_memory_allocated()
+        prefill = statistics.median(_timed(lambda: run(1), device)[0] for _ in range(3))
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t, out = _timed(lambda: run(new_tokens), device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
     assert out.shape[1] == new_tokens, out.shape
-    return {"prefill_s": prefill, "tok_s": (new_tokens - 1) / max(t - prefill, 1e-9), "peak_gib": peak / 2**30}
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--lengths", default="32k,64k", help="prompt lengths")
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--graphs", action="store_true", help="static cache + CUDA-graph decode on both sides (see measure)")
-    p.add_argument("--sdpa-backends", default="default,flash",
-                   help="unpatched baselines: default (PyTorch's choice), flash, cudnn, efficient, math")
-    args = p.parse_args(argv)
-    import transformers
-    import triton
-
-    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
-          f"transformers {transformers.__version__} | {args.layers} layers of Llama-3-8B width, bf16")
-    model = build_model(args.layers)
-    rows = []
-    for n in [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in args.lengths.split(",")]:
-        ids = torch.randint(1, model.config.vocab_size, (1, n), device="cuda")
-        ropeshift.apply(model, "string", shift=int(0.33 * n), window=128, impl="triton")
-        try:
-            ours = measure(model, ids, args.new_tokens, args.graphs)
-        finally:
-            ropeshift.remove(model)
-        model.set_attn_implementation("sdpa")
-        for backend in args.sdpa_backends.split(","):
-            try:
-                base = measure_sdpa(model, ids, args.new_tokens, backend, args.graphs)
-            except RuntimeError as e:  # a forced backend that cannot serve this call
-                print(f"# sdpa {backend} failed at {n}: {str(e)[:200]}", flush=True)
-                continue
-            rows.append((n, backend, base, ours))
-            print(_line(n, backend, base, ours), flush=True)
-    print("\n| N | SDPA backend | SDPA prefill s | STRING prefill s | ratio (<= 1.10) | SDPA tok/s | STRING tok/s "
-          "| ratio (>= 0.95) | SDPA peak GiB | STRING peak GiB |\n|---|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(_line(*row))
+    tok_s = (new_tokens - 1) / (t - prefill) if t > prefill else None  # None: decode time lost in the noise
+    return {"prefill_s": prefill, "tok_s": tok_s, "peak_gib": peak, "path": path}
 
 
 def measure_sdpa(model, ids, new_tokens, backend, graphs=False):
@@ -127,10 +126,140 @@ def measure_sdpa(model, ids, new_tokens, backend, graphs=False):
         return measure(model, ids, new_tokens, graphs)
 
 
-def _line(n, backend, base, ours):
-    return (f"| {n // 1024}k | {backend} | {base['prefill_s']:.3f} | {ours['prefill_s']:.3f} | "
-            f"{ours['prefill_s'] / base['prefill_s']:.3f} | {base['tok_s']:.1f} | {ours['tok_s']:.1f} | "
-            f"{ours['tok_s'] / base['tok_s']:.3f} | {base['peak_gib']:.2f} | {ours['peak_gib']:.2f} |")
+def measure_method(model, ids, new_tokens, name, impl, graphs=False):
+    """``name`` (a key of ``_settings.method_params``) applied at this prompt length, measured, then removed."""
+    registered, params = method_params(name, ids.shape[1])
+    ropeshift.apply(model, registered, **params, impl=impl)
+    try:
+        return measure(model, ids, new_tokens, graphs)
+    finally:
+        ropeshift.remove(model)
+        model.set_attn_implementation("sdpa")
+
+
+class Budget:
+    """Seconds since start against a limit (0: none)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.t0 = seconds, time.perf_counter()
+
+    def over(self, what):
+        if self.seconds and time.perf_counter() - self.t0 > self.seconds:
+            print(f"# time budget ({self.seconds:.0f} s) spent: not starting {what} or anything after it", flush=True)
+            return True
+        return False
+
+
+def _lengths(s):
+    return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in s.split(",") if x]
+
+
+def _release(device, model=None):
+    """Free what a measurement left behind. With ``model``: also drop generate's compiled forward and its CUDA-graph
+    memory pools (the static SDPA baseline), so they do not count against the methods' peak memory."""
+    if model is not None and "_compiled_call" in model.__dict__:
+        del model._compiled_call
+        torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_all(model, args, device, emit):
+    """Baselines once per length, then each method; ``emit(row)`` per (method, baseline) as soon as measured."""
+    budget = Budget(args.budget)
+    methods = [m for m in args.methods.split(",") if m]
+    for n in _lengths(args.lengths):
+        gen = torch.Generator(device=device).manual_seed(n)
+        ids = torch.randint(1, model.config.vocab_size, (1, n), device=device, generator=gen)
+        bases = {}
+        for backend in args.sdpa_backends.split(","):
+            if budget.over(f"sdpa {backend} at N={n}"):
+                return
+            try:
+                bases[backend] = measure_sdpa(model, ids, args.new_tokens, backend, args.graphs)
+            except RuntimeError as e:  # a forced backend that cannot serve this call
+                print(f"# sdpa {backend} failed at N={n}: {str(e)[:200]}", flush=True)
+            _release(device, model)
+        for name in methods:
+            if budget.over(f"{name} at N={n}"):
+                return
+            try:
+                ours = measure_method(model, ids, args.new_tokens, name, args.impl, args.graphs)
+            except Exception as e:  # noqa: BLE001 - one method failing is reported; the others still run
+                print(f"# {name} failed at N={n}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                continue
+            finally:
+                _release(device)
+            for backend, base in (bases or {"-": None}).items():
+                emit((n, name, backend, base, ours))
+
+
+def _line(n, name, backend, base, ours):
+    def f(d, key, fmt):
+        return "-" if d is None or d[key] is None else format(d[key], fmt)
+
+    def ratio(key):
+        return "-" if base is None or base[key] is None or ours[key] is None else f"{ours[key] / base[key]:.3f}"
+
+    size = f"{n // 1024}k" if n % 1024 == 0 else str(n)
+    return (f"| {size} | {name} | {backend} | {f(base, 'prefill_s', '.3f')} | {f(ours, 'prefill_s', '.3f')} | "
+            f"{ratio('prefill_s')} | {f(base, 'tok_s', '.1f')} | {f(ours, 'tok_s', '.1f')} | {ratio('tok_s')} | "
+            f"{f(base, 'peak_gib', '.2f')} / {f(ours, 'peak_gib', '.2f')} | "
+            f"{'-' if base is None else base['path']} / {ours['path']} |")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda", help="cuda, or cpu (with --tiny: the smoke check)")
+    p.add_argument("--tiny", action="store_true",
+                   help="2 small layers, fp32; defaults --lengths 512,2048 --new-tokens 32")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers (default 8, 2 with --tiny)")
+    p.add_argument("--lengths", default=None, help="prompt lengths (default 32k,64k; 512,2048 with --tiny)")
+    p.add_argument("--new-tokens", type=int, default=None, help="T, new tokens per decode run (default 64; 32 tiny)")
+    p.add_argument("--methods", default=",".join(ALL_METHODS),
+                   help="methods of benchmarks/_settings.py, comma separated (also: plain)")
+    p.add_argument("--impl", default="auto", help="ropeshift.apply's impl (auto, triton, torch)")
+    p.add_argument("--graphs", action="store_true", help="static cache + CUDA-graph decode on both sides (see measure)")
+    p.add_argument("--sdpa-backends", default="default,flash",
+                   help="unpatched baselines: default (PyTorch's choice), flash, cudnn, efficient, math")
+    p.add_argument("--budget", type=float, default=0, help="start no new measurement after this many seconds")
+    args = p.parse_args(argv)
+    for name in filter(None, args.methods.split(",")):
+        try:
+            method_params(name, 1024)
+        except KeyError:
+            p.error(f"--methods: unknown {name!r} (known: plain, {', '.join(ALL_METHODS)})")
+    args.layers = args.layers or (2 if args.tiny else 8)
+    args.lengths = args.lengths or ("512,2048" if args.tiny else "32k,64k")
+    args.new_tokens = args.new_tokens or (32 if args.tiny else 64)
+    device = torch.device(args.device)
+    import transformers
+
+    try:
+        import triton
+
+        tv = triton.__version__
+    except ImportError:
+        tv = "none"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    shape = "tiny (hidden 256), fp32" if args.tiny else "Llama-3-8B width, bf16"
+    print(f"# {name} | torch {torch.__version__} | triton {tv} | transformers {transformers.__version__} | "
+          f"{args.layers} layers of {shape} | T = {args.new_tokens} | graphs {args.graphs} | impl {args.impl}")
+    model = build_model(args.layers, device, args.tiny)
+    rows = []
+
+    def emit(row):
+        if not rows:
+            print(HEADER, flush=True)
+        rows.append(row)
+        print(_line(*row), flush=True)
+
+    try:
+        run_all(model, args, device, emit)
+    finally:
+        print("\n## summary (finished rows)\n\n" + HEADER, *map(lambda r: _line(*r), rows), sep="\n", flush=True)
+    return rows
 
 
 if __name__ == "__main__":
