@@ -5,14 +5,16 @@ Run (H100, ~4 min):  PYTHONPATH=src python benchmarks/bench_attention.py [--quic
                      [--decode-batches 1,8] [--methods string,rerope,...] [--budget SECONDS] [--sweep 32k]
                      [--no-prefill] [--no-decode] [--no-compose]
 
-Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 timed calls after warm-up, FLOPs counted as causal
+Prefill, bf16, B = 1, 32 query / 8 KV heads, median of >= 10 interleaved rounds (each calls every column once, so
+drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
 (2 * N^2 * D * H, the FlashAttention convention, for every method: LM-Infinite's Lambda mask does less work):
   cudnn         SDPA forced to cuDNN, is_causal (GQA via enable_gqa, else K/V expanded outside the timing)
   ours causal   ropeshift.kernels.causal_attention (one identity region)
   <method>      ropeshift.kernels.table_attention on the method's segment table (route c: one fused kernel;
                 on sm_90 the Hopper Gluon kernel where it serves the table, else the portable Triton kernel)
   <m> triton    the same call with the Hopper kernel switched off (sm_90 only; also "triton causal")
-  <m> q1:<mode> the Hopper kernel with region 1's queries made another way (--hopper-qrot column,prologue)
+  <m> zones     the Hopper kernel with one loop per key-tile zone (--hopper-variants zones,nofold; its default is one
+                loop); "<m> nofold": a constant query shift (STRING) re-rotating Q instead of K
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
@@ -60,6 +62,37 @@ def _median_ms(fn, min_calls=10, min_ms=300.0, warmup=2):
     return statistics.median(times)
 
 
+def _interleaved_ms(fns, budget, min_rounds=10, max_rounds=40, min_ms=300.0):
+    """Median ms per fn from rounds that call every fn once in turn (after two warm-up calls each), so a drift of
+    the clocks or temperature during the run weighs on every column alike instead of on the later ones."""
+    est, failed = {}, {}
+    for name, fn in fns.items():
+        if budget.left() < 5:
+            print(f"# {name}: skipped (time budget)", file=sys.stderr)
+            continue
+        try:
+            est[name] = _median_ms(fn, min_calls=1, min_ms=0.0, warmup=2)
+        except Exception as e:  # noqa: BLE001 - a provider that cannot run is reported, not fatal
+            failed[name] = e
+            print(f"# {name} failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+    if not est:
+        return {}
+    per_round = sum(est.values())
+    rounds = max(min_rounds, min(max_rounds, int(min_ms / max(min(est.values()), 1e-3))))
+    rounds = max(3, min(rounds, int(1e3 * max(budget.left() - 5, 0) / max(per_round, 1e-3))))
+    ev = {name: [torch.cuda.Event(enable_timing=True) for _ in range(2)] for name in est}
+    times = {name: [] for name in est}
+    for _ in range(rounds):
+        for name in est:
+            s, e = ev[name]
+            s.record()
+            fns[name]()
+            e.record()
+            e.synchronize()
+            times[name].append(s.elapsed_time(e))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def copy_bandwidth(gib=2):
     n = gib * (1 << 30) // 2
     a = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
@@ -98,6 +131,7 @@ class Budget:
 
 
 COMPOSE = True
+PORTABLE = True  # --no-portable: leave out the "<m> triton" columns (the Hopper kernel switched off)
 
 
 def compose_prefill(q, k, v, method, inv, scale):
@@ -131,19 +165,32 @@ def _portable(fn):
     return call
 
 
-HOPPER_QROT = ()  # --hopper-qrot
+HOPPER_VARIANTS = ()  # --hopper-variants
+_VARIANT_FLAGS = {"zones": ("MERGED", False), "nofold": ("FOLD_SHIFT", False)}
 
 
-def _qrot(mode, fn):
-    """fn with the Hopper kernel's ``QROT`` set to mode (``_prefill_hopper_ws``)."""
+def _folds(table):
+    """The Hopper kernel folds this table's query shift into its key map (so "nofold" differs)."""
+    from ropeshift.kernels import _prefill_hopper_ws as ws
+    from ropeshift.kernels.spec import compile_table
+
+    spec = compile_table(table)
+    return spec.has_r1 and spec.q_map[0] == ws.MAP_CONSTANT
+
+
+def _variant(name, fn):
+    """fn with one of the Hopper kernel's switches flipped (``_prefill_hopper_ws.MERGED`` / ``FOLD_SHIFT``)."""
     from ropeshift.kernels import _prefill_hopper_ws as ws
 
+    attr, value = _VARIANT_FLAGS[name]
+
     def call():
-        old, ws.QROT = ws.QROT, mode
+        old = getattr(ws, attr)
+        setattr(ws, attr, value)
         try:
             return fn()
         finally:
-            ws.QROT = old
+            setattr(ws, attr, old)
     return call
 
 
@@ -166,7 +213,7 @@ def bench_prefill(shapes, methods, budget):
             print(f"# cudnn unavailable at d={d} n={n}: {str(e)[:120]}", file=sys.stderr)
         fns["ours causal"] = lambda: kernels.causal_attention(q, k, v, scale=scale)
         hopper = _hopper_serves(q, k, inv)
-        if hopper:
+        if hopper and PORTABLE:
             fns["triton causal"] = _portable(lambda: kernels.causal_attention(q, k, v, scale=scale))
         poff = torch.zeros(1, dtype=torch.int32, device="cuda")  # as the dispatcher passes it (same binaries)
         for name in methods:
@@ -174,20 +221,15 @@ def bench_prefill(shapes, methods, budget):
             table = method.table()
             fns[name] = lambda t=table: kernels.table_attention(q, k, v, t, inv_freq=inv, scale=scale, pos_offset=poff)
             if hopper and hopper(table):  # the same call on the portable Triton kernel, side by side
-                fns[name + " triton"] = _portable(fns[name])
-                for mode in HOPPER_QROT:  # the Hopper kernel's other ways of making region 1's queries
-                    fns[f"{name} q1:{mode}"] = _qrot(mode, fns[name])
+                if PORTABLE:
+                    fns[name + " triton"] = _portable(fns[name])
+                for var in HOPPER_VARIANTS:  # the Hopper kernel with one of its switches flipped
+                    if var != "nofold" or _folds(table):
+                        fns[f"{name} {var}"] = _variant(var, fns[name])
             if COMPOSE:  # route (b): vendor calls merged by LSE, with the per-region re-rotation, as dispatched
                 fns[name + " compose"] = lambda m=method: compose_prefill(q, k, v, m, inv, scale)
-        res = {}
-        for name, fn in fns.items():
-            if budget.left() < 5:
-                print(f"# {name} at d={d} n={n}: skipped (time budget)", file=sys.stderr)
-                continue
-            try:
-                res[name] = _median_ms(fn)
-            except Exception as e:  # noqa: BLE001 - a provider that cannot run is reported, not fatal
-                print(f"# {name} failed at d={d} n={n}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+        print(f"# D={d} N={n}: {len(fns)} columns, timed in interleaved rounds", file=sys.stderr)
+        res = _interleaved_ms(fns, budget)
         for name, ms in res.items():
             row = {"d": d, "n": n, "impl": name, "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12,
                    "vs_cudnn": ms / res["cudnn causal"] if "cudnn causal" in res else None,
@@ -332,15 +374,21 @@ def main(argv=None):
     p.add_argument("--no-prefill", action="store_true")
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--no-compose", action="store_true", help="leave out the composed-vendor route (<method> compose)")
-    p.add_argument("--hopper-qrot", default="", help="also time the Hopper kernel with these ways of making region "
-                   "1's queries (column,prologue: columns '<method> q1:<mode>'; the default is element)")
+    p.add_argument("--no-portable", action="store_true", help="leave out the portable-kernel columns on sm_90 "
+                   "('<method> triton', 'triton causal')")
+    p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches flipped "
+                   "(zones: one loop per key-tile zone; nofold: STRING's shift re-rotates Q, not K)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
     budget = Budget(args.budget)
-    global COMPOSE, HOPPER_QROT
+    global COMPOSE, HOPPER_VARIANTS, PORTABLE
     COMPOSE = not args.no_compose
-    HOPPER_QROT = tuple(m for m in args.hopper_qrot.split(",") if m)
+    PORTABLE = not args.no_portable
+    HOPPER_VARIANTS = tuple(m for m in args.hopper_variants.split(",") if m)
+    for m in HOPPER_VARIANTS:
+        if m not in _VARIANT_FLAGS:
+            p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

@@ -1,7 +1,7 @@
 """Compile (not run) a Gluon / Triton kernel for sm_90 on a machine without a GPU: a stand-in active driver that
 names the target, so ``kernel.warmup(...)`` runs the whole compiler (Gluon front end, TTGIR passes, PTX, ptxas).
 
-Run: python tests/kernels/_sm90_compile.py rerope_leaky:128 dca:64 string:128:column  (name:head_dim[:qrot])   (TRITON_INTERPRET unset; prints JSON)
+Run: python tests/kernels/_sm90_compile.py rerope_leaky:128 dca:64 string:128:nofold  (name:head_dim[:variant])   (TRITON_INTERPRET unset; prints JSON)
 Catches what CPU tests otherwise cannot for the Hopper kernel: front-end errors, layout mismatches, shared
 memory over the 227 KB limit, ptxas failures. Triton's driver registry is internal API; callers skip on
 ``ImportError`` / ``AttributeError`` from ``sm90_target``.
@@ -39,16 +39,17 @@ def sm90_target():
         driver._active = previous
 
 
-def compile_variant(name, d, qrot="element"):
-    """Compile the Hopper kernel for method case ``name`` (tests/kernels/_helpers.method_cases) at head dim d, with
-    region 1's queries made as ``qrot`` says (``_prefill_hopper_ws.QROT``)."""
+def compile_variant(name, d, variant=""):
+    """Compile the Hopper kernel for method case ``name`` (tests/kernels/_helpers.method_cases) at head dim d;
+    ``variant``: "" (the defaults), "zones" (one loop per key-tile zone, ``MERGED`` off) or "nofold" (a
+    constant query shift re-rotates q, ``FOLD_SHIFT`` off)."""
     import torch
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     from _helpers import build, method_cases
     from ropeshift.kernels import _prefill_hopper_ws as ws
-    from ropeshift.kernels.spec import MAP_IDENTITY, compile_table
+    from ropeshift.kernels.spec import compile_table
 
     case = {c[0]: c for c in method_cases(512, 128)}[name]
     spec = compile_table(build(*case[1:]).table())
@@ -58,16 +59,20 @@ def compile_variant(name, d, qrot="element"):
     lay = gl.NVMMASharedLayout.get_default_for([ws.BLOCK_M, d], gl.bfloat16)
     qd = TensorDescriptor.from_tensor(q.view(-1, d), [ws.BLOCK_M, d], lay)
     kd = TensorDescriptor.from_tensor(k.view(-1, d), [ws.BLOCK_N, d], lay)
-    _, qa, qc, qg, qb = spec.q_map
-    ws.QROT = qrot
+    fold = ws.FOLD_SHIFT
+    ws.FOLD_SHIFT = variant != "nofold"
+    try:
+        q_map, k_map = ws._maps(spec)
+    finally:
+        ws.FOLD_SHIFT = fold
     with sm90_target():
         kernel = ws._hopper_ws_kernel.warmup(
-            qd, qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.ones(d // 2), torch.zeros(b, dtype=torch.int32), h,
-            h // h_kv, n, 0.1, min(spec.lo1, 1 << 30), max(spec.ra, 1), spec.rb, float(qa), int(qc), int(qg),
-            float(qb), RULE=spec.rule, HAS_R1=spec.has_r1, Q_ROT=ws._qrot_mode(spec),
-            HAS_K1=spec.k_map[0] != MAP_IDENTITY, HAS_POFF=True, HEAD_DIM=d, num_warps=4, maxnreg=ws.MAXNREG,
-            grid=(8, 4))
-    return {"name": name, "d": d, "qrot": qrot, "shared": kernel.metadata.shared, "wgmma": "wgmma" in kernel.asm["ptx"]}
+            qd, qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.zeros(b, dtype=torch.int32), h, h // h_kv, n, 0.1,
+            min(spec.lo1, 1 << 30), max(spec.ra, 1), spec.rb, RULE=spec.rule, HAS_R1=spec.has_r1,
+            HAS_Q1=q_map is not None, HAS_K1=k_map is not None, ONE_LOOP=variant != "zones", HAS_POFF=True,
+            HEAD_DIM=d, num_warps=4, maxnreg=ws.MAXNREG, grid=(8, 4))
+    return {"name": name, "d": d, "variant": variant, "shared": kernel.metadata.shared,
+            "wgmma": "wgmma" in kernel.asm["ptx"]}
 
 
 if __name__ == "__main__":

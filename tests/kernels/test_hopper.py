@@ -78,18 +78,20 @@ def _inputs(b, h, h_kv, n, d, dtype, seed, hf_layout):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
-@pytest.mark.parametrize("qrot", ["element", "column", "prologue"])
+@pytest.mark.parametrize("variant", ["", "zones", "nofold"])
 @pytest.mark.parametrize("n", [300, 2049])
 @pytest.mark.parametrize("name", SERVED)
-def test_offsets_and_layout(name, n, qrot, monkeypatch):
+def test_offsets_and_layout(name, n, variant, monkeypatch):
     """Rows at other absolute positions (pos_offset 0 and 77) and HF-transposed q: the Hopper kernel against the
-    portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error; for each
-    way of making region 1's queries (``_prefill_hopper_ws.QROT``)."""
+    portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error; with its
+    defaults, one loop per key-tile zone (``MERGED`` off) and a constant query shift re-rotating q
+    (``FOLD_SHIFT`` off)."""
     from ropeshift import kernels
     from ropeshift.kernels import attention as A
     from ropeshift.kernels.spec import compile_table
 
-    monkeypatch.setattr(_ws(), "QROT", qrot)
+    monkeypatch.setattr(_ws(), "MERGED", variant != "zones")
+    monkeypatch.setattr(_ws(), "FOLD_SHIFT", variant != "nofold")
 
     case = {c[0]: c for c in method_cases(n, 128)}[name]
     method = build(*case[1:])
@@ -137,8 +139,8 @@ def test_causal_entry_takes_it(d):
 
 @pytest.mark.skipif(CUDA, reason="compile-only stand-in for machines without a GPU")
 def test_compiles_for_sm90():
-    """The whole compile (Gluon -> PTX -> ptxas) for sm_90 of the variants with per-row query maps and re-rotated
-    keys (the K1 slot: the most shared memory), within the 227 KB a block may hold. In a subprocess: the kernel
+    """The whole compile (Gluon -> PTX -> ptxas) for sm_90 of the variants with q1 and re-rotated keys (the Q1 tile
+    and the K1 slot: the most shared memory), within the 227 KB a block may hold. In a subprocess: the kernel
     tests here run under TRITON_INTERPRET=1, which the compiler must not see."""
     import json
     import os
@@ -150,7 +152,7 @@ def test_compiles_for_sm90():
     here = os.path.dirname(__file__)
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
     run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "rerope_leaky:128",
-                          "string:128:column", "dca:64:prologue"],
+                          "string:128:nofold", "dca:64:zones"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])

@@ -3,11 +3,12 @@
 Serves a fresh prefill (Lq == Lk, no padding; q/k/v [b, h, n, d], head_dim 64/128, bf16/fp16) of every
 two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend) or DCA's chunk rule
 (``unserved_reason``); the Lambda rule (LM-Infinite) and every other call take the portable kernel
-(``_prefill.py``). Region 0 scores q . k as cached; region 1 scores q1 . k1 where q1 = q re-rotated per row by
-the query map (fp32 angles (q_map(p) - p) * inv_freq, in the consumer warpgroups, from shared memory) and k1 = k
-re-rotated by the key map once per call (``_prefill._rotate_keys_kernel`` into a K-sized buffer; identity key
-maps, e.g. STRING's, read k itself). Two other ways of making q1 exist to be measured against that default
-(``QROT``, benchmarks/RESULTS.md says why): per column for a constant shift, and a prologue kernel into Q1.
+(``_prefill.py``). Region 0 scores q . k as cached; region 1 scores q1 . k1, both made once per call by the
+portable prologue kernel (``_prefill._rotate_keys_kernel``, fp32 angles) into Q- and K-sized buffers that TMA
+loads like q and k: q1 = q re-rotated per row by the query map, k1 = k by the key map. A constant query shift
+(STRING) is folded into the key map instead, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is re-rotated
+(``FOLD_SHIFT``). Measured against making q1 inside the consumer warpgroups (per element or per column), which
+cost 3-20 % more at 32k (benchmarks/RESULTS.md).
 
 One program = 128 query rows of one (batch, head); three partitions run at once::
 
@@ -25,8 +26,9 @@ P_{t-1} V_{t-1} and its softmax overlaps that MMA. Key tiles, low to high::
 
 Keys that keep their positions: each warpgroup splits at its own F, E (by d >= LO1), both dots read K_t. Re-
 rotated keys: F, E are the program's (``_chunk_zones`` for DCA), far tiles stream K1_t through the ring, edge
-tiles K_t there and K1_t in a one-stage k1 slot (224 KB of shared memory at D = 128). Edge tiles wait for P V
-before their second dot, so that S, S1 and O are never all live with P (no spills).
+tiles K_t there and K1_t in a one-stage k1 slot (224 KB of shared memory at D = 128 with Q1 and K1). One loop
+walks the tiles and picks per tile (``_run_merged``); edge tiles wait for P V before their second dot, so that
+S, S1 and O are never all live with P (no spills: ptxas reports none for any served table).
 Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here.
 """
 from __future__ import annotations
@@ -47,15 +49,13 @@ _LOG2E = 1.4426950408889634
 BLOCK_M, BLOCK_N = 128, 128  # query rows per program (two warpgroups of 64), key rows per tile
 FAR, EDGE, NEAR = gl.constexpr(0), gl.constexpr(1), gl.constexpr(2)  # a consumer's key-tile zones
 RULE_CHUNK_C = gl.constexpr(RULE_CHUNK)
-# how q1 (region 1's queries) is made: not at all (identity map), per element / per column (constant shift) in the
-# consumer warpgroups, or by a prologue kernel into a Q-sized buffer that TMA loads beside Q.
-# ``QROT`` (env ROPESHIFT_HOPPER_QROT): "element" (measured default), "column", "prologue" (variants to measure)
-QROT_NONE, QROT_ELEMENT, QROT_COLUMN, QROT_PROLOGUE = (gl.constexpr(i) for i in range(4))
-QROT = os.environ.get("ROPESHIFT_HOPPER_QROT", "element")
+# FOLD_SHIFT: a constant query shift re-rotates K (k1 = R(-b) k) instead of Q. MERGED: region tables walk their
+# key tiles in one loop that picks q / q1 and the edge rule per tile (else one loop per zone, far / edge / near,
+# which ptxas compiles with byte swaps of P at every loop-carried hand-over). Both switches exist to be measured.
+FOLD_SHIFT = os.environ.get("ROPESHIFT_HOPPER_FOLD", "1") != "0"
+MERGED = os.environ.get("ROPESHIFT_HOPPER_MERGED", "1") != "0"
 # TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-# a barrier of the calling warps (a named barrier inside a warp_specialize partition): ``barrier`` in newer Triton
-_sync_warps = getattr(gl, "thread_barrier", None) or gl.barrier
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
 CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
@@ -198,44 +198,58 @@ def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v
 
 
 @gluon.jit
-def _row_delta(pos, QA, QC, QG, QB):
-    """q_map(pos) - pos = (a - 1) pos + c floor(pos / G) + b, fp32 (pos >= 0)."""
-    return (QA - 1.0) * pos.to(gl.float32) + (QC * (pos // QG)).to(gl.float32) + QB
-
-
-@gluon.jit
-def _rotate_wg(q_s, q1_s, r0, INV, p0, QA, QC, QG, QB, PER_COLUMN: gl.constexpr, HEAD_DIM: gl.constexpr):
-    """q1_s[r0:r0+64] = q_s[r0:r0+64] rotated per row by q_map(p) - p (p = p0 + row, fp32 angles), from shared
-    memory, by one warpgroup: q1 = (x1 cos - x2 sin, x2 cos + x1 sin) on the halves x1 | x2 (rotate_half)."""
-    R2: gl.constexpr = HEAD_DIM // 2
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (R2 // 8), R2 // 8], [4, 1], [1, 0])
-    inv = gl.load(INV + gl.arange(0, R2, gl.SliceLayout(0, ld)))
-    r = gl.arange(0, 32, gl.SliceLayout(1, ld))
-    if PER_COLUMN:  # a constant shift (QA = 1, QC = 0): one angle per column, R2 cos/sin instead of 32 x R2
-        cos_c = gl.cos(QB * inv)[None, :]
-        sin_c = gl.sin(QB * inv)[None, :]
-    for i in gl.static_range(2):
-        if PER_COLUMN:
-            cos = cos_c
-            sin = sin_c
+def _run_merged(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
+                k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1,
+                RULE: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr,
+                o_layout: gl.constexpr, BN: gl.constexpr):
+    """Tiles 1 .. n_tiles - 1 of a region table in one loop: S of tile t = j + 1 overlaps P_j V_j as in ``_run``;
+    tile t scores q1 (q_s.index(1)) below n_far, and selects per pair (both dots, synchronously) below n_r1."""
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    qh = q_s.index(0).slice(HALF * 64, 64)
+    q1h = q_s.index(HAS_Q1 * 1).slice(HALF * 64, 64)
+    for j in range(0, n_tiles - 1):
+        t = j + 1
+        st = t % 2
+        mbarrier.wait(k_ready.index(st), (t // 2) & 1)
+        kt = k_s.index(st).permute((1, 0))
+        zero = gl.zeros([64, BN], gl.float32, s_layout)
+        if HAS_Q1:
+            qt = q_s.index((t < n_far).to(gl.int32)).slice(HALF * 64, 64)
         else:
-            ang = _row_delta(p0 + r0 + i * 32 + r, QA, QC, QG, QB)[:, None] * inv[None, :]
-            cos = gl.cos(ang)
-            sin = gl.sin(ang)
-        src = q_s.slice(r0 + i * 32, 32)
-        dst = q1_s.slice(r0 + i * 32, 32)
-        x1 = src.slice(0, R2, dim=1).load(ld).to(gl.float32)
-        x2 = src.slice(R2, R2, dim=1).load(ld).to(gl.float32)
-        dst.slice(0, R2, dim=1).store((x1 * cos - x2 * sin).to(q1_s.dtype))
-        dst.slice(R2, R2, dim=1).store((x2 * cos + x1 * sin).to(q1_s.dtype))
+            qt = qh
+        s_tok = warpgroup_mma(qt, kt, zero, use_acc=False, is_async=True)
+        jb = j % 2
+        mbarrier.wait(v_ready.index(jb), (j // 2) & 1)
+        o_tok = warpgroup_mma(p, v_s.index(jb), acc, is_async=True)
+        if (t >= n_far) & (t < n_r1):  # an edge tile
+            s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
+            mbarrier.arrive(v_free.index(jb), count=1)
+            s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - n_far, zero, HAS_K1)
+            mbarrier.arrive(k_free.index(st), count=1)
+            s = gl.where(_in_r1(rows, t * BN + cols0, p0, LO1, CS, CW, RULE), s1, s)
+            s = _causal(s, t, rows, cols0, mw, BN)
+            m_i, l_i, pe, alpha = _softmax(s, m_i, l_i, qk_scale)
+            p = gl.convert_layout(pe.to(v_s.dtype), p_layout)
+        else:
+            s = warpgroup_mma_wait(1, deps=(s_tok, ))
+            mbarrier.arrive(k_free.index(st), count=1)
+            s = _causal(s, t, rows, cols0, mw, BN)
+            m_i, l_i, pf, alpha = _softmax(s, m_i, l_i, qk_scale)
+            pn = gl.convert_layout(pf.to(v_s.dtype), p_layout)
+            acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
+            mbarrier.arrive(v_free.index(jb), count=1)
+            p = pn
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    return acc, m_i, l_i, p
 
 
 @gluon.jit
-def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready,
-             v_ready, k_free, k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW,
-             RULE: gl.constexpr, HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr,
+def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
+             O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr,
+             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, ONE_LOOP: gl.constexpr,
              HEAD_DIM: gl.constexpr, BN: gl.constexpr):
-    """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse."""
+    """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse. q_s [1 or 2,
+    BM, d]: q, then q1 (HAS_Q1)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BN, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -243,12 +257,8 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s,
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     mw = m0 + HALF * 64
     mbarrier.wait(q_bar, 0)
-    if Q_ROT == QROT_ELEMENT or Q_ROT == QROT_COLUMN:
-        _rotate_wg(q_s, q1_s, HALF * 64, INV, p0 + m0, QA, QC, QG, QB, Q_ROT == QROT_COLUMN, HEAD_DIM)
-        fence_async_shared()
-        _sync_warps()
-    qh = q_s.slice(HALF * 64, 64)
-    q1h = q1_s.slice(HALF * 64, 64)
+    qh = q_s.index(0).slice(HALF * 64, 64)
+    q1h = q_s.index(HAS_Q1 * 1).slice(HALF * 64, 64)
     if HAS_K1:  # the program's zones (the loader's): K1 below f_lo, K and K1 in [f_lo, r_hi), K beyond
         n_far = f_lo
         n_r1 = r_hi
@@ -269,15 +279,20 @@ def _consume(HALF: gl.constexpr, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s,
                n_r1, RULE, HAS_K1, s_layout, BN)
     m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale)
     p = gl.convert_layout(p.to(v_s.dtype), p_layout)
-    # iteration j scores tile j + 1: far while j + 1 < n_far, edge while j + 1 < n_r1, then near
-    e0 = gl.maximum(n_far - 1, 0)
-    e1 = gl.maximum(n_r1 - 1, e0)
-    zone_args = (qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, rows, cols0, mw,
-                 qk_scale, LO1, p0, CS, CW, n_far)
-    acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, *zone_args, FAR, RULE, HAS_K1, s_layout, o_layout, BN)
-    acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, *zone_args, EDGE, RULE, HAS_K1, s_layout, o_layout, BN)
-    acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, *zone_args, NEAR, RULE, HAS_K1, s_layout, o_layout,
-                            BN)
+    if HAS_R1 and ONE_LOOP:
+        acc, m_i, l_i, p = _run_merged(n_tiles, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready,
+                                       v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS,
+                                       CW, n_far, n_r1, RULE, HAS_Q1, HAS_K1, s_layout, o_layout, BN)
+    else:
+        # iteration j scores tile j + 1: far while j + 1 < n_far, edge while j + 1 < n_r1, then near
+        e0 = gl.maximum(n_far - 1, 0)
+        e1 = gl.maximum(n_r1 - 1, e0)
+        zone_args = (qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, rows, cols0,
+                     mw, qk_scale, LO1, p0, CS, CW, n_far)
+        acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, *zone_args, FAR, RULE, HAS_K1, s_layout, o_layout, BN)
+        acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, *zone_args, EDGE, RULE, HAS_K1, s_layout, o_layout, BN)
+        acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, *zone_args, NEAR, RULE, HAS_K1, s_layout,
+                                o_layout, BN)
     last = n_tiles - 1
     lb = last % 2
     mbarrier.wait(v_ready.index(lb), (last // 2) & 1)
@@ -316,9 +331,10 @@ def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
 
 
 @gluon.jit
-def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POFF, H, G, N, qk_scale, LO1, CS, CW, QA, QC,
-                      QG, QB, RULE: gl.constexpr, HAS_R1: gl.constexpr, Q_ROT: gl.constexpr, HAS_K1: gl.constexpr,
-                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H, G, N, qk_scale, LO1, CS, CW,
+                      RULE: gl.constexpr, HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr,
+                      ONE_LOOP: gl.constexpr, HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
@@ -345,13 +361,9 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POF
         f_lo = 0
         r_hi = 0
 
-    q_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
+    q_s = gl.allocate_shared_memory(q_desc.dtype, [1 + HAS_Q1, BM, HEAD_DIM], q_desc.layout)  # q, then q1
     k_s = gl.allocate_shared_memory(k_desc.dtype, [2, BN, HEAD_DIM], k_desc.layout)
     v_s = gl.allocate_shared_memory(v_desc.dtype, [2, BN, HEAD_DIM], v_desc.layout)
-    if Q_ROT != QROT_NONE:
-        q1_s = gl.allocate_shared_memory(q_desc.dtype, [BM, HEAD_DIM], q_desc.layout)
-    else:
-        q1_s = q_s
     if HAS_K1:
         k1_s = gl.allocate_shared_memory(k_desc.dtype, [BN, HEAD_DIM], k_desc.layout)
     else:
@@ -372,20 +384,18 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, INV, POF
         mbarrier.init(k_free.index(i), count=2)  # one arrival per consumer warpgroup
         mbarrier.init(v_free.index(i), count=2)
     fence_async_shared()
-    if Q_ROT == QROT_PROLOGUE:  # q1 rotated by the prologue kernel: one more TMA tile on the same barrier
-        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-        _tma_load(q1_desc, [q_row, 0], q_bar, q1_s)
-    else:
-        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    _tma_load(q_desc, [q_row, 0], q_bar, q_s)
+    mbarrier.expect(q_bar, (1 + HAS_Q1) * q_desc.block_type.nbytes)
+    _tma_load(q_desc, [q_row, 0], q_bar, q_s.index(0))
+    if HAS_Q1:  # q1 from the prologue kernel: one more TMA tile on the same barrier
+        _tma_load(q1_desc, [q_row, 0], q_bar, q_s.index(1))
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
-        (_consume, (0, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
-                    k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1,
-                    Q_ROT, HAS_K1, HEAD_DIM, BN)),
-        (_consume, (1, q_s, q1_s, q_bar, INV, p0, QA, QC, QG, QB, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
-                    k1_free, v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1,
-                    Q_ROT, HAS_K1, HEAD_DIM, BN)),
+        (_consume, (0, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
+                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, ONE_LOOP,
+                    HEAD_DIM, BN)),
+        (_consume, (1, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
+                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, ONE_LOOP,
+                    HEAD_DIM, BN)),
         (_load_partition, (k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
                            v_free, kv_row, n_tiles, f_lo, r_hi, HAS_K1)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
@@ -426,13 +436,18 @@ def unserved_reason(spec, q, k, key_start, rotary_half: int) -> str | None:
     return None
 
 
-def _qrot_mode(spec):
-    """The Q_ROT constexpr for a spec under ``QROT`` (see there)."""
-    if not spec.has_r1 or spec.q_map[0] == MAP_IDENTITY:
-        return QROT_NONE.value
-    if QROT == "column" and spec.q_map[0] == MAP_CONSTANT:
-        return QROT_COLUMN.value
-    return (QROT_PROLOGUE if QROT == "prologue" else QROT_ELEMENT).value
+def _maps(spec):
+    """(query map or None, key map or None) that the prologue kernel applies to q and k for region 1, with a
+    constant query shift b folded into the key map under ``FOLD_SHIFT`` (q1 . k1 = q . R(-b) k1)."""
+    if not spec.has_r1:
+        return None, None
+    q_map = None if spec.q_map[0] == MAP_IDENTITY else spec.q_map
+    k_map = None if spec.k_map[0] == MAP_IDENTITY else spec.k_map
+    if FOLD_SHIFT and q_map is not None and q_map[0] == MAP_CONSTANT:
+        b = q_map[4]
+        kind, a, c, g, kb = k_map if k_map is not None else (MAP_CONSTANT, 1.0, 0, 1, 0.0)
+        q_map, k_map = None, (kind, a, c, g, kb - b)
+    return q_map, k_map
 
 
 def _rotated(x, pos_map, inv_freq, pos_offset):
@@ -458,25 +473,22 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
     q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
     if spec.has_r1 and 2 * inv_freq.numel() != d:
         raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
-    q_rot = _qrot_mode(spec)
-    has_k1 = bool(spec.has_r1) and spec.k_map[0] != MAP_IDENTITY
-    k1 = _rotated(k, spec.k_map, inv_freq, pos_offset) if has_k1 else k
-    q1 = _rotated(q, spec.q_map, inv_freq, pos_offset) if q_rot == QROT_PROLOGUE.value else q
+    q_map, k_map = _maps(spec)
+    q1 = _rotated(q, q_map, inv_freq, pos_offset) if q_map is not None else q
+    k1 = _rotated(k, k_map, inv_freq, pos_offset) if k_map is not None else k
     dt = _gl_dtype(q.dtype)
     lay_q = gl.NVMMASharedLayout.get_default_for([BLOCK_M, d], dt)
     lay_k = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d], dt)
     q_desc = TensorDescriptor.from_tensor(q.view(b * h * n, d), [BLOCK_M, d], lay_q)
     k_desc = TensorDescriptor.from_tensor(k.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
-    k1_desc = TensorDescriptor.from_tensor(k1.view(b * h_kv * n, d), [BLOCK_N, d], lay_k) if has_k1 else k_desc
+    k1_desc = TensorDescriptor.from_tensor(k1.view(b * h_kv * n, d), [BLOCK_N, d], lay_k) if k1 is not k else k_desc
     q1_desc = TensorDescriptor.from_tensor(q1.view(b * h * n, d), [BLOCK_M, d], lay_q) if q1 is not q else q_desc
     v_desc = TensorDescriptor.from_tensor(v.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
-    _, qa, qc, qg, qb = spec.q_map if spec.has_r1 else (0, 1.0, 0, 1, 0.0)
     lo1 = int(min(spec.lo1, 1 << 30)) if spec.has_r1 else 1 << 30
     grid = (triton.cdiv(n, BLOCK_M), b * h)
-    _hopper_ws_kernel[grid](q_desc, q1_desc, k_desc, k1_desc, v_desc, out, lse, inv_freq,
+    _hopper_ws_kernel[grid](q_desc, q1_desc, k_desc, k1_desc, v_desc, out, lse,
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
-                            max(int(spec.ra), 1), int(spec.rb), float(qa), int(qc), int(qg), float(qb),
-                            RULE=int(spec.rule), HAS_R1=bool(spec.has_r1), Q_ROT=q_rot,
-                            HAS_K1=has_k1, HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4,
-                            maxnreg=MAXNREG)
+                            max(int(spec.ra), 1), int(spec.rb), RULE=int(spec.rule), HAS_R1=bool(spec.has_r1),
+                            HAS_Q1=q1 is not q, HAS_K1=k1 is not k, ONE_LOOP=MERGED,
+                            HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4, maxnreg=MAXNREG)
     return out, lse
