@@ -13,8 +13,8 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
   <method>      ropeshift.kernels.table_attention on the method's segment table (route c: one fused kernel;
                 on sm_90 the Hopper Gluon kernel where it serves the table, else the portable Triton kernel)
   <m> triton    the same call with the Hopper kernel switched off (sm_90 only; also "triton causal")
-  <m> zones     the Hopper kernel with one loop per key-tile zone (--hopper-variants zones,nofold; its default is one
-                loop); "<m> nofold": a constant query shift (STRING) re-rotating Q instead of K
+  <m> nofold    the Hopper kernel with a constant query shift (STRING) re-rotating Q instead of K at every head dim
+                (--hopper-variants nofold,fold; "<m> fold": re-rotating K at every head dim; default: K at D = 128)
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
@@ -166,11 +166,11 @@ def _portable(fn):
 
 
 HOPPER_VARIANTS = ()  # --hopper-variants
-_VARIANT_FLAGS = {"zones": ("MERGED", False), "nofold": ("FOLD_SHIFT", False)}
+_VARIANT_FLAGS = {"nofold": ("FOLD_SHIFT_DIMS", frozenset()), "fold": ("FOLD_SHIFT_DIMS", frozenset({64, 128}))}
 
 
 def _folds(table):
-    """The Hopper kernel folds this table's query shift into its key map (so "nofold" differs)."""
+    """The table's query map is a constant shift (which the Hopper kernel may fold into its key map)."""
     from ropeshift.kernels import _prefill_hopper_ws as ws
     from ropeshift.kernels.spec import compile_table
 
@@ -179,7 +179,7 @@ def _folds(table):
 
 
 def _variant(name, fn):
-    """fn with one of the Hopper kernel's switches flipped (``_prefill_hopper_ws.MERGED`` / ``FOLD_SHIFT``)."""
+    """fn with one of the Hopper kernel's switches set (``_prefill_hopper_ws.FOLD_SHIFT_DIMS``)."""
     from ropeshift.kernels import _prefill_hopper_ws as ws
 
     attr, value = _VARIANT_FLAGS[name]
@@ -224,7 +224,7 @@ def bench_prefill(shapes, methods, budget):
                 if PORTABLE:
                     fns[name + " triton"] = _portable(fns[name])
                 for var in HOPPER_VARIANTS:  # the Hopper kernel with one of its switches flipped
-                    if var != "nofold" or _folds(table):
+                    if _folds(table):
                         fns[f"{name} {var}"] = _variant(var, fns[name])
             if COMPOSE:  # route (b): vendor calls merged by LSE, with the per-region re-rotation, as dispatched
                 fns[name + " compose"] = lambda m=method: compose_prefill(q, k, v, m, inv, scale)
@@ -376,8 +376,8 @@ def main(argv=None):
     p.add_argument("--no-compose", action="store_true", help="leave out the composed-vendor route (<method> compose)")
     p.add_argument("--no-portable", action="store_true", help="leave out the portable-kernel columns on sm_90 "
                    "('<method> triton', 'triton causal')")
-    p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches flipped "
-                   "(zones: one loop per key-tile zone; nofold: STRING's shift re-rotates Q, not K)")
+    p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches set "
+                   "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)

@@ -239,3 +239,27 @@ def test_inconsistent_positions_are_found():
     assert inconsistent_rows(torch.tensor([[2], [2]]), holes, 2, 1, 4, "cpu") == []  # cumsum positions
     packed = torch.tensor([[0, 1, 2, 0, 1, 2]])
     assert inconsistent_rows(packed, torch.ones(1, 6, dtype=torch.bool), 1, 6, 6, "cpu") == [0]
+
+
+def test_all_ones_mask_prefill_runs_as_maskless(monkeypatch):
+    """A prefill whose mask is all ones reaches the dispatcher as a maskless call (the fresh-prefill kernels serve
+    it: the Hopper kernel, the composed route); a left-padded prefill and its decode steps keep their mask."""
+    from ropeshift.attention import interface
+
+    seen = []
+    real = interface.attend
+
+    def spy(*a, **kw):
+        seen.append((a[1].shape[2], kw["mask_given"]))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(interface, "attend", spy)
+    model = tiny_model()
+    ropeshift.apply(model, "string", shift=8, window=2)
+    ids = torch.randint(3, 100, (2, 20))
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False, pad_token_id=0)
+    assert {g for lq, g in seen if lq > 1} == {False}
+    seen.clear()
+    ids, mask = pad_rows([torch.randint(3, 100, (n,)) for n in (20, 13)], "left")
+    model.generate(ids, attention_mask=mask, max_new_tokens=2, do_sample=False, pad_token_id=0)
+    assert {g for _, g in seen} == {True}

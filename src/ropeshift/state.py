@@ -26,6 +26,9 @@ class RuntimeState:
     # every row's valid keys contiguous at the end (left padding or none), measured at layer 0 of the last
     # prefill and kept for its decode steps (which only append valid keys): the kernels' layout
     left_padded: bool | None = None
+    # every key valid, measured with left_padded: a prefill with an all-ones mask then runs as one without a mask
+    # (the fresh-prefill kernels: the Hopper kernel, the composed route), never a decode step
+    unpadded: bool = False
     # the last attention call's positions, reused by the next layers of the same forward (same mask and
     # position_ids objects, same shapes): (position_ids, mask, shape key, (qpos, kpos, kvalid, memo dict))
     last_positions: tuple | None = None

@@ -41,8 +41,8 @@ def sm90_target():
 
 def compile_variant(name, d, variant=""):
     """Compile the Hopper kernel for method case ``name`` (tests/kernels/_helpers.method_cases) at head dim d;
-    ``variant``: "" (the defaults), "zones" (one loop per key-tile zone, ``MERGED`` off) or "nofold" (a
-    constant query shift re-rotates q, ``FOLD_SHIFT`` off)."""
+    ``variant``: "" (the defaults) or "nofold" / "fold" (a constant query shift re-rotates q / k at every head
+    dim, ``FOLD_SHIFT_DIMS``)."""
     import torch
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -59,20 +59,24 @@ def compile_variant(name, d, variant=""):
     lay = gl.NVMMASharedLayout.get_default_for([ws.BLOCK_M, d], gl.bfloat16)
     qd = TensorDescriptor.from_tensor(q.view(-1, d), [ws.BLOCK_M, d], lay)
     kd = TensorDescriptor.from_tensor(k.view(-1, d), [ws.BLOCK_N, d], lay)
-    fold = ws.FOLD_SHIFT
-    ws.FOLD_SHIFT = variant != "nofold"
-    try:
-        q_map, k_map = ws._maps(spec)
-    finally:
-        ws.FOLD_SHIFT = fold
+    dims = {"nofold": frozenset(), "fold": frozenset({64, 128})}.get(variant, ws.FOLD_SHIFT_DIMS)
+    q_map, k_map = ws._maps(spec, d) if dims is ws.FOLD_SHIFT_DIMS else _maps_with(ws, spec, d, dims)
     with sm90_target():
         kernel = ws._hopper_ws_kernel.warmup(
             qd, qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.zeros(b, dtype=torch.int32), h, h // h_kv, n, 0.1,
             min(spec.lo1, 1 << 30), max(spec.ra, 1), spec.rb, RULE=spec.rule, HAS_R1=spec.has_r1,
-            HAS_Q1=q_map is not None, HAS_K1=k_map is not None, ONE_LOOP=variant != "zones", HAS_POFF=True,
+            HAS_Q1=q_map is not None, HAS_K1=k_map is not None, HAS_POFF=True,
             HEAD_DIM=d, num_warps=4, maxnreg=ws.MAXNREG, grid=(8, 4))
     return {"name": name, "d": d, "variant": variant, "shared": kernel.metadata.shared,
             "wgmma": "wgmma" in kernel.asm["ptx"]}
+
+
+def _maps_with(ws, spec, d, dims):
+    old, ws.FOLD_SHIFT_DIMS = ws.FOLD_SHIFT_DIMS, dims
+    try:
+        return ws._maps(spec, d)
+    finally:
+        ws.FOLD_SHIFT_DIMS = old
 
 
 if __name__ == "__main__":

@@ -78,20 +78,19 @@ def _inputs(b, h, h_kv, n, d, dtype, seed, hf_layout):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
-@pytest.mark.parametrize("variant", ["", "zones", "nofold"])
+@pytest.mark.parametrize("fold", [None, frozenset(), frozenset({64, 128})])
 @pytest.mark.parametrize("n", [300, 2049])
 @pytest.mark.parametrize("name", SERVED)
-def test_offsets_and_layout(name, n, variant, monkeypatch):
+def test_offsets_and_layout(name, n, fold, monkeypatch):
     """Rows at other absolute positions (pos_offset 0 and 77) and HF-transposed q: the Hopper kernel against the
-    portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error; with its
-    defaults, one loop per key-tile zone (``MERGED`` off) and a constant query shift re-rotating q
-    (``FOLD_SHIFT`` off)."""
+    portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error; with the
+    default and both ways of applying a constant query shift (re-rotating q or k, ``FOLD_SHIFT_DIMS``)."""
     from ropeshift import kernels
     from ropeshift.kernels import attention as A
     from ropeshift.kernels.spec import compile_table
 
-    monkeypatch.setattr(_ws(), "MERGED", variant != "zones")
-    monkeypatch.setattr(_ws(), "FOLD_SHIFT", variant != "nofold")
+    if fold is not None:
+        monkeypatch.setattr(_ws(), "FOLD_SHIFT_DIMS", fold)
 
     case = {c[0]: c for c in method_cases(n, 128)}[name]
     method = build(*case[1:])
@@ -152,11 +151,11 @@ def test_compiles_for_sm90():
     here = os.path.dirname(__file__)
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
     run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "rerope_leaky:128",
-                          "string:128:nofold", "dca:64:zones"],
+                          "string:128:nofold", "string:64:fold", "dca:64"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 3
+    assert len(results) == 4
     for r in results:
         assert r["wgmma"], r
         assert r["shared"] <= 232448, r

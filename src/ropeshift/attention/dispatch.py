@@ -70,9 +70,17 @@ def _reason(method, dev, dtype, head_dim, interpreter):
 
 def is_left_padded(kvalid) -> bool:
     """True when every row's valid keys are contiguous at the end (left padding or none). One host sync."""
+    return mask_layout(kvalid)[0]
+
+
+def mask_layout(kvalid) -> tuple[bool, bool]:
+    """(left_padded, unpadded) of a key mask kvalid [b, lk] in one host sync: every row's valid keys contiguous
+    at the end (left padding or none), and every key valid (the mask says nothing a causal call does not)."""
     lk = kvalid.shape[1]
     start = lk - kvalid.sum(dim=1, keepdim=True)
-    return bool(((torch.arange(lk, device=kvalid.device)[None, :] >= start) == kvalid).all())
+    left = ((torch.arange(lk, device=kvalid.device)[None, :] >= start) == kvalid).all()
+    left_padded, unpadded = torch.stack([left, kvalid.all()]).tolist()
+    return bool(left_padded), bool(unpadded)
 
 
 def _kernel_positions(qpos, kvalid, mask_given: bool, positional: bool, key_end=None):

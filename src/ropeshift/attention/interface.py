@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from .dispatch import attend, is_left_padded
+from .dispatch import attend, mask_layout
 from .positions import inconsistent_rows, positions_from
 
 ATTN_NAME = "ropeshift"
@@ -133,8 +133,10 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     if getattr(module, "layer_idx", 0) == 0 and (lq > 1 or not query.is_cuda) and not static:  # no sync per step
         if not torch.compiler.is_compiling():
             _check_positions(position_ids, attention_mask, b, lq, lk, query.device)
-            state.left_padded = is_left_padded(kvalid) if mask_given else True
+            state.left_padded, state.unpadded = mask_layout(kvalid) if mask_given else (True, True)
         state.check_length(qpos)
+    if mask_given and lq > 1 and state.unpadded and not torch.compiler.is_compiling():
+        mask_given = False  # an all-ones mask (measured at layer 0 of this forward): the calls a maskless one takes
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
     out, _ = attend(
         state.impl, query, key, value, state.method, state.inv_freq_on(query.device),

@@ -6,8 +6,8 @@ two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend)
 (``_prefill.py``). Region 0 scores q . k as cached; region 1 scores q1 . k1, both made once per call by the
 portable prologue kernel (``_prefill._rotate_keys_kernel``, fp32 angles) into Q- and K-sized buffers that TMA
 loads like q and k: q1 = q re-rotated per row by the query map, k1 = k by the key map. A constant query shift
-(STRING) is folded into the key map instead, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is re-rotated
-(``FOLD_SHIFT``). Measured against making q1 inside the consumer warpgroups (per element or per column), which
+(STRING) is folded into the key map instead at D = 128, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is
+re-rotated (``FOLD_SHIFT_DIMS``). Measured against making q1 inside the consumer warpgroups (per element or per column), which
 cost 3-20 % more at 32k (benchmarks/RESULTS.md).
 
 One program = 128 query rows of one (batch, head); three partitions run at once::
@@ -27,7 +27,7 @@ P_{t-1} V_{t-1} and its softmax overlaps that MMA. Key tiles, low to high::
 Keys that keep their positions: each warpgroup splits at its own F, E (by d >= LO1), both dots read K_t. Re-
 rotated keys: F, E are the program's (``_chunk_zones`` for DCA), far tiles stream K1_t through the ring, edge
 tiles K_t there and K1_t in a one-stage k1 slot (224 KB of shared memory at D = 128 with Q1 and K1). One loop
-walks the tiles and picks per tile (``_run_merged``); edge tiles wait for P V before their second dot, so that
+walks the tiles and picks per tile (``_run_regions``); edge tiles wait for P V before their second dot, so that
 S, S1 and O are never all live with P (no spills: ptxas reports none for any served table).
 Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here.
 """
@@ -47,13 +47,10 @@ from .spec import MAP_CONSTANT, MAP_IDENTITY, RULE_CHUNK, RULE_NONE
 
 _LOG2E = 1.4426950408889634
 BLOCK_M, BLOCK_N = 128, 128  # query rows per program (two warpgroups of 64), key rows per tile
-FAR, EDGE, NEAR = gl.constexpr(0), gl.constexpr(1), gl.constexpr(2)  # a consumer's key-tile zones
 RULE_CHUNK_C = gl.constexpr(RULE_CHUNK)
-# FOLD_SHIFT: a constant query shift re-rotates K (k1 = R(-b) k) instead of Q. MERGED: region tables walk their
-# key tiles in one loop that picks q / q1 and the edge rule per tile (else one loop per zone, far / edge / near,
-# which ptxas compiles with byte swaps of P at every loop-carried hand-over). Both switches exist to be measured.
-FOLD_SHIFT = os.environ.get("ROPESHIFT_HOPPER_FOLD", "1") != "0"
-MERGED = os.environ.get("ROPESHIFT_HOPPER_MERGED", "1") != "0"
+# head dims at which a constant query shift re-rotates K (k1 = R(-b) k) instead of Q, by measurement (32k, H200:
+# STRING 1.02x cuDNN folded vs 1.09x at D = 128; 1.06x vs 1.05x at D = 64, benchmarks/RESULTS.md)
+FOLD_SHIFT_DIMS = frozenset({128})
 # TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
@@ -153,57 +150,42 @@ def _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, 
 
 
 @gluon.jit
-def _run(lo, hi, acc, m_i, l_i, p, qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
-         rows, cols0, mw, qk_scale, LO1, p0, CS, CW, e0, ZONE: gl.constexpr, RULE: gl.constexpr,
-         HAS_K1: gl.constexpr, s_layout: gl.constexpr,
-         o_layout: gl.constexpr, BN: gl.constexpr):
-    """j in [lo, hi): S of tile t = j + 1 (in ZONE) overlaps P_j V_j; then softmax of t and the O rescale.
-    e0: the first edge tile (k1 slot fills are counted from it)."""
+def _run(n_tiles, acc, m_i, l_i, p, qh, k_s, v_s, k_ready, v_ready, k_free, v_free, rows, cols0, mw, qk_scale,
+         s_layout: gl.constexpr, o_layout: gl.constexpr, BN: gl.constexpr):
+    """Tiles 1 .. n_tiles - 1 of the plain table: S of tile t = j + 1 overlaps P_j V_j; then softmax of t (causal
+    mask on the diagonal tile) and the O rescale."""
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    for j in range(lo, hi):
+    for j in range(0, n_tiles - 1):
         t = j + 1
         st = t % 2
         mbarrier.wait(k_ready.index(st), (t // 2) & 1)
         kt = k_s.index(st).permute((1, 0))
         zero = gl.zeros([64, BN], gl.float32, s_layout)
-        if ZONE == FAR:
-            s_tok = warpgroup_mma(q1h, kt, zero, use_acc=False, is_async=True)
-        else:
-            s_tok = warpgroup_mma(qh, kt, zero, use_acc=False, is_async=True)
+        s_tok = warpgroup_mma(qh, kt, zero, use_acc=False, is_async=True)
         jb = j % 2
         mbarrier.wait(v_ready.index(jb), (j // 2) & 1)
         o_tok = warpgroup_mma(p, v_s.index(jb), acc, is_async=True)
-        if ZONE == EDGE:
-            s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
-            mbarrier.arrive(v_free.index(jb), count=1)
-            s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - e0, zero, HAS_K1)
-            mbarrier.arrive(k_free.index(st), count=1)
-            cols = t * BN + cols0
-            s = gl.where(_in_r1(rows, cols, p0, LO1, CS, CW, RULE), s1, s)
-            s = _causal(s, t, rows, cols0, mw, BN)
-            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i, qk_scale)
-            p = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
-        else:
-            s = warpgroup_mma_wait(1, deps=(s_tok, ))
-            mbarrier.arrive(k_free.index(st), count=1)
-            if ZONE == NEAR:
-                s = _causal(s, t, rows, cols0, mw, BN)
-            m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i, qk_scale)
-            p_new = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
-            acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
-            mbarrier.arrive(v_free.index(jb), count=1)
-            p = p_new
+        s = warpgroup_mma_wait(1, deps=(s_tok, ))
+        mbarrier.arrive(k_free.index(st), count=1)
+        s = _causal(s, t, rows, cols0, mw, BN)
+        m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i, qk_scale)
+        p_new = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
+        acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
+        mbarrier.arrive(v_free.index(jb), count=1)
+        p = p_new
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
     return acc, m_i, l_i, p
 
 
 @gluon.jit
-def _run_merged(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
+def _run_regions(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
                 k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1,
                 RULE: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr,
                 o_layout: gl.constexpr, BN: gl.constexpr):
-    """Tiles 1 .. n_tiles - 1 of a region table in one loop: S of tile t = j + 1 overlaps P_j V_j as in ``_run``;
-    tile t scores q1 (q_s.index(1)) below n_far, and selects per pair (both dots, synchronously) below n_r1."""
+    """Tiles 1 .. n_tiles - 1 of a region table, in one loop (one loop per zone made ptxas byte-swap P at every
+    hand-over and spill: 3-12 % slower at 32k, benchmarks/RESULTS.md): S of tile t = j + 1 overlaps P_j V_j as in
+    ``_run``; tile t scores q1 (q_s.index(1)) below n_far, and selects per pair (both dots, synchronously) below
+    n_r1."""
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     qh = q_s.index(0).slice(HALF * 64, 64)
     q1h = q_s.index(HAS_Q1 * 1).slice(HALF * 64, 64)
@@ -246,8 +228,7 @@ def _run_merged(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v
 @gluon.jit
 def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
              O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr,
-             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, ONE_LOOP: gl.constexpr,
-             HEAD_DIM: gl.constexpr, BN: gl.constexpr):
+             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, HEAD_DIM: gl.constexpr, BN: gl.constexpr):
     """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse. q_s [1 or 2,
     BM, d]: q, then q1 (HAS_Q1)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -279,20 +260,13 @@ def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_rea
                n_r1, RULE, HAS_K1, s_layout, BN)
     m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale)
     p = gl.convert_layout(p.to(v_s.dtype), p_layout)
-    if HAS_R1 and ONE_LOOP:
-        acc, m_i, l_i, p = _run_merged(n_tiles, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready,
-                                       v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS,
-                                       CW, n_far, n_r1, RULE, HAS_Q1, HAS_K1, s_layout, o_layout, BN)
+    if HAS_R1:
+        acc, m_i, l_i, p = _run_regions(n_tiles, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready,
+                                        v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS,
+                                        CW, n_far, n_r1, RULE, HAS_Q1, HAS_K1, s_layout, o_layout, BN)
     else:
-        # iteration j scores tile j + 1: far while j + 1 < n_far, edge while j + 1 < n_r1, then near
-        e0 = gl.maximum(n_far - 1, 0)
-        e1 = gl.maximum(n_r1 - 1, e0)
-        zone_args = (qh, q1h, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, rows, cols0,
-                     mw, qk_scale, LO1, p0, CS, CW, n_far)
-        acc, m_i, l_i, p = _run(0, e0, acc, m_i, l_i, p, *zone_args, FAR, RULE, HAS_K1, s_layout, o_layout, BN)
-        acc, m_i, l_i, p = _run(e0, e1, acc, m_i, l_i, p, *zone_args, EDGE, RULE, HAS_K1, s_layout, o_layout, BN)
-        acc, m_i, l_i, p = _run(e1, n_tiles - 1, acc, m_i, l_i, p, *zone_args, NEAR, RULE, HAS_K1, s_layout,
-                                o_layout, BN)
+        acc, m_i, l_i, p = _run(n_tiles, acc, m_i, l_i, p, qh, k_s, v_s, k_ready, v_ready, k_free, v_free, rows,
+                                cols0, mw, qk_scale, s_layout, o_layout, BN)
     last = n_tiles - 1
     lb = last % 2
     mbarrier.wait(v_ready.index(lb), (last // 2) & 1)
@@ -333,8 +307,7 @@ def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
 @gluon.jit
 def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H, G, N, qk_scale, LO1, CS, CW,
                       RULE: gl.constexpr, HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr,
-                      ONE_LOOP: gl.constexpr, HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr,
-                      num_warps: gl.constexpr):
+                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
@@ -391,11 +364,11 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
         (_consume, (0, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
-                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, ONE_LOOP,
-                    HEAD_DIM, BN)),
+                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, HEAD_DIM,
+                    BN)),
         (_consume, (1, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
-                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, ONE_LOOP,
-                    HEAD_DIM, BN)),
+                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, HEAD_DIM,
+                    BN)),
         (_load_partition, (k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
                            v_free, kv_row, n_tiles, f_lo, r_hi, HAS_K1)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
@@ -436,14 +409,15 @@ def unserved_reason(spec, q, k, key_start, rotary_half: int) -> str | None:
     return None
 
 
-def _maps(spec):
+def _maps(spec, head_dim):
     """(query map or None, key map or None) that the prologue kernel applies to q and k for region 1, with a
-    constant query shift b folded into the key map under ``FOLD_SHIFT`` (q1 . k1 = q . R(-b) k1)."""
+    constant query shift b folded into the key map at the head dims of ``FOLD_SHIFT_DIMS`` (q1 . k1 =
+    q . R(-b) k1)."""
     if not spec.has_r1:
         return None, None
     q_map = None if spec.q_map[0] == MAP_IDENTITY else spec.q_map
     k_map = None if spec.k_map[0] == MAP_IDENTITY else spec.k_map
-    if FOLD_SHIFT and q_map is not None and q_map[0] == MAP_CONSTANT:
+    if head_dim in FOLD_SHIFT_DIMS and q_map is not None and q_map[0] == MAP_CONSTANT:
         b = q_map[4]
         kind, a, c, g, kb = k_map if k_map is not None else (MAP_CONSTANT, 1.0, 0, 1, 0.0)
         q_map, k_map = None, (kind, a, c, g, kb - b)
@@ -473,7 +447,7 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
     q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
     if spec.has_r1 and 2 * inv_freq.numel() != d:
         raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
-    q_map, k_map = _maps(spec)
+    q_map, k_map = _maps(spec, d)
     q1 = _rotated(q, q_map, inv_freq, pos_offset) if q_map is not None else q
     k1 = _rotated(k, k_map, inv_freq, pos_offset) if k_map is not None else k
     dt = _gl_dtype(q.dtype)
@@ -489,6 +463,5 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
     _hopper_ws_kernel[grid](q_desc, q1_desc, k_desc, k1_desc, v_desc, out, lse,
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
                             max(int(spec.ra), 1), int(spec.rb), RULE=int(spec.rule), HAS_R1=bool(spec.has_r1),
-                            HAS_Q1=q1 is not q, HAS_K1=k1 is not k, ONE_LOOP=MERGED,
-                            HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4, maxnreg=MAXNREG)
+                            HAS_Q1=q1 is not q, HAS_K1=k1 is not k, HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4, maxnreg=MAXNREG)
     return out, lse
