@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ropeshift import kernels
 from _settings import ALL_METHODS, method_at
+from ropeshift.eval.options import parse_length
 
 H, H_KV = 32, 8
 
@@ -65,7 +66,7 @@ def _median_ms(fn, min_calls=10, min_ms=300.0, warmup=2):
 def _interleaved_ms(fns, budget, min_rounds=10, max_rounds=40, min_ms=300.0):
     """Median ms per fn from rounds that call every fn once in turn (after two warm-up calls each), so a drift of
     the clocks or temperature during the run weighs on every column alike instead of on the later ones."""
-    est, failed = {}, {}
+    est = {}
     for name, fn in fns.items():
         if budget.left() < 5:
             print(f"# {name}: skipped (time budget)", file=sys.stderr)
@@ -73,7 +74,6 @@ def _interleaved_ms(fns, budget, min_rounds=10, max_rounds=40, min_ms=300.0):
         try:
             est[name] = _median_ms(fn, min_calls=1, min_ms=0.0, warmup=2)
         except Exception as e:  # noqa: BLE001 - a provider that cannot run is reported, not fatal
-            failed[name] = e
             print(f"# {name} failed: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
     if not est:
         return {}
@@ -355,7 +355,8 @@ def sweep_prefill(dims, n):
 
 
 def _lengths(s):
-    return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in s.split(",") if x]
+    """Comma-separated lengths ("32k,128k"); empty: none."""
+    return [parse_length(x) for x in s.split(",") if x]
 
 
 def main(argv=None):

@@ -30,6 +30,7 @@ import torch
 
 import ropeshift
 from _settings import ALL_METHODS, method_params
+from ropeshift.eval.options import parse_lengths
 
 HEADER = ("| N | method | SDPA backend | prefill s (SDPA) | prefill s (method) | ratio (<= 1.10) | tok/s SDPA "
           "| tok/s method | ratio (>= 0.95) | peak GiB (SDPA / method) | decode (SDPA / method) |\n"
@@ -150,10 +151,6 @@ class Budget:
         return False
 
 
-def _lengths(s):
-    return [int(x[:-1]) * 1024 if x.endswith("k") else int(x) for x in s.split(",") if x]
-
-
 def _release(device, model=None):
     """Free what a measurement left behind. With ``model``: also drop generate's compiled forward and its CUDA-graph
     memory pools (the static SDPA baseline), so they do not count against the methods' peak memory."""
@@ -169,7 +166,7 @@ def run_all(model, args, device, emit):
     """Baselines once per length, then each method; ``emit(row)`` per (method, baseline) as soon as measured."""
     budget = Budget(args.budget)
     methods = [m for m in args.methods.split(",") if m]
-    for n in _lengths(args.lengths):
+    for n in parse_lengths(args.lengths):
         gen = torch.Generator(device=device).manual_seed(n)
         ids = torch.randint(1, model.config.vocab_size, (1, n), device=device, generator=gen)
         bases = {}

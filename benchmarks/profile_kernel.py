@@ -17,7 +17,9 @@ import torch
 
 from ropeshift import kernels
 
-from bench_attention import H, H_KV, _inv_freq, _lengths, method_at
+from _settings import method_at
+from bench_attention import H, H_KV, _inv_freq
+from ropeshift.eval.options import parse_length
 
 
 def main(argv=None):
@@ -28,7 +30,7 @@ def main(argv=None):
     p.add_argument("--decode", action="store_true", help="one query per row over an N-key cache")
     p.add_argument("--batch", type=int, default=1)
     args = p.parse_args(argv)
-    n = _lengths(args.n)[0]
+    n = parse_length(args.n)
     d, b = args.d, args.batch
     torch.manual_seed(0)
     q = torch.randn(b, H, 1 if args.decode else n, d, device="cuda", dtype=torch.bfloat16)

@@ -159,3 +159,28 @@ def test_compiles_for_sm90():
     for r in results:
         assert r["wgmma"], r
         assert r["shared"] <= 232448, r
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_constant_shift_folded_into_keys_scores_alike(d):
+    """STRING's constant query shift: ``_maps`` folds it into the key map at the head dims of FOLD_SHIFT_DIMS and
+    keeps it on the queries elsewhere; either way the prologue's rotations give the same region-1 scores
+    (q1 . k = q . R(-b) k), fp32 through the portable prologue kernel (interpreter on CPU)."""
+    ws = _ws()
+    spec = _spec("string")
+    q_map, k_map = ws._maps(spec, d)
+    assert (q_map is None) == (d in ws.FOLD_SHIFT_DIMS) and (k_map is None) != (d in ws.FOLD_SHIFT_DIMS)
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 2, 40, d, generator=gen)
+    k = torch.randn(1, 2, 40, d, generator=gen)
+    inv = llama_inv_freq(d, base=10000.0)
+    unfolded = ws._rotated(q, spec.q_map, inv, None) @ k.transpose(-1, -2)
+    old = ws.FOLD_SHIFT_DIMS
+    try:
+        ws.FOLD_SHIFT_DIMS = frozenset({d})
+        q_f, k_f = ws._maps(spec, d)
+    finally:
+        ws.FOLD_SHIFT_DIMS = old
+    assert q_f is None
+    folded = q @ ws._rotated(k, k_f, inv, None).transpose(-1, -2)
+    assert torch.allclose(folded, unfolded, rtol=1e-4, atol=1e-4 * unfolded.abs().max().item())

@@ -7,7 +7,7 @@ two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend)
 portable prologue kernel (``_prefill._rotate_keys_kernel``, fp32 angles) into Q- and K-sized buffers that TMA
 loads like q and k: q1 = q re-rotated per row by the query map, k1 = k by the key map. A constant query shift
 (STRING) is folded into the key map instead at D = 128, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is
-re-rotated (``FOLD_SHIFT_DIMS``). Measured against making q1 inside the consumer warpgroups (per element or per column), which
+re-rotated (``FOLD_SHIFT_DIMS``). Making q1 inside the consumer warpgroups instead (per element or per column)
 cost 3-20 % more at 32k (benchmarks/RESULTS.md).
 
 One program = 128 query rows of one (batch, head); three partitions run at once::
@@ -27,7 +27,7 @@ P_{t-1} V_{t-1} and its softmax overlaps that MMA. Key tiles, low to high::
 Keys that keep their positions: each warpgroup splits at its own F, E (by d >= LO1), both dots read K_t. Re-
 rotated keys: F, E are the program's (``_chunk_zones`` for DCA), far tiles stream K1_t through the ring, edge
 tiles K_t there and K1_t in a one-stage k1 slot (224 KB of shared memory at D = 128 with Q1 and K1). One loop
-walks the tiles and picks per tile (``_run_regions``); edge tiles wait for P V before their second dot, so that
+walks the tiles and picks per tile (``_run``); edge tiles wait for P V before their second dot, so that
 S, S1 and O are never all live with P (no spills: ptxas reports none for any served table).
 Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here.
 """
@@ -150,42 +150,29 @@ def _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, 
 
 
 @gluon.jit
-def _run(n_tiles, acc, m_i, l_i, p, qh, k_s, v_s, k_ready, v_ready, k_free, v_free, rows, cols0, mw, qk_scale,
-         s_layout: gl.constexpr, o_layout: gl.constexpr, BN: gl.constexpr):
-    """Tiles 1 .. n_tiles - 1 of the plain table: S of tile t = j + 1 overlaps P_j V_j; then softmax of t (causal
-    mask on the diagonal tile) and the O rescale."""
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    for j in range(0, n_tiles - 1):
-        t = j + 1
-        st = t % 2
-        mbarrier.wait(k_ready.index(st), (t // 2) & 1)
-        kt = k_s.index(st).permute((1, 0))
-        zero = gl.zeros([64, BN], gl.float32, s_layout)
-        s_tok = warpgroup_mma(qh, kt, zero, use_acc=False, is_async=True)
-        jb = j % 2
-        mbarrier.wait(v_ready.index(jb), (j // 2) & 1)
-        o_tok = warpgroup_mma(p, v_s.index(jb), acc, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s_tok, ))
-        mbarrier.arrive(k_free.index(st), count=1)
-        s = _causal(s, t, rows, cols0, mw, BN)
-        m_i, l_i, p_new, alpha = _softmax(s, m_i, l_i, qk_scale)
-        p_new = gl.convert_layout(p_new.to(v_s.dtype), p_layout)
-        acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
-        mbarrier.arrive(v_free.index(jb), count=1)
-        p = p_new
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-    return acc, m_i, l_i, p
+def _overlapped_step(s_tok, o_tok, acc, p, m_i, l_i, k_done, v_done, v_s, t, rows, cols0, mw, qk_scale,
+                     p_layout: gl.constexpr, BN: gl.constexpr):
+    """A tile scored by one dot: wait for S_t (P_j V_j still running), release K_t, causal mask on the diagonal
+    tile, softmax; then wait for P_j V_j and release V_j. Returns acc, m_i, l_i, P_t, alpha."""
+    s = warpgroup_mma_wait(1, deps=(s_tok, ))
+    mbarrier.arrive(k_done, count=1)
+    s = _causal(s, t, rows, cols0, mw, BN)
+    m_i, l_i, pf, alpha = _softmax(s, m_i, l_i, qk_scale)
+    pn = gl.convert_layout(pf.to(v_s.dtype), p_layout)
+    acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
+    mbarrier.arrive(v_done, count=1)
+    return acc, m_i, l_i, pn, alpha
 
 
 @gluon.jit
-def _run_regions(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
-                k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1,
-                RULE: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr,
-                o_layout: gl.constexpr, BN: gl.constexpr):
-    """Tiles 1 .. n_tiles - 1 of a region table, in one loop (one loop per zone made ptxas byte-swap P at every
-    hand-over and spill: 3-12 % slower at 32k, benchmarks/RESULTS.md): S of tile t = j + 1 overlaps P_j V_j as in
-    ``_run``; tile t scores q1 (q_s.index(1)) below n_far, and selects per pair (both dots, synchronously) below
-    n_r1."""
+def _run(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
+         k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1, RULE: gl.constexpr,
+         HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr,
+         o_layout: gl.constexpr, BN: gl.constexpr):
+    """Tiles 1 .. n_tiles - 1 in one loop: S of tile t = j + 1 is issued before P_j V_j and its softmax overlaps
+    that MMA. With region 1 (HAS_R1), tile t scores q1 (q_s.index(1)) below n_far and selects per pair (both
+    dots, synchronously) below n_r1; one loop per zone instead made ptxas byte-swap P at every hand-over and spill
+    (3-12 % slower at 32k, benchmarks/RESULTS.md)."""
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     qh = q_s.index(0).slice(HALF * 64, 64)
     q1h = q_s.index(HAS_Q1 * 1).slice(HALF * 64, 64)
@@ -203,32 +190,33 @@ def _run_regions(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, 
         jb = j % 2
         mbarrier.wait(v_ready.index(jb), (j // 2) & 1)
         o_tok = warpgroup_mma(p, v_s.index(jb), acc, is_async=True)
-        if (t >= n_far) & (t < n_r1):  # an edge tile
-            s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
-            mbarrier.arrive(v_free.index(jb), count=1)
-            s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - n_far, zero, HAS_K1)
-            mbarrier.arrive(k_free.index(st), count=1)
-            s = gl.where(_in_r1(rows, t * BN + cols0, p0, LO1, CS, CW, RULE), s1, s)
-            s = _causal(s, t, rows, cols0, mw, BN)
-            m_i, l_i, pe, alpha = _softmax(s, m_i, l_i, qk_scale)
-            p = gl.convert_layout(pe.to(v_s.dtype), p_layout)
+        if HAS_R1:
+            if (t >= n_far) & (t < n_r1):  # an edge tile
+                s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
+                mbarrier.arrive(v_free.index(jb), count=1)
+                s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - n_far, zero, HAS_K1)
+                mbarrier.arrive(k_free.index(st), count=1)
+                s = gl.where(_in_r1(rows, t * BN + cols0, p0, LO1, CS, CW, RULE), s1, s)
+                s = _causal(s, t, rows, cols0, mw, BN)
+                m_i, l_i, pe, alpha = _softmax(s, m_i, l_i, qk_scale)
+                p = gl.convert_layout(pe.to(v_s.dtype), p_layout)
+            else:
+                acc, m_i, l_i, p, alpha = _overlapped_step(s_tok, o_tok, acc, p, m_i, l_i, k_free.index(st),
+                                                           v_free.index(jb), v_s, t, rows, cols0, mw, qk_scale,
+                                                           p_layout, BN)
         else:
-            s = warpgroup_mma_wait(1, deps=(s_tok, ))
-            mbarrier.arrive(k_free.index(st), count=1)
-            s = _causal(s, t, rows, cols0, mw, BN)
-            m_i, l_i, pf, alpha = _softmax(s, m_i, l_i, qk_scale)
-            pn = gl.convert_layout(pf.to(v_s.dtype), p_layout)
-            acc, p = warpgroup_mma_wait(0, deps=(o_tok, p))
-            mbarrier.arrive(v_free.index(jb), count=1)
-            p = pn
+            acc, m_i, l_i, p, alpha = _overlapped_step(s_tok, o_tok, acc, p, m_i, l_i, k_free.index(st),
+                                                       v_free.index(jb), v_s, t, rows, cols0, mw, qk_scale,
+                                                       p_layout, BN)
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
     return acc, m_i, l_i, p
 
 
 @gluon.jit
-def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
-             O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr,
-             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, HEAD_DIM: gl.constexpr, BN: gl.constexpr):
+def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
+             v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr,
+             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, HEAD_DIM: gl.constexpr,
+             BN: gl.constexpr):
     """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse. q_s [1 or 2,
     BM, d]: q, then q1 (HAS_Q1)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -260,13 +248,9 @@ def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_rea
                n_r1, RULE, HAS_K1, s_layout, BN)
     m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale)
     p = gl.convert_layout(p.to(v_s.dtype), p_layout)
-    if HAS_R1:
-        acc, m_i, l_i, p = _run_regions(n_tiles, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready,
-                                        v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS,
-                                        CW, n_far, n_r1, RULE, HAS_Q1, HAS_K1, s_layout, o_layout, BN)
-    else:
-        acc, m_i, l_i, p = _run(n_tiles, acc, m_i, l_i, p, qh, k_s, v_s, k_ready, v_ready, k_free, v_free, rows,
-                                cols0, mw, qk_scale, s_layout, o_layout, BN)
+    acc, m_i, l_i, p = _run(n_tiles, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
+                            k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1, RULE, HAS_R1,
+                            HAS_Q1, HAS_K1, s_layout, o_layout, BN)
     last = n_tiles - 1
     lb = last % 2
     mbarrier.wait(v_ready.index(lb), (last // 2) & 1)
@@ -441,7 +425,7 @@ def _rotated(x, pos_map, inv_freq, pos_offset):
 def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_offset=None):
     """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated); q [b, h, n, d], k/v [b, h_kv, n, d];
     pos_offset [b] int32 (the position of index 0; None: 0). Callers check ``unserved_reason`` first.
-    A general key map is applied once per call (``_prefill._rotate_keys_kernel`` into a K-sized buffer K1)."""
+    Region 1's maps (``_maps``) are applied once per call by ``_rotated`` into Q1- / K1-sized buffers."""
     b, h, n, d = q.shape
     h_kv = k.shape[1]
     q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
@@ -463,5 +447,6 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
     _hopper_ws_kernel[grid](q_desc, q1_desc, k_desc, k1_desc, v_desc, out, lse,
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
                             max(int(spec.ra), 1), int(spec.rb), RULE=int(spec.rule), HAS_R1=bool(spec.has_r1),
-                            HAS_Q1=q1 is not q, HAS_K1=k1 is not k, HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4, maxnreg=MAXNREG)
+                            HAS_Q1=q1 is not q, HAS_K1=k1 is not k, HAS_POFF=pos_offset is not None, HEAD_DIM=d,
+                            num_warps=4, maxnreg=MAXNREG)
     return out, lse
