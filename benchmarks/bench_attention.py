@@ -15,6 +15,9 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
   <m> triton    the same call with the Hopper kernel switched off (sm_90 only; also "triton causal")
   <m> nofold    the Hopper kernel with a constant query shift (STRING) re-rotating Q instead of K at every head dim
                 (--hopper-variants nofold,fold; "<m> fold": re-rotating K at every head dim; default: K at D = 128)
+  <m> [v]       decode columns with a switch of the decode kernel set (--decode-variants sms4,cfg=32.4.3):
+                sms4 = the split rule before 2026-12-03 (~4 programs per SM instead of one full wave),
+                cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
@@ -270,6 +273,30 @@ def _graph_ms(fn, reps):
     return _median_ms(g.replay, min_calls=20) / reps
 
 
+DECODE_VARIANTS = ()  # --decode-variants
+
+
+def _decode_variant(name, fn):
+    """fn with one switch of ``_decode`` set: "sms4" (the old split rule) or "cfg=BN.W.S" (tile config)."""
+    from ropeshift.kernels import _decode
+
+    if name == "sms4":
+        attr, value = "SPLIT_RULE", "sms4"
+    elif name.startswith("cfg="):
+        attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
+    else:
+        raise ValueError(f"unknown decode variant {name!r} (sms4, cfg=BN.W.S)")
+
+    def call():
+        old = getattr(_decode, attr)
+        setattr(_decode, attr, value)
+        try:
+            return fn()
+        finally:
+            setattr(_decode, attr, old)
+    return call
+
+
 def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
     rows = []
     for n in lengths:
@@ -292,6 +319,9 @@ def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
                 spec = compile_table(method_at(name, n).table())  # compiled once, as the dispatcher caches it
                 fns[name] = lambda s=spec: [kernels.table_attention(q, k, v, s, inv_freq=inv, scale=scale,
                                                                     pos_offset=poff) for k, v in zip(ks, vs)]
+            for var in DECODE_VARIANTS:
+                fns.update({f"{name} [{var}]": _decode_variant(var, fn) for name, fn in list(fns.items())
+                            if "[" not in name})
             res = {}
             for name, fn in fns.items():
                 try:
@@ -301,8 +331,9 @@ def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
                           file=sys.stderr)
             for name, ms in res.items():
                 bw = kv_bytes / (ms * 1e-3)
+                plain = "ours plain" + name[name.index(" ["):] if " [" in name else "ours plain"  # same variant
                 row = {"n": n, "b": b, "impl": name, "us": ms * 1e3, "tbs": bw / 1e12, "copy_pct": 100 * bw / copy_bw,
-                       "vs_plain": ms / res["ours plain"] if "ours plain" in res else None}
+                       "vs_plain": ms / res[plain] if plain in res else None}
                 rows.append(row)
                 print(_decode_line(row), flush=True)
             del ks, vs
@@ -379,17 +410,23 @@ def main(argv=None):
                    "('<method> triton', 'triton causal')")
     p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches set "
                    "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
+    p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
+                   "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
     budget = Budget(args.budget)
-    global COMPOSE, HOPPER_VARIANTS, PORTABLE
+    global COMPOSE, DECODE_VARIANTS, HOPPER_VARIANTS, PORTABLE
     COMPOSE = not args.no_compose
     PORTABLE = not args.no_portable
     HOPPER_VARIANTS = tuple(m for m in args.hopper_variants.split(",") if m)
     for m in HOPPER_VARIANTS:
         if m not in _VARIANT_FLAGS:
             p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
+    DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
+    for m in DECODE_VARIANTS:
+        if not (m == "sms4" or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
+            p.error(f"unknown --decode-variants entry {m!r} (sms4, cfg=BN.W.S)")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

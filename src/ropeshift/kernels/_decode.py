@@ -320,15 +320,22 @@ def _table_decode_split_kernel(
     tl.store(Lpart + part + rows, lse)
 
 
-# (BLOCK_N, num_warps, num_stages) override for tuning sweeps; ROPESHIFT_DECODE_CONFIG="64,4,3" sets it too
+# (BLOCK_N, num_warps, num_stages) per key path on a GPU ("cached": KMAP 0, "rotated": keys re-rotated or a
+# group step), chosen by measurement (benchmarks/RESULTS.md); ROPESHIFT_DECODE_CONFIG="64,4,3" overrides both
+GPU_CONFIGS = {"cached": (64, 4, 3), "rotated": (64, 4, 3)}
 DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].split(",")) \
     if os.environ.get("ROPESHIFT_DECODE_CONFIG") else None
+# split rule: "wave" (programs fill one wave of the device, ``_occupancy``) or "sms4" (~4 programs per SM, the
+# rule before 2026-12-03; kept for side-by-side benchmarks)
+SPLIT_RULE = os.environ.get("ROPESHIFT_DECODE_SPLIT", "wave")
 
 
-def _decode_config(on_gpu):
+def _decode_config(spec, on_gpu):
     if DECODE_CONFIG is not None:
         return DECODE_CONFIG
-    return (64, 4, 3) if on_gpu else (16, 4, 1)
+    if not on_gpu:
+        return (16, 4, 1)
+    return GPU_CONFIGS["rotated" if spec.has_r1 and spec.k_map[0] != 0 else "cached"]
 
 
 def key_mode(spec, block_n):
@@ -343,6 +350,33 @@ def key_mode(spec, block_n):
     return 2, True
 
 
+_SLOTS = {}  # (device index, constexpr key) -> programs per wave
+
+
+def _wave_slots(device, key, warm):
+    """Programs the device holds at once for one compiled variant (``warm()`` compiles it without launching)."""
+    from . import _occupancy as occ
+
+    idx = device.index if device.index is not None else 0
+    if (idx, key) not in _SLOTS:
+        n_regs, shared = occ.compiled_resources(warm())
+        per_sm = occ.programs_per_sm(n_regs, shared, key[-2], occ.device_limits(idx))
+        _SLOTS[idx, key] = per_sm * _num_sms(device)
+    return _SLOTS[idx, key]
+
+
+def _split_count(q, b, h_kv, lk, block_n, key, warm):
+    """Splits per (row, kv head), from shapes and the compiled kernel only (no host sync): "wave" fills one wave
+    of resident programs; "sms4" (and CPU) aims at ~4 programs per SM."""
+    max_splits = triton.cdiv(lk, block_n)
+    if SPLIT_RULE == "wave" and q.is_cuda:
+        from ._occupancy import wave_splits
+
+        return wave_splits(b * h_kv, max_splits, _wave_slots(q.device, key, warm))
+    want = max(1, triton.cdiv(4 * _num_sms(q.device), b * h_kv))
+    return max(1, min(want, max_splits))
+
+
 def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale, key_end=None):
     """Host launcher for lq == 1: fills `out` [b, h, 1, d] and `lse` [b, h, 1] in place (2 launches).
 
@@ -355,32 +389,34 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     b, h, _, d = q.shape
     h_kv, lk = k.shape[1], k.shape[2]
     g = h // h_kv
-    block_n, num_warps, num_stages = _decode_config(q.is_cuda)
+    block_n, num_warps, num_stages = _decode_config(spec, q.is_cuda)
     n_rows = 2 * g if spec.has_r1 else g
     block_r = max(16, triton.next_power_of_2(n_rows))
-    # split count from shapes only (no host sync): ~4 programs per SM, chunks a multiple of BLOCK_N
-    want = max(1, triton.cdiv(4 * _num_sms(q.device), b * h_kv))
-    splits = max(1, min(want, triton.cdiv(lk, block_n)))
+    qk, qa, qc, qg, qb = spec.q_map
+    _, ka, kc, kg, kb = spec.k_map
+    kmap, krot = key_mode(spec, block_n)
+    meta = dict(HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n,
+                HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
+                PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
+                HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, HAS_KE=key_end is not None,
+                DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+                num_warps=num_warps, num_stages=num_stages)
+
+    def args(opart, lpart, chunk):
+        return (q, k, v, inv_freq, key_start if key_start is not None else q,
+                pos_offset if pos_offset is not None else q, key_end if key_end is not None else q, opart, lpart,
+                q.stride(0), q.stride(1), q.stride(3), *k.stride(), *v.stride(),
+                h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,
+                spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb)
+
+    key = (q.dtype, *meta.values())
+    warm = lambda: _table_decode_split_kernel.warmup(*args(q, q, block_n), grid=(1, 1), **meta)  # noqa: E731
+    splits = _split_count(q, b, h_kv, lk, block_n, key, warm)
     chunk = triton.cdiv(triton.cdiv(lk, splits), block_n) * block_n
     splits = triton.cdiv(lk, chunk)
     opart = torch.empty((b, h_kv, splits, block_r, d), device=q.device, dtype=torch.float32)
     lpart = torch.empty((b, h_kv, splits, block_r), device=q.device, dtype=torch.float32)
-    qk, qa, qc, qg, qb = spec.q_map
-    _, ka, kc, kg, kb = spec.k_map
-    kmap, krot = key_mode(spec, block_n)
-    _table_decode_split_kernel[(splits, b * h_kv)](
-        q, k, v, inv_freq, key_start if key_start is not None else q, pos_offset if pos_offset is not None else q,
-        key_end if key_end is not None else q, opart, lpart,
-        q.stride(0), q.stride(1), q.stride(3), *k.stride(), *v.stride(),
-        h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,
-        spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb,
-        HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n,
-        HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
-        PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
-        HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, HAS_KE=key_end is not None,
-        DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=num_warps, num_stages=num_stages,
-    )
+    _table_decode_split_kernel[(splits, b * h_kv)](*args(opart, lpart, chunk), **meta)
     _decode_combine_kernel[(b * h,)](
         opart, lpart, out, lse,
         out.stride(0), out.stride(1), out.stride(3), lse.stride(0), lse.stride(1),
