@@ -108,13 +108,16 @@ def _causal(s, t, rows, cols0, mw, BN: gl.constexpr):
 @gluon.jit
 def _in_r1(rows, cols, p0, LO1, CS, CW, RULE: gl.constexpr):
     """[64, BN] True where a pair is in region 1: d >= LO1 (band tables), or DCA's far rule on absolute positions
-    (not the same chunk of CS positions, and not the next chunk with the query within CW of its chunk start)."""
+    (not the same chunk of CS positions, and not the next chunk with the query within CW of its chunk start).
+    The chunk rule as a key threshold per row: a key is far exactly when its chunk is below qc - 1, or below qc
+    when the query's slot is > CW, i.e. when its index is below lim = (qc - [slot <= CW]) CS - p0 (positions
+    >= 0; keys after the query, which the causal mask drops, count as near). Two divisions per row and one compare
+    per pair: an edge tile is 844 SASS instructions per warpgroup at D = 128 (a division per key: 1576)."""
     if RULE == RULE_CHUNK_C:
-        qp = (p0 + rows)[:, None]
-        kp = (p0 + cols)[None, :]
+        qp = p0 + rows
         qc = qp // CS
-        kc = kp // CS
-        return ~((qc == kc) | ((qc == kc + 1) & (qp - qc * CS <= CW)))
+        lim = (qc - (qp - qc * CS <= CW).to(gl.int32)) * CS - p0
+        return cols[None, :] < lim[:, None]
     return (rows[:, None] - cols[None, :]) >= LO1
 
 
@@ -271,18 +274,20 @@ def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_rea
 def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
     """DCA's key-tile zones of query rows [m0, m0 + BM) at positions p0 + index: every pair of a tile below f_lo
     is far for every row, every visible pair of a tile from r_hi on is near (the tiles between: select per pair).
+    Row m's keys are far below position (qc - [m mod CS <= CW]) CS, qc = m // CS (``_in_r1``), a bound that never
+    decreases with m, so the first row a gives the far tiles and the last row z the near ones (also when the rows
+    span chunks, where bounds at chunk starts instead made a whole chunk of tiles "edge")::
 
-        keys  ... chunk qa-1 ... | ... chunk qa ...      rows in chunk qa, the first at a, the last at z
-        far: position < (qa - 1) CS, or < qa CS when every row has (m mod CS) > CW (and qa == qz)
-        near: position >= qz CS, or >= (qa - 1) CS when every row has (m mod CS) <= CW (and qa == qz)
+        keys  ... chunk qa-1 ... | ... chunk qa ...      rows a (chunk qa) .. z (chunk qz >= qa)
+        far: position < (qa - 1) CS, or < qa CS when (a mod CS) > CW
+        near: position >= qz CS, or >= (qz - 1) CS when (z mod CS) <= CW
     """
     a = p0 + m0
     z = a + BM - 1
     qa = a // CS
     qz = z // CS
-    one = qa == qz
-    x = gl.where(one & (a - qa * CS > CW), qa * CS, (qa - 1) * CS)
-    y = gl.where(one & (z - qz * CS <= CW), (qz - 1) * CS, qz * CS)
+    x = (qa - (a - qa * CS <= CW).to(gl.int32)) * CS
+    y = (qz - (z - qz * CS <= CW).to(gl.int32)) * CS
     f_lo = gl.maximum(x - p0, 0) // BN
     r_hi = (gl.maximum(y - p0, 0) + BN - 1) // BN
     return f_lo, r_hi

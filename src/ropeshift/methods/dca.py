@@ -23,9 +23,9 @@ previous chunk) keep their true distance. L = 12, C = 5, w = 1, s = 4 (rows: que
     5 4 3 2 5 4 3 2 2 1 0
     5 4 3 2 5 4 3 2 3 2 1 0
 
-Implementation (segment table): min(m mod s + s, C) = C exactly when m mod s > w, so the matrix is two regions
-with DCA's chunk rule: "plain" (intra chunk, and the first w + 1 query slots against the previous chunk;
-rel = d, no rotation) and "capped" (query re-rotated to C, key re-rotated per tile from the post-RoPE cache to
+Implementation (segment table): min(m mod s + s, C) = C exactly when m mod s >= w, so the matrix is two regions
+with DCA's chunk rule: "plain" (intra chunk, and the first w query slots against the previous chunk; rel = d,
+no rotation; slot w, where both rules agree, counts as capped) and "capped" (query re-rotated to C, key re-rotated per tile from the post-RoPE cache to
 n mod s, i.e. k delta -s * (n // s)); prefill and decode therefore agree. With C >= N (and w <= C/2) it is
 plain RoPE.
 
@@ -110,12 +110,16 @@ class DualChunkMethod(PositionMethod):
         return torch.where(qc == kc, d, torch.where(qc == kc + 1, succ, inter))
 
     def table(self) -> SegmentTable:
-        # min(m mod s + s, C) = C exactly when m mod s > w, so the successive rule is either rel = d or the
-        # inter rule: two regions, "plain" (no rotation) and "capped" (query at C, key at n mod s). Plain pairs
-        # have d <= s + w; capped pairs d >= min(w + 2, s + 1): the bands let fast paths skip the rule outside.
+        # min(m mod s + s, C) = C exactly when m mod s >= w, so the successive rule is either rel = d or the
+        # inter rule: two regions, "plain" (no rotation) and "capped" (query at C, key at n mod s). The slot
+        # m mod s = w gets the same distance from both (d = s + w - n mod s = C - n mod s) and goes to "capped"
+        # (rule window v = w - 1): with s and w at multiples of a kernel's query tile, no tile then has rows on
+        # both sides of the rule (the Hopper prefill at 32k: 176 two-dot tiles before, none after). Plain pairs
+        # have d <= s + v; capped pairs d >= min(v + 2, s + 1): the bands let fast paths skip the rule outside.
         c, w, s = self.chunk_size, self.local_window, self.chunk_len
+        v = w - 1 if w > 0 else w
         return SegmentTable((
-            Region("plain", 0, s + w + 1, rule="chunk_near", r1=s, r2=w),
-            Region("capped", min(w + 2, s + 1), None, rule="chunk_far", r1=s, r2=w,
+            Region("plain", 0, s + v + 1, rule="chunk_near", r1=s, r2=v),
+            Region("capped", min(v + 2, s + 1), None, rule="chunk_far", r1=s, r2=v,
                    q_map=PosMap(a=0, b=c), k_map=PosMap(c=-s, g=s)),
         ))
