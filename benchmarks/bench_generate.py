@@ -11,10 +11,12 @@ hidden 256 (4 query / 2 KV heads, head dim 64), fp32, prompt lengths 512 and 204
 path, to check the script on a CPU (2048 so self_extend's w_n = 1024 groups; STRING needs S = 0.33 N > W = 128).
 For each prompt length N: prefill time = median of 3 runs with 1 new token; decode tokens/s = (T - 1) /
 (t(T tokens) - prefill) from greedy decoding of exactly T new tokens ("-" when not positive); peak memory = max
-allocated during the T-token run (CUDA only). The unpatched baselines (``attn_implementation="sdpa"``: SDPA's own
-backend choice "default" and forced backends, ``--sdpa-backends``) are measured once per length, then each method
-of ``--methods``, applied as ``ropeshift.apply(model, method, **params, impl=...)`` with the settings of
-benchmarks/_settings.py (shared with bench_attention.py; "plain" is our causal attention with no position change).
+allocated during the T-token run (CUDA only), also split at its first new token into the prefill phase (the
+prompt's forward) and the decode phase (every later step, graph capture included; ``PhasePeaks``). The unpatched
+baselines (``attn_implementation="sdpa"``: SDPA's own backend choice "default" and forced backends,
+``--sdpa-backends``) are measured once per length, then each method of ``--methods``, applied as
+``ropeshift.apply(model, method, **params, impl=...)`` with the settings of benchmarks/_settings.py (shared with
+bench_attention.py; "plain" is our causal attention with no position change).
 Targets: method prefill <= 1.10x and decode >= 0.95x of SDPA, peak memory equal.
 ``--graphs``: decode not host-bound on either side (static cache and CUDA graphs; ``measure``).
 ``--budget``: no new measurement starts after this many seconds; each row is printed when measured, and the
@@ -33,8 +35,9 @@ from _settings import ALL_METHODS, method_params
 from ropeshift.eval.options import parse_lengths
 
 HEADER = ("| N | method | SDPA backend | prefill s (SDPA) | prefill s (method) | ratio (<= 1.10) | tok/s SDPA "
-          "| tok/s method | ratio (>= 0.95) | peak GiB (SDPA / method) | decode (SDPA / method) |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "| tok/s method | ratio (>= 0.95) | peak GiB (SDPA / method) | decode (SDPA / method) "
+          "| prefill-phase peak GiB (SDPA / method) | decode-phase peak GiB (SDPA / method) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def build_model(layers, device, tiny=False):
@@ -76,24 +79,77 @@ def _ours(model):
     return getattr(model.config, "_attn_implementation", None) == ATTN_NAME
 
 
+class PhasePeaks:
+    """Peak allocated memory (GiB, CUDA only) of one generate run, split at its first new token.
+
+    ``start()`` resets the peak; ``first_token()`` is called by the run's stop check, which both loops make on the
+    host right after the prompt's forward (a transformers stopping criterion, ``criterion()``; the stopper of
+    ``static_generate``): it records the prefill-phase peak and resets again. ``finish()`` returns the (prefill,
+    decode) peaks; the whole run's peak is the larger. CUDA allocations are host-side events: no sync needed."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.prefill = None
+
+    def start(self):
+        self.prefill = None
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def first_token(self):
+        if self.cuda and self.prefill is None:
+            self.prefill = torch.cuda.max_memory_allocated(self.device) / 2**30
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def finish(self):
+        if not self.cuda:
+            return None, None
+        last = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return (last, None) if self.prefill is None else (self.prefill, last)  # never split: all prefill
+
+    def criterion(self):
+        """A transformers stopping criterion that never stops a row and calls ``first_token``."""
+        from transformers import StoppingCriteria
+
+        phases = self
+
+        class FirstToken(StoppingCriteria):
+            flag = None  # [b] False on the device, made once (no allocation or launch per step)
+
+            def __call__(self, input_ids, scores, **kwargs):
+                phases.first_token()
+                if self.flag is None or self.flag.shape[0] != input_ids.shape[0]:
+                    self.flag = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                return self.flag
+
+        return FirstToken()
+
+
 def measure(model, ids, new_tokens, graphs=False):
-    """Prefill seconds, decode tokens/s, peak GiB (None off CUDA) and the decode path. graphs: a static cache and
-    CUDA graphs on both sides (ropeshift: ``eval.graph_decode.static_generate``, one captured step replayed, or the
-    same steps eagerly where the graph loop does not serve the model, e.g. on a CPU; the unpatched model:
-    ``generate`` with ``cache_implementation="static"``, which transformers compiles with CUDA graphs on CUDA);
-    else ``generate`` with the dynamic cache (host-bound decode)."""
+    """Prefill seconds, decode tokens/s, peak GiB of the T-token run and of its prefill and decode phases
+    (``PhasePeaks``; None off CUDA) and the decode path. graphs: a static cache and CUDA graphs on both sides
+    (ropeshift: ``eval.graph_decode.static_generate``, one captured step replayed, or the same steps eagerly where
+    the graph loop does not serve the model, e.g. on a CPU; the unpatched model: ``generate`` with
+    ``cache_implementation="static"``, which transformers compiles with CUDA graphs on CUDA); else ``generate``
+    with the dynamic cache (host-bound decode)."""
     from ropeshift.eval.graph_decode import graph_decode_reason, static_generate
 
     device = ids.device
+    phases = PhasePeaks(device)
     # explicit all-ones mask: transformers 5.17 otherwise infers padding from ids == pad_token_id
     mask = torch.ones_like(ids)
-    gen = dict(do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True, attention_mask=mask)
+    gen = dict(do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True, attention_mask=mask,
+               stopping_criteria=[phases.criterion()])
     if graphs and _ours(model):  # ropeshift's attention: its own static-cache loop
         capture = graph_decode_reason(model) is None
         path = "graph" if capture else "static eager"
 
-        def run(t):  # the batch never stops early: exactly t new tokens
-            never = lambda toks, _: torch.zeros(toks.shape[0], dtype=torch.bool)  # noqa: E731
+        def never(toks, _):  # the batch never stops early: exactly t new tokens
+            phases.first_token()
+            return torch.zeros(toks.shape[0], dtype=torch.bool)
+
+        def run(t):
             return static_generate(model, ids, mask, never, max_new=t, graphs=capture, check_every=t)
     else:
         path = "generate static" if graphs else "generate"
@@ -102,17 +158,17 @@ def measure(model, ids, new_tokens, graphs=False):
 
         def run(t):
             return model.generate(ids, max_new_tokens=t, min_new_tokens=t, **gen)[:, ids.shape[1]:]
-    cuda = device.type == "cuda"
     with torch.inference_mode():
         run(new_tokens)  # warm-up: compiles (Triton, and torch.compile's graphs for the static SDPA path), allocator
         prefill = statistics.median(_timed(lambda: run(1), device)[0] for _ in range(3))
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
+        phases.start()
         t, out = _timed(lambda: run(new_tokens), device)
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+        peak_prefill, peak_decode = phases.finish()
     assert out.shape[1] == new_tokens, out.shape
     tok_s = (new_tokens - 1) / (t - prefill) if t > prefill else None  # None: decode time lost in the noise
-    return {"prefill_s": prefill, "tok_s": tok_s, "peak_gib": peak, "path": path}
+    peak = None if peak_prefill is None else max(peak_prefill, peak_decode or 0.0)
+    return {"prefill_s": prefill, "tok_s": tok_s, "peak_gib": peak, "peak_prefill_gib": peak_prefill,
+            "peak_decode_gib": peak_decode, "path": path}
 
 
 def measure_sdpa(model, ids, new_tokens, backend, graphs=False):
@@ -194,7 +250,7 @@ def run_all(model, args, device, emit):
 
 def _line(n, name, backend, base, ours):
     def f(d, key, fmt):
-        return "-" if d is None or d[key] is None else format(d[key], fmt)
+        return "-" if d is None or d.get(key) is None else format(d[key], fmt)
 
     def ratio(key):
         return "-" if base is None or base[key] is None or ours[key] is None else f"{ours[key] / base[key]:.3f}"
@@ -203,7 +259,9 @@ def _line(n, name, backend, base, ours):
     return (f"| {size} | {name} | {backend} | {f(base, 'prefill_s', '.3f')} | {f(ours, 'prefill_s', '.3f')} | "
             f"{ratio('prefill_s')} | {f(base, 'tok_s', '.1f')} | {f(ours, 'tok_s', '.1f')} | {ratio('tok_s')} | "
             f"{f(base, 'peak_gib', '.2f')} / {f(ours, 'peak_gib', '.2f')} | "
-            f"{'-' if base is None else base['path']} / {ours['path']} |")
+            f"{'-' if base is None else base['path']} / {ours['path']} | "
+            f"{f(base, 'peak_prefill_gib', '.2f')} / {f(ours, 'peak_prefill_gib', '.2f')} | "
+            f"{f(base, 'peak_decode_gib', '.2f')} / {f(ours, 'peak_decode_gib', '.2f')} |")
 
 
 def main(argv=None):

@@ -40,6 +40,7 @@ def _cases(tok, rows):
         ([3, MAX_NEW, 7, 12], None),
         ([MAX_NEW, 9, MAX_NEW, 5], [AnswerEnd([first]), lambda t: len(t) >= 10, None, lambda t: " " in t]),
         (MAX_NEW, [lambda t: True] * len(rows)),  # every row ends at its first token
+        (1, None),  # the prefill's token is the whole answer
     ]
 
 

@@ -184,3 +184,89 @@ def test_constant_shift_folded_into_keys_scores_alike(d):
     assert q_f is None
     folded = q @ ws._rotated(k, k_f, inv, None).transpose(-1, -2)
     assert torch.allclose(folded, unfolded, rtol=1e-4, atol=1e-4 * unfolded.abs().max().item())
+
+
+# ---- CPU: the launcher's operands (q1 or q's copy inside out), against an emulation of the kernel's memory order --
+
+
+def _emulate(q, q1, k, k1, v, out, lo1, scale, gen):
+    """The Hopper kernel's memory behaviour for a band table (rule none), program by program in a random order:
+    program (m, bh) copies its Q and Q1 tiles, rows [bh n + BLOCK_M m, +BLOCK_M) of the flattened operands (past
+    n: the next head's rows, as the 2-D TMA descriptor reads them; past the end: zeros), before it stores the
+    rows of that range below n into out; region 1 (q1 . k1) where d >= lo1, region 0 (q . k) below."""
+    ws = _ws()
+    b, h, n, d = out.shape
+    h_kv = k.shape[1]
+    bm = ws.BLOCK_M
+    programs = [(m, bh) for m in range(-(-n // bm)) for bh in range(b * h)]
+    flat_q, flat_q1, flat_out = q.view(-1, d), q1.view(-1, d), out.view(-1, d)
+
+    def tile(x, r0):  # a TMA load: a copy taken now, zero-filled past the tensor's end
+        t = x[r0:r0 + bm].clone()
+        return torch.cat((t, t.new_zeros(bm - t.shape[0], d)))
+
+    for i in torch.randperm(len(programs), generator=gen).tolist():
+        m, bh = programs[i]
+        r0 = bh * n + m * bm
+        qt, q1t = tile(flat_q, r0).double(), tile(flat_q1, r0).double()  # both loaded before any store
+        kv = (bh // h) * h_kv + (bh % h) // (h // h_kv)
+        kt, k1t, vt = (x.reshape(-1, n, d)[kv].double() for x in (k, k1, v))
+        rows = m * bm + torch.arange(bm)
+        dist = rows[:, None] - torch.arange(n)[None, :]
+        s = torch.where(dist >= lo1, q1t @ k1t.T, qt @ kt.T) * scale
+        o = torch.softmax(s.masked_fill(dist < 0, float("-inf")), -1) @ vt
+        keep = rows < n
+        flat_out[r0:r0 + int(keep.sum())] = o[keep].to(out.dtype)
+    return out
+
+
+@pytest.mark.parametrize("hf_layout", [True, False])
+@pytest.mark.parametrize("name,d", [("rerope", 64), ("self_extend", 64), ("string", 64), ("string", 128),
+                                    ("plain", 64)])
+def test_operands_alias_out_exactly(name, d, hf_layout):
+    """``_operands`` puts q1 (re-rotating query maps) or q's contiguous copy (a strided q) into out, which the
+    kernel then overwrites: exact because each program reads its Q / Q1 rows before it stores out rows, and
+    only its own. Emulated in random program order, the aliased operands give bit for bit what separate
+    buffers give, and both match the fp64 reference; out starts as NaN (any row read before being written, or
+    never written, shows)."""
+    ws = _ws()
+    case = {c[0]: c for c in method_cases(512, 128)}[name]
+    method = build(*case[1:])
+    spec = _spec(name)
+    b, h, h_kv, n = 2, 4, 2, 300  # 300: the last tile of a head reads the next head's first rows
+    gen = torch.Generator().manual_seed(5)
+    if hf_layout:
+        q = torch.randn(b, n, h, d, generator=gen).transpose(1, 2)
+    else:
+        q = torch.randn(b, h, n, d, generator=gen)
+    k, v = (torch.randn(b, h_kv, n, d, generator=gen) for _ in range(2))
+    inv = llama_inv_freq(d, base=10000.0)
+    scale = d ** -0.5
+
+    out = torch.full((b, h, n, d), float("nan"))
+    qa, q1a, ka, k1a, va = ws._operands(q, k, v, inv, out, spec)
+    q_map, k_map = ws._maps(spec, d)
+    assert all(t.is_contiguous() for t in (qa, q1a, ka, k1a, va))
+    if q_map is not None:
+        assert q1a is out and qa is not out  # q1 written into out
+    else:
+        assert q1a is qa and (qa is out) == hf_layout  # a strided q copied into out, a contiguous one used as is
+    assert (k1a is ka) == (k_map is None)
+
+    qc = q.contiguous()  # separate buffers: the launcher before aliasing
+    sep = (qc, ws._rotated(qc, q_map, inv, None) if q_map is not None else qc, ka, k1a, va)
+    lo1 = spec.lo1 if spec.has_r1 else 1 << 30
+    want = _emulate(*sep, torch.full_like(out, float("nan")), lo1, scale, torch.Generator().manual_seed(0))
+    got = _emulate(qa, q1a, ka, k1a, va, out, lo1, scale, torch.Generator().manual_seed(1))
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, want)
+    ref, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale)
+    assert rel_err(got, ref) < 1e-5, rel_err(got, ref)
+
+
+def test_operands_refuse_a_foreign_out():
+    """q1 goes into out only when out is contiguous with q's shape (the prologue kernel uses one set of strides)."""
+    ws = _ws()
+    q = torch.randn(1, 2, 40, 64)
+    with pytest.raises(ValueError, match="contiguous"):
+        ws._rotated(q, _spec("rerope").q_map, llama_inv_freq(64), None, out=torch.empty(1, 40, 2, 64).transpose(1, 2))

@@ -10,7 +10,8 @@ Rows are left-padded with the tokenizer's pad id and carry an attention mask, so
 A row stops at EOS, at ``max_new_tokens``, or when its ``stop`` predicate says its answer is over; the batch
 stops when every row has, and each row's text is cut where it stopped (greedy decoding makes the cut text a
 prefix of what the row would have generated without stopping). On CUDA, a model on ropeshift's attention
-decodes with one captured CUDA graph per step (``graph_decode``; ROPESHIFT_CUDA_GRAPHS=0: ``model.generate``).
+decodes with one captured CUDA graph per step (``graph_decode``; ROPESHIFT_CUDA_GRAPHS=0: ``model.generate``),
+dropping a batch's ended rows once at most half of them are open (``row_compaction``; ROPESHIFT_COMPACT_ROWS=0: off).
 """
 from __future__ import annotations
 

@@ -8,29 +8,41 @@ Why: ``model.generate`` spends 17-28 ms of host time per decode step of a 30-lay
 prefilled once eagerly into transformers' ``StaticCache``; one decode step (forward, argmax, next inputs) is
 captured as a CUDA graph over fixed buffers and replayed::
 
-    ids_buf [b, 1]         the step's input token          (written by the previous replay)
-    pos_buf [b, 1]         its position: valid tokens of the row before it (+1 per replay)
-    mask    [b, cache]     prompt mask, then ones: every later slot is the row's own token
-    tok_buf [b]            the step's argmax               (copied to the history after each replay)
+    ids  [k, 1]         the step's input token          (written by the previous replay)
+    pos  [k, 1]         its position: valid tokens of the row before it (+1 per replay)
+    mask [k, cache]     prompt mask, then ones: every later slot is the row's own token
+    tok  [k]            the step's argmax               (copied to the history after each replay)
 
 The cache's own offset tensor advances inside the graph (``StaticLayer.update``); ropeshift's attention runs in
 static decode mode (``ropeshift.attention.interface``: the whole buffer, a device-side written length), so no
-step needs the host. Rows that have ended keep decoding (fixed shapes) and are cut at their end by the caller's
-stopper; its checks see the new tokens every ``check_every`` steps (one small device-to-host copy).
+step needs the host. The caller's stopper sees the new tokens every ``check_every`` steps (one small
+device-to-host copy) and cuts each row at its end. Rows that have ended keep decoding (fixed shapes) until, at a
+check, at most half of the batch is open: then the loop goes on with the k open rows only (the cache's rows
+selected, the buffers cut, the step captured again; ``row_compaction``, off with ROPESHIFT_COMPACT_ROWS=0).
 
 ``graphs=False`` runs the same steps eagerly (CPU tests: its texts equal ``model.generate``'s). Greedy argmax
 like ``generate`` with no logits processors; ties go to the lowest token id in both.
+
+Memory: the warm-up steps and the capture run on one side stream per device, and PyTorch's cached cuBLAS
+workspaces are dropped around both (``blas_workspaces_dropped``, as torch.compile's CUDA-graph trees do), so a
+call leaves no allocation behind: PyTorch keeps a workspace per (cuBLAS handle, stream) for the life of the
+process, 32 MiB each on Hopper, and a new stream per call (as before) added one per call.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
+from dataclasses import dataclass
 
 import torch
 
+from .row_compaction import COMPACT_ENV, Compaction, default_compaction, select_cache_rows
+
 GRAPHS_ENV = "ROPESHIFT_CUDA_GRAPHS"  # "0": model.generate on CUDA too (the escape hatch)
 WARMUP_STEPS = 2  # eager steps on a side stream before capture (PyTorch's CUDA-graph recipe); real steps
+REWARM_STEPS = 1  # eager steps before the capture that follows a row compaction (new shapes: Triton, cuBLAS)
 
 
 def graphs_enabled() -> bool:
@@ -80,28 +92,95 @@ def static_decode_mode(model):
         state.static_decode = before
 
 
+@contextlib.contextmanager
+def blas_workspaces_dropped():
+    """Drop PyTorch's cached cuBLAS(Lt) workspaces on entry and on exit (a no-op where torch has no CUDA).
+
+    PyTorch keeps one workspace per (cuBLAS handle, stream) for the life of the process (32 MiB each on Hopper),
+    allocated by the first matmul on that stream. Around the eager warm-up, none is left for the side stream;
+    around the capture, the captured matmuls get a workspace allocated inside the graph's private pool (released
+    with the graph; replays use it safely) instead of one the process keeps; torch.compile's CUDA-graph trees do
+    the same (``torch._inductor.cudagraph_trees.clear_cublas_manager``). The stream a later eager matmul runs on
+    simply allocates its workspace again."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
+    try:
+        yield
+    finally:
+        if clear is not None:
+            clear()
+
+
+@functools.cache
+def _side_stream(device) -> "torch.cuda.Stream":
+    """One side stream per device for the warm-up steps and the capture (a new stream per call would strand its
+    cached blocks in the allocator's per-stream free lists)."""
+    return torch.cuda.Stream(device)
+
+
 def cache_kwarg(model) -> str:
     """The forward's cache keyword: ``cache`` (transformers >= 5.2x) or ``past_key_values`` (5.17)."""
     params = inspect.signature(type(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
-def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, check_every: int = 1):
+@dataclass(frozen=True)
+class _Rows:
+    """The fixed buffers of one decode step over the k rows still in the batch (k <= the caller's b)::
+
+        index [k]        int64, CPU: each buffer row's row in the caller's batch
+        slot  [k]        the same on the device (where each step's token goes in the history)
+        ids   [k, 1]     the step's input token          (written by the previous step)
+        pos   [k, 1]     its position: valid tokens of the row before it (+1 per step)
+        mask  [k, cache] prompt mask, then ones: every later slot is the row's own token
+        tok   [k]        the step's argmax
+    """
+
+    index: torch.Tensor
+    slot: torch.Tensor
+    ids: torch.Tensor
+    pos: torch.Tensor
+    mask: torch.Tensor
+    tok: torch.Tensor
+
+    def select(self, local: torch.Tensor) -> "_Rows":
+        """The buffers of rows ``local`` ([k'] int64, CPU: positions in this batch), new tensors."""
+        at = local.to(self.ids.device)
+        return _Rows(self.index[local], *(x.index_select(0, at) for x in (self.slot, self.ids, self.pos, self.mask,
+                                                                            self.tok)))
+
+
+def _step(model, cache_kw: dict, r: _Rows) -> None:
+    """One decode step over the batch's buffers (captured as the CUDA graph): forward, argmax, next inputs."""
+    out = model(input_ids=r.ids, attention_mask=r.mask, position_ids=r.pos, use_cache=True, **cache_kw).logits
+    r.tok.copy_(out[:, -1].argmax(-1))
+    r.ids.copy_(r.tok[:, None])
+    r.pos.add_(1)
+
+
+def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, check_every: int = 1,
+                    compaction: Compaction | None | str = "auto"):
     """Greedy continuation of a left-padded batch; returns the new tokens [b, n] int64 on the CPU, n <= max_new
     (the batch stops once ``stopper`` has ended every row; the caller cuts each row at ``stopper.ends``).
 
     ids, mask [b, n0] (left padding, on the model's device); ``stopper(tokens [b, t] CPU, None)`` is the
     ``_row_stopper`` object: called once per new token with every new token so far, it returns [b] bool (row
-    ended). graphs: capture and replay one step (CUDA); False: the same steps eagerly. check_every: steps between
-    stopper checks (the batch may run up to check_every - 1 steps past its last row's end)."""
+    ended); a row it has ended stays ended (later answers are or-ed in). graphs: capture and replay one step
+    (CUDA); False: the same steps eagerly. check_every: steps between stopper checks (the batch may run up to
+    check_every - 1 steps past its last row's end). compaction: when to drop the ended rows from the batch
+    (``row_compaction``; "auto": ``default_compaction()``, None: never); a dropped row's tokens after its end are
+    0 here (before its end they are the tokens it would decode in the whole batch)."""
     from transformers import StaticCache
 
+    policy = default_compaction() if compaction == "auto" else compaction
     b, n0 = ids.shape
     device = ids.device
     cache = StaticCache(config=model.config, max_cache_len=n0 + max_new)
     cache_kw = {cache_kwarg(model): cache}
-    hist = torch.empty(b, max_new, dtype=torch.long, device=device)
-    host = torch.empty(b, max_new, dtype=torch.long)
+    hist = torch.zeros(b, max_new, dtype=torch.long, device=device)
+    host = torch.zeros(b, max_new, dtype=torch.long)
+    ended = torch.zeros(b, dtype=torch.bool)
     checked = 0
 
     def check(n: int) -> bool:
@@ -110,14 +189,26 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
         if n <= checked:
             return False
         host[:, checked:n] = hist[:, checked:n].cpu()
-        done = False
         for t in range(checked + 1, n + 1):
-            done = bool(stopper(host[:, :t], None).all())
-            if done:
+            ended.logical_or_(torch.as_tensor(stopper(host[:, :t], None)).cpu().bool())
+            if ended.all():
                 n = t
                 break
         checked = n
-        return done
+        return bool(ended.all())
+
+    def compact(r: _Rows, t: int) -> _Rows:
+        """``r``, or the buffers of its open rows (and the cache cut to them) when the policy asks for it."""
+        if policy is None:
+            return r
+        local = (~ended[r.index]).nonzero().flatten()
+        if not policy.wants(len(local), len(r.index), max_new - t):
+            return r
+        select_cache_rows(cache, local.to(device))
+        return r.select(local)
+
+    def record(r: _Rows, t: int) -> None:
+        hist[:, t].index_copy_(0, r.slot, r.tok)
 
     pos = mask.long().cumsum(-1) - 1
     pos = pos.masked_fill(mask == 0, 0)
@@ -125,49 +216,57 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                        **cache_kw).logits
         hist[:, 0] = logits[:, -1].argmax(-1)
-        if max_new == 1 or check(1):
+        if check(1) or max_new == 1:  # the stopper sees the first token even when it is the last
             return host[:, :checked]
-        ids_buf = hist[:, :1].clone()
-        pos_buf = pos[:, -1:] + 1
-        full_mask = torch.cat((mask.long(), mask.new_ones(b, max_new).long()), dim=1)
-        tok_buf = torch.empty(b, dtype=torch.long, device=device)
-
-        def step():
-            out = model(input_ids=ids_buf, attention_mask=full_mask, position_ids=pos_buf, use_cache=True,
-                        **cache_kw).logits
-            tok_buf.copy_(out[:, -1].argmax(-1))
-            ids_buf.copy_(tok_buf[:, None])
-            pos_buf.add_(1)
-
+        rows = torch.arange(b)
+        r = _Rows(rows, rows.to(device), hist[:, :1].clone(), pos[:, -1:] + 1,
+                  torch.cat((mask.long(), mask.new_ones(b, max_new).long()), dim=1),
+                  torch.empty(b, dtype=torch.long, device=device))
+        r = compact(r, 1)
         with static_decode_mode(model):
-            t = 1
-            graph = None
-            if graphs:
-                side = torch.cuda.Stream(device)
-                side.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(side):
-                    while t < min(max_new, 1 + WARMUP_STEPS):  # real steps, eager, on the side stream
-                        step()
-                        hist[:, t] = tok_buf
-                        t += 1
-                torch.cuda.current_stream(device).wait_stream(side)
-                if check(t) or t == max_new:
-                    return host[:, :checked]
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):  # recorded, not run: the cache and buffers are untouched
-                    step()
-            while t < max_new:
+            t, warm, done = 1, WARMUP_STEPS, False
+            while not done and t < max_new:  # one pass per batch size
+                graph = None
+                if graphs:
+                    side = _side_stream(device)
+                    side.wait_stream(torch.cuda.current_stream(device))
+                    with blas_workspaces_dropped(), torch.cuda.stream(side):
+                        for _ in range(min(warm, max_new - t)):  # real steps, eager, on the side stream
+                            _step(model, cache_kw, r)
+                            record(r, t)
+                            t += 1
+                    torch.cuda.current_stream(device).wait_stream(side)
+                    warm = REWARM_STEPS
+                    if check(t) or t == max_new:
+                        break
+                    smaller = compact(r, t)
+                    if smaller is not r:
+                        r = smaller
+                        continue
+                    graph = torch.cuda.CUDAGraph()
+                    # recorded, not run: the cache and buffers are untouched
+                    with blas_workspaces_dropped(), torch.cuda.graph(graph, stream=side):
+                        _step(model, cache_kw, r)
+                while t < max_new:
+                    if graph is not None:
+                        graph.replay()
+                    else:
+                        _step(model, cache_kw, r)
+                    record(r, t)
+                    t += 1
+                    if t - checked >= check_every or t == max_new:
+                        if check(t):
+                            done = True
+                            break
+                        smaller = compact(r, t)
+                        if smaller is not r:
+                            r = smaller
+                            break
                 if graph is not None:
-                    graph.replay()
-                else:
-                    step()
-                hist[:, t] = tok_buf
-                t += 1
-                if (t - checked >= check_every or t == max_new) and check(t):
-                    break
+                    graph.reset()  # its memory pool goes back before the next capture
             check(t)
     return host[:, :checked]
 
 
-__all__ = ["GRAPHS_ENV", "cache_kwarg", "graph_decode_reason", "graphs_enabled", "static_decode_mode",
-           "static_generate"]
+__all__ = ["COMPACT_ENV", "GRAPHS_ENV", "blas_workspaces_dropped", "cache_kwarg", "graph_decode_reason",
+           "graphs_enabled", "static_decode_mode", "static_generate"]

@@ -413,32 +413,59 @@ def _maps(spec, head_dim):
     return q_map, k_map
 
 
-def _rotated(x, pos_map, inv_freq, pos_offset):
+def _rotated(x, pos_map, inv_freq, pos_offset, out=None):
     """x [b, hx, n, d] (contiguous) re-rotated by map(p) - p at p = index + pos_offset[b], by the portable
-    prologue kernel (``_prefill._rotate_keys_kernel``) into a new buffer."""
+    prologue kernel (``_prefill._rotate_keys_kernel``) into ``out`` (contiguous, x's shape; None: a new buffer)."""
     from ._prefill import _rotate_keys_kernel
 
     b, hx, n, d = x.shape
     _, a, c, g, shift = pos_map
-    out = torch.empty_like(x)
+    if out is None:
+        out = torch.empty_like(x)
+    elif out.shape != x.shape or out.dtype != x.dtype or not (x.is_contiguous() and out.is_contiguous()):
+        raise ValueError("_rotated: out must be contiguous with x's shape and dtype (the kernel uses x's strides)")
     _rotate_keys_kernel[(triton.cdiv(n, 64), b * hx)](
         x, out, inv_freq, x, pos_offset if pos_offset is not None else x, *x.stride(), hx, n, inv_freq.numel(),
         a, c, g, shift, HEAD_DIM=d, BLOCK=64, HAS_KS=False, HAS_POFF=pos_offset is not None, num_warps=4)
     return out
 
 
+def _operands(q, k, v, inv_freq, out, spec, pos_offset=None):
+    """(q, q1, k, k1, v) as the kernel's TMA descriptors read them: contiguous [b, h, n, d] / [b, h_kv, n, d];
+    ``q1 is q`` / ``k1 is k`` where region 1 scores them as they are (``_maps``).
+
+    One Q-sized operand lives in ``out`` (contiguous [b, h, n, d], the call's output): q1 when the query map
+    re-rotates (the prologue writes it there), else q's contiguous copy when q is a strided view (transformers
+    hands q over transposed). That saves a Q-sized buffer per call ([b, h, n, d]: 256 MiB at 32 heads x 128 dims,
+    32k tokens, bf16). It is exact because program (m, bh) TMA-loads rows [bh n + 128 m, +128) of Q and Q1 into
+    shared memory before either consumer warpgroup starts (both wait on that load) and reads them from there
+    only; its epilogue stores out rows (the ones < n) of exactly that range, and no other program stores them
+    (the last tile's rows past n belong to the next head: padding, never used). The kernel must keep that: a
+    program reads the global Q/Q1 rows it stores only before it stores them.
+    K / V are copied only when strided (a static cache's written part); K1 is a new K-sized buffer."""
+    q_map, k_map = _maps(spec, q.shape[-1])
+    if q_map is not None:
+        q = q if q.is_contiguous() else q.contiguous()
+        q1 = _rotated(q, q_map, inv_freq, pos_offset, out=out)
+    else:
+        q = q1 = q if q.is_contiguous() else out.copy_(q)
+    k, v = (t if t.is_contiguous() else t.contiguous() for t in (k, v))
+    k1 = _rotated(k, k_map, inv_freq, pos_offset) if k_map is not None else k
+    return q, q1, k, k1, v
+
+
 def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_offset=None):
-    """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated); q [b, h, n, d], k/v [b, h_kv, n, d];
-    pos_offset [b] int32 (the position of index 0; None: 0). Callers check ``unserved_reason`` first.
-    Region 1's maps (``_maps``) are applied once per call by ``_rotated`` into Q1- / K1-sized buffers."""
+    """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated; out's old contents are not read);
+    q [b, h, n, d], k/v [b, h_kv, n, d]; pos_offset [b] int32 (the position of index 0; None: 0). Callers check
+    ``unserved_reason`` first. Region 1's maps (``_maps``) are applied once per call by ``_rotated``, q1 into
+    ``out`` itself (``_operands``)."""
     b, h, n, d = q.shape
     h_kv = k.shape[1]
-    q, k, v = (t if t.is_contiguous() else t.contiguous() for t in (q, k, v))
     if spec.has_r1 and 2 * inv_freq.numel() != d:
         raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
-    q_map, k_map = _maps(spec, d)
-    q1 = _rotated(q, q_map, inv_freq, pos_offset) if q_map is not None else q
-    k1 = _rotated(k, k_map, inv_freq, pos_offset) if k_map is not None else k
+    if tuple(out.shape) != (b, h, n, d) or out.dtype != q.dtype or not out.is_contiguous():
+        raise ValueError("out must be a contiguous [b, h, n, d] tensor of q's dtype")
+    q, q1, k, k1, v = _operands(q, k, v, inv_freq, out, spec, pos_offset)
     dt = _gl_dtype(q.dtype)
     lay_q = gl.NVMMASharedLayout.get_default_for([BLOCK_M, d], dt)
     lay_k = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d], dt)

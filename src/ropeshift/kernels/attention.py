@@ -91,16 +91,19 @@ def hopper_reason(q, k, key_start, spec: KernelSpec, inv_freq=None) -> str | Non
 
 
 def _forward(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: float):
+    """(out, lse) of one call, each allocated once: out [b, h, lq, d] with q's strides, except on the Hopper route,
+    which needs it contiguous [b, h, n, d] (its TMA reads q or q1 from it first: ``launch_hopper_ws_prefill``)."""
     b, h, lq, d = q.shape
-    out = torch.empty_like(q)
     lse = torch.empty((b, h, lq), device=q.device, dtype=torch.float32)
-    if lq == 1:
-        launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
-    elif hopper_reason(q, k, key_start, spec, inv_freq) is None:
+    if lq > 1 and hopper_reason(q, k, key_start, spec, inv_freq) is None:
         from ._prefill_hopper_ws import launch_hopper_ws_prefill
 
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # [b, h, n, d] contiguous, whatever q's strides
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # contiguous, whatever q's strides
         launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, spec=spec, scale=scale, pos_offset=pos_offset)
+        return out, lse
+    out = torch.empty_like(q)
+    if lq == 1:
+        launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
     else:
         launch_prefill(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
     return out, lse
