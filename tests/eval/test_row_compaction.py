@@ -78,6 +78,7 @@ def test_generate_texts_with_and_without_compaction(model, tok, rows, monkeypatc
     stops = [AnswerEnd([first]), lambda t: len(t) >= 3, None, lambda t: True, None, lambda t: "\n" in t, None, None]
     want = generate(model, tok, rows, BUDGETS, stop=stops, decode="generate")
     monkeypatch.setattr("ropeshift.eval.row_compaction.COMPACTION", EVERY_STEP)
+    monkeypatch.setenv(COMPACT_ENV, "1")
     assert generate(model, tok, rows, BUDGETS, stop=stops, decode="loop") == want
     monkeypatch.setenv(COMPACT_ENV, "0")
     assert generate(model, tok, rows, BUDGETS, stop=stops, decode="loop") == want
@@ -87,6 +88,8 @@ def test_switch(monkeypatch):
     import ropeshift.eval.row_compaction as R
 
     monkeypatch.delenv(COMPACT_ENV, raising=False)
+    assert not R.COMPACT_ROWS and not compaction_enabled()  # off by default (measured no faster on the H200)
+    monkeypatch.setattr(R, "COMPACT_ROWS", True)
     assert compaction_enabled() and default_compaction() == R.COMPACTION
     monkeypatch.setenv(COMPACT_ENV, "0")
     assert not compaction_enabled() and default_compaction() is None

@@ -14,6 +14,7 @@ from _helpers import build, llama_inv_freq, lse_err, method_cases, rel_err, tabl
 
 CUDA = torch.cuda.is_available()
 SM90 = CUDA and torch.cuda.get_device_capability() == (9, 0)
+DEV = "cuda" if CUDA else "cpu"  # the prologue kernel's tests: compiled on a GPU, interpreted on the CPU
 SERVED = ["string", "string_p1", "rerope", "rerope_leaky", "self_extend", "dca", "plain"]
 NOT_SERVED = ["lm_infinite", "lm_infinite_cap"]
 
@@ -171,9 +172,9 @@ def test_constant_shift_folded_into_keys_scores_alike(d):
     q_map, k_map = ws._maps(spec, d)
     assert (q_map is None) == (d in ws.FOLD_SHIFT_DIMS) and (k_map is None) != (d in ws.FOLD_SHIFT_DIMS)
     gen = torch.Generator().manual_seed(3)
-    q = torch.randn(1, 2, 40, d, generator=gen)
-    k = torch.randn(1, 2, 40, d, generator=gen)
-    inv = llama_inv_freq(d, base=10000.0)
+    q = torch.randn(1, 2, 40, d, generator=gen).to(DEV)
+    k = torch.randn(1, 2, 40, d, generator=gen).to(DEV)
+    inv = llama_inv_freq(d, base=10000.0).to(DEV)
     unfolded = ws._rotated(q, spec.q_map, inv, None) @ k.transpose(-1, -2)
     old = ws.FOLD_SHIFT_DIMS
     try:
@@ -236,14 +237,14 @@ def test_operands_alias_out_exactly(name, d, hf_layout):
     b, h, h_kv, n = 2, 4, 2, 300  # 300: the last tile of a head reads the next head's first rows
     gen = torch.Generator().manual_seed(5)
     if hf_layout:
-        q = torch.randn(b, n, h, d, generator=gen).transpose(1, 2)
+        q = torch.randn(b, n, h, d, generator=gen).to(DEV).transpose(1, 2)
     else:
-        q = torch.randn(b, h, n, d, generator=gen)
-    k, v = (torch.randn(b, h_kv, n, d, generator=gen) for _ in range(2))
-    inv = llama_inv_freq(d, base=10000.0)
+        q = torch.randn(b, h, n, d, generator=gen).to(DEV)
+    k, v = (torch.randn(b, h_kv, n, d, generator=gen).to(DEV) for _ in range(2))
+    inv = llama_inv_freq(d, base=10000.0).to(DEV)
     scale = d ** -0.5
 
-    out = torch.full((b, h, n, d), float("nan"))
+    out = torch.full((b, h, n, d), float("nan"), device=DEV)
     qa, q1a, ka, k1a, va = ws._operands(q, k, v, inv, out, spec)
     q_map, k_map = ws._maps(spec, d)
     assert all(t.is_contiguous() for t in (qa, q1a, ka, k1a, va))
@@ -255,6 +256,12 @@ def test_operands_alias_out_exactly(name, d, hf_layout):
 
     qc = q.contiguous()  # separate buffers: the launcher before aliasing
     sep = (qc, ws._rotated(qc, q_map, inv, None) if q_map is not None else qc, ka, k1a, va)
+    # the emulation runs on the CPU; one host copy per device tensor keeps the aliasing (q1 or q is out)
+    host = {}
+    cpu = lambda t: host.setdefault(id(t), t.cpu())  # noqa: E731
+    q, k, v, inv = (t.cpu() for t in (q, k, v, inv))
+    qa, q1a, ka, k1a, va, out = map(cpu, (qa, q1a, ka, k1a, va, out))
+    sep = tuple(t.cpu() for t in sep)
     lo1 = spec.lo1 if spec.has_r1 else 1 << 30
     want = _emulate(*sep, torch.full_like(out, float("nan")), lo1, scale, torch.Generator().manual_seed(0))
     got = _emulate(qa, q1a, ka, k1a, va, out, lo1, scale, torch.Generator().manual_seed(1))

@@ -11,7 +11,8 @@ A row stops at EOS, at ``max_new_tokens``, or when its ``stop`` predicate says i
 stops when every row has, and each row's text is cut where it stopped (greedy decoding makes the cut text a
 prefix of what the row would have generated without stopping). On CUDA, a model on ropeshift's attention
 decodes with one captured CUDA graph per step (``graph_decode``; ROPESHIFT_CUDA_GRAPHS=0: ``model.generate``),
-dropping a batch's ended rows once at most half of them are open (``row_compaction``; ROPESHIFT_COMPACT_ROWS=0: off).
+optionally dropping a batch's ended rows once at most half of them are open (``row_compaction``;
+ROPESHIFT_COMPACT_ROWS=1: on; off by default, measured no faster on the H200).
 """
 from __future__ import annotations
 

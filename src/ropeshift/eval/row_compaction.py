@@ -26,9 +26,13 @@ also bounds compactions per batch at log2(rows) (6 for the 48 rows of an 8k batc
 estimate_compaction.py`` compares fractions on the study's records. ``min_steps_left``: no compaction within 8
 steps of the batch's budget, where a capture could not pay for itself.
 
-Off: ``ROPESHIFT_COMPACT_ROWS=0`` in the environment, or ``COMPACT_ROWS = False`` here when the environment does
-not set it (finished rows then stay in the batch to its end, as before); ``ROPESHIFT_COMPACT_ROWS=0.75`` runs it
-at another fraction. ``benchmarks/bench_graph_decode.py --compaction`` times both ways on the same rows.
+Off by default, by measurement: on the H200 with SmolLM2-135M (benchmarks/RESULTS.md, issue 10, 2026-12-03,
+``bench_graph_decode.py --compaction``) it cut the study batches' row-steps by 26-51 % but not their time
+(0.93-1.00x): the batch still runs every step to its longest row's end, and a step of this small model costs
+about the same for 48 rows as for 12 (launch-bound kernels), while each compaction adds an eager step and a
+capture. It pays where a step's cost grows with its rows (larger models, longer caches). On:
+``ROPESHIFT_COMPACT_ROWS=1`` (or a fraction, e.g. 0.75), or ``COMPACT_ROWS = True`` here when the environment
+does not set it; ``ROPESHIFT_COMPACT_ROWS=0`` forces it off.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 COMPACT_ENV = "ROPESHIFT_COMPACT_ROWS"  # "0": off; "1": on (COMPACTION); a number in (0, 1): on at that fraction
-COMPACT_ROWS = True  # the default when the environment says nothing
+COMPACT_ROWS = False  # the default when the environment says nothing: off, by measurement (module docstring)
 
 
 @dataclass(frozen=True)

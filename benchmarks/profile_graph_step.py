@@ -1,0 +1,166 @@
+"""Where one CUDA-graph decode step of the evaluation goes, kernel by kernel (issue 10).
+
+Run (GPU, ~2 min):  PYTHONPATH=src python benchmarks/profile_graph_step.py [--shapes 48x8k,64x4k]
+                    [--methods plain,string] [--steps 32] [--out step.md]
+CPU smoke check:    PYTHONPATH=src python benchmarks/profile_graph_step.py --device cpu --tiny
+
+Model: SmolLM2-135M's shape (30 layers, hidden 576, 9 query / 3 key-value heads of 64, MLP 1536, vocab 49152,
+RoPE theta 1e5) in bf16 with random weights: a step's cost does not depend on the weights, so no model file is
+needed. Per shape (rows x prompt tokens) and method, ``eval.graph_decode.static_generate`` (the study's decode
+loop: static cache, one captured step replayed; on a CPU the same steps eagerly) runs with a stopper that never
+ends a row, once for 1 new token (the prefill) and once for 1 + T, each under ``torch.profiler``: the difference
+of the two, divided by T, is one decode step. Columns: wall ms per step (host clock), GPU kernel ms per step and
+its split by kernel family, and the floor: the KV bytes one step must read (rows x tokens x layers x 2 x kv
+heads x head dim x 2 bytes) at the measured copy bandwidth.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import time
+
+import torch
+
+FAMILIES = (  # (family, kernel-name pattern), first match wins
+    ("attention", r"_table_decode_split|_decode_combine|_hopper_ws|_table_prefill|flash|fmha|attention"),
+    ("gemm", r"gemm|gemv|xmma|cutlass|nvjet|cublas|wgmma|matmul"),
+    ("norm/act", r"rms|norm|silu|act|mul|add|rsqrt|pow|mean|neg|cos|sin|exp"),
+    ("copy/index", r"copy|cat|index|gather|scatter|fill|arange|where|slice|view|contig"),
+    ("argmax", r"argmax|reduce|max"),
+)
+
+
+def family(name: str) -> str:
+    low = name.lower()
+    for fam, pat in FAMILIES:
+        if re.search(pat, low):
+            return fam
+    return "other"
+
+
+def build(device, tiny=False):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    width = (dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  num_hidden_layers=2, vocab_size=512) if tiny else
+             dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                  num_hidden_layers=30, vocab_size=49152))
+    cfg = LlamaConfig(**width, max_position_embeddings=8192, tie_word_embeddings=True,
+                      rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(torch.float32 if device.type == "cpu" else torch.bfloat16)
+    return model.eval()
+
+
+def _kernels(fn, device):
+    """(wall s, {kernel name: device s}) of fn() under the profiler (CUDA kernels; on a CPU: no kernels)."""
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    with torch.profiler.profile(activities=acts) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    wall = time.perf_counter() - t0
+    out = collections.Counter()
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            out[e.name] += getattr(e, "device_time", None) or e.cuda_time  # us
+    return wall, {k: v * 1e-6 for k, v in out.items()}
+
+
+def profile(model, rows, length, steps, device):
+    """Per-step wall s, per-step kernel s by name, of static_generate over a rows x length batch."""
+    from ropeshift.eval.graph_decode import graph_decode_reason, static_generate
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, model.config.vocab_size - 100, (rows, length), generator=g).to(device)
+    mask = torch.ones_like(ids)
+    capture = graph_decode_reason(model) is None
+
+    def never(toks, _):
+        return torch.zeros(toks.shape[0], dtype=torch.bool)
+
+    def run(t):
+        return lambda: static_generate(model, ids, mask, never, max_new=t, graphs=capture, check_every=t)
+
+    with torch.inference_mode():
+        run(steps + 1)()  # warm-up: Triton compiles, allocator
+        w1, k1 = _kernels(run(1), device)
+        wt, kt = _kernels(run(steps + 1), device)
+    per = {name: (kt.get(name, 0.0) - k1.get(name, 0.0)) / steps for name in kt}
+    return (wt - w1) / steps, {k: v for k, v in per.items() if v > 0}, capture
+
+
+def copy_bandwidth(device):
+    if device.type != "cuda":
+        return None
+    x = torch.empty(2**30, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    torch.cuda.synchronize(device)
+    return 2 * x.numel() * 10 / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    import ropeshift
+    from ropeshift.eval.options import parse_length
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shapes", default="48x8k,96x8k,64x4k,192x2k", help="rows x prompt tokens, comma separated")
+    p.add_argument("--methods", default="plain,string")
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--device", default=None)
+    p.add_argument("--tiny", action="store_true", help="CPU smoke check: 2 layers, 2 x 64 tokens, 4 steps")
+    p.add_argument("--top", type=int, default=6, help="kernels listed per row")
+    p.add_argument("--out", default=None, help="also write the table as markdown")
+    args = p.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.tiny:
+        args.shapes, args.steps = "2x64", 4
+    model = build(device, args.tiny)
+    cfg = model.config
+    kv_bytes_per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * 2
+    bw = copy_bandwidth(device)
+    lines = [f"# {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} | torch {torch.__version__}"
+             f" | copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "# cpu (no kernel times)", "",
+             "| rows x tokens | method | loop | wall ms/step | GPU ms/step | attention | gemm | norm/act | copy/index "
+             "| argmax | other | KV floor ms | top kernels (ms/step) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for shape in args.shapes.split(","):
+        rows, length = shape.split("x")
+        rows, length = int(rows), parse_length(length)
+        for name in args.methods.split(","):
+            ropeshift.apply(model, name, impl="auto")
+            wall, per, capture = profile(model, rows, length, args.steps, device)
+            ropeshift.remove(model)
+            fams = collections.Counter()
+            for k, v in per.items():
+                fams[family(k)] += v
+            floor = rows * length * kv_bytes_per_token / bw * 1e3 if bw else None
+            top = sorted(per.items(), key=lambda kv: -kv[1])[:args.top]
+            line = (f"| {rows} x {length} | {name} | {'graph' if capture else 'eager'} | {wall * 1e3:.2f} | "
+                    f"{sum(per.values()) * 1e3:.2f} | "
+                    + " | ".join(f"{fams[f] * 1e3:.2f}" for f in ("attention", "gemm", "norm/act", "copy/index",
+                                                                   "argmax", "other"))
+                    + f" | {'-' if floor is None else f'{floor:.2f}'} | "
+                    + "; ".join(f"{k[:48]} {v * 1e3:.3f}" for k, v in top) + " |")
+            lines.append(line)
+            print(line, flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
