@@ -2,7 +2,8 @@
 
 Run (GPU, ~2 min):  PYTHONPATH=src python benchmarks/profile_graph_step.py [--shapes 48x8k,64x4k]
                     [--methods plain,string] [--steps 32] [--out step.md]
-CPU smoke check:    PYTHONPATH=src python benchmarks/profile_graph_step.py --device cpu --tiny
+Per-batch cost:     PYTHONPATH=src python benchmarks/profile_graph_step.py --overhead [--shapes 48x8k]
+CPU smoke check:    PYTHONPATH=src python benchmarks/profile_graph_step.py --device cpu --tiny [--overhead]
 
 Model: SmolLM2-135M's shape (30 layers, hidden 576, 9 query / 3 key-value heads of 64, MLP 1536, vocab 49152,
 RoPE theta 1e5) in bf16 with random weights: a step's cost does not depend on the weights, so no model file is
@@ -12,6 +13,12 @@ ends a row, once for 1 new token (the prefill) and once for 1 + T, each under ``
 of the two, divided by T, is one decode step. Columns: wall ms per step (host clock), GPU kernel ms per step and
 its split by kernel family, and the floor: the KV bytes one step must read (rows x tokens x layers x 2 x kv
 heads x head dim x 2 bytes) at the measured copy bandwidth.
+
+``--overhead`` (no profiler): whole ``static_generate`` calls of 1, 1 + T and 1 + 3T new tokens, timed on the
+host with the capture as ``torch.cuda.graph`` does it (it empties the allocator's cache first) and lean
+(``graph_decode.LEAN_CAPTURE``), alternately, best of 3: the prefill alone, the per-step slope, and the fixed cost
+per batch (warm-up steps, capture, and for the full capture the allocator refilling its cache) = the 1 + T call
+minus the prefill minus T steps.
 """
 from __future__ import annotations
 
@@ -97,6 +104,46 @@ def profile(model, rows, length, steps, device):
     return (wt - w1) / steps, {k: v for k, v in per.items() if v > 0}, capture
 
 
+def overhead(model, rows, length, steps, device, repeats=3):
+    """{lean: (prefill s, per-step s, fixed s per batch)} from host-timed static_generate calls (no profiler)."""
+    from ropeshift.eval import graph_decode as G
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, model.config.vocab_size - 100, (rows, length), generator=g).to(device)
+    mask = torch.ones_like(ids)
+    capture = G.graph_decode_reason(model) is None
+
+    def never(toks, _):
+        return torch.zeros(toks.shape[0], dtype=torch.bool)
+
+    def timed(t):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        G.static_generate(model, ids, mask, never, max_new=t, graphs=capture, check_every=t)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    best = {}
+    with torch.inference_mode():
+        timed(1 + steps)  # Triton compiles
+        for _ in range(repeats):
+            for lean in (False, True):
+                G.LEAN_CAPTURE = lean
+                try:
+                    got = (timed(1), timed(1 + steps), timed(1 + 3 * steps))
+                finally:
+                    G.LEAN_CAPTURE = True
+                prev = best.get(lean)
+                best[lean] = got if prev is None else tuple(min(a, b) for a, b in zip(prev, got))
+    out = {}
+    for lean, (t0, t1, t3) in best.items():
+        per = (t3 - t1) / (2 * steps)
+        out[lean] = (t0, per, t1 - t0 - steps * per)
+    return out
+
+
 def copy_bandwidth(device):
     if device.type != "cuda":
         return None
@@ -123,11 +170,15 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: 2 layers, 2 x 64 tokens, 4 steps")
     p.add_argument("--top", type=int, default=6, help="kernels listed per row")
     p.add_argument("--out", default=None, help="also write the table as markdown")
+    p.add_argument("--overhead", action="store_true", help="time whole calls instead (no profiler): prefill, "
+                   "per-step and per-batch fixed cost, full vs lean capture")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.tiny:
         args.shapes, args.steps = "2x64", 4
     model = build(device, args.tiny)
+    if args.overhead:
+        return main_overhead(model, args, device)
     cfg = model.config
     kv_bytes_per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * 2
     bw = copy_bandwidth(device)
@@ -157,6 +208,31 @@ def main(argv=None):
                     + "; ".join(f"{k[:48]} {v * 1e3:.3f}" for k, v in top) + " |")
             lines.append(line)
             print(line, flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+
+def main_overhead(model, args, device):
+    import ropeshift
+    from ropeshift.eval.options import parse_length
+
+    lines = ["| rows x tokens | method | capture | prefill s | ms per step | fixed s per batch | 1 + T call s |",
+             "|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for shape in args.shapes.split(","):
+        rows, length = shape.split("x")
+        rows, length = int(rows), parse_length(length)
+        for name in args.methods.split(","):
+            ropeshift.apply(model, name, impl="auto")
+            res = overhead(model, rows, length, args.steps, device)
+            ropeshift.remove(model)
+            for lean, (t0, per, fixed) in res.items():
+                line = (f"| {rows} x {length} | {name} | {'lean' if lean else 'torch.cuda.graph'} | {t0:.3f} | "
+                        f"{per * 1e3:.2f} | {fixed:.3f} | {t0 + fixed + args.steps * per:.3f} |")
+                lines.append(line)
+                print(line, flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
