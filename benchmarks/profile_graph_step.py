@@ -14,11 +14,11 @@ of the two, divided by T, is one decode step. Columns: wall ms per step (host cl
 its split by kernel family, and the floor: the KV bytes one step must read (rows x tokens x layers x 2 x kv
 heads x head dim x 2 bytes) at the measured copy bandwidth.
 
-``--overhead`` (no profiler): whole ``static_generate`` calls of 1, 1 + T and 1 + 3T new tokens, timed on the
-host with the capture as ``torch.cuda.graph`` does it (it empties the allocator's cache first) and lean
-(``graph_decode.LEAN_CAPTURE``), alternately, best of 3: the prefill alone, the per-step slope, and the fixed cost
-per batch (warm-up steps, capture, and for the full capture the allocator refilling its cache) = the 1 + T call
-minus the prefill minus T steps.
+``--overhead`` (no profiler: the profiler inflates host time several-fold): whole ``static_generate`` calls of 1,
+1 + T and 1 + 3T new tokens, timed on the host, best of 3: the prefill alone, the per-step slope, and the fixed
+cost per batch (warm-up steps, capture, the final check) = the 1 + T call minus the prefill minus T steps.
+(2026-12-03 on the H200 this also compared a capture without ``torch.cuda.graph``'s ``empty_cache``: no
+difference, 0.06-0.12 s per batch either way, so the loop keeps ``torch.cuda.graph``.)
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def profile(model, rows, length, steps, device):
 
 
 def overhead(model, rows, length, steps, device, repeats=3):
-    """{lean: (prefill s, per-step s, fixed s per batch)} from host-timed static_generate calls (no profiler)."""
+    """(prefill s, per-step s, fixed s per batch) from host-timed static_generate calls (no profiler)."""
     from ropeshift.eval import graph_decode as G
 
     g = torch.Generator().manual_seed(0)
@@ -125,23 +125,15 @@ def overhead(model, rows, length, steps, device, repeats=3):
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
-    best = {}
+    best = None
     with torch.inference_mode():
         timed(1 + steps)  # Triton compiles
         for _ in range(repeats):
-            for lean in (False, True):
-                G.LEAN_CAPTURE = lean
-                try:
-                    got = (timed(1), timed(1 + steps), timed(1 + 3 * steps))
-                finally:
-                    G.LEAN_CAPTURE = True
-                prev = best.get(lean)
-                best[lean] = got if prev is None else tuple(min(a, b) for a, b in zip(prev, got))
-    out = {}
-    for lean, (t0, t1, t3) in best.items():
-        per = (t3 - t1) / (2 * steps)
-        out[lean] = (t0, per, t1 - t0 - steps * per)
-    return out
+            got = (timed(1), timed(1 + steps), timed(1 + 3 * steps))
+            best = got if best is None else tuple(min(a, b) for a, b in zip(best, got))
+    t0, t1, t3 = best
+    per = (t3 - t1) / (2 * steps)
+    return t0, per, t1 - t0 - steps * per
 
 
 def copy_bandwidth(device):
@@ -171,7 +163,7 @@ def main(argv=None):
     p.add_argument("--top", type=int, default=6, help="kernels listed per row")
     p.add_argument("--out", default=None, help="also write the table as markdown")
     p.add_argument("--overhead", action="store_true", help="time whole calls instead (no profiler): prefill, "
-                   "per-step and per-batch fixed cost, full vs lean capture")
+                   "per-step and per-batch fixed cost")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.tiny:
@@ -218,21 +210,20 @@ def main_overhead(model, args, device):
     import ropeshift
     from ropeshift.eval.options import parse_length
 
-    lines = ["| rows x tokens | method | capture | prefill s | ms per step | fixed s per batch | 1 + T call s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| rows x tokens | method | prefill s | ms per step | fixed s per batch | 1 + T call s |",
+             "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for shape in args.shapes.split(","):
         rows, length = shape.split("x")
         rows, length = int(rows), parse_length(length)
         for name in args.methods.split(","):
             ropeshift.apply(model, name, impl="auto")
-            res = overhead(model, rows, length, args.steps, device)
+            t0, per, fixed = overhead(model, rows, length, args.steps, device)
             ropeshift.remove(model)
-            for lean, (t0, per, fixed) in res.items():
-                line = (f"| {rows} x {length} | {name} | {'lean' if lean else 'torch.cuda.graph'} | {t0:.3f} | "
-                        f"{per * 1e3:.2f} | {fixed:.3f} | {t0 + fixed + args.steps * per:.3f} |")
-                lines.append(line)
-                print(line, flush=True)
+            line = (f"| {rows} x {length} | {name} | {t0:.3f} | {per * 1e3:.2f} | {fixed:.3f} | "
+                    f"{t0 + fixed + args.steps * per:.3f} |")
+            lines.append(line)
+            print(line, flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")

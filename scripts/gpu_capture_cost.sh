@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Issue 10, third session, one H200 call (~4 min, no model file needed): the decode loop's per-batch cost.
-#   1. the decode loop's GPU tests with the lean capture (graph vs generate, replay vs eager, compaction, memory,
-#      the model-level static decode through the kernels);
+#   1. the decode loop's GPU tests (graph vs generate, replay vs eager, compaction, memory, the model-level static
+#      decode through the kernels);
 #   2. benchmarks/profile_graph_step.py --overhead: prefill, per-step and fixed per-batch seconds of
-#      static_generate at the study's batch shapes, capture as torch.cuda.graph does it vs lean.
+#      static_generate at the study's batch shapes.
+# (Run 2026-12-03 at commit ee9a47d with a "lean" capture variant side by side; it made no difference and
+# was removed: benchmarks/RESULTS.md.)
 # Run: OUT=$OUT LIMIT=240 bash scripts/gpu_capture_cost.sh   (files back: tests.log, overhead.md/.log)
 set -uo pipefail
 OUT="${OUT:?set OUT}"

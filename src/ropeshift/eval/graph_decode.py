@@ -112,30 +112,6 @@ def blas_workspaces_dropped():
             clear()
 
 
-# "0": capture with torch.cuda.graph as it is (it empties the allocator's cache before every capture)
-LEAN_CAPTURE = os.environ.get("ROPESHIFT_LEAN_CAPTURE", "1") != "0"
-
-
-@contextlib.contextmanager
-def capturing(graph, stream):
-    """Capture into ``graph`` on ``stream``: ``torch.cuda.graph(graph, stream=stream)`` minus its
-    ``torch.cuda.empty_cache()`` and host-cache flush (``LEAN_CAPTURE``). The study captures one graph per batch;
-    emptying the cache each time hands every cached block (the prefill's activations: GBs) back to the driver,
-    so the next batch's prefill pays for cudaMalloc again and the capture for cudaFree (the per-batch cost that
-    ``benchmarks/profile_graph_step.py --overhead`` measures). The graph still gets its own private pool."""
-    if not LEAN_CAPTURE:
-        with torch.cuda.graph(graph, stream=stream):
-            yield
-        return
-    torch.cuda.synchronize(stream.device)
-    with torch.cuda.stream(stream):
-        graph.capture_begin()
-        try:
-            yield
-        finally:
-            graph.capture_end()
-
-
 @functools.cache
 def _side_stream(device) -> "torch.cuda.Stream":
     """One side stream per device for the warm-up steps and the capture (a new stream per call would strand its
@@ -269,7 +245,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                         continue
                     graph = torch.cuda.CUDAGraph()
                     # recorded, not run: the cache and buffers are untouched
-                    with blas_workspaces_dropped(), capturing(graph, side):
+                    with blas_workspaces_dropped(), torch.cuda.graph(graph, stream=side):
                         _step(model, cache_kw, r)
                 while t < max_new:
                     if graph is not None:
