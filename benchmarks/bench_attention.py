@@ -185,15 +185,18 @@ def _variant(name, fn):
     """fn with one of the Hopper kernel's switches set (``_prefill_hopper_ws.FOLD_SHIFT_DIMS``)."""
     from ropeshift.kernels import _prefill_hopper_ws as ws
 
-    attr, value = _VARIANT_FLAGS[name]
+    return _with_attr(ws, *_VARIANT_FLAGS[name], fn)
 
+
+def _with_attr(module, attr, value, fn):
+    """fn, run with ``module.attr = value`` for the duration of each call."""
     def call():
-        old = getattr(ws, attr)
-        setattr(ws, attr, value)
+        old = getattr(module, attr)
+        setattr(module, attr, value)
         try:
             return fn()
         finally:
-            setattr(ws, attr, old)
+            setattr(module, attr, old)
     return call
 
 
@@ -286,15 +289,7 @@ def _decode_variant(name, fn):
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
     else:
         raise ValueError(f"unknown decode variant {name!r} (sms4, cfg=BN.W.S)")
-
-    def call():
-        old = getattr(_decode, attr)
-        setattr(_decode, attr, value)
-        try:
-            return fn()
-        finally:
-            setattr(_decode, attr, old)
-    return call
+    return _with_attr(_decode, attr, value, fn)
 
 
 def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):

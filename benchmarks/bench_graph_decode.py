@@ -75,6 +75,21 @@ def prefill_seconds(model, ids, pad, device, new):
         return min(timed(run, device)[1] for _ in range(2))
 
 
+def per_method(model, suite, args, log, row):
+    """One table line per method of --methods: ``row(label, info)`` with the method active (rows without an
+    attention method on ``plain``, as ``eval --plain-attention ropeshift`` runs them), logged as it comes."""
+    lines = []
+    for label in parse_names(args.methods, "methods"):
+        info = activate(model, suite.method(label), args.impl, "ropeshift")
+        try:
+            line = row(label, info)
+        finally:
+            deactivate(model)
+        log(line)
+        lines.append(line)
+    return lines
+
+
 def bench_cell(model, tok, suite, task_name, length, args, device, log):
     task = resolve_task(task_name)
     rows = min(args.max_rows, max(1, args.batch_tokens // length))
@@ -82,35 +97,31 @@ def bench_cell(model, tok, suite, task_name, length, args, device, log):
     ids = [prompt_ids(tok, s.prompt, s.add_special_tokens) for s in samples]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     log(f"{task_name} at {length}: {rows} rows, longest {max(len(i) for i in ids)} tokens, {args.new} new tokens")
-    lines = []
-    for label in parse_names(args.methods, "methods"):
-        info = activate(model, suite.method(label), args.impl, "ropeshift")
-        try:
-            reason = graph_decode_reason(model)
-            if reason is not None:
-                log(f"  {label}: the loop runs its steps eagerly here ({reason})")
-            paths = (("generate", "generate"), ("graph", "loop"))
-            for _, decode in paths:  # warm-up: Triton compiles at this batch's shapes (prefill and decode)
-                generate(model, tok, ids, 4, decode=decode)
-            t_prefill = prefill_seconds(model, ids, pad, device, args.new)
-            res = {}
-            for path, decode in paths:
-                texts, t = timed(lambda: generate(model, tok, ids, args.new, decode=decode), device)
-                res[path] = (texts, t)
-            steps = max(len(tok(t, add_special_tokens=False).input_ids) for t in res["generate"][0])
-            differ = sum(a != b for a, b in zip(res["generate"][0], res["graph"][0])) / rows
-            cells = []
-            for path in ("generate", "graph"):
-                t = res[path][1]
-                cells += [f"{t:.2f}", f"{(t - t_prefill) / max(1, steps - 1) * 1e3:.2f}", f"{rows / t:.1f}"]
-            speed = res["generate"][1] / res["graph"][1]
-            line = (f"| {task_name} | {length} | {rows} | {label} ({info['impl']}) | {t_prefill:.2f} | "
-                    + " | ".join(cells) + f" | {speed:.2f}x | {differ:.1%} |")
-        finally:
-            deactivate(model)
-        log(line)
-        lines.append(line)
-    return lines
+
+    def row(label, info):
+        reason = graph_decode_reason(model)
+        if reason is not None:
+            log(f"  {label}: the loop runs its steps eagerly here ({reason})")
+        paths = (("generate", "generate"), ("graph", "loop"))
+        for _, decode in paths:  # warm-up: Triton compiles at this batch's shapes (prefill and decode)
+            generate(model, tok, ids, 4, decode=decode)
+        t_prefill = prefill_seconds(model, ids, pad, device, args.new)
+        res = {}
+        for path, decode in paths:
+            texts, t = timed(lambda: generate(model, tok, ids, args.new, decode=decode), device)
+            res[path] = (texts, t)
+        steps = max(len(tok(t, add_special_tokens=False).input_ids) for t in res["generate"][0])
+        differ = sum(a != b for a, b in zip(res["generate"][0], res["graph"][0])) / rows
+        cells = []
+        for path in ("generate", "graph"):
+            t = res[path][1]
+            cells += [f"{t:.2f}", f"{(t - t_prefill) / max(1, steps - 1) * 1e3:.2f}", f"{rows / t:.1f}"]
+        speed = res["generate"][1] / res["graph"][1]
+        line = (f"| {task_name} | {length} | {rows} | {label} ({info['impl']}) | {t_prefill:.2f} | "
+                + " | ".join(cells) + f" | {speed:.2f}x | {differ:.1%} |")
+        return line
+
+    return per_method(model, suite, args, log, row)
 
 
 def study_batch(tok, mix: str, args):
@@ -166,36 +177,32 @@ def bench_compaction(model, tok, suite, mix, args, device, log):
     ids = [prompt_ids(tok, s.prompt, s.add_special_tokens) for s in samples]
     rows, max_new = len(ids), max(x.max_new_tokens for x in tasks)
     log(f"{mix}: {rows} rows, longest {max(len(i) for i in ids)} tokens, budgets up to {max_new}")
-    lines = []
-    for label in parse_names(args.methods, "methods"):
-        info = activate(model, suite.method(label), args.impl, "ropeshift")
-        try:
-            graphs = graph_decode_reason(model) is None
-            envs = {"off": "0", "on": args.compact_env}
-            for env in envs.values():  # warm-up: Triton compiles for every batch size the run meets
-                compaction_run(model, tok, ids, tasks, samples, env, device)
-            best = {}
-            for _ in range(args.repeats):
-                for way, env in envs.items():
-                    run = compaction_run(model, tok, ids, tasks, samples, env, device)
-                    if way not in best or run[1] < best[way][1]:
-                        best[way] = run
-            cells = []
-            for way in envs:
-                _, t, ends, policy = best[way]
-                sizes = decode_batch_sizes(ends, max_new, check_every=STOP_CHECK_EVERY if graphs else 1,
-                                           warmup=WARMUP_STEPS if graphs else 0, rewarm=REWARM_STEPS, policy=policy)
-                shrinks = sum(1 for a, b in zip(sizes, sizes[1:]) if b < a)
-                cells += [f"{t:.2f}", f"{len(sizes)}", f"{sum(sizes)}", f"{shrinks}"]
-            differ = sum(a != b for a, b in zip(best["off"][0], best["on"][0])) / rows
-            speed = best["off"][1] / best["on"][1]
-            line = (f"| {mix} | {rows} | {label} ({info['impl']}) | {'graph' if graphs else 'eager'} | "
-                    + " | ".join(cells) + f" | {speed:.2f}x | {differ:.1%} |")
-        finally:
-            deactivate(model)
-        log(line)
-        lines.append(line)
-    return lines
+
+    def row(label, info):
+        graphs = graph_decode_reason(model) is None
+        envs = {"off": "0", "on": args.compact_env}
+        for env in envs.values():  # warm-up: Triton compiles for every batch size the run meets
+            compaction_run(model, tok, ids, tasks, samples, env, device)
+        best = {}
+        for _ in range(args.repeats):
+            for way, env in envs.items():
+                run = compaction_run(model, tok, ids, tasks, samples, env, device)
+                if way not in best or run[1] < best[way][1]:
+                    best[way] = run
+        cells = []
+        for way in envs:
+            _, t, ends, policy = best[way]
+            sizes = decode_batch_sizes(ends, max_new, check_every=STOP_CHECK_EVERY if graphs else 1,
+                                       warmup=WARMUP_STEPS if graphs else 0, rewarm=REWARM_STEPS, policy=policy)
+            shrinks = sum(1 for a, b in zip(sizes, sizes[1:]) if b < a)
+            cells += [f"{t:.2f}", f"{len(sizes)}", f"{sum(sizes)}", f"{shrinks}"]
+        differ = sum(a != b for a, b in zip(best["off"][0], best["on"][0])) / rows
+        speed = best["off"][1] / best["on"][1]
+        line = (f"| {mix} | {rows} | {label} ({info['impl']}) | {'graph' if graphs else 'eager'} | "
+                + " | ".join(cells) + f" | {speed:.2f}x | {differ:.1%} |")
+        return line
+
+    return per_method(model, suite, args, log, row)
 
 
 def main() -> None:

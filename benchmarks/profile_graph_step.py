@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import re
 import time
 
@@ -136,6 +137,28 @@ def overhead(model, rows, length, steps, device, repeats=3):
     return t0, per, t1 - t0 - steps * per
 
 
+def _cases(model, args):
+    """(rows, prompt tokens, method) of every --shapes x --methods row."""
+    from ropeshift.eval.options import parse_length
+
+    for shape in args.shapes.split(","):
+        rows, length = shape.split("x")
+        for name in args.methods.split(","):
+            yield int(rows), parse_length(length), name
+
+
+@contextlib.contextmanager
+def _applied(model, name):
+    """The model with method ``name`` applied (impl auto) for the duration."""
+    import ropeshift
+
+    ropeshift.apply(model, name, impl="auto")
+    try:
+        yield
+    finally:
+        ropeshift.remove(model)
+
+
 def copy_bandwidth(device):
     if device.type != "cuda":
         return None
@@ -151,9 +174,6 @@ def copy_bandwidth(device):
 
 
 def main(argv=None):
-    import ropeshift
-    from ropeshift.eval.options import parse_length
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shapes", default="48x8k,96x8k,64x4k,192x2k", help="rows x prompt tokens, comma separated")
     p.add_argument("--methods", default="plain,string")
@@ -180,26 +200,22 @@ def main(argv=None):
              "| argmax | other | KV floor ms | top kernels (ms/step) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for shape in args.shapes.split(","):
-        rows, length = shape.split("x")
-        rows, length = int(rows), parse_length(length)
-        for name in args.methods.split(","):
-            ropeshift.apply(model, name, impl="auto")
+    for rows, length, name in _cases(model, args):
+        with _applied(model, name):
             wall, per, capture = profile(model, rows, length, args.steps, device)
-            ropeshift.remove(model)
-            fams = collections.Counter()
-            for k, v in per.items():
-                fams[family(k)] += v
-            floor = rows * length * kv_bytes_per_token / bw * 1e3 if bw else None
-            top = sorted(per.items(), key=lambda kv: -kv[1])[:args.top]
-            line = (f"| {rows} x {length} | {name} | {'graph' if capture else 'eager'} | {wall * 1e3:.2f} | "
-                    f"{sum(per.values()) * 1e3:.2f} | "
-                    + " | ".join(f"{fams[f] * 1e3:.2f}" for f in ("attention", "gemm", "norm/act", "copy/index",
-                                                                   "argmax", "other"))
-                    + f" | {'-' if floor is None else f'{floor:.2f}'} | "
-                    + "; ".join(f"{k[:48]} {v * 1e3:.3f}" for k, v in top) + " |")
-            lines.append(line)
-            print(line, flush=True)
+        fams = collections.Counter()
+        for k, v in per.items():
+            fams[family(k)] += v
+        floor = rows * length * kv_bytes_per_token / bw * 1e3 if bw else None
+        top = sorted(per.items(), key=lambda kv: -kv[1])[:args.top]
+        line = (f"| {rows} x {length} | {name} | {'graph' if capture else 'eager'} | {wall * 1e3:.2f} | "
+                f"{sum(per.values()) * 1e3:.2f} | "
+                + " | ".join(f"{fams[f] * 1e3:.2f}" for f in ("attention", "gemm", "norm/act", "copy/index",
+                                                               "argmax", "other"))
+                + f" | {'-' if floor is None else f'{floor:.2f}'} | "
+                + "; ".join(f"{k[:48]} {v * 1e3:.3f}" for k, v in top) + " |")
+        lines.append(line)
+        print(line, flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -207,23 +223,16 @@ def main(argv=None):
 
 
 def main_overhead(model, args, device):
-    import ropeshift
-    from ropeshift.eval.options import parse_length
-
     lines = ["| rows x tokens | method | prefill s | ms per step | fixed s per batch | 1 + T call s |",
              "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for shape in args.shapes.split(","):
-        rows, length = shape.split("x")
-        rows, length = int(rows), parse_length(length)
-        for name in args.methods.split(","):
-            ropeshift.apply(model, name, impl="auto")
+    for rows, length, name in _cases(model, args):
+        with _applied(model, name):
             t0, per, fixed = overhead(model, rows, length, args.steps, device)
-            ropeshift.remove(model)
-            line = (f"| {rows} x {length} | {name} | {t0:.3f} | {per * 1e3:.2f} | {fixed:.3f} | "
-                    f"{t0 + fixed + args.steps * per:.3f} |")
-            lines.append(line)
-            print(line, flush=True)
+        line = (f"| {rows} x {length} | {name} | {t0:.3f} | {per * 1e3:.2f} | {fixed:.3f} | "
+                f"{t0 + fixed + args.steps * per:.3f} |")
+        lines.append(line)
+        print(line, flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -8,12 +8,7 @@
 # was removed: benchmarks/RESULTS.md.)
 # Run: OUT=$OUT LIMIT=240 bash scripts/gpu_capture_cost.sh   (files back: tests.log, overhead.md/.log)
 set -uo pipefail
-OUT="${OUT:?set OUT}"
-LIMIT="${LIMIT:-240}"
-export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-start=$(date +%s)
-left() { echo $(( LIMIT - ($(date +%s) - start) )); }
+source "$(dirname "$0")/gpu_lib.sh" 240
 echo "== tests ($(left) s left)"
 timeout 80 python3 -m pytest -q -p no:cacheprovider -n 6 tests/eval/test_graph_decode.py tests/eval/test_row_compaction.py \
   tests/eval/test_graph_decode_memory.py tests/kernels/test_static_decode_model.py -rs > "$OUT/tests.log" 2>&1

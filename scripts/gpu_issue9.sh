@@ -10,13 +10,7 @@
 #   (files back: versions.txt, tests.log, bench32k.md/.log, bench128k.md/.log, e2e.log)
 # The 2026-12-03 first call ran this script's previous version (commit cd1280f: q1 variants, decode table, ncu).
 set -uo pipefail
-OUT="${OUT:?set OUT}"
-LIMIT="${LIMIT:-560}"
-export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-start=$(date +%s)
-left() { echo $(( LIMIT - ($(date +%s) - start) )); }
-cap() { local want=$1 l; l=$(( $(left) - ${2:-0} )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
+source "$(dirname "$0")/gpu_lib.sh" 560
 [ -f .model1/part_aa ] && mkdir -p /root/m && cp .model1/part_aa /root/m/ && echo "model part 1 copied"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
   | tee "$OUT/versions.txt"

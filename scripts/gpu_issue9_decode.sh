@@ -10,14 +10,8 @@
 # Run: OUT=$OUT LIMIT=540 bash scripts/gpu_issue9_decode.sh
 #   (files back: versions.txt, tests.log, decode64k.md/.log, decode128k.md/.log, bench32k.md/.log, e2e.log)
 set -uo pipefail
-OUT="${OUT:?set OUT}"
-LIMIT="${LIMIT:-540}"
+source "$(dirname "$0")/gpu_lib.sh" 540
 VARIANTS="${VARIANTS:-sms4,cfg=32.4.3,cfg=32.4.4,cfg=64.4.4,cfg=64.8.3}"
-export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-start=$(date +%s)
-left() { echo $(( LIMIT - ($(date +%s) - start) )); }
-cap() { local want=$1 l; l=$(( $(left) - ${2:-0} )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
 [ -f .model1/part_aa ] && mkdir -p /root/m && cp .model1/part_aa /root/m/ && echo "model part 1 copied"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
   | tee "$OUT/versions.txt"

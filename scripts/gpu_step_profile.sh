@@ -8,13 +8,7 @@
 #      kernel, at the study's batch shapes (why the study's decode is not faster).
 # Run: OUT=$OUT LIMIT=480 bash scripts/gpu_step_profile.sh   (files back: tests.log, bench32k.md/.log, step.md/.log)
 set -uo pipefail
-OUT="${OUT:?set OUT}"
-LIMIT="${LIMIT:-480}"
-export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-start=$(date +%s)
-left() { echo $(( LIMIT - ($(date +%s) - start) )); }
-cap() { local want=$1 l; l=$(( $(left) - ${2:-0} )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
+source "$(dirname "$0")/gpu_lib.sh" 480
 
 echo "== tests ($(left) s left)"
 timeout "$(cap 80 380)" python3 -m pytest -q -p no:cacheprovider -n 8 tests/kernels/test_hopper.py \

@@ -17,3 +17,13 @@ def tok():
 @pytest.fixture(scope="session")
 def tiny_llama(tok):
     return tiny_model(len(tok))
+
+
+@pytest.fixture
+def model(tiny_llama, request):
+    """``tiny_llama`` with the ``MethodSpec`` of ``request.param`` active (parametrize with indirect=True)."""
+    from ropeshift.eval.generation import activate, deactivate
+
+    activate(tiny_llama, request.param)
+    yield tiny_llama
+    deactivate(tiny_llama)

@@ -25,13 +25,6 @@ def rows(tok):
     return [encode(tok, t, True) for t in TEXTS]
 
 
-@pytest.fixture
-def model(tiny_llama, request):
-    activate(tiny_llama, request.param)
-    yield tiny_llama
-    deactivate(tiny_llama)
-
-
 def _cases(tok, rows):
     """(max_new_tokens, stop) pairs: one budget, per-row budgets, predicates (an answer end, a length, none)."""
     first = tok.decode(encode(tok, "green", False))

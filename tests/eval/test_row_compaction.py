@@ -29,13 +29,6 @@ def rows(tok):
     return [encode(tok, t, True) for t in TEXTS]
 
 
-@pytest.fixture
-def model(tiny_llama, request):
-    activate(tiny_llama, request.param)
-    yield tiny_llama
-    deactivate(tiny_llama)
-
-
 def _decode(model, tok, rows, budgets, stops, *, compaction, check_every=1, graphs=False, device="cpu"):
     """(tokens cut at each row's end, batch rows of each forward after the prefill)."""
     ids, mask = left_pad(rows, tok.pad_token_id)

@@ -1,0 +1,14 @@
+# Shared set-up of the gpu_*.sh scripts, sourced after `set -uo pipefail`:
+#   source "$(dirname "$0")/gpu_lib.sh" DEFAULT_LIMIT
+# Checks OUT, sets LIMIT (default DEFAULT_LIMIT seconds) and start, puts src/ and benchmarks/ on PYTHONPATH,
+# unbuffers Python's output, unsets TRITON_INTERPRET (the GPU compiles), and defines the time helpers
+#   left        seconds left of LIMIT
+#   cap W [R]   W, or less so that R seconds stay for what follows (at least 1)
+OUT="${OUT:?set OUT}"
+LIMIT="${LIMIT:-${1:-540}}"
+export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET
+mkdir -p "$OUT"
+start=$(date +%s)
+left() { echo $(( LIMIT - ($(date +%s) - start) )); }
+cap() { local want=$1 l; l=$(( $(left) - ${2:-0} )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
