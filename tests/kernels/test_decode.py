@@ -26,6 +26,7 @@ CASES = [  # (id, registry name, params, expected key path on 16-key tiles)
     ("dca_g8", "dca", dict(chunk_size=11, local_window=3), 1),
     ("dca_c37", "dca", dict(chunk_size=37, local_window=11), 3),
     ("dca_c13", "dca", dict(chunk_size=13, local_window=2), 2),
+    ("dca_w1", "dca", dict(chunk_size=17, local_window=1), 3),  # rule window 0: only slot 0 sees the previous chunk
     ("lm_infinite", "lm_infinite", dict(n_global=5, n_local=33, distance_limit=33), 1),
     ("string", "string", dict(shift=40, window=6), 0),
 ]

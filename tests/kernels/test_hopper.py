@@ -116,6 +116,37 @@ def test_offsets_and_layout(name, n, fold, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
+@pytest.mark.parametrize("chunk_size, local_window", [(256, 128), (384, 128), (200, 0), (130, 1), (161, 33)])
+def test_dca_chunk_settings(chunk_size, local_window):
+    """DCA's chunk rule in the Hopper kernel (a key threshold per row, chunk zones from the first and last rows)
+    at the settings its table change is about: s and w at multiples of the 128-row block (no block straddles the
+    rule), w = 0 and w = 1 (only slot 0 sees the previous chunk), and blocks spanning chunks; against the portable
+    fp32 kernel at pos_offset 0 and 77, within 2x PyTorch's own bf16 error."""
+    from ropeshift import kernels
+    from ropeshift.kernels import attention as A
+    from ropeshift.kernels.spec import compile_table
+
+    method = build("dca", dict(chunk_size=chunk_size, local_window=local_window))
+    b, h, h_kv, d, n = 2, 4, 2, 128, 1100
+    q, k, v = _inputs(b, h, h_kv, n, d, torch.bfloat16, 2, hf_layout=False)
+    inv = llama_inv_freq(d, base=10000.0).cuda()
+    scale = 1 / math.sqrt(d)
+    spec = method.table()
+    assert A.hopper_reason(q, k, None, compile_table(spec), inv) is None
+    poff = torch.tensor([0, 77], dtype=torch.int32, device="cuda")
+    out, lse = kernels.table_attention(q, k, v, spec, inv_freq=inv, scale=scale, pos_offset=poff)
+    ref_o, ref_l = kernels.table_attention(q.float(), k.float(), v.float(), spec, inv_freq=inv, scale=scale,
+                                           pos_offset=poff)
+    r64_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale)
+    rbf_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale, dtype=torch.bfloat16)
+    tol = 2 * rel_err(rbf_o, r64_o) + 1e-6
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref_o) <= tol, f"out rel err {rel_err(out, ref_o):.3g} > {tol:.3g}"
+    assert lse_err(lse, ref_l) <= 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
 @pytest.mark.parametrize("d", [64, 128])
 def test_causal_entry_takes_it(d):
     """Plain causal attention (one identity region) through the Hopper kernel vs the fp64 reference."""

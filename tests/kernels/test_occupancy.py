@@ -32,6 +32,42 @@ def test_programs_per_sm_other_limits():
     (0, 5, 264, 5),
 ])
 def test_wave_splits(rows, max_splits, slots, expected):
-    s = wave_splits(rows, max_splits, slots)
-    assert s == expected
-    assert rows * s <= max(slots, rows) or s == 1
+    assert wave_splits(rows, max_splits, slots) == expected
+
+
+class _CudaLike:
+    """A stand-in q for the split rule: on "CUDA" (no tensor is made)."""
+    is_cuda = True
+    device = None
+
+
+@pytest.mark.parametrize("rule, name, expected", [
+    ("wave", "rerope", 4),     # 264 slots (2 programs x 132 SMs) over b * h_kv = 64 rows: one wave
+    ("sms4", "rerope", 9),     # the old rule: ceil(4 x 132 / 64)
+    ("wave", "lm_infinite", 9),  # Lambda tables keep the old rule (measured faster: idle programs end at once)
+])
+def test_split_count_rules(monkeypatch, rule, name, expected):
+    from _helpers import build
+    from ropeshift.kernels import _decode
+    from ropeshift.kernels.spec import compile_table
+
+    params = {"rerope": dict(window=100), "lm_infinite": dict(n_global=4, n_local=100, distance_limit=100)}[name]
+    spec = compile_table(build(name, params).table())
+    compiled = []
+    monkeypatch.setattr(_decode, "SPLIT_RULE", rule)
+    monkeypatch.setattr(_decode, "_num_sms", lambda device: 132)
+    monkeypatch.setattr(_decode, "_SLOTS", {})
+    monkeypatch.setattr("ropeshift.kernels._occupancy.compiled_resources",
+                        lambda kernel: compiled.append(kernel) or (255, 92160))
+    monkeypatch.setattr("ropeshift.kernels._occupancy.device_limits", lambda idx: __import__(
+        "ropeshift.kernels._occupancy", fromlist=["SmLimits"]).SmLimits())
+
+    class Dev:
+        index = 0
+    q = _CudaLike()
+    q.device = Dev()
+    key = (4, "bf16")
+    for _ in range(2):  # the compiled variant is asked for once per key and device
+        got = _decode._split_count(q, spec, 8, 8, 65536, 64, key, lambda: "kernel")
+        assert got == expected
+    assert compiled == (["kernel"] if rule == "wave" and name != "lm_infinite" else [])

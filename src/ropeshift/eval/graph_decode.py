@@ -16,9 +16,10 @@ captured as a CUDA graph over fixed buffers and replayed::
 The cache's own offset tensor advances inside the graph (``StaticLayer.update``); ropeshift's attention runs in
 static decode mode (``ropeshift.attention.interface``: the whole buffer, a device-side written length), so no
 step needs the host. The caller's stopper sees the new tokens every ``check_every`` steps (one small
-device-to-host copy) and cuts each row at its end. Rows that have ended keep decoding (fixed shapes) until, at a
-check, at most half of the batch is open: then the loop goes on with the k open rows only (the cache's rows
-selected, the buffers cut, the step captured again; ``row_compaction``, off with ROPESHIFT_COMPACT_ROWS=0).
+device-to-host copy) and cuts each row at its end. Rows that have ended keep decoding (fixed shapes) to the
+batch's end; with row compaction on (``row_compaction``: off by default, ROPESHIFT_COMPACT_ROWS=1), once at
+most half of the batch is open at a check, the loop goes on with the k open rows only (the cache's rows
+selected, the buffers cut, the step captured again).
 
 ``graphs=False`` runs the same steps eagerly (CPU tests: its texts equal ``model.generate``'s). Greedy argmax
 like ``generate`` with no logits processors; ties go to the lowest token id in both.

@@ -17,12 +17,15 @@ of a left-padded batch has the same slots written). The loop's buffers are cut t
 captured again for the new batch size (one eager warm-up step first). Nothing is recomputed, so each kept row's
 keys are the bits it had; the alternative, a new prefill of the open rows' prompts and tokens so far into a
 smaller cache, would cost a prefill of up to half the batch and give other bits (prefill kernels instead of
-decode steps, other padding), so a row's text could change with the batch's other rows' ends.
+decode steps, other padding), so a row's text could change with the batch's other rows' ends. In fp32 the kept
+rows' tokens equal the whole batch's (tested); in bf16 the smaller batch's kernels (the decode split count, the
+GEMM algorithm) round differently, so a borderline greedy token can flip (1.6-16.7 % of rows in the H200
+measurement), as between any two batch compositions.
 
 Threshold: at most ``fraction`` = 1/2 of the batch's rows open. Each compaction has a fixed price (the kept
 rows' K/V copied once: about two decode steps of the smaller batch in memory traffic; one eager warm-up step and
 a capture on the host), so the rule asks every compaction to at least halve what each later step reads, which
-also bounds compactions per batch at log2(rows) (6 for the 48 rows of an 8k batch); ``benchmarks/
+also bounds compactions per batch at floor(log2(rows)) (5 for the 48 rows of an 8k batch); ``benchmarks/
 estimate_compaction.py`` compares fractions on the study's records. ``min_steps_left``: no compaction within 8
 steps of the batch's budget, where a capture could not pay for itself.
 

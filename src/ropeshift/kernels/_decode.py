@@ -355,13 +355,14 @@ _SLOTS = {}  # (device index, constexpr key) -> programs per wave
 
 
 def _wave_slots(device, key, warm):
-    """Programs the device holds at once for one compiled variant (``warm()`` compiles it without launching)."""
+    """Programs the device holds at once for one compiled variant: ``key`` (num_warps first) names it, ``warm()``
+    compiles it without launching (once per key and device)."""
     from . import _occupancy as occ
 
     idx = device.index if device.index is not None else 0
     if (idx, key) not in _SLOTS:
         n_regs, shared = occ.compiled_resources(warm())
-        per_sm = occ.programs_per_sm(n_regs, shared, key[-2], occ.device_limits(idx))
+        per_sm = occ.programs_per_sm(n_regs, shared, key[0], occ.device_limits(idx))
         _SLOTS[idx, key] = per_sm * _num_sms(device)
     return _SLOTS[idx, key]
 
@@ -412,8 +413,16 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
                 h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,
                 spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb)
 
-    key = (q.dtype, *meta.values())
-    warm = lambda: _table_decode_split_kernel.warmup(*args(q, q, block_n), grid=(1, 1), **meta)  # noqa: E731
+    # the compiled variant: constexprs and every pointer's dtype (Triton specializes on them); approximate in
+    # leaving out stride alignment, which may cost a few registers either way
+    key = (num_warps, q.dtype, k.dtype, *(None if t is None else t.dtype for t in (key_start, pos_offset, key_end)),
+           *meta.values())
+
+    def warm():
+        """Compile the launch's kernel without running it: fp32 partials as the launch passes them."""
+        part = torch.empty(1, device=q.device, dtype=torch.float32)
+        return _table_decode_split_kernel.warmup(*args(part, part, block_n), grid=(1, 1), **meta)
+
     splits = _split_count(q, spec, b, h_kv, lk, block_n, key, warm)
     chunk = triton.cdiv(triton.cdiv(lk, splits), block_n) * block_n
     splits = triton.cdiv(lk, chunk)

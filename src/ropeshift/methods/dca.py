@@ -25,9 +25,9 @@ previous chunk) keep their true distance. L = 12, C = 5, w = 1, s = 4 (rows: que
 
 Implementation (segment table): min(m mod s + s, C) = C exactly when m mod s >= w, so the matrix is two regions
 with DCA's chunk rule: "plain" (intra chunk, and the first w query slots against the previous chunk; rel = d,
-no rotation; slot w, where both rules agree, counts as capped) and "capped" (query re-rotated to C, key re-rotated per tile from the post-RoPE cache to
-n mod s, i.e. k delta -s * (n // s)); prefill and decode therefore agree. With C >= N (and w <= C/2) it is
-plain RoPE.
+no rotation; for w >= 1 slot w, where both rules agree, counts as capped) and "capped" (query re-rotated to C,
+key re-rotated per tile from the post-RoPE cache to n mod s, i.e. k delta -s * (n // s)); prefill and decode
+therefore agree. With C >= N (and w <= C/2) it is plain RoPE.
 
 Defaults: C = 3L/4 and w = L/16 with L = ``config.max_position_embeddings`` (``chunk_size = 3L/4`` in all
 official files; ``local_window`` is L/8 in ``chunkllama_attn_replace.py`` but L/16 in the flash-decoding and
@@ -112,8 +112,8 @@ class DualChunkMethod(PositionMethod):
     def table(self) -> SegmentTable:
         # min(m mod s + s, C) = C exactly when m mod s >= w, so the successive rule is either rel = d or the
         # inter rule: two regions, "plain" (no rotation) and "capped" (query at C, key at n mod s). The slot
-        # m mod s = w gets the same distance from both (d = s + w - n mod s = C - n mod s) and goes to "capped"
-        # (rule window v = w - 1): with s and w at multiples of a kernel's query tile, no tile then has rows on
+        # m mod s = w gets the same distance from both (d = s + w - n mod s = C - n mod s) and, for w >= 1, goes to
+        # "capped" (rule window v = w - 1): with s and w at multiples of a kernel's query tile, no tile has rows on
         # both sides of the rule (the Hopper prefill at 32k: 176 two-dot tiles before, none after). Plain pairs
         # have d <= s + v; capped pairs d >= min(v + 2, s + 1): the bands let fast paths skip the rule outside.
         c, w, s = self.chunk_size, self.local_window, self.chunk_len
