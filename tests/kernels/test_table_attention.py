@@ -393,3 +393,12 @@ def test_grad_inputs_take_the_op_and_refuse_backward():
     out, _ = kernels.table_attention(q, k, v, table, inv_freq=inv, scale=0.2)
     with pytest.raises(RuntimeError, match="no autograd formula"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("chunk_size, local_window", [(20, 0), (20, 1), (21, 5), (37, 16), (13, 12), (48, 16)])
+def test_dca_chunk_zones_prefill(chunk_size, local_window):
+    """DCA's chunk zones in the portable prefill: query blocks spanning chunks, w = 0 and 1 (rule window 0),
+    w near s, s at tile multiples; left padding moves the positions (key_start 9: negative positions)."""
+    method = build("dca", dict(chunk_size=chunk_size, local_window=local_window))
+    _check(method, 2, 2, 1, 97, 97, 16, torch.float32, key_start=[0, 9])
+    _check(method, 1, 2, 1, 40, 130, 16, torch.float32)  # lq < lk: a continuation

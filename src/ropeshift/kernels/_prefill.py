@@ -290,16 +290,16 @@ def _table_prefill_kernel(
         a = lo
         b = lo
     if HAS_R1 and RULE == 1:
-        # DCA: widen the single-region zones by chunk indices (stride RA, window RB). Keys >= 2 chunks back are
-        # far for every row, keys of the block's own chunk near; the previous chunk is far (near) for every row
-        # when all rows have m mod s > w (<= w). Only blocks on a chunk edge keep a mixed chunk.
+        # DCA: widen the single-region zones by chunk indices (stride RA, window RB). Row m's keys are far below
+        # position (qc - [m mod s <= w]) s, qc = m // s, a bound that never decreases with m: the block's first
+        # row gives the keys far for every row, its last row those near for every row (also when the block
+        # spans chunks; the Hopper kernel's ``_chunk_zones`` has the same bounds).
         pm_lo = p_min + poff
         pm_hi = p_max + poff
         qlo = pm_lo // RA
         qhi = pm_hi // RA
-        same = qlo == qhi
-        far_end = tl.where(same & (pm_lo - qlo * RA > RB), qlo * RA, (qlo - 1) * RA) - poff
-        near_start = tl.where(same & (pm_hi - qhi * RA <= RB), (qlo - 1) * RA, qhi * RA) - poff
+        far_end = (qlo - (pm_lo - qlo * RA <= RB).to(tl.int32)) * RA - poff
+        near_start = (qhi - (pm_hi - qhi * RA <= RB).to(tl.int32)) * RA - poff
         a2 = tl.minimum(tl.maximum(lo, tl.where(far_end > 0, far_end // BLOCK_N * BLOCK_N, 0)), c)
         b2 = tl.where(near_start > 0, (near_start + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)
         ok = pm_lo >= 0  # pad rows (negative positions) keep the band zones
