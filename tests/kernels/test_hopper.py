@@ -86,17 +86,22 @@ def test_offsets_and_layout(name, n, fold, monkeypatch):
     """Rows at other absolute positions (pos_offset 0 and 77) and HF-transposed q: the Hopper kernel against the
     portable fp32 kernel (itself exact against the fp64 oracle), within 2x PyTorch's own bf16 error; with the
     default and both ways of applying a constant query shift (re-rotating q or k, ``FOLD_SHIFT_DIMS``)."""
-    from ropeshift import kernels
-    from ropeshift.kernels import attention as A
-    from ropeshift.kernels.spec import compile_table
-
     if fold is not None:
         monkeypatch.setattr(_ws(), "FOLD_SHIFT_DIMS", fold)
 
     case = {c[0]: c for c in method_cases(n, 128)}[name]
-    method = build(*case[1:])
-    b, h, h_kv, d = 2, 8, 2, 128
-    q, k, v = _inputs(b, h, h_kv, n, d, torch.bfloat16, 1, hf_layout=True)
+    _check_against_portable(build(*case[1:]), 2, 8, 2, n, 1, hf_layout=True)
+
+
+def _check_against_portable(method, b, h, h_kv, n, seed, hf_layout):
+    """The Hopper kernel (asserted to be the route) at pos_offset 0 and 77 against the portable fp32 kernel, within
+    2x PyTorch's own bf16 error on the same inputs (positions from 0); D = 128."""
+    from ropeshift import kernels
+    from ropeshift.kernels import attention as A
+    from ropeshift.kernels.spec import compile_table
+
+    d = 128
+    q, k, v = _inputs(b, h, h_kv, n, d, torch.bfloat16, seed, hf_layout=hf_layout)
     inv = llama_inv_freq(d, base=10000.0).cuda()
     scale = 1 / math.sqrt(d)
     spec = method.table()
@@ -105,7 +110,6 @@ def test_offsets_and_layout(name, n, fold, monkeypatch):
     out, lse = kernels.table_attention(q, k, v, spec, inv_freq=inv, scale=scale, pos_offset=poff)
     ref_o, ref_l = kernels.table_attention(q.float(), k.float(), v.float(), spec, inv_freq=inv, scale=scale,
                                            pos_offset=poff)
-    # calibration: PyTorch's own bf16 error on the same inputs (positions from 0)
     r64_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale)
     rbf_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale, dtype=torch.bfloat16)
     tol = 2 * rel_err(rbf_o, r64_o) + 1e-6
@@ -122,27 +126,8 @@ def test_dca_chunk_settings(chunk_size, local_window):
     at the settings its table change is about: s and w at multiples of the 128-row block (no block straddles the
     rule), w = 0 and w = 1 (only slot 0 sees the previous chunk), and blocks spanning chunks; against the portable
     fp32 kernel at pos_offset 0 and 77, within 2x PyTorch's own bf16 error."""
-    from ropeshift import kernels
-    from ropeshift.kernels import attention as A
-    from ropeshift.kernels.spec import compile_table
-
-    method = build("dca", dict(chunk_size=chunk_size, local_window=local_window))
-    b, h, h_kv, d, n = 2, 4, 2, 128, 1100
-    q, k, v = _inputs(b, h, h_kv, n, d, torch.bfloat16, 2, hf_layout=False)
-    inv = llama_inv_freq(d, base=10000.0).cuda()
-    scale = 1 / math.sqrt(d)
-    spec = method.table()
-    assert A.hopper_reason(q, k, None, compile_table(spec), inv) is None
-    poff = torch.tensor([0, 77], dtype=torch.int32, device="cuda")
-    out, lse = kernels.table_attention(q, k, v, spec, inv_freq=inv, scale=scale, pos_offset=poff)
-    ref_o, ref_l = kernels.table_attention(q.float(), k.float(), v.float(), spec, inv_freq=inv, scale=scale,
-                                           pos_offset=poff)
-    r64_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale)
-    rbf_o, _ = table_reference(q, k, v, method, inv_freq=inv, scale=scale, dtype=torch.bfloat16)
-    tol = 2 * rel_err(rbf_o, r64_o) + 1e-6
-    assert torch.isfinite(out).all()
-    assert rel_err(out, ref_o) <= tol, f"out rel err {rel_err(out, ref_o):.3g} > {tol:.3g}"
-    assert lse_err(lse, ref_l) <= 2e-2
+    _check_against_portable(build("dca", dict(chunk_size=chunk_size, local_window=local_window)), 2, 4, 2, 1100, 2,
+                            hf_layout=False)
 
 
 @pytest.mark.gpu
