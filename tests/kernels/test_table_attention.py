@@ -238,6 +238,22 @@ def test_torch_compile_fake():
         assert torch.equal(ref[0], got[0])
 
 
+
+@pytest.mark.parametrize("hopper", [True, False])
+def test_fake_layout_follows_the_route(monkeypatch, hopper):
+    """The fake gives out the layout ``_forward`` returns: contiguous on the Hopper route (its kernel stores
+    [b, h, n, d] rows), else q's strides (here HF's transposed q), so a compiled graph's strides match the op's."""
+    from ropeshift.kernels import attention as A
+    from ropeshift.kernels.spec import compile_table
+
+    monkeypatch.setattr(A, "hopper_reason", lambda *a: None if hopper else "not here")
+    q = torch.randn(1, 20, 2, 32).transpose(1, 2)  # [b, h, n, d] over [b, n, h, d] memory
+    k = torch.randn(1, 1, 20, 32)
+    spec = compile_table(build("rerope", dict(window=8)).table()).to_list()
+    out, lse = A._fake(q, k, k, torch.ones(16), None, None, spec, 0.2)
+    assert out.shape == q.shape and lse.shape == (1, 2, 20)
+    assert out.is_contiguous() == hopper and (out.stride() == q.stride()) != hopper
+
 # ---- GPU only: the full grid ----------------------------------------------------------------------------
 
 GRID = [

@@ -128,9 +128,12 @@ def _call(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: flo
 
 
 @_table_attention_fwd.register_fake
-def _(q, k, v, inv_freq, key_start, pos_offset, spec, scale):
+def _fake(q, k, v, inv_freq, key_start, pos_offset, spec, scale):
+    """The op's outputs as ``_forward`` makes them: out contiguous on the Hopper route, else with q's strides."""
     b, h, lq, _ = q.shape
-    return torch.empty_like(q), q.new_empty((b, h, lq), dtype=torch.float32)
+    hopper = lq > 1 and hopper_reason(q, k, key_start, KernelSpec.from_list(spec), inv_freq) is None
+    out = q.new_empty(q.shape) if hopper else torch.empty_like(q)
+    return out, q.new_empty((b, h, lq), dtype=torch.float32)
 
 
 def table_attention(q, k, v, table, *, inv_freq, scale, key_start=None, pos_offset=None):
