@@ -37,7 +37,7 @@ def config(request, monkeypatch):
     from ropeshift.kernels import _decode
 
     monkeypatch.setattr(_decode, "DECODE_CONFIG", request.param)
-    return _decode._decode_config(None, CUDA) if request.param or not CUDA else None
+    return _decode._decode_config(CUDA)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
@@ -46,7 +46,7 @@ def test_decode_paths(case, config):
     from ropeshift.kernels.spec import compile_table
 
     method = build(case[1], case[2])
-    if config is not None and config[0] == 16:
+    if config[0] == 16:
         assert key_mode(compile_table(method.table()).for_keys(150), 16)[0] == case[3]
     # 4 rows: no padding, padding inside a tile, a whole padded tile, padding past the region edges
     _check(method, 4, 4, 1, 1, 150, 32, torch.float32, key_start=[0, 7, 35, 101])

@@ -321,9 +321,9 @@ def _table_decode_split_kernel(
     tl.store(Lpart + part + rows, lse)
 
 
-# (BLOCK_N, num_warps, num_stages) per key path on a GPU ("cached": KMAP 0, "rotated": keys re-rotated or a
-# group step), chosen by measurement (benchmarks/RESULTS.md); ROPESHIFT_DECODE_CONFIG="64,4,3" overrides both
-GPU_CONFIGS = {"cached": (64, 4, 3), "rotated": (64, 4, 3)}
+# (BLOCK_N, num_warps, num_stages) on a GPU, for every key path: (32,4,3), (32,4,4), (64,4,4) and (64,8,3) were
+# slower for the re-rotating paths on the H200 (benchmarks/RESULTS.md, 2026-12-03); ROPESHIFT_DECODE_CONFIG overrides
+GPU_CONFIG = (64, 4, 3)
 DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].split(",")) \
     if os.environ.get("ROPESHIFT_DECODE_CONFIG") else None
 # split rule: "wave" (programs fill one wave of the device, ``_occupancy``) or "sms4" (~4 programs per SM, the
@@ -331,12 +331,10 @@ DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].spli
 SPLIT_RULE = os.environ.get("ROPESHIFT_DECODE_SPLIT", "wave")
 
 
-def _decode_config(spec, on_gpu):
+def _decode_config(on_gpu):
     if DECODE_CONFIG is not None:
         return DECODE_CONFIG
-    if not on_gpu:
-        return (16, 4, 1)
-    return GPU_CONFIGS["rotated" if spec.has_r1 and spec.k_map[0] != 0 else "cached"]
+    return GPU_CONFIG if on_gpu else (16, 4, 1)
 
 
 def key_mode(spec, block_n):
@@ -393,7 +391,7 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     b, h, _, d = q.shape
     h_kv, lk = k.shape[1], k.shape[2]
     g = h // h_kv
-    block_n, num_warps, num_stages = _decode_config(spec, q.is_cuda)
+    block_n, num_warps, num_stages = _decode_config(q.is_cuda)
     n_rows = 2 * g if spec.has_r1 else g
     block_r = max(16, triton.next_power_of_2(n_rows))
     qk, qa, qc, qg, qb = spec.q_map

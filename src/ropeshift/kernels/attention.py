@@ -90,19 +90,23 @@ def hopper_reason(q, k, key_start, spec: KernelSpec, inv_freq=None) -> str | Non
     return unserved_reason(spec, q, k, key_start, q.shape[-1] // 2 if inv_freq is None else inv_freq.numel())
 
 
+def _outputs(q, k, key_start, spec: KernelSpec, inv_freq):
+    """(out, lse, hopper) of one call, unfilled, each allocated once: lse [b, h, lq] fp32; out [b, h, lq, d] with q's
+    strides, except on the Hopper prefill route (hopper True), which needs it contiguous (its TMA reads q or q1
+    from it first: ``launch_hopper_ws_prefill``). The op's fake takes its shapes and strides from here too."""
+    b, h, lq, _ = q.shape
+    hopper = lq > 1 and hopper_reason(q, k, key_start, spec, inv_freq) is None
+    out = q.new_empty(q.shape) if hopper else torch.empty_like(q)
+    return out, q.new_empty((b, h, lq), dtype=torch.float32), hopper
+
+
 def _forward(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: float):
-    """(out, lse) of one call, each allocated once: out [b, h, lq, d] with q's strides, except on the Hopper route,
-    which needs it contiguous [b, h, n, d] (its TMA reads q or q1 from it first: ``launch_hopper_ws_prefill``)."""
-    b, h, lq, d = q.shape
-    lse = torch.empty((b, h, lq), device=q.device, dtype=torch.float32)
-    if lq > 1 and hopper_reason(q, k, key_start, spec, inv_freq) is None:
+    out, lse, hopper = _outputs(q, k, key_start, spec, inv_freq)
+    if hopper:
         from ._prefill_hopper_ws import launch_hopper_ws_prefill
 
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # contiguous, whatever q's strides
         launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, spec=spec, scale=scale, pos_offset=pos_offset)
-        return out, lse
-    out = torch.empty_like(q)
-    if lq == 1:
+    elif q.shape[2] == 1:
         launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
     else:
         launch_prefill(q, k, v, inv_freq, key_start, pos_offset, out, lse, spec=spec, scale=scale)
@@ -129,11 +133,9 @@ def _call(q, k, v, inv_freq, key_start, pos_offset, spec: KernelSpec, scale: flo
 
 @_table_attention_fwd.register_fake
 def _fake(q, k, v, inv_freq, key_start, pos_offset, spec, scale):
-    """The op's outputs as ``_forward`` makes them: out contiguous on the Hopper route, else with q's strides."""
-    b, h, lq, _ = q.shape
-    hopper = lq > 1 and hopper_reason(q, k, key_start, KernelSpec.from_list(spec), inv_freq) is None
-    out = q.new_empty(q.shape) if hopper else torch.empty_like(q)
-    return out, q.new_empty((b, h, lq), dtype=torch.float32)
+    """The op's outputs as ``_forward`` allocates them (``_outputs``)."""
+    out, lse, _ = _outputs(q, k, key_start, KernelSpec.from_list(spec), inv_freq)
+    return out, lse
 
 
 def table_attention(q, k, v, table, *, inv_freq, scale, key_start=None, pos_offset=None):
