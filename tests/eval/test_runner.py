@@ -251,3 +251,31 @@ def test_plain_attention_rows_equal_the_models_own(tmp_path, tok, tiny_llama):
                     assert b["impl"].startswith("plain:") and not str(a["impl"]).startswith("plain:")
     with pytest.raises(ValueError, match="plain_attention"):
         _cfg(tmp_path, plain_attention="sdpa")
+
+
+def test_rope_equal_cells_copy_the_rope_rows_records(tmp_path, tok, tiny_llama):
+    """STRING with shift 300 is exactly RoPE at 256 tokens (every d < 300), not at 512: its 256-token records are the
+    rope row's (same prompts, seconds 0, marked same_as), and computing them instead gives the same predictions."""
+    string = MethodSpec("string", {"shift": 300, "window": 16})
+    kw = dict(tasks=("passkey", "perplexity"), lengths=(256, 512), methods=(string, MethodSpec("rope")), samples=2)
+    shared, computed = tmp_path / "shared", tmp_path / "computed"
+    assert run(_cfg(shared, **kw), tiny_llama, tok, progress=False) == 2 * 2 * 2 * 2
+    assert run(_cfg(computed, share_rope=False, **kw), tiny_llama, tok, progress=False) == 16
+    label = "string-shift300-window16"
+    for task in ("passkey", "perplexity"):
+        rope = {r.index: r for r in read_cell(shared, "tiny", task, "rope", 256)}
+        copied = {r.index: r for r in read_cell(shared, "tiny", task, label, 256)}
+        fresh = {r.index: r for r in read_cell(computed, "tiny", task, label, 256)}
+        assert sorted(copied) == sorted(rope) == [0, 1]
+        for i, r in copied.items():
+            assert r["same_as"] == "rope" and r.seconds == 0.0 and r.method == label
+            assert r.method_name == "string" and r.params["shift"] == 300
+            assert (r.prompt_hash, r.prediction, r.score, r.nll) == \
+                   (rope[i].prompt_hash, rope[i].prediction, rope[i].score, rope[i].nll)
+            assert "same_as" not in fresh[i] and fresh[i].prediction == r.prediction
+            assert fresh[i].nll == pytest.approx(r.nll, rel=1e-4, abs=1e-6) if r.nll is not None else True
+        assert all("same_as" not in r for r in read_cell(shared, "tiny", task, label, 512))
+    # without a rope row nothing is copied
+    alone = tmp_path / "alone"
+    run(_cfg(alone, **{**kw, "methods": (string,)}), tiny_llama, tok, progress=False)
+    assert all("same_as" not in r for r in read_cell(alone, "tiny", "passkey", label, 256))

@@ -56,7 +56,7 @@ def run(args) -> int:
         methods=cc.specs_from(args), samples=args.samples * args.depths, seed=args.seed,
         options=TaskOptions(haystack=args.haystack, depths=args.depths, chat=cc.chat_from(args)),
         batch_size=args.batch_size, batch_tokens=args.batch_tokens, out=args.out, impl=args.impl,
-        plain_attention=args.plain_attention,
+        plain_attention=args.plain_attention, share_rope=not args.compute_rope_equal,
     )
     threshold = cc.threshold_from(args)
     code = run_recorded(cfg, args)

@@ -52,6 +52,10 @@ def add_run_args(p: argparse.ArgumentParser, *, lengths: str) -> None:
                    help="token budget per generate() call instead of --batch-size: rows = N // length, rows of "
                         "tasks with similar answer budgets sharing calls (e.g. 600000 on a GPU)")
     g.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default: runs/)")
+    g.add_argument("--compute-rope-equal", action="store_true",
+                   help="compute the cells where a method is exactly RoPE (by its definition, e.g. STRING below "
+                        "its shift) instead of copying the rope row's records of the same prompts (the default "
+                        "when the run has a rope row)")
     g.add_argument("--chat", choices=["auto", "on", "off"], default="auto",
                    help="chat template: auto = the task's choice where the model has one")
     g.add_argument("--dry-run", action="store_true", help="print the plan and exit (loads no model)")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parallel
+from . import parallel, rope_share
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, prompts_path, read_cell, read_jsonl, write_atomic
@@ -45,6 +45,7 @@ class RunConfig:
     impl: str | None = None
     plain_attention: str = "model"  # rows without an attention method: "model" (its own) or "ropeshift" (plain)
     workers: int | None = None  # prompt-generation processes (None: one per CPU core)
+    share_rope: bool = True  # cells where a method is exactly RoPE copy the rope row's records (rope_share)
 
     def __post_init__(self):
         if self.samples < 1:
@@ -226,6 +227,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     (``parallel.init_group``)."""
     from .generation import activate, deactivate
 
+    share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     if ranks.main:
         samples = prepare_samples(cfg, tokenizer, progress)
         write_manifest(cfg, model, model_path or cfg.model)
@@ -243,14 +245,23 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
+                same = rope_share.rope_equal_lengths(info, cfg.lengths) if share else set()
             tasks = {name: resolve_task(name) for name, _ in cells}
             note = f"{method.label} {'+'.join(tasks)} {format_length(length)}"
+            copies = []
+            if length in same:  # the rope row, earlier in every bucket, computed these prompts
+                copies, cells = rope_share.copy_from_rope(cfg.out, cfg.model, method, info, length, cells)
             todo = sorted(((s, name) for name, samples in cells for s in samples),
                           key=lambda x: (x[0].n_tokens, x[1], x[0].index))
             step = rows_per_batch(cfg, length)
             with contextlib.ExitStack() as stack:
                 apps = {name: stack.enter_context(open_writer(cfg.out, cfg.model, name, method.label, length,
                                                               ranks.rank)) for name in tasks}
+                for name, record in copies:
+                    apps[name].write(record)
+                written += len(copies)
+                if copies:
+                    bar.update(len(copies), note + " (= rope)")
                 for i in range(0, len(todo), step):
                     batch = todo[i:i + step]
                     t0 = time.perf_counter()
@@ -300,13 +311,16 @@ def decode_bucket(task) -> tuple:
 def length_buckets(work: list[tuple]) -> list[tuple]:
     """``work`` (``(method, task, length, todo)``) regrouped into ``(method, length, [(task, todo), ...])``: one
     entry per decode bucket x length x method, in the order each first occurs (bucket-major, then length, then
-    method: a partial run finishes whole buckets for every method). The runner cuts each entry into batches
+    method, the rope row first: the methods that are exactly RoPE at a length copy its records, ``rope_share``;
+    a partial run finishes whole buckets for every method). The runner cuts each entry into batches
     that mix its tasks, so a length holds few large generate() calls instead of one per task."""
     groups: dict[tuple, list] = {}
     for method, task, length, todo in work:
         key = (decode_bucket(resolve_task(task)), length, method)
         groups.setdefault(key, []).append((task, todo))
-    return [(method, length, cells) for (_, length, method), cells in groups.items()]
+    first = {k: i for i, k in reversed(list(enumerate(k[:2] for k in groups)))}
+    order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))
+    return [(method, length, groups[_, length, method]) for _, length, method in order]
 
 
 def _run_batch(tasks: list, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
