@@ -106,8 +106,8 @@ def build_report(rundir: Path, out: Path, threshold: Threshold, plots: bool = Tr
                        f"longest tested length when none lies in [L/2, L]), Wilson 95 % CI. Gain = paired "
                        f"difference from {BASELINE} on the same prompts in points, t interval stratified by task "
                        f"and length; * = the interval excludes 0. '= {BASELINE} at': lengths where the method "
-                       f"is exactly {BASELINE} (same position matrix), so its row equals {BASELINE}'s up to "
-                       f"rounding.")
+                       f"is exactly {BASELINE} (same position matrix): the run copies {BASELINE}'s records there "
+                       f"(without --compute-rope-equal), so its row equals {BASELINE}'s.")
         add_image("accuracy_vs_length.png", "mean score vs length, one curve per method with its 95 % band",
                   lambda p: rp.length_plot(method_length_scores(summary), train, p))
     meta = read_run_meta(rundir)
