@@ -48,6 +48,7 @@ import torch
 
 from ropeshift.eval.generation import activate, answer_end, deactivate, generate, prompt_ids
 from ropeshift.eval.options import format_length, method_specs, parse_lengths, parse_names
+from ropeshift.eval.records import LIKELIHOOD
 from ropeshift.eval.runner import RunConfig, prepare_samples
 from ropeshift.eval.tasks import resolve_task
 
@@ -68,7 +69,7 @@ def run_cell(task, model, tokenizer, samples, batch_size: int, stop: bool) -> tu
     t0 = time.perf_counter()
     for i in range(0, len(todo), batch_size):
         batch = todo[i:i + batch_size]
-        if task.kind == "loglik":
+        if task.kind == LIKELIHOOD:
             scores += [r["score"] for r in task.evaluate(model, tokenizer, batch)]  # perplexity
             continue
         rows = [prompt_ids(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
@@ -315,7 +316,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for samples in cells.values():
         for s in samples:
-            if resolve_task(s.task).kind != "loglik":
+            if resolve_task(s.task).kind != LIKELIHOOD:
                 prompt_ids(tokenizer, s.prompt, s.add_special_tokens)
     t_tok = time.perf_counter() - t0
     dev = next(model.parameters()).device
@@ -342,7 +343,7 @@ def main(argv=None) -> int:
                     line = (f"| {task_name} | {format_length(length)} | {method.label} | {len(samples) / secs:.2f} | "
                             f"{mean_tok} | {statistics.mean(scores):.3f} |")
                     if args.compare_full:
-                        if task.kind == "loglik":
+                        if task.kind == LIKELIHOOD:
                             line += " - | - | - |"
                             full_s += secs
                         else:

@@ -89,3 +89,18 @@ def test_records_report_end_to_end(bench, tmp_path):
     assert "process-seconds 2.4 (measured cells 0.8, partial cells scaled 0.0, from the baseline's costs 1.6)" in text
     assert "evaluation loop at C = 0.40: 6 s; + 10 s start-up (as measured) = 16 s" in text
     assert "target 5 GPU-minutes: met" in text
+
+
+def test_live_cell_scores_a_likelihood_task_with_its_evaluate(bench, tok, tiny_llama):
+    """The live path (a model, no --records) runs perplexity through ``evaluate`` (it compared the task's kind
+    with a stale name, "loglik", and sent perplexity samples to generate())."""
+    import math
+
+    from ropeshift.eval.tasks import TaskOptions, resolve_task
+
+    task = resolve_task("perplexity:single")
+    samples = task.make_samples(tok, 128, 3, 0, TaskOptions(haystack="pydoc"))
+    secs, scores, new_tokens = bench.run_cell(task, tiny_llama, tok, samples, batch_size=2, stop=True)
+    direct = [r["score"] for r in task.evaluate(tiny_llama, tok, sorted(samples, key=lambda s: s.index))]
+    assert secs > 0 and new_tokens == [] and len(scores) == 3
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(scores, direct))

@@ -13,6 +13,7 @@ it. Records carry ``nll`` (sum over scored tokens) and ``n_scored``; the report 
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 from ..haystacks import Haystack
@@ -21,7 +22,8 @@ from .base import Sample, Task, TaskOptions, register
 
 STRIDE = 256
 EXTRA_WINDOWS = 4
-LOGITS_BYTES = 4 * 1024**3
+LOGITS_BYTES = 4 * 1024**3   # the model's logits per forward, in its own dtype
+CE_TOKENS = 8192              # (row, position) pairs per fp32 cross-entropy chunk (~1.6 GB at V = 49k)
 
 
 @lru_cache(maxsize=4)
@@ -96,9 +98,12 @@ class Perplexity(Task):
         return out
 
     def evaluate(self, model, tokenizer, samples: list[Sample]) -> list[dict]:
-        """Sum of NLL and number of scored tokens per sample, all samples' windows batched together."""
+        """Sum of NLL and number of scored tokens per sample, all samples' windows batched together.
+
+        Per window: forwards of as many rows as keep the model's logits [rows, trg + 1, V] (its own dtype)
+        within ``LOGITS_BYTES``, no KV cache, the NLL summed on the device in fp32 chunks of ``CE_TOKENS`` rows x
+        positions; one host sync per call."""
         import torch
-        import torch.nn.functional as F
 
         device = next(model.parameters()).device
         bos = samples[0].meta["bos"]
@@ -106,22 +111,38 @@ class Perplexity(Task):
         if any(len(s.meta["input_ids"]) != n_doc for s in samples):
             raise ValueError("perplexity samples of one batch must have equal lengths")
         stride = STRIDE if self.protocol == "strided" else samples[0].length
-        nll = [0.0] * len(samples)
+        nll = torch.zeros(len(samples), dtype=torch.float64, device=device)
         scored = 0
         vocab = model.get_output_embeddings().weight.shape[0]
+        itemsize = torch.empty((), dtype=model.dtype).element_size()
         for begin, end, trg in windows(n_doc, samples[0].length, stride, len(bos)):
             rows = torch.tensor([bos + s.meta["input_ids"][begin:end] for s in samples], device=device)
-            # bound the logits tensor [rows, trg + 1, vocab] to ~LOGITS_BYTES per forward
-            step = max(1, LOGITS_BYTES // ((trg + 1) * vocab * 4))
+            step = max(1, LOGITS_BYTES // ((trg + 1) * vocab * itemsize))
             for lo in range(0, len(samples), step):
                 part = rows[lo:lo + step]
                 with torch.inference_mode():
-                    logits = model(input_ids=part, logits_to_keep=trg + 1).logits  # [b, trg + 1, V]
-                for b in range(part.shape[0]):
-                    nll[lo + b] += F.cross_entropy(logits[b, :-1].float(), part[b, -trg:], reduction="sum").item()
+                    logits = model(input_ids=part, logits_to_keep=trg + 1, use_cache=False).logits  # [b, trg+1, V]
+                    nll[lo:lo + part.shape[0]] += _nll_sums(logits[:, :-1], part[:, -trg:])
                 del logits
             scored += trg
-        return [{"score": float(torch.tensor(v / scored).exp()), "nll": v, "n_scored": scored} for v in nll]
+        sums = nll.tolist()
+        return [{"score": math.exp(v / scored), "nll": v, "n_scored": scored} for v in sums]
+
+
+def _nll_sums(logits, targets):
+    """Per-row sum of -log softmax(logits)[target]: logits [b, t, V] (any float dtype), targets [b, t] -> [b]
+    fp64, computed in fp32 over chunks of ~CE_TOKENS (row, position) pairs (bounds the fp32 copy)."""
+    import torch
+    import torch.nn.functional as F
+
+    b, t, v = logits.shape
+    out = torch.zeros(b, dtype=torch.float64, device=logits.device)
+    chunk = max(1, CE_TOKENS // b)
+    for lo in range(0, t, chunk):
+        x = logits[:, lo:lo + chunk].float()
+        ce = F.cross_entropy(x.reshape(-1, v), targets[:, lo:lo + chunk].reshape(-1), reduction="none")
+        out += ce.view(b, -1).sum(1, dtype=torch.float64)
+    return out
 
 
 register(Perplexity("strided"))
