@@ -143,12 +143,50 @@ def _ratio(fresh: dict, base: dict, match) -> float | None:
     return num / den if den > 0 else None
 
 
-def extrapolate(fresh: dict, base: dict, cells: list[tuple[str, str, int]], samples: int) -> tuple[dict, list]:
+def method_settings(*roots: Path | None) -> dict[str, tuple[str, dict]]:
+    """``{method label: (method name, resolved params)}`` from the first record of each records file."""
+    import json
+
+    out = {}
+    for root in roots:
+        if root is None:
+            continue
+        for p in sorted(Path(root).rglob("*.jsonl")):
+            if {"_prompts", "_progress"} & set(p.parts):
+                continue
+            with open(p, encoding="utf-8") as f:
+                line = f.readline()
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if "method" in r:
+                out.setdefault(r["method"], (r.get("method_name"), r.get("params")))
+    return out
+
+
+def copied_cells(settings: dict, methods, lengths) -> set[tuple[str, int]]:
+    """(method label, length) pairs whose records a run copies from the rope row (``eval/rope_share``: the
+    method is exactly RoPE there), when ``methods`` holds the rope row."""
+    from ropeshift.eval.report_headline import rope_lengths
+
+    if "rope" not in methods:
+        return set()
+    return {(m, n) for m in methods if m != "rope" and m in settings
+            for n in rope_lengths(*settings[m], list(lengths))}
+
+
+def extrapolate(fresh: dict, base: dict, cells: list[tuple[str, str, int]], samples: int,
+                copied: set = frozenset()) -> tuple[dict, list]:
     """Per-process seconds of every suite cell: ``({cell: (seconds, source)}, [cells without any estimate])``;
-    source "measured", "scaled" (a partial fresh cell), "baseline x r" (another run's cost times the ratio;
-    "baseline (other methods) x r" where that run lacks the cell: its mean over the same task and length)."""
+    source "copied" (0 s: exactly RoPE, ``copied`` holds its (method, length)), "measured", "scaled" (a partial
+    fresh cell), "baseline x r" (another run's cost times the ratio; "baseline (other methods) x r" where that run
+    lacks the cell: its mean over the same task and length)."""
     out, missing = {}, []
     for cell in cells:
+        if cell[1:] in copied:
+            out[cell] = (0.0, "copied")
+            continue
         f = fresh.get(cell)
         if f and f[0] >= samples:
             out[cell] = (f[1] * samples / f[0], "measured")
@@ -238,11 +276,13 @@ def records_report(records: Path, baseline: Path | None, timeline: Path | None, 
         s_lengths = tuple(lengths) if lengths else parse_lengths(suite.lengths)
         n_samples = samples or suite.samples
         cells = [(t, m, L) for t in s_tasks for m in s_methods for L in s_lengths]
-        est, missing = extrapolate(fresh, base, cells, n_samples)
+        copied = copied_cells(method_settings(records, baseline), s_methods, s_lengths)
+        est, missing = extrapolate(fresh, base, cells, n_samples, copied)
         secs = sum(s for s, _ in est.values())
         share = defaultdict(float)
         for s, src in est.values():
-            share["measured" if src == "measured" else "scaled" if src == "scaled" else "baseline"] += s
+            share[src if src in ("measured", "scaled", "copied") else "baseline"] += s
+        n_copied = sum(1 for _, src in est.values() if src == "copied")
         ratios = sorted({src for _, src in est.values() if src.startswith("baseline")})
         loop_est = secs / conc
         total_samples = len(cells) * n_samples
@@ -250,7 +290,8 @@ def records_report(records: Path, baseline: Path | None, timeline: Path | None, 
                   f"{len(s_methods)} rows x {n_samples} samples = {total_samples:,} samples", "",
                   f"process-seconds {secs:.1f} (measured cells {share['measured']:.1f}, partial cells scaled "
                   f"{share['scaled']:.1f}, from the baseline's costs {share['baseline']:.1f}"
-                  + (f"; {len(missing)} cells without any estimate" if missing else "") + ")",
+                  + (f"; {len(missing)} cells without any estimate" if missing else "")
+                  + f"; {n_copied} cells copied from rope at 0 s, exactly RoPE there: eval/rope_share.py)",
                   f"evaluation loop at C = {conc:.2f}: {loop_est:.0f} s"
                   + (f"; + {overhead:.0f} s start-up (as measured) = {loop_est + overhead:.0f} s" if overhead is not None
                      else "") + f" = {(loop_est + (overhead or 0)) / 60:.1f} GPU-minutes, "

@@ -86,7 +86,7 @@ def test_records_report_end_to_end(bench, tmp_path):
     assert "| passkey | 8 | 10.00 | 10.00 | 10.00 | 4.0 |" in text
     assert "passkey 4.00x" in text
     # vt from the baseline at the generation ratio 0.25: 2 x 4 x 0.8 x 0.25 = 1.6 process-s, + passkey 0.8 = 2.4
-    assert "process-seconds 2.4 (measured cells 0.8, partial cells scaled 0.0, from the baseline's costs 1.6)" in text
+    assert "process-seconds 2.4 (measured cells 0.8, partial cells scaled 0.0, from the baseline's costs 1.6; 0 cells copied" in text
     assert "evaluation loop at C = 0.40: 6 s; + 10 s start-up (as measured) = 16 s" in text
     assert "target 5 GPU-minutes: met" in text
 
@@ -104,3 +104,24 @@ def test_live_cell_scores_a_likelihood_task_with_its_evaluate(bench, tok, tiny_l
     direct = [r["score"] for r in task.evaluate(tiny_llama, tok, sorted(samples, key=lambda s: s.index))]
     assert secs > 0 and new_tokens == [] and len(scores) == 3
     assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(scores, direct))
+
+
+def test_cells_exactly_rope_cost_nothing_in_the_estimate(bench, tmp_path):
+    """STRING with shift 1500 is exactly RoPE at 1k, not at 2k: with a rope row its 1k cell is copied (0 s)."""
+    for method, params in (("rope", {}), ("string", {"shift": 1500, "window": 128, "logit_scale": 1.0})):
+        d = tmp_path / "m" / "a" / method
+        d.mkdir(parents=True)
+        for length in (1024, 2048):
+            (d / f"{length}.w0.jsonl").write_text(json.dumps(
+                {"kind": "generation", "model": "m", "task": "a", "length": length, "index": 0, "method": method,
+                 "method_name": method, "params": params, "prompt_hash": "h", "score": 1.0, "seconds": 1.0}) + "\n")
+    settings = bench.method_settings(tmp_path)
+    assert settings["string"] == ("string", {"shift": 1500, "window": 128, "logit_scale": 1.0})
+    copied = bench.copied_cells(settings, ("rope", "string"), (1024, 2048))
+    assert copied == {("string", 1024)}
+    assert bench.copied_cells(settings, ("string",), (1024, 2048)) == set()  # no rope row: nothing to copy
+    fresh, _ = bench.record_costs(tmp_path)
+    cells = [("a", m, n) for m in ("rope", "string") for n in (1024, 2048)]
+    est, _ = bench.extrapolate(fresh, {}, cells, 1, copied)
+    assert est[("a", "string", 1024)] == (0.0, "copied")
+    assert est[("a", "string", 2048)] == (1.0, "measured") and est[("a", "rope", 1024)] == (1.0, "measured")
