@@ -75,7 +75,8 @@ def graph_decode_reason(model) -> str | None:
 
 @contextlib.contextmanager
 def static_decode_mode(model):
-    """ropeshift's attention in static decode mode for the duration (no-op on an unpatched model)."""
+    """ropeshift's attention in static decode mode for the duration (no-op on an unpatched model); on exit the
+    layers' K1 caches are dropped."""
     from ropeshift.state import get_state
 
     try:
@@ -91,6 +92,7 @@ def static_decode_mode(model):
         yield
     finally:
         state.static_decode = before
+        state.far_keys.clear()  # the K1 caches (``attention.far_cache``) die with the generation
 
 
 @contextlib.contextmanager
