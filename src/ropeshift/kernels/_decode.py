@@ -20,11 +20,21 @@ Two launches, no host syncs, CUDA-graph capturable:
    step per tile; D_j = (a - 1) j (no key rotation at all when a = 1) and the keys past the step are scored by
    rows [0, g) with the query rotated by one more c. KMAP 0 (identity key map, STRING, plain): one dot of the
    stacked rows [q; q1] with the keys as cached on every tile.
+
+   With a K1 cache (HAS_K1: ``key_cache``, static decode of the re-rotating methods), every key's far image
+   R(kmap(p) - p) k is already in memory, so the far logit is <q1, K1[n]> with the same q1 = R(dq) q as KMAP 0
+   and the kernel takes the KMAP 0 path with the zones above (no trig per tile, no key rotation, no group step)::
+
+       keys  [ far: region 1 only ][ edge tile ][ near: region 0 only ]
+               one dot of [q; q1]    both dots,   one dot of [q; q1]
+               with K1               K1 | K by key with K  (rows [0, g))
+
 2. `_decode_combine_kernel`, grid (b * h,): merges the 2 * splits partials of a head by LSE.
 
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
-``_prefill._cos_sin``. Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head
-dim, r2 = len(inv_freq), R = padded stacked rows, P = splits.
+``_prefill._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
+h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, r2 = len(inv_freq), R = padded stacked
+rows, P = splits.
 """
 
 import os
