@@ -148,3 +148,27 @@ def test_k1_layout_checked():
     with pytest.raises(ValueError, match="k1 must match"):
         static_decode_attention(q, k, v, method.table(), inv_freq=llama_inv_freq(32), scale=0.2, key_end=ke,
                                 k1=k[:, :, :-1])
+
+
+def _decode_cases():
+    from test_decode import CASES
+
+    return [c for c in CASES if c[1] != "string"]
+
+
+@pytest.mark.parametrize("case", _decode_cases(), ids=lambda c: c[0])
+def test_k1_decode_every_key_path(case):
+    """test_decode's cases (every in-register key path: in-tile table, per-tile table, group step, DCA's rule
+    windows) read from K1 instead: rows with padding past the region edges, several splits, d = 16."""
+    method = build(case[1], case[2])
+    wrong = _k1_vs_reference(method, 4, 4, 1, 150, 32, torch.float32, key_end=[150, 131, 97, 60],
+                             key_start=[0, 7, 35, 3])
+    wrong += _k1_vs_reference(method, 2, 2, 1, 97, 16, torch.float32, key_end=[97, 70], key_start=[0, 5])
+    assert any(err > 10 * tol for err, tol in wrong), f"K read as K1 went unnoticed: {wrong}"
+
+
+@pytest.mark.parametrize("lk", [40, 41, 47, 48, 63, 64, 80])
+def test_k1_decode_dca_query_chunk_edges(lk):
+    """DCA's one-query far edge F moves with the query's offset in its chunk; K1 holds each key's own chunk slot."""
+    _k1_vs_reference(build("dca", dict(chunk_size=20, local_window=3)), 2, 2, 1, lk + 5, 32, torch.float32,
+                     key_end=[lk, lk - 1], key_start=[0, 2])
