@@ -106,3 +106,38 @@ def test_k1_follows_a_forward_into_its_buffer():
                                key_end=torch.tensor([15, 15])) is k1
     torch.testing.assert_close(k1[:, :, 14], want[:, :, 14])
     assert k1[:, :, 15:].isnan().all()
+
+
+def test_k1_after_row_compaction(tok, monkeypatch):
+    """Row compaction gives the layers new key buffers: K1 is rebuilt for them at the next step and every row's
+    tokens up to its end equal the whole batch's without K1."""
+    from ropeshift.eval.row_compaction import Compaction
+
+    model = tiny_model(len(tok)).to(DEV)
+    ropeshift.apply(model, "rerope", impl="torch", window=6)
+    get_state(model.config).impl = "triton"
+    rows = [encode(tok, t, True) for t in TEXTS + ["Once upon a time there was a"]]
+    budgets = [3, 5, 9, 12]
+    ids, mask = left_pad(rows, tok.pad_token_id)
+    built = []
+    real = far_cache.decode_k1
+
+    def spy(store, layer, k, *a, **kw):
+        """decode_k1, noting (batch rows, whether the layer's K1 was reused)."""
+        had = store.get(layer, (None, None))[1]
+        k1 = real(store, layer, k, *a, **kw)
+        built.append((k.shape[0], k1 is had))
+        return k1
+
+    monkeypatch.setattr(far_cache, "decode_k1", spy)
+    out = {}
+    for flag, compaction in (("0", None), ("1", Compaction(fraction=0.5, min_steps_left=1))):
+        monkeypatch.setenv(far_cache.K1_ENV, flag)
+        stopper = _row_stopper(tok, 0, [None] * len(rows), set(), budgets)
+        new = static_generate(model, ids.to(DEV), mask.to(DEV), stopper, max_new=max(budgets), graphs=False,
+                              compaction=compaction)
+        out[flag] = [r[:e].tolist() for r, e in zip(new, stopper.ends)]
+    assert out["1"] == out["0"]
+    fresh = sorted({b for b, reused in built if not reused})
+    assert len(fresh) > 1 and fresh[-1] == len(rows), f"K1 built for batch sizes {fresh}: no compaction seen"
+    assert get_state(model.config).far_keys == {}
