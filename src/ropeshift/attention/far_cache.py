@@ -8,7 +8,7 @@ LM-Infinite) read their far keys pre-rotated from a second key buffer K1 during 
     first static decode step          allocated like the static key buffer, every slot rotated (blocks of 8192)
     later static decode steps         slot key_end - 1 of each row (device index, no host sync: capturable)
     any other forward into the buffer its new slots [lk - lq, lk) of the cut view (a prefill into a live K1)
-    static_decode_mode exits          dropped (``clear``): nothing survives into another generation
+    static_decode_mode exits          dropped (state.far_keys cleared): nothing survives into another generation
 
 The buffer signature is (data_ptr, shape, strides, dtype, device) of the static cache's whole key buffer; a new
 buffer (another cache, or row compaction's selected rows) rebuilds K1 at its first decode step, which is eager
@@ -83,9 +83,4 @@ def follow_new_keys(store: dict, layer, k, spec, inv_freq, qpos) -> None:
     write_far_keys(k1[:, :, :lk], k, spec, inv_freq, pos_offset=pos_offset, start=lk - lq, stop=lk)
 
 
-def clear(store: dict) -> None:
-    """Drop every layer's K1 (static decode ends)."""
-    store.clear()
-
-
-__all__ = ["K1_ENV", "clear", "decode_k1", "follow_new_keys", "k1_wanted"]
+__all__ = ["K1_ENV", "decode_k1", "follow_new_keys", "k1_wanted"]
