@@ -17,7 +17,10 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
                 (--hopper-variants nofold,fold; "<m> fold": re-rotating K at every head dim; default: K at D = 128)
   <m> [v]       decode columns with a switch of the decode kernel set (--decode-variants sms4,cfg=32.4.3):
                 sms4 = the split rule before 2026-12-03 (~4 programs per SM instead of one full wave),
-                cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column
+                cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column,
+                k1 = the re-rotating methods (far key map not the identity) reading their far keys from a K1
+                cache built before the timing (static-decode entry, key_end = N; baseline "ours plain [k1]",
+                plain through the same entry)
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
@@ -292,6 +295,32 @@ def _decode_variant(name, fn):
     return _with_attr(_decode, attr, value, fn)
 
 
+def _k1_columns(q, ks, vs, methods, n, inv, scale, poff):
+    """Decode columns with the K1 cache (``ropeshift.kernels.key_cache``), through the static-decode entry (key_end
+    = N): "<m> [k1]" for every method whose far key map is not the identity, its K1 per cache copy built here,
+    outside the timing (it is a cache: decode writes one slot per step), and "ours plain [k1]", plain decode
+    through the same entry, the ratio's baseline. q [b, h, 1, d]; ks, vs: the cache copies [b, h_kv, N, d]."""
+    from ropeshift.kernels.key_cache import needs_far_keys, write_far_keys
+    from ropeshift.kernels.spec import PLAIN, compile_table
+
+    end = torch.full((q.shape[0],), n, dtype=torch.int32, device=q.device)
+
+    def run(spec, k1s):
+        return [kernels.static_decode_attention(q, k, v, spec, inv_freq=inv, scale=scale, key_end=end,
+                                                pos_offset=poff, k1=k1) for k, v, k1 in zip(ks, vs, k1s)]
+
+    cols = {"ours plain [k1]": lambda: run(PLAIN, [None] * len(ks))}
+    for name in methods:
+        spec = compile_table(method_at(name, n).table())
+        if isinstance(spec, str) or not needs_far_keys(spec):
+            continue
+        k1s = [torch.empty_like(k) for k in ks]
+        for k, k1 in zip(ks, k1s):
+            write_far_keys(k1, k, spec, inv, pos_offset=poff)
+        cols[f"{name} [k1]"] = lambda s=spec, k1s=k1s: run(s, k1s)
+    return cols
+
+
 def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
     rows = []
     for n in lengths:
@@ -315,6 +344,9 @@ def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
                 fns[name] = lambda s=spec: [kernels.table_attention(q, k, v, s, inv_freq=inv, scale=scale,
                                                                     pos_offset=poff) for k, v in zip(ks, vs)]
             for var in DECODE_VARIANTS:
+                if var == "k1":
+                    fns.update(_k1_columns(q, ks, vs, methods, n, inv, scale, poff))
+                    continue
                 fns.update({f"{name} [{var}]": _decode_variant(var, fn) for name, fn in list(fns.items())
                             if "[" not in name})
             res = {}
@@ -406,7 +438,8 @@ def main(argv=None):
     p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches set "
                    "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
     p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
-                   "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages)")
+                   "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages); k1: every "
+                   "re-rotating method with a prebuilt K1 cache (static-decode entry, plain's column alike)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
@@ -420,8 +453,8 @@ def main(argv=None):
             p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
     DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
     for m in DECODE_VARIANTS:
-        if not (m == "sms4" or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
-            p.error(f"unknown --decode-variants entry {m!r} (sms4, cfg=BN.W.S)")
+        if not (m in ("sms4", "k1") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
+            p.error(f"unknown --decode-variants entry {m!r} (sms4, k1, cfg=BN.W.S)")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

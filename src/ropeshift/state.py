@@ -35,6 +35,9 @@ class RuntimeState:
     # one-query forwards get a mask over a static cache's whole buffer and run without host syncs or
     # data-dependent shapes (CUDA-graph decode, ``ropeshift.eval.graph_decode``): set by the decode loop
     static_decode: bool = False
+    # layer -> (key buffer signature, K1): static decode's far keys pre-rotated (``attention.far_cache``); empty
+    # outside static decode (``static_decode_mode`` clears it on exit)
+    far_keys: dict = field(default_factory=dict)
 
     def inv_freq_on(self, device) -> torch.Tensor:
         key = str(device)

@@ -119,8 +119,20 @@ def _composed(q, k, v, method, inv_freq, scale, qpos):
     return routes.composed(q, k, v, method, inv_freq, scale=scale, qpos=qpos, table=table)
 
 
+def _far_keys(k1_store, k, spec, inv_freq, key_start, pos_offset, key_end):
+    """The layer's K1 cache with this step's key written (``far_cache.decode_k1``), or None (no store, or a table
+    whose far keys are read as cached)."""
+    from ..kernels.key_cache import needs_far_keys
+    from .far_cache import decode_k1
+
+    if k1_store is None or not needs_far_keys(spec.for_keys(k.shape[2])):
+        return None
+    store, layer = k1_store
+    return decode_k1(store, layer, k, spec, inv_freq, key_start=key_start, pos_offset=pos_offset, key_end=key_end)
+
+
 def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_given: bool,
-           left_padded: bool | None = None, memo=None, key_end=None):
+           left_padded: bool | None = None, memo=None, key_end=None, k1_store=None):
     """Returns (out [b, h, lq, d] in q's dtype, lse [b, h, lq] fp32).
 
     ``left_padded``: whether the mask is left padding (the kernels' layout), as the interface measured it at
@@ -128,7 +140,8 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
     torch.compile, where a device-side assert guards prefill calls instead. ``memo``: a dict living for one
     forward (the interface's per-forward cache; None: no reuse), so its later layers reuse the kernel positions
     instead of recomputing them (launches per layer). ``key_end`` [b] int32 or None: static decode (one query,
-    k/v a static cache's whole buffer, keys written below key_end; ``_static_decode``)."""
+    k/v a static cache's whole buffer, keys written below key_end; ``_static_decode``). ``k1_store``: (store dict,
+    layer) of the runtime state's K1 caches (static decode only; ``far_cache``), or None: no K1."""
     if impl == "reference":
         out, lse = reference_attention(q, k, v, method, inv_freq, scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid)
         return out.to(q.dtype), lse.float()
@@ -158,9 +171,10 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
                 if memo is not None:
                     memo[memo_key] = (key_start, pos_offset)
             if key_end is not None:  # static decode (``interface`` module docstring): the whole buffer, no sync
+                k1 = _far_keys(k1_store, k, spec, inv_freq, key_start, pos_offset, key_end)
                 return kernels.static_decode_attention(q, k, v, spec, inv_freq=inv_freq,
                                                        scale=scale * method.logit_scale, key_end=key_end,
-                                                       key_start=key_start, pos_offset=pos_offset)
+                                                       key_start=key_start, pos_offset=pos_offset, k1=k1)
             return kernels.table_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
                                            key_start=key_start, pos_offset=pos_offset)
         if impl == "triton":

@@ -17,7 +17,8 @@ Static decode (CUDA graphs): when the runtime state's ``static_decode`` is set (
 captured), a one-query forward instead gets the mask over the static cache's whole buffer, n = lk, with the
 unwritten slots False, built on the device from the cache's offset tensor; the attention keeps the full-length
 key/value and passes the kernels ``key_end`` [b] (written keys per row) as a device tensor. No host sync, no
-shape that depends on the step. The caller's mask must cover the whole buffer, and its ``position_ids`` must
+shape that depends on the step. Methods that re-rotate far keys keep a per-layer K1 cache of pre-rotated keys
+meanwhile (``far_cache``: written by every forward into the buffer, dropped when static decode ends). The caller's mask must cover the whole buffer, and its ``position_ids`` must
 number each row's valid tokens from 0 (``attention_mask.cumsum(-1) - 1``, as ``generate`` does)::
 
     slot       0 1 2 3 4 5 6 7        written = q_offset + 1 = 6 (the new token in slot 5)
@@ -30,6 +31,7 @@ import math
 
 import torch
 
+from . import far_cache
 from .dispatch import attend, mask_layout
 from .positions import inconsistent_rows, positions_from
 
@@ -138,11 +140,16 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     if mask_given and lq > 1 and state.unpadded and not torch.compiler.is_compiling():
         mask_given = False  # an all-ones mask (measured at layer 0 of this forward): the calls a maskless one takes
     scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
+    layer = getattr(module, "layer_idx", None)
+    layer = id(module) if layer is None else layer
+    if state.far_keys and not static:  # a live K1 follows every write into its key buffer
+        _follow_far_keys(state, layer, key, qpos)
+    k1_store = (state.far_keys, layer) if static and far_cache.k1_wanted(query.device) else None
     out, _ = attend(
         state.impl, query, key, value, state.method, state.inv_freq_on(query.device),
         scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=mask_given,
         left_padded=state.left_padded, memo=per_forward,
-        **({"key_end": _key_end(kvalid, per_forward)} if static else {}),
+        **({"key_end": _key_end(kvalid, per_forward), "k1_store": k1_store} if static else {}),
     )
     return out.transpose(1, 2).contiguous(), None
 
@@ -161,6 +168,16 @@ def _positions(state, position_ids, attention_mask, b, lq, lk, device):
     out = (*positions_from(position_ids, attention_mask, b, lq, lk, device), {})
     state.last_positions = (position_ids, attention_mask, key, out)
     return out
+
+
+def _follow_far_keys(state, layer, key, qpos):
+    """K1 slots of the keys this forward wrote (``far_cache.follow_new_keys``), for a method K1 serves."""
+    from ..kernels.key_cache import needs_far_keys
+    from .dispatch import _compiled
+
+    spec = _compiled(state.method)
+    if not isinstance(spec, str) and needs_far_keys(spec):
+        far_cache.follow_new_keys(state.far_keys, layer, key, spec, state.inv_freq_on(key.device), qpos)
 
 
 def _key_end(kvalid, memo):

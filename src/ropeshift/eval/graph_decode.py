@@ -24,6 +24,10 @@ selected, the buffers cut, the step captured again).
 ``graphs=False`` runs the same steps eagerly (CPU tests: its texts equal ``model.generate``'s). Greedy argmax
 like ``generate`` with no logits processors; ties go to the lowest token id in both.
 
+K1 cache: for the re-rotating methods (a far key map that is not the identity) each layer keeps a second key
+buffer of pre-rotated keys during the loop (``ropeshift.attention.far_cache``; +1 K buffer per layer, built at
+the first, eager decode step, dropped when ``static_decode_mode`` exits; ROPESHIFT_K1_CACHE=0 turns it off).
+
 Memory: the warm-up steps and the capture run on one side stream per device, and PyTorch's cached cuBLAS
 workspaces are dropped around both (``blas_workspaces_dropped``, as torch.compile's CUDA-graph trees do), so a
 call leaves no allocation behind: PyTorch keeps a workspace per (cuBLAS handle, stream) for the life of the
@@ -75,7 +79,8 @@ def graph_decode_reason(model) -> str | None:
 
 @contextlib.contextmanager
 def static_decode_mode(model):
-    """ropeshift's attention in static decode mode for the duration (no-op on an unpatched model)."""
+    """ropeshift's attention in static decode mode for the duration (no-op on an unpatched model); on exit the
+    layers' K1 caches are dropped."""
     from ropeshift.state import get_state
 
     try:
@@ -91,6 +96,7 @@ def static_decode_mode(model):
         yield
     finally:
         state.static_decode = before
+        state.far_keys.clear()  # the K1 caches (``attention.far_cache``) die with the generation
 
 
 @contextlib.contextmanager

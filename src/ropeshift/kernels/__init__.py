@@ -2,6 +2,7 @@
 
     from ropeshift.kernels import triton_available, unsupported_reason, table_attention, causal_attention
     from ropeshift.kernels import static_decode_attention      # decode over a static cache's whole buffer
+    from ropeshift.kernels.key_cache import far_keys          # its K1 cache (torch only)
 
 `triton_available()` probes once whether the kernels can run here (Triton importable and CUDA present, or
 TRITON_INTERPRET=1 for CPU testing). `unsupported_reason(table, device, dtype)` says why the kernels cannot
@@ -86,11 +87,12 @@ def causal_attention(q, k, v, *, scale, key_start=None):
     return _impl().causal_attention(q, k, v, scale=scale, key_start=key_start)
 
 
-def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None):
-    """One-query attention over the first ``key_end[b]`` slots of a static cache's buffers (CUDA-graph decode);
-    see `ropeshift.kernels.static_decode.static_decode_attention`. Returns (out, lse)."""
+def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None, k1=None):
+    """One-query attention over the first ``key_end[b]`` slots of a static cache's buffers (CUDA-graph decode),
+    far keys from the K1 cache ``k1`` when given (``key_cache``); see
+    `ropeshift.kernels.static_decode.static_decode_attention`. Returns (out, lse)."""
     _impl()
     from .static_decode import static_decode_attention as run
 
     return run(q, k, v, table, inv_freq=inv_freq, scale=scale, key_end=key_end, key_start=key_start,
-               pos_offset=pos_offset)
+               pos_offset=pos_offset, k1=k1)

@@ -20,11 +20,21 @@ Two launches, no host syncs, CUDA-graph capturable:
    step per tile; D_j = (a - 1) j (no key rotation at all when a = 1) and the keys past the step are scored by
    rows [0, g) with the query rotated by one more c. KMAP 0 (identity key map, STRING, plain): one dot of the
    stacked rows [q; q1] with the keys as cached on every tile.
+
+   With a K1 cache (HAS_K1: ``key_cache``, static decode of the re-rotating methods), every key's far image
+   R(kmap(p) - p) k is already in memory, so the far logit is <q1, K1[n]> with the same q1 = R(dq) q as KMAP 0
+   and the kernel takes the KMAP 0 path with the zones above (no trig per tile, no key rotation, no group step)::
+
+       keys  [ far: region 1 only ][ edge tile ][ near: region 0 only ]
+               one dot of [q; q1]    both dots,   one dot of [q; q1]
+               with K1               K1 | K by key with K  (rows [0, g))
+
 2. `_decode_combine_kernel`, grid (b * h,): merges the 2 * splits partials of a head by LSE.
 
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
-``_prefill._cos_sin``. Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head
-dim, r2 = len(inv_freq), R = padded stacked rows, P = splits.
+``_prefill._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
+h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, r2 = len(inv_freq), R = padded stacked
+rows, P = splits.
 """
 
 import os
@@ -33,157 +43,15 @@ import triton
 import triton.language as tl
 
 from ._decode_combine import _decode_combine_kernel, _num_sms
-from ._prefill import _LOG2E, _accumulate, _cos_sin, _map_delta, _partner, _rotate
+from ._decode_zones import _dzone, _halves, _key_table, _rest
+from ._prefill import _LOG2E, _map_delta, _partner, _rotate
 from .spec import RULE_LAMBDA
-
-
-@triton.jit
-def _mm(a, b, DOT_PREC: tl.constexpr, WIDE: tl.constexpr):
-    """a [r, w] . b [n, w]^T -> [r, n] fp32 (tl.dot needs w >= 16; narrower halves (d = 16) sum a product)."""
-    if WIDE:
-        r = tl.dot(a, tl.trans(b), input_precision=DOT_PREC)
-    else:
-        r = tl.sum(a.to(tl.float32)[:, None, :] * b.to(tl.float32)[None, :, :], 2)
-    return r
-
-
-@triton.jit
-def _halves(rows, offs_h, R2, ok, stride_d, HALF: tl.constexpr, PARTIAL: tl.constexpr):
-    """Rotary halves [n, HALF] of a row tile (rows: [n, 1] pointers, ok [n]): columns [0, r2) and [r2, 2 r2),
-    zero past r2 (PARTIAL: r2 < d / 2; else the two contiguous halves of the row)."""
-    if PARTIAL:
-        m = ok[:, None] & (offs_h < R2)[None, :]
-        lo = tl.load(rows + offs_h[None, :] * stride_d, mask=m, other=0.0)
-        hi = tl.load(rows + (R2 + offs_h)[None, :] * stride_d, mask=m, other=0.0)
-    else:
-        lo = tl.load(rows + offs_h[None, :] * stride_d, mask=ok[:, None], other=0.0)
-        hi = tl.load(rows + (HALF + offs_h)[None, :] * stride_d, mask=ok[:, None], other=0.0)
-    return lo, hi
-
-
-@triton.jit
-def _rest(rows, offs_d, R2, ok, stride_d):
-    """The non-rotary columns [2 r2, d) of a row tile as [n, d], zero elsewhere (partial rotary only)."""
-    return tl.load(rows + offs_d[None, :] * stride_d, mask=ok[:, None] & (offs_d >= 2 * R2)[None, :], other=0.0)
-
-
-@triton.jit
-def _key_table(inv_h, offs_n, r0, KA, KC, KG):
-    """cos, sin [BLOCK_N, HALF] fp32 of the in-tile key rotation D_j = (a - 1) j + c floor((r0 + j) / G)."""
-    dj = (KA - 1.0) * offs_n.to(tl.float32) + (KC * ((r0 + offs_n) // KG)).to(tl.float32)
-    return _cos_sin(dj[:, None] * inv_h[None, :])
-
-
-@triton.jit
-def _tile_delta(n0, poff, KA, KC, KG, KB):
-    """r0 = p0 mod G (>= 0) and delta_t = map(p0) - p0 (fp32) of a tile's first key position p0 = n0 + poff."""
-    p0 = n0 + poff
-    r0 = p0 % KG
-    r0 = tl.where(r0 < 0, r0 + KG, r0)
-    return r0, (KA - 1.0) * p0.to(tl.float32) + (KC * ((p0 - r0) // KG)).to(tl.float32) + KB
-
-
-@triton.jit
-def _q_far(q_lo, q_hi, inv_h, dq, KC, is_r1, STEP: tl.constexpr):
-    """Query halves (fp32 [R, HALF]) rotated by dq positions; STEP: rows [0, g) by dq - c instead."""
-    c0, s0 = _cos_sin(dq * inv_h)
-    c = c0[None, :]
-    s = s0[None, :]
-    if STEP:
-        c1, s1 = _cos_sin((dq - KC) * inv_h)
-        c = tl.where(is_r1[:, None], c, c1[None, :])
-        s = tl.where(is_r1[:, None], s, s1[None, :])
-    return q_lo * c - q_hi * s, q_hi * c + q_lo * s
-
-
-@triton.jit
-def _dtiles(
-    acc, l_i, m_i, lo, hi, q, q_lo, q_hi, q_rest, inv_h, tc, ts, K_BASE, V_BASE,
-    stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB,
-    qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-    BLOCK_N: tl.constexpr, HALF: tl.constexpr, MODE: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
-    PARTIAL: tl.constexpr, RULE: tl.constexpr, DOT_PREC: tl.constexpr,
-):
-    """Online softmax over the key tiles [lo, hi). MODE 0: one dot of q [R, d] with the keys as cached;
-    1: far (q rows rotated per tile, keys by the in-tile table); 2: both, selected by key (the edge tile)."""
-    WIDE: tl.constexpr = HALF >= 16
-    for n0 in range(lo, hi, BLOCK_N):
-        offs = n0 + offs_n
-        in_k = (offs < stop) & (offs >= ks)
-        k_rows = K_BASE + offs[:, None].to(tl.int64) * stride_kn
-        v = tl.load(V_BASE + offs[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=in_k[:, None], other=0.0)
-        far = offs < F
-        if MODE == 0:
-            k = tl.load(k_rows + offs_d[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-            key_r1 = far
-        else:
-            k_lo, k_hi = _halves(k_rows, offs_h, R2, in_k, stride_kd, HALF, PARTIAL)
-            r0, dt = _tile_delta(n0, poff, KA, KC, KG, KB)
-            f_lo, f_hi = _q_far(q_lo, q_hi, inv_h, dq - dt, KC, is_r1, KMAP == 3)
-            if KMAP == 2:
-                c_t, s_t = _key_table(inv_h, offs_n, r0, KA, KC, KG)
-            else:
-                c_t, s_t = tc, ts
-            if KMAP != 3 or KROT:
-                lo32 = k_lo.to(tl.float32)
-                hi32 = k_hi.to(tl.float32)
-                k1_lo = (lo32 * c_t - hi32 * s_t).to(k_lo.dtype)
-                k1_hi = (hi32 * c_t + lo32 * s_t).to(k_lo.dtype)
-            else:
-                k1_lo = k_lo
-                k1_hi = k_hi
-            s = _mm(f_lo.to(q.dtype), k1_lo, DOT_PREC, WIDE) + _mm(f_hi.to(q.dtype), k1_hi, DOT_PREC, WIDE)
-            if PARTIAL:
-                s_rest = tl.dot(q_rest, tl.trans(_rest(k_rows, offs_d, R2, in_k, stride_kd)), input_precision=DOT_PREC)
-                s += s_rest
-            if KMAP == 3:  # keys past the group step (j >= G - r0) go to rows [0, g)
-                key_r1 = far & (offs_n < KG - r0)
-            else:
-                key_r1 = far
-            if MODE == 2:
-                s0 = _mm(q_lo.to(q.dtype), k_lo, DOT_PREC, WIDE) + _mm(q_hi.to(q.dtype), k_hi, DOT_PREC, WIDE)
-                if PARTIAL:
-                    s0 += s_rest
-                s = tl.where(far[None, :], s, s0)
-        s = s * qk_scale
-        vis = in_k[None, :] & row_ok[:, None] & (key_r1[None, :] == is_r1[:, None])
-        if RULE == 2:  # Lambda: local window or global keys
-            vis = vis & (((pos - offs) < RA) | ((offs + poff) < RB))[None, :]
-        s = tl.where(vis, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        acc, l_i, m_i = _accumulate(acc, l_i, m_i, m_new, m_use, s, v, DOT_PREC)
-    return acc, l_i, m_i
-
-
-@triton.jit
-def _dzone(
-    acc, l_i, m_i, lo, hi, gend, lstart, q, q_lo, q_hi, q_rest, inv_h, tc, ts, K_BASE, V_BASE,
-    stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB,
-    qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-    BLOCK_N: tl.constexpr, HALF: tl.constexpr, MODE: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
-    PARTIAL: tl.constexpr, RULE: tl.constexpr, DOT_PREC: tl.constexpr,
-):
-    """_dtiles over [lo, hi); with the Lambda rule over its visible tiles only: [lo, gend) + [lstart, hi)."""
-    if RULE == 2:
-        acc, l_i, m_i = _dtiles(acc, l_i, m_i, lo, tl.minimum(hi, gend), q, q_lo, q_hi, q_rest, inv_h, tc, ts,
-                                K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
-                                RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-                                BLOCK_N, HALF, MODE, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
-        lo = tl.maximum(lo, tl.maximum(gend, lstart))
-    acc, l_i, m_i = _dtiles(acc, l_i, m_i, lo, hi, q, q_lo, q_hi, q_rest, inv_h, tc, ts,
-                            K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
-                            RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-                            BLOCK_N, HALF, MODE, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
-    return acc, l_i, m_i
 
 
 # the cache grows every step, table scalars vary per call: one binary per table kind for all lengths
 @triton.jit(do_not_specialize=["H_KV", "G", "LK", "LO1", "HI0", "RA", "RB", "QC", "QG", "KC", "KG"])
 def _table_decode_split_kernel(
-    Q, K, V, INV, KS, POFF, KE, Opart, Lpart,
+    Q, K, V, K1, INV, KS, POFF, KE, Opart, Lpart,
     stride_qb, stride_qh, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -192,10 +60,11 @@ def _table_decode_split_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
     PARTIAL: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, HAS_KE: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    HAS_K1: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     # Q     [b, h, 1, d]          (row stride unused)     INV [r2] fp32 inverse frequencies
     # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index; POFF [b] position of key 0
+    # K1    [b, h_kv, lk, d], K's strides (HAS_K1): every key re-rotated to the far key map (``key_cache``)
     # KE    [b] keys written (HAS_KE: a static cache): the query sits at key index KE - 1, keys >= KE unread
     # Opart [b, h_kv, P, R, d] fp32, contiguous: normalised partial outputs
     # Lpart [b, h_kv, P, R]    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
@@ -262,6 +131,7 @@ def _table_decode_split_kernel(
         gend = 0
         lstart = 0
     K_BASE = K + off_b * stride_kb + off_hk * stride_kh
+    K1_BASE = K1 + off_b * stride_kb + off_hk * stride_kh
     V_BASE = V + off_b * stride_vb + off_hk * stride_vh
 
     acc = tl.zeros([BLOCK_R, HEAD_DIM], dtype=tl.float32)
@@ -271,7 +141,20 @@ def _table_decode_split_kernel(
         if HAS_R1 and QMAP != 0:
             qp = tl.load(q_rows + _partner(offs_d, R2)[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
             q = tl.where(is_r1[:, None], _rotate(q, qp, INV, R2, offs_d, dq), q)
-        acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, stop, gend, lstart, q, q, q, q, q, q, q, K_BASE, V_BASE,
+        if HAS_K1:  # zones as the re-rotating paths', the far keys read from K1: far (K1), edge (both), near (K)
+            f_end = tl.where(F > 0, F // BLOCK_N * BLOCK_N, 0)
+            n_beg = tl.where(F > 0, (F + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)
+            acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, tl.minimum(stop, f_end), gend, lstart, q, q, q, q, q, q, q,
+                                   K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks,
+                                   pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n,
+                                   offs_d, offs_h, BLOCK_N, HALF, 3, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+            acc, l_i, m_i = _dzone(acc, l_i, m_i, tl.maximum(lo, f_end), tl.minimum(stop, n_beg), gend, lstart,
+                                   q, q, q, q, q, q, q, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
+                                   stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale,
+                                   is_r1, row_ok, offs_n, offs_d, offs_h, BLOCK_N, HALF, 4, KMAP, KROT, PARTIAL,
+                                   RULE, DOT_PREC)
+            lo = tl.maximum(lo, n_beg)
+        acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, stop, gend, lstart, q, q, q, q, q, q, q, K_BASE, V_BASE, K1_BASE,
                                stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq,
                                KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
                                BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
@@ -299,19 +182,19 @@ def _table_decode_split_kernel(
         n_beg = tl.where(F > 0, (F + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)  # tiles from here: region 0 only
         for_zone = tl.minimum(stop, f_end)
         acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, for_zone, gend, lstart, q, q_lo, q_hi, q_rest, inv_h, tc, ts,
-                               K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
-                               RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-                               BLOCK_N, HALF, 1, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+                               K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos,
+                               poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d,
+                               offs_h, BLOCK_N, HALF, 1, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
         acc, l_i, m_i = _dzone(acc, l_i, m_i, tl.maximum(lo, f_end), tl.minimum(stop, n_beg), gend, lstart, q, q_lo,
                                q_hi, q_rest, inv_h, tc, ts,
-                               K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
-                               RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-                               BLOCK_N, HALF, 2, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+                               K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos,
+                               poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d,
+                               offs_h, BLOCK_N, HALF, 2, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
         acc, l_i, m_i = _dzone(acc, l_i, m_i, tl.maximum(lo, n_beg), stop, gend, lstart, q, q_lo, q_hi, q_rest,
                                inv_h, tc, ts,
-                               K_BASE, V_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F,
-                               RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-                               BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+                               K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos,
+                               poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d,
+                               offs_h, BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
 
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -379,13 +262,16 @@ def _split_count(q, spec, b, h_kv, lk, block_n, key, warm):
     return max(1, min(want, max_splits))
 
 
-def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale, key_end=None):
+def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale, key_end=None, k1=None):
     """Host launcher for lq == 1: fills `out` [b, h, 1, d] and `lse` [b, h, 1] in place (2 launches).
 
     q [b, h, 1, d]; k, v [b, h_kv, lk, d]; inv_freq [r2] fp32; key_start, pos_offset [b] int or None;
     spec: a ``KernelSpec`` reduced for lk. key_end [b] int32/int64 or None: keys written per row (a static
     cache's full buffer as k/v, CUDA-graph decode): the query sits at key index key_end - 1 and keys >= key_end
-    are never read; None: key_end = lk (bottom-right alignment). The split count stays a function of lk."""
+    are never read; None: key_end = lk (bottom-right alignment). The split count stays a function of lk.
+    k1 [b, h_kv, lk, d] or None: the K1 cache (``key_cache.far_keys``: every key re-rotated to the far region's
+    key map, k's dtype and strides); given for a spec whose far key map is not the identity, the far keys are
+    read from it (one dot per tile, no re-rotation); ignored for other specs."""
     import torch
 
     b, h, _, d = q.shape
@@ -397,15 +283,23 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     qk, qa, qc, qg, qb = spec.q_map
     _, ka, kc, kg, kb = spec.k_map
     kmap, krot = key_mode(spec, block_n)
+    if k1 is not None and kmap == 0:
+        k1 = None  # keys as cached already: nothing to read from K1
+    if k1 is not None:
+        if k1.shape != k.shape or k1.stride() != k.stride() or k1.dtype != k.dtype or k1.device != k.device:
+            raise ValueError(f"k1 must match k's shape, strides, dtype and device; got {tuple(k1.shape)} "
+                             f"{k1.stride()} {k1.dtype} for k {tuple(k.shape)} {k.stride()} {k.dtype}")
+        kmap, krot = 0, False  # the far keys read as cached, from K1
     meta = dict(HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n,
                 HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
                 PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
                 HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, HAS_KE=key_end is not None,
+                HAS_K1=k1 is not None,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
                 num_warps=num_warps, num_stages=num_stages)
 
     def args(opart, lpart, chunk):
-        return (q, k, v, inv_freq, key_start if key_start is not None else q,
+        return (q, k, v, k1 if k1 is not None else k, inv_freq, key_start if key_start is not None else q,
                 pos_offset if pos_offset is not None else q, key_end if key_end is not None else q, opart, lpart,
                 q.stride(0), q.stride(1), q.stride(3), *k.stride(), *v.stride(),
                 h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,

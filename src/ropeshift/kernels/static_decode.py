@@ -20,13 +20,15 @@ from ._decode import launch_decode
 from .attention import _check, _prepare
 
 
-def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None):
+def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None, k1=None):
     """One-query segment-table attention over the first ``key_end[b]`` slots of k/v.
 
     q [b, h, 1, d]; k, v [b, h_kv, lk, d] (a static cache's buffers); ``table``: a ``SegmentTable`` or a
     compiled ``KernelSpec``; key_end [b] int32/int64 (1 <= key_end <= lk; not checked on the host: no sync);
     key_start [b] or None: first valid key (left padding); pos_offset [b] or None: the position of key index 0
-    (default -key_start). Returns out [b, h, 1, d] (q.dtype) and lse [b, h, 1] fp32; no visible key: 0, -inf.
+    (default -key_start). k1 [b, h_kv, lk, d] or None: the K1 cache of k (``key_cache``; k's dtype and strides,
+    slots below key_end written with the same pos_offset), read for the far keys of a table with a far key
+    map (others ignore it). Returns out [b, h, 1, d] (q.dtype) and lse [b, h, 1] fp32; no visible key: 0, -inf.
     """
     _check(q, k, v, key_start, pos_offset)
     b = q.shape[0]
@@ -37,5 +39,6 @@ def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_sta
     spec, inv, pos_offset = _prepare(q, k, table, inv_freq, pos_offset)
     out = torch.empty_like(q)
     lse = torch.empty((b, q.shape[1], 1), device=q.device, dtype=torch.float32)
-    launch_decode(q, k, v, inv, key_start, pos_offset, out, lse, spec=spec, scale=float(scale), key_end=key_end)
+    launch_decode(q, k, v, inv, key_start, pos_offset, out, lse, spec=spec, scale=float(scale), key_end=key_end,
+                  k1=k1)
     return out, lse

@@ -1,0 +1,86 @@
+"""The per-layer K1 cache of static decode: where it lives, when it is built, and how it follows the key buffer.
+
+Re-rotating methods (a far key map that is not the identity: ReRoPE, leaky ReRoPE, Self-Extend, DCA,
+LM-Infinite) read their far keys pre-rotated from a second key buffer K1 during static decode
+(``kernels.key_cache``; the decode kernel's ``HAS_K1`` path), so no decode step re-rotates keys::
+
+    forward                           K1 of the layer (state.far_keys[layer] = (buffer signature, K1))
+    first static decode step          allocated like the static key buffer, every slot rotated (blocks of 8192)
+    later static decode steps         slot key_end - 1 of each row (device index, no host sync: capturable)
+    any other forward into the buffer its new slots [lk - lq, lk) of the cut view (a prefill into a live K1)
+    static_decode_mode exits          dropped (state.far_keys cleared): nothing survives into another generation
+
+The buffer signature is (data_ptr, shape, strides, dtype, device) of the static cache's whole key buffer; a new
+buffer (another cache, or row compaction's selected rows) rebuilds K1 at its first decode step, which is eager
+(warm-up steps precede every capture; under a capture a missing K1 falls back to the kernel's own re-rotation).
+Memory: one more K buffer per layer while static decode runs. Switch: ROPESHIFT_K1_CACHE=1 (on, also on CPU
+under the Triton interpreter), 0 (off); unset: on for CUDA tensors.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+K1_ENV = "ROPESHIFT_K1_CACHE"
+
+
+def k1_wanted(device) -> bool:
+    """Whether static decode keeps a K1 cache on this device (the ``K1_ENV`` switch, read per call)."""
+    if torch.compiler.is_compiling():
+        return False
+    flag = os.environ.get(K1_ENV, "")
+    if flag in ("0", "1"):
+        return flag == "1"
+    return torch.device(device).type == "cuda"
+
+
+def _signature(k) -> tuple:
+    return k.data_ptr(), tuple(k.shape), k.stride(), k.dtype, k.device
+
+
+def _capturing(k) -> bool:
+    return k.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def decode_k1(store: dict, layer, k, spec, inv_freq, *, key_start, pos_offset, key_end):
+    """The layer's K1 [b, h_kv, lk, d] for a static decode step over the whole key buffer k, with the step's new
+    key (slot key_end - 1 of each row) written; None when it cannot be had here (a new buffer under a CUDA
+    graph capture, or a layout K1 cannot copy). key_start, pos_offset [b] or None as the kernels take them."""
+    from ..kernels.key_cache import write_far_keys
+
+    entry = store.get(layer)
+    if entry is not None and entry[0] == _signature(k):
+        k1 = entry[1]
+        write_far_keys(k1, k, spec, inv_freq, pos_offset=pos_offset, key_start=key_start, slots=key_end - 1)
+        return k1
+    store.pop(layer, None)
+    if _capturing(k):
+        return None
+    k1 = torch.empty_like(k)
+    if k1.stride() != k.stride():
+        return None
+    write_far_keys(k1, k, spec, inv_freq, pos_offset=pos_offset, key_start=key_start)
+    store[layer] = (_signature(k), k1)
+    return k1
+
+
+def follow_new_keys(store: dict, layer, k, spec, inv_freq, qpos) -> None:
+    """After a forward other than a static decode step wrote its lq = qpos.shape[1] keys into the last slots of
+    k [b, h_kv, lk, d] (a cut view of a buffer with a live K1): write their K1 slots [lk - lq, lk). Positions:
+    qpos [b, lq], the last query at key index lk - 1. A k that is not a view of the layer's buffer: nothing."""
+    from ..kernels.key_cache import write_far_keys
+
+    entry = store.get(layer)
+    if entry is None:
+        return
+    (ptr, shape, stride, dtype, device), k1 = entry
+    lk, lq = k.shape[2], qpos.shape[1]
+    if (k.data_ptr(), k.stride(), k.dtype, k.device) != (ptr, stride, dtype, device) or \
+            (k.shape[0], k.shape[1], k.shape[3]) != (shape[0], shape[1], shape[3]) or lk > shape[2]:
+        return
+    pos_offset = qpos[:, -1] - (lk - 1)
+    write_far_keys(k1[:, :, :lk], k, spec, inv_freq, pos_offset=pos_offset, start=lk - lq, stop=lk)
+
+
+__all__ = ["K1_ENV", "decode_k1", "follow_new_keys", "k1_wanted"]
