@@ -23,11 +23,12 @@ Two launches, no host syncs, CUDA-graph capturable:
 
    With a K1 cache (HAS_K1: ``key_cache``, static decode of the re-rotating methods), every key's far image
    R(kmap(p) - p) k is already in memory, so the far logit is <q1, K1[n]> with the same q1 = R(dq) q as KMAP 0
-   and the kernel takes the KMAP 0 path with the zones above (no trig per tile, no key rotation, no group step)::
+   and the kernel takes the KMAP 0 path: one loop, one dot of [q; q1] per tile, each key read once from the
+   buffer its region scores (no trig per tile, no key rotation, no group step, no second pipelined load)::
 
        keys  [ far: region 1 only ][ edge tile ][ near: region 0 only ]
-               one dot of [q; q1]    both dots,   one dot of [q; q1]
-               with K1               K1 | K by key with K  (rows [0, g))
+               K1 rows               K1 | K       K rows               (rows [g, 2g) see far keys only,
+               by key: n < F ? K1 : K                                   rows [0, g) near ones only)
 
 2. `_decode_combine_kernel`, grid (b * h,): merges the 2 * splits partials of a head by LSE.
 
@@ -141,23 +142,11 @@ def _table_decode_split_kernel(
         if HAS_R1 and QMAP != 0:
             qp = tl.load(q_rows + _partner(offs_d, R2)[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
             q = tl.where(is_r1[:, None], _rotate(q, qp, INV, R2, offs_d, dq), q)
-        if HAS_K1:  # zones as the re-rotating paths', the far keys read from K1: far (K1), edge (both), near (K)
-            f_end = tl.where(F > 0, F // BLOCK_N * BLOCK_N, 0)
-            n_beg = tl.where(F > 0, (F + BLOCK_N - 1) // BLOCK_N * BLOCK_N, 0)
-            acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, tl.minimum(stop, f_end), gend, lstart, q, q, q, q, q, q, q,
-                                   K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn, stride_vd, stop, ks,
-                                   pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n,
-                                   offs_d, offs_h, BLOCK_N, HALF, 3, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
-            acc, l_i, m_i = _dzone(acc, l_i, m_i, tl.maximum(lo, f_end), tl.minimum(stop, n_beg), gend, lstart,
-                                   q, q, q, q, q, q, q, K_BASE, V_BASE, K1_BASE, stride_kn, stride_kd, stride_vn,
-                                   stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale,
-                                   is_r1, row_ok, offs_n, offs_d, offs_h, BLOCK_N, HALF, 4, KMAP, KROT, PARTIAL,
-                                   RULE, DOT_PREC)
-            lo = tl.maximum(lo, n_beg)
+        # with a K1 cache (the re-rotating methods' far keys pre-rotated): each key read once, from K1 if far
         acc, l_i, m_i = _dzone(acc, l_i, m_i, lo, stop, gend, lstart, q, q, q, q, q, q, q, K_BASE, V_BASE, K1_BASE,
                                stride_kn, stride_kd, stride_vn, stride_vd, stop, ks, pos, poff, F, RA, RB, R2, dq,
                                KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d, offs_h,
-                               BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
+                               BLOCK_N, HALF, 3 if HAS_K1 else 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
     else:
         q_lo, q_hi = _halves(q_rows, offs_h, R2, row_ok, stride_qd, HALF, PARTIAL)
         q_lo = q_lo.to(tl.float32)

@@ -1,12 +1,12 @@
 """The zone loop of the split-KV decode kernel (``_decode``): online softmax over one zone of key tiles, each
-tile scored one of five ways (``MODE``), and the in-register key re-rotation the far zones of re-rotating
+tile scored one of four ways (``MODE``), and the in-register key re-rotation the far zones of re-rotating
 methods use without a K1 cache::
 
     MODE 0  q [R, d] . k^T            keys as cached (near tiles; every tile of KMAP 0: STRING, plain)
     MODE 1  q1 halves . k1 halves     far tiles: q rotated per tile, keys by the in-tile table (KMAP 1-3)
     MODE 2  MODE 1 and q . k          the edge tile, selected per key by ``far``
-    MODE 3  q [R, d] . K1^T           far tiles read from the K1 cache (keys pre-rotated to the key map)
-    MODE 4  q . k^T and q . K1^T      the edge tile with a K1 cache, selected per key by ``far``
+    MODE 3  q [R, d] . k^T            with a K1 cache: each key read once, from K1 (pre-rotated to the key map)
+                                      where ``far``, else from K; one loop over every tile, as plain's
 
 Every mode leaves rows [0, g) (q) to the near keys and rows [g, 2g) (q1) to the far ones (``key_r1 == is_r1``).
 Shape legend as ``_decode``: R padded stacked rows, d head dim, HALF = d / 2, BLOCK_N keys per tile.
@@ -85,7 +85,7 @@ def _dtiles(
     PARTIAL: tl.constexpr, RULE: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """Online softmax over the key tiles [lo, hi), each scored as ``MODE`` says (module docstring). K1_BASE: the
-    K1 cache's rows of this (row, kv head), K's strides (MODE 3 and 4 only)."""
+    K1 cache's rows of this (row, kv head), K's strides (MODE 3 only)."""
     WIDE: tl.constexpr = HALF >= 16
     for n0 in range(lo, hi, BLOCK_N):
         offs = n0 + offs_n
@@ -94,18 +94,11 @@ def _dtiles(
         v = tl.load(V_BASE + offs[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
                     mask=in_k[:, None], other=0.0)
         far = offs < F
-        if MODE == 0 or MODE == 3:  # one dot of the stacked rows with K (near) or K1 (far)
-            if MODE == 3:
-                k_rows = K1_BASE + offs[:, None].to(tl.int64) * stride_kn
+        if MODE == 0 or MODE == 3:  # one dot of the stacked rows with the keys as cached (MODE 3: far ones from K1)
+            if MODE == 3:  # each key read once, from K1 if far else from K: rows [g, 2g) only see the far ones
+                k_rows = tl.where(far[:, None], K1_BASE, K_BASE) + offs[:, None].to(tl.int64) * stride_kn
             k = tl.load(k_rows + offs_d[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-            key_r1 = far
-        elif MODE == 4:  # the edge tile with K1: both dots, the far keys' from K1
-            k = tl.load(k_rows + offs_d[None, :] * stride_kd, mask=in_k[:, None], other=0.0)
-            k1 = tl.load(K1_BASE + offs[:, None].to(tl.int64) * stride_kn + offs_d[None, :] * stride_kd,
-                         mask=in_k[:, None], other=0.0)
-            s = tl.where(far[None, :], tl.dot(q, tl.trans(k1), input_precision=DOT_PREC),
-                         tl.dot(q, tl.trans(k), input_precision=DOT_PREC))
             key_r1 = far
         else:
             k_lo, k_hi = _halves(k_rows, offs_h, R2, in_k, stride_kd, HALF, PARTIAL)
