@@ -172,3 +172,32 @@ def test_k1_decode_dca_query_chunk_edges(lk):
     """DCA's one-query far edge F moves with the query's offset in its chunk; K1 holds each key's own chunk slot."""
     _k1_vs_reference(build("dca", dict(chunk_size=20, local_window=3)), 2, 2, 1, lk + 5, 32, torch.float32,
                      key_end=[lk, lk - 1], key_start=[0, 2])
+
+
+@pytest.mark.parametrize("case", K1_CASES, ids=lambda c: c[0])
+def test_k1_write_kernel_equals_torch(case):
+    """The one-launch K1 writes CUDA uses (``key_cache._write_kernel``: a slot range, one slot per row) equal the
+    torch rotation on every slot at a position >= 0 (padding slots are never read), and touch nothing else."""
+    from ropeshift.kernels.key_cache import _write_kernel, far_keys
+    from ropeshift.kernels.spec import compile_table
+
+    method = build(*case[1:])
+    spec = compile_table(method.table())
+    b, h_kv, lk, d = 3, 2, 45, 32
+    inv = llama_inv_freq(d, base=10000.0, rotary_frac=0.5).to(DEV)
+    k = torch.randn(b, h_kv, lk, d, generator=torch.Generator().manual_seed(2)).to(DEV)
+    ks = torch.tensor([0, 5, 11], device=DEV, dtype=torch.int32)
+    want = far_keys(k, spec, inv, key_start=ks)
+    k1 = torch.full_like(k, float("nan"))
+    _write_kernel(k1, k, spec, inv, None, ks, 3, 40, None)
+    for i in range(b):
+        lo = max(3, int(ks[i]))
+        torch.testing.assert_close(k1[i, :, lo:40], want[i, :, lo:40], rtol=1e-5, atol=1e-5)
+    assert k1[:, :, :3].isnan().all() and k1[:, :, 40:].isnan().all()
+    slots = torch.tensor([44, 5, 20], device=DEV)
+    k1 = torch.full_like(k, float("nan"))
+    _write_kernel(k1, k, spec, inv, -ks, None, 0, lk, slots)
+    for i, s in enumerate(slots.tolist()):
+        torch.testing.assert_close(k1[i, :, s], want[i, :, s], rtol=1e-5, atol=1e-5)
+        k1[i, :, s] = float("nan")
+    assert k1.isnan().all()  # nothing but the slots

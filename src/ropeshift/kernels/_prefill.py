@@ -382,15 +382,22 @@ def _table_prefill_kernel(
 def _rotate_keys_kernel(
     K, K1, INV, KS, POFF, stride_kb, stride_kh, stride_kn, stride_kd, H_KV, LK, R2, KA, KC, KG, KB,
     HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr,
+    SLOTS=None, HAS_SLOTS: tl.constexpr = False,
 ):
     # K, K1 [b, h_kv, lk, d] (same strides): K1 = K re-rotated by the key map at each key's position
+    # HAS_SLOTS: SLOTS [b] int, one key per row (slot SLOTS[b]; grid (1, b * h_kv)): a decode step's K1 write
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H_KV).to(tl.int64)
     off_hk = (pid_bh % H_KV).to(tl.int64)
-    offs = pid_n * BLOCK + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, HEAD_DIM)
-    ok = offs < LK
+    if HAS_SLOTS:
+        lane = tl.arange(0, BLOCK)
+        offs = tl.load(SLOTS + off_b).to(tl.int32) + lane
+        ok = (lane < 1) & (offs < LK)
+    else:
+        offs = pid_n * BLOCK + tl.arange(0, BLOCK)
+        ok = offs < LK
     rows = off_b * stride_kb + off_hk * stride_kh + offs[:, None].to(tl.int64) * stride_kn
     k = tl.load(K + rows + offs_d[None, :] * stride_kd, mask=ok[:, None], other=0.0)
     kp = tl.load(K + rows + _partner(offs_d, R2)[None, :] * stride_kd, mask=ok[:, None], other=0.0)

@@ -12,7 +12,8 @@ is written, instead of in registers on every decode step::
 Rotations as everywhere in ropeshift (``rope.rotate``): HF rotate_half over the first 2 r2 dims (dims beyond
 untouched), angles in fp32 from ``inv_freq`` (fp64 for fp64 keys), the result in k's dtype; the delta
 kmap(p) - p itself is exact (int64, or fp64 for a fractional a: leaky ReRoPE). Torch ops only, no host sync:
-the per-row slot write of a decode step is graph-capturable. This module never imports triton.
+the per-row slot write of a decode step is graph-capturable. On CUDA the writes are one launch of the prefill
+prologue kernel (``_write_kernel``: triton imported then, lazily); elsewhere torch ops.
 
 Memory: one more K buffer per layer ([b, h_kv, lk, d] in k's dtype) while it lives (static decode only).
 Shape legend: b batch, h_kv key/value heads, lk key slots, d head dim, r2 = len(inv_freq).
@@ -86,17 +87,49 @@ def write_far_keys(k1, k, table, inv_freq, *, pos_offset=None, key_start=None, s
     lk), rotated BLOCK slots at a time, or with ``slots`` [b] (a device tensor: one slot per row, e.g. a decode
     step's key_end - 1) that slot of each row, without a host sync. Other arguments as ``far_keys``."""
     b, h_kv, lk, d = k.shape
+    spec = _spec(table)
+    stop = lk if stop is None else stop
+    if k.is_cuda and k.dtype != torch.float64 and k1.stride() == k.stride():
+        _write_kernel(k1, k, spec, inv_freq, pos_offset, key_start, start, stop, slots)
+        return
     if slots is not None:
         idx = slots.to(device=k.device, dtype=torch.long)[:, None, None, None].expand(b, h_kv, 1, d)
         k1.scatter_(2, idx, far_keys(k, table, inv_freq, pos_offset=pos_offset, key_start=key_start, slots=slots))
         return
-    spec = _spec(table)
     poff = _offset(k, pos_offset, key_start)
-    stop = lk if stop is None else stop
     for s0 in range(start, stop, BLOCK):
         s1 = min(stop, s0 + BLOCK)
         n = torch.arange(s0, s1, device=k.device)[None, :] + poff[:, None]  # [b, l] positions
         k1[:, :, s0:s1] = rotate(k[:, :, s0:s1], far_delta(n, spec.k_map)[:, None, :], inv_freq)
+
+
+def _write_kernel(k1, k, spec, inv_freq, pos_offset, key_start, start, stop, slots) -> None:
+    """``write_far_keys`` on CUDA: one launch of the prefill prologue kernel (``_prefill._rotate_keys_kernel``,
+    fp32 angles as the decode kernel's own re-rotation), over slots [start, stop) or one slot per row (``slots``),
+    instead of ~20 small torch kernels per decode step and layer."""
+    import triton
+
+    from ._prefill import _rotate_keys_kernel
+
+    b, h_kv, lk, d = k.shape
+    _, a, c, g, shift = spec.k_map
+    inv = inv_freq.to(device=k.device, dtype=torch.float32).contiguous()
+    poff = _offset(k, pos_offset, key_start).to(torch.int32)
+    common = dict(HEAD_DIM=d, HAS_KS=False, HAS_POFF=True, num_warps=4 if slots is None else 1)
+    args = (inv, k, poff, *k.stride(), h_kv, lk, inv.numel(), float(a), int(c), int(g), float(shift))
+    if slots is not None:
+        _rotate_keys_kernel[(1, b * h_kv)](k, k1, *args, BLOCK=16, SLOTS=slots.to(torch.int32),
+                                           HAS_SLOTS=True, **common)
+        return
+    if stop <= start:
+        return
+    # the kernel covers slots [0, n) from its first program: shift both buffers' views to start at ``start``
+    view = (slice(None), slice(None), slice(start, stop))
+    sub_k, sub_k1 = k[view], k1[view]
+    sub_poff = poff + start
+    _rotate_keys_kernel[(triton.cdiv(stop - start, 64), b * h_kv)](
+        sub_k, sub_k1, inv, k, sub_poff, *sub_k.stride(), h_kv, stop - start, inv.numel(), float(a), int(c), int(g),
+        float(shift), BLOCK=64, **common)
 
 
 __all__ = ["far_delta", "far_keys", "needs_far_keys", "write_far_keys"]
