@@ -80,7 +80,12 @@ def _k1_vs_reference(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=
     write_far_keys(k1, k, spec, inv, pos_offset=poff, stop=min(key_end) - 1)  # the prefill's slots
     for j in range(min(key_end) - 1, lk):  # then one slot per row per step, capped at each row's last written one
         write_far_keys(k1, k, spec, inv, pos_offset=poff, slots=torch.minimum(ke - 1, torch.tensor(j)).to(DEV))
-    torch.testing.assert_close(k1[0, :, :key_end[0]], far_keys(k, spec, inv, pos_offset=poff)[0, :, :key_end[0]])
+    # the written slots of row 0 at positions >= 0 (padding slots are never read); CUDA writes with the kernel's
+    # fp32 deltas and cos/sin (key_cache._write_kernel), as the in-register path computes them
+    tol = dict(rtol=1e-3, atol=1e-4) if k.is_cuda and dtype == torch.float32 else {}
+    s0 = key_start[0]
+    torch.testing.assert_close(k1[0, :, s0:key_end[0]], far_keys(k, spec, inv, pos_offset=poff)[0, :, s0:key_end[0]],
+                               **tol)
     out = torch.full_like(q, float("nan"))
     lse = torch.full((b, h, 1), float("nan"), device=DEV)
     launch_decode(q, k, v, inv, ks, poff, out, lse, spec=spec, scale=scale, key_end=ke, k1=k1)

@@ -14,7 +14,9 @@ The buffer signature is (data_ptr, shape, strides, dtype, device) of the static 
 buffer (another cache, or row compaction's selected rows) rebuilds K1 at its first decode step, which is eager
 (warm-up steps precede every capture; under a capture a missing K1 falls back to the kernel's own re-rotation).
 Memory: one more K buffer per layer while static decode runs. Switch: ROPESHIFT_K1_CACHE=1 (on, also on CPU
-under the Triton interpreter), 0 (off); unset: on for CUDA tensors.
+under the Triton interpreter), 0 or unset: off. Off by default because it is measured faster in the decode
+kernel (64k, B = 8: 1.006x plain decode against 1.14x) but not end to end yet (32k, B = 1, 8 layers: 293.8 tok/s
+with it, 318.7 without, in two runs of another day; benchmarks/RESULTS.md): turn it on per run to compare.
 """
 from __future__ import annotations
 
@@ -25,14 +27,11 @@ import torch
 K1_ENV = "ROPESHIFT_K1_CACHE"
 
 
-def k1_wanted(device) -> bool:
-    """Whether static decode keeps a K1 cache on this device (the ``K1_ENV`` switch, read per call)."""
+def k1_wanted() -> bool:
+    """Whether static decode keeps a K1 cache (the ``K1_ENV`` switch, read per call; default off)."""
     if torch.compiler.is_compiling():
         return False
-    flag = os.environ.get(K1_ENV, "")
-    if flag in ("0", "1"):
-        return flag == "1"
-    return torch.device(device).type == "cuda"
+    return os.environ.get(K1_ENV, "") == "1"
 
 
 def _signature(k) -> tuple:

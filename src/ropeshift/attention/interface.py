@@ -17,8 +17,9 @@ Static decode (CUDA graphs): when the runtime state's ``static_decode`` is set (
 captured), a one-query forward instead gets the mask over the static cache's whole buffer, n = lk, with the
 unwritten slots False, built on the device from the cache's offset tensor; the attention keeps the full-length
 key/value and passes the kernels ``key_end`` [b] (written keys per row) as a device tensor. No host sync, no
-shape that depends on the step. Methods that re-rotate far keys keep a per-layer K1 cache of pre-rotated keys
-meanwhile (``far_cache``: written by every forward into the buffer, dropped when static decode ends). The caller's mask must cover the whole buffer, and its ``position_ids`` must
+shape that depends on the step. With ROPESHIFT_K1_CACHE=1, methods that re-rotate far keys keep a per-layer K1
+cache of pre-rotated keys meanwhile (``far_cache``: written by every forward into the buffer, dropped when static
+decode ends). The caller's mask must cover the whole buffer, and its ``position_ids`` must
 number each row's valid tokens from 0 (``attention_mask.cumsum(-1) - 1``, as ``generate`` does)::
 
     slot       0 1 2 3 4 5 6 7        written = q_offset + 1 = 6 (the new token in slot 5)
@@ -144,7 +145,7 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     layer = id(module) if layer is None else layer
     if state.far_keys and not static:  # a live K1 follows every write into its key buffer
         _follow_far_keys(state, layer, key, qpos)
-    k1_store = (state.far_keys, layer) if static and far_cache.k1_wanted(query.device) else None
+    k1_store = (state.far_keys, layer) if static and far_cache.k1_wanted() else None
     out, _ = attend(
         state.impl, query, key, value, state.method, state.inv_freq_on(query.device),
         scale=scale, qpos=qpos, kpos=kpos, kvalid=kvalid, mask_given=mask_given,
