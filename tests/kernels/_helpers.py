@@ -101,6 +101,15 @@ def lse_err(x, ref):
     return (x[fin] - ref[fin]).abs().max().item() if fin.any() else 0.0
 
 
+def calibrated_tol(q, k, v, method, kw: dict, dtype, ref_out, ref_lse) -> tuple[float, float]:
+    """(out, lse) tolerances against the fp64 reference (ref_out, ref_lse): 1e-4 in fp32, else twice PyTorch's
+    own error of the same maths in ``dtype`` (``table_reference(..., dtype=dtype)``) plus 1e-6."""
+    if dtype == torch.float32:
+        return 1e-4, 1e-4
+    t_out, t_lse = table_reference(q, k, v, method, **kw, dtype=dtype)
+    return 2 * rel_err(t_out, ref_out) + 1e-6, 2 * lse_err(t_lse, ref_lse) + 1e-6
+
+
 def llama_inv_freq(d, base=500000.0, rotary_frac=1.0):
     r = int(d * rotary_frac) // 2 * 2
     return 1.0 / (base ** (torch.arange(0, r, 2, dtype=torch.float32) / r))

@@ -12,9 +12,10 @@ import math
 import pytest
 import torch
 
-from _helpers import build, llama_inv_freq, lse_err, method_cases, rel_err, table_reference
+from _helpers import calibrated_tol, build, llama_inv_freq, lse_err, method_cases, rel_err, table_reference
 from ropeshift.rope import rotate
-from test_table_attention import CUDA, DEV, HALF, _inputs
+from test_decode_static import static_inputs
+from test_table_attention import CUDA, DEV, HALF
 
 TILE = 64 if CUDA else 16
 K1_CASES = [c for c in method_cases(80, TILE) if c[1] not in ("string", "plain")]
@@ -66,12 +67,7 @@ def _k1_vs_reference(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=
     from ropeshift.kernels.key_cache import far_keys, write_far_keys
     from ropeshift.kernels.spec import compile_table
 
-    q, k, v = _inputs(b, h, h_kv, 1, lk, d, dtype, seed)
-    ke = torch.tensor(key_end, device=DEV, dtype=torch.int32)
-    ks = torch.tensor(key_start, device=DEV, dtype=torch.int32)
-    for i, e in enumerate(key_end):  # unwritten slots: poison
-        k[i, :, e:] = float("nan")
-        v[i, :, e:] = float("nan")
+    q, k, v, ke, ks = static_inputs(b, h, h_kv, lk, d, dtype, key_end, key_start, seed)
     inv = llama_inv_freq(d, base=10000.0, rotary_frac=rotary_frac).to(DEV)
     scale = 1.0 / math.sqrt(d) * method.logit_scale
     spec = compile_table(method.table()).for_keys(lk)
@@ -103,11 +99,7 @@ def _k1_vs_reference(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=
         qi, ki, vi = q[row], k[row, :, :e], v[row, :, :e]
         kw = dict(inv_freq=inv, scale=scale / method.logit_scale, key_start=ks[row])
         ref_out, ref_lse = table_reference(qi, ki, vi, method, **kw)
-        if dtype == torch.float32:
-            tol, tol_lse = 1e-4, 1e-4
-        else:
-            t_out, t_lse = table_reference(qi, ki, vi, method, **kw, dtype=dtype)
-            tol, tol_lse = 2 * rel_err(t_out, ref_out) + 1e-6, 2 * lse_err(t_lse, ref_lse) + 1e-6
+        tol, tol_lse = calibrated_tol(qi, ki, vi, method, kw, dtype, ref_out, ref_lse)
         err, err_lse = rel_err(out[row], ref_out), lse_err(lse[row], ref_lse)
         assert err <= tol, f"row {i}: out rel err {err:.3g} > {tol:.3g}"
         assert err_lse <= tol_lse, f"row {i}: lse err {err_lse:.3g} > {tol_lse:.3g}"

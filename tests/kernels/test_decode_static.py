@@ -12,22 +12,29 @@ import math
 import pytest
 import torch
 
-from _helpers import build, llama_inv_freq, lse_err, method_cases, rel_err, table_reference
+from _helpers import calibrated_tol, build, llama_inv_freq, lse_err, method_cases, rel_err, table_reference
 from test_table_attention import CUDA, DEV, HALF, _inputs
 
 TILE = 64 if CUDA else 16
 
 
-def _static_vs_cut(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=0, rotary_frac=1.0):
-    from ropeshift.kernels import static_decode_attention, table_attention
-    from ropeshift.kernels.spec import compile_table
-
+def static_inputs(b, h, h_kv, lk, d, dtype, key_end, key_start, seed=0):
+    """q [b, h, 1, d], k, v [b, h_kv, lk, d] (a static cache's buffers: NaN beyond each row's key_end), key_end and
+    key_start as int32 device tensors."""
     q, k, v = _inputs(b, h, h_kv, 1, lk, d, dtype, seed)
     ke = torch.tensor(key_end, device=DEV, dtype=torch.int32)
     ks = torch.tensor(key_start, device=DEV, dtype=torch.int32)
     for i, e in enumerate(key_end):  # unwritten slots: poison
         k[i, :, e:] = float("nan")
         v[i, :, e:] = float("nan")
+    return q, k, v, ke, ks
+
+
+def _static_vs_cut(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=0, rotary_frac=1.0):
+    from ropeshift.kernels import static_decode_attention, table_attention
+    from ropeshift.kernels.spec import compile_table
+
+    q, k, v, ke, ks = static_inputs(b, h, h_kv, lk, d, dtype, key_end, key_start, seed)
     inv = llama_inv_freq(d, base=10000.0, rotary_frac=rotary_frac)
     scale = 1.0 / math.sqrt(d) * method.logit_scale
     spec = compile_table(method.table())
@@ -38,14 +45,9 @@ def _static_vs_cut(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=0,
     for i, e in enumerate(key_end):
         row = slice(i, i + 1)
         qi, ki, vi = q[row], k[row, :, :e], v[row, :, :e]
-        ref_out, ref_lse = table_reference(qi, ki, vi, method, inv_freq=inv, scale=scale / method.logit_scale,
-                                           key_start=ks[row])
-        if dtype == torch.float32:
-            tol, tol_lse = 1e-4, 1e-4
-        else:
-            t_out, t_lse = table_reference(qi, ki, vi, method, inv_freq=inv, scale=scale / method.logit_scale,
-                                           key_start=ks[row], dtype=dtype)
-            tol, tol_lse = 2 * rel_err(t_out, ref_out) + 1e-6, 2 * lse_err(t_lse, ref_lse) + 1e-6
+        kw = dict(inv_freq=inv, scale=scale / method.logit_scale, key_start=ks[row])
+        ref_out, ref_lse = table_reference(qi, ki, vi, method, **kw)
+        tol, tol_lse = calibrated_tol(qi, ki, vi, method, kw, dtype, ref_out, ref_lse)
         err, err_lse = rel_err(out[row], ref_out), lse_err(lse[row], ref_lse)
         assert err <= tol, f"row {i}: out rel err {err:.3g} > {tol:.3g}"
         assert err_lse <= tol_lse, f"row {i}: lse err {err_lse:.3g} > {tol_lse:.3g}"
