@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 
-from _helpers import calibrated_tol, build, llama_inv_freq, lse_err, method_cases, rel_err, table_reference
+from _helpers import build, llama_inv_freq, lse_err, method_cases, rel_err
 from ropeshift.rope import rotate
-from test_decode_static import static_inputs
-from test_table_attention import CUDA, DEV, HALF
+from test_decode_static import rows_vs_reference, static_inputs
+from test_table_attention import CUDA, DEV, HALF, _inputs
 
 TILE = 64 if CUDA else 16
 K1_CASES = [c for c in method_cases(80, TILE) if c[1] not in ("string", "plain")]
@@ -94,15 +94,8 @@ def _k1_vs_reference(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=
     wrong_out, _ = static_decode_attention(q, k, v, method.table(), inv_freq=inv, scale=scale, key_end=ke,
                                            key_start=ks, pos_offset=poff, k1=k)
     wrong = []
-    for i, e in enumerate(key_end):
-        row = slice(i, i + 1)
-        qi, ki, vi = q[row], k[row, :, :e], v[row, :, :e]
-        kw = dict(inv_freq=inv, scale=scale / method.logit_scale, key_start=ks[row])
-        ref_out, ref_lse = table_reference(qi, ki, vi, method, **kw)
-        tol, tol_lse = calibrated_tol(qi, ki, vi, method, kw, dtype, ref_out, ref_lse)
-        err, err_lse = rel_err(out[row], ref_out), lse_err(lse[row], ref_lse)
-        assert err <= tol, f"row {i}: out rel err {err:.3g} > {tol:.3g}"
-        assert err_lse <= tol_lse, f"row {i}: lse err {err_lse:.3g} > {tol_lse:.3g}"
+    for i, row, ref_out, tol, tol_lse in rows_vs_reference(q, k, v, out, lse, method, inv, scale, ks, key_end,
+                                                           dtype):
         assert rel_err(out[row], plain_out[row]) <= tol and lse_err(lse[row], plain_lse[row]) <= tol_lse
         wrong.append((rel_err(wrong_out[row], ref_out), tol))
     return wrong

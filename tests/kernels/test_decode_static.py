@@ -30,6 +30,22 @@ def static_inputs(b, h, h_kv, lk, d, dtype, key_end, key_start, seed=0):
     return q, k, v, ke, ks
 
 
+def rows_vs_reference(q, k, v, out, lse, method, inv, scale, ks, key_end, dtype):
+    """Row by row of a static decode (out [b, h, 1, d], lse [b, h, 1]; row i reads keys [0, key_end[i])): assert
+    out and lse against the fp64 reference within the calibrated tolerance, then yield (i, row slice, reference
+    out, tol, tol_lse) for the caller's own per-row checks. ``scale`` includes the method's logit scale."""
+    for i, e in enumerate(key_end):
+        row = slice(i, i + 1)
+        qi, ki, vi = q[row], k[row, :, :e], v[row, :, :e]
+        kw = dict(inv_freq=inv, scale=scale / method.logit_scale, key_start=ks[row])
+        ref_out, ref_lse = table_reference(qi, ki, vi, method, **kw)
+        tol, tol_lse = calibrated_tol(qi, ki, vi, method, kw, dtype, ref_out, ref_lse)
+        err, err_lse = rel_err(out[row], ref_out), lse_err(lse[row], ref_lse)
+        assert err <= tol, f"row {i}: out rel err {err:.3g} > {tol:.3g}"
+        assert err_lse <= tol_lse, f"row {i}: lse err {err_lse:.3g} > {tol_lse:.3g}"
+        yield i, row, ref_out, tol, tol_lse
+
+
 def _static_vs_cut(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=0, rotary_frac=1.0):
     from ropeshift.kernels import static_decode_attention, table_attention
     from ropeshift.kernels.spec import compile_table
@@ -42,15 +58,8 @@ def _static_vs_cut(method, b, h, h_kv, lk, d, dtype, key_end, key_start, seed=0,
     out, lse = static_decode_attention(q, k, v, method.table(), inv_freq=inv, scale=scale, key_end=ke,
                                        key_start=ks, pos_offset=poff)
     assert out.shape == q.shape and lse.shape == (b, h, 1)
-    for i, e in enumerate(key_end):
-        row = slice(i, i + 1)
-        qi, ki, vi = q[row], k[row, :, :e], v[row, :, :e]
-        kw = dict(inv_freq=inv, scale=scale / method.logit_scale, key_start=ks[row])
-        ref_out, ref_lse = table_reference(qi, ki, vi, method, **kw)
-        tol, tol_lse = calibrated_tol(qi, ki, vi, method, kw, dtype, ref_out, ref_lse)
-        err, err_lse = rel_err(out[row], ref_out), lse_err(lse[row], ref_lse)
-        assert err <= tol, f"row {i}: out rel err {err:.3g} > {tol:.3g}"
-        assert err_lse <= tol_lse, f"row {i}: lse err {err_lse:.3g} > {tol_lse:.3g}"
+    for i, row, _, tol, tol_lse in rows_vs_reference(q, k, v, out, lse, method, inv, scale, ks, key_end, dtype):
+        qi, ki, vi = q[row], k[row, :, :key_end[i]], v[row, :, :key_end[i]]
         cut_out, cut_lse = table_attention(qi, ki.contiguous(), vi.contiguous(), method.table(), inv_freq=inv,
                                            scale=scale, key_start=ks[row])
         assert rel_err(out[row], cut_out) <= tol and lse_err(lse[row], cut_lse) <= tol_lse
