@@ -11,9 +11,7 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 290
 
 echo "== tests ($(left) s left)"
-timeout "$(cap 90 200)" python3 -m pytest -q -p no:cacheprovider -n 8 tests/kernels/test_decode_k1.py \
-  tests/kernels/test_k1_generate.py tests/eval/test_graph_decode.py -rs > "$OUT/tests.log" 2>&1
-tail -2 "$OUT/tests.log"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head
+run_tests 90 200 tests/kernels/test_decode_k1.py tests/kernels/test_k1_generate.py tests/eval/test_graph_decode.py
 
 echo "== decode 64k with / without K1 ($(left) s left)"
 timeout "$(cap 100 100)" python3 benchmarks/bench_attention.py --no-prefill --no-compose --decode-lengths 64k \

@@ -9,9 +9,7 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 150
 
 echo "== tests ($(left) s left)"
-timeout "$(cap 55 90)" python3 -m pytest -q -p no:cacheprovider -n 8 tests/kernels/test_decode_k1.py \
-  tests/kernels/test_k1_generate.py tests/eval/test_graph_decode.py -rs > "$OUT/tests.log" 2>&1
-tail -1 "$OUT/tests.log"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head
+run_tests 55 90 tests/kernels/test_decode_k1.py tests/kernels/test_k1_generate.py tests/eval/test_graph_decode.py
 
 echo "== end to end, K1 on ($(left) s left)"
 LIMIT="$(cap 55 35)" bash scripts/gpu_e2e.sh --methods rerope,self_extend > /dev/null 2>&1

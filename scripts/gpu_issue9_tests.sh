@@ -10,10 +10,8 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 200
 
 echo "== tests ($(left) s left)"
-timeout "$(cap 150 45)" python3 -m pytest -v -p no:cacheprovider -n 8 tests/kernels/test_hopper.py \
-  tests/eval/test_graph_decode_memory.py -k "dca_chunk_settings or memory or allocation or workspaces" -rs \
-  > "$OUT/tests.log" 2>&1
-grep -E "PASSED|FAILED|ERROR|SKIPPED" "$OUT/tests.log" | sed 's/^.*:://' | sort | uniq -c | head -20; tail -2 "$OUT/tests.log"
+run_tests 150 45 -v tests/kernels/test_hopper.py tests/eval/test_graph_decode_memory.py \
+  -k "dca_chunk_settings or memory or allocation or workspaces"
 
 echo "== LM-Infinite decode, 64k ($(left) s left)"
 timeout "$(cap 60 3)" python3 benchmarks/bench_attention.py --no-prefill --decode-lengths 64k --decode-batches 1,8 \

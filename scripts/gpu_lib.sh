@@ -4,6 +4,8 @@
 # unbuffers Python's output, unsets TRITON_INTERPRET (the GPU compiles), and defines the time helpers
 #   left        seconds left of LIMIT
 #   cap W [R]   W, or less so that R seconds stay for what follows (at least 1)
+#   run_tests W R PYTEST_ARGS...   pytest -q -n 8 into $OUT/tests.log for at most `cap W R` s, then its last line
+#               and its failures
 OUT="${OUT:?set OUT}"
 LIMIT="${LIMIT:-${1:-540}}"
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -12,3 +14,9 @@ mkdir -p "$OUT"
 start=$(date +%s)
 left() { echo $(( LIMIT - ($(date +%s) - start) )); }
 cap() { local want=$1 l; l=$(( $(left) - ${2:-0} )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
+run_tests() {
+  local want=$1 rest=$2
+  shift 2
+  timeout "$(cap "$want" "$rest")" python3 -m pytest -q -p no:cacheprovider -n 8 -rs "$@" > "$OUT/tests.log" 2>&1
+  tail -1 "$OUT/tests.log"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head
+}

@@ -11,10 +11,8 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 480
 
 echo "== tests ($(left) s left)"
-timeout "$(cap 80 380)" python3 -m pytest -q -p no:cacheprovider -n 8 tests/kernels/test_hopper.py \
-  tests/eval/test_graph_decode_memory.py -k "constant_shift or operands or memory or allocated" -rs \
-  > "$OUT/tests.log" 2>&1
-tail -3 "$OUT/tests.log"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head
+run_tests 80 380 tests/kernels/test_hopper.py tests/eval/test_graph_decode_memory.py \
+  -k "constant_shift or operands or memory or allocated"
 
 echo "== prefill 32k ($(left) s left)"
 timeout "$(cap 200 190)" python3 benchmarks/bench_attention.py --lengths 32k --d64-lengths 32k --extra-lengths= \
