@@ -24,7 +24,9 @@ finished rows again as one table at the end.
 """
 
 import argparse
+import contextlib
 import gc
+import os
 import statistics
 import time
 
@@ -234,18 +236,39 @@ def run_all(model, args, device, emit):
             except RuntimeError as e:  # a forced backend that cannot serve this call
                 print(f"# sdpa {backend} failed at N={n}: {str(e)[:200]}", flush=True)
             _release(device, model)
-        for name in methods:
-            if budget.over(f"{name} at N={n}"):
+        for name, k1 in ((m, flag) for m in methods for flag in (("0", "1") if args.k1_variants else (None,))):
+            label = f"{name} [k1]" if k1 == "1" else name
+            if budget.over(f"{label} at N={n}"):
                 return
             try:
-                ours = measure_method(model, ids, args.new_tokens, name, args.impl, args.graphs)
+                with _k1_env(k1):
+                    ours = measure_method(model, ids, args.new_tokens, name, args.impl, args.graphs)
             except Exception as e:  # noqa: BLE001 - one method failing is reported; the others still run
-                print(f"# {name} failed at N={n}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                print(f"# {label} failed at N={n}: {type(e).__name__}: {str(e)[:200]}", flush=True)
                 continue
             finally:
                 _release(device)
             for backend, base in (bases or {"-": None}).items():
-                emit((n, name, backend, base, ours))
+                emit((n, label, backend, base, ours))
+
+
+@contextlib.contextmanager
+def _k1_env(flag):
+    """ROPESHIFT_K1_CACHE set to ``flag`` ("0" / "1") for the duration; None: left as it is."""
+    from ropeshift.attention.far_cache import K1_ENV
+
+    if flag is None:
+        yield
+        return
+    before = os.environ.get(K1_ENV)
+    os.environ[K1_ENV] = flag
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(K1_ENV, None)
+        else:
+            os.environ[K1_ENV] = before
 
 
 def _line(n, name, backend, base, ours):
@@ -279,6 +302,9 @@ def main(argv=None):
     p.add_argument("--sdpa-backends", default="default,flash",
                    help="unpatched baselines: default (PyTorch's choice), flash, cudnn, efficient, math")
     p.add_argument("--budget", type=float, default=0, help="start no new measurement after this many seconds")
+    p.add_argument("--k1-variants", action="store_true",
+                   help="measure each method twice in the same run: K1 cache off, then on ('<m> [k1]'; "
+                        "ROPESHIFT_K1_CACHE, static-cache decode with --graphs)")
     args = p.parse_args(argv)
     for name in filter(None, args.methods.split(",")):
         try:

@@ -91,3 +91,25 @@ def test_phase_split_at_the_first_token(bench, who, monkeypatch):
     finally:
         handle.remove()
     assert (r["peak_prefill_gib"], r["peak_decode_gib"], r["peak_gib"]) == (100, 20, 100), r
+
+
+def test_k1_variants_measure_each_method_off_then_on(bench, monkeypatch):
+    """--k1-variants: every method twice in one run, '<m>' with ROPESHIFT_K1_CACHE=0 and '<m> [k1]' with 1 (the
+    switch seen by the measurement), the environment restored after."""
+    _, bench_generate = bench
+    from ropeshift.attention.far_cache import K1_ENV
+
+    seen = []
+    real = bench_generate.measure_method
+
+    def spy(model, ids, new_tokens, name, impl, graphs=False):
+        seen.append((name, os.environ.get(K1_ENV)))
+        return real(model, ids, new_tokens, name, impl, graphs)
+
+    monkeypatch.setattr(bench_generate, "measure_method", spy)
+    monkeypatch.delenv(K1_ENV, raising=False)
+    argv = ["--device", "cpu", "--tiny", "--layers", "1", "--lengths", "512", "--new-tokens", "3",
+            "--sdpa-backends", "default", "--methods", "rerope", "--graphs", "--k1-variants"]
+    rows = bench_generate.main(argv)
+    assert [r[1] for r in rows] == ["rerope", "rerope [k1]"]
+    assert seen == [("rerope", "0"), ("rerope", "1")] and K1_ENV not in os.environ
