@@ -114,7 +114,10 @@ def _write_kernel(k1, k, spec, inv_freq, pos_offset, key_start, start, stop, slo
     b, h_kv, lk, d = k.shape
     _, a, c, g, shift = spec.k_map
     inv = inv_freq.to(device=k.device, dtype=torch.float32).contiguous()
-    poff = _offset(k, pos_offset, key_start).to(torch.int32)
+    if pos_offset is not None and pos_offset.dtype == torch.int32 and pos_offset.device == k.device:
+        poff = pos_offset  # as the dispatch passes it: no cast kernels in a captured decode step
+    else:
+        poff = _offset(k, pos_offset, key_start).to(torch.int32)
     common = dict(HEAD_DIM=d, HAS_KS=False, HAS_POFF=True, num_warps=4 if slots is None else 1)
     args = (inv, k, poff, *k.stride(), h_kv, lk, inv.numel(), float(a), int(c), int(g), float(shift))
     if slots is not None:
