@@ -78,7 +78,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_eval_dp_"))
     base = RunConfig(model="bench", tasks=parse_names(args.tasks, "tasks"), lengths=parse_lengths(args.lengths),
                      methods=method_specs(parse_names(args.methods, "methods")), samples=args.samples,
-                     out=root / "prompts")
+                     out=root / "prompts", share_rope=False)  # every record computed: the work being timed
     _, tok = _load(args.model, "cpu")
     prepare_samples(base, tok, progress=False)
     print(f"model {args.model}  tasks {args.tasks}  lengths {args.lengths}  samples {args.samples}  methods "

@@ -311,6 +311,8 @@ def main(argv=None):
             method_params(name, 1024)
         except KeyError:
             p.error(f"--methods: unknown {name!r} (known: plain, {', '.join(ALL_METHODS)})")
+    if args.k1_variants and not args.graphs:
+        p.error("--k1-variants needs --graphs (the K1 cache exists only in static-cache decode)")
     args.layers = args.layers or (2 if args.tiny else 8)
     args.lengths = args.lengths or ("512,2048" if args.tiny else "32k,64k")
     args.new_tokens = args.new_tokens or (32 if args.tiny else 64)

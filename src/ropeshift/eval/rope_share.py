@@ -11,7 +11,9 @@ not from its name). STRING with S = L/3 at n <= S, DCA with n <= its chunk, LM-I
     m=2     2  1  0  .
     m=3     3  2  1  0
 
-Such a cell computes the same attention as the rope row on the same prompts, so the runner copies the rope row's
+A task's length counts its prompt plus its answer budget (``tasks/base.py``), so every token a record depends on
+is produced by a query below the length: such a cell computes the same attention as the rope row on the same
+prompts (a sample breaking that contract, n_tokens + max_new_tokens > length, is computed), so the runner copies the rope row's
 record of each prompt (same prompt hash) with the method's own label, name and parameters, ``seconds = 0`` (it
 cost nothing) and ``details["same_as"] = "rope"``. The report marks those lengths "(= rope)" either way.
 ``RunConfig.share_rope = False`` (``--compute-rope-equal``) computes them instead, e.g. to measure a kernel's
@@ -54,7 +56,7 @@ def copy_from_rope(out, model: str, method: MethodSpec, info: dict, length: int,
         left = []
         for s in samples:
             r = rope.get(s.index)
-            if r is None or r.prompt_hash != s.prompt_hash:
+            if r is None or r.prompt_hash != s.prompt_hash or s.n_tokens + s.max_new_tokens > length:
                 left.append(s)
                 continue
             copies.append((name, _as_method(r, method, info)))

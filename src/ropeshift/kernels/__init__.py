@@ -2,7 +2,7 @@
 
     from ropeshift.kernels import triton_available, unsupported_reason, table_attention, causal_attention
     from ropeshift.kernels import static_decode_attention      # decode over a static cache's whole buffer
-    from ropeshift.kernels.key_cache import far_keys          # its K1 cache (torch only)
+    from ropeshift.kernels.key_cache import far_keys          # its K1 cache (torch; one Triton launch on CUDA)
 
 `triton_available()` probes once whether the kernels can run here (Triton importable and CUDA present, or
 TRITON_INTERPRET=1 for CPU testing). `unsupported_reason(table, device, dtype)` says why the kernels cannot

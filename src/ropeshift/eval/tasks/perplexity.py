@@ -111,10 +111,11 @@ class Perplexity(Task):
         if any(len(s.meta["input_ids"]) != n_doc for s in samples):
             raise ValueError("perplexity samples of one batch must have equal lengths")
         stride = STRIDE if self.protocol == "strided" else samples[0].length
-        nll = torch.zeros(len(samples), dtype=torch.float64, device=device)
+        acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no fp64
+        nll = torch.zeros(len(samples), dtype=acc, device=device)
         scored = 0
-        vocab = model.get_output_embeddings().weight.shape[0]
-        itemsize = torch.empty((), dtype=model.dtype).element_size()
+        head = model.get_output_embeddings().weight
+        vocab, itemsize = head.shape[0], head.element_size()  # the logits come in the output layer's dtype
         for begin, end, trg in windows(n_doc, samples[0].length, stride, len(bos)):
             rows = torch.tensor([bos + s.meta["input_ids"][begin:end] for s in samples], device=device)
             step = max(1, LOGITS_BYTES // ((trg + 1) * vocab * itemsize))
@@ -131,17 +132,17 @@ class Perplexity(Task):
 
 def _nll_sums(logits, targets):
     """Per-row sum of -log softmax(logits)[target]: logits [b, t, V] (any float dtype), targets [b, t] -> [b]
-    fp64, computed in fp32 over chunks of ~CE_TOKENS (row, position) pairs (bounds the fp32 copy)."""
+    fp64 (fp32 on MPS), computed in fp32 over chunks of ~CE_TOKENS (row, position) pairs (bounds the fp32 copy)."""
     import torch
     import torch.nn.functional as F
 
     b, t, v = logits.shape
-    out = torch.zeros(b, dtype=torch.float64, device=logits.device)
+    out = torch.zeros(b, dtype=torch.float32 if logits.device.type == "mps" else torch.float64, device=logits.device)
     chunk = max(1, CE_TOKENS // b)
     for lo in range(0, t, chunk):
         x = logits[:, lo:lo + chunk].float()
         ce = F.cross_entropy(x.reshape(-1, v), targets[:, lo:lo + chunk].reshape(-1), reduction="none")
-        out += ce.view(b, -1).sum(1, dtype=torch.float64)
+        out += ce.view(b, -1).sum(1, dtype=out.dtype)
     return out
 
 
