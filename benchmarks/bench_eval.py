@@ -168,12 +168,12 @@ def method_settings(*roots: Path | None) -> dict[str, tuple[str, dict]]:
 def copied_cells(settings: dict, methods, lengths) -> set[tuple[str, int]]:
     """(method label, length) pairs whose records a run copies from the rope row (``eval/rope_share``: the
     method is exactly RoPE there), when ``methods`` holds the rope row."""
-    from ropeshift.eval.report_headline import rope_lengths
+    from ropeshift.eval.rope_share import BASELINE, rope_equal_lengths
 
-    if "rope" not in methods:
+    if BASELINE not in methods:
         return set()
-    return {(m, n) for m in methods if m != "rope" and m in settings
-            for n in rope_lengths(*settings[m], list(lengths))}
+    return {(m, n) for m in methods if m != BASELINE and m in settings
+            for n in rope_equal_lengths({"method": settings[m][0], "params": settings[m][1]}, lengths)}
 
 
 def extrapolate(fresh: dict, base: dict, cells: list[tuple[str, str, int]], samples: int,

@@ -45,7 +45,7 @@ def _capturing(k) -> bool:
 def decode_k1(store: dict, layer, k, spec, inv_freq, *, key_start, pos_offset, key_end):
     """The layer's K1 [b, h_kv, lk, d] for a static decode step over the whole key buffer k, with the step's new
     key (slot key_end - 1 of each row) written; None when it cannot be had here (a new buffer under a CUDA
-    graph capture, or a layout K1 cannot copy). key_start, pos_offset [b] or None as the kernels take them."""
+    graph capture, or a non-contiguous k). key_start, pos_offset [b] or None as the kernels take them."""
     from ..kernels.key_cache import write_far_keys
 
     entry = store.get(layer)
@@ -54,11 +54,9 @@ def decode_k1(store: dict, layer, k, spec, inv_freq, *, key_start, pos_offset, k
         write_far_keys(k1, k, spec, inv_freq, pos_offset=pos_offset, key_start=key_start, slots=key_end - 1)
         return k1
     store.pop(layer, None)
-    if _capturing(k):
+    if _capturing(k) or not k.is_contiguous():  # the kernel reads K1 with k's strides: a static cache's buffer
         return None
     k1 = torch.empty_like(k)
-    if k1.stride() != k.stride():
-        return None
     write_far_keys(k1, k, spec, inv_freq, pos_offset=pos_offset, key_start=key_start)
     store[layer] = (_signature(k), k1)
     return k1

@@ -25,8 +25,8 @@ from dataclasses import replace
 
 from .options import MethodSpec
 from .records import Record, read_cell
+from .report_headline import BASELINE, rope_lengths
 
-BASELINE = "rope"
 SAME_AS = "same_as"
 
 
@@ -36,9 +36,8 @@ def baseline_row(methods) -> MethodSpec | None:
 
 
 def rope_equal_lengths(info: dict, lengths) -> set[int]:
-    """The lengths at which the activated method (``generation.activate``'s info) is exactly RoPE."""
-    from .report_headline import rope_lengths
-
+    """The lengths at which the activated method (``generation.activate``'s info, or a record's
+    ``{"method": name, "params": ...}``) is exactly RoPE."""
     name = info.get("method")
     if not name or name == BASELINE:
         return set()

@@ -318,7 +318,9 @@ def length_buckets(work: list[tuple]) -> list[tuple]:
     for method, task, length, todo in work:
         key = (decode_bucket(resolve_task(task)), length, method)
         groups.setdefault(key, []).append((task, todo))
-    first = {k: i for i, k in reversed(list(enumerate(k[:2] for k in groups)))}
+    first: dict[tuple, int] = {}
+    for i, key in enumerate(groups):
+        first.setdefault(key[:2], i)
     order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))
     return [(method, length, groups[_, length, method]) for _, length, method in order]
 
