@@ -18,6 +18,7 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
   <m> [v]       decode columns with a switch of the decode kernel set (--decode-variants sms4,cfg=32.4.3):
                 sms4 = the split rule before 2026-12-03 (~4 programs per SM instead of one full wave),
                 cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column,
+                nomerge = q1's partial rows merged by the combine kernel instead of in the split kernel,
                 k1 = the re-rotating methods (far key map not the identity) reading their far keys from a K1
                 cache built before the timing (static-decode entry, key_end = N; baseline "ours plain [k1]",
                 plain through the same entry)
@@ -288,10 +289,12 @@ def _decode_variant(name, fn):
 
     if name == "sms4":
         attr, value = "SPLIT_RULE", "sms4"
+    elif name == "nomerge":
+        attr, value = "MERGE_ROWS", False
     elif name.startswith("cfg="):
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
     else:
-        raise ValueError(f"unknown decode variant {name!r} (sms4, cfg=BN.W.S)")
+        raise ValueError(f"unknown decode variant {name!r} (sms4, nomerge, cfg=BN.W.S)")
     return _with_attr(_decode, attr, value, fn)
 
 
@@ -343,12 +346,12 @@ def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
                 spec = compile_table(method_at(name, n).table())  # compiled once, as the dispatcher caches it
                 fns[name] = lambda s=spec: [kernels.table_attention(q, k, v, s, inv_freq=inv, scale=scale,
                                                                     pos_offset=poff) for k, v in zip(ks, vs)]
-            for var in DECODE_VARIANTS:
-                if var == "k1":
-                    fns.update(_k1_columns(q, ks, vs, methods, n, inv, scale, poff))
-                    continue
-                fns.update({f"{name} [{var}]": _decode_variant(var, fn) for name, fn in list(fns.items())
-                            if "[" not in name})
+            if "k1" in DECODE_VARIANTS:
+                fns.update(_k1_columns(q, ks, vs, methods, n, inv, scale, poff))
+            for var in DECODE_VARIANTS:  # every other switch on every column so far, the K1 ones included
+                if var != "k1":
+                    fns.update({f"{name} [{var}]": _decode_variant(var, fn) for name, fn in list(fns.items())
+                                if name.count("[") == name.count("[k1]")})
             res = {}
             for name, fn in fns.items():
                 try:
@@ -438,7 +441,8 @@ def main(argv=None):
     p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches set "
                    "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
     p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
-                   "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages); k1: every "
+                   "switches: sms4 (the old split rule), nomerge (q1 rows merged by the combine), cfg=BN.W.S (BLOCK_N, "
+                   "warps, stages); k1: every "
                    "re-rotating method with a prebuilt K1 cache (static-decode entry, plain's column alike)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
@@ -453,8 +457,8 @@ def main(argv=None):
             p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
     DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
     for m in DECODE_VARIANTS:
-        if not (m in ("sms4", "k1") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
-            p.error(f"unknown --decode-variants entry {m!r} (sms4, k1, cfg=BN.W.S)")
+        if not (m in ("sms4", "nomerge", "k1") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
+            p.error(f"unknown --decode-variants entry {m!r} (sms4, nomerge, k1, cfg=BN.W.S)")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

@@ -7,6 +7,7 @@ the attention twice (the first compiles), then once more inside the NVTX range "
     ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section WarpStateStats \\
         python benchmarks/profile_kernel.py --method string --n 32k            # prefill, D = 128
     ... python benchmarks/profile_kernel.py --method rerope --n 64k --decode --batch 8
+    ... python benchmarks/profile_kernel.py --method rerope --n 64k --decode --k1     # far keys from a K1 cache
 
 ``--method plain`` is our causal attention (the Hopper kernel on the plain table where it serves).
 """
@@ -29,6 +30,9 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=128, help="head dim")
     p.add_argument("--decode", action="store_true", help="one query per row over an N-key cache")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--k1", action="store_true", help="decode through the static-decode entry (key_end = N), a "
+                   "re-rotating method reading its far keys from a K1 cache built before the profiled call "
+                   "(plain: the same entry)")
     args = p.parse_args(argv)
     n = parse_length(args.n)
     d, b = args.d, args.batch
@@ -37,7 +41,22 @@ def main(argv=None):
     k = torch.randn(b, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(b, H_KV, n, d, device="cuda", dtype=torch.bfloat16)
     scale, inv = 1 / math.sqrt(d), _inv_freq(d)
-    if args.method == "plain":
+    if args.k1:
+        from ropeshift.kernels.key_cache import needs_far_keys, write_far_keys
+        from ropeshift.kernels.spec import PLAIN, compile_table
+
+        if not args.decode:
+            p.error("--k1 profiles decode: add --decode")
+        spec = PLAIN if args.method == "plain" else compile_table(method_at(args.method, n).table())
+        poff = torch.zeros(b, dtype=torch.int32, device="cuda")
+        end = torch.full((b,), n, dtype=torch.int32, device="cuda")
+        k1 = None
+        if needs_far_keys(spec):
+            k1 = torch.empty_like(k)
+            write_far_keys(k1, k, spec, inv, pos_offset=poff)
+        call = lambda: kernels.static_decode_attention(q, k, v, spec, inv_freq=inv, scale=scale,  # noqa: E731
+                                                       key_end=end, pos_offset=poff, k1=k1)
+    elif args.method == "plain":
         call = lambda: kernels.causal_attention(q, k, v, scale=scale)  # noqa: E731
     else:
         from ropeshift.kernels.spec import compile_table
@@ -51,7 +70,8 @@ def main(argv=None):
     with torch.cuda.nvtx.range("profile"):
         call()
     torch.cuda.synchronize()
-    print(f"# profiled {args.method} {'decode' if args.decode else 'prefill'} n={n} d={d} b={b}")
+    print(f"# profiled {args.method} {'decode' if args.decode else 'prefill'} n={n} d={d} b={b}"
+          f"{' k1' if args.k1 else ''}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Two launches, no host syncs, CUDA-graph capturable:
 
 1. `_table_decode_split_kernel`, grid (splits, b * h_kv): one program reads one chunk of one KV head once and
    scores it against the g query heads of that KV head, stacked as the rows of one MMA operand (2g rows with a
-   region 1, padded to >= 16, which the MMA needs anyway). Every row holds a partial softmax over a disjoint set
-   of keys; the combine merges rows g' and g + g' of a head. With one query, region 1 is the key prefix
+   region 1, padded to >= 16, which the MMA needs anyway: q at rows [0, g), q1 at [R/2, R/2 + g)). Every row
+   holds a partial softmax over a disjoint set of keys; before its store the program merges row R/2 + g' into
+   row g' (``_merge_halves``), so every method writes one partial per head and split, as plain decode does
+   (``ROPESHIFT_DECODE_MERGE=0``: rows [g, 2g), merged by the combine). With one query, region 1 is the key prefix
    [0, F) (F from the bands, and for DCA's chunk rule from the query's chunk), so the chunk is cut into zones::
 
        keys  [ far: region 1 only ][ edge tile ][ near: region 0 only ]     (Lambda: invisible tiles skipped)
@@ -30,7 +32,7 @@ Two launches, no host syncs, CUDA-graph capturable:
                K1 rows               K1 | K       K rows               (rows [g, 2g) see far keys only,
                by key: n < F ? K1 : K                                   rows [0, g) near ones only)
 
-2. `_decode_combine_kernel`, grid (b * h,): merges the 2 * splits partials of a head by LSE.
+2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE (2 * splits unmerged).
 
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
 ``_prefill._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
@@ -61,14 +63,16 @@ def _table_decode_split_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
     PARTIAL: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, HAS_KE: tl.constexpr,
-    HAS_K1: tl.constexpr, DOT_PREC: tl.constexpr,
+    HAS_K1: tl.constexpr, DOT_PREC: tl.constexpr, MERGE: tl.constexpr,
 ):
     # Q     [b, h, 1, d]          (row stride unused)     INV [r2] fp32 inverse frequencies
     # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index; POFF [b] position of key 0
     # K1    [b, h_kv, lk, d], K's strides (HAS_K1): every key re-rotated to the far key map (``key_cache``)
     # KE    [b] keys written (HAS_KE: a static cache): the query sits at key index KE - 1, keys >= KE unread
-    # Opart [b, h_kv, P, R, d] fp32, contiguous: normalised partial outputs
-    # Lpart [b, h_kv, P, R]    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
+    # Opart [b, h_kv, P, R', d] fp32, contiguous: normalised partial outputs (R' = R / 2 with MERGE, else R;
+    #                                            rows past the g (2g unmerged) heads' are never written)
+    # Lpart [b, h_kv, P, R']    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
+    # MERGE (with HAS_R1): q1's rows sit at [R / 2, R / 2 + g) and each is merged into its q row before the store
     # KMAP (module docstring): 0 keys as cached, 1 invariant in-tile table, 2 per-tile table, 3 group step
     # (KROT: keys rotated by (a - 1) j); PARTIAL: r2 < d / 2
     HALF: tl.constexpr = HEAD_DIM // 2
@@ -82,10 +86,17 @@ def _table_decode_split_kernel(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_h = tl.arange(0, HALF)
     offs_n = tl.arange(0, BLOCK_N)
-    n_rows = 2 * G if HAS_R1 else G
-    row_ok = rows < n_rows
-    is_r1 = rows >= G
-    head = off_hk * G + (rows % G)
+    HALF_R: tl.constexpr = BLOCK_R // 2
+    if HAS_R1 and MERGE:  # rows [0, g) q, [R / 2, R / 2 + g) q1
+        is_r1 = rows >= HALF_R
+        row_g = rows - is_r1.to(tl.int32) * HALF_R
+        row_ok = row_g < G
+    else:  # rows [0, g) q, [g, 2g) q1
+        n_rows = 2 * G if HAS_R1 else G
+        row_ok = rows < n_rows
+        is_r1 = rows >= G
+        row_g = rows % G
+    head = off_hk * G + row_g
     q_rows = Q + off_b * stride_qb + head[:, None].to(tl.int64) * stride_qh
     q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
 
@@ -185,12 +196,35 @@ def _table_decode_split_kernel(
                                poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d,
                                offs_h, BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
 
+    if HAS_R1 and MERGE:
+        acc, l_i, m_i = _merge_halves(acc, l_i, m_i, HALF_R, HEAD_DIM)
+        out_rows = tl.arange(0, HALF_R)
+        OUT_R: tl.constexpr = HALF_R
+        store_ok = out_rows < G
+    else:
+        out_rows = rows
+        OUT_R: tl.constexpr = BLOCK_R
+        store_ok = row_ok
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
-    part = (pid_bh * num_s + pid_s).to(tl.int64) * BLOCK_R
-    tl.store(Opart + (part + rows[:, None]) * HEAD_DIM + offs_d[None, :], out)
-    tl.store(Lpart + part + rows, lse)
+    part = (pid_bh * num_s + pid_s).to(tl.int64) * OUT_R
+    tl.store(Opart + (part + out_rows[:, None]) * HEAD_DIM + offs_d[None, :], out, mask=store_ok[:, None])
+    tl.store(Lpart + part + out_rows, lse, mask=store_ok)
+
+
+@triton.jit
+def _merge_halves(acc, l_i, m_i, HALF_R: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Merge row r + R/2 into row r (two partial softmaxes of one head over disjoint keys, log2 units):
+    acc [R, d], l_i, m_i [R] -> [R/2, d], [R/2], [R/2]."""
+    a0, a1 = tl.split(tl.permute(tl.reshape(acc, (2, HALF_R, HEAD_DIM)), (1, 2, 0)))
+    l0, l1 = tl.split(tl.permute(tl.reshape(l_i, (2, HALF_R)), (1, 0)))
+    m0, m1 = tl.split(tl.permute(tl.reshape(m_i, (2, HALF_R)), (1, 0)))
+    m = tl.maximum(m0, m1)
+    m_use = tl.where(m == float("-inf"), 0.0, m)
+    w0 = tl.math.exp2(m0 - m_use)
+    w1 = tl.math.exp2(m1 - m_use)
+    return a0 * w0[:, None] + a1 * w1[:, None], l0 * w0 + l1 * w1, m
 
 
 # (BLOCK_N, num_warps, num_stages) on a GPU, for every key path: (32,4,3), (32,4,4), (64,4,4) and (64,8,3) were
@@ -201,6 +235,9 @@ DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].spli
 # split rule: "wave" (programs fill one wave of the device, ``_occupancy``) or "sms4" (~4 programs per SM, the
 # rule before 2026-12-03; kept for side-by-side benchmarks)
 SPLIT_RULE = os.environ.get("ROPESHIFT_DECODE_SPLIT", "wave")
+# rows q1 merged into their q rows inside the split kernel (one partial per head and split, as plain's) rather
+# than by the combine (two); "0" keeps the two-partial layout for side-by-side benchmarks
+MERGE_ROWS = os.environ.get("ROPESHIFT_DECODE_MERGE", "1") != "0"
 
 
 def _decode_config(on_gpu):
@@ -283,7 +320,7 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
                 HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
                 PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
                 HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, HAS_KE=key_end is not None,
-                HAS_K1=k1 is not None,
+                HAS_K1=k1 is not None, MERGE=bool(MERGE_ROWS and spec.has_r1),
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
                 num_warps=num_warps, num_stages=num_stages)
 
@@ -307,14 +344,15 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     splits = _split_count(q, spec, b, h_kv, lk, block_n, key, warm)
     chunk = triton.cdiv(triton.cdiv(lk, splits), block_n) * block_n
     splits = triton.cdiv(lk, chunk)
-    opart = torch.empty((b, h_kv, splits, block_r, d), device=q.device, dtype=torch.float32)
-    lpart = torch.empty((b, h_kv, splits, block_r), device=q.device, dtype=torch.float32)
+    part_r = block_r // 2 if meta["MERGE"] else block_r  # partial rows per (row, kv head, split)
+    opart = torch.empty((b, h_kv, splits, part_r, d), device=q.device, dtype=torch.float32)
+    lpart = torch.empty((b, h_kv, splits, part_r), device=q.device, dtype=torch.float32)
     _table_decode_split_kernel[(splits, b * h_kv)](*args(opart, lpart, chunk), **meta)
     _decode_combine_kernel[(b * h,)](
         opart, lpart, out, lse,
         out.stride(0), out.stride(1), out.stride(3), lse.stride(0), lse.stride(1),
         h, g, splits,
-        HEAD_DIM=d, BLOCK_R=block_r, BLOCK_S=max(2, triton.next_power_of_2(splits)), HAS_R1=spec.has_r1,
-        num_warps=4,
+        HEAD_DIM=d, BLOCK_R=part_r, BLOCK_S=max(2, triton.next_power_of_2(splits)),
+        HAS_R1=spec.has_r1 and not meta["MERGE"], num_warps=4,
     )
     return out, lse
