@@ -191,3 +191,43 @@ def test_k1_write_kernel_equals_torch(case):
         torch.testing.assert_close(k1[i, :, s], want[i, :, s], rtol=1e-5, atol=1e-5)
         k1[i, :, s] = float("nan")
     assert k1.isnan().all()  # nothing but the slots
+
+
+@pytest.mark.parametrize("case", K1_CASES, ids=lambda c: c[0])
+def test_decode_kernel_writes_the_step_slot(case):
+    """``write_k1_slot``: the decode kernel writes K1's slot key_end - 1 of every row (the step's new key) as the
+    torch rotation does, touches no other slot, and returns what the same call without the write returns."""
+    from ropeshift.kernels import static_decode_attention
+    from ropeshift.kernels.key_cache import far_keys, kernel_writes_slot, write_far_keys
+    from ropeshift.kernels.spec import compile_table
+
+    method = build(*case[1:])
+    lk = 5 * TILE + 3
+    q, k, v, ke, ks = static_inputs(3, 8, 2, lk, 32, torch.float32, [lk, 2 * TILE + 1, 3 * TILE + 7], [0, 7, 3], 4)
+    inv = llama_inv_freq(32, base=10000.0, rotary_frac=0.5).to(DEV)
+    spec = compile_table(method.table()).for_keys(lk)
+    assert kernel_writes_slot(spec, torch.float32) and not kernel_writes_slot(spec, torch.float64)
+    poff = -ks
+    k1 = torch.full_like(k, float("nan"))
+    for i, e in enumerate(ke.tolist()):
+        write_far_keys(k1[i:i + 1], k[i:i + 1], spec, inv, pos_offset=poff[i:i + 1], stop=e - 1)
+    before = k1.clone()
+    scale = 0.2 * method.logit_scale
+    got = static_decode_attention(q, k, v, method.table(), inv_freq=inv, scale=scale, key_end=ke, key_start=ks,
+                                  pos_offset=poff, k1=k1, write_k1_slot=True)
+    want = far_keys(k, spec, inv, pos_offset=poff)
+    for i, e in enumerate(ke.tolist()):
+        torch.testing.assert_close(k1[i, :, e - 1], want[i, :, e - 1], rtol=1e-5, atol=1e-5)
+        k1[i, :, e - 1] = before[i, :, e - 1]
+    torch.testing.assert_close(k1, before, equal_nan=True, rtol=0, atol=0)  # nothing but the slots
+    k1_done = k1.clone()
+    for i, e in enumerate(ke.tolist()):
+        k1_done[i, :, e - 1] = want[i, :, e - 1]
+    again = static_decode_attention(q, k, v, method.table(), inv_freq=inv, scale=scale, key_end=ke, key_start=ks,
+                                    pos_offset=poff, k1=k1_done)
+    torch.testing.assert_close(got, again, rtol=1e-6, atol=1e-6)  # the write is the only difference
+    with pytest.raises(ValueError, match="write_k1 needs key_end"):
+        from ropeshift.kernels._decode import launch_decode
+
+        launch_decode(q, k, v, inv, ks, poff, torch.empty_like(q), torch.empty(3, 8, 1, device=DEV), spec=spec,
+                      scale=scale, k1=k1, write_k1=True)

@@ -120,15 +120,19 @@ def _composed(q, k, v, method, inv_freq, scale, qpos):
 
 
 def _far_keys(k1_store, k, spec, inv_freq, key_start, pos_offset, key_end):
-    """The layer's K1 cache with this step's key written (``far_cache.decode_k1``), or None (no store, or a table
-    whose far keys are read as cached)."""
-    from ..kernels.key_cache import needs_far_keys
+    """(the layer's K1 cache or None, whether the decode kernel writes this step's slot of it): K1 from
+    ``far_cache.decode_k1``; None without a store, or for a table whose far keys are read as cached."""
+    from ..kernels.key_cache import kernel_writes_slot, needs_far_keys
     from .far_cache import decode_k1
 
-    if k1_store is None or not needs_far_keys(spec.for_keys(k.shape[2])):
-        return None
+    reduced = spec.for_keys(k.shape[2])
+    if k1_store is None or not needs_far_keys(reduced):
+        return None, False
     store, layer = k1_store
-    return decode_k1(store, layer, k, spec, inv_freq, key_start=key_start, pos_offset=pos_offset, key_end=key_end)
+    by_kernel = kernel_writes_slot(reduced, k.dtype)
+    k1 = decode_k1(store, layer, k, spec, inv_freq, key_start=key_start, pos_offset=pos_offset, key_end=key_end,
+                   slot_by_kernel=by_kernel)
+    return k1, by_kernel and k1 is not None
 
 
 def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_given: bool,
@@ -171,10 +175,11 @@ def attend(impl, q, k, v, method, inv_freq, *, scale, qpos, kpos, kvalid, mask_g
                 if memo is not None:
                     memo[memo_key] = (key_start, pos_offset)
             if key_end is not None:  # static decode (``interface`` module docstring): the whole buffer, no sync
-                k1 = _far_keys(k1_store, k, spec, inv_freq, key_start, pos_offset, key_end)
+                k1, by_kernel = _far_keys(k1_store, k, spec, inv_freq, key_start, pos_offset, key_end)
                 return kernels.static_decode_attention(q, k, v, spec, inv_freq=inv_freq,
                                                        scale=scale * method.logit_scale, key_end=key_end,
-                                                       key_start=key_start, pos_offset=pos_offset, k1=k1)
+                                                       key_start=key_start, pos_offset=pos_offset, k1=k1,
+                                                       write_k1_slot=by_kernel)
             return kernels.table_attention(q, k, v, spec, inv_freq=inv_freq, scale=scale * method.logit_scale,
                                            key_start=key_start, pos_offset=pos_offset)
         if impl == "triton":

@@ -6,7 +6,8 @@ LM-Infinite) read their far keys pre-rotated from a second key buffer K1 during 
 
     forward                           K1 of the layer (state.far_keys[layer] = (buffer signature, K1))
     first static decode step          allocated like the static key buffer, every slot rotated (``key_cache.write_far_keys``)
-    later static decode steps         slot key_end - 1 of each row (device index, no host sync: capturable)
+    later static decode steps         slot key_end - 1 of each row (device index, no host sync: capturable),
+                                      by the decode kernel itself where ``key_cache.kernel_writes_slot``
     any other forward into the buffer its new slots [lk - lq, lk) of the cut view (a prefill into a live K1)
     static_decode_mode exits          dropped (state.far_keys cleared): nothing survives into another generation
 
@@ -42,16 +43,19 @@ def _capturing(k) -> bool:
     return k.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
-def decode_k1(store: dict, layer, k, spec, inv_freq, *, key_start, pos_offset, key_end):
+def decode_k1(store: dict, layer, k, spec, inv_freq, *, key_start, pos_offset, key_end, slot_by_kernel=False):
     """The layer's K1 [b, h_kv, lk, d] for a static decode step over the whole key buffer k, with the step's new
-    key (slot key_end - 1 of each row) written; None when it cannot be had here (a new buffer under a CUDA
-    graph capture, or a non-contiguous k). key_start, pos_offset [b] or None as the kernels take them."""
+    key (slot key_end - 1 of each row) written, unless ``slot_by_kernel``: then the decode kernel writes that
+    slot (``write_k1_slot``) and only a new K1 is filled here; None when it cannot be had here (a new buffer
+    under a CUDA graph capture, or a non-contiguous k). key_start, pos_offset [b] or None as the kernels take
+    them."""
     from ..kernels.key_cache import write_far_keys
 
     entry = store.get(layer)
     if entry is not None and entry[0] == _signature(k):
         k1 = entry[1]
-        write_far_keys(k1, k, spec, inv_freq, pos_offset=pos_offset, key_start=key_start, slots=key_end - 1)
+        if not slot_by_kernel:
+            write_far_keys(k1, k, spec, inv_freq, pos_offset=pos_offset, key_start=key_start, slots=key_end - 1)
         return k1
     store.pop(layer, None)
     if _capturing(k) or not k.is_contiguous():  # the kernel reads K1 with k's strides: a static cache's buffer

@@ -87,12 +87,13 @@ def causal_attention(q, k, v, *, scale, key_start=None):
     return _impl().causal_attention(q, k, v, scale=scale, key_start=key_start)
 
 
-def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None, k1=None):
+def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None, k1=None,
+                            write_k1_slot=False):
     """One-query attention over the first ``key_end[b]`` slots of a static cache's buffers (CUDA-graph decode),
-    far keys from the K1 cache ``k1`` when given (``key_cache``); see
-    `ropeshift.kernels.static_decode.static_decode_attention`. Returns (out, lse)."""
+    far keys from the K1 cache ``k1`` when given (``key_cache``; ``write_k1_slot``: the kernel writes the step's
+    own slot of it); see `ropeshift.kernels.static_decode.static_decode_attention`. Returns (out, lse)."""
     _impl()
     from .static_decode import static_decode_attention as run
 
     return run(q, k, v, table, inv_freq=inv_freq, scale=scale, key_end=key_end, key_start=key_start,
-               pos_offset=pos_offset, k1=k1)
+               pos_offset=pos_offset, k1=k1, write_k1_slot=write_k1_slot)

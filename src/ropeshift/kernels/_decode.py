@@ -48,6 +48,7 @@ import triton.language as tl
 from ._decode_combine import _decode_combine_kernel, _num_sms
 from ._decode_zones import _dzone, _halves, _key_table, _rest
 from ._prefill import _LOG2E, _map_delta, _partner, _rotate
+from .key_cache import kernel_writes_slot
 from .spec import RULE_LAMBDA
 
 
@@ -63,7 +64,7 @@ def _table_decode_split_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
     PARTIAL: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, HAS_KE: tl.constexpr,
-    HAS_K1: tl.constexpr, DOT_PREC: tl.constexpr, MERGE: tl.constexpr,
+    HAS_K1: tl.constexpr, DOT_PREC: tl.constexpr, MERGE: tl.constexpr, WRITE_K1: tl.constexpr,
 ):
     # Q     [b, h, 1, d]          (row stride unused)     INV [r2] fp32 inverse frequencies
     # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index; POFF [b] position of key 0
@@ -73,6 +74,7 @@ def _table_decode_split_kernel(
     #                                            rows past the g (2g unmerged) heads' are never written)
     # Lpart [b, h_kv, P, R']    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
     # MERGE (with HAS_R1): q1's rows sit at [R / 2, R / 2 + g) and each is merged into its q row before the store
+    # WRITE_K1 (with HAS_K1, HAS_KE): the first split of each (row, kv head) writes K1 at the query's own slot
     # KMAP (module docstring): 0 keys as cached, 1 invariant in-tile table, 2 per-tile table, 3 group step
     # (KROT: keys rotated by (a - 1) j); PARTIAL: r2 < d / 2
     HALF: tl.constexpr = HEAD_DIM // 2
@@ -129,6 +131,14 @@ def _table_decode_split_kernel(
             F = tl.maximum(pos - HI0 + 1, tl.minimum(F, near0))
     else:
         F = 0
+    if WRITE_K1:  # the step's new key into K1: near to its own query (F <= pos), so no program reads it now
+        if pid_s == 0:
+            k_row = K + off_b * stride_kb + off_hk * stride_kh + pos.to(tl.int64) * stride_kn
+            k_new = tl.load(k_row + offs_d[None, :] * stride_kd)
+            k_par = tl.load(k_row + _partner(offs_d, R2)[None, :] * stride_kd)
+            k_far = _rotate(k_new, k_par, INV, R2, offs_d, _map_delta(qpos, KA, KC, KG, KB))
+            tl.store(K1 + off_b * stride_kb + off_hk * stride_kh + pos.to(tl.int64) * stride_kn
+                     + offs_d[None, :] * stride_kd, k_far)
     start = pid_s * CHUNK
     stop = tl.minimum(start + CHUNK, lim)
     lo = start
@@ -288,7 +298,8 @@ def _split_count(q, spec, b, h_kv, lk, block_n, key, warm):
     return max(1, min(want, max_splits))
 
 
-def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale, key_end=None, k1=None):
+def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, scale, key_end=None, k1=None,
+                  write_k1=False):
     """Host launcher for lq == 1: fills `out` [b, h, 1, d] and `lse` [b, h, 1] in place (2 launches).
 
     q [b, h, 1, d]; k, v [b, h_kv, lk, d]; inv_freq [r2] fp32; key_start, pos_offset [b] int or None;
@@ -297,7 +308,9 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     are never read; None: key_end = lk (bottom-right alignment). The split count stays a function of lk.
     k1 [b, h_kv, lk, d] or None: the K1 cache (``key_cache.far_keys``: every key re-rotated to the far region's
     key map, k's dtype and strides); given for a spec whose far key map is not the identity, the far keys are
-    read from it (one dot per tile, no re-rotation); ignored for other specs."""
+    read from it (one dot per tile, no re-rotation); ignored for other specs. write_k1 (with k1 and key_end): the
+    kernel also writes K1's slot key_end - 1 (the step's new key, which this step reads from k), so the caller
+    writes only the slots below it (``key_cache.kernel_writes_slot`` says when a spec allows it)."""
     import torch
 
     b, h, _, d = q.shape
@@ -316,11 +329,15 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
             raise ValueError(f"k1 must match k's shape, strides, dtype and device; got {tuple(k1.shape)} "
                              f"{k1.stride()} {k1.dtype} for k {tuple(k.shape)} {k.stride()} {k.dtype}")
         kmap, krot = 0, False  # the far keys read as cached, from K1
+    write_k1 = bool(write_k1 and k1 is not None)
+    if write_k1 and (key_end is None or not kernel_writes_slot(spec, k.dtype)):
+        raise ValueError("write_k1 needs key_end and a spec whose query never reads its own key as far "
+                         "(key_cache.kernel_writes_slot)")
     meta = dict(HEAD_DIM=d, BLOCK_R=block_r, BLOCK_N=block_n,
                 HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
                 PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
                 HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, HAS_KE=key_end is not None,
-                HAS_K1=k1 is not None, MERGE=bool(MERGE_ROWS and spec.has_r1),
+                HAS_K1=k1 is not None, MERGE=bool(MERGE_ROWS and spec.has_r1), WRITE_K1=write_k1,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
                 num_warps=num_warps, num_stages=num_stages)
 

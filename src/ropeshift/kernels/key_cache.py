@@ -42,6 +42,13 @@ def needs_far_keys(table) -> bool:
     return spec.has_r1 and spec.k_map[0] != MAP_IDENTITY
 
 
+def kernel_writes_slot(spec: KernelSpec, dtype) -> bool:
+    """Whether the decode kernel may write a static decode step's new K1 slot itself (``_decode``'s ``WRITE_K1``)
+    instead of a separate launch: the query's own key is never far to it (region 0 holds d = 0: lo1, hi0 >= 1,
+    so F <= pos), and the kernel's fp32 angles are the write's precision (not fp64 keys, rotated in fp64 here)."""
+    return spec.has_r1 and spec.lo1 >= 1 and spec.hi0 >= 1 and dtype != torch.float64
+
+
 def far_delta(pos: torch.Tensor, k_map: tuple) -> torch.Tensor:
     """kmap(pos) - pos = (a - 1) pos + c floor(pos / G) + b of integer positions (any shape): int64 when a and b
     are integers, else fp64. ``k_map``: a spec's (kind, a, c, G, b)."""
@@ -135,4 +142,4 @@ def _write_kernel(k1, k, spec, inv_freq, pos_offset, key_start, start, stop, slo
         float(shift), BLOCK=64, **common)
 
 
-__all__ = ["far_delta", "far_keys", "needs_far_keys", "write_far_keys"]
+__all__ = ["far_delta", "far_keys", "kernel_writes_slot", "needs_far_keys", "write_far_keys"]

@@ -20,7 +20,8 @@ from ._decode import launch_decode
 from .attention import _check, _prepare
 
 
-def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None, k1=None):
+def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_start=None, pos_offset=None, k1=None,
+                            write_k1_slot=False):
     """One-query segment-table attention over the first ``key_end[b]`` slots of k/v.
 
     q [b, h, 1, d]; k, v [b, h_kv, lk, d] (a static cache's buffers); ``table``: a ``SegmentTable`` or a
@@ -28,7 +29,9 @@ def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_sta
     key_start [b] or None: first valid key (left padding); pos_offset [b] or None: the position of key index 0
     (default -key_start). k1 [b, h_kv, lk, d] or None: the K1 cache of k (``key_cache``; k's dtype and strides,
     slots below key_end written with the same pos_offset), read for the far keys of a table with a far key
-    map (others ignore it). Returns out [b, h, 1, d] (q.dtype) and lse [b, h, 1] fp32; no visible key: 0, -inf.
+    map (others ignore it). write_k1_slot (with k1): the kernel also writes k1's slot key_end - 1, the step's
+    new key, rotated as ``key_cache.far_keys`` does (the spec must allow it: ``key_cache.kernel_writes_slot``;
+    slots below it must be written already). Returns out [b, h, 1, d] (q.dtype) and lse [b, h, 1] fp32; no visible key: 0, -inf.
     """
     _check(q, k, v, key_start, pos_offset)
     b = q.shape[0]
@@ -40,5 +43,5 @@ def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_sta
     out = torch.empty_like(q)
     lse = torch.empty((b, q.shape[1], 1), device=q.device, dtype=torch.float32)
     launch_decode(q, k, v, inv, key_start, pos_offset, out, lse, spec=spec, scale=float(scale), key_end=key_end,
-                  k1=k1)
+                  k1=k1, write_k1=write_k1_slot)
     return out, lse
