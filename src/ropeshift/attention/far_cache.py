@@ -14,10 +14,11 @@ LM-Infinite) read their far keys pre-rotated from a second key buffer K1 during 
 The buffer signature is (data_ptr, shape, strides, dtype, device) of the static cache's whole key buffer; a new
 buffer (another cache, or row compaction's selected rows) rebuilds K1 at its first decode step, which is eager
 (warm-up steps precede every capture; under a capture a missing K1 falls back to the kernel's own re-rotation).
-Memory: one more K buffer per layer while static decode runs. Switch: ROPESHIFT_K1_CACHE=1 (on, also on CPU
-under the Triton interpreter), 0 or unset: off. Off by default because it is measured faster in the decode
-kernel (64k, B = 8: 1.006x plain decode against 1.14x) but not end to end yet (32k, B = 1, 8 layers: 293.8 tok/s
-with it, 318.7 without, in two runs of another day; benchmarks/RESULTS.md): turn it on per run to compare.
+Memory: one more K buffer per layer while static decode runs (the peak stays the prefill's: 9.88 GiB with and
+without it at 32k, benchmarks/RESULTS.md). Switch: ROPESHIFT_K1_CACHE, on unless "0". On by default since the
+decode kernel writes each step's slot itself (no launch of its own): at 32k, B = 1, 8 layers, end to end, K1 on
+against off in the same run gave rerope 338.5 / 331.3, self_extend 338.0 / 302.0, dca 357.9 / 326.1 tok/s, and
+the decode kernel 1.000-1.015x plain at 64k-128k, B = 1 and 8 (H200, 2026-12-03 fifth session).
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ K1_ENV = "ROPESHIFT_K1_CACHE"
 
 
 def k1_wanted() -> bool:
-    """Whether static decode keeps a K1 cache (the ``K1_ENV`` switch, read per call; default off)."""
+    """Whether static decode keeps a K1 cache (the ``K1_ENV`` switch, read per call; on unless "0")."""
     if torch.compiler.is_compiling():
         return False
-    return os.environ.get(K1_ENV, "") == "1"
+    return os.environ.get(K1_ENV, "1") != "0"
 
 
 def _signature(k) -> tuple:

@@ -17,7 +17,7 @@ Static decode (CUDA graphs): when the runtime state's ``static_decode`` is set (
 captured), a one-query forward instead gets the mask over the static cache's whole buffer, n = lk, with the
 unwritten slots False, built on the device from the cache's offset tensor; the attention keeps the full-length
 key/value and passes the kernels ``key_end`` [b] (written keys per row) as a device tensor. No host sync, no
-shape that depends on the step. With ROPESHIFT_K1_CACHE=1, methods that re-rotate far keys keep a per-layer K1
+shape that depends on the step. Methods that re-rotate far keys keep a per-layer K1 (ROPESHIFT_K1_CACHE=0: off)
 cache of pre-rotated keys meanwhile (``far_cache``: written by every forward into the buffer, dropped when static
 decode ends). The caller's mask must cover the whole buffer, and its ``position_ids`` must
 number each row's valid tokens from 0 (``attention_mask.cumsum(-1) - 1``, as ``generate`` does)::

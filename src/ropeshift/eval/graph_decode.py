@@ -24,7 +24,7 @@ selected, the buffers cut, the step captured again).
 ``graphs=False`` runs the same steps eagerly (CPU tests: its texts equal ``model.generate``'s). Greedy argmax
 like ``generate`` with no logits processors; ties go to the lowest token id in both.
 
-K1 cache (opt-in, ROPESHIFT_K1_CACHE=1): for the re-rotating methods (a far key map that is not the identity)
+K1 cache (on by default; ROPESHIFT_K1_CACHE=0 turns it off): for the re-rotating methods (a far key map that is not the identity)
 each layer keeps a second key buffer of pre-rotated keys during the loop (``ropeshift.attention.far_cache``; +1 K buffer per layer, built at
 the first, eager decode step, dropped when ``static_decode_mode`` exits).
 

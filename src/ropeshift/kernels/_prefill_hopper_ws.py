@@ -4,10 +4,10 @@ Serves a fresh prefill (Lq == Lk, no padding; q/k/v [b, h, n, d], head_dim 64/12
 two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend) or DCA's chunk rule
 (``unserved_reason``); the Lambda rule (LM-Infinite) and every other call take the portable kernel
 (``_prefill.py``). Region 0 scores q . k as cached; region 1 scores q1 . k1, both made once per call by the
-portable prologue kernel (``_prefill._rotate_keys_kernel``, fp32 angles) into Q- and K-sized buffers that TMA
-loads like q and k: q1 = q re-rotated per row by the query map, k1 = k by the key map. A constant query shift
-(STRING) is folded into the key map instead at D = 128, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is
-re-rotated (``FOLD_SHIFT_DIMS``). Making q1 inside the consumer warpgroups instead (per element or per column)
+portable prologue kernel (``_prefill._rotate_keys_kernel``, fp32 angles; only the rows this kernel reads:
+``_prefill._rows_used``) into Q- and K-sized buffers that TMA loads like q and k: q1 = q re-rotated per row by
+the query map, k1 = k by the key map. A constant query shift (STRING) is folded into the key map instead at
+D = 128, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is re-rotated (``FOLD_SHIFT_DIMS``). Making q1 inside the consumer warpgroups instead (per element or per column)
 cost 3-20 % more at 32k (benchmarks/RESULTS.md).
 
 One program = 128 query rows of one (batch, head); three partitions run at once::
@@ -413,9 +413,12 @@ def _maps(spec, head_dim):
     return q_map, k_map
 
 
-def _rotated(x, pos_map, inv_freq, pos_offset, out=None):
+def _rotated(x, pos_map, inv_freq, pos_offset, out=None, *, spec=None, trim=0):
     """x [b, hx, n, d] (contiguous) re-rotated by map(p) - p at p = index + pos_offset[b], by the portable
-    prologue kernel (``_prefill._rotate_keys_kernel``) into ``out`` (contiguous, x's shape; None: a new buffer)."""
+    prologue kernel (``_prefill._rotate_keys_kernel``) into ``out`` (contiguous, x's shape; None: a new buffer).
+    ``trim`` 1 (x = q) / 2 (x = k): only the rows this kernel reads as Q1 / K1 for ``spec`` are made, the others
+    are left as they were (``_prefill._rows_used``: e.g. DCA's first chunk of queries, the last chunk of keys);
+    0: every row."""
     from ._prefill import _rotate_keys_kernel
 
     b, hx, n, d = x.shape
@@ -424,9 +427,14 @@ def _rotated(x, pos_map, inv_freq, pos_offset, out=None):
         out = torch.empty_like(x)
     elif out.shape != x.shape or out.dtype != x.dtype or not (x.is_contiguous() and out.is_contiguous()):
         raise ValueError("_rotated: out must be contiguous with x's shape and dtype (the kernel uses x's strides)")
+    chunk = trim != 0 and spec.rule == RULE_CHUNK
     _rotate_keys_kernel[(triton.cdiv(n, 64), b * hx)](
         x, out, inv_freq, x, pos_offset if pos_offset is not None else x, *x.stride(), hx, n, inv_freq.numel(),
-        a, c, g, shift, HEAD_DIM=d, BLOCK=64, HAS_KS=False, HAS_POFF=pos_offset is not None, num_warps=4)
+        a, c, g, shift, HEAD_DIM=d, BLOCK=64, HAS_KS=False, HAS_POFF=pos_offset is not None,
+        HALVES=2 * inv_freq.numel() == d, TRIM=trim, T_RULE=int(chunk),
+        T_LO1=int(min(spec.lo1, 1 << 30)) if trim else 0, T_CS=max(int(spec.ra), 1) if chunk else 1,
+        T_N=triton.cdiv(n, BLOCK_M) * BLOCK_M,
+        T_BLOCK=BLOCK_M if trim == 1 else BLOCK_N, num_warps=4)
     return out
 
 
@@ -446,11 +454,11 @@ def _operands(q, k, v, inv_freq, out, spec, pos_offset=None):
     q_map, k_map = _maps(spec, q.shape[-1])
     if q_map is not None:
         q = q if q.is_contiguous() else q.contiguous()
-        q1 = _rotated(q, q_map, inv_freq, pos_offset, out=out)
+        q1 = _rotated(q, q_map, inv_freq, pos_offset, out=out, spec=spec, trim=1)
     else:
         q = q1 = q if q.is_contiguous() else out.copy_(q)
     k, v = (t if t.is_contiguous() else t.contiguous() for t in (k, v))
-    k1 = _rotated(k, k_map, inv_freq, pos_offset) if k_map is not None else k
+    k1 = _rotated(k, k_map, inv_freq, pos_offset, spec=spec, trim=2) if k_map is not None else k
     return q, q1, k, k1, v
 
 

@@ -125,7 +125,8 @@ def _write_kernel(k1, k, spec, inv_freq, pos_offset, key_start, start, stop, slo
         poff = pos_offset  # as the dispatch passes it: no cast kernels in a captured decode step
     else:
         poff = _offset(k, pos_offset, key_start).to(torch.int32)
-    common = dict(HEAD_DIM=d, HAS_KS=False, HAS_POFF=True, num_warps=4 if slots is None else 1)
+    common = dict(HEAD_DIM=d, HAS_KS=False, HAS_POFF=True, HALVES=2 * inv.numel() == d,
+                  num_warps=4 if slots is None else 1)
     args = (inv, k, poff, *k.stride(), h_kv, lk, inv.numel(), float(a), int(c), int(g), float(shift))
     if slots is not None:
         _rotate_keys_kernel[(1, b * h_kv)](k, k1, *args, BLOCK=16, SLOTS=slots.to(torch.int32),
