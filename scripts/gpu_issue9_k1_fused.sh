@@ -31,14 +31,7 @@ echo "== ncu, 64k B = 8 with K1 ($(left) s left)"
 for m in rerope dca plain; do
   timeout "$(cap 25 5)" ncu --nvtx --nvtx-include "profile/" --metrics gpu__time_duration.sum,dram__bytes_read.sum \
     --csv python3 benchmarks/profile_kernel.py --method $m --n 64k --decode --batch 8 --k1 > "$OUT/ncu_$m.csv" 2>&1
-  python3 - "$OUT/ncu_$m.csv" "$m" <<'EOF'
-import csv, sys
-rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
-head, body = rows[0], rows[1:]
-i = {k: head.index(k) for k in ("Kernel Name", "Grid Size", "Metric Name", "Metric Value")}
-for r in body:
-    print(sys.argv[2], r[i["Kernel Name"]], r[i["Grid Size"]], r[i["Metric Name"]], r[i["Metric Value"]])
-EOF
+  ncu_table "$OUT/ncu_$m.csv" "$m"
 done
 echo "done in $(( $(date +%s) - start )) s"
 (cd "$OUT" && tar czf /tmp/all.tgz --exclude=all.tgz . && find . -type f ! -name versions.txt -delete && mv /tmp/all.tgz .)

@@ -25,14 +25,7 @@ echo "== ncu, prefill 32k ($(left) s left)"
 for m in self_extend dca; do
   timeout "$(cap 25 95)" ncu --nvtx --nvtx-include "profile/" --metrics gpu__time_duration.sum \
     --csv python3 benchmarks/profile_kernel.py --method $m --n 32k > "$OUT/ncu_$m.csv" 2>&1
-  python3 - "$OUT/ncu_$m.csv" "$m" <<'EOF'
-import csv, sys
-rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
-head, body = rows[0], rows[1:]
-i = {k: head.index(k) for k in ("Kernel Name", "Grid Size", "Metric Name", "Metric Value")}
-for r in body:
-    print(sys.argv[2], r[i["Kernel Name"]], r[i["Grid Size"]], r[i["Metric Name"]], r[i["Metric Value"]])
-EOF
+  ncu_table "$OUT/ncu_$m.csv" "$m"
 done
 
 echo "== end to end ($(left) s left)"

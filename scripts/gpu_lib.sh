@@ -6,6 +6,7 @@
 #   cap W [R]   W, or less so that R seconds stay for what follows (at least 1)
 #   run_tests W R PYTEST_ARGS...   pytest -q -n 8 into $OUT/tests.log for at most `cap W R` s, then its last line
 #               and its failures
+#   ncu_table CSV LABEL   one line per kernel and metric of an `ncu --csv` report: LABEL, kernel, grid, metric, value
 OUT="${OUT:?set OUT}"
 LIMIT="${LIMIT:-${1:-540}}"
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -19,4 +20,15 @@ run_tests() {
   shift 2
   timeout "$(cap "$want" "$rest")" python3 -m pytest -q -p no:cacheprovider -n 8 -rs "$@" > "$OUT/tests.log" 2>&1
   tail -1 "$OUT/tests.log"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head
+}
+ncu_table() {
+  python3 - "$1" "$2" <<'EOF'
+import csv, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+if rows:
+    head, body = rows[0], rows[1:]
+    i = {k: head.index(k) for k in ("Kernel Name", "Grid Size", "Metric Name", "Metric Value")}
+    for r in body:
+        print(sys.argv[2], r[i["Kernel Name"]], r[i["Grid Size"]], r[i["Metric Name"]], r[i["Metric Value"]])
+EOF
 }

@@ -47,7 +47,7 @@ import triton.language as tl
 
 from ._decode_combine import _decode_combine_kernel, _num_sms
 from ._decode_zones import _dzone, _halves, _key_table, _rest
-from ._prefill import _LOG2E, _map_delta, _partner, _rotate
+from ._prefill import _LOG2E, _map_delta, _partner, _rotate, _row_offsets
 from .key_cache import kernel_writes_slot
 from .spec import RULE_LAMBDA
 
@@ -102,14 +102,7 @@ def _table_decode_split_kernel(
     q_rows = Q + off_b * stride_qb + head[:, None].to(tl.int64) * stride_qh
     q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
 
-    if HAS_KS:
-        ks = tl.load(KS + off_b).to(tl.int32)
-    else:
-        ks = 0
-    if HAS_POFF:
-        poff = tl.load(POFF + off_b).to(tl.int32)
-    else:
-        poff = -ks
+    ks, poff = _row_offsets(KS, POFF, off_b, HAS_KS, HAS_POFF)
     if HAS_KE:
         lim = tl.minimum(tl.load(KE + off_b).to(tl.int32), LK)
     else:

@@ -257,18 +257,13 @@ def _table_prefill_kernel(
     pos = offs_m + (LK - LQ)
     p_min = pid_m * BLOCK_M + (LK - LQ)
     p_max = tl.minimum(p_min + BLOCK_M - 1, LK - 1)
+    ks, poff = _row_offsets(KS, POFF, off_b, HAS_KS, HAS_POFF)
     if HAS_KS:
-        ks = tl.load(KS + off_b).to(tl.int32)
         t0 = (ks // BLOCK_N) * BLOCK_N
         lo = t0 + BLOCK_N
     else:
-        ks = 0
         t0 = 0
         lo = 0
-    if HAS_POFF:
-        poff = tl.load(POFF + off_b).to(tl.int32)
-    else:
-        poff = -ks
     if HAS_R1 and QMAP != 0:
         qp = tl.load(q_rows + _partner(offs_d, R2)[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
         if QMAP == 1:
@@ -379,6 +374,21 @@ def _table_prefill_kernel(
 
 
 @triton.jit
+def _row_offsets(KS, POFF, off_b, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr):
+    """(first valid key index ks, position of key index 0 poff) of batch row off_b, int32: KS[b] / 0 and
+    POFF[b] / -ks, as every kernel here takes them."""
+    if HAS_KS:
+        ks = tl.load(KS + off_b).to(tl.int32)
+    else:
+        ks = 0
+    if HAS_POFF:
+        poff = tl.load(POFF + off_b).to(tl.int32)
+    else:
+        poff = -ks
+    return ks, poff
+
+
+@triton.jit
 def _rows_used(offs, poff, TRIM: tl.constexpr, T_RULE: tl.constexpr, T_LO1, T_CS, T_N, T_BLOCK: tl.constexpr):
     """Which rows [BLOCK] of a Hopper prefill's Q1 / K1 that kernel ever reads (``_prefill_hopper_ws``: 128-row
     query programs, 128-key tiles; index = position - poff, poff >= 0):
@@ -417,14 +427,7 @@ def _rotate_keys_kernel(
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H_KV).to(tl.int64)
     off_hk = (pid_bh % H_KV).to(tl.int64)
-    if HAS_KS:
-        ks = tl.load(KS + off_b).to(tl.int32)
-    else:
-        ks = 0
-    if HAS_POFF:
-        poff = tl.load(POFF + off_b).to(tl.int32)
-    else:
-        poff = -ks
+    ks, poff = _row_offsets(KS, POFF, off_b, HAS_KS, HAS_POFF)
     if HAS_SLOTS:
         lane = tl.arange(0, BLOCK)
         offs = tl.load(SLOTS + off_b).to(tl.int32) + lane
