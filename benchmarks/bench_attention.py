@@ -308,9 +308,10 @@ def _k1_columns(q, ks, vs, methods, n, inv, scale, poff):
 
     end = torch.full((q.shape[0],), n, dtype=torch.int32, device=q.device)
 
-    def run(spec, k1s):
+    def run(spec, k1s):  # with the step's slot write, as static decode runs it (it rewrites the same value)
         return [kernels.static_decode_attention(q, k, v, spec, inv_freq=inv, scale=scale, key_end=end,
-                                                pos_offset=poff, k1=k1) for k, v, k1 in zip(ks, vs, k1s)]
+                                                pos_offset=poff, k1=k1, write_k1_slot=k1 is not None)
+                for k, v, k1 in zip(ks, vs, k1s)]
 
     cols = {"ours plain [k1]": lambda: run(PLAIN, [None] * len(ks))}
     for name in methods:

@@ -213,6 +213,11 @@ def test_decode_kernel_writes_the_step_slot(case):
         write_far_keys(k1[i:i + 1], k[i:i + 1], spec, inv, pos_offset=poff[i:i + 1], stop=e - 1)
     before = k1.clone()
     scale = 0.2 * method.logit_scale
+    # the slot the kernel writes is never read in the same call (the step's own key is near to its query): with it
+    # NaN-poisoned the output is finite, and equals the output with it filled (below)
+    unread = static_decode_attention(q, k, v, method.table(), inv_freq=inv, scale=scale, key_end=ke, key_start=ks,
+                                     pos_offset=poff, k1=before.clone())
+    assert unread[0].isfinite().all() and unread[1].isfinite().all()
     got = static_decode_attention(q, k, v, method.table(), inv_freq=inv, scale=scale, key_end=ke, key_start=ks,
                                   pos_offset=poff, k1=k1, write_k1_slot=True)
     want = far_keys(k, spec, inv, pos_offset=poff)
@@ -226,6 +231,7 @@ def test_decode_kernel_writes_the_step_slot(case):
     again = static_decode_attention(q, k, v, method.table(), inv_freq=inv, scale=scale, key_end=ke, key_start=ks,
                                     pos_offset=poff, k1=k1_done)
     torch.testing.assert_close(got, again, rtol=1e-6, atol=1e-6)  # the write is the only difference
+    torch.testing.assert_close(unread, again, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="write_k1 needs key_end"):
         from ropeshift.kernels._decode import launch_decode
 

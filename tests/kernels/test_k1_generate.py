@@ -85,6 +85,25 @@ def test_k1_switch(monkeypatch):
     assert far_cache.k1_wanted()
 
 
+def test_k1_done_without_when_it_cannot_be_allocated(monkeypatch):
+    """A K1 that does not fit the device's memory is done without (None: the kernel's own re-rotation)."""
+    from ropeshift.kernels.spec import compile_table
+    from ropeshift.methods.registry import METHODS as REG
+
+    spec = compile_table(REG["rerope"](window=4).table())
+    inv = 1.0 / (10000 ** (torch.arange(0, 16, 2, dtype=torch.float32) / 16))
+    buf = torch.randn(2, 2, 20, 16)
+
+    def oom(*a, **kw):
+        raise torch.OutOfMemoryError("no memory for K1")
+
+    monkeypatch.setattr(far_cache.torch, "empty_like", oom)
+    store = {}
+    assert far_cache.decode_k1(store, 0, buf, spec, inv, key_start=None, pos_offset=None,
+                               key_end=torch.tensor([9, 9])) is None
+    assert store == {}
+
+
 def test_k1_follows_a_forward_into_its_buffer():
     """A prefill into a buffer with a live K1 (a cut view of it) writes K1 for its new slots, nothing else; a
     tensor that is not a view of the buffer leaves K1 alone."""

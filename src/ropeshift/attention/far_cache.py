@@ -14,11 +14,14 @@ LM-Infinite) read their far keys pre-rotated from a second key buffer K1 during 
 The buffer signature is (data_ptr, shape, strides, dtype, device) of the static cache's whole key buffer; a new
 buffer (another cache, or row compaction's selected rows) rebuilds K1 at its first decode step, which is eager
 (warm-up steps precede every capture; under a capture a missing K1 falls back to the kernel's own re-rotation).
-Memory: one more K buffer per layer while static decode runs (the peak stays the prefill's: 9.88 GiB with and
-without it at 32k, benchmarks/RESULTS.md). Switch: ROPESHIFT_K1_CACHE, on unless "0". On by default since the
-decode kernel writes each step's slot itself (no launch of its own): at 32k, B = 1, 8 layers, end to end, K1 on
-against off in the same run gave rerope 338.5 / 331.3, self_extend 338.0 / 302.0, dca 357.9 / 326.1 tok/s, and
-the decode kernel 1.000-1.015x plain at 64k-128k, B = 1 and 8 (H200, 2026-12-03 fifth session).
+Memory: one more K buffer per layer while static decode runs (at 32k, B = 1, 8 layers the peak stays the
+prefill's: 9.88 GiB with and without it, benchmarks/RESULTS.md; with a cache that fills the device it is +50 %
+of the keys and values, and a K1 that cannot be allocated is done without).
+
+Switch: ROPESHIFT_K1_CACHE, on unless "0". On by default since the decode kernel writes each step's slot itself
+(no launch of its own): at 32k, B = 1, 8 layers, end to end, K1 on against off in the same run gave rerope
+338.5 / 331.3, self_extend 338.0 / 302.0, dca 357.9 / 326.1 tok/s, and the decode kernel 1.000-1.015x plain at
+64k-128k, B = 1 and 8 (H200, 2026-12-03 fifth session).
 """
 from __future__ import annotations
 
@@ -48,8 +51,8 @@ def decode_k1(store: dict, layer, k, spec, inv_freq, *, key_start, pos_offset, k
     """The layer's K1 [b, h_kv, lk, d] for a static decode step over the whole key buffer k, with the step's new
     key (slot key_end - 1 of each row) written, unless ``slot_by_kernel``: then the decode kernel writes that
     slot (``write_k1_slot``) and only a new K1 is filled here; None when it cannot be had here (a new buffer
-    under a CUDA graph capture, or a non-contiguous k). key_start, pos_offset [b] or None as the kernels take
-    them."""
+    under a CUDA graph capture, a non-contiguous k, or no memory left for it: the decode kernel then re-rotates
+    the far keys in registers, as without K1). key_start, pos_offset [b] or None as the kernels take them."""
     from ..kernels.key_cache import write_far_keys
 
     entry = store.get(layer)
@@ -61,7 +64,10 @@ def decode_k1(store: dict, layer, k, spec, inv_freq, *, key_start, pos_offset, k
     store.pop(layer, None)
     if _capturing(k) or not k.is_contiguous():  # the kernel reads K1 with k's strides: a static cache's buffer
         return None
-    k1 = torch.empty_like(k)
+    try:
+        k1 = torch.empty_like(k)
+    except torch.OutOfMemoryError:  # a cache near the device's memory: K1 would be +50 % of it; go without
+        return None
     write_far_keys(k1, k, spec, inv_freq, pos_offset=pos_offset, key_start=key_start)
     store[layer] = (_signature(k), k1)
     return k1

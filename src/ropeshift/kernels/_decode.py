@@ -29,8 +29,8 @@ Two launches, no host syncs, CUDA-graph capturable:
    buffer its region scores (no trig per tile, no key rotation, no group step, no second pipelined load)::
 
        keys  [ far: region 1 only ][ edge tile ][ near: region 0 only ]
-               K1 rows               K1 | K       K rows               (rows [g, 2g) see far keys only,
-               by key: n < F ? K1 : K                                   rows [0, g) near ones only)
+               K1 rows               K1 | K       K rows               (q1's rows see far keys only,
+               by key: n < F ? K1 : K                                   q's rows near ones only)
 
 2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE (2 * splits unmerged).
 

@@ -1,7 +1,8 @@
 """Second launch of the split-KV decode (``_decode``): merge the per-split, per-row partials of each head by LSE.
 
 Shape legend as in ``_decode``: b batch, h query heads, h_kv key/value heads, g = h / h_kv, d head dim,
-R = padded stacked rows (rows g' and g + g' hold disjoint parts of head g''s softmax), P = splits.
+R = partial rows per split (one per head, or, with the split kernel's MERGE off, rows g' and g + g' holding
+disjoint parts of head g''s softmax: HAS_R1), P = splits.
 """
 
 import triton

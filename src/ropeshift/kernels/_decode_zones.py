@@ -8,7 +8,8 @@ methods use without a K1 cache::
     MODE 3  q [R, d] . k^T            with a K1 cache: each key read once, from K1 (pre-rotated to the key map)
                                       where ``far``, else from K; one loop over every tile, as plain's
 
-Every mode leaves rows [0, g) (q) to the near keys and rows [g, 2g) (q1) to the far ones (``key_r1 == is_r1``).
+Every mode leaves q's rows ([0, g)) to the near keys and q1's rows ([R/2, R/2 + g), or [g, 2g) unmerged) to the
+far ones (``key_r1 == is_r1``).
 Shape legend as ``_decode``: R padded stacked rows, d head dim, HALF = d / 2, BLOCK_N keys per tile.
 """
 

@@ -7,8 +7,9 @@ two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend)
 portable prologue kernel (``_prefill._rotate_keys_kernel``, fp32 angles; only the rows this kernel reads:
 ``_prefill._rows_used``) into Q- and K-sized buffers that TMA loads like q and k: q1 = q re-rotated per row by
 the query map, k1 = k by the key map. A constant query shift (STRING) is folded into the key map instead at
-D = 128, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is re-rotated (``FOLD_SHIFT_DIMS``). Making q1 inside the consumer warpgroups instead (per element or per column)
-cost 3-20 % more at 32k (benchmarks/RESULTS.md).
+D = 128, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is re-rotated (``FOLD_SHIFT_DIMS``). Making q1 inside
+the consumer warpgroups instead (per element or per column) cost 3-20 % more at 32k (benchmarks/RESULTS.md).
+Positions are >= 0 (pos_offset >= 0), as the zones (``_chunk_zones``) and the prologue's trim assume.
 
 One program = 128 query rows of one (batch, head); three partitions run at once::
 

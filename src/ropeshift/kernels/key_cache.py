@@ -12,7 +12,8 @@ is written, instead of in registers on every decode step::
 Rotations as everywhere in ropeshift (``rope.rotate``): HF rotate_half over the first 2 r2 dims (dims beyond
 untouched), angles in fp32 from ``inv_freq`` (fp64 for fp64 keys), the result in k's dtype; the delta
 kmap(p) - p itself is exact (int64, or fp64 for a fractional a: leaky ReRoPE). No host sync: the per-row slot
-write of a decode step is graph-capturable. On CUDA the writes are one launch of the prefill
+write of a decode step is graph-capturable, and the decode kernel itself makes it where
+``kernel_writes_slot`` allows (``_decode``'s WRITE_K1). On CUDA the other writes are one launch of the prefill
 prologue kernel (``_write_kernel``: triton imported then, lazily); elsewhere torch ops.
 
 Memory: one more K buffer per layer ([b, h_kv, lk, d] in k's dtype) while it lives (static decode only).

@@ -31,7 +31,8 @@ def static_decode_attention(q, k, v, table, *, inv_freq, scale, key_end, key_sta
     slots below key_end written with the same pos_offset), read for the far keys of a table with a far key
     map (others ignore it). write_k1_slot (with k1): the kernel also writes k1's slot key_end - 1, the step's
     new key, rotated as ``key_cache.far_keys`` does (the spec must allow it: ``key_cache.kernel_writes_slot``;
-    slots below it must be written already). Returns out [b, h, 1, d] (q.dtype) and lse [b, h, 1] fp32; no visible key: 0, -inf.
+    slots below it must be written already). Returns out [b, h, 1, d] (q.dtype) and lse [b, h, 1] fp32; no
+    visible key: 0, -inf.
     """
     _check(q, k, v, key_start, pos_offset)
     b = q.shape[0]
