@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ropeshift.kernels._prefill import _cos_sin
+from ropeshift.kernels._rotary import _cos_sin
 
 
 @triton.jit

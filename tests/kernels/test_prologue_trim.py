@@ -1,4 +1,4 @@
-"""The prefill prologue kernel (``_prefill._rotate_keys_kernel``) as the Hopper prefill calls it: full-rotary
+"""The prefill prologue kernel (``_prologue._rotate_keys_kernel``) as the Hopper prefill calls it: full-rotary
 halves (one cos/sin per pair) equal the general path, and ``TRIM`` makes every Q1 / K1 row that kernel reads
 while leaving the others untouched (a superset of the read rows, and a real subset of all rows where a table
 allows: DCA's first chunk of queries, the keys past the last far tile).
@@ -45,7 +45,7 @@ def _read_rows(spec, p0, n):
 
 
 def _launch(x, spec, pos_map, inv, poff, trim, halves):
-    from ropeshift.kernels._prefill import _rotate_keys_kernel
+    from ropeshift.kernels._prologue import _rotate_keys_kernel
 
     b, hx, n, d = x.shape
     _, a, c, g, shift = pos_map

@@ -35,7 +35,7 @@ Two launches, no host syncs, CUDA-graph capturable:
 2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE (2 * splits unmerged).
 
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
-``_prefill._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
+``_rotary._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
 h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, r2 = len(inv_freq), R = padded stacked
 rows, P = splits.
 """
@@ -47,7 +47,8 @@ import triton.language as tl
 
 from ._decode_combine import _decode_combine_kernel, _num_sms
 from ._decode_zones import _dzone, _halves, _key_table, _rest
-from ._prefill import _LOG2E, _map_delta, _partner, _rotate, _row_offsets
+from ._prefill import _LOG2E
+from ._rotary import _map_delta, _partner, _rotate, _row_offsets
 from .key_cache import kernel_writes_slot
 from .spec import RULE_LAMBDA
 

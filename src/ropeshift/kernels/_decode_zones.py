@@ -16,7 +16,8 @@ Shape legend as ``_decode``: R padded stacked rows, d head dim, HALF = d / 2, BL
 import triton
 import triton.language as tl
 
-from ._prefill import _accumulate, _cos_sin
+from ._prefill import _accumulate
+from ._rotary import _cos_sin
 
 @triton.jit
 def _mm(a, b, DOT_PREC: tl.constexpr, WIDE: tl.constexpr):

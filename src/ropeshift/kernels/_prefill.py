@@ -17,65 +17,20 @@ range of the block is cut into zones so that the hot loops carry no per-element 
   tiles no row sees (between the global keys and the local window).
 
 STRING (constant query map, identity key map) is exactly the fast kernel it always was: q1 is q rotated by
-one constant, no key is re-rotated. Rotations use cos/sin of (delta * inv_freq) in fp32 (``_cos_sin``; HF rotate_half
+one constant, no key is re-rotated. Rotations use cos/sin of (delta * inv_freq) in fp32 (``_rotary``; HF rotate_half
 convention over the first 2 * R2 dims, dims beyond untouched).
 
 Shape legend: b batch, h query heads, h_kv key/value heads, g = h / h_kv, lq queries, lk keys, d head dim,
 r2 = len(inv_freq) (half the rotary dim).
 """
 
-import os
-
 import triton
 import triton.language as tl
 
+from ._prologue import _rotate_keys_kernel
+from ._rotary import _map_delta, _partner, _rot_cs, _rotate, _row_offsets
+
 _LOG2E = 1.4426950408889634  # 1 / ln(2): softmax runs in base 2
-# accurate (range-reduced) cos/sin on the GPU: angles reach 1e5 rad at 128k; the interpreter has no libdevice
-# GPU: MUFU cos/sin approximations after an exact-to-rounding Cody-Waite reduction to [-pi, pi] (angles reach
-# 1e5 rad at 128k; cos.approx alone is wrong there, libdevice's accurate path costs ~40 instructions). The
-# interpreter has no inline asm: it runs tl.cos/tl.sin on the same reduced angle.
-_ASM = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
-
-
-@triton.jit
-def _partner(offs_d, R2):
-    """Column of each dim's rotate_half partner (itself beyond the rotary dims)."""
-    return tl.where(offs_d < R2, offs_d + R2, tl.where(offs_d < 2 * R2, offs_d - R2, offs_d))
-
-
-@triton.jit
-def _cos_sin(ang):
-    """cos, sin of fp32 angles: r = ang - 2 pi round(ang / 2 pi) with a two-part 2 pi, then approximations
-    (abs error ~1e-6 on [-pi, pi])."""
-    k = tl.floor(ang * 0.15915494309189535 + 0.5)
-    r = tl.fma(k, -6.2831854820251465, ang)
-    r = tl.fma(k, 1.7484555314695172e-07, r)
-    if _ASM:
-        c = tl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=f,f", [r], dtype=tl.float32, is_pure=True, pack=1)
-        s = tl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=f,f", [r], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        c = tl.cos(r)
-        s = tl.sin(r)
-    return c, s
-
-
-@triton.jit
-def _rot_cs(INV, R2, offs_d, delta):
-    """cos and signed sin [.., d] of a rotation by delta ([rows, 1] or scalar, fp32) positions (rotate_half)."""
-    rot = offs_d < 2 * R2
-    fi = tl.where(offs_d < R2, offs_d, offs_d - R2)
-    inv = tl.load(INV + fi, mask=rot, other=0.0)
-    cos, sin = _cos_sin(delta * inv[None, :])
-    cos = tl.where(rot[None, :], cos, 1.0)
-    sin = tl.where((offs_d < R2)[None, :], -sin, tl.where(rot[None, :], sin, 0.0))
-    return cos, sin
-
-
-@triton.jit
-def _rotate(x, xp, INV, R2, offs_d, delta):
-    """x [rows, d] rotated by delta ([rows, 1] or scalar, fp32) positions; xp = x's partner columns."""
-    cos, sin = _rot_cs(INV, R2, offs_d, delta)
-    return (x.to(tl.float32) * cos + xp.to(tl.float32) * sin).to(x.dtype)
 
 
 @triton.jit
@@ -100,12 +55,6 @@ def _accumulate(acc, l_i, m_i, m_new, m_use, s, v, DOT_PREC: tl.constexpr):
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
     return acc, l_i, m_new
-
-
-@triton.jit
-def _map_delta(pos, A, C, GR, B):
-    """map(pos) - pos = (a - 1) pos + c floor(pos / G) + b, in fp32 (pos >= 0 where it matters)."""
-    return (A - 1.0) * pos.to(tl.float32) + (C * (pos // GR)).to(tl.float32) + B
 
 
 @triton.jit
@@ -371,91 +320,6 @@ def _table_prefill_kernel(
               + offs_d[None, :] * stride_od)
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
     tl.store(Lse + off_b * stride_lb + off_h * stride_lh + offs_m.to(tl.int64) * stride_lm, lse, mask=row_ok)
-
-
-@triton.jit
-def _row_offsets(KS, POFF, off_b, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr):
-    """(first valid key index ks, position of key index 0 poff) of batch row off_b, int32: KS[b] / 0 and
-    POFF[b] / -ks, as every kernel here takes them."""
-    if HAS_KS:
-        ks = tl.load(KS + off_b).to(tl.int32)
-    else:
-        ks = 0
-    if HAS_POFF:
-        poff = tl.load(POFF + off_b).to(tl.int32)
-    else:
-        poff = -ks
-    return ks, poff
-
-
-@triton.jit
-def _rows_used(offs, poff, TRIM: tl.constexpr, T_RULE: tl.constexpr, T_LO1, T_CS, T_N, T_BLOCK: tl.constexpr):
-    """Which rows [BLOCK] of a Hopper prefill's Q1 / K1 that kernel ever reads (``_prefill_hopper_ws``: 128-row
-    query programs, 128-key tiles; index = position - poff, poff >= 0):
-    TRIM 1 (Q1): rows of a query program with a region-1 tile: its last row past the band start LO1 (rule none),
-    or in a later chunk than key 0's (chunk rule, s = T_CS);
-    TRIM 2 (K1): keys below the end of the last far or edge tile of any program: tiles below
-    cdiv(T_N - LO1, 128) (rule none), below cdiv(last chunk start - poff, 128) (chunk rule); T_N = the query
-    rows rounded up to 128."""
-    if TRIM == 1:
-        last = offs // T_BLOCK * T_BLOCK + T_BLOCK - 1  # the program's last row
-        if T_RULE == 1:
-            used = (poff + last) // T_CS > poff // T_CS
-        else:
-            used = last >= T_LO1
-    else:
-        if T_RULE == 1:
-            n1 = (poff + T_N - 1) // T_CS * T_CS - poff
-        else:
-            n1 = T_N - T_LO1
-        used = offs < (n1 + T_BLOCK - 1) // T_BLOCK * T_BLOCK
-    return used
-
-
-@triton.jit(do_not_specialize=["H_KV", "LK", "KC", "KG", "T_LO1", "T_CS", "T_N"])
-def _rotate_keys_kernel(
-    K, K1, INV, KS, POFF, stride_kb, stride_kh, stride_kn, stride_kd, H_KV, LK, R2, KA, KC, KG, KB,
-    HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr,
-    SLOTS=None, HAS_SLOTS: tl.constexpr = False, HALVES: tl.constexpr = False,
-    TRIM: tl.constexpr = 0, T_RULE: tl.constexpr = 0, T_LO1=0, T_CS=1, T_N=0, T_BLOCK: tl.constexpr = 128,
-):
-    # K, K1 [b, h_kv, lk, d] (same strides): K1 = K re-rotated by the key map at each key's position
-    # HAS_SLOTS: SLOTS [b] int, one key per row (slot SLOTS[b]; grid (1, b * h_kv)): a decode step's K1 write
-    # HALVES: full rotary (2 r2 == d): the two halves rotated with one cos/sin per pair (half the trig)
-    # TRIM (``_rows_used``): rows the Hopper prefill never reads are neither read nor written here
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H_KV).to(tl.int64)
-    off_hk = (pid_bh % H_KV).to(tl.int64)
-    ks, poff = _row_offsets(KS, POFF, off_b, HAS_KS, HAS_POFF)
-    if HAS_SLOTS:
-        lane = tl.arange(0, BLOCK)
-        offs = tl.load(SLOTS + off_b).to(tl.int32) + lane
-        ok = (lane < 1) & (offs < LK)
-    else:
-        offs = pid_n * BLOCK + tl.arange(0, BLOCK)
-        ok = offs < LK
-    if TRIM != 0:
-        ok = ok & _rows_used(offs, poff, TRIM, T_RULE, T_LO1, T_CS, T_N, T_BLOCK)
-    rows = off_b * stride_kb + off_hk * stride_kh + offs[:, None].to(tl.int64) * stride_kn
-    delta = _map_delta(offs + poff, KA, KC, KG, KB)[:, None]
-    if HALVES:
-        HALF: tl.constexpr = HEAD_DIM // 2
-        offs_h = tl.arange(0, HALF)
-        lo = tl.load(K + rows + offs_h[None, :] * stride_kd, mask=ok[:, None], other=0.0)
-        hi = tl.load(K + rows + (HALF + offs_h)[None, :] * stride_kd, mask=ok[:, None], other=0.0)
-        c, sn = _cos_sin(delta * tl.load(INV + offs_h)[None, :])
-        lo32 = lo.to(tl.float32)
-        hi32 = hi.to(tl.float32)
-        tl.store(K1 + rows + offs_h[None, :] * stride_kd, (lo32 * c - hi32 * sn).to(lo.dtype), mask=ok[:, None])
-        tl.store(K1 + rows + (HALF + offs_h)[None, :] * stride_kd, (hi32 * c + lo32 * sn).to(lo.dtype),
-                 mask=ok[:, None])
-    else:
-        offs_d = tl.arange(0, HEAD_DIM)
-        k = tl.load(K + rows + offs_d[None, :] * stride_kd, mask=ok[:, None], other=0.0)
-        kp = tl.load(K + rows + _partner(offs_d, R2)[None, :] * stride_kd, mask=ok[:, None], other=0.0)
-        k1 = _rotate(k, kp, INV, R2, offs_d, delta)
-        tl.store(K1 + rows + offs_d[None, :] * stride_kd, k1, mask=ok[:, None])
 
 
 def _prefill_config(head_dim, dtype, on_gpu):

@@ -4,8 +4,8 @@ Serves a fresh prefill (Lq == Lk, no padding; q/k/v [b, h, n, d], head_dim 64/12
 two-region table with rule none (plain, STRING, ReRoPE incl. leaky, Self-Extend) or DCA's chunk rule
 (``unserved_reason``); the Lambda rule (LM-Infinite) and every other call take the portable kernel
 (``_prefill.py``). Region 0 scores q . k as cached; region 1 scores q1 . k1, both made once per call by the
-portable prologue kernel (``_prefill._rotate_keys_kernel``, fp32 angles; only the rows this kernel reads:
-``_prefill._rows_used``) into Q- and K-sized buffers that TMA loads like q and k: q1 = q re-rotated per row by
+portable prologue kernel (``_prologue._rotate_keys_kernel``, fp32 angles; only the rows this kernel reads:
+``_prologue._rows_used``) into Q- and K-sized buffers that TMA loads like q and k: q1 = q re-rotated per row by
 the query map, k1 = k by the key map. A constant query shift (STRING) is folded into the key map instead at
 D = 128, q1 . k1 = q . R(-b) k1, so only the 4x smaller K is re-rotated (``FOLD_SHIFT_DIMS``). Making q1 inside
 the consumer warpgroups instead (per element or per column) cost 3-20 % more at 32k (benchmarks/RESULTS.md).
@@ -416,11 +416,11 @@ def _maps(spec, head_dim):
 
 def _rotated(x, pos_map, inv_freq, pos_offset, out=None, *, spec=None, trim=0):
     """x [b, hx, n, d] (contiguous) re-rotated by map(p) - p at p = index + pos_offset[b], by the portable
-    prologue kernel (``_prefill._rotate_keys_kernel``) into ``out`` (contiguous, x's shape; None: a new buffer).
+    prologue kernel (``_prologue._rotate_keys_kernel``) into ``out`` (contiguous, x's shape; None: a new buffer).
     ``trim`` 1 (x = q) / 2 (x = k): only the rows this kernel reads as Q1 / K1 for ``spec`` are made, the others
-    are left as they were (``_prefill._rows_used``: e.g. DCA's first chunk of queries, the last chunk of keys);
+    are left as they were (``_prologue._rows_used``: e.g. DCA's first chunk of queries, the last chunk of keys);
     0: every row."""
-    from ._prefill import _rotate_keys_kernel
+    from ._prologue import _rotate_keys_kernel
 
     b, hx, n, d = x.shape
     _, a, c, g, shift = pos_map

@@ -112,12 +112,12 @@ def write_far_keys(k1, k, table, inv_freq, *, pos_offset=None, key_start=None, s
 
 
 def _write_kernel(k1, k, spec, inv_freq, pos_offset, key_start, start, stop, slots) -> None:
-    """``write_far_keys`` on CUDA: one launch of the prefill prologue kernel (``_prefill._rotate_keys_kernel``,
+    """``write_far_keys`` on CUDA: one launch of the prologue kernel (``_prologue._rotate_keys_kernel``,
     fp32 angles as the decode kernel's own re-rotation), over slots [start, stop) or one slot per row (``slots``),
     instead of ~20 small torch kernels per decode step and layer."""
     import triton
 
-    from ._prefill import _rotate_keys_kernel
+    from ._prologue import _rotate_keys_kernel
 
     b, h_kv, lk, d = k.shape
     _, a, c, g, shift = spec.k_map
