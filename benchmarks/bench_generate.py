@@ -236,7 +236,7 @@ def run_all(model, args, device, emit):
             except RuntimeError as e:  # a forced backend that cannot serve this call
                 print(f"# sdpa {backend} failed at N={n}: {str(e)[:200]}", flush=True)
             _release(device, model)
-        for name, k1 in ((m, flag) for m in methods for flag in (("0", "1") if args.k1_variants else (None,))):
+        for name, k1 in _runs(methods, args.k1_variants):
             label = f"{name} [k1]" if k1 == "1" else name
             if budget.over(f"{label} at N={n}"):
                 return
@@ -250,6 +250,15 @@ def run_all(model, args, device, emit):
                 _release(device)
             for backend, base in (bases or {"-": None}).items():
                 emit((n, label, backend, base, ours))
+
+
+def _runs(methods, k1_variants):
+    """(method, K1 switch) in measurement order: each method once (switch None), or with ``k1_variants`` twice,
+    off then on for the 1st, 3rd, ... method and on then off for the others, so that neither setting always runs
+    second (warmer GPU, fuller allocator)."""
+    if not k1_variants:
+        return [(m, None) for m in methods]
+    return [(m, flag) for i, m in enumerate(methods) for flag in (("0", "1") if i % 2 == 0 else ("1", "0"))]
 
 
 @contextlib.contextmanager
@@ -303,8 +312,8 @@ def main(argv=None):
                    help="unpatched baselines: default (PyTorch's choice), flash, cudnn, efficient, math")
     p.add_argument("--budget", type=float, default=0, help="start no new measurement after this many seconds")
     p.add_argument("--k1-variants", action="store_true",
-                   help="measure each method twice in the same run: K1 cache off, then on ('<m> [k1]'; "
-                        "ROPESHIFT_K1_CACHE, static-cache decode with --graphs)")
+                   help="measure each method twice in the same run: K1 cache off and on ('<m> [k1]'; the order "
+                        "alternates between methods; ROPESHIFT_K1_CACHE, static-cache decode with --graphs)")
     args = p.parse_args(argv)
     for name in filter(None, args.methods.split(",")):
         try:

@@ -93,9 +93,10 @@ def test_phase_split_at_the_first_token(bench, who, monkeypatch):
     assert (r["peak_prefill_gib"], r["peak_decode_gib"], r["peak_gib"]) == (100, 20, 100), r
 
 
-def test_k1_variants_measure_each_method_off_then_on(bench, monkeypatch):
+def test_k1_variants_measure_each_method_off_and_on(bench, monkeypatch):
     """--k1-variants: every method twice in one run, '<m>' with ROPESHIFT_K1_CACHE=0 and '<m> [k1]' with 1 (the
-    switch seen by the measurement), the environment restored after."""
+    switch seen by the measurement), off first for the first method and on first for the next; the environment
+    restored after."""
     _, bench_generate = bench
     from ropeshift.attention.far_cache import K1_ENV
 
@@ -109,7 +110,7 @@ def test_k1_variants_measure_each_method_off_then_on(bench, monkeypatch):
     monkeypatch.setattr(bench_generate, "measure_method", spy)
     monkeypatch.delenv(K1_ENV, raising=False)
     argv = ["--device", "cpu", "--tiny", "--layers", "1", "--lengths", "512", "--new-tokens", "3",
-            "--sdpa-backends", "default", "--methods", "rerope", "--graphs", "--k1-variants"]
+            "--sdpa-backends", "default", "--methods", "rerope,dca", "--graphs", "--k1-variants"]
     rows = bench_generate.main(argv)
-    assert [r[1] for r in rows] == ["rerope", "rerope [k1]"]
-    assert seen == [("rerope", "0"), ("rerope", "1")] and K1_ENV not in os.environ
+    assert [r[1] for r in rows] == ["rerope", "rerope [k1]", "dca [k1]", "dca"]
+    assert seen == [("rerope", "0"), ("rerope", "1"), ("dca", "1"), ("dca", "0")] and K1_ENV not in os.environ

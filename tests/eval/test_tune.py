@@ -271,3 +271,59 @@ def test_slow_first_samples_fall_back_to_the_cheapest_plan(monkeypatch):
     search, _ = successive_halving(_cfg(), None, None, cands, Budget(10, seconds=True), eta=3, log=lambda m: None)
     assert search.plan.rungs[0].samples == 1 and search.stopped  # no error: the cheapest plan, stopped in time
     assert search.winner in search.rounds[0] and fake.clock <= 10 + 4
+
+
+def test_seconds_budget_rate_leaves_out_the_warm_up(monkeypatch):
+    """The plan's rate comes from the default's second prompt per cell (the first carries compilation and graph
+    warm-up); a resumed search whose default needs no new prompt takes its stored records' seconds instead."""
+    from ropeshift.eval import tune_search as ts
+
+    cands = _tiny_cands(9)
+    quality = {c.label: 0.1 * i for i, c in enumerate(cands)}
+    fake = _FakeHarness(monkeypatch, quality, seconds_per_sample=1.0)
+    real_run = fake.run
+
+    def warm_run(cfg, model, tok, progress=True):  # the very first samples cost 30x (compilation)
+        first = not fake.calls
+        before = fake.clock
+        n = real_run(cfg, model, tok, progress)
+        if first:
+            fake.clock = before + 30 * (fake.clock - before)
+        return n
+
+    monkeypatch.setattr(ts, "run", warm_run)
+    logs = []
+    search, _ = ts.successive_halving(_cfg(), None, None, cands, Budget(400, seconds=True), eta=3, log=logs.append)
+    assert fake.calls[:2] == [(cands[0].label, 1), (cands[0].label, 2)]
+    assert "measured 1.00 samples/s" in logs[0]  # not 1/30
+    assert search.plan.cost > 100 and not search.stopped
+
+    fake2 = _FakeHarness(monkeypatch, quality, seconds_per_sample=1.0)
+    real_run2 = fake2.run
+
+    def resumed_run(cfg, model, tok, progress=True):  # the default's first two prompts per cell are stored
+        if cfg.methods[0].label == cands[0].label and cfg.samples <= 2:
+            fake2.done[cands[0].label] = 2
+            return 0
+        return real_run2(cfg, model, tok, progress)
+
+    monkeypatch.setattr(ts, "run", resumed_run)
+    monkeypatch.setattr(ts, "stored_seconds", lambda cfg, label, n: 0.5)
+    logs = []
+    ts.successive_halving(_cfg(), None, None, cands, Budget(400, seconds=True), eta=3, log=logs.append)
+    assert "measured 2.00 samples/s" in logs[0]
+
+
+def test_stored_seconds_reads_the_first_prompts_of_every_cell(tmp_path):
+    from ropeshift.eval.options import MethodSpec
+    from ropeshift.eval.records import Record, record_path, write_atomic
+    from ropeshift.eval.tune_search import stored_seconds
+
+    cfg = RunConfig(model="m", tasks=("passkey", "vt"), lengths=(256,), methods=(MethodSpec("rope"),), samples=1,
+                    out=tmp_path)
+    for task, secs in (("passkey", (1.0, 3.0, 50.0)), ("vt", (2.0, None, 50.0))):
+        recs = [Record("generation", "m", task, 256, i, "lab", f"h{i}", 1.0, seconds=s).to_dict()
+                for i, s in enumerate(secs)]
+        write_atomic(record_path(tmp_path, "m", task, "lab", 256, "w0"), recs)
+    assert stored_seconds(cfg, "lab", 2) == pytest.approx(2.0)  # 1, 3, 2 (prompts 0-1; no time: left out)
+    assert stored_seconds(cfg, "other", 2) is None

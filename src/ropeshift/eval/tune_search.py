@@ -11,7 +11,8 @@ promoted setting only scores the new prompts: the runner resumes from its record
 budget allows (the budget sets its size; later rungs are ``eta`` times larger). Ties go to the default, then to
 grid order. A seconds budget first scores the default on two prompts per cell and measures the rate on the
 second (the first carries compilation and CUDA-graph warm-up: on the H200 it read 0.66 samples/s where the
-search then ran ~5), plans with that rate, and also stops between settings when the time is up (the last complete rung decides; when rung 0
+search then ran ~5; a resumed search whose default scores nothing new takes its stored records' seconds), plans
+with that rate, and also stops between settings when the time is up (the last complete rung decides; when rung 0
 is incomplete, the settings it scored).
 """
 from __future__ import annotations
@@ -127,6 +128,14 @@ def score_of(cfg: RunConfig, label: str, n: int) -> tuple[float, set[str]]:
     return sum(scores) / len(scores), hashes
 
 
+def stored_seconds(cfg: RunConfig, label: str, n: int) -> float | None:
+    """Mean ``seconds`` of ``label``'s stored records among the first ``n`` prompts of every cell (a resumed
+    search's rate), or None when there are none with a positive time."""
+    secs = [r.seconds for task in cfg.tasks for length in cfg.lengths
+            for r in read_cell(cfg.out, cfg.model, task, label, length) if r.index < n and r.seconds]
+    return sum(secs) / len(secs) if secs else None
+
+
 def rank(scores: dict[str, float], order: list[str]) -> list[str]:
     """Best first; ties go to the earlier label in ``order`` (the default comes first)."""
     return sorted(scores, key=lambda label: (-scores[label], order.index(label)))
@@ -155,7 +164,10 @@ def successive_halving(cfg: RunConfig, model, tokenizer, cands: list, budget: Bu
         spent, _ = score(order[0], 1)
         t1 = time.perf_counter()
         more, _ = score(order[0], 2)
-        rate = max((time.perf_counter() - t1) / max(more, 1), 1e-6)
+        if more:
+            rate = max((time.perf_counter() - t1) / more, 1e-6)
+        else:  # resumed: the default's prompts were scored before; their stored times give the rate
+            rate = max(stored_seconds(cfg, order[0], 2) or 1e-6, 1e-6)
         spent += more
         left = budget.amount - (time.perf_counter() - t0)
         try:
