@@ -14,7 +14,8 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
                 on sm_90 the Hopper Gluon kernel where it serves the table, else the portable Triton kernel)
   <m> triton    the same call with the Hopper kernel switched off (sm_90 only; also "triton causal")
   <m> nofold    the Hopper kernel with a constant query shift (STRING) re-rotating Q instead of K at every head dim
-                (--hopper-variants nofold,fold; "<m> fold": re-rotating K at every head dim; default: K at D = 128)
+                (--hopper-variants nofold,fold; "<m> fold": re-rotating K at every head dim; default: K at D = 128;
+                "<m> edgefirst": edge tiles first, EDGE_FIRST)
   <m> [v]       decode columns with a switch of the decode kernel set (--decode-variants sms4,cfg=32.4.3):
                 sms4 = the split rule before 2026-12-03 (~4 programs per SM instead of one full wave),
                 cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column,
@@ -173,7 +174,8 @@ def _portable(fn):
 
 
 HOPPER_VARIANTS = ()  # --hopper-variants
-_VARIANT_FLAGS = {"nofold": ("FOLD_SHIFT_DIMS", frozenset()), "fold": ("FOLD_SHIFT_DIMS", frozenset({64, 128}))}
+_VARIANT_FLAGS = {"nofold": ("FOLD_SHIFT_DIMS", frozenset()), "fold": ("FOLD_SHIFT_DIMS", frozenset({64, 128})),
+                  "edgefirst": ("EDGE_FIRST", True)}
 
 
 def _folds(table):
@@ -183,6 +185,14 @@ def _folds(table):
 
     spec = compile_table(table)
     return spec.has_r1 and spec.q_map[0] == ws.MAP_CONSTANT
+
+
+def _variant_applies(var, table):
+    """Whether Hopper switch ``var`` changes this table's call: the fold switches for a constant query shift,
+    edge-first for any table with a region 1 (its K1: re-rotated keys, or STRING's folded shift at D = 128)."""
+    from ropeshift.kernels.spec import compile_table
+
+    return _folds(table) if var in ("nofold", "fold") else compile_table(table).has_r1
 
 
 def _variant(name, fn):
@@ -234,7 +244,7 @@ def bench_prefill(shapes, methods, budget):
                 if PORTABLE:
                     fns[name + " triton"] = _portable(fns[name])
                 for var in HOPPER_VARIANTS:  # the Hopper kernel with one of its switches flipped
-                    if _folds(table):
+                    if _variant_applies(var, table):
                         fns[f"{name} {var}"] = _variant(var, fns[name])
             if COMPOSE:  # route (b): vendor calls merged by LSE, with the per-region re-rotation, as dispatched
                 fns[name + " compose"] = lambda m=method: compose_prefill(q, k, v, m, inv, scale)
@@ -440,7 +450,8 @@ def main(argv=None):
     p.add_argument("--no-portable", action="store_true", help="leave out the portable-kernel columns on sm_90 "
                    "('<method> triton', 'triton causal')")
     p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches set "
-                   "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
+                   "(nofold / fold: STRING's shift re-rotates Q / K at every head dim; edgefirst: a program's edge "
+                   "tiles first, its main loop without the edge path)")
     p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
                    "switches: sms4 (the old split rule), nomerge (q1 rows merged by the combine), cfg=BN.W.S (BLOCK_N, "
                    "warps, stages); k1: every "

@@ -120,6 +120,20 @@ def _check_against_portable(method, b, h, h_kv, n, seed, hf_layout):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
+@pytest.mark.parametrize("case", [(n, None) for n in SERVED] + [("dca", dict(chunk_size=161, local_window=33)),
+                                                              ("dca", dict(chunk_size=200, local_window=0))])
+def test_edge_first_order(case, monkeypatch):
+    """EDGE_FIRST (edge tiles first, then far and near ones in a loop without the edge path): the same results as
+    the default order against the portable fp32 kernel, at pos_offset 0 and 77, for every served table (D = 128:
+    STRING folds its shift into K1 there, so it takes the new order too) and DCA's chunk edges."""
+    monkeypatch.setattr(_ws(), "EDGE_FIRST", True)
+    name, params = case
+    method = build(*{c[0]: c for c in method_cases(2049, 128)}[name][1:]) if params is None else build(name, params)
+    _check_against_portable(method, 2, 4, 2, 1100 if params else 2049, 3, hf_layout=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
 @pytest.mark.parametrize("chunk_size, local_window", [(256, 128), (384, 128), (200, 0), (130, 1), (161, 33)])
 def test_dca_chunk_settings(chunk_size, local_window):
     """DCA's chunk rule in the Hopper kernel (a key threshold per row, chunk zones from the first and last rows)
@@ -168,11 +182,11 @@ def test_compiles_for_sm90():
     here = os.path.dirname(__file__)
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
     run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "rerope_leaky:128",
-                          "string:128:nofold", "string:64:fold", "dca:64"],
+                          "string:128:nofold", "string:64:fold", "dca:64", "dca:128:edgefirst"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 4
+    assert len(results) == 5
     for r in results:
         assert r["wgmma"], r
         assert r["shared"] <= 232448, r

@@ -52,6 +52,10 @@ RULE_CHUNK_C = gl.constexpr(RULE_CHUNK)
 # head dims at which a constant query shift re-rotates K (k1 = R(-b) k) instead of Q, by measurement (32k, H200:
 # STRING 1.02x cuDNN folded vs 1.09x at D = 128; 1.06x vs 1.05x at D = 64, benchmarks/RESULTS.md)
 FOLD_SHIFT_DIMS = frozenset({128})
+# edge tiles first (tables with re-rotated keys): the loader and the consumers take a program's edge tiles before
+# its far and near ones, so the main loop holds no edge path. Not yet measured (fifth session: no device time
+# left), so off unless ROPESHIFT_HOPPER_EDGE_FIRST=1; bench_attention.py --hopper-variants edgefirst
+EDGE_FIRST = os.environ.get("ROPESHIFT_HOPPER_EDGE_FIRST", "0") == "1"
 # TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
@@ -59,16 +63,34 @@ CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
 
 @gluon.jit
+def _tile_at(i, f_lo, n_e, EF: gl.constexpr):
+    """The key tile of the i-th step: i itself, or with EF (edge first) the n_e edge tiles [f_lo, f_lo + n_e)
+    first, then the far tiles [0, f_lo), then the near ones (online softmax does not depend on the order)::
+
+        steps  0 .. n_e-1          n_e .. n_e+f_lo-1     n_e+f_lo ..
+        tiles  f_lo .. f_lo+n_e-1  0 .. f_lo-1           f_lo+n_e ..     (EF)
+    """
+    if EF:
+        edge = (i < n_e).to(gl.int32)
+        far = ((i >= n_e) & (i - n_e < f_lo)).to(gl.int32)
+        t = edge * (f_lo + i) + far * (i - n_e) + (1 - edge - far) * i
+    else:
+        t = i
+    return t
+
+
+@gluon.jit
 def _load_partition(k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
-                    kv_row, n_tiles, f_lo, r_hi, HAS_K1: gl.constexpr):
-    """Streams K_t then V_t for t < n_tiles into stage t % 2 once both consumers freed it. With re-rotated keys
-    (HAS_K1): K1_t instead of K_t below f_lo (far for both warpgroups), and K1_t into the one-stage k1 slot
-    beside K_t for t in [f_lo, r_hi) (edge tiles)."""
+                    kv_row, n_tiles, f_lo, r_hi, HAS_K1: gl.constexpr, EF: gl.constexpr):
+    """Streams K_t then V_t for the i-th tile t = _tile_at(i) (i < n_tiles) into stage i % 2 once both consumers
+    freed it. With re-rotated keys (HAS_K1): K1_t instead of K_t below f_lo (far for both warpgroups), and K1_t
+    into the one-stage k1 slot beside K_t for t in [f_lo, r_hi) (edge tiles)."""
     BN: gl.constexpr = k_desc.block_type.shape[0]
     nbytes: gl.constexpr = k_desc.block_type.nbytes
-    for t in range(n_tiles):
-        st = t % 2
-        ph = (t // 2) & 1
+    for i in range(n_tiles):
+        t = _tile_at(i, f_lo, r_hi - f_lo, EF)
+        st = i % 2
+        ph = (i // 2) & 1
         mbarrier.wait(k_free.index(st), ph ^ 1)  # a fresh barrier counts as "phase 1 complete"
         mbarrier.expect(k_ready.index(st), nbytes)
         if HAS_K1:
@@ -137,20 +159,22 @@ def _s1(q1h, kt, k1_s, k1_ready, k1_free, e, zero, HAS_K1: gl.constexpr):
 
 @gluon.jit
 def _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, p0, CS, CW, n_far, n_r1,
-           RULE: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr, BN: gl.constexpr):
-    """Raw scores of key tile 0, synchronously (no MMA in flight), for whichever zone it is in."""
+           RULE: gl.constexpr, HAS_K1: gl.constexpr, EF: gl.constexpr, s_layout: gl.constexpr, BN: gl.constexpr):
+    """Raw scores of the first step's key tile (tile 0, or with EF the first edge tile), synchronously (no MMA
+    in flight), for whichever zone it is in."""
     mbarrier.wait(k_ready.index(0), 0)
     kt = k_s.index(0).permute((1, 0))
     zero = gl.zeros([64, BN], gl.float32, s_layout)
-    if n_far > 0:
+    t0 = _tile_at(0, n_far, n_r1 - n_far, EF)
+    if t0 < n_far:
         s = warpgroup_mma(q1h, kt, zero, use_acc=False)
     else:
         s = warpgroup_mma(qh, kt, zero, use_acc=False)
-        if n_r1 > 0:
+        if t0 < n_r1:
             s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, 0, zero, HAS_K1)
-            s = gl.where(_in_r1(rows, cols0, p0, LO1, CS, CW, RULE), s1, s)
+            s = gl.where(_in_r1(rows, t0 * BN + cols0, p0, LO1, CS, CW, RULE), s1, s)
     mbarrier.arrive(k_free.index(0), count=1)
-    return _causal(s, 0, rows, cols0, mw, BN)
+    return _causal(s, t0, rows, cols0, mw, BN)
 
 
 @gluon.jit
@@ -169,21 +193,23 @@ def _overlapped_step(s_tok, o_tok, acc, p, m_i, l_i, k_done, v_done, v_s, t, row
 
 
 @gluon.jit
-def _run(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
+def _run(j_lo, j_hi, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
          k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1, RULE: gl.constexpr,
-         HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, s_layout: gl.constexpr,
-         o_layout: gl.constexpr, BN: gl.constexpr):
-    """Tiles 1 .. n_tiles - 1 in one loop: S of tile t = j + 1 is issued before P_j V_j and its softmax overlaps
-    that MMA. With region 1 (HAS_R1), tile t scores q1 (q_s.index(1)) below n_far and selects per pair (both
-    dots, synchronously) below n_r1; one loop per zone instead made ptxas byte-swap P at every hand-over and spill
-    (3-12 % slower at 32k, benchmarks/RESULTS.md)."""
+         HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, EF: gl.constexpr, MODE: gl.constexpr,
+         s_layout: gl.constexpr, o_layout: gl.constexpr, BN: gl.constexpr):
+    """Steps i = j + 1 for j in [j_lo, j_hi), tile t = _tile_at(i), ring stage i % 2: S of step i is issued
+    before P_j V_j and its softmax overlaps that MMA. With region 1 (HAS_R1), tile t scores q1 (q_s.index(1))
+    below n_far and selects per pair (both dots, synchronously) below n_r1. MODE 0: any tile (one loop for every
+    zone; one loop per zone instead made ptxas byte-swap P at every hand-over and spill, 3-12 % slower at 32k,
+    benchmarks/RESULTS.md); 1: edge tiles only; 2: far and near tiles only (EF: edge tiles come first)."""
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     qh = q_s.index(0).slice(HALF * 64, 64)
     q1h = q_s.index(HAS_Q1 * 1).slice(HALF * 64, 64)
-    for j in range(0, n_tiles - 1):
-        t = j + 1
-        st = t % 2
-        mbarrier.wait(k_ready.index(st), (t // 2) & 1)
+    for j in range(j_lo, j_hi):
+        i = j + 1
+        t = _tile_at(i, n_far, n_r1 - n_far, EF)
+        st = i % 2
+        mbarrier.wait(k_ready.index(st), (i // 2) & 1)
         kt = k_s.index(st).permute((1, 0))
         zero = gl.zeros([64, BN], gl.float32, s_layout)
         if HAS_Q1:
@@ -194,20 +220,20 @@ def _run(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_r
         jb = j % 2
         mbarrier.wait(v_ready.index(jb), (j // 2) & 1)
         o_tok = warpgroup_mma(p, v_s.index(jb), acc, is_async=True)
-        if HAS_R1:
+        if HAS_R1 and MODE == 0:
             if (t >= n_far) & (t < n_r1):  # an edge tile
-                s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
-                mbarrier.arrive(v_free.index(jb), count=1)
-                s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - n_far, zero, HAS_K1)
-                mbarrier.arrive(k_free.index(st), count=1)
-                s = gl.where(_in_r1(rows, t * BN + cols0, p0, LO1, CS, CW, RULE), s1, s)
-                s = _causal(s, t, rows, cols0, mw, BN)
-                m_i, l_i, pe, alpha = _softmax(s, m_i, l_i, qk_scale)
-                p = gl.convert_layout(pe.to(v_s.dtype), p_layout)
+                acc, m_i, l_i, p, alpha = _edge_step(s_tok, o_tok, acc, p, m_i, l_i, q1h, kt, k1_s, k1_ready,
+                                                     k1_free, k_free.index(st), v_free.index(jb), v_s, t, n_far,
+                                                     zero, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, RULE,
+                                                     HAS_K1, p_layout, BN)
             else:
                 acc, m_i, l_i, p, alpha = _overlapped_step(s_tok, o_tok, acc, p, m_i, l_i, k_free.index(st),
                                                            v_free.index(jb), v_s, t, rows, cols0, mw, qk_scale,
                                                            p_layout, BN)
+        elif HAS_R1 and MODE == 1:
+            acc, m_i, l_i, p, alpha = _edge_step(s_tok, o_tok, acc, p, m_i, l_i, q1h, kt, k1_s, k1_ready, k1_free,
+                                                 k_free.index(st), v_free.index(jb), v_s, t, n_far, zero, rows,
+                                                 cols0, mw, qk_scale, LO1, p0, CS, CW, RULE, HAS_K1, p_layout, BN)
         else:
             acc, m_i, l_i, p, alpha = _overlapped_step(s_tok, o_tok, acc, p, m_i, l_i, k_free.index(st),
                                                        v_free.index(jb), v_s, t, rows, cols0, mw, qk_scale,
@@ -217,12 +243,58 @@ def _run(n_tiles, acc, m_i, l_i, p, q_s, HALF: gl.constexpr, k_s, k1_s, v_s, k_r
 
 
 @gluon.jit
+def _edge_step(s_tok, o_tok, acc, p, m_i, l_i, q1h, kt, k1_s, k1_ready, k1_free, k_done, v_done, v_s, t, n_far, zero,
+               rows, cols0, mw, qk_scale, LO1, p0, CS, CW, RULE: gl.constexpr, HAS_K1: gl.constexpr,
+               p_layout: gl.constexpr, BN: gl.constexpr):
+    """An edge tile: wait for S_t and P_j V_j, then the region-1 dot synchronously (the k1 slot's (t - n_far)-th
+    fill), select per pair by the table's rule, causal mask, softmax. Returns acc, m_i, l_i, P_t, alpha."""
+    s, acc, p = warpgroup_mma_wait(0, deps=(s_tok, o_tok, p))
+    mbarrier.arrive(v_done, count=1)
+    s1 = _s1(q1h, kt, k1_s, k1_ready, k1_free, t - n_far, zero, HAS_K1)
+    mbarrier.arrive(k_done, count=1)
+    s = gl.where(_in_r1(rows, t * BN + cols0, p0, LO1, CS, CW, RULE), s1, s)
+    s = _causal(s, t, rows, cols0, mw, BN)
+    m_i, l_i, pe, alpha = _softmax(s, m_i, l_i, qk_scale)
+    return acc, m_i, l_i, gl.convert_layout(pe.to(v_s.dtype), p_layout), alpha
+
+
+@gluon.jit
+def _pv_now(acc, p, v_s, v_ready, v_free, i):
+    """acc + P_i V_i, synchronously (V of step i in stage i % 2), the stage released."""
+    mbarrier.wait(v_ready.index(i % 2), (i // 2) & 1)
+    acc = warpgroup_mma(p, v_s.index(i % 2), acc)
+    mbarrier.arrive(v_free.index(i % 2), count=1)
+    return acc
+
+
+@gluon.jit
+def _step_now(acc, m_i, l_i, q_s, HALF: gl.constexpr, HAS_Q1: gl.constexpr, k_s, k_ready, k_free, i, t, n_far, rows,
+              cols0, mw, qk_scale, s_layout: gl.constexpr, o_layout: gl.constexpr, BN: gl.constexpr):
+    """Step i (tile t, far or near) scored synchronously, as ``_first`` does but with a running softmax: returns
+    acc rescaled, m_i, l_i and P_i (its P V is the next step's)."""
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    mbarrier.wait(k_ready.index(i % 2), (i // 2) & 1)
+    if HAS_Q1:
+        qt = q_s.index((t < n_far).to(gl.int32)).slice(HALF * 64, 64)
+    else:
+        qt = q_s.index(0).slice(HALF * 64, 64)
+    s = warpgroup_mma(qt, k_s.index(i % 2).permute((1, 0)), gl.zeros([64, BN], gl.float32, s_layout),
+                      use_acc=False)
+    mbarrier.arrive(k_free.index(i % 2), count=1)
+    s = _causal(s, t, rows, cols0, mw, BN)
+    m_i, l_i, pf, alpha = _softmax(s, m_i, l_i, qk_scale)
+    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    return acc, m_i, l_i, gl.convert_layout(pf.to(k_s.dtype), p_layout)
+
+
+@gluon.jit
 def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
              v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr,
-             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, HEAD_DIM: gl.constexpr,
-             BN: gl.constexpr):
+             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, EF: gl.constexpr,
+             HEAD_DIM: gl.constexpr, BN: gl.constexpr):
     """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse. q_s [1 or 2,
-    BM, d]: q, then q1 (HAS_Q1)."""
+    BM, d]: q, then q1 (HAS_Q1). EF (with HAS_K1 only: the loader's zones are the program's): edge tiles first,
+    in a loop of their own, then the far and near ones in a loop without the edge path."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BN, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -249,17 +321,30 @@ def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_rea
     acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
 
     s = _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, p0, CS, CW, n_far,
-               n_r1, RULE, HAS_K1, s_layout, BN)
+               n_r1, RULE, HAS_K1, EF, s_layout, BN)
     m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale)
     p = gl.convert_layout(p.to(v_s.dtype), p_layout)
-    acc, m_i, l_i, p = _run(n_tiles, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free,
-                            k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1, RULE, HAS_R1,
-                            HAS_Q1, HAS_K1, s_layout, o_layout, BN)
-    last = n_tiles - 1
-    lb = last % 2
-    mbarrier.wait(v_ready.index(lb), (last // 2) & 1)
-    acc = warpgroup_mma(p, v_s.index(lb), acc)
-    mbarrier.arrive(v_free.index(lb), count=1)
+    if EF:  # steps 1 .. n_e - 1 are the other edge tiles, the rest far or near
+        n_e = n_r1 - n_far
+        acc, m_i, l_i, p = _run(0, n_e - 1, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
+                                k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1,
+                                RULE, HAS_R1, HAS_Q1, HAS_K1, EF, 1, s_layout, o_layout, BN)
+        i0 = gl.maximum(n_e - 1, 0) + 1  # the first far / near step
+        acc = _pv_now(acc, p, v_s, v_ready, v_free, i0 - 1)  # no P lives from one loop into the other
+        if i0 < n_tiles:
+            acc, m_i, l_i, p2 = _step_now(acc, m_i, l_i, q_s, HALF, HAS_Q1, k_s, k_ready, k_free, i0,
+                                          _tile_at(i0, n_far, n_e, EF), n_far, rows, cols0, mw, qk_scale,
+                                          s_layout, o_layout, BN)
+            acc, m_i, l_i, p2 = _run(i0, n_tiles - 1, acc, m_i, l_i, p2, q_s, HALF, k_s, k1_s, v_s, k_ready,
+                                     k1_ready, v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1,
+                                     p0, CS, CW, n_far, n_r1, RULE, HAS_R1, HAS_Q1, HAS_K1, EF, 2, s_layout,
+                                     o_layout, BN)
+            acc = _pv_now(acc, p2, v_s, v_ready, v_free, n_tiles - 1)
+    else:
+        acc, m_i, l_i, p = _run(0, n_tiles - 1, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready,
+                                v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far,
+                                n_r1, RULE, HAS_R1, HAS_Q1, HAS_K1, EF, 0, s_layout, o_layout, BN)
+        acc = _pv_now(acc, p, v_s, v_ready, v_free, n_tiles - 1)
 
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
     out = acc / l_o[:, None]
@@ -297,7 +382,7 @@ def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
 @gluon.jit
 def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H, G, N, qk_scale, LO1, CS, CW,
                       RULE: gl.constexpr, HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr,
-                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, EF: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
@@ -354,13 +439,13 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
         (_consume, (0, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
-                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, HEAD_DIM,
-                    BN)),
+                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, EF,
+                    HEAD_DIM, BN)),
         (_consume, (1, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
-                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, HEAD_DIM,
-                    BN)),
+                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, EF,
+                    HEAD_DIM, BN)),
         (_load_partition, (k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
-                           v_free, kv_row, n_tiles, f_lo, r_hi, HAS_K1)),
+                           v_free, kv_row, n_tiles, f_lo, r_hi, HAS_K1, EF)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
     mbarrier.invalidate(q_bar)
@@ -489,5 +574,5 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
                             max(int(spec.ra), 1), int(spec.rb), RULE=int(spec.rule), HAS_R1=bool(spec.has_r1),
                             HAS_Q1=q1 is not q, HAS_K1=k1 is not k, HAS_POFF=pos_offset is not None, HEAD_DIM=d,
-                            num_warps=4, maxnreg=MAXNREG)
+                            EF=bool(EDGE_FIRST and k1 is not k), num_warps=4, maxnreg=MAXNREG)
     return out, lse
