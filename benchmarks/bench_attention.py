@@ -187,12 +187,13 @@ def _folds(table):
     return spec.has_r1 and spec.q_map[0] == ws.MAP_CONSTANT
 
 
-def _variant_applies(var, table):
-    """Whether Hopper switch ``var`` changes this table's call: the fold switches for a constant query shift,
-    edge-first for any table with a region 1 (its K1: re-rotated keys, or STRING's folded shift at D = 128)."""
+def _variant_applies(var, table, d):
+    """Whether Hopper switch ``var`` changes this table's call at head dim d: the fold switches for a constant
+    query shift, edge-first where the call makes K1 (re-rotated keys, or STRING's folded shift at D = 128)."""
+    from ropeshift.kernels import _prefill_hopper_ws as ws
     from ropeshift.kernels.spec import compile_table
 
-    return _folds(table) if var in ("nofold", "fold") else compile_table(table).has_r1
+    return _folds(table) if var in ("nofold", "fold") else ws._maps(compile_table(table), d)[1] is not None
 
 
 def _variant(name, fn):
@@ -244,7 +245,7 @@ def bench_prefill(shapes, methods, budget):
                 if PORTABLE:
                     fns[name + " triton"] = _portable(fns[name])
                 for var in HOPPER_VARIANTS:  # the Hopper kernel with one of its switches flipped
-                    if _variant_applies(var, table):
+                    if _variant_applies(var, table, d):
                         fns[f"{name} {var}"] = _variant(var, fns[name])
             if COMPOSE:  # route (b): vendor calls merged by LSE, with the per-region re-rotation, as dispatched
                 fns[name + " compose"] = lambda m=method: compose_prefill(q, k, v, m, inv, scale)

@@ -120,15 +120,20 @@ def _check_against_portable(method, b, h, h_kv, n, seed, hf_layout):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not SM90, reason="needs an sm_90 GPU (H100 / H200)")
-@pytest.mark.parametrize("case", [(n, None) for n in SERVED] + [("dca", dict(chunk_size=161, local_window=33)),
-                                                              ("dca", dict(chunk_size=200, local_window=0))])
+@pytest.mark.parametrize("case", [(n, None) for n in ("string", "rerope", "rerope_leaky", "self_extend", "dca")]
+                         + [("dca", dict(chunk_size=161, local_window=33)),
+                            ("dca", dict(chunk_size=200, local_window=0))])
 def test_edge_first_order(case, monkeypatch):
-    """EDGE_FIRST (edge tiles first, then far and near ones in a loop without the edge path): the same results as
-    the default order against the portable fp32 kernel, at pos_offset 0 and 77, for every served table (D = 128:
-    STRING folds its shift into K1 there, so it takes the new order too) and DCA's chunk edges."""
-    monkeypatch.setattr(_ws(), "EDGE_FIRST", True)
+    """EDGE_FIRST (edge tiles first, then far and near ones in a loop without the edge path): within 2x PyTorch's
+    bf16 error of the portable fp32 kernel, at pos_offset 0 and 77, for every table that makes K1 at D = 128
+    (STRING folds its shift into K1 there) and DCA's chunk edges."""
+    from ropeshift.kernels.spec import compile_table
+
+    ws = _ws()
+    monkeypatch.setattr(ws, "EDGE_FIRST", True)
     name, params = case
     method = build(*{c[0]: c for c in method_cases(2049, 128)}[name][1:]) if params is None else build(name, params)
+    assert ws._edge_first(ws._maps(compile_table(method.table()), 128)[1] is not None)  # the order under test
     _check_against_portable(method, 2, 4, 2, 1100 if params else 2049, 3, hf_layout=False)
 
 

@@ -28,8 +28,12 @@ P_{t-1} V_{t-1} and its softmax overlaps that MMA. Key tiles, low to high::
 Keys that keep their positions: each warpgroup splits at its own F, E (by d >= LO1), both dots read K_t. Re-
 rotated keys: F, E are the program's (``_chunk_zones`` for DCA), far tiles stream K1_t through the ring, edge
 tiles K_t there and K1_t in a one-stage k1 slot (224 KB of shared memory at D = 128 with Q1 and K1). One loop
-walks the tiles and picks per tile (``_run``); edge tiles wait for P V before their second dot, so that
-S, S1 and O are never all live with P (no spills: ptxas reports none for any served table).
+walks the tiles and picks per tile (``_hopper_steps._run``); edge tiles wait for P V before their second dot, so
+that S, S1 and O are never all live with P (no spills: ptxas reports none for any served table). EDGE_FIRST
+(off by default, not yet measured; with K1 only, whose zones are the program's): the loader and both
+consumers take the edge tiles first (``_tile_at``), then the far and near ones in a loop without the edge path.
+Every tile holds column t BN for every row of its program (BLOCK_M == BLOCK_N, m0 a multiple of BN), so a first
+step other than tile 0 never sees a fully masked row.
 Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here.
 """
 from __future__ import annotations
@@ -263,6 +267,14 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
         mbarrier.invalidate(v_free.index(i))
 
 
+def _edge_first(has_k1: bool) -> bool:
+    """The EF switch of a call: EDGE_FIRST where keys are re-rotated (the loader's zones are the program's; without
+    K1 each warpgroup has its own), with square tiles (every row sees a column of the first step's tile)."""
+    if EDGE_FIRST and BLOCK_M != BLOCK_N:
+        raise ValueError("EDGE_FIRST needs BLOCK_M == BLOCK_N")
+    return bool(EDGE_FIRST and has_k1)
+
+
 def _gl_dtype(dtype):
     return gl.bfloat16 if str(dtype) == "torch.bfloat16" else gl.float16
 
@@ -379,5 +391,5 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
                             max(int(spec.ra), 1), int(spec.rb), RULE=int(spec.rule), HAS_R1=bool(spec.has_r1),
                             HAS_Q1=q1 is not q, HAS_K1=k1 is not k, HAS_POFF=pos_offset is not None, HEAD_DIM=d,
-                            EF=bool(EDGE_FIRST and k1 is not k), num_warps=4, maxnreg=MAXNREG)
+                            EF=_edge_first(k1 is not k), num_warps=4, maxnreg=MAXNREG)
     return out, lse
