@@ -19,7 +19,6 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
   <m> [v]       decode columns with a switch of the decode kernel set (--decode-variants sms4,cfg=32.4.3):
                 sms4 = the split rule before 2026-12-03 (~4 programs per SM instead of one full wave),
                 cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column,
-                nomerge = q1's partial rows merged by the combine kernel instead of in the split kernel,
                 k1 = the re-rotating methods (far key map not the identity) reading their far keys from a K1
                 cache built before the timing (static-decode entry, key_end = N; baseline "ours plain [k1]",
                 plain through the same entry)
@@ -300,12 +299,10 @@ def _decode_variant(name, fn):
 
     if name == "sms4":
         attr, value = "SPLIT_RULE", "sms4"
-    elif name == "nomerge":
-        attr, value = "MERGE_ROWS", False
     elif name.startswith("cfg="):
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
     else:
-        raise ValueError(f"unknown decode variant {name!r} (sms4, nomerge, cfg=BN.W.S)")
+        raise ValueError(f"unknown decode variant {name!r} (sms4, cfg=BN.W.S)")
     return _with_attr(_decode, attr, value, fn)
 
 
@@ -454,8 +451,7 @@ def main(argv=None):
                    "(nofold / fold: STRING's shift re-rotates Q / K at every head dim; edgefirst: a program's edge "
                    "tiles first, its main loop without the edge path)")
     p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
-                   "switches: sms4 (the old split rule), nomerge (q1 rows merged by the combine), cfg=BN.W.S (BLOCK_N, "
-                   "warps, stages); k1: every "
+                   "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages); k1: every "
                    "re-rotating method with a prebuilt K1 cache (static-decode entry, plain's column alike)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
@@ -470,8 +466,8 @@ def main(argv=None):
             p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
     DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
     for m in DECODE_VARIANTS:
-        if not (m in ("sms4", "nomerge", "k1") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
-            p.error(f"unknown --decode-variants entry {m!r} (sms4, nomerge, k1, cfg=BN.W.S)")
+        if not (m in ("sms4", "k1") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
+            p.error(f"unknown --decode-variants entry {m!r} (sms4, k1, cfg=BN.W.S)")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

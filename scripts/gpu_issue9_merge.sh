@@ -8,7 +8,8 @@
 #      K1 (split vs combine kernel), prefill 32k for self_extend / dca (prologue vs main kernel);
 #   4. end to end at 32k (bench_generate --graphs --k1-variants): rerope and self_extend with K1 off and on in
 #      the same run, against SDPA.
-# Run: OUT=$OUT LIMIT=420 bash scripts/gpu_issue9_merge.sh
+# Run: OUT=$OUT LIMIT=420 bash scripts/gpu_issue9_merge.sh   (at commit 5ef1395: the nomerge variant and the
+#   unmerged layout were removed after this call measured them, benchmarks/RESULTS.md)
 #   (files back: versions.txt, tests.log, decode.md/.log, ncu_*.csv, e2e.log)
 set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 420

@@ -5,7 +5,8 @@ LM-Infinite) read their far keys pre-rotated from a second key buffer K1 during 
 (``kernels.key_cache``; the decode kernel's ``HAS_K1`` path), so no decode step re-rotates keys::
 
     forward                           K1 of the layer (state.far_keys[layer] = (buffer signature, K1))
-    first static decode step          allocated like the static key buffer, every slot rotated (``key_cache.write_far_keys``)
+    first static decode step          allocated like the static key buffer, every slot rotated
+                                      (``key_cache.write_far_keys``)
     later static decode steps         slot key_end - 1 of each row (device index, no host sync: capturable),
                                       by the decode kernel itself where ``key_cache.kernel_writes_slot``
     any other forward into the buffer its new slots [lk - lq, lk) of the cut view (a prefill into a live K1)

@@ -24,9 +24,10 @@ selected, the buffers cut, the step captured again).
 ``graphs=False`` runs the same steps eagerly (CPU tests: its texts equal ``model.generate``'s). Greedy argmax
 like ``generate`` with no logits processors; ties go to the lowest token id in both.
 
-K1 cache (on by default; ROPESHIFT_K1_CACHE=0 turns it off): for the re-rotating methods (a far key map that is not the identity)
-each layer keeps a second key buffer of pre-rotated keys during the loop (``ropeshift.attention.far_cache``; +1 K buffer per layer, built at
-the first, eager decode step, dropped when ``static_decode_mode`` exits).
+K1 cache (on by default; ROPESHIFT_K1_CACHE=0 turns it off): for the re-rotating methods (a far key map that is
+not the identity) each layer keeps a second key buffer of pre-rotated keys during the loop
+(``ropeshift.attention.far_cache``; +1 K buffer per layer, built at the first, eager decode step, dropped when
+``static_decode_mode`` exits).
 
 Memory: the warm-up steps and the capture run on one side stream per device, and PyTorch's cached cuBLAS
 workspaces are dropped around both (``blas_workspaces_dropped``, as torch.compile's CUDA-graph trees do), so a

@@ -13,9 +13,9 @@ not from its name). STRING with S = L/3 at n <= S, DCA with n <= its chunk, LM-I
 
 A task's length counts its prompt plus its answer budget (``tasks/base.py``), so every token a record depends on
 is produced by a query below the length: such a cell computes the same attention as the rope row on the same
-prompts (a sample breaking that contract, n_tokens + max_new_tokens > length, is computed), so the runner copies the rope row's
-record of each prompt (same prompt hash) with the method's own label, name and parameters, ``seconds = 0`` (it
-cost nothing) and ``details["same_as"] = "rope"``. The report marks those lengths "(= rope)" either way.
+prompts (a sample breaking that contract, n_tokens + max_new_tokens > length, is computed), so the runner
+copies the rope row's record of each prompt (same prompt hash) with the method's own label, name and
+parameters, ``seconds = 0`` (it cost nothing) and ``details["same_as"] = "rope"``. The report marks those lengths "(= rope)" either way.
 ``RunConfig.share_rope = False`` (``--compute-rope-equal``) computes them instead, e.g. to measure a kernel's
 numerical drift against the plain path on real prompts.
 """

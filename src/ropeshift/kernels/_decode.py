@@ -6,9 +6,10 @@ Two launches, no host syncs, CUDA-graph capturable:
    scores it against the g query heads of that KV head, stacked as the rows of one MMA operand (2g rows with a
    region 1, padded to >= 16, which the MMA needs anyway: q at rows [0, g), q1 at [R/2, R/2 + g)). Every row
    holds a partial softmax over a disjoint set of keys; before its store the program merges row R/2 + g' into
-   row g' (``_merge_halves``), so every method writes one partial per head and split, as plain decode does
-   (``ROPESHIFT_DECODE_MERGE=0``: rows [g, 2g), merged by the combine). With one query, region 1 is the key prefix
-   [0, F) (F from the bands, and for DCA's chunk rule from the query's chunk), so the chunk is cut into zones::
+   row g' (``_merge_halves``), so every method writes one partial per head and split, as plain decode does (the
+   combine merging 2g rows instead cost 2-3 % at B = 1, benchmarks/RESULTS.md). With one query, region 1 is the
+   key prefix [0, F) (F from the bands, and for DCA's chunk rule from the query's chunk), so the chunk is cut
+   into zones::
 
        keys  [ far: region 1 only ][ edge tile ][ near: region 0 only ]     (Lambda: invisible tiles skipped)
                one dot, keys re-     both        one dot of q and k as cached (rows [0, g))
@@ -32,7 +33,7 @@ Two launches, no host syncs, CUDA-graph capturable:
                K1 rows               K1 | K       K rows               (q1's rows see far keys only,
                by key: n < F ? K1 : K                                   q's rows near ones only)
 
-2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE (2 * splits unmerged).
+2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE.
 
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
 ``_rotary._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
@@ -48,6 +49,7 @@ import triton.language as tl
 from ._decode_combine import _decode_combine_kernel, _num_sms
 from ._decode_zones import _dzone, _halves, _key_table, _rest
 from ._prefill import _LOG2E
+from ._prologue import _write_rotated
 from ._rotary import _map_delta, _partner, _rotate, _row_offsets
 from .key_cache import kernel_writes_slot
 from .spec import RULE_LAMBDA
@@ -65,16 +67,16 @@ def _table_decode_split_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_R1: tl.constexpr, RULE: tl.constexpr, QMAP: tl.constexpr, KMAP: tl.constexpr, KROT: tl.constexpr,
     PARTIAL: tl.constexpr, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr, HAS_KE: tl.constexpr,
-    HAS_K1: tl.constexpr, DOT_PREC: tl.constexpr, MERGE: tl.constexpr, WRITE_K1: tl.constexpr,
+    HAS_K1: tl.constexpr, DOT_PREC: tl.constexpr, WRITE_K1: tl.constexpr,
 ):
     # Q     [b, h, 1, d]          (row stride unused)     INV [r2] fp32 inverse frequencies
     # K, V  [b, h_kv, lk, d]                              KS [b] first valid key index; POFF [b] position of key 0
     # K1    [b, h_kv, lk, d], K's strides (HAS_K1): every key re-rotated to the far key map (``key_cache``)
     # KE    [b] keys written (HAS_KE: a static cache): the query sits at key index KE - 1, keys >= KE unread
-    # Opart [b, h_kv, P, R', d] fp32, contiguous: normalised partial outputs (R' = R / 2 with MERGE, else R;
-    #                                            rows past the g (2g unmerged) heads' are never written)
+    # Opart [b, h_kv, P, R', d] fp32, contiguous: normalised partial outputs (R' = R / 2 with HAS_R1, else R;
+    #                                            rows past the g heads' are never written)
     # Lpart [b, h_kv, P, R']    fp32, contiguous: partial LSE in log2 units of the scaled logits (-inf: empty)
-    # MERGE (with HAS_R1): q1's rows sit at [R / 2, R / 2 + g) and each is merged into its q row before the store
+    # HAS_R1: q1's rows sit at [R / 2, R / 2 + g) and each is merged into its q row before the store
     # WRITE_K1 (with HAS_K1, HAS_KE): the first split of each (row, kv head) writes K1 at the query's own slot
     # KMAP (module docstring): 0 keys as cached, 1 invariant in-tile table, 2 per-tile table, 3 group step
     # (KROT: keys rotated by (a - 1) j); PARTIAL: r2 < d / 2
@@ -90,15 +92,14 @@ def _table_decode_split_kernel(
     offs_h = tl.arange(0, HALF)
     offs_n = tl.arange(0, BLOCK_N)
     HALF_R: tl.constexpr = BLOCK_R // 2
-    if HAS_R1 and MERGE:  # rows [0, g) q, [R / 2, R / 2 + g) q1
+    if HAS_R1:  # rows [0, g) q, [R / 2, R / 2 + g) q1
         is_r1 = rows >= HALF_R
         row_g = rows - is_r1.to(tl.int32) * HALF_R
         row_ok = row_g < G
-    else:  # rows [0, g) q, [g, 2g) q1
-        n_rows = 2 * G if HAS_R1 else G
-        row_ok = rows < n_rows
+    else:  # rows [0, g) q
         is_r1 = rows >= G
         row_g = rows % G
+        row_ok = rows < G
     head = off_hk * G + row_g
     q_rows = Q + off_b * stride_qb + head[:, None].to(tl.int64) * stride_qh
     q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
@@ -127,12 +128,10 @@ def _table_decode_split_kernel(
         F = 0
     if WRITE_K1:  # the step's new key into K1: near to its own query (F <= pos), so no program reads it now
         if pid_s == 0:
-            k_row = K + off_b * stride_kb + off_hk * stride_kh + pos.to(tl.int64) * stride_kn
-            k_new = tl.load(k_row + offs_d[None, :] * stride_kd)
-            k_par = tl.load(k_row + _partner(offs_d, R2)[None, :] * stride_kd)
-            k_far = _rotate(k_new, k_par, INV, R2, offs_d, _map_delta(qpos, KA, KC, KG, KB))
-            tl.store(K1 + off_b * stride_kb + off_hk * stride_kh + pos.to(tl.int64) * stride_kn
-                     + offs_d[None, :] * stride_kd, k_far)
+            one = tl.zeros([1, 1], dtype=tl.int64)
+            row = one + (off_b * stride_kb + off_hk * stride_kh + pos.to(tl.int64) * stride_kn)
+            delta = one.to(tl.float32) + _map_delta(qpos, KA, KC, KG, KB)
+            _write_rotated(K, K1, row, tl.arange(0, 1) < 1, stride_kd, INV, R2, delta, HEAD_DIM, False)
     start = pid_s * CHUNK
     stop = tl.minimum(start + CHUNK, lim)
     lo = start
@@ -200,7 +199,7 @@ def _table_decode_split_kernel(
                                poff, F, RA, RB, R2, dq, KA, KC, KG, KB, qk_scale, is_r1, row_ok, offs_n, offs_d,
                                offs_h, BLOCK_N, HALF, 0, KMAP, KROT, PARTIAL, RULE, DOT_PREC)
 
-    if HAS_R1 and MERGE:
+    if HAS_R1:
         acc, l_i, m_i = _merge_halves(acc, l_i, m_i, HALF_R, HEAD_DIM)
         out_rows = tl.arange(0, HALF_R)
         OUT_R: tl.constexpr = HALF_R
@@ -239,9 +238,6 @@ DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].spli
 # split rule: "wave" (programs fill one wave of the device, ``_occupancy``) or "sms4" (~4 programs per SM, the
 # rule before 2026-12-03; kept for side-by-side benchmarks)
 SPLIT_RULE = os.environ.get("ROPESHIFT_DECODE_SPLIT", "wave")
-# rows q1 merged into their q rows inside the split kernel (one partial per head and split, as plain's) rather
-# than by the combine (two); "0" keeps the two-partial layout for side-by-side benchmarks
-MERGE_ROWS = os.environ.get("ROPESHIFT_DECODE_MERGE", "1") != "0"
 
 
 def _decode_config(on_gpu):
@@ -331,7 +327,7 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
                 HAS_R1=spec.has_r1, RULE=spec.rule, QMAP=qk if spec.has_r1 else 0, KMAP=kmap, KROT=krot,
                 PARTIAL=kmap != 0 and 2 * inv_freq.numel() != d,
                 HAS_KS=key_start is not None, HAS_POFF=pos_offset is not None, HAS_KE=key_end is not None,
-                HAS_K1=k1 is not None, MERGE=bool(MERGE_ROWS and spec.has_r1), WRITE_K1=write_k1,
+                HAS_K1=k1 is not None, WRITE_K1=write_k1,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
                 num_warps=num_warps, num_stages=num_stages)
 
@@ -355,7 +351,7 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     splits = _split_count(q, spec, b, h_kv, lk, block_n, key, warm)
     chunk = triton.cdiv(triton.cdiv(lk, splits), block_n) * block_n
     splits = triton.cdiv(lk, chunk)
-    part_r = block_r // 2 if meta["MERGE"] else block_r  # partial rows per (row, kv head, split)
+    part_r = block_r // 2 if spec.has_r1 else block_r  # partial rows per (row, kv head, split): q1's merged
     opart = torch.empty((b, h_kv, splits, part_r, d), device=q.device, dtype=torch.float32)
     lpart = torch.empty((b, h_kv, splits, part_r), device=q.device, dtype=torch.float32)
     _table_decode_split_kernel[(splits, b * h_kv)](*args(opart, lpart, chunk), **meta)
@@ -363,7 +359,6 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
         opart, lpart, out, lse,
         out.stride(0), out.stride(1), out.stride(3), lse.stride(0), lse.stride(1),
         h, g, splits,
-        HEAD_DIM=d, BLOCK_R=part_r, BLOCK_S=max(2, triton.next_power_of_2(splits)),
-        HAS_R1=spec.has_r1 and not meta["MERGE"], num_warps=4,
+        HEAD_DIM=d, BLOCK_R=part_r, BLOCK_S=max(2, triton.next_power_of_2(splits)), num_warps=4,
     )
     return out, lse

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from ._prefill import _accumulate
-from ._rotary import _cos_sin
+from ._rotary import _cos_sin, _rotate_halves
 
 @triton.jit
 def _mm(a, b, DOT_PREC: tl.constexpr, WIDE: tl.constexpr):
@@ -75,7 +75,7 @@ def _q_far(q_lo, q_hi, inv_h, dq, KC, is_r1, STEP: tl.constexpr):
         c1, s1 = _cos_sin((dq - KC) * inv_h)
         c = tl.where(is_r1[:, None], c, c1[None, :])
         s = tl.where(is_r1[:, None], s, s1[None, :])
-    return q_lo * c - q_hi * s, q_hi * c + q_lo * s
+    return _rotate_halves(q_lo, q_hi, c, s)
 
 
 @triton.jit
@@ -111,10 +111,9 @@ def _dtiles(
             else:
                 c_t, s_t = tc, ts
             if KMAP != 3 or KROT:
-                lo32 = k_lo.to(tl.float32)
-                hi32 = k_hi.to(tl.float32)
-                k1_lo = (lo32 * c_t - hi32 * s_t).to(k_lo.dtype)
-                k1_hi = (hi32 * c_t + lo32 * s_t).to(k_lo.dtype)
+                k1_lo, k1_hi = _rotate_halves(k_lo.to(tl.float32), k_hi.to(tl.float32), c_t, s_t)
+                k1_lo = k1_lo.to(k_lo.dtype)
+                k1_hi = k1_hi.to(k_lo.dtype)
             else:
                 k1_lo = k_lo
                 k1_hi = k_hi

@@ -8,7 +8,7 @@ K1 cache's writes (``key_cache``: a slot range, or one slot per row of a decode 
 import triton
 import triton.language as tl
 
-from ._rotary import _cos_sin, _map_delta, _partner, _rotate, _row_offsets
+from ._rotary import _cos_sin, _map_delta, _partner, _rotate, _rotate_halves, _row_offsets
 
 
 @triton.jit
@@ -61,21 +61,27 @@ def _rotate_keys_kernel(
     if TRIM != 0:
         ok = ok & _rows_used(offs, poff, TRIM, T_RULE, T_LO1, T_CS, T_N, T_BLOCK)
     rows = off_b * stride_kb + off_hk * stride_kh + offs[:, None].to(tl.int64) * stride_kn
-    delta = _map_delta(offs + poff, KA, KC, KG, KB)[:, None]
+    _write_rotated(K, K1, rows, ok, stride_kd, INV, R2, _map_delta(offs + poff, KA, KC, KG, KB)[:, None], HEAD_DIM,
+                   HALVES)
+
+
+@triton.jit
+def _write_rotated(K, K1, rows, ok, stride_kd, INV, R2, delta, HEAD_DIM: tl.constexpr, HALVES: tl.constexpr):
+    """K1[rows] = K[rows] rotated by ``delta`` [n, 1] fp32 positions: rows [n, 1] int64 element offsets of the rows
+    (the same in K and K1), ok [n] the rows to make. HALVES (full rotary, 2 r2 == d): one cos/sin per rotary pair
+    over the two halves; else per dim with each dim's rotate_half partner (dims past 2 r2 unchanged). The one K1
+    write of the prologue kernel and of the decode kernel's step slot (``_decode``'s WRITE_K1)."""
     if HALVES:
         HALF: tl.constexpr = HEAD_DIM // 2
         offs_h = tl.arange(0, HALF)
         lo = tl.load(K + rows + offs_h[None, :] * stride_kd, mask=ok[:, None], other=0.0)
         hi = tl.load(K + rows + (HALF + offs_h)[None, :] * stride_kd, mask=ok[:, None], other=0.0)
         c, sn = _cos_sin(delta * tl.load(INV + offs_h)[None, :])
-        lo32 = lo.to(tl.float32)
-        hi32 = hi.to(tl.float32)
-        tl.store(K1 + rows + offs_h[None, :] * stride_kd, (lo32 * c - hi32 * sn).to(lo.dtype), mask=ok[:, None])
-        tl.store(K1 + rows + (HALF + offs_h)[None, :] * stride_kd, (hi32 * c + lo32 * sn).to(lo.dtype),
-                 mask=ok[:, None])
+        r_lo, r_hi = _rotate_halves(lo.to(tl.float32), hi.to(tl.float32), c, sn)
+        tl.store(K1 + rows + offs_h[None, :] * stride_kd, r_lo.to(lo.dtype), mask=ok[:, None])
+        tl.store(K1 + rows + (HALF + offs_h)[None, :] * stride_kd, r_hi.to(lo.dtype), mask=ok[:, None])
     else:
         offs_d = tl.arange(0, HEAD_DIM)
         k = tl.load(K + rows + offs_d[None, :] * stride_kd, mask=ok[:, None], other=0.0)
         kp = tl.load(K + rows + _partner(offs_d, R2)[None, :] * stride_kd, mask=ok[:, None], other=0.0)
-        k1 = _rotate(k, kp, INV, R2, offs_d, delta)
-        tl.store(K1 + rows + offs_d[None, :] * stride_kd, k1, mask=ok[:, None])
+        tl.store(K1 + rows + offs_d[None, :] * stride_kd, _rotate(k, kp, INV, R2, offs_d, delta), mask=ok[:, None])

@@ -78,3 +78,10 @@ def _row_offsets(KS, POFF, off_b, HAS_KS: tl.constexpr, HAS_POFF: tl.constexpr):
     else:
         poff = -ks
     return ks, poff
+
+
+@triton.jit
+def _rotate_halves(lo, hi, c, s):
+    """The two rotary halves (lo, hi) of rows rotated by angles of cos c and sin s (rotate_half, in their own
+    precision): lo c - hi s, hi c + lo s."""
+    return lo * c - hi * s, hi * c + lo * s

@@ -123,27 +123,25 @@ class Perplexity(Task):
                 part = rows[lo:lo + step]
                 with torch.inference_mode():
                     logits = model(input_ids=part, logits_to_keep=trg + 1, use_cache=False).logits  # [b, trg+1, V]
-                    nll[lo:lo + part.shape[0]] += _nll_sums(logits[:, :-1], part[:, -trg:])
+                    _add_nll_sums(nll[lo:lo + part.shape[0]], logits[:, :-1], part[:, -trg:])
                 del logits
             scored += trg
         sums = nll.tolist()
         return [{"score": math.exp(v / scored), "nll": v, "n_scored": scored} for v in sums]
 
 
-def _nll_sums(logits, targets):
-    """Per-row sum of -log softmax(logits)[target]: logits [b, t, V] (any float dtype), targets [b, t] -> [b]
-    fp64 (fp32 on MPS), computed in fp32 over chunks of ~CE_TOKENS (row, position) pairs (bounds the fp32 copy)."""
-    import torch
+def _add_nll_sums(out, logits, targets):
+    """out [b] += per-row sum of -log softmax(logits)[target], in out's dtype: logits [b, t, V] (any float
+    dtype), targets [b, t]; computed in fp32 over chunks of ~CE_TOKENS (row, position) pairs (bounds the fp32
+    copy)."""
     import torch.nn.functional as F
 
     b, t, v = logits.shape
-    out = torch.zeros(b, dtype=torch.float32 if logits.device.type == "mps" else torch.float64, device=logits.device)
     chunk = max(1, CE_TOKENS // b)
     for lo in range(0, t, chunk):
         x = logits[:, lo:lo + chunk].float()
         ce = F.cross_entropy(x.reshape(-1, v), targets[:, lo:lo + chunk].reshape(-1), reduction="none")
         out += ce.view(b, -1).sum(1, dtype=out.dtype)
-    return out
 
 
 register(Perplexity("strided"))
