@@ -14,8 +14,7 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
                 on sm_90 the Hopper Gluon kernel where it serves the table, else the portable Triton kernel)
   <m> triton    the same call with the Hopper kernel switched off (sm_90 only; also "triton causal")
   <m> nofold    the Hopper kernel with a constant query shift (STRING) re-rotating Q instead of K at every head dim
-                (--hopper-variants nofold,fold; "<m> fold": re-rotating K at every head dim; default: K at D = 128;
-                "<m> edgefirst": edge tiles first, EDGE_FIRST)
+                (--hopper-variants nofold,fold; "<m> fold": re-rotating K at every head dim; default: K at D = 128)
   <m> [v]       decode columns with a switch of the decode kernel set (--decode-variants sms4,cfg=32.4.3):
                 sms4 = the split rule before 2026-12-03 (~4 programs per SM instead of one full wave),
                 cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column,
@@ -173,8 +172,7 @@ def _portable(fn):
 
 
 HOPPER_VARIANTS = ()  # --hopper-variants
-_VARIANT_FLAGS = {"nofold": ("FOLD_SHIFT_DIMS", frozenset()), "fold": ("FOLD_SHIFT_DIMS", frozenset({64, 128})),
-                  "edgefirst": ("EDGE_FIRST", True)}
+_VARIANT_FLAGS = {"nofold": ("FOLD_SHIFT_DIMS", frozenset()), "fold": ("FOLD_SHIFT_DIMS", frozenset({64, 128}))}
 
 
 def _folds(table):
@@ -187,12 +185,8 @@ def _folds(table):
 
 
 def _variant_applies(var, table, d):
-    """Whether Hopper switch ``var`` changes this table's call at head dim d: the fold switches for a constant
-    query shift, edge-first where the call makes K1 (re-rotated keys, or STRING's folded shift at D = 128)."""
-    from ropeshift.kernels import _prefill_hopper_ws as ws
-    from ropeshift.kernels.spec import compile_table
-
-    return _folds(table) if var in ("nofold", "fold") else ws._maps(compile_table(table), d)[1] is not None
+    """Whether Hopper switch ``var`` changes this table's call: the fold switches, for a constant query shift."""
+    return _folds(table)
 
 
 def _variant(name, fn):
@@ -448,8 +442,7 @@ def main(argv=None):
     p.add_argument("--no-portable", action="store_true", help="leave out the portable-kernel columns on sm_90 "
                    "('<method> triton', 'triton causal')")
     p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches set "
-                   "(nofold / fold: STRING's shift re-rotates Q / K at every head dim; edgefirst: a program's edge "
-                   "tiles first, its main loop without the edge path)")
+                   "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
     p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
                    "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages); k1: every "
                    "re-rotating method with a prebuilt K1 cache (static-decode entry, plain's column alike)")

@@ -42,7 +42,7 @@ def sm90_target():
 def compile_variant(name, d, variant=""):
     """Compile the Hopper kernel for method case ``name`` (tests/kernels/_helpers.method_cases) at head dim d;
     ``variant``: "" (the defaults), "nofold" / "fold" (a constant query shift re-rotates q / k at every head
-    dim, ``FOLD_SHIFT_DIMS``) or "edgefirst" (``EDGE_FIRST``: edge tiles first, where keys are re-rotated)."""
+    dim, ``FOLD_SHIFT_DIMS``)."""
     import torch
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -66,7 +66,7 @@ def compile_variant(name, d, variant=""):
             qd, qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.zeros(b, dtype=torch.int32), h, h // h_kv, n, 0.1,
             min(spec.lo1, 1 << 30), max(spec.ra, 1), spec.rb, RULE=spec.rule, HAS_R1=spec.has_r1,
             HAS_Q1=q_map is not None, HAS_K1=k_map is not None, HAS_POFF=True,
-            HEAD_DIM=d, EF=variant == "edgefirst" and k_map is not None, num_warps=4, maxnreg=ws.MAXNREG, grid=(8, 4))
+            HEAD_DIM=d, num_warps=4, maxnreg=ws.MAXNREG, grid=(8, 4))
     return {"name": name, "d": d, "variant": variant, "shared": kernel.metadata.shared,
             "wgmma": "wgmma" in kernel.asm["ptx"]}
 

@@ -13,32 +13,28 @@ Positions are >= 0 (pos_offset >= 0), as the zones (``_chunk_zones``) and the pr
 
 One program = 128 query rows of one (batch, head); three partitions run at once::
 
-    loader      1 warp, few registers   K_t (or K1_t), V_t into a 2-stage ring: waits "free", expects bytes, TMA
-    rows 0-63   consumer warpgroup      for each key tile: S = Q K^T (async wgmma), softmax, O += P V
+    loader      1 warp, few registers   the step's K_t or K1_t, and V_t, into a 2-stage ring: waits "free",
+                                        expects bytes, TMA
+    rows 0-63   consumer warpgroup      for each step: S = Q(1) K(1)^T (async wgmma), mask, softmax, O += P V
     rows 64-127 consumer warpgroup      the same on its 64 rows
 
-Per stage two barriers each for K and V: ready (TMA bytes) and free (both consumers arrive). K_t is released as
-soon as S_t is done, V_t once P_t V_t is, so the loader runs a tile ahead. In a consumer, S_{t} is issued before
-P_{t-1} V_{t-1} and its softmax overlaps that MMA. Key tiles, low to high::
+Per stage two barriers each for K and V: ready (TMA bytes) and free (both consumers arrive). K is released as
+soon as S is done, V once P V is, so the loader runs a step ahead. Key tiles, low to high, in the program's
+zones (F = f_lo, E = r_hi: by d >= LO1 from the first and last rows, ``_chunk_zones`` for DCA)::
 
-    0 ........ F-1 | F ......... E-1 | E .................. T-1
-    far: q1 . k1   | edge: both dots, | near: q . k (causal mask on the diagonal tile)
-    (all region 1) | select per pair  | (all region 0)
+    0 ........ F-1 | F ......... E-1          | E .................. T-1
+    far: q1 . k1   | edge: visited twice,     | near: q . k (causal mask on the diagonal tile)
+    (all region 1) | q1 . k1 then q . k,      | (all region 0)
+                   | each keeping its region  |
 
-Keys that keep their positions: each warpgroup splits at its own F, E (by d >= LO1), both dots read K_t. Re-
-rotated keys: F, E are the program's (``_chunk_zones`` for DCA), far tiles stream K1_t through the ring, edge
-tiles K_t there and K1_t in a one-stage k1 slot (224 KB of shared memory at D = 128 with Q1 and K1). One loop
-walks the tiles and picks per tile (``_hopper_steps._run``); edge tiles wait for P V before their second dot, so
-that S, S1 and O are never all live with P (no spills: ptxas reports none for any served table). EDGE_FIRST
-(off by default, not yet measured; with K1 only, whose zones are the program's): the loader and both
-consumers take the edge tiles first (``_tile_at``), then the far and near ones in a loop without the edge path.
-Every tile holds column t BN for every row of its program (BLOCK_M == BLOCK_N, m0 a multiple of BN), so a first
-step other than tile 0 never sees a fully masked row.
+Every step is one dot of a tile (``_hopper_steps``: the step order, the masks); no step waits for another
+dot, and shared memory holds what plain causal attention's does (plus the Q1 tile where the query map
+re-rotates). The edge tiles' second visit costs one more P V per edge tile (1-2 per program). The earlier layout
+(both dots of an edge tile in one step, K1_t in a one-stage slot beside the ring) took 1.05-1.10x our causal
+kernel's time at 32k (ncu: 45 more SASS instructions per loop iteration, synchronous edge steps).
 Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
@@ -47,7 +43,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ._hopper_steps import RULE_CHUNK_C, _first, _pv_now, _run, _softmax, _step_now, _tile_at
+from ._hopper_steps import RULE_CHUNK_C, _first, _run, _softmax, _step_tile
 from .spec import MAP_CONSTANT, MAP_IDENTITY, RULE_CHUNK, RULE_NONE
 
 _LOG2E = 1.4426950408889634
@@ -55,10 +51,6 @@ BLOCK_M, BLOCK_N = 128, 128  # query rows per program (two warpgroups of 64), ke
 # head dims at which a constant query shift re-rotates K (k1 = R(-b) k) instead of Q, by measurement (32k, H200:
 # STRING 1.02x cuDNN folded vs 1.09x at D = 128; 1.06x vs 1.05x at D = 64, benchmarks/RESULTS.md)
 FOLD_SHIFT_DIMS = frozenset({128})
-# edge tiles first (tables with re-rotated keys): the loader and the consumers take a program's edge tiles before
-# its far and near ones, so the main loop holds no edge path. Not yet measured (fifth session: no device time
-# left), so off unless ROPESHIFT_HOPPER_EDGE_FIRST=1; bench_attention.py --hopper-variants edgefirst
-EDGE_FIRST = os.environ.get("ROPESHIFT_HOPPER_EDGE_FIRST", "0") == "1"
 # TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
@@ -66,29 +58,24 @@ CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
 
 @gluon.jit
-def _load_partition(k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free,
-                    kv_row, n_tiles, f_lo, r_hi, HAS_K1: gl.constexpr, EF: gl.constexpr):
-    """Streams K_t then V_t for the i-th tile t = _tile_at(i) (i < n_tiles) into stage i % 2 once both consumers
-    freed it. With re-rotated keys (HAS_K1): K1_t instead of K_t below f_lo (far for both warpgroups), and K1_t
-    into the one-stage k1 slot beside K_t for t in [f_lo, r_hi) (edge tiles)."""
+def _load_partition(k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_steps, f_lo, r_hi,
+                    HAS_K1: gl.constexpr):
+    """Streams the i-th step's key tile (K1_t in region-1 steps when keys are re-rotated, else K_t) then V_t into
+    stage i % 2 once both consumers freed it (``_hopper_steps._step_tile``: t, region)."""
     BN: gl.constexpr = k_desc.block_type.shape[0]
     nbytes: gl.constexpr = k_desc.block_type.nbytes
-    for i in range(n_tiles):
-        t = _tile_at(i, f_lo, r_hi - f_lo, EF)
+    n_e = r_hi - f_lo
+    for i in range(n_steps):
+        t, r1 = _step_tile(i, r_hi, n_e)
         st = i % 2
         ph = (i // 2) & 1
         mbarrier.wait(k_free.index(st), ph ^ 1)  # a fresh barrier counts as "phase 1 complete"
         mbarrier.expect(k_ready.index(st), nbytes)
         if HAS_K1:
-            if t < f_lo:
+            if r1:
                 _tma_load(k1_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
             else:
                 _tma_load(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
-                if t < r_hi:
-                    e = t - f_lo
-                    mbarrier.wait(k1_free, (e & 1) ^ 1)
-                    mbarrier.expect(k1_ready, nbytes)
-                    _tma_load(k1_desc, [kv_row + t * BN, 0], k1_ready, k1_s)
         else:
             _tma_load(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
         mbarrier.wait(v_free.index(st), ph ^ 1)
@@ -97,13 +84,11 @@ def _load_partition(k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, 
 
 
 @gluon.jit
-def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
-             v_free, O, LSE, bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr,
-             HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, EF: gl.constexpr,
-             HEAD_DIM: gl.constexpr, BN: gl.constexpr):
-    """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over every key tile; stores out and lse. q_s [1 or 2,
-    BM, d]: q, then q1 (HAS_Q1). EF (with HAS_K1 only: the loader's zones are the program's): edge tiles first,
-    in a loop of their own, then the far and near ones in a loop without the edge path."""
+def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N,
+             n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr, HAS_R1: gl.constexpr,
+             HAS_Q1: gl.constexpr, HEAD_DIM: gl.constexpr, BN: gl.constexpr):
+    """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over the program's steps; stores out and lse. q_s [1 or
+    2, BM, d]: q, then q1 (HAS_Q1)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BN, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -111,49 +96,19 @@ def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_rea
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     mw = m0 + HALF * 64
     mbarrier.wait(q_bar, 0)
-    qh = q_s.index(0).slice(HALF * 64, 64)
-    q1h = q_s.index(HAS_Q1 * 1).slice(HALF * 64, 64)
-    if HAS_K1:  # the program's zones (the loader's): K1 below f_lo, K and K1 in [f_lo, r_hi), K beyond
-        n_far = f_lo
-        n_r1 = r_hi
-    elif HAS_R1:
-        # far: every pair of the tile has d >= LO1; tiles below n_r1 have at least one such pair
-        n_far = gl.minimum(gl.maximum(mw - LO1 + 1, 0) // BN, n_tiles)
-        n_r1 = gl.minimum(gl.maximum(mw + 64 - LO1 + BN - 1, 0) // BN, n_tiles)
-    else:
-        n_far = 0
-        n_r1 = 0
     rows = mw + gl.arange(0, 64, gl.SliceLayout(1, s_layout))
     cols0 = gl.arange(0, BN, gl.SliceLayout(0, s_layout))
     m_i = gl.full([64], -float("inf"), gl.float32, gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([64], gl.float32, gl.SliceLayout(1, s_layout))
     acc = gl.zeros([64, HEAD_DIM], gl.float32, o_layout)
 
-    s = _first(qh, q1h, k_s, k1_s, k_ready, k1_ready, k_free, k1_free, rows, cols0, mw, LO1, p0, CS, CW, n_far,
-               n_r1, RULE, HAS_K1, EF, s_layout, BN)
-    m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale)
+    s = _first(q_s, HALF, k_s, k_ready, k_free, rows, cols0, mw, f_lo, r_hi, LO1, p0, CS, CW, RULE, HAS_R1, HAS_Q1,
+               s_layout, BN)
+    m_i, l_i, p, alpha = _softmax(s, m_i, l_i, qk_scale, HAS_R1)
     p = gl.convert_layout(p.to(v_s.dtype), p_layout)
-    if EF:  # steps 1 .. n_e - 1 are the other edge tiles, the rest far or near
-        n_e = n_r1 - n_far
-        acc, m_i, l_i, p = _run(0, n_e - 1, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready, v_ready,
-                                k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far, n_r1,
-                                RULE, HAS_R1, HAS_Q1, HAS_K1, EF, 1, s_layout, o_layout, BN)
-        i0 = gl.maximum(n_e - 1, 0) + 1  # the first far / near step
-        acc = _pv_now(acc, p, v_s, v_ready, v_free, i0 - 1)  # no P lives from one loop into the other
-        if i0 < n_tiles:
-            acc, m_i, l_i, p2 = _step_now(acc, m_i, l_i, q_s, HALF, HAS_Q1, k_s, k_ready, k_free, i0,
-                                          _tile_at(i0, n_far, n_e, EF), n_far, rows, cols0, mw, qk_scale,
-                                          s_layout, o_layout, BN)
-            acc, m_i, l_i, p2 = _run(i0, n_tiles - 1, acc, m_i, l_i, p2, q_s, HALF, k_s, k1_s, v_s, k_ready,
-                                     k1_ready, v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1,
-                                     p0, CS, CW, n_far, n_r1, RULE, HAS_R1, HAS_Q1, HAS_K1, EF, 2, s_layout,
-                                     o_layout, BN)
-            acc = _pv_now(acc, p2, v_s, v_ready, v_free, n_tiles - 1)
-    else:
-        acc, m_i, l_i, p = _run(0, n_tiles - 1, acc, m_i, l_i, p, q_s, HALF, k_s, k1_s, v_s, k_ready, k1_ready,
-                                v_ready, k_free, k1_free, v_free, rows, cols0, mw, qk_scale, LO1, p0, CS, CW, n_far,
-                                n_r1, RULE, HAS_R1, HAS_Q1, HAS_K1, EF, 0, s_layout, o_layout, BN)
-        acc = _pv_now(acc, p, v_s, v_ready, v_free, n_tiles - 1)
+    acc, m_i, l_i = _run(n_steps, acc, m_i, l_i, p, q_s, HALF, k_s, v_s, k_ready, v_ready, k_free, v_free, rows,
+                         cols0, mw, qk_scale, f_lo, r_hi, LO1, p0, CS, CW, RULE, HAS_R1, HAS_Q1, s_layout, o_layout,
+                         BN)
 
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
     out = acc / l_o[:, None]
@@ -191,7 +146,7 @@ def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
 @gluon.jit
 def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H, G, N, qk_scale, LO1, CS, CW,
                       RULE: gl.constexpr, HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr,
-                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, EF: gl.constexpr, num_warps: gl.constexpr):
+                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
@@ -206,7 +161,7 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
         p0 = gl.load(POFF + b)
     else:
         p0 = 0
-    if HAS_K1:  # zones of the whole program: far for rows m0.. (warpgroup 0), region 1 reached by rows ..m0+BM-1
+    if HAS_R1:  # the program's zones: far for row m0 (and so for every row), region 1 reached by row m0 + BM - 1
         if RULE == RULE_CHUNK_C:
             f_lo, r_hi = _chunk_zones(p0, m0, BM, CS, CW, BN)
         else:
@@ -217,24 +172,17 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
     else:
         f_lo = 0
         r_hi = 0
+    n_steps = n_tiles + r_hi - f_lo  # edge tiles twice
 
     q_s = gl.allocate_shared_memory(q_desc.dtype, [1 + HAS_Q1, BM, HEAD_DIM], q_desc.layout)  # q, then q1
     k_s = gl.allocate_shared_memory(k_desc.dtype, [2, BN, HEAD_DIM], k_desc.layout)
     v_s = gl.allocate_shared_memory(v_desc.dtype, [2, BN, HEAD_DIM], v_desc.layout)
-    if HAS_K1:
-        k1_s = gl.allocate_shared_memory(k_desc.dtype, [BN, HEAD_DIM], k_desc.layout)
-    else:
-        k1_s = k_s.index(0)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k1_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k1_free = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     v_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
-    mbarrier.init(k1_ready, count=1)
-    mbarrier.init(k1_free, count=2)
     for i in gl.static_range(2):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
@@ -247,32 +195,20 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
         _tma_load(q1_desc, [q_row, 0], q_bar, q_s.index(1))
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
-        (_consume, (0, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
-                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, EF,
-                    HEAD_DIM, BN)),
-        (_consume, (1, q_s, q_bar, p0, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free, v_free, O, LSE,
-                    bh, m0, N, n_tiles, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HAS_K1, EF,
-                    HEAD_DIM, BN)),
-        (_load_partition, (k_desc, k1_desc, v_desc, k_s, k1_s, v_s, k_ready, k1_ready, v_ready, k_free, k1_free,
-                           v_free, kv_row, n_tiles, f_lo, r_hi, HAS_K1, EF)),
+        (_consume, (0, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_steps, f_lo,
+                    r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
+        (_consume, (1, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_steps, f_lo,
+                    r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
+        (_load_partition, (k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_steps,
+                           f_lo, r_hi, HAS_K1)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
     mbarrier.invalidate(q_bar)
-    mbarrier.invalidate(k1_ready)
-    mbarrier.invalidate(k1_free)
     for i in gl.static_range(2):
         mbarrier.invalidate(k_ready.index(i))
         mbarrier.invalidate(v_ready.index(i))
         mbarrier.invalidate(k_free.index(i))
         mbarrier.invalidate(v_free.index(i))
-
-
-def _edge_first(has_k1: bool) -> bool:
-    """The EF switch of a call: EDGE_FIRST where keys are re-rotated (the loader's zones are the program's; without
-    K1 each warpgroup has its own), with square tiles (every row sees a column of the first step's tile)."""
-    if EDGE_FIRST and BLOCK_M != BLOCK_N:
-        raise ValueError("EDGE_FIRST needs BLOCK_M == BLOCK_N")
-    return bool(EDGE_FIRST and has_k1)
 
 
 def _gl_dtype(dtype):
@@ -391,5 +327,5 @@ def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_of
                             pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
                             max(int(spec.ra), 1), int(spec.rb), RULE=int(spec.rule), HAS_R1=bool(spec.has_r1),
                             HAS_Q1=q1 is not q, HAS_K1=k1 is not k, HAS_POFF=pos_offset is not None, HEAD_DIM=d,
-                            EF=_edge_first(k1 is not k), num_warps=4, maxnreg=MAXNREG)
+                            num_warps=4, maxnreg=MAXNREG)
     return out, lse
