@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 9, the seventh session's second call: the Hopper prefill with edge tiles twice, after the empty-row fix
-# (the first call, scripts/gpu_issue9_twice.sh, failed 6 grid cases with NaN: 1025 rows at D = 64).
+# (the first call failed 6 grid cases with NaN: 1025 rows at D = 64).
 #   1. GPU tests of the Hopper kernel, the table-attention grid, the prologue trim, generate through K1;
 #   2. prefill at 32k (D = 128) twice, then 128k (D = 128) and 32k (D = 64), every method beside cuDNN causal;
 #   3. end to end (bench_generate.py, 32k, 8 layers, CUDA graphs) for every method, as long as time is left.
