@@ -20,7 +20,9 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
                 cfg=BN.W.S = (BLOCK_N, num_warps, num_stages) for every decode call of the column,
                 k1 = the re-rotating methods (far key map not the identity) reading their far keys from a K1
                 cache built before the timing (static-decode entry, key_end = N; baseline "ours plain [k1]",
-                plain through the same entry)
+                plain through the same entry), triton = the Triton split kernel for every call (no Hopper
+                decode: on sm_90 that kernel serves the re-rotating tables without K1), nreg=N = the Hopper
+                decode's register cap
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
@@ -288,15 +290,23 @@ DECODE_VARIANTS = ()  # --decode-variants
 
 
 def _decode_variant(name, fn):
-    """fn with one switch of ``_decode`` set: "sms4" (the old split rule) or "cfg=BN.W.S" (tile config)."""
+    """fn with one switch of the decode kernels set: "sms4" (the old split rule), "cfg=BN.W.S" (the Triton
+    kernel's tile config), "triton" (the Triton kernel for every call: no Hopper decode), "nreg=N" (the Hopper
+    decode's register cap)."""
     from ropeshift.kernels import _decode
 
     if name == "sms4":
         attr, value = "SPLIT_RULE", "sms4"
     elif name.startswith("cfg="):
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
+    elif name == "triton":
+        attr, value = "ROUTE", "triton"
+    elif name.startswith("nreg="):
+        from ropeshift.kernels import _decode_hopper
+
+        return _with_attr(_decode_hopper, "MAXNREG", int(name[5:]), fn)
     else:
-        raise ValueError(f"unknown decode variant {name!r} (sms4, cfg=BN.W.S)")
+        raise ValueError(f"unknown decode variant {name!r} (sms4, cfg=BN.W.S, triton, nreg=N)")
     return _with_attr(_decode, attr, value, fn)
 
 
@@ -459,8 +469,9 @@ def main(argv=None):
             p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
     DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
     for m in DECODE_VARIANTS:
-        if not (m in ("sms4", "k1") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)):
-            p.error(f"unknown --decode-variants entry {m!r} (sms4, k1, cfg=BN.W.S)")
+        if not (m in ("sms4", "k1", "triton") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)
+                or (m.startswith("nreg=") and m[5:].isdigit())):
+            p.error(f"unknown --decode-variants entry {m!r} (sms4, k1, triton, cfg=BN.W.S, nreg=N)")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

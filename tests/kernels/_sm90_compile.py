@@ -6,6 +6,7 @@ Catches what CPU tests otherwise cannot for the Hopper kernel: front-end errors,
 memory over the 227 KB limit, ptxas failures. Triton's driver registry is internal API; callers skip on
 ``ImportError`` / ``AttributeError`` from ``sm90_target``.
 """
+import os
 from contextlib import contextmanager
 
 
@@ -79,9 +80,47 @@ def _maps_with(ws, spec, d, dims):
         ws.FOLD_SHIFT_DIMS = old
 
 
+def compile_decode(name, d, g):
+    """Compile the Hopper decode kernel (``_decode_hopper``) for a served table of ``name`` at head dim d with g query heads per KV head; registers from ptxas on the kernel's PTX (no
+    driver here to load the binary)."""
+    import re
+    import subprocess
+    import tempfile
+
+    import torch
+    import triton
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    from _helpers import build
+    from ropeshift.kernels import _decode_hopper as hd
+    from ropeshift.kernels.spec import compile_table
+
+    case = {"rerope": ("rerope", dict(window=200)), "rerope_leaky": ("rerope", dict(window=129, leaky=4.0)),
+            "self_extend": ("self_extend", dict(group_size=8, window=128))}[name]  # served tables (KMAP 1)
+    spec = compile_table(build(*case).table())
+    b, h_kv, lk = 1, 2, 4096
+    q = torch.zeros(b, h_kv * g, 1, d, dtype=torch.bfloat16)
+    k = torch.zeros(b, h_kv, lk, d, dtype=torch.bfloat16)
+    block_r = max(16, triton.next_power_of_2(2 * g))
+    with sm90_target():
+        kernel = hd.warm(q, k, k, torch.ones(d // 2), None, None, spec, block_r)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "k.ptx"), "w") as f:
+            f.write(kernel.asm["ptx"])
+        run = subprocess.run([get_ptxas(90).path, "--gpu-name", "sm_90a", "-v", f.name, "-o",
+                              os.path.join(tmp, "k.cubin")], capture_output=True, text=True, check=True)
+    regs = int(re.search(r"Used (\d+) registers", run.stderr).group(1))
+    return {"name": name, "d": d, "g": g, "regs": regs, "maxnreg": hd.MAXNREG, "shared": kernel.metadata.shared,
+            "wgmma": "wgmma" in kernel.asm["ptx"]}
+
+
 if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps([compile_variant(*v.split(":")[:1], int(v.split(":")[1]), *v.split(":")[2:])
-                      for v in sys.argv[1:]]))
+    if sys.argv[1] == "--decode":
+        print(json.dumps([compile_decode(v.split(":")[0], int(v.split(":")[1]), int(v.split(":")[2]))
+                          for v in sys.argv[2:]]))
+    else:
+        print(json.dumps([compile_variant(*v.split(":")[:1], int(v.split(":")[1]), *v.split(":")[2:])
+                          for v in sys.argv[1:]]))

@@ -238,6 +238,25 @@ DECODE_CONFIG = tuple(int(x) for x in os.environ["ROPESHIFT_DECODE_CONFIG"].spli
 # split rule: "wave" (programs fill one wave of the device, ``_occupancy``) or "sms4" (~4 programs per SM, the
 # rule before 2026-12-03; kept for side-by-side benchmarks)
 SPLIT_RULE = os.environ.get("ROPESHIFT_DECODE_SPLIT", "wave")
+# "auto": the Hopper (Gluon) decode serves the calls it can (``_decode_hopper``: re-rotated far keys without K1,
+# on sm_90); "triton": this module's kernel for every call (side-by-side benchmarks)
+ROUTE = os.environ.get("ROPESHIFT_DECODE_ROUTE", "auto")
+
+
+def _hopper_serves(q, k, v, inv_freq, spec, k1, key_end):
+    """True when the Hopper decode kernel takes this call: ``ROUTE`` "auto", no tile config forced for this
+    module's kernel (``DECODE_CONFIG``), an sm_90 device with Gluon, and ``_decode_hopper.unserved_reason``."""
+    if ROUTE != "auto" or DECODE_CONFIG is not None or not q.is_cuda or not spec.has_r1:
+        return False
+    from .attention import _hopper_device
+
+    if not _hopper_device(q.device):
+        return False
+    from . import _decode_hopper as hd
+
+    kmap = key_mode(spec, hd.BLOCK_N)[0]
+    return hd.unserved_reason(spec, q, k, v, inv_freq, kmap, 2 * inv_freq.numel() != q.shape[-1], k1,
+                              key_end) is None
 
 
 def _decode_config(on_gpu):
@@ -348,13 +367,25 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
         part = torch.empty(1, device=q.device, dtype=torch.float32)
         return _table_decode_split_kernel.warmup(*args(part, part, block_n), grid=(1, 1), **meta)
 
-    splits = _split_count(q, spec, b, h_kv, lk, block_n, key, warm)
-    chunk = triton.cdiv(triton.cdiv(lk, splits), block_n) * block_n
-    splits = triton.cdiv(lk, chunk)
-    part_r = block_r // 2 if spec.has_r1 else block_r  # partial rows per (row, kv head, split): q1's merged
-    opart = torch.empty((b, h_kv, splits, part_r, d), device=q.device, dtype=torch.float32)
-    lpart = torch.empty((b, h_kv, splits, part_r), device=q.device, dtype=torch.float32)
-    _table_decode_split_kernel[(splits, b * h_kv)](*args(opart, lpart, chunk), **meta)
+    if _hopper_serves(q, k, v, inv_freq, spec, k1, key_end):
+        from . import _decode_hopper as hd
+
+        hkey = ("hopper", 4, q.dtype, d, block_r, hd.MAXNREG, key_start is not None, pos_offset is not None)
+        splits = _split_count(q, spec, b, h_kv, lk, hd.BLOCK_N, hkey,
+                              lambda: hd.warm(q, k, v, inv_freq, key_start, pos_offset, spec, block_r))
+        chunk = triton.cdiv(triton.cdiv(lk, splits), hd.BLOCK_N) * hd.BLOCK_N
+        splits = triton.cdiv(lk, chunk)
+        opart, lpart = hd.launch_hopper_decode(q, k, v, inv_freq, key_start, pos_offset, spec, scale, splits,
+                                               chunk, block_r)
+    else:
+        splits = _split_count(q, spec, b, h_kv, lk, block_n, key, warm)
+        chunk = triton.cdiv(triton.cdiv(lk, splits), block_n) * block_n
+        splits = triton.cdiv(lk, chunk)
+        part_r = block_r // 2 if spec.has_r1 else block_r  # partial rows per (row, kv head, split): q1's merged
+        opart = torch.empty((b, h_kv, splits, part_r, d), device=q.device, dtype=torch.float32)
+        lpart = torch.empty((b, h_kv, splits, part_r), device=q.device, dtype=torch.float32)
+        _table_decode_split_kernel[(splits, b * h_kv)](*args(opart, lpart, chunk), **meta)
+    part_r = opart.shape[3]
     _decode_combine_kernel[(b * h,)](
         opart, lpart, out, lse,
         out.stride(0), out.stride(1), out.stride(3), lse.stride(0), lse.stride(1),

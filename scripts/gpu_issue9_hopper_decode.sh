@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 9, eighth session: the Hopper (Gluon) decode for re-rotated far keys without K1 (kernels/_decode_hopper.py).
+#   1. GPU tests: the new kernel against the fp64 reference (every served table, tile edges, GQA 1-16, padding),
+#      the decode and table-attention grids (which now route their served cases to it), model.generate on CUDA;
+#   2. decode at 64k and 128k, B = 1 and 8: every method beside our plain decode, the Hopper decode (default) and
+#      the Triton split kernel ("[triton]") interleaved in one run;
+#   3. Nsight Compute on the two kernels at 64k, B = 1 (time, registers, occupancy).
+# Run: OUT=$OUT LIMIT=560 bash scripts/gpu_issue9_hopper_decode.sh   (files back: all.tgz; the summary is printed)
+set -uo pipefail
+source "$(dirname "$0")/gpu_lib.sh" 560
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())" \
+  | tee "$OUT/versions.txt"
+
+echo "== decode 64k / 128k, Hopper decode vs Triton split kernel ($(left) s left)"
+timeout "$(cap 150 380)" python3 benchmarks/bench_attention.py --no-prefill --no-compose --decode-lengths 64k,128k \
+  --decode-batches 1,8 --decode-variants triton --methods string,rerope,rerope_leaky,self_extend,dca \
+  --budget "$(cap 140 390)" --md "$OUT/decode.md" > "$OUT/decode.log" 2>&1
+grep "^| " "$OUT/decode.md" | grep -v "^| D \|^|---"
+grep -i "error\|failed" "$OUT/decode.log" | head -5
+
+echo "== tests ($(left) s left)"
+run_tests 250 110 tests/kernels/test_decode_hopper.py tests/kernels/test_decode.py tests/test_generate_gpu.py \
+  tests/kernels/test_table_attention.py
+
+echo "== ncu, 64k B = 1 ($(left) s left)"
+for route in auto triton; do
+  ROPESHIFT_DECODE_ROUTE=$route timeout "$(cap 40 5)" ncu --nvtx --nvtx-include "profile/" --metrics \
+    gpu__time_duration.sum,launch__registers_per_thread,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+    --csv python3 benchmarks/profile_kernel.py --method rerope --n 64k --decode > "$OUT/ncu_$route.csv" 2> "$OUT/ncu_$route.err"
+  ncu_table "$OUT/ncu_$route.csv" "$route" | cut -c1-160
+done
+echo "done in $(( $(date +%s) - start )) s"
+(cd "$OUT" && tar czf /tmp/all.tgz --exclude=all.tgz . && find . -type f ! -name versions.txt -delete && mv /tmp/all.tgz .)

@@ -1,0 +1,324 @@
+"""Hopper (Gluon) split-KV decode for the methods whose far keys are re-rotated per key (ReRoPE incl. leaky,
+Self-Extend), for a cache without K1 (``model.generate`` with its dynamic cache).
+
+The Triton split kernel (``_decode``) re-rotates far keys in a blocked register layout, so the rotated tile goes
+through shared memory to reach the MMA (TTGIR: a local_alloc of k1 per tile), and it holds 255 registers and
+90 KiB: 2 programs per SM against plain decode's 3. Here the keys are the MMA's M side and its A operand lives in
+registers: each key half-tile is loaded once from shared memory straight into the wgmma A-operand layout,
+rotated there by the in-tile table (fp32, the same layout, made once per program) and fed to the MMA. Scores
+are computed transposed, S^T = K . Q^T, so the softmax runs over axis 0 and O^T = V^T . P^T::
+
+    one tile (BN = 64 keys), R stacked query columns (q at [0, g), q1 at [R/2, R/2 + g)):
+        S^T [BN, R]  = K1_lo [BN, d/2] . F_lo^T + K1_hi . F_hi^T     far keys (F = q1 rotated by the tile delta)
+                     = K_lo . Q_lo^T + K_hi . Q_hi^T                  near keys (q as cached)
+        O^T [d, R]  += V^T [d, BN] . P^T [BN, R]                      (A = V's tile in shared memory, permuted)
+
+    keys  [ far: K1 . F^T ][ edge tile: both, per key ][ near: K . Q^T ]
+
+Serves: sm_90, bf16/fp16, head_dim 64/128, full rotary, a two-region band table whose far key map has an
+in-tile rotation the same for every tile (``_decode.key_mode`` KMAP 1), no K1 buffer, no key_end (a cache whose
+keys are all written, read through TMA), K/V with unit last stride and rows of d (``unserved_reason``). Writes
+the same partials as the Triton split kernel (q1's column merged into q's), so ``_decode_combine`` finishes.
+Shape legend: b batch, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, R stacked columns, P splits.
+"""
+from __future__ import annotations
+
+import os
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from ._prefill_hopper_ws import _gl_dtype, _tma_load
+from .spec import RULE_NONE
+
+# a CTA-wide barrier: ``thread_barrier`` in Triton 3.6 (the GPU's), ``barrier`` in newer Triton
+_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+BLOCK_N = 64  # keys per tile: one warpgroup's wgmma M
+# registers per thread: 168 lets 3 programs share an SM (64K registers, 4 warps each; ptxas spills 20 bytes at
+# D = 128, outside the tile loop but for 5 scalars); ROPESHIFT_DECODE_MAXNREG overrides it for benchmarks
+MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "168"))
+
+
+@gluon.jit
+def _gl_cos_sin(ang):
+    """cos, sin of fp32 angles (any layout): the reduction of ``_rotary._cos_sin``, then MUFU approximations."""
+    k = gl.floor(ang * 0.15915494309189535 + 0.5)
+    r = gl.fma(k, -6.2831854820251465, ang)
+    r = gl.fma(k, 1.7484555314695172e-07, r)
+    c = gl.inline_asm_elementwise("cos.approx.f32 $0, $1;", "=f,f", [r], dtype=gl.float32, is_pure=True, pack=1)
+    s = gl.inline_asm_elementwise("sin.approx.f32 $0, $1;", "=f,f", [r], dtype=gl.float32, is_pure=True, pack=1)
+    return c, s
+
+
+@gluon.jit
+def _widen(x):
+    """fp16 -> fp32 as an impure asm op, so the compiler keeps the loop-invariant fp16 table packed in registers
+    rather than hoisting the widening out of the loop."""
+    return gl.inline_asm_elementwise("cvt.f32.f16 $0, $1;", "=f,h", [x], dtype=gl.float32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _hopper_decode_kernel(
+    klo_desc, khi_desc, v_desc, Q, INV, KS, POFF, Opart, Lpart,
+    stride_qb, stride_qh, stride_qd,
+    H_KV, G, LK, qk_scale, CHUNK, LO1, QA, QC, QG, QB, KA, KC, KG, KB,
+    HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr,
+    HAS_KS: gl.constexpr, HAS_POFF: gl.constexpr, num_warps: gl.constexpr,
+):
+    # klo/khi_desc: TMA over K viewed [b h_kv lk, d], columns [0, d/2) / [d/2, d), boxes [BN, d/2]; v_desc: V, [BN, d]
+    # Q [b, h, 1, d]; INV [d/2] fp32; KS / POFF [b] (HAS_*); Opart [b, h_kv, P, R/2, d], Lpart [b, h_kv, P, R/2]
+    HALF: gl.constexpr = HEAD_DIM // 2
+    BN: gl.constexpr = klo_desc.block_type.shape[0]
+    HR: gl.constexpr = BLOCK_R // 2
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_R, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
+    q_layout: gl.constexpr = gl.BlockedLayout([1, 4], [4, 8], [4, 1], [1, 0])
+    dtype: gl.constexpr = klo_desc.dtype
+
+    pid_s = gl.program_id(0)
+    pid_bh = gl.program_id(1)
+    num_s = gl.num_programs(0)
+    off_b = pid_bh // H_KV
+    off_hk = pid_bh % H_KV
+    if HAS_KS:
+        ks = gl.load(KS + off_b).to(gl.int32)
+    else:
+        ks = 0
+    if HAS_POFF:
+        poff = gl.load(POFF + off_b).to(gl.int32)
+    else:
+        poff = -ks
+    pos = LK - 1
+    qpos = pos + poff
+    if QMAP == 2:
+        dq = (QA - 1.0) * qpos.to(gl.float32) + (QC * (qpos // QG)).to(gl.float32) + QB
+    elif QMAP == 1:
+        dq = QB
+    else:
+        dq = 0.0
+    F = pos - LO1 + 1  # keys [0, F) are far (region 1) for the one query
+
+    # query columns: [0, g) q, [R/2, R/2 + g) q1 (the far rows); halves [R, d/2] fp32
+    cols_q = gl.arange(0, BLOCK_R, gl.SliceLayout(1, q_layout))
+    is_r1_q = cols_q >= HR
+    col_g = cols_q - is_r1_q.to(gl.int32) * HR
+    head = off_hk * G + col_g
+    offs_hq = gl.arange(0, HALF, gl.SliceLayout(0, q_layout))
+    q_ptr = Q + off_b.to(gl.int64) * stride_qb + head[:, None].to(gl.int64) * stride_qh
+    q_ok = (col_g < G)[:, None]
+    q_lo = gl.load(q_ptr + offs_hq[None, :] * stride_qd, mask=q_ok, other=0.0)  # q's dtype: widened per tile
+    q_hi = gl.load(q_ptr + (HALF + offs_hq)[None, :] * stride_qd, mask=q_ok, other=0.0)
+    inv_q = gl.load(INV + offs_hq)
+    r1_f = is_r1_q[:, None]
+
+    # the in-tile key rotation D_j = (a - 1) j + c floor((r0 + j) / G), j < BN (the same for every tile)
+    offs_j = gl.arange(0, BN, gl.SliceLayout(1, a_layout))
+    offs_ha = gl.arange(0, HALF, gl.SliceLayout(0, a_layout))
+    r0 = poff % KG
+    r0 = gl.where(r0 < 0, r0 + KG, r0)
+    dj = (KA - 1.0) * offs_j.to(gl.float32) + (KC * ((r0 + offs_j) // KG)).to(gl.float32)
+    tc, ts = _gl_cos_sin(dj[:, None] * gl.load(INV + offs_ha)[None, :])
+    tc = tc.to(gl.float16)  # two per register; widened per tile (opaque to LICM, so they stay packed)
+    ts = ts.to(gl.float16)
+
+    q_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_R, HALF], dtype)
+    qn_lo_s = gl.allocate_shared_memory(dtype, [BLOCK_R, HALF], q_sl)
+    qn_hi_s = gl.allocate_shared_memory(dtype, [BLOCK_R, HALF], q_sl)
+    qf_lo_s = gl.allocate_shared_memory(dtype, [BLOCK_R, HALF], q_sl)
+    qf_hi_s = gl.allocate_shared_memory(dtype, [BLOCK_R, HALF], q_sl)
+    p_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_R, BN], dtype)
+    p_s = gl.allocate_shared_memory(dtype, [BLOCK_R, BN], p_sl)
+    klo_s = gl.allocate_shared_memory(dtype, [2, BN, HALF], klo_desc.layout)
+    khi_s = gl.allocate_shared_memory(dtype, [2, BN, HALF], khi_desc.layout)
+    v_s = gl.allocate_shared_memory(dtype, [2, BN, HEAD_DIM], v_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(ready.index(i), count=1)
+    qn_lo_s.store(gl.where(r1_f, 0.0, q_lo).to(dtype))
+    qn_hi_s.store(gl.where(r1_f, 0.0, q_hi).to(dtype))
+    fence_async_shared()
+
+    start = pid_s * CHUNK
+    stop = gl.minimum(start + CHUNK, LK)
+    lo = start
+    if HAS_KS:  # tiles wholly in the left padding are skipped
+        lo = gl.maximum(lo, ks // BN * BN)
+    n_t = gl.where(stop > lo, (stop - lo + BN - 1) // BN, 0)
+    kv_row = (off_b * H_KV + off_hk) * LK
+    nbytes: gl.constexpr = 2 * klo_desc.block_type.nbytes + v_desc.block_type.nbytes
+
+    cols_s = gl.arange(0, BLOCK_R, gl.SliceLayout(0, s_layout))
+    is_r1 = cols_s >= HR
+    col_ok = (cols_s - is_r1.to(gl.int32) * HR) < G
+    rows_s = gl.arange(0, BN, gl.SliceLayout(1, s_layout))
+    m_i = gl.full([BLOCK_R], -float("inf"), gl.float32, gl.SliceLayout(0, s_layout))
+    l_i = gl.zeros([BLOCK_R], gl.float32, gl.SliceLayout(0, s_layout))
+    acc = gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout)  # O^T
+
+    if n_t > 0:
+        mbarrier.expect(ready.index(0), nbytes)
+        _tma_load(klo_desc, [kv_row + lo, 0], ready.index(0), klo_s.index(0))
+        _tma_load(khi_desc, [kv_row + lo, 0], ready.index(0), khi_s.index(0))
+        _tma_load(v_desc, [kv_row + lo, 0], ready.index(0), v_s.index(0))
+    for i in range(n_t):
+        st = i % 2
+        n0 = lo + i * BN
+        _barrier()  # every warp is done with the stage the next tile overwrites, and with qf / p
+        if i + 1 < n_t:
+            nx = (i + 1) % 2
+            mbarrier.expect(ready.index(nx), nbytes)
+            _tma_load(klo_desc, [kv_row + n0 + BN, 0], ready.index(nx), klo_s.index(nx))
+            _tma_load(khi_desc, [kv_row + n0 + BN, 0], ready.index(nx), khi_s.index(nx))
+            _tma_load(v_desc, [kv_row + n0 + BN, 0], ready.index(nx), v_s.index(nx))
+        mbarrier.wait(ready.index(st), (i // 2) & 1)
+        k_lo = klo_s.index(st).load(a_layout)
+        k_hi = khi_s.index(st).load(a_layout)
+        s = gl.zeros([BN, BLOCK_R], gl.float32, s_layout)
+        if n0 < F:  # some far keys: F^T = q1 rotated by dq - delta_t, keys by the in-tile table
+            p0 = n0 + poff
+            rt = p0 % KG
+            rt = gl.where(rt < 0, rt + KG, rt)
+            dt = (KA - 1.0) * p0.to(gl.float32) + (KC * ((p0 - rt) // KG)).to(gl.float32) + KB
+            c, sn = _gl_cos_sin((dq - dt) * inv_q)
+            qf_lo = q_lo.to(gl.float32)
+            qf_hi = q_hi.to(gl.float32)
+            f_lo = qf_lo * c[None, :] - qf_hi * sn[None, :]
+            f_hi = qf_hi * c[None, :] + qf_lo * sn[None, :]
+            qf_lo_s.store(gl.where(r1_f, f_lo, 0.0).to(dtype))
+            qf_hi_s.store(gl.where(r1_f, f_hi, 0.0).to(dtype))
+            fence_async_shared()
+            _barrier()
+            kf_lo = k_lo.to(gl.float32)
+            kf_hi = k_hi.to(gl.float32)
+            tcf = _widen(tc)
+            tsf = _widen(ts)
+            k1_lo = (kf_lo * tcf - kf_hi * tsf).to(dtype)
+            k1_hi = (kf_hi * tcf + kf_lo * tsf).to(dtype)
+            s = warpgroup_mma(k1_lo, qf_lo_s.permute((1, 0)), s, use_acc=False)
+            s = warpgroup_mma(k1_hi, qf_hi_s.permute((1, 0)), s)
+        if n0 + BN > F:  # some near keys: q as cached
+            sn0 = warpgroup_mma(k_lo, qn_lo_s.permute((1, 0)), gl.zeros([BN, BLOCK_R], gl.float32, s_layout),
+                                use_acc=False)
+            sn0 = warpgroup_mma(k_hi, qn_hi_s.permute((1, 0)), sn0)
+            s = gl.where(((n0 + rows_s) < F)[:, None], s, sn0)
+        keys = n0 + rows_s
+        far = keys < F
+        vis = ((keys < stop) & (keys >= ks))[:, None] & col_ok[None, :] & (far[:, None] == is_r1[None, :])
+        s = gl.where(vis, s, -float("inf"))
+        m_new = gl.maximum(m_i, gl.max(s, 0) * qk_scale)
+        m_sub = gl.where(m_new == -float("inf"), 0.0, m_new)
+        p = gl.exp2(s * qk_scale - m_sub[None, :])
+        alpha = gl.exp2(m_i - m_sub)
+        l_i = l_i * alpha + gl.sum(p, 0)
+        m_i = m_new
+        p_s.store(gl.permute(p.to(dtype), (1, 0)))
+        fence_async_shared()
+        _barrier()
+        acc = warpgroup_mma(v_s.index(st).permute((1, 0)), p_s.permute((1, 0)), acc * alpha[None, :])
+    for i in gl.static_range(2):
+        mbarrier.invalidate(ready.index(i))
+
+    # normalise, then merge column R/2 + g' into g' (two partial softmaxes of one head over disjoint keys)
+    has = l_i > 0.0
+    out = acc / gl.where(has, l_i, 1.0)[None, :]
+    lse = gl.where(has, m_i + gl.log2(gl.where(has, l_i, 1.0)), -float("inf"))
+    flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    o_scr = gl.allocate_shared_memory(gl.float32, [HEAD_DIM, BLOCK_R], flat)
+    l_scr = gl.allocate_shared_memory(gl.float32, [1, BLOCK_R], flat)
+    o_scr.store(out)
+    l_scr.store(lse[None, :])
+    _barrier()
+    e_layout: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [4, 1], [0, 1])
+    o0 = o_scr.slice(0, HR, dim=1).load(e_layout)
+    o1 = o_scr.slice(HR, HR, dim=1).load(e_layout)
+    l0 = l_scr.slice(0, HR, dim=1).load(e_layout)
+    l1 = l_scr.slice(HR, HR, dim=1).load(e_layout)
+    m = gl.maximum(l0, l1)
+    m_use = gl.where(m == -float("inf"), 0.0, m)
+    w0 = gl.exp2(l0 - m_use)
+    w1 = gl.exp2(l1 - m_use)
+    w = w0 + w1
+    ok = w > 0.0
+    w_use = gl.where(ok, w, 1.0)
+    o = (o0 * w0 + o1 * w1) / w_use
+    lm = gl.where(ok, m_use + gl.log2(w_use), -float("inf"))
+    offs_d = gl.arange(0, HEAD_DIM, gl.SliceLayout(1, e_layout))
+    offs_c = gl.arange(0, HR, gl.SliceLayout(0, e_layout))
+    part = (pid_bh * num_s + pid_s).to(gl.int64) * HR
+    c_ok = offs_c < G
+    gl.store(Opart + (part + offs_c[None, :]) * HEAD_DIM + offs_d[:, None], o, mask=c_ok[None, :])
+    zero_d = gl.arange(0, 1, gl.SliceLayout(1, e_layout))
+    gl.store(Lpart + part + offs_c[None, :] + zero_d[:, None], lm, mask=c_ok[None, :])
+
+
+def unserved_reason(spec, q, k, v, inv_freq, kmap, partial, k1, key_end) -> str | None:
+    """Why this kernel does not serve a decode call (None when it does); the device (sm_90 with Gluon) is the
+    caller's check. ``kmap`` / ``partial``: the Triton kernel's key mode and partial-rotary flag for the call."""
+    d = q.shape[-1]
+    if str(q.dtype) not in ("torch.bfloat16", "torch.float16"):
+        return "needs bf16/fp16"
+    if d not in (64, 128):
+        return f"head_dim {d} (serves 64, 128)"
+    if kmap != 1 or partial:
+        return "serves full-rotary far keys with one in-tile table (KMAP 1) only"
+    if spec.rule != RULE_NONE:
+        return "serves band tables only"
+    if k1 is not None or key_end is not None:
+        return "a static cache (key_end, K1) takes the Triton kernel"
+    h_kv, lk = k.shape[1], k.shape[2]
+    for t in (k, v):
+        if t.stride(3) != 1 or t.stride(2) != d or t.stride(1) != lk * d or t.stride(0) != h_kv * lk * d:
+            return "needs contiguous K / V (TMA rows of d)"
+    if q.shape[1] // h_kv > 16:
+        return "more than 16 query heads per KV head"
+    return None
+
+
+def _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, lpart, chunk, block_r):
+    """(positional args, constexpr / launch options) of one launch; q [b, h, 1, d], k / v contiguous."""
+    from ._prefill import _LOG2E
+
+    b, h, _, d = q.shape
+    h_kv, lk = k.shape[1], k.shape[2]
+    half = d // 2
+    dt = _gl_dtype(q.dtype)
+    k2 = k.view(b * h_kv * lk, d)
+    lay_h = gl.NVMMASharedLayout.get_default_for([BLOCK_N, half], dt)
+    lay_v = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d], dt)
+    klo_desc = TensorDescriptor.from_tensor(k2[:, :half], [BLOCK_N, half], lay_h)
+    khi_desc = TensorDescriptor.from_tensor(k2[:, half:], [BLOCK_N, half], lay_h)
+    v_desc = TensorDescriptor.from_tensor(v.view(b * h_kv * lk, d), [BLOCK_N, d], lay_v)
+    qk, qa, qc, qg, qb = spec.q_map
+    _, ka, kc, kg, kb = spec.k_map
+    args = (klo_desc, khi_desc, v_desc, q, inv_freq, key_start if key_start is not None else lpart,
+            pos_offset if pos_offset is not None else lpart, opart, lpart, q.stride(0), q.stride(1), q.stride(3),
+            h_kv, h // h_kv, lk, scale * _LOG2E, chunk, spec.lo1, qa, qc, qg, qb, ka, kc, kg, kb)
+    meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, HAS_KS=key_start is not None,
+                HAS_POFF=pos_offset is not None, num_warps=4, maxnreg=MAXNREG)
+    return args, meta
+
+
+def launch_hopper_decode(q, k, v, inv_freq, key_start, pos_offset, spec, scale, splits, chunk, block_r):
+    """Fills and returns (opart [b, h_kv, P, R/2, d], lpart [b, h_kv, P, R/2]) fp32 for ``_decode_combine``; q
+    [b, h, 1, d], k / v [b, h_kv, lk, d] contiguous; callers check ``unserved_reason`` first."""
+    import torch
+
+    b, _, _, d = q.shape
+    h_kv = k.shape[1]
+    opart = torch.empty((b, h_kv, splits, block_r // 2, d), device=q.device, dtype=torch.float32)
+    lpart = torch.empty((b, h_kv, splits, block_r // 2), device=q.device, dtype=torch.float32)
+    args, meta = _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, lpart, chunk, block_r)
+    _hopper_decode_kernel[(splits, b * h_kv)](*args, **meta)
+    return opart, lpart
+
+
+def warm(q, k, v, inv_freq, key_start, pos_offset, spec, block_r):
+    """Compile the launch's kernel without running it (the split rule reads its registers and shared memory)."""
+    import torch
+
+    part = torch.empty(1, device=q.device, dtype=torch.float32)
+    args, meta = _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, 1.0, part, part, BLOCK_N, block_r)
+    return _hopper_decode_kernel.warmup(*args, grid=(1, 1), **meta)

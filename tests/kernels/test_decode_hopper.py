@@ -1,0 +1,121 @@
+"""The Hopper (Gluon) decode for re-rotated far keys without K1 (``_decode_hopper``) vs the fp64 reference.
+
+On an sm_90 GPU: every served table (ReRoPE, leaky ReRoPE, Self-Extend with G | 64, c = 0 or not) over lengths
+with the region edge at 64-key tile boundaries +- 1, GQA 1 / 4 / 8 / 16, left padding (negative positions below
+key_start), bf16 / fp16, head_dim 64 / 128, each launch checked to have taken this kernel, outputs NaN-poisoned
+(``test_table_attention._check``: tolerance 2 x PyTorch's own error in the same dtype). On CPU: the whole sm_90
+compile, and the registers / shared memory that let 3 programs share an SM (the point of the kernel).
+"""
+import pytest
+import torch
+
+from _helpers import build
+from test_table_attention import CUDA, _check
+
+
+def _sm90():
+    if not CUDA or torch.cuda.get_device_capability() != (9, 0):
+        return False
+    try:
+        from ropeshift.kernels import _decode_hopper  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+SERVED = [  # (id, registry name, params): far key map with one in-tile rotation on 64-key tiles (KMAP 1)
+    ("rerope", "rerope", dict(window=200)),
+    ("rerope_leaky", "rerope", dict(window=129, leaky=4.0)),
+    ("self_extend_g8", "self_extend", dict(group_size=8, window=128)),
+    ("self_extend_g64", "self_extend", dict(group_size=64, window=191)),
+    ("self_extend_g4", "self_extend", dict(group_size=4, window=63)),
+]
+
+
+@pytest.fixture
+def hopper_launches(monkeypatch):
+    """Counts the Hopper decode's launches (each checked case must take it)."""
+    from ropeshift.kernels import _decode_hopper as hd
+
+    calls = []
+    real = hd.launch_hopper_decode
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hd, "launch_hopper_decode", spy)
+    return calls
+
+
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU and Triton with Gluon")
+@pytest.mark.parametrize("case", SERVED, ids=lambda c: c[0])
+@pytest.mark.parametrize("d", [128, 64])
+def test_hopper_decode_matches_reference(case, d, hopper_launches):
+    from ropeshift.kernels._decode import key_mode
+    from ropeshift.kernels.spec import compile_table
+
+    method = build(case[1], case[2])
+    assert key_mode(compile_table(method.table()).for_keys(4097), 64)[0] == 1
+    # lengths: one tile, region edge F at tile multiples +- 1 (F = lk - lo1), several splits, long
+    lo1 = compile_table(method.table()).lo1
+    lengths = sorted({97, 1025, 4097, int(lo1) + 63, int(lo1) + 64, int(lo1) + 65, int(lo1) + 128})
+    for lk in lengths:
+        _check(method, 2, 8, 2, 1, lk, d, torch.bfloat16, key_start=[0, 37])  # GQA 4, left padding
+    _check(method, 1, 4, 4, 1, 1025, d, torch.float16)  # no GQA (one column per head)
+    _check(method, 2, 16, 2, 1, 2049, d, torch.bfloat16, key_start=[130, 0])  # GQA 8, a padded tile
+    _check(method, 1, 16, 1, 1, 700, d, torch.float16, seed=2)  # GQA 16: 32 stacked columns
+    assert len(hopper_launches) == len(lengths) * 2 + 3 * 2  # every launch above (the launcher and the op)
+
+
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU and Triton with Gluon")
+def test_hopper_decode_leaves_other_calls(hopper_launches):
+    """DCA, Lambda, STRING, partial rotary, fp32 and a forced Triton route keep the Triton kernel."""
+    from ropeshift.kernels import _decode
+
+    _check(build("dca", dict(chunk_size=300, local_window=20)), 1, 8, 2, 1, 1025, 128, torch.bfloat16)
+    _check(build("lm_infinite", dict(n_global=4, n_local=200, distance_limit=200)), 1, 8, 2, 1, 1025, 128,
+           torch.bfloat16)
+    _check(build("string", dict(shift=300, window=20)), 1, 8, 2, 1, 1025, 128, torch.bfloat16)
+    rerope = build("rerope", dict(window=200))
+    _check(rerope, 1, 8, 2, 1, 1025, 128, torch.bfloat16, rotary_frac=0.5)
+    _check(rerope, 1, 8, 2, 1, 1025, 128, torch.float32)
+    assert hopper_launches == []
+    old, _decode.ROUTE = _decode.ROUTE, "triton"
+    try:
+        _check(rerope, 1, 8, 2, 1, 1025, 128, torch.bfloat16)
+    finally:
+        _decode.ROUTE = old
+    assert hopper_launches == []
+
+
+# ---- CPU: the kernel compiles for sm_90, 3 programs per SM ---------------------------------------------
+
+
+@pytest.mark.skipif(CUDA, reason="compile-only stand-in for machines without a GPU")
+def test_hopper_decode_compiles_for_sm90():
+    """The whole compile (Gluon -> PTX -> ptxas) at D = 64 / 128 and GQA 4 / 16; registers within MAXNREG and
+    shared memory small enough that 3 programs of 4 warps share an SM (plain decode's occupancy). In a
+    subprocess: the compiler must not see TRITON_INTERPRET."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.experimental.gluon")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    here = os.path.dirname(__file__)
+    env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "--decode", "rerope:128:4",
+                          "self_extend:128:4", "rerope_leaky:64:4", "rerope:128:16"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(results) == 4
+    from ropeshift.kernels._occupancy import programs_per_sm
+
+    for r in results:
+        assert r["wgmma"], r
+        assert r["regs"] <= r["maxnreg"], r
+        if r["d"] == 128 and r["g"] == 4:
+            assert programs_per_sm(r["regs"], r["shared"], 4) >= 3, r
