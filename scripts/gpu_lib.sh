@@ -18,7 +18,7 @@ cap() { local want=$1 l; l=$(( $(left) - ${2:-0} )); [ "$l" -lt "$want" ] && wan
 run_tests() {
   local want=$1 rest=$2
   shift 2
-  timeout "$(cap "$want" "$rest")" python3 -m pytest -q -p no:cacheprovider -n 8 -rs "$@" > "$OUT/tests.log" 2>&1
+  timeout "$(cap "$want" "$rest")" python3 -m pytest -q -p no:cacheprovider -n 8 -rfEs "$@" > "$OUT/tests.log" 2>&1
   tail -1 "$OUT/tests.log"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head
 }
 ncu_table() {

@@ -27,8 +27,8 @@ SERVED = [  # (id, registry name, params): far key map with one in-tile rotation
     ("rerope", "rerope", dict(window=200)),
     ("rerope_leaky", "rerope", dict(window=129, leaky=4.0)),
     ("self_extend_g8", "self_extend", dict(group_size=8, window=128)),
-    ("self_extend_g64", "self_extend", dict(group_size=64, window=191)),
-    ("self_extend_g4", "self_extend", dict(group_size=4, window=63)),
+    ("self_extend_g32", "self_extend", dict(group_size=32, window=192)),
+    ("self_extend_g4", "self_extend", dict(group_size=4, window=60)),
 ]
 
 

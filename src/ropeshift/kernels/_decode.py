@@ -370,7 +370,7 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
     if _hopper_serves(q, k, v, inv_freq, spec, k1, key_end):
         from . import _decode_hopper as hd
 
-        hkey = ("hopper", 4, q.dtype, d, block_r, hd.MAXNREG, key_start is not None, pos_offset is not None)
+        hkey = (4, "hopper", q.dtype, d, block_r, hd.MAXNREG, key_start is not None, pos_offset is not None)
         splits = _split_count(q, spec, b, h_kv, lk, hd.BLOCK_N, hkey,
                               lambda: hd.warm(q, k, v, inv_freq, key_start, pos_offset, spec, block_r))
         chunk = triton.cdiv(triton.cdiv(lk, splits), hd.BLOCK_N) * hd.BLOCK_N
