@@ -4,7 +4,7 @@ On an sm_90 GPU: every served table (ReRoPE, leaky ReRoPE, Self-Extend with G | 
 with the region edge at 64-key tile boundaries +- 1, GQA 1 / 4 / 8 / 16, left padding (negative positions below
 key_start), bf16 / fp16, head_dim 64 / 128, each launch checked to have taken this kernel, outputs NaN-poisoned
 (``test_table_attention._check``: tolerance 2 x PyTorch's own error in the same dtype). On CPU: the whole sm_90
-compile, and the registers / shared memory that let 3 programs share an SM (the point of the kernel).
+compile, and the registers / shared memory that let 2 programs share an SM.
 """
 import pytest
 import torch
@@ -65,7 +65,8 @@ def test_hopper_decode_matches_reference(case, d, hopper_launches):
     _check(method, 1, 4, 4, 1, 1025, d, torch.float16)  # no GQA (one column per head)
     _check(method, 2, 16, 2, 1, 2049, d, torch.bfloat16, key_start=[130, 0])  # GQA 8, a padded tile
     _check(method, 1, 16, 1, 1, 700, d, torch.float16, seed=2)  # GQA 16: 32 stacked columns
-    assert len(hopper_launches) == len(lengths) * 2 + 3 * 2  # every launch above (the launcher and the op)
+    # every launch above (the launcher and the op) of a call with far keys (lk > lo1; shorter: plain decode)
+    assert len(hopper_launches) == 2 * (sum(lk > lo1 for lk in lengths) + 3)
 
 
 @pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU and Triton with Gluon")
@@ -95,8 +96,8 @@ def test_hopper_decode_leaves_other_calls(hopper_launches):
 @pytest.mark.skipif(CUDA, reason="compile-only stand-in for machines without a GPU")
 def test_hopper_decode_compiles_for_sm90():
     """The whole compile (Gluon -> PTX -> ptxas) at D = 64 / 128 and GQA 4 / 16; registers within MAXNREG and
-    shared memory small enough that 3 programs of 4 warps share an SM (plain decode's occupancy). In a
-    subprocess: the compiler must not see TRITON_INTERPRET."""
+    shared memory small enough that 2 programs of 4 warps share an SM (the K / V ring of 3 stages at 16 stacked
+    columns, 2 at 32). In a subprocess: the compiler must not see TRITON_INTERPRET."""
     import json
     import os
     import subprocess
@@ -116,6 +117,5 @@ def test_hopper_decode_compiles_for_sm90():
 
     for r in results:
         assert r["wgmma"], r
-        assert r["regs"] <= r["maxnreg"], r
-        if r["d"] == 128 and r["g"] == 4:
-            assert programs_per_sm(r["regs"], r["shared"], 4) >= 3, r
+        assert r["regs"] <= (r["maxnreg"] or 255), r
+        assert programs_per_sm(r["regs"], r["shared"], 4) >= 2, r  # as measured fastest (RESULTS.md)

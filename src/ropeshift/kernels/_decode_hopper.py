@@ -27,7 +27,8 @@ import os
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
+                                                               warpgroup_mma_init, warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ._prefill_hopper_ws import _gl_dtype, _tma_load
@@ -36,9 +37,11 @@ from .spec import RULE_NONE
 # a CTA-wide barrier: ``thread_barrier`` in Triton 3.6 (the GPU's), ``barrier`` in newer Triton
 _barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 BLOCK_N = 64  # keys per tile: one warpgroup's wgmma M
-# registers per thread: 168 lets 3 programs share an SM (64K registers, 4 warps each; ptxas spills 20 bytes at
-# D = 128, outside the tile loop but for 5 scalars); ROPESHIFT_DECODE_MAXNREG overrides it for benchmarks
-MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "168"))
+# registers per thread (0: ptxas's choice, 255 at D = 128: 2 programs per SM); ROPESHIFT_DECODE_MAXNREG sets a cap
+# for benchmarks (168 fits 3 programs per SM but spills; 1.02-1.07x our plain decode against 1.015-1.047x with
+# 255, 64k-128k, H200, benchmarks/RESULTS.md)
+MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "0"))
+STAGES = int(os.environ.get("ROPESHIFT_DECODE_STAGES", "3"))  # the K / V ring: STAGES - 1 tiles in flight
 
 
 @gluon.jit
@@ -60,11 +63,22 @@ def _widen(x):
 
 
 @gluon.jit
+def _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, t, STAGES: gl.constexpr):
+    """TMA of key tile t (both rotary halves) and its values into stage t % STAGES, on that stage's barrier."""
+    BN: gl.constexpr = klo_desc.block_type.shape[0]
+    st = t % STAGES
+    mbarrier.expect(ready.index(st), 2 * klo_desc.block_type.nbytes + v_desc.block_type.nbytes)
+    _tma_load(klo_desc, [kv_row + t * BN, 0], ready.index(st), klo_s.index(st))
+    _tma_load(khi_desc, [kv_row + t * BN, 0], ready.index(st), khi_s.index(st))
+    _tma_load(v_desc, [kv_row + t * BN, 0], ready.index(st), v_s.index(st))
+
+
+@gluon.jit
 def _hopper_decode_kernel(
     klo_desc, khi_desc, v_desc, Q, INV, KS, POFF, Opart, Lpart,
     stride_qb, stride_qh, stride_qd,
     H_KV, G, LK, qk_scale, CHUNK, LO1, QA, QC, QG, QB, KA, KC, KG, KB,
-    HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr,
+    HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr, STAGES: gl.constexpr,
     HAS_KS: gl.constexpr, HAS_POFF: gl.constexpr, num_warps: gl.constexpr,
 ):
     # klo/khi_desc: TMA over K viewed [b h_kv lk, d], columns [0, d/2) / [d/2, d), boxes [BN, d/2]; v_desc: V, [BN, d]
@@ -131,11 +145,11 @@ def _hopper_decode_kernel(
     qf_hi_s = gl.allocate_shared_memory(dtype, [BLOCK_R, HALF], q_sl)
     p_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_R, BN], dtype)
     p_s = gl.allocate_shared_memory(dtype, [BLOCK_R, BN], p_sl)
-    klo_s = gl.allocate_shared_memory(dtype, [2, BN, HALF], klo_desc.layout)
-    khi_s = gl.allocate_shared_memory(dtype, [2, BN, HALF], khi_desc.layout)
-    v_s = gl.allocate_shared_memory(dtype, [2, BN, HEAD_DIM], v_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
+    klo_s = gl.allocate_shared_memory(dtype, [STAGES, BN, HALF], klo_desc.layout)
+    khi_s = gl.allocate_shared_memory(dtype, [STAGES, BN, HALF], khi_desc.layout)
+    v_s = gl.allocate_shared_memory(dtype, [STAGES, BN, HEAD_DIM], v_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
     qn_lo_s.store(gl.where(r1_f, 0.0, q_lo).to(dtype))
     qn_hi_s.store(gl.where(r1_f, 0.0, q_hi).to(dtype))
@@ -147,8 +161,7 @@ def _hopper_decode_kernel(
     if HAS_KS:  # tiles wholly in the left padding are skipped
         lo = gl.maximum(lo, ks // BN * BN)
     n_t = gl.where(stop > lo, (stop - lo + BN - 1) // BN, 0)
-    kv_row = (off_b * H_KV + off_hk) * LK
-    nbytes: gl.constexpr = 2 * klo_desc.block_type.nbytes + v_desc.block_type.nbytes
+    kv_row = (off_b * H_KV + off_hk) * LK + lo
 
     cols_s = gl.arange(0, BLOCK_R, gl.SliceLayout(0, s_layout))
     is_r1 = cols_s >= HR
@@ -156,25 +169,16 @@ def _hopper_decode_kernel(
     rows_s = gl.arange(0, BN, gl.SliceLayout(1, s_layout))
     m_i = gl.full([BLOCK_R], -float("inf"), gl.float32, gl.SliceLayout(0, s_layout))
     l_i = gl.zeros([BLOCK_R], gl.float32, gl.SliceLayout(0, s_layout))
-    acc = gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout)  # O^T
+    acc_t = warpgroup_mma_init(gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout))  # O^T; its P V in flight
 
-    if n_t > 0:
-        mbarrier.expect(ready.index(0), nbytes)
-        _tma_load(klo_desc, [kv_row + lo, 0], ready.index(0), klo_s.index(0))
-        _tma_load(khi_desc, [kv_row + lo, 0], ready.index(0), khi_s.index(0))
-        _tma_load(v_desc, [kv_row + lo, 0], ready.index(0), v_s.index(0))
+    for j in gl.static_range(STAGES - 1):  # the ring's first tiles
+        if j < n_t:
+            _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, j, STAGES)
     for i in range(n_t):
-        st = i % 2
+        st = i % STAGES
         n0 = lo + i * BN
-        _barrier()  # every warp is done with the stage the next tile overwrites, and with qf / p
-        if i + 1 < n_t:
-            nx = (i + 1) % 2
-            mbarrier.expect(ready.index(nx), nbytes)
-            _tma_load(klo_desc, [kv_row + n0 + BN, 0], ready.index(nx), klo_s.index(nx))
-            _tma_load(khi_desc, [kv_row + n0 + BN, 0], ready.index(nx), khi_s.index(nx))
-            _tma_load(v_desc, [kv_row + n0 + BN, 0], ready.index(nx), v_s.index(nx))
-        mbarrier.wait(ready.index(st), (i // 2) & 1)
-        k_lo = klo_s.index(st).load(a_layout)
+        mbarrier.wait(ready.index(st), (i // STAGES) & 1)
+        k_lo = klo_s.index(st).load(a_layout)  # the rotation below overlaps the previous tile's P V
         k_hi = khi_s.index(st).load(a_layout)
         s = gl.zeros([BN, BLOCK_R], gl.float32, s_layout)
         if n0 < F:  # some far keys: F^T = q1 rotated by dq - delta_t, keys by the in-tile table
@@ -187,16 +191,16 @@ def _hopper_decode_kernel(
             qf_hi = q_hi.to(gl.float32)
             f_lo = qf_lo * c[None, :] - qf_hi * sn[None, :]
             f_hi = qf_hi * c[None, :] + qf_lo * sn[None, :]
-            qf_lo_s.store(gl.where(r1_f, f_lo, 0.0).to(dtype))
-            qf_hi_s.store(gl.where(r1_f, f_hi, 0.0).to(dtype))
-            fence_async_shared()
-            _barrier()
             kf_lo = k_lo.to(gl.float32)
             kf_hi = k_hi.to(gl.float32)
             tcf = _widen(tc)
             tsf = _widen(ts)
             k1_lo = (kf_lo * tcf - kf_hi * tsf).to(dtype)
             k1_hi = (kf_hi * tcf + kf_lo * tsf).to(dtype)
+            qf_lo_s.store(gl.where(r1_f, f_lo, 0.0).to(dtype))
+            qf_hi_s.store(gl.where(r1_f, f_hi, 0.0).to(dtype))
+            fence_async_shared()
+            _barrier()
             s = warpgroup_mma(k1_lo, qf_lo_s.permute((1, 0)), s, use_acc=False)
             s = warpgroup_mma(k1_hi, qf_hi_s.permute((1, 0)), s)
         if n0 + BN > F:  # some near keys: q as cached
@@ -204,6 +208,10 @@ def _hopper_decode_kernel(
                                 use_acc=False)
             sn0 = warpgroup_mma(k_hi, qn_hi_s.permute((1, 0)), sn0)
             s = gl.where(((n0 + rows_s) < F)[:, None], s, sn0)
+        acc = warpgroup_mma_wait(0, deps=(acc_t, ))  # done already: wgmma groups complete in order
+        _barrier()  # every warp is past the previous tile: its stage and p_s are free
+        if i + STAGES - 1 < n_t:
+            _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
         keys = n0 + rows_s
         far = keys < F
         vis = ((keys < stop) & (keys >= ks))[:, None] & col_ok[None, :] & (far[:, None] == is_r1[None, :])
@@ -217,8 +225,10 @@ def _hopper_decode_kernel(
         p_s.store(gl.permute(p.to(dtype), (1, 0)))
         fence_async_shared()
         _barrier()
-        acc = warpgroup_mma(v_s.index(st).permute((1, 0)), p_s.permute((1, 0)), acc * alpha[None, :])
-    for i in gl.static_range(2):
+        acc_t = warpgroup_mma(v_s.index(st).permute((1, 0)), p_s.permute((1, 0)), acc * alpha[None, :],
+                              is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(acc_t, ))
+    for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
 
     # normalise, then merge column R/2 + g' into g' (two partial softmaxes of one head over disjoint keys)
@@ -296,8 +306,12 @@ def _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, l
     args = (klo_desc, khi_desc, v_desc, q, inv_freq, key_start if key_start is not None else lpart,
             pos_offset if pos_offset is not None else lpart, opart, lpart, q.stride(0), q.stride(1), q.stride(3),
             h_kv, h // h_kv, lk, scale * _LOG2E, chunk, spec.lo1, qa, qc, qg, qb, ka, kc, kg, kb)
-    meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, HAS_KS=key_start is not None,
-                HAS_POFF=pos_offset is not None, num_warps=4, maxnreg=MAXNREG)
+    # 3 stages fit 2 programs per SM with 16 stacked columns at D = 128 (109 KB); 32 columns take 2 stages
+    meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, STAGES=STAGES if block_r <= 16 else min(STAGES, 2),
+                HAS_KS=key_start is not None,
+                HAS_POFF=pos_offset is not None, num_warps=4)
+    if MAXNREG:
+        meta["maxnreg"] = MAXNREG
     return args, meta
 
 
