@@ -13,7 +13,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 
 echo "== decode 64k / 128k, Hopper decode vs Triton split kernel ($(left) s left)"
 timeout "$(cap 150 380)" python3 benchmarks/bench_attention.py --no-prefill --no-compose --decode-lengths 64k,128k \
-  --decode-batches 1,8 --decode-variants triton,stages=2,nreg=168 --methods string,rerope,rerope_leaky,self_extend,dca \
+  --decode-batches 1,8 --decode-variants triton,stages=2 --methods string,rerope,rerope_leaky,self_extend,dca \
   --budget "$(cap 140 390)" --md "$OUT/decode.md" > "$OUT/decode.log" 2>&1
 grep "^| " "$OUT/decode.md" | grep -v "^| D \|^|---"
 grep -i "error\|failed" "$OUT/decode.log" | head -5
