@@ -295,6 +295,9 @@ def _decode_variant(name, fn):
     decode's register cap)."""
     from ropeshift.kernels import _decode
 
+    if "+" in name:  # several switches at once: "stages=2+nreg=168"
+        first, rest = name.split("+", 1)
+        return _decode_variant(first, _decode_variant(rest, fn))
     if name == "sms4":
         attr, value = "SPLIT_RULE", "sms4"
     elif name.startswith("cfg="):
@@ -469,7 +472,7 @@ def main(argv=None):
         if m not in _VARIANT_FLAGS:
             p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
     DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
-    for m in DECODE_VARIANTS:
+    for m in (x for v in DECODE_VARIANTS for x in v.split("+")):
         if not (m in ("sms4", "k1", "triton") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)
                 or (m.startswith(("nreg=", "stages=")) and m.split("=")[1].isdigit())):
             p.error(f"unknown --decode-variants entry {m!r} (sms4, k1, triton, cfg=BN.W.S, nreg=N, stages=N)")
