@@ -42,6 +42,8 @@ BLOCK_N = 64  # keys per tile: one warpgroup's wgmma M
 # 255, 64k-128k, H200, benchmarks/RESULTS.md)
 MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "0"))
 STAGES = int(os.environ.get("ROPESHIFT_DECODE_STAGES", "3"))  # the K / V ring: STAGES - 1 tiles in flight
+# P V asynchronous under the next tile's key rotation (1) or waited at once (0)
+PV_ASYNC = int(os.environ.get("ROPESHIFT_DECODE_PV_ASYNC", "0"))
 
 
 @gluon.jit
@@ -79,6 +81,7 @@ def _hopper_decode_kernel(
     stride_qb, stride_qh, stride_qd,
     H_KV, G, LK, qk_scale, CHUNK, LO1, QA, QC, QG, QB, KA, KC, KG, KB,
     HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr, STAGES: gl.constexpr,
+    PV_ASYNC: gl.constexpr,
     HAS_KS: gl.constexpr, HAS_POFF: gl.constexpr, num_warps: gl.constexpr,
 ):
     # klo/khi_desc: TMA over K viewed [b h_kv lk, d], columns [0, d/2) / [d/2, d), boxes [BN, d/2]; v_desc: V, [BN, d]
@@ -169,7 +172,10 @@ def _hopper_decode_kernel(
     rows_s = gl.arange(0, BN, gl.SliceLayout(1, s_layout))
     m_i = gl.full([BLOCK_R], -float("inf"), gl.float32, gl.SliceLayout(0, s_layout))
     l_i = gl.zeros([BLOCK_R], gl.float32, gl.SliceLayout(0, s_layout))
-    acc_t = warpgroup_mma_init(gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout))  # O^T; its P V in flight
+    if PV_ASYNC:  # O^T, as the token of its P V in flight
+        acc_c = warpgroup_mma_init(gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout))
+    else:  # O^T
+        acc_c = gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout)
 
     for j in gl.static_range(STAGES - 1):  # the ring's first tiles
         if j < n_t:
@@ -177,6 +183,10 @@ def _hopper_decode_kernel(
     for i in range(n_t):
         st = i % STAGES
         n0 = lo + i * BN
+        if not PV_ASYNC:  # the previous tile is done: its stage takes tile i + STAGES - 1 now
+            _barrier()
+            if i + STAGES - 1 < n_t:
+                _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
         mbarrier.wait(ready.index(st), (i // STAGES) & 1)
         k_lo = klo_s.index(st).load(a_layout)  # the rotation below overlaps the previous tile's P V
         k_hi = khi_s.index(st).load(a_layout)
@@ -208,10 +218,13 @@ def _hopper_decode_kernel(
                                 use_acc=False)
             sn0 = warpgroup_mma(k_hi, qn_hi_s.permute((1, 0)), sn0)
             s = gl.where(((n0 + rows_s) < F)[:, None], s, sn0)
-        acc = warpgroup_mma_wait(0, deps=(acc_t, ))  # done already: wgmma groups complete in order
-        _barrier()  # every warp is past the previous tile: its stage and p_s are free
-        if i + STAGES - 1 < n_t:
-            _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
+        if PV_ASYNC:
+            acc = warpgroup_mma_wait(0, deps=(acc_c, ))  # done already: wgmma groups complete in order
+            _barrier()  # every warp is past the previous tile: its stage and p_s are free
+            if i + STAGES - 1 < n_t:
+                _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
+        else:
+            acc = acc_c
         keys = n0 + rows_s
         far = keys < F
         vis = ((keys < stop) & (keys >= ks))[:, None] & col_ok[None, :] & (far[:, None] == is_r1[None, :])
@@ -225,9 +238,12 @@ def _hopper_decode_kernel(
         p_s.store(gl.permute(p.to(dtype), (1, 0)))
         fence_async_shared()
         _barrier()
-        acc_t = warpgroup_mma(v_s.index(st).permute((1, 0)), p_s.permute((1, 0)), acc * alpha[None, :],
-                              is_async=True)
-    acc = warpgroup_mma_wait(0, deps=(acc_t, ))
+        acc_c = warpgroup_mma(v_s.index(st).permute((1, 0)), p_s.permute((1, 0)), acc * alpha[None, :],
+                              is_async=PV_ASYNC)
+    if PV_ASYNC:
+        acc = warpgroup_mma_wait(0, deps=(acc_c, ))
+    else:
+        acc = acc_c
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
 
@@ -308,7 +324,7 @@ def _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, l
             h_kv, h // h_kv, lk, scale * _LOG2E, chunk, spec.lo1, qa, qc, qg, qb, ka, kc, kg, kb)
     # 3 stages fit 2 programs per SM with 16 stacked columns at D = 128 (109 KB); 32 columns take 2 stages
     meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, STAGES=STAGES if block_r <= 16 else min(STAGES, 2),
-                HAS_KS=key_start is not None,
+                PV_ASYNC=bool(PV_ASYNC), HAS_KS=key_start is not None,
                 HAS_POFF=pos_offset is not None, num_warps=4)
     if MAXNREG:
         meta["maxnreg"] = MAXNREG
