@@ -304,7 +304,10 @@ def _decode_variant(name, fn):
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
     elif name == "triton":
         attr, value = "ROUTE", "triton"
-XX
+    elif name.startswith(("nreg=", "stages=", "pvasync=")):
+        from ropeshift.kernels import _decode_hopper
+
+        attr = {"nreg": "MAXNREG", "stages": "STAGES", "pvasync": "PV_ASYNC"}[name.split("=")[0]]
         return _with_attr(_decode_hopper, attr, int(name.split("=")[1]), fn)
     else:
         raise ValueError(f"unknown decode variant {name!r} "
