@@ -5,16 +5,17 @@
 #   2. decode at 64k and 128k, B = 1 and 8: every method beside our plain decode, the Hopper decode (default) and
 #      the Triton split kernel ("[triton]") interleaved in one run;
 #   3. Nsight Compute on the two kernels at 64k, B = 1 (time, registers, occupancy).
-# Run: OUT=$OUT LIMIT=560 bash scripts/gpu_issue9_hopper_decode.sh   (files back: all.tgz; the summary is printed)
+# Run: OUT=$OUT LIMIT=560 [VARIANTS=triton] bash scripts/gpu_issue9_hopper_decode.sh   (files back: all.tgz; the
+#   summary is printed)
 set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 560
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())" \
   | tee "$OUT/versions.txt"
 
 echo "== decode 64k / 128k, Hopper decode vs Triton split kernel ($(left) s left)"
-timeout "$(cap 150 380)" python3 benchmarks/bench_attention.py --no-prefill --no-compose --decode-lengths 64k,128k \
-  --decode-batches 1,8 --decode-variants triton,stages=2 --methods string,rerope,rerope_leaky,self_extend,dca \
-  --budget "$(cap 140 390)" --md "$OUT/decode.md" > "$OUT/decode.log" 2>&1
+timeout "$(cap 100 280)" python3 benchmarks/bench_attention.py --no-prefill --no-compose --decode-lengths 64k,128k \
+  --decode-batches 1,8 --decode-variants "${VARIANTS:-triton}" --methods string,rerope,rerope_leaky,self_extend,dca \
+  --budget "$(cap 90 290)" --md "$OUT/decode.md" > "$OUT/decode.log" 2>&1
 grep "^| " "$OUT/decode.md" | grep -v "^| D \|^|---"
 grep -i "error\|failed" "$OUT/decode.log" | head -5
 

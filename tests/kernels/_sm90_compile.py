@@ -96,7 +96,9 @@ def compile_decode(name, d, g):
     from ropeshift.kernels.spec import compile_table
 
     case = {"rerope": ("rerope", dict(window=200)), "rerope_leaky": ("rerope", dict(window=129, leaky=4.0)),
-            "self_extend": ("self_extend", dict(group_size=8, window=128))}[name]  # served tables (KMAP 1)
+            "self_extend": ("self_extend", dict(group_size=8, window=128)),
+            "self_extend_g64": ("self_extend", dict(group_size=64, window=192)),
+            "dca": ("dca", dict(chunk_size=300, local_window=20))}[name]  # served tables (KMAP 1, 3)
     spec = compile_table(build(*case).table())
     b, h_kv, lk = 1, 2, 4096
     q = torch.zeros(b, h_kv * g, 1, d, dtype=torch.bfloat16)

@@ -1,7 +1,7 @@
 """The Hopper (Gluon) decode for re-rotated far keys without K1 (``_decode_hopper``) vs the fp64 reference.
 
-On an sm_90 GPU: every served table (ReRoPE, leaky ReRoPE, Self-Extend with G | 64, c = 0 or not) over lengths
-with the region edge at 64-key tile boundaries +- 1, GQA 1 / 4 / 8 / 16, left padding (negative positions below
+On an sm_90 GPU: every served table (ReRoPE, leaky ReRoPE, Self-Extend with G | 64 or G >= 64, DCA's chunks)
+over lengths with the region edge at 64-key tile boundaries +- 1, GQA 1 / 4 / 8 / 16, left padding (negative positions below
 key_start), bf16 / fp16, head_dim 64 / 128, each launch checked to have taken this kernel, outputs NaN-poisoned
 (``test_table_attention._check``: tolerance 2 x PyTorch's own error in the same dtype). On CPU: the whole sm_90
 compile, and the registers / shared memory that let 2 programs share an SM.
@@ -23,12 +23,16 @@ def _sm90():
     return True
 
 
-SERVED = [  # (id, registry name, params): far key map with one in-tile rotation on 64-key tiles (KMAP 1)
-    ("rerope", "rerope", dict(window=200)),
+SERVED = [  # (id, registry name, params): far key maps the kernel serves on 64-key tiles (``_decode.key_mode``)
+    ("rerope", "rerope", dict(window=200)),  # KMAP 1: one in-tile table
     ("rerope_leaky", "rerope", dict(window=129, leaky=4.0)),
     ("self_extend_g8", "self_extend", dict(group_size=8, window=128)),
     ("self_extend_g32", "self_extend", dict(group_size=32, window=192)),
     ("self_extend_g4", "self_extend", dict(group_size=4, window=60)),
+    ("self_extend_g64", "self_extend", dict(group_size=64, window=192)),  # KMAP 3: group step, keys rotated
+    ("dca", "dca", dict(chunk_size=300, local_window=20)),  # KMAP 3 without key rotation, the chunk rule
+    ("dca_c128", "dca", dict(chunk_size=128, local_window=5)),  # group steps on tile edges
+    ("dca_c130", "dca", dict(chunk_size=130, local_window=1)),
 ]
 
 
@@ -56,25 +60,31 @@ def test_hopper_decode_matches_reference(case, d, hopper_launches):
     from ropeshift.kernels.spec import compile_table
 
     method = build(case[1], case[2])
-    assert key_mode(compile_table(method.table()).for_keys(4097), 64)[0] == 1
-    # lengths: one tile, region edge F at tile multiples +- 1 (F = lk - lo1), several splits, long
-    lo1 = compile_table(method.table()).lo1
-    lengths = sorted({97, 1025, 4097, int(lo1) + 63, int(lo1) + 64, int(lo1) + 65, int(lo1) + 128})
+    assert key_mode(compile_table(method.table()).for_keys(4097), 64)[0] in (1, 3)
+    # lengths: one tile, region edge F at tile multiples +- 1 (F = lk - lo1 for bands), several splits, long;
+    # DCA: the query's offset in its chunk across the window (F moves by a chunk)
+    lo1 = int(compile_table(method.table()).lo1)
+    lengths = sorted({97, 1025, 4097, lo1 + 63, lo1 + 64, lo1 + 65, lo1 + 128})
+    if case[1] == "dca":
+        c = case[2]["chunk_size"]
+        lengths = sorted({97, 1025, 4097, 3 * c, 3 * c + 1, 3 * c + case[2]["local_window"] + 1, 4 * c - 1})
     for lk in lengths:
         _check(method, 2, 8, 2, 1, lk, d, torch.bfloat16, key_start=[0, 37])  # GQA 4, left padding
     _check(method, 1, 4, 4, 1, 1025, d, torch.float16)  # no GQA (one column per head)
     _check(method, 2, 16, 2, 1, 2049, d, torch.bfloat16, key_start=[130, 0])  # GQA 8, a padded tile
     _check(method, 1, 16, 1, 1, 700, d, torch.float16, seed=2)  # GQA 16: 32 stacked columns
-    # every launch above (the launcher and the op) of a call with far keys (lk > lo1; shorter: plain decode)
-    assert len(hopper_launches) == 2 * (sum(lk > lo1 for lk in lengths) + 3)
+    # every launch above (the launcher and the op) of a call with far keys (shorter ones decode as plain)
+    far = [compile_table(method.table()).for_keys(lk).has_r1 for lk in lengths]
+    assert len(hopper_launches) == 2 * (sum(far) + 3)
 
 
 @pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU and Triton with Gluon")
 def test_hopper_decode_leaves_other_calls(hopper_launches):
-    """DCA, Lambda, STRING, partial rotary, fp32 and a forced Triton route keep the Triton kernel."""
+    """Lambda, STRING, a table per tile (G not dividing 64), partial rotary, fp32 and a forced Triton route keep
+    the Triton kernel."""
     from ropeshift.kernels import _decode
 
-    _check(build("dca", dict(chunk_size=300, local_window=20)), 1, 8, 2, 1, 1025, 128, torch.bfloat16)
+    _check(build("self_extend", dict(group_size=3, window=192)), 1, 8, 2, 1, 1025, 128, torch.bfloat16)
     _check(build("lm_infinite", dict(n_global=4, n_local=200, distance_limit=200)), 1, 8, 2, 1, 1025, 128,
            torch.bfloat16)
     _check(build("string", dict(shift=300, window=20)), 1, 8, 2, 1, 1025, 128, torch.bfloat16)
@@ -108,11 +118,12 @@ def test_hopper_decode_compiles_for_sm90():
     here = os.path.dirname(__file__)
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
     run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "--decode", "rerope:128:4",
-                          "self_extend:128:4", "rerope_leaky:64:4", "rerope:128:16"],
+                          "self_extend:128:4", "rerope_leaky:64:4", "rerope:128:16", "dca:128:4",
+                          "self_extend_g64:128:4"],
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(results) == 4
+    assert len(results) == 6
     from ropeshift.kernels._occupancy import programs_per_sm
 
     for r in results:

@@ -32,16 +32,17 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ._prefill_hopper_ws import _gl_dtype, _tma_load
-from .spec import RULE_NONE
+from .spec import RULE_CHUNK, RULE_NONE
 
 # a CTA-wide barrier: ``thread_barrier`` in Triton 3.6 (the GPU's), ``barrier`` in newer Triton
 _barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 BLOCK_N = 64  # keys per tile: one warpgroup's wgmma M
-# registers per thread (0: ptxas's choice, 255 at D = 128: 2 programs per SM); ROPESHIFT_DECODE_MAXNREG sets a cap
-# for benchmarks (168 fits 3 programs per SM but spills; 1.02-1.07x our plain decode against 1.015-1.047x with
-# 255, 64k-128k, H200, benchmarks/RESULTS.md)
-MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "0"))
-STAGES = int(os.environ.get("ROPESHIFT_DECODE_STAGES", "3"))  # the K / V ring: STAGES - 1 tiles in flight
+# Measured side by side (64k-128k, B = 1 / 8, H200, benchmarks/RESULTS.md, eighth session), x our plain decode:
+# no register cap (255 at D = 128: 2 programs per SM), a 2-stage K / V ring and a synchronous P V: 1.00-1.04;
+# a 168-register cap (3 programs per SM, 20 bytes spilled) 1.05-1.07; a 3-stage ring 1.04-1.08; P V asynchronous
+# under the next tile's rotation 1.02-1.11. The environment variables below set them for benchmarks.
+MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "0"))  # 0: ptxas's choice
+STAGES = int(os.environ.get("ROPESHIFT_DECODE_STAGES", "2"))  # the K / V ring: STAGES - 1 tiles in flight
 # P V asynchronous under the next tile's key rotation (1) or waited at once (0)
 PV_ASYNC = int(os.environ.get("ROPESHIFT_DECODE_PV_ASYNC", "0"))
 
@@ -79,13 +80,16 @@ def _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, t, 
 def _hopper_decode_kernel(
     klo_desc, khi_desc, v_desc, Q, INV, KS, POFF, Opart, Lpart,
     stride_qb, stride_qh, stride_qd,
-    H_KV, G, LK, qk_scale, CHUNK, LO1, QA, QC, QG, QB, KA, KC, KG, KB,
-    HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr, STAGES: gl.constexpr,
-    PV_ASYNC: gl.constexpr,
+    H_KV, G, LK, qk_scale, CHUNK, LO1, HI0, RA, RB, QA, QC, QG, QB, KA, KC, KG, KB,
+    HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr, KMAP: gl.constexpr, KROT: gl.constexpr,
+    RULE: gl.constexpr, STAGES: gl.constexpr, PV_ASYNC: gl.constexpr,
     HAS_KS: gl.constexpr, HAS_POFF: gl.constexpr, num_warps: gl.constexpr,
 ):
     # klo/khi_desc: TMA over K viewed [b h_kv lk, d], columns [0, d/2) / [d/2, d), boxes [BN, d/2]; v_desc: V, [BN, d]
     # Q [b, h, 1, d]; INV [d/2] fp32; KS / POFF [b] (HAS_*); Opart [b, h_kv, P, R/2, d], Lpart [b, h_kv, P, R/2]
+    # KMAP (``_decode.key_mode``): 1 one in-tile table for every tile; 3 at most one group step per tile (columns
+    # [0, g) score the far keys past it, q rotated by one more c), keys rotated by (a - 1) j when KROT
+    # RULE: band (0), or DCA's chunk rule (1: chunk RA, window RB)
     HALF: gl.constexpr = HEAD_DIM // 2
     BN: gl.constexpr = klo_desc.block_type.shape[0]
     HR: gl.constexpr = BLOCK_R // 2
@@ -117,6 +121,10 @@ def _hopper_decode_kernel(
     else:
         dq = 0.0
     F = pos - LO1 + 1  # keys [0, F) are far (region 1) for the one query
+    if RULE == 1:  # DCA: near iff the key's chunk is the query's, or the previous one with m mod s <= w
+        qch = qpos // RA
+        near0 = (qch - ((qpos - qch * RA) <= RB).to(gl.int32)) * RA - poff
+        F = gl.maximum(pos - HI0 + 1, gl.minimum(F, near0))
 
     # query columns: [0, g) q, [R/2, R/2 + g) q1 (the far rows); halves [R, d/2] fp32
     cols_q = gl.arange(0, BLOCK_R, gl.SliceLayout(1, q_layout))
@@ -131,12 +139,16 @@ def _hopper_decode_kernel(
     inv_q = gl.load(INV + offs_hq)
     r1_f = is_r1_q[:, None]
 
-    # the in-tile key rotation D_j = (a - 1) j + c floor((r0 + j) / G), j < BN (the same for every tile)
+    # the in-tile key rotation D_j = (a - 1) j + c floor((r0 + j) / G), j < BN (the same for every tile; KMAP 3:
+    # (a - 1) j, the group step moves to the query)
     offs_j = gl.arange(0, BN, gl.SliceLayout(1, a_layout))
     offs_ha = gl.arange(0, HALF, gl.SliceLayout(0, a_layout))
-    r0 = poff % KG
-    r0 = gl.where(r0 < 0, r0 + KG, r0)
-    dj = (KA - 1.0) * offs_j.to(gl.float32) + (KC * ((r0 + offs_j) // KG)).to(gl.float32)
+    if KMAP == 1:
+        r0 = poff % KG
+        r0 = gl.where(r0 < 0, r0 + KG, r0)
+        dj = (KA - 1.0) * offs_j.to(gl.float32) + (KC * ((r0 + offs_j) // KG)).to(gl.float32)
+    else:
+        dj = (KA - 1.0) * offs_j.to(gl.float32)
     tc, ts = _gl_cos_sin(dj[:, None] * gl.load(INV + offs_ha)[None, :])
     tc = tc.to(gl.float16)  # two per register; widened per tile (opaque to LICM, so they stay packed)
     ts = ts.to(gl.float16)
@@ -191,24 +203,35 @@ def _hopper_decode_kernel(
         k_lo = klo_s.index(st).load(a_layout)  # the rotation below overlaps the previous tile's P V
         k_hi = khi_s.index(st).load(a_layout)
         s = gl.zeros([BN, BLOCK_R], gl.float32, s_layout)
+        p0 = n0 + poff  # the tile's first key position, its offset in its group of G
+        rt = p0 % KG
+        rt = gl.where(rt < 0, rt + KG, rt)
         if n0 < F:  # some far keys: F^T = q1 rotated by dq - delta_t, keys by the in-tile table
-            p0 = n0 + poff
-            rt = p0 % KG
-            rt = gl.where(rt < 0, rt + KG, rt)
             dt = (KA - 1.0) * p0.to(gl.float32) + (KC * ((p0 - rt) // KG)).to(gl.float32) + KB
             c, sn = _gl_cos_sin((dq - dt) * inv_q)
             qf_lo = q_lo.to(gl.float32)
             qf_hi = q_hi.to(gl.float32)
             f_lo = qf_lo * c[None, :] - qf_hi * sn[None, :]
             f_hi = qf_hi * c[None, :] + qf_lo * sn[None, :]
-            kf_lo = k_lo.to(gl.float32)
-            kf_hi = k_hi.to(gl.float32)
-            tcf = _widen(tc)
-            tsf = _widen(ts)
-            k1_lo = (kf_lo * tcf - kf_hi * tsf).to(dtype)
-            k1_hi = (kf_hi * tcf + kf_lo * tsf).to(dtype)
-            qf_lo_s.store(gl.where(r1_f, f_lo, 0.0).to(dtype))
-            qf_hi_s.store(gl.where(r1_f, f_hi, 0.0).to(dtype))
+            if KMAP == 3:  # columns [0, g): the far keys past the tile's group step, one more c
+                c1, s1 = _gl_cos_sin((dq - dt - KC) * inv_q)
+                g_lo = qf_lo * c1[None, :] - qf_hi * s1[None, :]
+                g_hi = qf_hi * c1[None, :] + qf_lo * s1[None, :]
+            else:
+                g_lo = gl.zeros_like(f_lo)
+                g_hi = gl.zeros_like(f_hi)
+            if KMAP == 1 or KROT:
+                kf_lo = k_lo.to(gl.float32)
+                kf_hi = k_hi.to(gl.float32)
+                tcf = _widen(tc)
+                tsf = _widen(ts)
+                k1_lo = (kf_lo * tcf - kf_hi * tsf).to(dtype)
+                k1_hi = (kf_hi * tcf + kf_lo * tsf).to(dtype)
+            else:
+                k1_lo = k_lo
+                k1_hi = k_hi
+            qf_lo_s.store(gl.where(r1_f, f_lo, g_lo).to(dtype))
+            qf_hi_s.store(gl.where(r1_f, f_hi, g_hi).to(dtype))
             fence_async_shared()
             _barrier()
             s = warpgroup_mma(k1_lo, qf_lo_s.permute((1, 0)), s, use_acc=False)
@@ -227,7 +250,11 @@ def _hopper_decode_kernel(
             acc = acc_c
         keys = n0 + rows_s
         far = keys < F
-        vis = ((keys < stop) & (keys >= ks))[:, None] & col_ok[None, :] & (far[:, None] == is_r1[None, :])
+        if KMAP == 3:  # far keys past the group step are scored by columns [0, g)
+            key_r1 = far & (rows_s < KG - rt)
+        else:
+            key_r1 = far
+        vis = ((keys < stop) & (keys >= ks))[:, None] & col_ok[None, :] & (key_r1[:, None] == is_r1[None, :])
         s = gl.where(vis, s, -float("inf"))
         m_new = gl.maximum(m_i, gl.max(s, 0) * qk_scale)
         m_sub = gl.where(m_new == -float("inf"), 0.0, m_new)
@@ -288,10 +315,10 @@ def unserved_reason(spec, q, k, v, inv_freq, kmap, partial, k1, key_end) -> str 
         return "needs bf16/fp16"
     if d not in (64, 128):
         return f"head_dim {d} (serves 64, 128)"
-    if kmap != 1 or partial:
-        return "serves full-rotary far keys with one in-tile table (KMAP 1) only"
-    if spec.rule != RULE_NONE:
-        return "serves band tables only"
+    if kmap not in (1, 3) or partial:
+        return "serves full-rotary far keys with one in-tile table or one group step per tile (KMAP 1, 3)"
+    if spec.rule not in (RULE_NONE, RULE_CHUNK):
+        return "serves band and chunk tables (not the Lambda rule)"
     if k1 is not None or key_end is not None:
         return "a static cache (key_end, K1) takes the Triton kernel"
     h_kv, lk = k.shape[1], k.shape[2]
@@ -305,6 +332,7 @@ def unserved_reason(spec, q, k, v, inv_freq, kmap, partial, k1, key_end) -> str 
 
 def _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, lpart, chunk, block_r):
     """(positional args, constexpr / launch options) of one launch; q [b, h, 1, d], k / v contiguous."""
+    from ._decode import key_mode
     from ._prefill import _LOG2E
 
     b, h, _, d = q.shape
@@ -321,9 +349,12 @@ def _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, l
     _, ka, kc, kg, kb = spec.k_map
     args = (klo_desc, khi_desc, v_desc, q, inv_freq, key_start if key_start is not None else lpart,
             pos_offset if pos_offset is not None else lpart, opart, lpart, q.stride(0), q.stride(1), q.stride(3),
-            h_kv, h // h_kv, lk, scale * _LOG2E, chunk, spec.lo1, qa, qc, qg, qb, ka, kc, kg, kb)
-    # 3 stages fit 2 programs per SM with 16 stacked columns at D = 128 (109 KB); 32 columns take 2 stages
-    meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, STAGES=STAGES if block_r <= 16 else min(STAGES, 2),
+            h_kv, h // h_kv, lk, scale * _LOG2E, chunk, spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka,
+            kc, kg, kb)
+    # a 3-stage ring fits 2 programs per SM with 16 stacked columns at D = 128 (109 KB), with 32 only 2 stages do
+    kmap, krot = key_mode(spec, BLOCK_N)
+    meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, KMAP=kmap, KROT=krot, RULE=spec.rule,
+                STAGES=STAGES if block_r <= 16 else min(STAGES, 2),
                 PV_ASYNC=bool(PV_ASYNC), HAS_KS=key_start is not None,
                 HAS_POFF=pos_offset is not None, num_warps=4)
     if MAXNREG:
