@@ -4,7 +4,7 @@
 #      the decode and table-attention grids (which now route their served cases to it), model.generate on CUDA;
 #   2. decode at 64k and 128k, B = 1 and 8: every method beside our plain decode, the Hopper decode (default) and
 #      the Triton split kernel ("[triton]") interleaved in one run;
-#   3. Nsight Compute on the two kernels at 64k, B = 1 (time, registers, occupancy).
+#   3. Nsight Compute on the Hopper decode at 64k, B = 8, per method (time, instructions, stalls).
 # Run: OUT=$OUT LIMIT=560 [VARIANTS=triton] bash scripts/gpu_issue9_hopper_decode.sh   (files back: all.tgz; the
 #   summary is printed)
 set -uo pipefail
@@ -23,12 +23,12 @@ echo "== tests ($(left) s left)"
 run_tests 250 110 tests/kernels/test_decode_hopper.py tests/kernels/test_decode.py tests/test_generate_gpu.py \
   tests/kernels/test_table_attention.py
 
-echo "== ncu, 64k B = 1 ($(left) s left)"
-for route in auto triton; do
-  ROPESHIFT_DECODE_ROUTE=$route timeout "$(cap 40 5)" ncu --nvtx --nvtx-include "profile/" --metrics \
-    gpu__time_duration.sum,launch__registers_per_thread,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-    --csv python3 benchmarks/profile_kernel.py --method rerope --n 64k --decode > "$OUT/ncu_$route.csv" 2> "$OUT/ncu_$route.err"
-  ncu_table "$OUT/ncu_$route.csv" "$route" | cut -c1-160
+echo "== ncu, 64k B = 8, the Hopper decode per method ($(left) s left)"
+for m in rerope self_extend dca; do
+  timeout "$(cap 40 5)" ncu --nvtx --nvtx-include "profile/" --metrics \
+    gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio \
+    --csv python3 benchmarks/profile_kernel.py --method $m --n 64k --decode --batch 8 > "$OUT/ncu_$m.csv" 2> "$OUT/ncu_$m.err"
+  ncu_table "$OUT/ncu_$m.csv" "$m" | grep -v combine | cut -c1-170
 done
 echo "done in $(( $(date +%s) - start )) s"
 (cd "$OUT" && tar czf /tmp/all.tgz --exclude=all.tgz . && find . -type f ! -name versions.txt -delete && mv /tmp/all.tgz .)

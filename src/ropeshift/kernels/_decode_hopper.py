@@ -43,6 +43,7 @@ BLOCK_N = 64  # keys per tile: one warpgroup's wgmma M
 # under the next tile's rotation 1.02-1.11. The environment variables below set them for benchmarks.
 MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "0"))  # 0: ptxas's choice
 STAGES = int(os.environ.get("ROPESHIFT_DECODE_STAGES", "2"))  # the K / V ring: STAGES - 1 tiles in flight
+RESYNC = int(os.environ.get("ROPESHIFT_DECODE_RESYNC", "32"))  # far tiles per exact cos / sin of q's angle
 # P V asynchronous under the next tile's key rotation (1) or waited at once (0)
 PV_ASYNC = int(os.environ.get("ROPESHIFT_DECODE_PV_ASYNC", "0"))
 
@@ -82,7 +83,7 @@ def _hopper_decode_kernel(
     stride_qb, stride_qh, stride_qd,
     H_KV, G, LK, qk_scale, CHUNK, LO1, HI0, RA, RB, QA, QC, QG, QB, KA, KC, KG, KB,
     HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr, KMAP: gl.constexpr, KROT: gl.constexpr,
-    RULE: gl.constexpr, STAGES: gl.constexpr, PV_ASYNC: gl.constexpr,
+    RULE: gl.constexpr, STAGES: gl.constexpr, PV_ASYNC: gl.constexpr, RESYNC: gl.constexpr,
     HAS_KS: gl.constexpr, HAS_POFF: gl.constexpr, num_warps: gl.constexpr,
 ):
     # klo/khi_desc: TMA over K viewed [b h_kv lk, d], columns [0, d/2) / [d/2, d), boxes [BN, d/2]; v_desc: V, [BN, d]
@@ -192,6 +193,16 @@ def _hopper_decode_kernel(
     for j in gl.static_range(STAGES - 1):  # the ring's first tiles
         if j < n_t:
             _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, j, STAGES)
+    # KMAP 1: delta_t grows by (a - 1) BN + c BN / G per tile, so the query's far angle steps by a fixed angle;
+    # cos / sin of it follow by the angle-difference rule, exact trig every RESYNC tiles (drift < 1e-5)
+    if KMAP == 1:
+        step = ((KA - 1.0) * BN + (KC * (BN // KG)).to(gl.float32)) * inv_q
+        c_step, s_step = _gl_cos_sin(step)
+    else:
+        c_step = gl.zeros_like(inv_q)
+        s_step = gl.zeros_like(inv_q)
+    c = gl.zeros_like(inv_q)
+    sn = gl.zeros_like(inv_q)
     for i in range(n_t):
         st = i % STAGES
         n0 = lo + i * BN
@@ -208,7 +219,10 @@ def _hopper_decode_kernel(
         rt = gl.where(rt < 0, rt + KG, rt)
         if n0 < F:  # some far keys: F^T = q1 rotated by dq - delta_t, keys by the in-tile table
             dt = (KA - 1.0) * p0.to(gl.float32) + (KC * ((p0 - rt) // KG)).to(gl.float32) + KB
-            c, sn = _gl_cos_sin((dq - dt) * inv_q)
+            if KMAP == 1 and (i % RESYNC) != 0:  # angle - step_q: the tile delta grows by a fixed step
+                c, sn = c * c_step + sn * s_step, sn * c_step - c * s_step
+            else:
+                c, sn = _gl_cos_sin((dq - dt) * inv_q)
             qf_lo = q_lo.to(gl.float32)
             qf_hi = q_hi.to(gl.float32)
             f_lo = qf_lo * c[None, :] - qf_hi * sn[None, :]
@@ -355,7 +369,7 @@ def _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, l
     kmap, krot = key_mode(spec, BLOCK_N)
     meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, KMAP=kmap, KROT=krot, RULE=spec.rule,
                 STAGES=STAGES if block_r <= 16 else min(STAGES, 2),
-                PV_ASYNC=bool(PV_ASYNC), HAS_KS=key_start is not None,
+                PV_ASYNC=bool(PV_ASYNC), RESYNC=RESYNC, HAS_KS=key_start is not None,
                 HAS_POFF=pos_offset is not None, num_warps=4)
     if MAXNREG:
         meta["maxnreg"] = MAXNREG
