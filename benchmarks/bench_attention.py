@@ -29,8 +29,9 @@ Method settings at sequence length N (training length L = N / 2 for the baseline
 once in benchmarks/_settings.py, shared with bench_generate.py):
   string S = 0.33 N, W = 128 | rerope w = L/4 | rerope_leaky w = L/4, k = 16 | self_extend G = 8, w_n = 1024 |
   dca C = 3L/4, w = L/16 | lm_infinite n_global = 10, n_local = L_d = L.
-Decode (one query per row over an N-key cache, CUDA-graph replay, several cache copies so the L2 does not
-hold the cache): effective KV bytes/s of each method vs our plain decode. Ratios are printed against
+Decode (one query per row over an N-key cache; each column one CUDA graph of >= 8 back-to-back calls over
+several cache copies so the L2 does not hold the cache, the graphs replayed in interleaved rounds, medians):
+effective KV bytes/s of each method vs our plain decode. Ratios are printed against
 cuDNN causal (prefill) and our plain decode (decode). ``--md`` writes the tables as markdown.
 """
 
@@ -270,20 +271,31 @@ def _prefill_line(r):
             f"{_fmt(r['vs_cudnn'])} | {_fmt(r['vs_ours'])} |")
 
 
-def _graph_ms(fn, reps):
-    """Median ms of one fn() call, from CUDA-graph replays of `reps` back-to-back calls."""
-    fn()
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
+def _graph_columns(fns, copies, budget, where, inner_calls=8):
+    """Median ms of one call per column: each column captured once as a CUDA graph of back-to-back calls (its
+    `copies` caches, repeated to >= inner_calls calls), then the graphs replayed in interleaved rounds
+    (``_interleaved_ms``), so a drift of clocks or temperature weighs on every column alike."""
+    reps = max(1, -(-inner_calls // copies))
+    graphs = {}
+    for name, fn in fns.items():
+        try:
             fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return _median_ms(g.replay, min_calls=20) / reps
+            torch.cuda.synchronize()
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(2):
+                    fn()
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                for _ in range(reps):
+                    fn()
+            graphs[name] = g
+        except Exception as e:  # noqa: BLE001
+            print(f"# decode {name} failed at {where}: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+    ms = _interleaved_ms({name: g.replay for name, g in graphs.items()}, budget, min_rounds=15, max_rounds=60)
+    return {name: t / (reps * copies) for name, t in ms.items()}
 
 
 DECODE_VARIANTS = ()  # --decode-variants
@@ -370,13 +382,7 @@ def bench_decode(lengths, batches, methods, copy_bw, budget, d=128):
                 if var != "k1":
                     fns.update({f"{name} [{var}]": _decode_variant(var, fn) for name, fn in list(fns.items())
                                 if name.count("[") == name.count("[k1]")})
-            res = {}
-            for name, fn in fns.items():
-                try:
-                    res[name] = _graph_ms(fn, copies)
-                except Exception as e:  # noqa: BLE001
-                    print(f"# decode {name} failed at n={n} b={b}: {type(e).__name__}: {str(e)[:200]}",
-                          file=sys.stderr)
+            res = _graph_columns(fns, copies, budget, f"n={n} b={b}")
             for name, ms in res.items():
                 bw = kv_bytes / (ms * 1e-3)
                 plain = "ours plain" + name[name.index(" ["):] if " [" in name else "ours plain"  # same variant
