@@ -201,6 +201,11 @@ def _hopper_decode_kernel(
     else:
         c_step = gl.zeros_like(inv_q)
         s_step = gl.zeros_like(inv_q)
+    if KMAP == 3:  # the group step's extra c as a fixed rotation of the tile's angle
+        c_kc, s_kc = _gl_cos_sin(KC * inv_q)
+    else:
+        c_kc = gl.zeros_like(inv_q)
+        s_kc = gl.zeros_like(inv_q)
     c = gl.zeros_like(inv_q)
     sn = gl.zeros_like(inv_q)
     for i in range(n_t):
@@ -211,8 +216,6 @@ def _hopper_decode_kernel(
             if i + STAGES - 1 < n_t:
                 _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
         mbarrier.wait(ready.index(st), (i // STAGES) & 1)
-        k_lo = klo_s.index(st).load(a_layout)  # the rotation below overlaps the previous tile's P V
-        k_hi = khi_s.index(st).load(a_layout)
         s = gl.zeros([BN, BLOCK_R], gl.float32, s_layout)
         p0 = n0 + poff  # the tile's first key position, its offset in its group of G
         rt = p0 % KG
@@ -228,32 +231,37 @@ def _hopper_decode_kernel(
             f_lo = qf_lo * c[None, :] - qf_hi * sn[None, :]
             f_hi = qf_hi * c[None, :] + qf_lo * sn[None, :]
             if KMAP == 3:  # columns [0, g): the far keys past the tile's group step, one more c
-                c1, s1 = _gl_cos_sin((dq - dt - KC) * inv_q)
+                c1 = c * c_kc + sn * s_kc
+                s1 = sn * c_kc - c * s_kc
                 g_lo = qf_lo * c1[None, :] - qf_hi * s1[None, :]
                 g_hi = qf_hi * c1[None, :] + qf_lo * s1[None, :]
             else:
                 g_lo = gl.zeros_like(f_lo)
                 g_hi = gl.zeros_like(f_hi)
-            if KMAP == 1 or KROT:
-                kf_lo = k_lo.to(gl.float32)
-                kf_hi = k_hi.to(gl.float32)
+            if KMAP == 1 or KROT:  # keys re-rotated in the MMA's A-operand layout, straight from shared memory
+                kf_lo = klo_s.index(st).load(a_layout).to(gl.float32)
+                kf_hi = khi_s.index(st).load(a_layout).to(gl.float32)
                 tcf = _widen(tc)
                 tsf = _widen(ts)
                 k1_lo = (kf_lo * tcf - kf_hi * tsf).to(dtype)
                 k1_hi = (kf_hi * tcf + kf_lo * tsf).to(dtype)
-            else:
-                k1_lo = k_lo
-                k1_hi = k_hi
-            qf_lo_s.store(gl.where(r1_f, f_lo, g_lo).to(dtype))
-            qf_hi_s.store(gl.where(r1_f, f_hi, g_hi).to(dtype))
-            fence_async_shared()
-            _barrier()
-            s = warpgroup_mma(k1_lo, qf_lo_s.permute((1, 0)), s, use_acc=False)
-            s = warpgroup_mma(k1_hi, qf_hi_s.permute((1, 0)), s)
-        if n0 + BN > F:  # some near keys: q as cached
-            sn0 = warpgroup_mma(k_lo, qn_lo_s.permute((1, 0)), gl.zeros([BN, BLOCK_R], gl.float32, s_layout),
-                                use_acc=False)
-            sn0 = warpgroup_mma(k_hi, qn_hi_s.permute((1, 0)), sn0)
+                qf_lo_s.store(gl.where(r1_f, f_lo, g_lo).to(dtype))
+                qf_hi_s.store(gl.where(r1_f, f_hi, g_hi).to(dtype))
+                fence_async_shared()
+                _barrier()
+                s = warpgroup_mma(k1_lo, qf_lo_s.permute((1, 0)), s, use_acc=False)
+                s = warpgroup_mma(k1_hi, qf_hi_s.permute((1, 0)), s)
+            else:  # keys as cached: the A operand read by the MMA from shared memory
+                qf_lo_s.store(gl.where(r1_f, f_lo, g_lo).to(dtype))
+                qf_hi_s.store(gl.where(r1_f, f_hi, g_hi).to(dtype))
+                fence_async_shared()
+                _barrier()
+                s = warpgroup_mma(klo_s.index(st), qf_lo_s.permute((1, 0)), s, use_acc=False)
+                s = warpgroup_mma(khi_s.index(st), qf_hi_s.permute((1, 0)), s)
+        if n0 + BN > F:  # some near keys: q as cached, the keys' A operand from shared memory
+            sn0 = warpgroup_mma(klo_s.index(st), qn_lo_s.permute((1, 0)),
+                                gl.zeros([BN, BLOCK_R], gl.float32, s_layout), use_acc=False)
+            sn0 = warpgroup_mma(khi_s.index(st), qn_hi_s.permute((1, 0)), sn0)
             s = gl.where(((n0 + rows_s) < F)[:, None], s, sn0)
         if PV_ASYNC:
             acc = warpgroup_mma_wait(0, deps=(acc_c, ))  # done already: wgmma groups complete in order
