@@ -21,8 +21,8 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
                 k1 = the re-rotating methods (far key map not the identity) reading their far keys from a K1
                 cache built before the timing (static-decode entry, key_end = N; baseline "ours plain [k1]",
                 plain through the same entry), triton = the Triton split kernel for every call (no Hopper
-                decode: on sm_90 that kernel serves the re-rotating tables without K1), nreg=N / stages=N /
-                pvasync=0|1 = the Hopper decode's register cap / K-V ring depth / asynchronous P V
+                decode: on sm_90 that kernel serves the re-rotating tables without K1), nreg=N / stages=N =
+                the Hopper decode's register cap / K-V ring depth ("a+b": both switches)
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
@@ -316,14 +316,14 @@ def _decode_variant(name, fn):
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
     elif name == "triton":
         attr, value = "ROUTE", "triton"
-    elif name.startswith(("nreg=", "stages=", "pvasync=")):
+    elif name.startswith(("nreg=", "stages=")):
         from ropeshift.kernels import _decode_hopper
 
-        attr = {"nreg": "MAXNREG", "stages": "STAGES", "pvasync": "PV_ASYNC"}[name.split("=")[0]]
+        attr = {"nreg": "MAXNREG", "stages": "STAGES"}[name.split("=")[0]]
         return _with_attr(_decode_hopper, attr, int(name.split("=")[1]), fn)
     else:
         raise ValueError(f"unknown decode variant {name!r} "
-                         "(sms4, cfg=BN.W.S, triton, nreg=N, stages=N, pvasync=0/1)")
+                         "(sms4, cfg=BN.W.S, triton, nreg=N, stages=N)")
     return _with_attr(_decode, attr, value, fn)
 
 
@@ -481,9 +481,9 @@ def main(argv=None):
     DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
     for m in (x for v in DECODE_VARIANTS for x in v.split("+")):
         if not (m in ("sms4", "k1", "triton") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)
-                or (m.startswith(("nreg=", "stages=", "pvasync=")) and m.split("=")[1].isdigit())):
+                or (m.startswith(("nreg=", "stages=")) and m.split("=")[1].isdigit())):
             p.error(f"unknown --decode-variants entry {m!r} "
-                    "(sms4, k1, triton, cfg=BN.W.S, nreg=N, stages=N, pvasync=0/1)")
+                    "(sms4, k1, triton, cfg=BN.W.S, nreg=N, stages=N)")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

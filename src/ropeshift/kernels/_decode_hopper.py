@@ -1,12 +1,12 @@
-"""Hopper (Gluon) split-KV decode for the methods whose far keys are re-rotated per key (ReRoPE incl. leaky,
-Self-Extend), for a cache without K1 (``model.generate`` with its dynamic cache).
+"""Hopper (Gluon) split-KV decode for the tables whose far keys the Triton kernel re-rotates per key (ReRoPE incl.
+leaky, Self-Extend, DCA), for a cache without K1 (``model.generate`` with its dynamic cache).
 
-The Triton split kernel (``_decode``) re-rotates far keys in a blocked register layout, so the rotated tile goes
-through shared memory to reach the MMA (TTGIR: a local_alloc of k1 per tile), and it holds 255 registers and
-90 KiB: 2 programs per SM against plain decode's 3. Here the keys are the MMA's M side and its A operand lives in
-registers: each key half-tile is loaded once from shared memory straight into the wgmma A-operand layout,
-rotated there by the in-tile table (fp32, the same layout, made once per program) and fed to the MMA. Scores
-are computed transposed, S^T = K . Q^T, so the softmax runs over axis 0 and O^T = V^T . P^T::
+The Triton split kernel (``_decode``) re-rotates far keys in a blocked layout, so each rotated tile goes back
+through shared memory to reach the MMA, at 247-255 registers and 90 KiB (1.13-1.17x our plain decode, H200).
+Here the keys are the MMA's M side: a key half-tile is loaded from shared memory straight into the wgmma
+A-operand layout, rotated there by the in-tile table (made once per program, kept as fp16 pairs) and fed to the
+MMA; keys used as cached feed it from shared memory. Scores are computed transposed, so the softmax runs over
+axis 0 (1.00-1.03x our plain decode at 64k-128k, B = 1 / 8, benchmarks/RESULTS.md)::
 
     one tile (BN = 64 keys), R stacked query columns (q at [0, g), q1 at [R/2, R/2 + g)):
         S^T [BN, R]  = K1_lo [BN, d/2] . F_lo^T + K1_hi . F_hi^T     far keys (F = q1 rotated by the tile delta)
@@ -15,10 +15,10 @@ are computed transposed, S^T = K . Q^T, so the softmax runs over axis 0 and O^T 
 
     keys  [ far: K1 . F^T ][ edge tile: both, per key ][ near: K . Q^T ]
 
-Serves: sm_90, bf16/fp16, head_dim 64/128, full rotary, a two-region band table whose far key map has an
-in-tile rotation the same for every tile (``_decode.key_mode`` KMAP 1), no K1 buffer, no key_end (a cache whose
-keys are all written, read through TMA), K/V with unit last stride and rows of d (``unserved_reason``). Writes
-the same partials as the Triton split kernel (q1's column merged into q's), so ``_decode_combine`` finishes.
+Serves (``unserved_reason``): sm_90, bf16/fp16, head_dim 64/128, full rotary, band or chunk tables whose far key
+map has one in-tile rotation for every tile or at most one group step per tile (``_decode.key_mode`` KMAP 1 /
+3), no K1 buffer, no key_end (every key written: TMA reads whole tiles), contiguous K / V. Writes the Triton
+split kernel's partials (q1's column merged into q's), so ``_decode_combine`` finishes.
 Shape legend: b batch, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, R stacked columns, P splits.
 """
 from __future__ import annotations
@@ -27,8 +27,7 @@ import os
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
-                                                               warpgroup_mma_init, warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ._prefill_hopper_ws import _gl_dtype, _tma_load
@@ -40,12 +39,10 @@ BLOCK_N = 64  # keys per tile: one warpgroup's wgmma M
 # Measured side by side (64k-128k, B = 1 / 8, H200, benchmarks/RESULTS.md, eighth session), x our plain decode:
 # no register cap (255 at D = 128: 2 programs per SM), a 2-stage K / V ring and a synchronous P V: 1.00-1.04;
 # a 168-register cap (3 programs per SM, 20 bytes spilled) 1.05-1.07; a 3-stage ring 1.04-1.08; P V asynchronous
-# under the next tile's rotation 1.02-1.11. The environment variables below set them for benchmarks.
+# under the next tile's rotation 1.02-1.11 (removed). The environment variables below set them for benchmarks.
 MAXNREG = int(os.environ.get("ROPESHIFT_DECODE_MAXNREG", "0"))  # 0: ptxas's choice
 STAGES = int(os.environ.get("ROPESHIFT_DECODE_STAGES", "2"))  # the K / V ring: STAGES - 1 tiles in flight
 RESYNC = int(os.environ.get("ROPESHIFT_DECODE_RESYNC", "32"))  # far tiles per exact cos / sin of q's angle
-# P V asynchronous under the next tile's key rotation (1) or waited at once (0)
-PV_ASYNC = int(os.environ.get("ROPESHIFT_DECODE_PV_ASYNC", "0"))
 
 
 @gluon.jit
@@ -83,7 +80,7 @@ def _hopper_decode_kernel(
     stride_qb, stride_qh, stride_qd,
     H_KV, G, LK, qk_scale, CHUNK, LO1, HI0, RA, RB, QA, QC, QG, QB, KA, KC, KG, KB,
     HEAD_DIM: gl.constexpr, BLOCK_R: gl.constexpr, QMAP: gl.constexpr, KMAP: gl.constexpr, KROT: gl.constexpr,
-    RULE: gl.constexpr, STAGES: gl.constexpr, PV_ASYNC: gl.constexpr, RESYNC: gl.constexpr,
+    RULE: gl.constexpr, STAGES: gl.constexpr, RESYNC: gl.constexpr,
     HAS_KS: gl.constexpr, HAS_POFF: gl.constexpr, num_warps: gl.constexpr,
 ):
     # klo/khi_desc: TMA over K viewed [b h_kv lk, d], columns [0, d/2) / [d/2, d), boxes [BN, d/2]; v_desc: V, [BN, d]
@@ -185,10 +182,7 @@ def _hopper_decode_kernel(
     rows_s = gl.arange(0, BN, gl.SliceLayout(1, s_layout))
     m_i = gl.full([BLOCK_R], -float("inf"), gl.float32, gl.SliceLayout(0, s_layout))
     l_i = gl.zeros([BLOCK_R], gl.float32, gl.SliceLayout(0, s_layout))
-    if PV_ASYNC:  # O^T, as the token of its P V in flight
-        acc_c = warpgroup_mma_init(gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout))
-    else:  # O^T
-        acc_c = gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout)
+    acc = gl.zeros([HEAD_DIM, BLOCK_R], gl.float32, s_layout)  # O^T
 
     for j in gl.static_range(STAGES - 1):  # the ring's first tiles
         if j < n_t:
@@ -211,10 +205,9 @@ def _hopper_decode_kernel(
     for i in range(n_t):
         st = i % STAGES
         n0 = lo + i * BN
-        if not PV_ASYNC:  # the previous tile is done: its stage takes tile i + STAGES - 1 now
-            _barrier()
-            if i + STAGES - 1 < n_t:
-                _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
+        _barrier()  # every warp is done with the previous tile: its stage takes tile i + STAGES - 1 now
+        if i + STAGES - 1 < n_t:
+            _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
         mbarrier.wait(ready.index(st), (i // STAGES) & 1)
         s = gl.zeros([BN, BLOCK_R], gl.float32, s_layout)
         p0 = n0 + poff  # the tile's first key position, its offset in its group of G
@@ -263,13 +256,6 @@ def _hopper_decode_kernel(
                                 gl.zeros([BN, BLOCK_R], gl.float32, s_layout), use_acc=False)
             sn0 = warpgroup_mma(khi_s.index(st), qn_hi_s.permute((1, 0)), sn0)
             s = gl.where(((n0 + rows_s) < F)[:, None], s, sn0)
-        if PV_ASYNC:
-            acc = warpgroup_mma_wait(0, deps=(acc_c, ))  # done already: wgmma groups complete in order
-            _barrier()  # every warp is past the previous tile: its stage and p_s are free
-            if i + STAGES - 1 < n_t:
-                _load_tile(klo_desc, khi_desc, v_desc, klo_s, khi_s, v_s, ready, kv_row, i + STAGES - 1, STAGES)
-        else:
-            acc = acc_c
         keys = n0 + rows_s
         far = keys < F
         if KMAP == 3:  # far keys past the group step are scored by columns [0, g)
@@ -287,12 +273,7 @@ def _hopper_decode_kernel(
         p_s.store(gl.permute(p.to(dtype), (1, 0)))
         fence_async_shared()
         _barrier()
-        acc_c = warpgroup_mma(v_s.index(st).permute((1, 0)), p_s.permute((1, 0)), acc * alpha[None, :],
-                              is_async=PV_ASYNC)
-    if PV_ASYNC:
-        acc = warpgroup_mma_wait(0, deps=(acc_c, ))
-    else:
-        acc = acc_c
+        acc = warpgroup_mma(v_s.index(st).permute((1, 0)), p_s.permute((1, 0)), acc * alpha[None, :])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
 
@@ -377,7 +358,7 @@ def _launch_args(q, k, v, inv_freq, key_start, pos_offset, spec, scale, opart, l
     kmap, krot = key_mode(spec, BLOCK_N)
     meta = dict(HEAD_DIM=d, BLOCK_R=block_r, QMAP=qk, KMAP=kmap, KROT=krot, RULE=spec.rule,
                 STAGES=STAGES if block_r <= 16 else min(STAGES, 2),
-                PV_ASYNC=bool(PV_ASYNC), RESYNC=RESYNC, HAS_KS=key_start is not None,
+                RESYNC=RESYNC, HAS_KS=key_start is not None,
                 HAS_POFF=pos_offset is not None, num_warps=4)
     if MAXNREG:
         meta["maxnreg"] = MAXNREG
