@@ -35,6 +35,10 @@ Two launches, no host syncs, CUDA-graph capturable:
 
 2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE.
 
+On sm_90, a call without K1 whose far keys are re-rotated (KMAP 1 / 3, full rotary, 16-bit) takes the Hopper
+decode (``_decode_hopper``) for step 1 instead: the same partials, 0.99-1.03x our plain decode where this kernel
+reads 1.13-1.17x (``ROUTE``; benchmarks/RESULTS.md).
+
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
 ``_rotary._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
 h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, r2 = len(inv_freq), R = padded stacked
