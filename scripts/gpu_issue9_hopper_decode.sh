@@ -5,19 +5,23 @@
 #   2. decode at 64k and 128k, B = 1 and 8: every method beside our plain decode, the Hopper decode (default) and
 #      the Triton split kernel ("[triton]") interleaved in one run;
 #   3. Nsight Compute on the Hopper decode at 64k, B = 8, per method (time, instructions, stalls).
-# Run: OUT=$OUT LIMIT=560 [VARIANTS=triton] bash scripts/gpu_issue9_hopper_decode.sh   (files back: all.tgz; the
-#   summary is printed)
+# Run: OUT=$OUT LIMIT=560 [VARIANTS=triton] [DECODE_ONLY=1] bash scripts/gpu_issue9_hopper_decode.sh
+#   (files back: all.tgz, or decode.md / decode.log with DECODE_ONLY=1 (step 1 only); the summary is printed)
 set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 560
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name())" \
   | tee "$OUT/versions.txt"
 
 echo "== decode 64k / 128k, Hopper decode vs Triton split kernel ($(left) s left)"
-timeout "$(cap 100 280)" python3 benchmarks/bench_attention.py --no-prefill --no-compose --decode-lengths 64k,128k \
+rest=280
+[ "${DECODE_ONLY:-0}" = 1 ] && rest=5
+timeout "$(cap 100 "$rest")" python3 benchmarks/bench_attention.py --no-prefill --no-compose --decode-lengths 64k,128k \
   --decode-batches 1,8 --decode-variants "${VARIANTS:-triton}" --methods string,rerope,rerope_leaky,self_extend,dca \
-  --budget "$(cap 90 290)" --md "$OUT/decode.md" > "$OUT/decode.log" 2>&1
+  --budget "$(cap 90 $((rest + 10)))" --md "$OUT/decode.md" > "$OUT/decode.log" 2>&1
 grep "^| " "$OUT/decode.md" | grep -v "^| D \|^|---"
 grep -i "error\|failed" "$OUT/decode.log" | head -5
+
+[ "${DECODE_ONLY:-0}" = 1 ] && { echo "done in $(( $(date +%s) - start )) s"; exit 0; }
 
 echo "== tests ($(left) s left)"
 run_tests 250 110 tests/kernels/test_decode_hopper.py tests/kernels/test_decode.py tests/test_generate_gpu.py \

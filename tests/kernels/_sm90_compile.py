@@ -27,6 +27,22 @@ class _TargetOnly:
         return True
 
 
+def compile_in_subprocess(args, timeout=900):
+    """Run this script with ``args`` in a fresh interpreter (the kernel tests run under TRITON_INTERPRET=1, which
+    the compiler must not see) and return its JSON list of compile results; fails the calling test on an error."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), *args], env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 @contextmanager
 def sm90_target():
     from triton.backends.compiler import GPUTarget

@@ -108,21 +108,11 @@ def test_hopper_decode_compiles_for_sm90():
     """The whole compile (Gluon -> PTX -> ptxas) at D = 64 / 128 and GQA 4 / 16; registers within MAXNREG and
     shared memory small enough that 2 programs of 4 warps share an SM (the K / V ring of 3 stages at 16 stacked
     columns, 2 at 32). In a subprocess: the compiler must not see TRITON_INTERPRET."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from _sm90_compile import compile_in_subprocess
 
     pytest.importorskip("triton.experimental.gluon")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    here = os.path.dirname(__file__)
-    env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "--decode", "rerope:128:4",
-                          "self_extend:128:4", "rerope_leaky:64:4", "rerope:128:16", "dca:128:4",
-                          "self_extend_g64:128:4"],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads(run.stdout.strip().splitlines()[-1])
+    results = compile_in_subprocess(["--decode", "rerope:128:4", "self_extend:128:4", "rerope_leaky:64:4",
+                                     "rerope:128:16", "dca:128:4", "self_extend_g64:128:4"])
     assert len(results) == 6
     from ropeshift.kernels._occupancy import programs_per_sm
 

@@ -158,20 +158,11 @@ def test_compiles_for_sm90():
     """The whole compile (Gluon -> PTX -> ptxas) for sm_90 of the variants with q1 and re-rotated keys (the Q1 tile:
     the most shared memory), within the 227 KB a block may hold. In a subprocess: the kernel
     tests here run under TRITON_INTERPRET=1, which the compiler must not see."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from _sm90_compile import compile_in_subprocess
 
     _ws()
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    here = os.path.dirname(__file__)
-    env["PYTHONPATH"] = os.pathsep.join([here, os.path.join(here, "..", "..", "src"), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, os.path.join(here, "_sm90_compile.py"), "rerope_leaky:128",
-                          "string:128:nofold", "string:64:fold", "dca:64", "dca:128", "string:128"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads(run.stdout.strip().splitlines()[-1])
+    results = compile_in_subprocess(["rerope_leaky:128", "string:128:nofold", "string:64:fold", "dca:64", "dca:128",
+                                     "string:128"], timeout=600)
     assert len(results) == 6
     for r in results:
         assert r["wgmma"], r
