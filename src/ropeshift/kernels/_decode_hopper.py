@@ -31,6 +31,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ._prefill_hopper_ws import _gl_dtype, _tma_load
+from ._rotary import _row_offsets
 from .spec import RULE_CHUNK, RULE_NONE
 
 # a CTA-wide barrier: ``thread_barrier`` in Triton 3.6 (the GPU's), ``barrier`` in newer Triton
@@ -102,14 +103,7 @@ def _hopper_decode_kernel(
     num_s = gl.num_programs(0)
     off_b = pid_bh // H_KV
     off_hk = pid_bh % H_KV
-    if HAS_KS:
-        ks = gl.load(KS + off_b).to(gl.int32)
-    else:
-        ks = 0
-    if HAS_POFF:
-        poff = gl.load(POFF + off_b).to(gl.int32)
-    else:
-        poff = -ks
+    ks, poff = _row_offsets(KS, POFF, off_b, HAS_KS, HAS_POFF)
     pos = LK - 1
     qpos = pos + poff
     if QMAP == 2:
