@@ -18,7 +18,9 @@ axis 0 (1.00-1.03x our plain decode at 64k-128k, B = 1 / 8, benchmarks/RESULTS.m
 Serves (``unserved_reason``): sm_90, bf16/fp16, head_dim 64/128, full rotary, band or chunk tables whose far key
 map has one in-tile rotation for every tile or at most one group step per tile (``_decode.key_mode`` KMAP 1 /
 3), no K1 buffer, no key_end (every key written: TMA reads whole tiles), contiguous K / V. Writes the Triton
-split kernel's partials (q1's column merged into q's), so ``_decode_combine`` finishes.
+split kernel's partials (q1's column merged into q's), so ``_decode_combine`` finishes. Keys a row does not see
+(left padding, past the end of a tile) are masked out of the scores, and their values enter P V with weight 0:
+they must be finite, as every cache written by these kernels is (a query with no visible key writes 0).
 Shape legend: b batch, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, R stacked columns, P splits.
 """
 from __future__ import annotations
@@ -322,6 +324,8 @@ def unserved_reason(spec, q, k, v, inv_freq, kmap, partial, k1, key_end) -> str 
     for t in (k, v):
         if t.stride(3) != 1 or t.stride(2) != d or t.stride(1) != lk * d or t.stride(0) != h_kv * lk * d:
             return "needs contiguous K / V (TMA rows of d)"
+        if t.data_ptr() % 16:
+            return "needs K / V at 16-byte aligned addresses (TMA)"
     if q.shape[1] // h_kv > 16:
         return "more than 16 query heads per KV head"
     return None
