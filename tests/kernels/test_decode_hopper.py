@@ -120,3 +120,41 @@ def test_hopper_decode_compiles_for_sm90():
         assert r["wgmma"], r
         assert r["regs"] <= (r["maxnreg"] or 255), r
         assert programs_per_sm(r["regs"], r["shared"], 4) >= 2, r  # as measured fastest (RESULTS.md)
+
+
+def test_unserved_reasons():
+    """What the Hopper decode serves, on shapes alone (CPU: the routing check, no launch): the served tables at
+    bf16 / fp16, D = 64 / 128, contiguous aligned K / V, a dynamic cache; a reason for everything else."""
+    pytest.importorskip("triton.experimental.gluon")
+    from ropeshift.kernels import _decode_hopper as hd
+    from ropeshift.kernels._decode import key_mode
+    from ropeshift.kernels.spec import compile_table
+
+    def reason(name, params, *, d=128, dtype=torch.bfloat16, h=8, h_kv=2, lk=4096, rot=1.0, k1=False, key_end=False,
+               view=None):
+        spec = compile_table(build(name, params).table()).for_keys(lk)
+        q = torch.zeros(1, h, 1, d, dtype=dtype)
+        k = torch.zeros(1, h_kv, lk, d, dtype=dtype)
+        if view == "strided":
+            k = torch.zeros(1, h_kv, lk + 8, d, dtype=dtype)[:, :, :lk]
+        elif view == "misaligned":
+            k = torch.zeros(1 * h_kv * lk * d + 1, dtype=dtype)[1:].view(1, h_kv, lk, d)
+        inv = torch.ones(int(d // 2 * rot))
+        return hd.unserved_reason(spec, q, k, k, inv, key_mode(spec, hd.BLOCK_N)[0], 2 * inv.numel() != d,
+                                  k if k1 else None, torch.ones(1) if key_end else None)
+
+    for name, params in [c[1:] for c in SERVED]:
+        assert reason(name, params) is None, name
+        assert reason(name, params, d=64, dtype=torch.float16) is None, name
+    rerope = ("rerope", dict(window=200))
+    assert "bf16/fp16" in reason(*rerope, dtype=torch.float32)
+    assert "head_dim" in reason(*rerope, d=32)
+    assert "KMAP" in reason(*rerope, rot=0.5)  # partial rotary
+    assert "KMAP" in reason("self_extend", dict(group_size=3, window=192))  # a table per tile
+    assert "KMAP" in reason("string", dict(shift=300, window=20))  # keys as cached: the Triton kernel's one dot
+    assert "Lambda" in reason("lm_infinite", dict(n_global=4, n_local=200, distance_limit=4000))
+    assert "static cache" in reason(*rerope, k1=True)
+    assert "static cache" in reason(*rerope, key_end=True)
+    assert "contiguous" in reason(*rerope, view="strided")
+    assert "aligned" in reason(*rerope, view="misaligned")
+    assert "16 query heads" in reason(*rerope, h=34, h_kv=1)
