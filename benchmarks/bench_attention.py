@@ -302,9 +302,9 @@ DECODE_VARIANTS = ()  # --decode-variants
 
 
 def _decode_variant(name, fn):
-    """fn with one switch of the decode kernels set: "sms4" (the old split rule), "cfg=BN.W.S" (the Triton
-    kernel's tile config), "triton" (the Triton kernel for every call: no Hopper decode), "nreg=N" (the Hopper
-    decode's register cap)."""
+    """fn with decode switches set: "sms4" (the old split rule), "cfg=BN.W.S" (the Triton kernel's tile
+    config), "triton" (the Triton kernel for every call: no Hopper decode), "nreg=N" / "stages=N" (the Hopper
+    decode's register cap / K-V ring depth), several joined by "+". Unknown names raise ValueError."""
     from ropeshift.kernels import _decode
 
     if "+" in name:  # several switches at once: "stages=2+nreg=168"
@@ -312,7 +312,7 @@ def _decode_variant(name, fn):
         return _decode_variant(first, _decode_variant(rest, fn))
     if name == "sms4":
         attr, value = "SPLIT_RULE", "sms4"
-    elif name.startswith("cfg="):
+    elif name.startswith("cfg=") and len(name[4:].split(".")) == 3:
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
     elif name == "triton":
         attr, value = "ROUTE", "triton"
@@ -465,8 +465,9 @@ def main(argv=None):
     p.add_argument("--hopper-variants", default="", help="also time the Hopper kernel with these switches set "
                    "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
     p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
-                   "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages); k1: every "
-                   "re-rotating method with a prebuilt K1 cache (static-decode entry, plain's column alike)")
+                   "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages), triton (no Hopper "
+                   "decode), nreg=N / stages=N (the Hopper decode's register cap / ring depth), a+b (both); k1: "
+                   "every re-rotating method with a prebuilt K1 cache (static-decode entry, plain's column alike)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")
     args = p.parse_args(argv)
@@ -479,11 +480,12 @@ def main(argv=None):
         if m not in _VARIANT_FLAGS:
             p.error(f"unknown --hopper-variants entry {m!r} (choose from {', '.join(_VARIANT_FLAGS)})")
     DECODE_VARIANTS = tuple(m for m in args.decode_variants.split(",") if m)
-    for m in (x for v in DECODE_VARIANTS for x in v.split("+")):
-        if not (m in ("sms4", "k1", "triton") or (m.startswith("cfg=") and len(m[4:].split(".")) == 3)
-                or (m.startswith(("nreg=", "stages=")) and m.split("=")[1].isdigit())):
-            p.error(f"unknown --decode-variants entry {m!r} "
-                    "(sms4, k1, triton, cfg=BN.W.S, nreg=N, stages=N)")
+    for m in DECODE_VARIANTS:
+        if m != "k1":
+            try:
+                _decode_variant(m, None)  # the one parser of the switches
+            except ValueError as e:
+                p.error(f"--decode-variants: {e}")
     methods = [m for m in args.methods.split(",") if m]
     dims = [int(x) for x in args.dims.split(",")]
     if args.quick:

@@ -79,6 +79,23 @@ def test_hopper_decode_matches_reference(case, d, hopper_launches):
 
 
 @pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU and Triton with Gluon")
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("case", [c for c in SERVED if c[0] in ("rerope", "rerope_leaky", "self_extend_g8", "dca")],
+                         ids=lambda c: c[0])
+def test_hopper_decode_long_programs(case, splits, hopper_launches, monkeypatch):
+    """Programs that walk many tiles, as at 64k-128k (the grid above gives each program about one tile): the
+    K / V ring's wrap, the query angle stepped per tile with its exact cos / sin every RESYNC tiles (65 tiles:
+    resyncs at 0, 32, 64), programs starting past key 0; the split count forced to 1 and 3."""
+    from ropeshift.kernels import _decode
+
+    monkeypatch.setattr(_decode, "_split_count", lambda *a, **kw: splits)
+    method = build(case[1], case[2])
+    _check(method, 2, 8, 2, 1, 4097, 128, torch.bfloat16, key_start=[0, 300])
+    _check(method, 1, 8, 1, 1, 6001, 64, torch.float16)
+    assert len(hopper_launches) == 4
+
+
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU and Triton with Gluon")
 def test_hopper_decode_leaves_other_calls(hopper_launches):
     """Lambda, STRING, a table per tile (G not dividing 64), partial rotary, fp32 and a forced Triton route keep
     the Triton kernel."""

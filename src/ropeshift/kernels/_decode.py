@@ -36,8 +36,8 @@ Two launches, no host syncs, CUDA-graph capturable:
 2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE.
 
 On sm_90, a call without K1 whose far keys are re-rotated (KMAP 1 / 3, full rotary, 16-bit) takes the Hopper
-decode (``_decode_hopper``) for step 1 instead: the same partials, 0.99-1.03x our plain decode where this kernel
-reads 1.13-1.17x (``ROUTE``; benchmarks/RESULTS.md).
+decode (``_decode_hopper``) for step 1 instead: the same partials, 0.99-1.033x our plain decode where this
+kernel read 1.02-1.27x (``ROUTE``; benchmarks/RESULTS.md).
 
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by
 ``_rotary._cos_sin``. The zone loop (``_dtiles``, ``_dzone``) lives in ``_decode_zones``. Shape legend: b batch,
@@ -45,6 +45,7 @@ h query heads, h_kv key/value heads, g = h / h_kv, lk keys, d head dim, r2 = len
 rows, P = splits.
 """
 
+import functools
 import os
 
 import triton
@@ -361,30 +362,31 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
                 h_kv, g, lk, inv_freq.numel(), scale * _LOG2E, chunk,
                 spec.lo1, spec.hi0, spec.ra, spec.rb, qa, qc, qg, qb, ka, kc, kg, kb)
 
-    # the compiled variant: constexprs and every pointer's dtype (Triton specializes on them); approximate in
-    # leaving out stride alignment, which may cost a few registers either way
-    key = (num_warps, q.dtype, k.dtype, *(None if t is None else t.dtype for t in (key_start, pos_offset, key_end)),
-           *meta.values())
-
-    def warm():
-        """Compile the launch's kernel without running it: fp32 partials as the launch passes them."""
-        part = torch.empty(1, device=q.device, dtype=torch.float32)
-        return _table_decode_split_kernel.warmup(*args(part, part, block_n), grid=(1, 1), **meta)
-
-    if _hopper_serves(q, k, v, inv_freq, spec, k1, key_end):
+    hopper = _hopper_serves(q, k, v, inv_freq, spec, k1, key_end)
+    if hopper:  # the Hopper decode: its own tiles and compiled variant
         from . import _decode_hopper as hd
 
-        hkey = (4, "hopper", q.dtype, d, block_r, hd.MAXNREG, key_start is not None, pos_offset is not None)
-        splits = _split_count(q, spec, b, h_kv, lk, hd.BLOCK_N, hkey,
-                              lambda: hd.warm(q, k, v, inv_freq, key_start, pos_offset, spec, block_r))
-        chunk = triton.cdiv(triton.cdiv(lk, splits), hd.BLOCK_N) * hd.BLOCK_N
-        splits = triton.cdiv(lk, chunk)
+        tile = hd.BLOCK_N
+        key = (4, "hopper", q.dtype, d, block_r, hd.MAXNREG, key_start is not None, pos_offset is not None)
+        warm = functools.partial(hd.warm, q, k, v, inv_freq, key_start, pos_offset, spec, block_r)
+    else:
+        tile = block_n
+        # the compiled variant: constexprs and every pointer's dtype (Triton specializes on them); approximate in
+        # leaving out stride alignment, which may cost a few registers either way
+        key = (num_warps, q.dtype, k.dtype,
+               *(None if t is None else t.dtype for t in (key_start, pos_offset, key_end)), *meta.values())
+
+        def warm():
+            """Compile the launch's kernel without running it: fp32 partials as the launch passes them."""
+            part = torch.empty(1, device=q.device, dtype=torch.float32)
+            return _table_decode_split_kernel.warmup(*args(part, part, block_n), grid=(1, 1), **meta)
+    splits = _split_count(q, spec, b, h_kv, lk, tile, key, warm)
+    chunk = triton.cdiv(triton.cdiv(lk, splits), tile) * tile
+    splits = triton.cdiv(lk, chunk)
+    if hopper:
         opart, lpart = hd.launch_hopper_decode(q, k, v, inv_freq, key_start, pos_offset, spec, scale, splits,
                                                chunk, block_r)
     else:
-        splits = _split_count(q, spec, b, h_kv, lk, block_n, key, warm)
-        chunk = triton.cdiv(triton.cdiv(lk, splits), block_n) * block_n
-        splits = triton.cdiv(lk, chunk)
         part_r = block_r // 2 if spec.has_r1 else block_r  # partial rows per (row, kv head, split): q1's merged
         opart = torch.empty((b, h_kv, splits, part_r, d), device=q.device, dtype=torch.float32)
         lpart = torch.empty((b, h_kv, splits, part_r), device=q.device, dtype=torch.float32)

@@ -117,7 +117,7 @@ def _dtiles(
             else:
                 k1_lo = k_lo
                 k1_hi = k_hi
-            s = tl.trans(_mm(k1_lo, f_lo.to(q.dtype), DOT_PREC, WIDE) + _mm(k1_hi, f_hi.to(q.dtype), DOT_PREC, WIDE))
+            s = _mm(f_lo.to(q.dtype), k1_lo, DOT_PREC, WIDE) + _mm(f_hi.to(q.dtype), k1_hi, DOT_PREC, WIDE)
             if PARTIAL:
                 s_rest = tl.dot(q_rest, tl.trans(_rest(k_rows, offs_d, R2, in_k, stride_kd)), input_precision=DOT_PREC)
                 s += s_rest
