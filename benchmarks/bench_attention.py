@@ -22,7 +22,8 @@ drift of clocks or temperature is shared) after warm-up, FLOPs counted as causal
                 cache built before the timing (static-decode entry, key_end = N; baseline "ours plain [k1]",
                 plain through the same entry), triton = the Triton split kernel for every call (no Hopper
                 decode: on sm_90 that kernel serves the re-rotating tables without K1), nreg=N / stages=N =
-                the Hopper decode's register cap / K-V ring depth ("a+b": both switches)
+                the Hopper decode's register cap / K-V ring depth, early=0 = its first TMA loads after the
+                query and table set-up instead of before ("a+b": both switches)
   <m> compose   ropeshift.kernels.compose on the same table (route b: vendor calls merged by LSE, with the
                 per-region re-rotation of q / k, exactly as the dispatcher runs it)
 Method settings at sequence length N (training length L = N / 2 for the baselines, as a 2x extension; defined
@@ -304,7 +305,8 @@ DECODE_VARIANTS = ()  # --decode-variants
 def _decode_variant(name, fn):
     """fn with decode switches set: "sms4" (the old split rule), "cfg=BN.W.S" (the Triton kernel's tile
     config), "triton" (the Triton kernel for every call: no Hopper decode), "nreg=N" / "stages=N" (the Hopper
-    decode's register cap / K-V ring depth), several joined by "+". Unknown names raise ValueError."""
+    decode's register cap / K-V ring depth), "early=0" (the Hopper decode's first TMA loads after its set-up), several
+    joined by "+". Unknown names raise ValueError."""
     from ropeshift.kernels import _decode
 
     if "+" in name:  # several switches at once: "stages=2+nreg=168"
@@ -316,14 +318,14 @@ def _decode_variant(name, fn):
         attr, value = "DECODE_CONFIG", tuple(int(x) for x in name[4:].split("."))
     elif name == "triton":
         attr, value = "ROUTE", "triton"
-    elif name.startswith(("nreg=", "stages=")):
+    elif name.startswith(("nreg=", "stages=", "early=")):
         from ropeshift.kernels import _decode_hopper
 
-        attr = {"nreg": "MAXNREG", "stages": "STAGES"}[name.split("=")[0]]
+        attr = {"nreg": "MAXNREG", "stages": "STAGES", "early": "EARLY"}[name.split("=")[0]]
         return _with_attr(_decode_hopper, attr, int(name.split("=")[1]), fn)
     else:
         raise ValueError(f"unknown decode variant {name!r} "
-                         "(sms4, cfg=BN.W.S, triton, nreg=N, stages=N)")
+                         "(sms4, cfg=BN.W.S, triton, nreg=N, stages=N, early=0/1)")
     return _with_attr(_decode, attr, value, fn)
 
 
@@ -466,7 +468,8 @@ def main(argv=None):
                    "(nofold / fold: STRING's shift re-rotates Q / K at every head dim)")
     p.add_argument("--decode-variants", default="", help="also time every decode column with these decode "
                    "switches: sms4 (the old split rule), cfg=BN.W.S (BLOCK_N, warps, stages), triton (no Hopper "
-                   "decode), nreg=N / stages=N (the Hopper decode's register cap / ring depth), a+b (both); k1: "
+                   "decode), nreg=N / stages=N (the Hopper decode's register cap / ring depth), early=0 (its "
+                   "first loads after the set-up), a+b (both); k1: "
                    "every re-rotating method with a prebuilt K1 cache (static-decode entry, plain's column alike)")
     p.add_argument("--sweep", default=None, metavar="N",
                    help="first sweep prefill tile configs at length N (e.g. 32k) and use the best per head dim")

@@ -4,8 +4,10 @@
 #      the decode and table-attention grids (which now route their served cases to it), model.generate on CUDA;
 #   2. decode at 64k and 128k, B = 1 and 8: every method beside our plain decode, the Hopper decode (default) and
 #      the Triton split kernel ("[triton]") interleaved in one run;
-#   3. Nsight Compute on the Hopper decode at 64k, B = 8, per method (time, instructions, stalls).
-# Run: OUT=$OUT LIMIT=560 [VARIANTS=triton] [DECODE_ONLY=1] bash scripts/gpu_issue9_hopper_decode.sh
+#   3. Nsight Compute at 64k, B = NCU_BATCH (default 8), per method of NCU_METHODS (default: rerope self_extend
+#      dca; "plain" = our plain decode): time, instructions, DRAM throughput, stalls.
+# Run: OUT=$OUT LIMIT=560 [VARIANTS=triton] [DECODE_ONLY=1] [NCU_BATCH=8] [NCU_METHODS="..."] \
+#        bash scripts/gpu_issue9_hopper_decode.sh
 #   (files back: all.tgz, or decode.md / decode.log with DECODE_ONLY=1 (step 1 only); the summary is printed)
 set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 560
@@ -27,11 +29,11 @@ echo "== tests ($(left) s left)"
 run_tests 250 110 tests/kernels/test_decode_hopper.py tests/kernels/test_decode.py tests/test_generate_gpu.py \
   tests/kernels/test_table_attention.py
 
-echo "== ncu, 64k B = 8, the Hopper decode per method ($(left) s left)"
-for m in rerope self_extend dca; do
+echo "== ncu, 64k B = ${NCU_BATCH:-8}, the decode per method ($(left) s left)"
+for m in ${NCU_METHODS:-rerope self_extend dca}; do
   timeout "$(cap 40 5)" ncu --nvtx --nvtx-include "profile/" --metrics \
     gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio \
-    --csv python3 benchmarks/profile_kernel.py --method $m --n 64k --decode --batch 8 > "$OUT/ncu_$m.csv" 2> "$OUT/ncu_$m.err"
+    --csv python3 benchmarks/profile_kernel.py --method $m --n 64k --decode --batch "${NCU_BATCH:-8}" > "$OUT/ncu_$m.csv" 2> "$OUT/ncu_$m.err"
   ncu_table "$OUT/ncu_$m.csv" "$m" | grep -v combine | cut -c1-170
 done
 echo "done in $(( $(date +%s) - start )) s"

@@ -367,7 +367,8 @@ def launch_decode(q, k, v, inv_freq, key_start, pos_offset, out, lse, *, spec, s
         from . import _decode_hopper as hd
 
         tile = hd.BLOCK_N
-        key = (4, "hopper", q.dtype, d, block_r, hd.MAXNREG, key_start is not None, pos_offset is not None)
+        key = (4, "hopper", q.dtype, d, block_r, hd.MAXNREG, hd.STAGES, hd.EARLY, key_start is not None,
+               pos_offset is not None)
         warm = functools.partial(hd.warm, q, k, v, inv_freq, key_start, pos_offset, spec, block_r)
     else:
         tile = block_n
