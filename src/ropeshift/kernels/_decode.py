@@ -36,7 +36,7 @@ Two launches, no host syncs, CUDA-graph capturable:
 2. `_decode_combine_kernel`, grid (b * h,): merges the splits partials of a head by LSE.
 
 On sm_90, a call without K1 whose far keys are re-rotated (KMAP 1 / 3, full rotary, 16-bit) takes the Hopper
-decode (``_decode_hopper``) for step 1 instead: the same partials, 0.99-1.033x our plain decode where this
+decode (``_decode_hopper``) for step 1 instead: the same partials, 0.99-1.022x our plain decode where this
 kernel read 1.02-1.27x (``ROUTE``; benchmarks/RESULTS.md).
 
 Rotations: HF rotate_half over the first 2 r2 dims (dims beyond untouched), angles in fp32, cos/sin by

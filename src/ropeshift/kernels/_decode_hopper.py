@@ -6,7 +6,7 @@ through shared memory to reach the MMA, at 228-255 registers and 90 KiB (1.02-1.
 Here the keys are the MMA's M side: a key half-tile is loaded from shared memory straight into the wgmma
 A-operand layout, rotated there by the in-tile table (made once per program, kept as fp16 pairs) and fed to the
 MMA; keys used as cached feed it from shared memory. Scores are computed transposed, so the softmax runs over
-axis 0 (0.99-1.033x our plain decode at 64k-128k, B = 1 / 8, benchmarks/RESULTS.md)::
+axis 0 (0.99-1.022x our plain decode at 64k-128k, B = 1 / 8, benchmarks/RESULTS.md)::
 
     one tile (BN = 64 keys), R stacked query columns (q at [0, g), q1 at [R/2, R/2 + g)):
         S^T [BN, R]  = K1_lo [BN, d/2] . F_lo^T + K1_hi . F_hi^T     far keys (F = q1 rotated by the tile delta)
