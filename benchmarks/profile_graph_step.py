@@ -3,6 +3,8 @@
 Run (GPU, ~2 min):  PYTHONPATH=src python benchmarks/profile_graph_step.py [--shapes 48x8k,64x4k]
                     [--methods plain,string] [--steps 32] [--out step.md]
 Per-batch cost:     PYTHONPATH=src python benchmarks/profile_graph_step.py --overhead [--shapes 48x8k]
+Dense blocks:       add --compile-blocks: every case also on a copy of the model whose decoder layers' norms and
+                    MLPs are compiled (``eval.dense_compile``, as the evaluation runs on CUDA), rows "+blocks"
 CPU smoke check:    PYTHONPATH=src python benchmarks/profile_graph_step.py --device cpu --tiny [--overhead]
 
 Model: SmolLM2-135M's shape (30 layers, hidden 576, 9 query / 3 key-value heads of 64, MLP 1536, vocab 49152,
@@ -182,6 +184,8 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: 2 layers, 2 x 64 tokens, 4 steps")
     p.add_argument("--top", type=int, default=6, help="kernels listed per row")
     p.add_argument("--out", default=None, help="also write the table as markdown")
+    p.add_argument("--compile-blocks", action="store_true", help="also run every case with the dense blocks "
+                   "compiled (eval.dense_compile), on a second copy of the model")
     p.add_argument("--overhead", action="store_true", help="time whole calls instead (no profiler): prefill, "
                    "per-step and per-batch fixed cost")
     args = p.parse_args(argv)
@@ -189,8 +193,15 @@ def main(argv=None):
     if args.tiny:
         args.shapes, args.steps = "2x64", 4
     model = build(device, args.tiny)
+    models = [("", model)]
+    if args.compile_blocks:
+        from ropeshift.eval.dense_compile import compile_dense_blocks
+
+        blocks = build(device, args.tiny)
+        compile_dense_blocks(blocks)
+        models.append(("+blocks", blocks))
     if args.overhead:
-        return main_overhead(model, args, device)
+        return main_overhead(models, args, device)
     cfg = model.config
     kv_bytes_per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * 2
     bw = copy_bandwidth(device)
@@ -200,15 +211,15 @@ def main(argv=None):
              "| argmax | other | KV floor ms | top kernels (ms/step) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for rows, length, name in _cases(model, args):
-        with _applied(model, name):
-            wall, per, capture = profile(model, rows, length, args.steps, device)
+    for (rows, length, name), (tag, m) in ((c, v) for c in _cases(model, args) for v in models):
+        with _applied(m, name):
+            wall, per, capture = profile(m, rows, length, args.steps, device)
         fams = collections.Counter()
         for k, v in per.items():
             fams[family(k)] += v
         floor = rows * length * kv_bytes_per_token / bw * 1e3 if bw else None
         top = sorted(per.items(), key=lambda kv: -kv[1])[:args.top]
-        line = (f"| {rows} x {length} | {name} | {'graph' if capture else 'eager'} | {wall * 1e3:.2f} | "
+        line = (f"| {rows} x {length} | {name} | {'graph' if capture else 'eager'}{tag} | {wall * 1e3:.2f} | "
                 f"{sum(per.values()) * 1e3:.2f} | "
                 + " | ".join(f"{fams[f] * 1e3:.2f}" for f in ("attention", "gemm", "norm/act", "copy/index",
                                                                "argmax", "other"))
@@ -222,14 +233,14 @@ def main(argv=None):
 
 
 
-def main_overhead(model, args, device):
+def main_overhead(models, args, device):
     lines = ["| rows x tokens | method | prefill s | ms per step | fixed s per batch | 1 + T call s |",
              "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for rows, length, name in _cases(model, args):
-        with _applied(model, name):
-            t0, per, fixed = overhead(model, rows, length, args.steps, device)
-        line = (f"| {rows} x {length} | {name} | {t0:.3f} | {per * 1e3:.2f} | {fixed:.3f} | "
+    for (rows, length, name), (tag, m) in ((c, v) for c in _cases(models[0][1], args) for v in models):
+        with _applied(m, name):
+            t0, per, fixed = overhead(m, rows, length, args.steps, device)
+        line = (f"| {rows} x {length} | {name}{tag} | {t0:.3f} | {per * 1e3:.2f} | {fixed:.3f} | "
                 f"{t0 + fixed + args.steps * per:.3f} |")
         lines.append(line)
         print(line, flush=True)
