@@ -368,8 +368,8 @@ def main(argv=None) -> int:
     t_tok = time.perf_counter() - t0
     dev = next(model.parameters()).device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"# {args.model} on {name} | torch {torch.__version__} | batch {args.batch_size} | compile blocks {args.compile_blocks} | "
-          f"{args.samples} samples per cell | prompts {t_prompts:.1f} s, tokenised once in {t_tok:.1f} s")
+    print(f"# {args.model} on {name} | torch {torch.__version__} | batch {args.batch_size} | "
+          f"compile blocks {args.compile_blocks} | {args.samples} samples per cell | prompts {t_prompts:.1f} s, tokenised once in {t_tok:.1f} s")
     head = "| task | length | method | samples/s | mean new tokens | mean score |"
     rule = "|---|---|---|---|---|---|"
     if args.compare_full:
