@@ -322,8 +322,8 @@ def main(argv=None) -> int:
     p.add_argument("--impl", default="auto")
     p.add_argument("--haystack", default=None, help="e.g. kjv (as the study); default: each task's own")
     p.add_argument("--compare-full", action="store_true", help="also run without the stop; count changed scores")
-    p.add_argument("--compile-blocks", choices=["auto", "on", "off"], default="auto", help="the decoder layers' "
-                   "norms and MLPs under torch.compile, as the runner does (eval.dense_compile; auto: on CUDA)")
+    p.add_argument("--compile", choices=["auto", "layers", "blocks", "off"], default="auto", help="decoder layers "
+                   "under torch.compile as the runner does (eval.dense_compile; auto: layers on CUDA)")
     p.add_argument("--out", type=Path, default=Path("runs/bench_eval"), help="where the prompts are stored")
     g = p.add_argument_group("from stored records (no model run)")
     g.add_argument("--records", type=Path, default=None,
@@ -351,8 +351,9 @@ def main(argv=None) -> int:
     model, tokenizer = ropeshift.load_model(args.model, device=args.device, progress=False)
     from ropeshift.eval import dense_compile
 
-    if dense_compile.wanted(args.compile_blocks, model):
-        dense_compile.compile_dense_blocks(model)
+    mode = dense_compile.resolve(args.compile, model)
+    if mode:
+        dense_compile.compile_model(model, mode)
     cfg = RunConfig(model=args.model, tasks=parse_names(args.tasks, "tasks"), lengths=parse_lengths(args.lengths),
                     methods=method_specs(parse_names(args.methods, "methods")), samples=args.samples,
                     options=TaskOptions(haystack=args.haystack), batch_size=args.batch_size, out=args.out,
@@ -369,7 +370,7 @@ def main(argv=None) -> int:
     dev = next(model.parameters()).device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"# {args.model} on {name} | torch {torch.__version__} | batch {args.batch_size} | "
-          f"compile blocks {args.compile_blocks} | {args.samples} samples per cell | prompts {t_prompts:.1f} s, tokenised once in {t_tok:.1f} s")
+          f"compile {args.compile} | {args.samples} samples per cell | prompts {t_prompts:.1f} s, tokenised once in {t_tok:.1f} s")
     head = "| task | length | method | samples/s | mean new tokens | mean score |"
     rule = "|---|---|---|---|---|---|"
     if args.compare_full:

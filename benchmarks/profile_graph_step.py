@@ -3,8 +3,8 @@
 Run (GPU, ~2 min):  PYTHONPATH=src python benchmarks/profile_graph_step.py [--shapes 48x8k,64x4k]
                     [--methods plain,string] [--steps 32] [--out step.md]
 Per-batch cost:     PYTHONPATH=src python benchmarks/profile_graph_step.py --overhead [--shapes 48x8k]
-Dense blocks:       add --compile-blocks: every case also on a copy of the model whose decoder layers' norms and
-                    MLPs are compiled (``eval.dense_compile``, as the evaluation runs on CUDA), rows "+blocks"
+Compiled layers:    add --compile layers,blocks: every case also on a copy of the model compiled by
+                    ``eval.dense_compile`` in that mode (layers: what the evaluation runs on CUDA), rows "+<mode>"
 CPU smoke check:    PYTHONPATH=src python benchmarks/profile_graph_step.py --device cpu --tiny [--overhead]
 
 Model: SmolLM2-135M's shape (30 layers, hidden 576, 9 query / 3 key-value heads of 64, MLP 1536, vocab 49152,
@@ -184,8 +184,8 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: 2 layers, 2 x 64 tokens, 4 steps")
     p.add_argument("--top", type=int, default=6, help="kernels listed per row")
     p.add_argument("--out", default=None, help="also write the table as markdown")
-    p.add_argument("--compile-blocks", action="store_true", help="also run every case with the dense blocks "
-                   "compiled (eval.dense_compile), on a second copy of the model")
+    p.add_argument("--compile", default="", help="also run every case on a copy of the model compiled in these "
+                   "eval.dense_compile modes (comma separated: layers, blocks)")
     p.add_argument("--overhead", action="store_true", help="time whole calls instead (no profiler): prefill, "
                    "per-step and per-batch fixed cost")
     args = p.parse_args(argv)
@@ -194,12 +194,12 @@ def main(argv=None):
         args.shapes, args.steps = "2x64", 4
     model = build(device, args.tiny)
     models = [("", model)]
-    if args.compile_blocks:
-        from ropeshift.eval.dense_compile import compile_dense_blocks
+    for mode in filter(None, args.compile.split(",")):
+        from ropeshift.eval.dense_compile import compile_model
 
-        blocks = build(device, args.tiny)
-        compile_dense_blocks(blocks)
-        models.append(("+blocks", blocks))
+        copy = build(device, args.tiny)
+        compile_model(copy, mode)
+        models.append((f"+{mode}", copy))
     if args.overhead:
         return main_overhead(models, args, device)
     cfg = model.config

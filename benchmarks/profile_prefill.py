@@ -8,10 +8,10 @@ Model: SmolLM2-135M's shape with random weights (``profile_graph_step.build``): 
 on the weights. Per shape (rows x prompt tokens, every row unpadded) and method, the study's prefill call
 (``model(ids, mask, logits_to_keep=1)``, as ``graph_decode.static_generate`` makes it, here without a cache) is
 timed with CUDA events (best of --repeats), then run once under ``torch.profiler`` for its split by kernel family.
-``--compile`` adds two rows per case: "blocks", the decoder layers' norms and MLPs compiled
-(``eval.dense_compile``, what the evaluation runs on CUDA; attention eager), and "compiled", the whole model under
-``torch.compile`` (our attention an opaque custom op; norms, rotary, activations and residuals fuse), each on its
-own copy of the model, its compile time in the last column.
+``--compile`` adds three rows per case: "layers" and "blocks", the model compiled by ``eval.dense_compile`` in
+that mode (layers: what the evaluation runs on CUDA; attention eager in both), and "compiled", the whole model
+under ``torch.compile`` (our attention an opaque custom op), each on its own copy of the model, its compile time
+in the last column.
 
 The floor counts the forward's FLOPs::
 
@@ -124,12 +124,13 @@ def main(argv=None):
     if args.tiny:
         args.shapes, args.repeats = "2x64", 1
     model = build(device, args.tiny)
-    blocks = None
+    copies = {}
     if args.compile:
-        from ropeshift.eval.dense_compile import compile_dense_blocks
+        from ropeshift.eval.dense_compile import MODES, compile_model
 
-        blocks = build(device, args.tiny)
-        compile_dense_blocks(blocks)
+        for mode in MODES:
+            copies[mode] = build(device, args.tiny)
+            compile_model(copies[mode], mode)
     head = (f"# {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} | torch "
             f"{torch.__version__} | peak {args.peak_tflops:.0f} TF/s")
     lines = [head, "", HEADER]
@@ -138,7 +139,7 @@ def main(argv=None):
         f = flops(model.config, rows, n)
         variants = [("eager", model, False)]
         if args.compile:
-            variants += [("blocks", blocks, True), ("compiled", model, "whole")]
+            variants += [(mode, m, True) for mode, m in copies.items()] + [("compiled", model, "whole")]
         for loop, m, compiled in variants:
             with _applied(m, name):
                 try:

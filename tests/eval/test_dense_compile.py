@@ -1,5 +1,6 @@
-"""The evaluation's compiled dense blocks (``ropeshift.eval.dense_compile``): which modules it compiles, that
-attention stays eager, that outputs and texts do not change (fp32), the run option and its CLI flag.
+"""The evaluation's compiled decoder layers (``ropeshift.eval.dense_compile``): which modules each mode compiles,
+that attention stays out of the trace (no recompile per method), that outputs and texts do not change (fp32),
+the run option and its CLI flag.
 
 CPU: dynamo's trace with the "eager" backend (no C++ toolchain needed); the ``gpu`` tests compile with inductor
 on CUDA and compare the CUDA-graph decode loop's texts with the uncompiled model's.
@@ -12,6 +13,7 @@ import copy
 import pytest
 import torch
 
+from ropeshift.attention.interface import EAGER_UNDER_COMPILE
 from ropeshift.eval import dense_compile as dc
 from ropeshift.eval.generation import activate, deactivate, generate
 from ropeshift.eval.options import MethodSpec
@@ -21,9 +23,10 @@ TEXTS = ["The grass is green. The sky", "Here we go", "def f(x):\n    return the
 SPECS = [MethodSpec("plain", {}), MethodSpec("string", {"shift": 8, "window": 2})]
 
 
-def test_blocks_are_norms_and_mlps_of_every_layer(tiny_llama):
-    names = [n for n, _ in dc.dense_blocks(tiny_llama)]
+def test_layers_and_blocks(tiny_llama):
     layers = tiny_llama.config.num_hidden_layers
+    assert [n for n, _ in dc.decoder_layers(tiny_llama)] == [f"model.layers.{i}" for i in range(layers)]
+    names = [n for n, _ in dc.dense_blocks(tiny_llama)]
     want = {f"model.layers.{i}.{a}" for i in range(layers) for a in ("mlp", "input_layernorm",
                                                                       "post_attention_layernorm")}
     assert set(names) == want and len(names) == len(want)
@@ -32,18 +35,58 @@ def test_blocks_are_norms_and_mlps_of_every_layer(tiny_llama):
     assert all(dc.is_attention(layer.self_attn) for layer in tiny_llama.model.layers)
 
 
-def test_compile_is_idempotent_and_leaves_attention_eager(tiny_llama):
+@pytest.mark.parametrize("mode", dc.MODES)
+def test_compile_is_idempotent(tiny_llama, mode):
     model = copy.deepcopy(tiny_llama)
-    n = dc.compile_dense_blocks(model, backend="eager")
-    assert n == 3 * model.config.num_hidden_layers
-    assert dc.compile_dense_blocks(model, backend="eager") == 0
+    n = dc.compile_model(model, mode, backend="eager")
+    layers = model.config.num_hidden_layers
+    assert n == (layers if mode == "layers" else 3 * layers)
+    assert dc.compile_model(model, mode, backend="eager") == 0
     for layer in model.model.layers:
-        assert layer.mlp._compiled_call_impl is not None
+        compiled_layer = getattr(layer, "_compiled_call_impl", None) is not None
+        assert compiled_layer == (mode == "layers")
+        assert (layer.mlp._compiled_call_impl is not None) == (mode == "blocks")
         assert getattr(layer.self_attn, "_compiled_call_impl", None) is None
+        assert getattr(layer.self_attn, EAGER_UNDER_COMPILE, False) == (mode == "layers")
+    with pytest.raises(ValueError, match="compile mode"):
+        dc.compile_model(model, "whole")
 
 
+def test_layers_keep_attention_out_of_the_trace(tiny_llama, tok, monkeypatch):
+    """Under "layers" the attention call is a graph break: ropeshift's attention runs eagerly in every layer of
+    every forward (never under tracing), and a second method or a new length compiles nothing new."""
+    from ropeshift.attention import interface
+
+    calls = []
+    real = interface.attend
+    monkeypatch.setattr(interface, "attend", lambda *a, **k: calls.append(torch.compiler.is_compiling())
+                        or real(*a, **k))
+    torch._dynamo.reset()
+    model = copy.deepcopy(tiny_llama)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes})
+        return gm.forward
+
+    dc.compile_model(model, "layers", backend=backend)
+    ids = torch.tensor([encode(tok, TEXTS[0], True) * 3])
+    with torch.no_grad():
+        for i, spec in enumerate(SPECS + [MethodSpec("self_extend", {"group_size": 3, "window": 6})]):
+            activate(model, spec)
+            try:
+                model(ids[:, : ids.shape[1] - i])
+            finally:
+                deactivate(model)
+            if i == 0:
+                first = len(graphs)
+    assert first > 0 and len(graphs) == first  # no recompile for another method or length
+    assert calls == [False] * (3 * model.config.num_hidden_layers)  # 3 forwards, every layer, eager
+
+
+@pytest.mark.parametrize("mode", dc.MODES)
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
-def test_outputs_and_texts_unchanged(tiny_llama, tok, spec):
+def test_outputs_and_texts_unchanged(tiny_llama, tok, spec, mode):
     torch._dynamo.reset()
     model = copy.deepcopy(tiny_llama)
     rows = [encode(tok, t, True) for t in TEXTS]
@@ -55,24 +98,26 @@ def test_outputs_and_texts_unchanged(tiny_llama, tok, spec):
         want = generate(tiny_llama, tok, rows, 12)
     finally:
         deactivate(tiny_llama)
-    dc.compile_dense_blocks(model, backend="eager")
+    dc.compile_model(model, mode, backend="eager")
     activate(model, spec)
     try:
         with torch.no_grad():
             got_logits = model(ids).logits
         got = generate(model, tok, rows, 12)
+        loop = generate(model, tok, rows, 12, decode="loop")  # the static-cache loop, steps eager on a CPU
     finally:
         deactivate(model)
     torch.testing.assert_close(got_logits, want_logits, rtol=0, atol=1e-5)
-    assert got == want
+    assert got == want and loop == want
 
 
-def test_wanted_by_setting_and_device(tiny_llama):
-    assert dc.wanted("auto", tiny_llama) is False  # a CPU model
-    assert dc.wanted("on", tiny_llama) is True
-    assert dc.wanted("off", tiny_llama) is False
-    with pytest.raises(ValueError, match="auto, on or off"):
-        dc.wanted("yes", tiny_llama)
+def test_resolve_by_setting_and_device(tiny_llama):
+    assert dc.resolve("auto", tiny_llama) is None  # a CPU model
+    assert dc.resolve("layers", tiny_llama) == "layers"
+    assert dc.resolve("blocks", tiny_llama) == "blocks"
+    assert dc.resolve("off", tiny_llama) is None
+    with pytest.raises(ValueError, match="compile must be"):
+        dc.resolve("yes", tiny_llama)
 
 
 def test_run_option_and_flag(tmp_path):
@@ -81,13 +126,12 @@ def test_run_option_and_flag(tmp_path):
 
     base = dict(model="m", tasks=("passkey",), lengths=(512,), methods=(MethodSpec("rope"),), samples=1,
                 out=tmp_path)
-    assert RunConfig(**base).compile_blocks == "auto"
-    with pytest.raises(ValueError, match="compile_blocks"):
-        RunConfig(**base, compile_blocks="sometimes")
+    assert RunConfig(**base).compile == "auto"
+    with pytest.raises(ValueError, match="compile must be"):
+        RunConfig(**base, compile="sometimes")
     for cmd in ("eval", "needle"):
-        args = build_parser().parse_args([cmd, "--compile-blocks", "off"])
-        assert args.compile_blocks == "off"
-        assert build_parser().parse_args([cmd]).compile_blocks == "auto"
+        assert build_parser().parse_args([cmd, "--compile", "blocks"]).compile == "blocks"
+        assert build_parser().parse_args([cmd]).compile == "auto"
 
 
 # ---- CUDA: inductor, the CUDA-graph decode loop ----------------------------------------------------------------
@@ -97,12 +141,13 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("mode", dc.MODES)
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
-def test_cuda_compiled_blocks_keep_graph_loop_texts(tiny_llama, tok, spec):
+def test_cuda_compiled_model_keeps_graph_loop_texts(tiny_llama, tok, spec, mode):
     eager = copy.deepcopy(tiny_llama).cuda()
     compiled = copy.deepcopy(tiny_llama).cuda()
-    assert dc.wanted("auto", compiled)
-    dc.compile_dense_blocks(compiled)
+    assert dc.resolve("auto", compiled) == "layers"
+    dc.compile_model(compiled, mode)
     rows = [encode(tok, t, True) for t in TEXTS]
     out = []
     for model in (eager, compiled):

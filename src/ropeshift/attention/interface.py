@@ -25,6 +25,11 @@ number each row's valid tokens from 0 (``attention_mask.cumsum(-1) - 1``, as ``g
     slot       0 1 2 3 4 5 6 7        written = q_offset + 1 = 6 (the new token in slot 5)
     user mask  0 0 1 1 1 1 1 1        (left padding, then ones for every later step)
     key mask   0 0 1 1 1 1 0 0        key_end = 6
+
+Under ``torch.compile`` the function is traced and the kernels run as an opaque custom op. An attention module
+carrying ``EAGER_UNDER_COMPILE`` (set by ``eval.dense_compile`` when it compiles whole decoder layers) is instead
+left out of the trace: the call is a graph break and runs eagerly, exactly as without compile (the mask measured
+once per forward, the kernel chosen by it, no guard on the method's state, so no recompile per method).
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from .dispatch import attend, mask_layout
 from .positions import inconsistent_rows, positions_from
 
 ATTN_NAME = "ropeshift"
+EAGER_UNDER_COMPILE = "_ropeshift_eager_attention"  # an attention module's attribute: see the module docstring
 
 
 def key_valid_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, attention_mask=None, device="cpu",
@@ -109,6 +115,9 @@ def _whole_buffer_mask(batch_size, kv_length, q_offset, attention_mask, device):
 def ropeshift_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     from ..state import get_state
 
+    if torch.compiler.is_compiling() and getattr(module, EAGER_UNDER_COMPILE, False):
+        return _eager_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                **kwargs)
     state = get_state(module.config)
     if kwargs.get("sliding_window") is not None:
         raise ValueError(
@@ -153,6 +162,10 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
         **({"key_end": _key_end(kvalid, per_forward), "k1_store": k1_store} if static else {}),
     )
     return out.transpose(1, 2).contiguous(), None
+
+
+# the same function, which dynamo does not trace: a call to it from compiled code is a graph break
+_eager_attention = torch.compiler.disable(ropeshift_attention)
 
 
 def _positions(state, position_ids, attention_mask, b, lq, lk, device):

@@ -57,7 +57,7 @@ def run(args) -> int:
         options=TaskOptions(haystack=args.haystack, depths=args.depths, chat=cc.chat_from(args)),
         batch_size=args.batch_size, batch_tokens=args.batch_tokens, out=args.out, impl=args.impl,
         plain_attention=args.plain_attention, share_rope=not args.compute_rope_equal,
-        compile_blocks=args.compile_blocks,
+        compile=args.compile,
     )
     threshold = cc.threshold_from(args)
     code = run_recorded(cfg, args)

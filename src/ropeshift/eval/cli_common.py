@@ -56,9 +56,10 @@ def add_run_args(p: argparse.ArgumentParser, *, lengths: str) -> None:
                    help="compute the cells where a method is exactly RoPE (by its definition, e.g. STRING below "
                         "its shift) instead of copying the rope row's records of the same prompts (the default "
                         "when the run has a rope row)")
-    g.add_argument("--compile-blocks", choices=["auto", "on", "off"], default="auto",
-                   help="torch.compile the decoder layers' norms and MLPs (attention stays eager); auto: on CUDA, "
-                        "where it makes a prefill ~1.3x faster (the first forward compiles, ~10-20 s)")
+    g.add_argument("--compile", choices=["auto", "layers", "blocks", "off"], default="auto",
+                   help="torch.compile the decoder layers, attention eager (layers), or only their norms and MLPs "
+                        "(blocks); auto: layers on CUDA, where the forward's elementwise kernels fuse (the first "
+                        "forward compiles, ~10-20 s), off on a CPU")
     g.add_argument("--chat", choices=["auto", "on", "off"], default="auto",
                    help="chat template: auto = the task's choice where the model has one")
     g.add_argument("--dry-run", action="store_true", help="print the plan and exit (loads no model)")

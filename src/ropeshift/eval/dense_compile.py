@@ -1,25 +1,27 @@
-"""Compile a model's dense blocks (its decoder layers' norms and MLPs) for evaluation, leaving attention eager.
+"""Compile a model's decoder layers for evaluation with ``torch.compile``, ropeshift's attention left eager.
 
 In an eager forward of a small model most of the time goes to elementwise kernels, not to GEMMs or attention:
-SmolLM2-135M, 48 x 8k prompt tokens on the H200 spent 414 of 781 ms in norms, activations and copies
-(benchmarks/RESULTS.md, ninth session). ``torch.compile`` fuses an RMSNorm's six passes into one and SiLU x up
-into one. Compiling the whole model would also trace ropeshift's attention function, whose eager path measures
-the mask once per forward and picks kernels by it (under tracing it cannot), and would recompile for every
-method (its state is guarded); so only the blocks beside attention are compiled::
+SmolLM2-135M, 48 x 8k prompt tokens on the H200, spent 414 of 781 ms in norms, activations, RoPE and copies
+(benchmarks/RESULTS.md, ninth session). ``torch.compile`` fuses them. Compiling the model as a whole would also
+trace ropeshift's attention function, whose eager path measures the mask once per forward and picks kernels by
+it (a trace cannot), and would guard on the method's state (a recompile per method). So attention stays eager in
+both modes::
 
-    decoder layer (a module with an attention child)
-      input_layernorm     -> compiled          self_attn (attention)  -> eager: q/k/v, RoPE, ropeshift's kernels
-      post_attention_...  -> compiled          mlp                    -> compiled
-      (residual adds: the layer's own forward, eager)
+    "layers": each decoder layer (a module with an attention child) compiled whole; its attention module gets
+              ``interface.EAGER_UNDER_COMPILE``, so the attention call is a graph break that runs eagerly:
+        [ norm, q k v, RoPE ] -> ropeshift attention (eager) -> [ o, residual, norm, MLP, residual ]
+    "blocks": only the layer's children that hold no attention (its norms and MLP) compiled:
+        [ norm ] -> q k v, RoPE, attention, o, residual (eager) -> [ norm ] -> [ MLP ] -> residual (eager)
 
 An attention module is one transformers calls the attention interface from: it has ``layer_idx``, ``scaling``
-and ``is_causal``. Each block is compiled in place with ``nn.Module.compile`` (no class or forward is touched),
-with dynamic shapes, so one compile serves every batch shape and the decode step. Numerics: the fused norms
-round like the eager ones up to the order of a mean, so bf16 texts can differ as between two batch sizes.
+and ``is_causal``. Modules are compiled in place with ``nn.Module.compile`` (no class or forward is touched),
+with dynamic shapes, so one compile serves every batch shape (and one more the one-token decode step). Numerics:
+fused elementwise chains round once instead of per op, so bf16 texts can differ as between two batch sizes.
 """
 from __future__ import annotations
 
-COMPILED = "_ropeshift_compiled"  # set on each compiled block, so a second call does nothing
+COMPILED = "_ropeshift_compiled"  # set on each compiled module, so a second call does nothing
+MODES = ("layers", "blocks")
 
 
 def is_attention(module) -> bool:
@@ -27,42 +29,56 @@ def is_attention(module) -> bool:
     return all(hasattr(module, a) for a in ("layer_idx", "scaling", "is_causal"))
 
 
+def decoder_layers(model) -> list[tuple[str, object]]:
+    """``[(qualified name, module)]``: every module with an attention module among its children."""
+    return [(name, m) for name, m in model.named_modules() if any(is_attention(c) for c in m.children())]
+
+
 def dense_blocks(model) -> list[tuple[str, object]]:
-    """``[(qualified name, module)]``: every child of a decoder layer (a module with an attention child) that
-    holds no attention module and has parameters: the layers' norms and MLPs."""
+    """``[(qualified name, module)]``: every child of a decoder layer that holds no attention module and has
+    parameters: the layers' norms and MLPs."""
     out = []
-    for name, parent in model.named_modules():
-        children = list(parent.named_children())
-        if not any(is_attention(c) for _, c in children):
-            continue
-        for attr, child in children:
+    for name, layer in decoder_layers(model):
+        for attr, child in layer.named_children():
             if any(is_attention(m) for m in child.modules()) or not any(True for _ in child.parameters()):
                 continue
             out.append((f"{name}.{attr}" if name else attr, child))
     return out
 
 
-def compile_dense_blocks(model, backend: str = "inductor") -> int:
-    """Compile ``dense_blocks(model)`` in place (``nn.Module.compile``, dynamic shapes); returns how many were
-    newly compiled (0 when already done or the model has none). ``backend="eager"``: dynamo's trace only (tests)."""
+def compile_model(model, mode: str = "layers", backend: str = "inductor") -> int:
+    """Compile ``decoder_layers`` ("layers", their attention eager) or ``dense_blocks`` ("blocks") in place;
+    returns how many modules were newly compiled (0 when already done). ``backend="eager"``: dynamo's trace only
+    (tests)."""
+    from ..attention.interface import EAGER_UNDER_COMPILE
+
+    if mode not in MODES:
+        raise ValueError(f"compile mode must be one of {MODES}, got {mode!r}")
+    if mode == "layers":
+        targets = decoder_layers(model)
+        for _, layer in targets:
+            for child in layer.children():
+                if is_attention(child):
+                    setattr(child, EAGER_UNDER_COMPILE, True)
+    else:
+        targets = dense_blocks(model)
     n = 0
-    for _, block in dense_blocks(model):
-        if getattr(block, COMPILED, False):
+    for _, module in targets:
+        if getattr(module, COMPILED, False):
             continue
-        block.compile(backend=backend, dynamic=True)
-        setattr(block, COMPILED, True)
+        module.compile(backend=backend, dynamic=True)
+        setattr(module, COMPILED, True)
         n += 1
     return n
 
 
-def wanted(setting: str, model) -> bool:
-    """``RunConfig.compile_blocks``: "auto" compiles on CUDA (on a CPU the eager forward is GEMM-bound and a
-    compile costs more than it saves), "on" everywhere, "off" never."""
-    if setting not in ("auto", "on", "off"):
-        raise ValueError(f"compile_blocks must be auto, on or off, got {setting!r}")
+def resolve(setting: str, model) -> str | None:
+    """``RunConfig.compile``: "auto" is "layers" on CUDA and None (no compile) elsewhere (on a CPU the eager
+    forward is GEMM-bound and a compile costs more than it saves); "layers" / "blocks" as named; "off": None."""
+    if setting not in ("auto", "off", *MODES):
+        raise ValueError(f"compile must be auto, off, {' or '.join(MODES)}, got {setting!r}")
     if setting == "off":
-        return False
-    if setting == "on":
-        return True
-    dev = next(iter(model.parameters())).device
-    return dev.type == "cuda"
+        return None
+    if setting in MODES:
+        return setting
+    return "layers" if next(iter(model.parameters())).device.type == "cuda" else None

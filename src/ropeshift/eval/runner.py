@@ -46,7 +46,7 @@ class RunConfig:
     plain_attention: str = "model"  # rows without an attention method: "model" (its own) or "ropeshift" (plain)
     workers: int | None = None  # prompt-generation processes (None: one per CPU core)
     share_rope: bool = True  # cells where a method is exactly RoPE copy the rope row's records (rope_share)
-    compile_blocks: str = "auto"  # the decoder layers' norms and MLPs under torch.compile (dense_compile.wanted)
+    compile: str = "auto"  # decoder layers under torch.compile, attention eager (dense_compile.resolve)
 
     def __post_init__(self):
         if self.samples < 1:
@@ -55,8 +55,8 @@ class RunConfig:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.batch_tokens is not None and self.batch_tokens < 0:
             raise ValueError(f"--batch-tokens must be >= 0 (0: use --batch-size), got {self.batch_tokens}")
-        if self.compile_blocks not in ("auto", "on", "off"):
-            raise ValueError(f"compile_blocks must be auto, on or off, got {self.compile_blocks!r}")
+        if self.compile not in ("auto", "off", "layers", "blocks"):
+            raise ValueError(f"compile must be auto, off, layers or blocks, got {self.compile!r}")
         if self.plain_attention not in ("model", "ropeshift"):
             raise ValueError(f"plain_attention must be 'model' or 'ropeshift', got {self.plain_attention!r}")
         if not self.tasks or not self.lengths or not self.methods:
@@ -231,8 +231,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     from . import dense_compile
     from .generation import activate, deactivate
 
-    if dense_compile.wanted(cfg.compile_blocks, model):
-        dense_compile.compile_dense_blocks(model)  # compiles lazily, at the first forward
+    mode = dense_compile.resolve(cfg.compile, model)
+    if mode:
+        dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     if ranks.main:
         samples = prepare_samples(cfg, tokenizer, progress)
