@@ -19,6 +19,14 @@ from ropeshift.eval.generation import activate, deactivate, generate
 from ropeshift.eval.options import MethodSpec
 from ropeshift.eval.prompts import encode
 
+@pytest.fixture(autouse=True)
+def _dynamo_config(monkeypatch):
+    """compile_model("layers") sets a process-wide dynamo flag: restored after each test, so the rest of the
+    suite compiles as before."""
+    monkeypatch.setattr(torch._dynamo.config, "allow_unspec_int_on_nn_module",
+                        torch._dynamo.config.allow_unspec_int_on_nn_module)
+
+
 TEXTS = ["The grass is green. The sky", "Here we go", "def f(x):\n    return the grass is green and the sea"]
 SPECS = [MethodSpec("plain", {}), MethodSpec("string", {"shift": 8, "window": 2})]
 
@@ -82,6 +90,33 @@ def test_layers_keep_attention_out_of_the_trace(tiny_llama, tok, monkeypatch):
                 first = len(graphs)
     assert first > 0 and len(graphs) == first  # no recompile for another method or length
     assert calls == [False] * (3 * model.config.num_hidden_layers)  # 3 forwards, every layer, eager
+
+
+def test_layers_share_one_graph_through_the_decode_loop(tok):
+    """The static-cache loop over a compiled model compiles the same graphs for 2 layers as for 10 (no graph per
+    layer: ``layer_idx`` symbolic, the cache update outside the trace), so dynamo's recompile limit (beyond which
+    layers would silently run eager) is never approached."""
+    from tests.tiny_models import tiny_model
+
+    from ropeshift.eval.graph_decode import static_generate
+
+    counts = []
+    for layers in (2, 10):
+        torch._dynamo.reset()
+        model = tiny_model(num_hidden_layers=layers, vocab_size=len(tok))
+        graphs = []
+        dc.compile_model(model, "layers", backend=lambda gm, ex: graphs.append(gm) or gm.forward)
+        activate(model, SPECS[1])
+        try:
+            row = encode(tok, TEXTS[2], True)
+            ids = torch.tensor([row, row[::-1]])
+            with torch.inference_mode():
+                static_generate(model, ids, torch.ones_like(ids), lambda t, _: torch.zeros(2, dtype=torch.bool),
+                                max_new=4, graphs=False)
+        finally:
+            deactivate(model)
+        counts.append(len(graphs))
+    assert counts[0] == counts[1] > 0  # a graph per layer would give 10 (or the limit, 8) where 2 layers give 2
 
 
 @pytest.mark.parametrize("mode", dc.MODES)

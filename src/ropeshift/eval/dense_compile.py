@@ -13,6 +13,11 @@ both modes::
     "blocks": only the layer's children that hold no attention (its norms and MLP) compiled:
         [ norm ] -> q k v, RoPE, attention, o, residual (eager) -> [ norm ] -> [ MLP ] -> residual (eager)
 
+In "layers" mode dynamo's ``allow_unspec_int_on_nn_module`` is turned on (process-wide): a layer's integer
+attributes (``layer_idx``) stay symbolic, so every layer shares one compiled graph instead of one per layer (30
+recompiles, beyond dynamo's limit of 8, after which the rest ran eager: seen on the H200, ninth session). The
+evaluation's static cache keeps its update out of the trace for the same reason (``graph_decode._cache_class``).
+
 An attention module is one transformers calls the attention interface from: it has ``layer_idx``, ``scaling``
 and ``is_causal``. Modules are compiled in place with ``nn.Module.compile`` (no class or forward is touched),
 with dynamic shapes, so one compile serves every batch shape (and one more the one-token decode step). Numerics:
@@ -55,6 +60,9 @@ def compile_model(model, mode: str = "layers", backend: str = "inductor") -> int
     if mode not in MODES:
         raise ValueError(f"compile mode must be one of {MODES}, got {mode!r}")
     if mode == "layers":
+        import torch
+
+        torch._dynamo.config.allow_unspec_int_on_nn_module = True  # one graph for every layer (docstring)
         targets = decoder_layers(model)
         for _, layer in targets:
             for child in layer.children():

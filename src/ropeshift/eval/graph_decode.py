@@ -127,6 +127,20 @@ def _side_stream(device) -> "torch.cuda.Stream":
     return torch.cuda.Stream(device)
 
 
+@functools.cache
+def _cache_class():
+    """transformers' ``StaticCache`` with its ``update`` left out of ``torch.compile``'s traces: a compiled
+    attention forward (``dense_compile`` "layers") would otherwise specialise on each layer's cache entry
+    (``cache.layers[layer_idx]``) and recompile per layer until dynamo's limit sends the rest back to eager.
+    Without compile it is the same cache."""
+    from transformers import StaticCache
+
+    class EagerUpdateStaticCache(StaticCache):
+        update = torch.compiler.disable(StaticCache.update)
+
+    return EagerUpdateStaticCache
+
+
 def cache_kwarg(model) -> str:
     """The forward's cache keyword: ``cache`` (transformers >= 5.2x) or ``past_key_values`` (5.17)."""
     params = inspect.signature(type(model).forward).parameters
@@ -179,12 +193,10 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     check_every - 1 steps past its last row's end). compaction: when to drop the ended rows from the batch
     (``row_compaction``; "auto": ``default_compaction()``, None: never); a dropped row's tokens after its end are
     0 here (before its end they are the tokens it would decode in the whole batch)."""
-    from transformers import StaticCache
-
     policy = default_compaction() if compaction == "auto" else compaction
     b, n0 = ids.shape
     device = ids.device
-    cache = StaticCache(config=model.config, max_cache_len=n0 + max_new)
+    cache = _cache_class()(config=model.config, max_cache_len=n0 + max_new)
     cache_kw = {cache_kwarg(model): cache}
     hist = torch.zeros(b, max_new, dtype=torch.long, device=device)
     host = torch.zeros(b, max_new, dtype=torch.long)
