@@ -20,11 +20,12 @@ from ropeshift.eval.options import MethodSpec
 from ropeshift.eval.prompts import encode
 
 @pytest.fixture(autouse=True)
-def _dynamo_config(monkeypatch):
+def _dynamo_config():
     """compile_model("layers") sets a process-wide dynamo flag: restored after each test, so the rest of the
-    suite compiles as before."""
-    monkeypatch.setattr(torch._dynamo.config, "allow_unspec_int_on_nn_module",
-                        torch._dynamo.config.allow_unspec_int_on_nn_module)
+    suite compiles as before (dynamo's own ``config.patch``: pytest's monkeypatch deletes a module attribute it
+    did not find in the module's ``__dict__``, which hides a dynamo config entry for good)."""
+    with torch._dynamo.config.patch(allow_unspec_int_on_nn_module=torch._dynamo.config.allow_unspec_int_on_nn_module):
+        yield
 
 
 TEXTS = ["The grass is green. The sky", "Here we go", "def f(x):\n    return the grass is green and the sea"]
