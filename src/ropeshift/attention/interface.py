@@ -33,6 +33,7 @@ once per forward, the kernel chosen by it, no guard on the method's state, so no
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -116,8 +117,8 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     from ..state import get_state
 
     if torch.compiler.is_compiling() and getattr(module, EAGER_UNDER_COMPILE, False):
-        return _eager_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                **kwargs)
+        return _eager_attention()(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                  **kwargs)
     state = get_state(module.config)
     if kwargs.get("sliding_window") is not None:
         raise ValueError(
@@ -164,8 +165,11 @@ def ropeshift_attention(module, query, key, value, attention_mask, scaling=None,
     return out.transpose(1, 2).contiguous(), None
 
 
-# the same function, which dynamo does not trace: a call to it from compiled code is a graph break
-_eager_attention = torch.compiler.disable(ropeshift_attention)
+@functools.cache
+def _eager_attention():
+    """The same function, which dynamo does not trace: a call to it from compiled code is a graph break (made at
+    first use, not at import)."""
+    return torch.compiler.disable(ropeshift_attention)
 
 
 def _positions(state, position_ids, attention_mask, b, lq, lk, device):
