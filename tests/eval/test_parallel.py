@@ -138,3 +138,29 @@ def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, t
         assert {r.key: (r.prediction, r.score) for r in recs} == one, run_dir
         assert {p.name for p in model_dir(tmp_path / run_dir, name).glob("passkey/*/*.jsonl")} == {
             "256.w0.jsonl", "256.w1.jsonl"}
+
+
+def test_startup_clock_reports_each_phase_once(capsys, monkeypatch):
+    from ropeshift.eval import parallel
+
+    ticks = iter([10.0, 12.5, 20.0, 20.25])
+    monkeypatch.setattr(parallel.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(parallel, "_process_age", lambda: 3.0)
+    clock = parallel.StartupClock(Ranks(1, 2))
+    clock.mark("model")
+    clock.mark("prompts")
+    clock.mark("first batch")
+    assert clock.pending
+    clock.report()
+    assert not clock.pending
+    err = capsys.readouterr().err
+    assert err.strip() == "rank 1 start-up 13.2 s: process 3.0, model 2.5, prompts 7.5, first batch 0.2"
+
+
+def test_startup_clock_silent_without_progress(capsys):
+    from ropeshift.eval import parallel
+
+    clock = parallel.StartupClock(Ranks(), enabled=False)
+    clock.mark("model")
+    clock.report()
+    assert capsys.readouterr().err == "" and not clock.pending

@@ -223,14 +223,15 @@ def shard(work: list[tuple], ranks: Ranks, block=1) -> list[tuple]:
 
 
 def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None,
-        ranks: Ranks = Ranks()) -> int:
+        ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None) -> int:
     """Run every method on every pending sample (this rank's share); return the number of records written.
 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
-    (``parallel.init_group``)."""
+    (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch)."""
     from . import dense_compile
     from .generation import activate, deactivate
 
+    clock = clock or parallel.StartupClock(ranks, enabled=progress)
     mode = dense_compile.resolve(cfg.compile, model)
     if mode:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
@@ -241,8 +242,10 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     parallel.barrier(ranks)        # the prompts are stored
     if not ranks.main:
         samples = prepare_samples(cfg, tokenizer, progress=False)
+    clock.mark("prompts")
     work = plan_work(cfg, samples)
     parallel.barrier(ranks)        # every rank has read the same records before any rank writes
+    clock.mark("plan")
     total = sum(len(w[3]) for w in work)
     work = shard(work, ranks, lambda length: shard_block(cfg, length, ranks.world))
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
@@ -279,6 +282,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                         apps[name].write(_record(s, tasks[name].kind, method, info, cfg.model, p,
                                                  {**res, "seconds": round(secs, 4)}))
                         written += 1
+                    if clock.pending:
+                        clock.mark("first batch")
+                        clock.report()
                     bar.update(len(batch), note)
     except BaseException:
         bar.close()
@@ -372,8 +378,10 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             import torch
 
             torch.set_num_threads(parallel.cpu_threads(ranks))
+        clock = parallel.StartupClock(ranks, enabled=progress)
         model, tokenizer = load(dev)
-        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks)
+        clock.mark("model")
+        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock)
     finally:
         if created:
             import torch.distributed as dist
