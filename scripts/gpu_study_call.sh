@@ -13,7 +13,8 @@
 #   reports.tgz        its reports (report/ with plots + HTML, report_ruler/ at RULER's 85.6 mark)
 #   report.md          its report's markdown (headline first)
 #   fresh_records.tgz  (b)'s records: folder fresh/ (a fresh run, as far as the time went)
-#   throughput.md      (b)'s samples/s per task and method and the whole study's extrapolated time
+#   throughput.md      (b)'s samples/s per task and method and the whole study's extrapolated time, then its
+#                      batch log's phases per bucket and length (benchmarks/batch_profile.py)
 #   logs.tgz           call.log, a_eval.log / b_eval.log (eval output), a.log / b.log (script output),
 #                      timeline.tsv (records over time during (b)), versions.txt, report_ruler.md
 # The complete study's report for docs/results.md, once records.tgz is back (saved as results/smollm2-135m_h200_$D.tgz,
@@ -66,7 +67,7 @@ if [ "$B_LIMIT" -ge 30 ]; then
   (
     echo "# start $(date +%s.%N)"
     while :; do  # <epoch s> <records so far> <evaluation loop started: a rank's _progress file exists>
-      n=$(timeout 10 sh -c "find '$FRESH_RUNS' -name '*.jsonl' -not -path '*/_prompts/*' -print0 | xargs -0 -r cat | wc -l")
+      n=$(timeout 10 sh -c "find '$FRESH_RUNS' -name '*.jsonl' -not -path '*/_prompts/*' -not -path '*/_batches/*' -print0 | xargs -0 -r cat | wc -l")
       loop=0; compgen -G "$FRESH_RUNS/*/_progress/*/rank*.json" > /dev/null && loop=1
       [ -n "$n" ] && echo "$(date +%s.%N) $n $loop"
       sleep 2
@@ -91,6 +92,9 @@ if [ "$B_LIMIT" -ge 30 ]; then
   PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" benchmarks/bench_eval.py --records "$FRESH_RUNS" \
     "${base[@]}" --timeline "$WORK/timeline.tsv" --suite "${SUITE:-ruler-lite}" "${narrow[@]}" \
     > "$OUT/throughput.md" 2> "$WORK/throughput.err" || say "throughput table failed: $(tail -3 "$WORK/throughput.err")"
+  { echo; echo "## Batch log (benchmarks/batch_profile.py)"; echo
+    PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" benchmarks/batch_profile.py --records "$FRESH_RUNS"
+  } >> "$OUT/throughput.md" 2>> "$WORK/throughput.err"
   cat "$OUT/throughput.md"
 else
   say "(b) SKIPPED: $B_LIMIT s left"

@@ -60,6 +60,28 @@ def test_loop_stops_when_every_row_has_ended(model, tok, rows):
         handle.remove()
 
 
+@pytest.mark.parametrize("model", SPECS[1:2], indirect=True, ids=["plain"])
+def test_loop_reports_its_phases(model, tok, rows):
+    """``stats``: the path, one prefill, the decode forwards counted (the prefill's token is step 1, so a batch that
+    runs to its budget makes MAX_NEW - 1 decode forwards) and each phase's seconds."""
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        stats = {}
+        generate(model, tok, rows, MAX_NEW, decode="loop", stats=stats)
+        assert stats["decode"] == "loop" and stats["steps"] == MAX_NEW == len(calls)
+        assert stats["compactions"] == 0 and stats["capture_s"] == 0.0  # eager: nothing captured
+        assert stats["prefill_s"] > 0 and stats["decode_s"] > 0 and 0 <= stats["check_s"]
+        stats = {}
+        generate(model, tok, rows, MAX_NEW, stop=[lambda t: True] * len(rows), decode="loop", stats=stats)
+        assert stats["steps"] == 1 and stats["decode_s"] == 0.0
+        stats = {}
+        generate(model, tok, rows, 5, decode="generate", stats=stats)
+        assert stats["decode"] == "generate" and stats["steps"] == 5 and stats["generate_s"] > 0
+    finally:
+        handle.remove()
+
+
 def test_cpu_default_stays_model_generate(tiny_llama, tok, rows, monkeypatch):
     import ropeshift.eval.graph_decode as G
 

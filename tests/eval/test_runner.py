@@ -128,7 +128,7 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
 
     sizes = []
 
-    def fake_generate(model, tokenizer, rows, max_new_tokens, stop=None):
+    def fake_generate(model, tokenizer, rows, max_new_tokens, stop=None, stats=None):
         sizes.append(len(rows))
         if len(rows) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -180,6 +180,50 @@ def test_token_budget_batches_mixing_tasks_match_one_by_one(method, tmp_path, to
         assert len(one) == len(mixed) == 3
         assert [(r["prompt_hash"], r["prediction"], r["score"]) for r in one] == \
                [(r["prompt_hash"], r["prediction"], r["score"]) for r in mixed]
+
+
+def batch_profile_summary(lines):
+    sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
+    try:
+        import batch_profile
+    finally:
+        sys.path.pop(0)
+    return batch_profile.summarize(lines)
+
+
+def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama):
+    """``_batches/rank0.jsonl``: one line per generate() / evaluate() call, its rows and tokens summing to the
+    run's; the records readers skip the folder."""
+    from ropeshift.eval.batch_log import read_batches
+    from ropeshift.eval.records import iter_records
+
+    kw = dict(tasks=("passkey", "number_string", "perplexity"), methods=(MethodSpec("rope"),), samples=3,
+              batch_tokens=512)
+    assert run(_cfg(tmp_path, **kw), tiny_llama, tok, progress=False) == 9
+    lines = read_batches(tmp_path)
+    start = [b for b in lines if b["kind"] == "startup"]
+    assert len(start) == 1 and set(start[0]["phases"]) >= {"prompts", "plan", "first batch"}
+    assert start[0]["total_s"] == pytest.approx(sum(start[0]["phases"].values()), abs=0.01)
+    table = batch_profile_summary(lines)
+    lines = [b for b in lines if b["kind"] != "startup"]
+    assert sum(b["rows"] for b in lines) == 9 and all(b["rows"] <= 2 for b in lines)  # 512 // 256 rows a call
+    gen = [b for b in lines if b["kind"] == GENERATION]
+    assert {t for b in gen for t in b["tasks"]} == {"passkey", "number_string"}
+    assert sum(b["tasks"].get("passkey", 0) for b in gen) == 3
+    for b in gen:
+        model_s = b["generate_s"] if b["decode"] == "generate" else b["prefill_s"] + b["capture_s"] + b["decode_s"]
+        assert b["decode"] == "generate"  # on the CPU: the CUDA-graph loop serves CUDA only
+        assert b["steps"] >= 1 and b["wall_s"] >= model_s > 0 and b["tokenize_s"] >= 0 and b["post_s"] >= 0
+        assert b["tokens"] > 0 and b["method"] == "rope" and b["length"] == 256 and b["rank"] == 0
+    assert sum(b["tasks"] == {"perplexity": b["rows"]} for b in lines) == 2  # 2 + 1 rows
+    recs = list(iter_records(tmp_path))
+    assert len(recs) == 9
+    # the summary over it: one row per bucket and length, the totals' rows and walls equal the log's
+    assert "| rank | start-up s | " in table
+    assert "| number_string+passkey | 256 |" in table and "| perplexity | 256 | 2 | 3 |" in table
+    total = next(line for line in table.splitlines() if line.startswith("| **all**")).split("|")
+    assert int(total[3]) == len(lines) and int(total[4]) == 9
+    assert float(total[6]) == pytest.approx(sum(b["wall_s"] for b in lines), abs=0.1)
 
 
 def test_length_buckets_group_tasks_by_answer_budget():

@@ -156,6 +156,8 @@ def check_stored(root: Path) -> None:
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder; give another --out")
     for path in sorted(root.rglob("*.jsonl")):
+        if "_batches" in path.relative_to(root).parts:
+            continue  # the batch log (``batch_log``), not records
         if path.is_dir():
             raise ValueError(f"{path} is a folder where a JSONL file belongs; remove it or use another --out")
         prompts = "_prompts" in path.relative_to(root).parts

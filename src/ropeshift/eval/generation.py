@@ -16,6 +16,7 @@ ROPESHIFT_COMPACT_ROWS=1: on; off by default, measured no faster on the H200).
 """
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -141,7 +142,8 @@ STOP_CHECK_EVERY = 4
 
 
 def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[int],
-             stop: Sequence[Stop | None] | None = None, *, decode: str = "auto") -> list[str]:
+             stop: Sequence[Stop | None] | None = None, *, decode: str = "auto",
+             stats: dict | None = None) -> list[str]:
     """Greedy continuation of each row (decoded without special tokens).
 
     Args:
@@ -155,6 +157,8 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
             ROPESHIFT_CUDA_GRAPHS is not 0), else ``model.generate`` (static cache on CUDA); "generate":
             always ``model.generate``; "loop": always the static-cache loop (graphs where served, else eager;
             the CPU tests compare it with ``model.generate``). Texts are the same on every path.
+        stats: a dict that gets the decode path (``decode``), ``static_generate``'s phase seconds and steps on
+            the static-cache loop, ``generate_s`` on ``model.generate``.
     """
     import torch
 
@@ -183,8 +187,10 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
     if decode == "loop" or (decode == "auto" and reason is None):
         graphs = reason is None
         stopper = _row_stopper(tokenizer, 0, stops, eos_ids, per_row)  # generate's own EOS rule without `stop`
+        if stats is not None:
+            stats["decode"] = "graphs" if graphs else "loop"
         new = static_generate(model, ids.to(device), mask.to(device), stopper, max_new=max(per_row), graphs=graphs,
-                              check_every=STOP_CHECK_EVERY if graphs else 1)
+                              check_every=STOP_CHECK_EVERY if graphs else 1, stats=stats)
         return [tokenizer.decode(r[:e if e is not None else m], skip_special_tokens=True)
                 for r, e, m in zip(new, stopper.ends, per_row)]
     extra = {}
@@ -196,12 +202,15 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
         # preallocated KV cache: a dynamic cache concatenates every layer's whole cache per step (a third of the
         # GPU time of an 8k batch's decode, measured: benchmarks/RESULTS.md); not compiled (kernels are eager)
         extra.update(cache_implementation="static", disable_compile=True)
+    t0 = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(per_row),
             do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad_id, **extra,
         )
     new = out[:, ids.shape[1]:].cpu()
+    if stats is not None:
+        stats.update(decode="generate", generate_s=time.perf_counter() - t0, steps=new.shape[1])
     ends = stopper.ends if stopper is not None else [None] * len(rows)
     return [tokenizer.decode(r[:e if e is not None else m], skip_special_tokens=True)
             for r, e, m in zip(new, ends, per_row)]

@@ -40,6 +40,7 @@ import contextlib
 import functools
 import inspect
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -182,7 +183,7 @@ def _step(model, cache_kw: dict, r: _Rows) -> None:
 
 
 def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, check_every: int = 1,
-                    compaction: Compaction | None | str = "auto"):
+                    compaction: Compaction | None | str = "auto", stats: dict | None = None):
     """Greedy continuation of a left-padded batch; returns the new tokens [b, n] int64 on the CPU, n <= max_new
     (the batch stops once ``stopper`` has ended every row; the caller cuts each row at ``stopper.ends``).
 
@@ -192,7 +193,13 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     (CUDA); False: the same steps eagerly. check_every: steps between stopper checks (the batch may run up to
     check_every - 1 steps past its last row's end). compaction: when to drop the ended rows from the batch
     (``row_compaction``; "auto": ``default_compaction()``, None: never); a dropped row's tokens after its end are
-    0 here (before its end they are the tokens it would decode in the whole batch)."""
+    0 here (before its end they are the tokens it would decode in the whole batch). stats: a dict that gets the
+    call's wall seconds per phase (``prefill_s``: the prompt's forward and first token; ``capture_s``: eager
+    warm-up steps and graph captures; ``decode_s``: replayed steps; ``check_s``: the stopper, inside the other
+    phases) and its ``steps`` (decode forwards) and ``compactions``; each phase ends at a host sync."""
+    clock = time.perf_counter
+    t_start = clock()
+    spent = {"prefill_s": 0.0, "capture_s": 0.0, "decode_s": 0.0, "check_s": 0.0, "steps": 0, "compactions": 0}
     policy = default_compaction() if compaction == "auto" else compaction
     b, n0 = ids.shape
     device = ids.device
@@ -209,12 +216,14 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
         if n <= checked:
             return False
         host[:, checked:n] = hist[:, checked:n].cpu()
+        t0 = clock()
         for t in range(checked + 1, n + 1):
             ended.logical_or_(torch.as_tensor(stopper(host[:, :t], None)).cpu().bool())
             if ended.all():
                 n = t
                 break
         checked = n
+        spent["check_s"] += clock() - t0
         return bool(ended.all())
 
     def compact(r: _Rows, t: int) -> _Rows:
@@ -225,6 +234,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
         if not policy.wants(len(local), len(r.index), max_new - t):
             return r
         select_cache_rows(cache, local.to(device))
+        spent["compactions"] += 1
         return r.select(local)
 
     def record(r: _Rows, t: int) -> None:
@@ -236,8 +246,10 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                        **cache_kw).logits
         hist[:, 0] = logits[:, -1].argmax(-1)
-        if check(1) or max_new == 1:  # the stopper sees the first token even when it is the last
-            return host[:, :checked]
+        first = check(1)
+        spent["prefill_s"] = clock() - t_start
+        if first or max_new == 1:  # the stopper sees the first token even when it is the last
+            return _done(host[:, :checked], spent, stats, 1)
         rows = torch.arange(b)
         r = _Rows(rows, rows.to(device), hist[:, :1].clone(), pos[:, -1:] + 1,
                   torch.cat((mask.long(), mask.new_ones(b, max_new).long()), dim=1),
@@ -247,6 +259,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
             t, warm, done = 1, WARMUP_STEPS, False
             while not done and t < max_new:  # one pass per batch size
                 graph = None
+                t_phase = clock()
                 if graphs:
                     side = _side_stream(device)
                     side.wait_stream(torch.cuda.current_stream(device))
@@ -258,15 +271,19 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                     torch.cuda.current_stream(device).wait_stream(side)
                     warm = REWARM_STEPS
                     if check(t) or t == max_new:
+                        spent["capture_s"] += clock() - t_phase
                         break
                     smaller = compact(r, t)
                     if smaller is not r:
                         r = smaller
+                        spent["capture_s"] += clock() - t_phase
                         continue
                     graph = torch.cuda.CUDAGraph()
                     # recorded, not run: the cache and buffers are untouched
                     with blas_workspaces_dropped(), torch.cuda.graph(graph, stream=side):
                         _step(model, cache_kw, r)
+                    spent["capture_s"] += clock() - t_phase
+                t_phase = clock()
                 while t < max_new:
                     if graph is not None:
                         graph.replay()
@@ -282,10 +299,18 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                         if smaller is not r:
                             r = smaller
                             break
+                spent["decode_s"] += clock() - t_phase
                 if graph is not None:
                     graph.reset()  # its memory pool goes back before the next capture
             check(t)
-    return host[:, :checked]
+    return _done(host[:, :checked], spent, stats, t)
+
+
+def _done(tokens, spent: dict, stats: dict | None, steps: int):
+    """``tokens``, after copying the call's phase times and step count into ``stats`` (when given)."""
+    if stats is not None:
+        stats.update(spent, steps=steps)
+    return tokens
 
 
 __all__ = ["COMPACT_ENV", "GRAPHS_ENV", "blas_workspaces_dropped", "cache_kwarg", "graph_decode_reason",

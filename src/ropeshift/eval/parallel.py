@@ -190,10 +190,15 @@ class StartupClock:
         self.phases.append((phase, now - self.last))
         self.last = now
 
-    def report(self) -> None:
+    def report(self, log=None) -> None:
+        """Print the phases (when enabled) and write them to ``log`` (a ``batch_log.BatchLog``) as one
+        ``kind: startup`` line."""
         import sys
 
         self.pending = False
+        if log is not None:
+            log.write(kind="startup", rank=self.ranks.rank, total_s=round(sum(s for _, s in self.phases), 3),
+                      phases={name: round(s, 3) for name, s in self.phases})
         if not self.enabled:
             return
         parts = ", ".join(f"{name} {s:.1f}" for name, s in self.phases)

@@ -286,7 +286,7 @@ def write_atomic(path: Path, lines: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-_NOT_RECORDS = ("_prompts", "_progress")
+_NOT_RECORDS = ("_prompts", "_progress", "_batches")
 
 
 def iter_records(root: Path) -> Iterator[Record]:

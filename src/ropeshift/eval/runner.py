@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import parallel, rope_share
+from .batch_log import BatchLog, counts, log_path
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, prompts_path, read_cell, read_jsonl, write_atomic
@@ -265,6 +266,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                           key=lambda x: (x[0].n_tokens, x[1], x[0].index))
             step = rows_per_batch(cfg, length)
             with contextlib.ExitStack() as stack:
+                log = stack.enter_context(BatchLog(log_path(cfg.out, cfg.model, ranks.rank)))
                 apps = {name: stack.enter_context(open_writer(cfg.out, cfg.model, name, method.label, length,
                                                               ranks.rank)) for name in tasks}
                 for name, record in copies:
@@ -275,16 +277,22 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 for i in range(0, len(todo), step):
                     batch = todo[i:i + step]
                     t0 = time.perf_counter()
+                    stats: dict = {}
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
-                                                [s for s, _ in batch])
-                    secs = (time.perf_counter() - t0) / len(batch)
+                                                [s for s, _ in batch], stats)
+                    wall = time.perf_counter() - t0
+                    secs = wall / len(batch)
+                    log.write(rank=ranks.rank, method=method.label, length=length, kind=tasks[batch[0][1]].kind,
+                              tasks=counts(name for _, name in batch), rows=len(batch),
+                              tokens=sum(s.n_tokens for s, _ in batch), wall_s=round(wall, 4),
+                              **{k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()})
                     for (s, name), p, res in zip(batch, preds, results):
                         apps[name].write(_record(s, tasks[name].kind, method, info, cfg.model, p,
                                                  {**res, "seconds": round(secs, 4)}))
                         written += 1
                     if clock.pending:
                         clock.mark("first batch")
-                        clock.report()
+                        clock.report(log)
                     bar.update(len(batch), note)
     except BaseException:
         bar.close()
@@ -338,10 +346,11 @@ def length_buckets(work: list[tuple]) -> list[tuple]:
     return [(method, length, groups[_, length, method]) for _, length, method in order]
 
 
-def _run_batch(tasks: list, model, tokenizer, batch: list) -> tuple[list, list[dict]]:
+def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = None) -> tuple[list, list[dict]]:
     """Predictions and score dicts for one batch (``tasks[i]`` is row i's task: generation rows of several tasks
     share one generate() call, each with its own budget and stop; a likelihood batch holds one task); on CUDA
-    out-of-memory the batch is split in halves."""
+    out-of-memory the batch is split in halves. ``stats`` (a dict) gets the batch's phase seconds
+    (``tokenize_s``, ``post_s``: scoring, and ``generate``'s; ``batch_log``)."""
     import torch
 
     from .generation import answer_end, generate, prompt_ids
@@ -351,18 +360,26 @@ def _run_batch(tasks: list, model, tokenizer, batch: list) -> tuple[list, list[d
             if any(t is not tasks[0] for t in tasks):
                 raise ValueError("a likelihood batch must hold one task")
             return [None] * len(batch), tasks[0].evaluate(model, tokenizer, batch)
+        t0 = time.perf_counter()
         rows = [prompt_ids(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
+        t1 = time.perf_counter()
         preds = generate(model, tokenizer, rows, [t.max_new_tokens for t in tasks],
-                         stop=[answer_end(t, s) for t, s in zip(tasks, batch)])
-        return preds, [{"score": t.score(s, p), **t.details(s, p)} for t, s, p in zip(tasks, batch, preds)]
+                         stop=[answer_end(t, s) for t, s in zip(tasks, batch)], stats=stats)
+        t2 = time.perf_counter()
+        scores = [{"score": t.score(s, p), **t.details(s, p)} for t, s, p in zip(tasks, batch, preds)]
+        if stats is not None:
+            stats.update(tokenize_s=t1 - t0, post_s=time.perf_counter() - t2)
+        return preds, scores
     except torch.OutOfMemoryError:
         if len(batch) == 1:
             raise
     torch.cuda.empty_cache()
     half = len(batch) // 2
     print(f"out of memory with a batch of {len(batch)}: retrying as {half} + {len(batch) - half}", file=sys.stderr)
-    p1, r1 = _run_batch(tasks[:half], model, tokenizer, batch[:half])
-    p2, r2 = _run_batch(tasks[half:], model, tokenizer, batch[half:])
+    if stats is not None:
+        stats["oom_splits"] = stats.get("oom_splits", 0) + 1
+    p1, r1 = _run_batch(tasks[:half], model, tokenizer, batch[:half], stats)
+    p2, r2 = _run_batch(tasks[half:], model, tokenizer, batch[half:], stats)
     return p1 + p2, r1 + r2
 
 
