@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import gguf_cache
 from .registry import Registry
 from .split_gguf import SplitGGUF
 
@@ -164,6 +166,8 @@ def load_model(
         allow_pickle: allow ``pytorch_model.bin`` (pickle) weights; otherwise safetensors only.
         trust_remote_code: passed to transformers only when explicitly asked for.
         progress: show transformers' loading progress bars.
+    A GGUF model is de-quantised once into a safetensors folder under ``$ROPESHIFT_CACHE`` and loaded from there
+    afterwards (``ropeshift.gguf_cache``; ``ROPESHIFT_GGUF_CACHE=0`` turns it off).
         tp_plan: transformers' tensor-parallel plan (``"auto"``), passed through to ``from_pretrained``; run under
             ``torchrun --nproc-per-node N``: each rank then holds its share of the heads on its own device, so
             ``device`` is not used.
@@ -191,15 +195,35 @@ def load_model(
     if gguf_file:
         kw["gguf_file"] = gguf_file
     placement = {"tp_plan": tp_plan} if tp_plan is not None else {}
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(folder),
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        use_safetensors=None if (allow_pickle or gguf_file) else True,
-        **placement,
-        **kw,
-    )
+
+    def from_pretrained(folder, kw):
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder),
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            use_safetensors=None if (allow_pickle or "gguf_file" in kw) else True,
+            **placement,
+            **kw,
+        )
+        return model, tokenizer
+
+    model = None
+    if gguf_file and tp_plan is None and gguf_cache.enabled():
+        # de-quantised once into a safetensors folder (gguf_cache): later loads, and the other processes of a
+        # multi-process evaluation (which wait on the lock), read that instead of parsing the GGUF file again
+        converted = gguf_cache.converted_folder(folder / gguf_file, dtype)
+        with gguf_cache.conversion_lock(converted):
+            if not gguf_cache.is_complete(converted):
+                model, tokenizer = from_pretrained(folder, kw)
+                try:
+                    gguf_cache.save_converted(model, tokenizer, converted, folder / gguf_file)
+                except (OSError, RuntimeError, ValueError) as e:
+                    warnings.warn(f"could not cache the converted GGUF model in {converted}: {e}", stacklevel=2)
+        if model is None:
+            model, tokenizer = from_pretrained(converted, {k: v for k, v in kw.items() if k != "gguf_file"})
+    if model is None:
+        model, tokenizer = from_pretrained(folder, kw)
     if tp_plan is None:
         model.to(device)
     model.eval()
