@@ -37,10 +37,11 @@ def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smoll
     (no completion marker) is converted again; ROPESHIFT_GGUF_CACHE=0 never writes one."""
     from transformers import AutoModelForCausalLM
 
-    from ropeshift.loader import EMBEDDED, load_model
+    from ropeshift.loader import EMBEDDED, load_model, load_tokenizer
 
     ref, ref_tok = smollm2
     monkeypatch.setenv("ROPESHIFT_CACHE", str(tmp_path / "cache"))
+    toks = [load_tokenizer("smollm2-135m")]  # before the conversion: from the GGUF file
     folder = gguf_cache.converted_folder(EMBEDDED["smollm2-135m"].path(), torch.float32)
     seen = []
     real = AutoModelForCausalLM.from_pretrained.__func__
@@ -54,10 +55,14 @@ def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smoll
     assert gguf_cache.is_complete(folder) and seen[-1][1] is not None
     second = load_model("smollm2-135m", device="cpu", progress=False)
     assert seen[-1] == (str(folder), None)
+    toks.append(load_tokenizer("smollm2-135m"))  # from the converted folder
     text = "Where is the special magic number? It is"
     msgs = [{"role": "user", "content": "hi"}]
     with torch.no_grad():
         want = ref(ref_tok(text, return_tensors="pt").input_ids).logits
+        for tok in toks:
+            assert tok(text).input_ids == ref_tok(text).input_ids and tok.pad_token_id == ref_tok.pad_token_id
+            assert tok.apply_chat_template(msgs, tokenize=False) == ref_tok.apply_chat_template(msgs, tokenize=False)
         for model, tok in (first, second):
             assert tok(text).input_ids == ref_tok(text).input_ids
             assert tok.apply_chat_template(msgs, tokenize=False) == ref_tok.apply_chat_template(msgs, tokenize=False)

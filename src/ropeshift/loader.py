@@ -146,6 +146,33 @@ def restore_method(model) -> None:
         apply(model, att["method"], impl=impl, **att["params"])
 
 
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The tokenizer ``load_model`` would return, without the weights (a GGUF model's from its converted folder
+    when ``gguf_cache`` holds one): for work that needs only text, such as building prompts while other
+    processes load the model."""
+    from transformers import AutoTokenizer
+
+    folder, gguf_file = resolve_model_path(name_or_path)
+    check_model_folder(folder, gguf_file)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    if gguf_file:
+        kw["gguf_file"] = gguf_file
+        if gguf_cache.enabled():
+            import torch
+
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):  # any converted copy holds the tokenizer
+                converted = gguf_cache.converted_folder(folder / gguf_file, dtype)
+                if gguf_cache.is_complete(converted):
+                    folder = converted
+                    del kw["gguf_file"]
+                    break
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(
     name_or_path: str,
     *,

@@ -226,6 +226,26 @@ def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama):
     assert float(total[6]) == pytest.approx(sum(b["wall_s"] for b in lines), abs=0.1)
 
 
+def test_rank_builds_prompts_before_loading_the_model(tmp_path, tok, tiny_llama):
+    """``run_rank(..., load_tokenizer=...)``: rank 0's prompts are stored before ``load`` runs (the other ranks
+    load their models meanwhile); the run reads them back and writes the same records as without."""
+    from ropeshift.eval.records import prompts_path
+    from ropeshift.eval.runner import run_rank
+
+    cfg = _cfg(tmp_path / "first", tasks=("passkey",), methods=(MethodSpec("rope"),), samples=2)
+
+    def load(device):
+        assert prompts_path(cfg.out, "tiny", "passkey", 256).exists()
+        return tiny_llama, tok
+
+    assert run_rank(cfg, load, "cpu", progress=False, load_tokenizer=lambda: tok) == 2
+    plain = _cfg(tmp_path / "plain", tasks=("passkey",), methods=(MethodSpec("rope"),), samples=2)
+    assert run(plain, tiny_llama, tok, progress=False) == 2
+    key = lambda r: (r["index"], r["prompt_hash"], r["prediction"])  # noqa: E731
+    assert sorted(map(key, read_cell(cfg.out, "tiny", "passkey", "rope", 256))) == \
+           sorted(map(key, read_cell(plain.out, "tiny", "passkey", "rope", 256)))
+
+
 def test_length_buckets_group_tasks_by_answer_budget():
     """needle (24) and vt (30) share the 64-token bucket, passkey (6) has its own, perplexity (likelihood) its own;
     entries come bucket-major, then length, then method."""

@@ -104,6 +104,13 @@ def _load_on(args, device):
     return cc.load(argparse.Namespace(**{**vars(args), "device": device}))
 
 
+def _tokenizer_of(args):
+    """The tokenizer of ``args.model`` alone (module level, so spawned workers can unpickle it)."""
+    from ropeshift.loader import load_tokenizer
+
+    return load_tokenizer(args.model)
+
+
 def _run_parallel(cfg, args, ranks) -> int | None:
     """``--workers N`` or a torchrun rank: rank 0 prints the plan; None when rank 0 should print the summary."""
     from functools import partial
@@ -118,12 +125,12 @@ def _run_parallel(cfg, args, ranks) -> int | None:
         print(format_plan(cfg))
     if args.dry_run:
         return 0
-    load = partial(_load_on, args)
+    load, tokenizer = partial(_load_on, args), partial(_tokenizer_of, args)
     try:
         if ranks.world > 1:
-            run_rank(cfg, load, args.device, not args.no_progress, args.model)
+            run_rank(cfg, load, args.device, not args.no_progress, args.model, tokenizer)
         else:
-            run_workers(cfg, load, args.workers, args.device, not args.no_progress, args.model)
+            run_workers(cfg, load, args.workers, args.device, not args.no_progress, args.model, tokenizer)
     except KeyboardInterrupt:
         print("\ninterrupted: finished samples are saved; rerun to resume (with any --workers)", file=sys.stderr)
         return 130
