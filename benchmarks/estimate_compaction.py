@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import tarfile
 import tempfile
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,15 +49,18 @@ def row_end(tokenizer, task, rec) -> int:
     return max(1, min(end, budget))
 
 
+_Row = namedtuple("_Row", "label")  # a method row as the runner sees it (its label; runner.length_buckets)
+
+
 def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int):
     """(length, decode bucket, [(end, budget), ...]) per batch of every rank, as the runner deals and cuts them
     (work in ``plan_work``'s order: the suite's tasks, then lengths, then methods)."""
     work = defaultdict(list)
     for (task, method, length, index), (n_tokens, _) in recs.items():
-        work[task, length, method].append(SimpleNamespace(index=index, n_tokens=n_tokens))
+        work[task, length, _Row(method)].append(SimpleNamespace(index=index, n_tokens=n_tokens))
     rank_of = {t: i for i, t in enumerate(cfg.tasks)}
     work = [(m, t, n, sorted(todo, key=lambda s: s.index))
-            for (t, n, m), todo in sorted(work.items(), key=lambda kv: (rank_of[kv[0][0]], kv[0][1], kv[0][2]))]
+            for (t, n, m), todo in sorted(work.items(), key=lambda kv: (rank_of[kv[0][0]], kv[0][1], kv[0][2].label))]
     for rank in range(world):
         mine = shard(work, Ranks(rank, world), lambda length: shard_block(cfg, length, world))
         for method, length, cells in length_buckets(mine):
@@ -67,7 +70,7 @@ def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int):
             bucket = decode_bucket(tasks[todo[0][1]])[-1]
             for i in range(0, len(todo), step):
                 rows = todo[i:i + step]
-                yield length, bucket, [(recs[name, method, length, s.index][1], tasks[name].max_new_tokens)
+                yield length, bucket, [(recs[name, method.label, length, s.index][1], tasks[name].max_new_tokens)
                                        for s, name in rows]
 
 

@@ -248,7 +248,11 @@ def load_model(
                 except (OSError, RuntimeError, ValueError) as e:
                     warnings.warn(f"could not cache the converted GGUF model in {converted}: {e}", stacklevel=2)
         if model is None:
-            model, tokenizer = from_pretrained(converted, {k: v for k, v in kw.items() if k != "gguf_file"})
+            try:
+                model, tokenizer = from_pretrained(converted, {k: v for k, v in kw.items() if k != "gguf_file"})
+            except (OSError, ValueError, KeyError, RuntimeError) as e:
+                warnings.warn(f"the converted copy {converted} did not load ({type(e).__name__}: {e}); loading "
+                              f"the GGUF file (delete that folder, or set {gguf_cache.ENV}=0)", stacklevel=2)
     if model is None:
         model, tokenizer = from_pretrained(folder, kw)
     if tp_plan is None:

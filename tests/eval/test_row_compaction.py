@@ -109,6 +109,8 @@ def test_env_off_keeps_the_whole_batch(model, tok, rows, monkeypatch):
 def test_policy():
     p = Compaction()
     assert p.wants(24, 48, 100) and not p.wants(25, 48, 100) and not p.wants(0, 48, 100)
+    assert p.kept(1) == 2 and p.wants(1, 48, 100) and not p.wants(1, 2, 100) and not p.wants(1, 3, 100)
+    assert p.wants(2, 4, 100) and Compaction(min_rows=1).wants(1, 2, 100)
     assert not p.wants(10, 48, p.min_steps_left - 1)
     for bad in (dict(fraction=0), dict(fraction=1), dict(min_steps_left=0)):
         with pytest.raises(ValueError):
@@ -121,8 +123,12 @@ def test_schedule_model():
     ends = [1, 2, 3, 3, 9, 40]
     assert decode_batch_sizes(ends, 64, check_every=4, warmup=2, policy=None) == [6] * 42  # stops at the check at 43
     sizes = decode_batch_sizes(ends, 64, check_every=4, warmup=2, policy=Compaction())
-    # check at 3: 2 of 6 rows open -> 2 rows; a re-warm-up step to 4 and a check; checks at 8 and 12: 1 of 2 open at
-    # 12 -> 1 row; a re-warm-up step to 13 and a check; checks at 17, ..., 41: every row has ended
+    # check at 3: 2 of 6 rows open -> 2 rows; a re-warm-up step to 4 and a check; checks at 8, 12, ..., 40: 1 of 2
+    # open from 12 on, but a batch keeps min_rows = 2 rows (no second compaction, no re-warm-up); at 40 every row
+    # has ended
+    assert sizes == [6, 6] + [2] * 37
+    sizes = decode_batch_sizes(ends, 64, check_every=4, warmup=2, policy=Compaction(min_rows=1))
+    # min_rows = 1: at 12, 1 of 2 open -> 1 row; a re-warm-up step to 13 and a check; checks at 17, ..., 41
     assert sizes == [6, 6] + [2] * 9 + [1] * 29
     assert decode_batch_sizes([1, 1], 8, check_every=4, warmup=2, policy=None) == []
     assert decode_batch_sizes([5, 5], 5, check_every=1, warmup=0, policy=Compaction()) == [2] * 4

@@ -230,9 +230,12 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
         """``r``, or the buffers of its open rows (and the cache cut to them) when the policy asks for it."""
         if policy is None:
             return r
-        local = (~ended[r.index]).nonzero().flatten()
+        is_open = ~ended[r.index]
+        local = is_open.nonzero().flatten()
         if not policy.wants(len(local), len(r.index), max_new - t):
             return r
+        pad = (~is_open).nonzero().flatten()[:policy.kept(len(local)) - len(local)]  # ended rows, up to min_rows
+        local = torch.cat((local, pad)).sort().values
         select_cache_rows(cache, local.to(device))
         spent["compactions"] += 1
         return r.select(local)

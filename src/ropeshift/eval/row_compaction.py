@@ -3,6 +3,7 @@ rows still open are at most half of the batch, the loop goes on with those rows 
 
     policy = default_compaction()              # Compaction(fraction=0.5, min_steps_left=8), or None when off
     policy.wants(open_rows=20, batch_rows=48, steps_left=100)          # True: 48 -> 20 rows
+    policy.kept(open_rows=1)                                            # 2: one ended row kept as padding
     select_cache_rows(cache, keep)             # a StaticCache keeps rows ``keep`` [k] of its batch, in that order
     decode_batch_sizes(ends=[9, 9, 120], max_new=128, check_every=4, warmup=2, policy=policy)  # rows per step
 
@@ -55,16 +56,25 @@ class Compaction:
 
     fraction: float = 0.5
     min_steps_left: int = 8
+    min_rows: int = 2  # a batch of one row would make torch.compile's dynamic shapes specialise (a recompile)
 
     def __post_init__(self):
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
         if self.min_steps_left < 1:
             raise ValueError(f"min_steps_left must be >= 1, got {self.min_steps_left}")
+        if self.min_rows < 1:
+            raise ValueError(f"min_rows must be >= 1, got {self.min_rows}")
+
+    def kept(self, open_rows: int) -> int:
+        """Rows a compaction keeps: the open ones, padded with ended ones up to ``min_rows``."""
+        return max(open_rows, self.min_rows)
 
     def wants(self, open_rows: int, batch_rows: int, steps_left: int) -> bool:
-        """True when the batch should shrink from ``batch_rows`` to its ``open_rows`` (> 0) open rows."""
-        return 0 < open_rows <= self.fraction * batch_rows and steps_left >= self.min_steps_left
+        """True when the batch should shrink from ``batch_rows`` to ``kept(open_rows)`` rows (open_rows > 0)."""
+        k = self.kept(open_rows)
+        return 0 < open_rows and k < batch_rows and k <= self.fraction * batch_rows \
+            and steps_left >= self.min_steps_left
 
 
 COMPACTION = Compaction()
@@ -127,7 +137,8 @@ def decode_batch_sizes(ends: Sequence[int], max_new: int, *, check_every: int, w
     def compact(t):
         open_rows = [i for i in rows if ends[i] > t]
         if policy is not None and policy.wants(len(open_rows), len(rows), max_new - t):
-            return open_rows
+            pad = [i for i in rows if ends[i] <= t][:policy.kept(len(open_rows)) - len(open_rows)]
+            return sorted(open_rows + pad)
         return rows
 
     if max_new == 1 or all_ended(1):
