@@ -34,7 +34,10 @@ Off by default, by measurement: on the H200 with SmolLM2-135M (benchmarks/RESULT
 ``bench_graph_decode.py --compaction``) it cut the study batches' row-steps by 26-51 % but not their time
 (0.93-1.00x): the batch still runs every step to its longest row's end, and a step of this small model costs
 about the same for 48 rows as for 12 (launch-bound kernels), while each compaction adds an eager step and a
-capture. It pays where a step's cost grows with its rows (larger models, longer caches). On:
+capture. Measured again with compiled decoder layers (2026-12-05, a whole study, batch log): decode seconds
+-13 %, warm-up and capture seconds +80 %, a net loss. It pays where a step's cost grows with its rows (larger
+models, longer caches). A compaction keeps at least ``min_rows`` = 2 rows (one ended row as padding when one is
+open): with compiled layers a batch of one row would make dynamo specialise and compile again. On:
 ``ROPESHIFT_COMPACT_ROWS=1`` (or a fraction, e.g. 0.75), or ``COMPACT_ROWS = True`` here when the environment
 does not set it; ``ROPESHIFT_COMPACT_ROWS=0`` forces it off.
 """
