@@ -31,6 +31,26 @@ def test_key_follows_file_dtype_and_version(tmp_path, monkeypatch):
     assert not gguf_cache.is_complete(a)
 
 
+def test_one_parse_shares_readers_and_restores_gguf(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    base_reader, base_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    f = tmp_path / "tiny.gguf"
+    w = gguf.GGUFWriter(str(f), "llama")
+    w.add_block_count(2)
+    w.add_tensor("token_embd.weight", __import__("numpy").ones((4, 8), dtype="float32"))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with gguf_cache.one_parse():
+        a, b = gguf.GGUFReader(str(f)), gguf.GGUFReader(str(tmp_path / "." / "tiny.gguf"))
+        assert a is b and isinstance(a, base_reader) and a.tensors[0].name == "token_embd.weight"
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+    assert gguf.GGUFReader is base_reader and gguf.get_tensor_name_map is base_map
+    assert gguf.GGUFReader(str(f)) is not gguf.GGUFReader(str(f))
+
+
 def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smollm2):
     """First load: from the GGUF file, then saved (complete folder); second load: from the folder, no GGUF parse;
     both equal the session's model (logits, token ids, chat template, generation config). An incomplete folder
@@ -70,6 +90,14 @@ def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smoll
             assert model.generation_config.eos_token_id == ref.generation_config.eos_token_id
             assert model.config.rope_parameters == ref.config.rope_parameters
             assert torch.equal(model(tok(text, return_tensors="pt").input_ids).logits, want)
+    # one_parse (the loads above) gives the weights and config transformers' own GGUF load gives
+    path = EMBEDDED["smollm2-135m"].path()
+    plain = real(AutoModelForCausalLM, str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                 local_files_only=True)
+    want_sd, got_sd = plain.state_dict(), first[0].state_dict()
+    assert want_sd.keys() == got_sd.keys() and all(torch.equal(want_sd[k], got_sd[k]) for k in want_sd)
+    no_attn = lambda c: {k: v for k, v in c.to_dict().items() if "attn" not in k}  # noqa: E731 (sdpa vs default)
+    assert no_attn(plain.config) == no_attn(first[0].config)
     (folder / gguf_cache.DONE).unlink()
     load_model("smollm2-135m", device="cpu", progress=False)
     assert seen[-1][1] is not None and gguf_cache.is_complete(folder)

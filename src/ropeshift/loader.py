@@ -224,15 +224,16 @@ def load_model(
     placement = {"tp_plan": tp_plan} if tp_plan is not None else {}
 
     def from_pretrained(folder, kw):
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder),
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            use_safetensors=None if (allow_pickle or "gguf_file" in kw) else True,
-            **placement,
-            **kw,
-        )
+        with gguf_cache.one_parse():  # a GGUF file parsed once for config, tokenizer and weights
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(folder),
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                use_safetensors=None if (allow_pickle or "gguf_file" in kw) else True,
+                **placement,
+                **kw,
+            )
         return model, tokenizer
 
     model = None
