@@ -38,8 +38,10 @@ def summarize(lines: list[dict]) -> str:
         if b["kind"] != "generation":
             r["likelihood_s"] += b["wall_s"]
         r["steps"] += b.get("steps", 0)
-        # replayed steps: a graph-loop batch's steps after the prefill's token and its eager warm-up steps
-        r["replayed"] += max(0, b.get("steps", 0) - 3) if b.get("decode") == "graphs" else 0
+        # logs written before ``decode_steps`` existed (2026-12-05): a graph batch's steps after the prefill's
+        # token and its 2 eager warm-up steps
+        legacy = max(0, b.get("steps", 0) - 3) if b.get("decode") == "graphs" else 0
+        r["decode_steps"] += b.get("decode_steps", legacy)
     head = ("| bucket | length | batches | rows | Mtok | wall s | tokenize | prefill | capture | decode | generate "
             "| likelihood | host | steps | us/tok prefill | ms/step |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -51,7 +53,7 @@ def summarize(lines: list[dict]) -> str:
             total[k] += v
         total["host"] += host
         us = 1e6 * r["prefill_s"] / r["tokens"] if r["prefill_s"] and r["tokens"] else None
-        ms = 1e3 * r["decode_s"] / r["replayed"] if r["replayed"] else None
+        ms = 1e3 * r["decode_s"] / r["decode_steps"] if r["decode_steps"] else None
         out.append(f"| {name} | {length} | {int(r['batches'])} | {int(r['rows'])} | {r['tokens'] / 1e6:.2f} "
                    f"| {r['wall_s']:.1f} | {r['tokenize_s']:.1f} | {r['prefill_s']:.1f} | {r['capture_s']:.1f} "
                    f"| {r['decode_s']:.1f} | {r['generate_s']:.1f} | {r['likelihood_s']:.1f} | {host:.1f} "

@@ -48,7 +48,7 @@ import torch
 
 from ropeshift.eval.generation import activate, answer_end, deactivate, generate, prompt_ids
 from ropeshift.eval.options import format_length, method_specs, parse_lengths, parse_names
-from ropeshift.eval.records import LIKELIHOOD
+from ropeshift.eval.records import LIKELIHOOD, NOT_RECORDS
 from ropeshift.eval.runner import RunConfig, prepare_samples
 from ropeshift.eval.tasks import resolve_task
 
@@ -94,7 +94,7 @@ def record_costs(root: Path) -> tuple[dict, dict]:
         raise FileNotFoundError(f"no records folder {root}")
     cells, ranks, seen = {}, defaultdict(float), set()
     for p in sorted(root.rglob("*.jsonl")):
-        if {"_prompts", "_progress", "_batches"} & set(p.relative_to(root).parts):
+        if set(NOT_RECORDS) & set(p.relative_to(root).parts):
             continue
         m = _WRITER.search(p.name)
         for r in read_records(p):
@@ -152,7 +152,7 @@ def method_settings(*roots: Path | None) -> dict[str, tuple[str, dict]]:
         if root is None:
             continue
         for p in sorted(Path(root).rglob("*.jsonl")):
-            if {"_prompts", "_progress", "_batches"} & set(p.parts):
+            if set(NOT_RECORDS) & set(p.parts):
                 continue
             with open(p, encoding="utf-8") as f:
                 line = f.readline()

@@ -70,11 +70,12 @@ def test_loop_reports_its_phases(model, tok, rows):
         stats = {}
         generate(model, tok, rows, MAX_NEW, decode="loop", stats=stats)
         assert stats["decode"] == "loop" and stats["steps"] == MAX_NEW == len(calls)
+        assert stats["decode_steps"] == MAX_NEW - 1  # eager: every forward after the prefill is a loop step
         assert stats["compactions"] == 0 and stats["capture_s"] == 0.0  # eager: nothing captured
         assert stats["prefill_s"] > 0 and stats["decode_s"] > 0 and 0 <= stats["check_s"]
         stats = {}
         generate(model, tok, rows, MAX_NEW, stop=[lambda t: True] * len(rows), decode="loop", stats=stats)
-        assert stats["steps"] == 1 and stats["decode_s"] == 0.0
+        assert stats["steps"] == 1 and stats["decode_s"] == 0.0 and stats["decode_steps"] == 0
         stats = {}
         generate(model, tok, rows, 5, decode="generate", stats=stats)
         assert stats["decode"] == "generate" and stats["steps"] == 5 and stats["generate_s"] > 0

@@ -21,9 +21,9 @@ import os
 import time
 from pathlib import Path
 
-from .records import model_dir
+from .records import BATCH_LOG, model_dir
 
-FOLDER = "_batches"
+FOLDER = BATCH_LOG
 
 
 def log_path(out: Path, model: str, rank: int) -> Path:

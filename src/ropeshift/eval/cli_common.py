@@ -151,12 +151,14 @@ def check_stored(root: Path) -> None:
     a folder where a file belongs, or a line such as ``{}``, is an error naming the file and line."""
     import json
 
+    from .records import BATCH_LOG
+
     if not root.exists():
         return
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder; give another --out")
     for path in sorted(root.rglob("*.jsonl")):
-        if "_batches" in path.relative_to(root).parts:
+        if BATCH_LOG in path.relative_to(root).parts:
             continue  # the batch log (``batch_log``), not records
         if path.is_dir():
             raise ValueError(f"{path} is a folder where a JSONL file belongs; remove it or use another --out")

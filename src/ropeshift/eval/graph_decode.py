@@ -195,11 +195,13 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     (``row_compaction``; "auto": ``default_compaction()``, None: never); a dropped row's tokens after its end are
     0 here (before its end they are the tokens it would decode in the whole batch). stats: a dict that gets the
     call's wall seconds per phase (``prefill_s``: the prompt's forward and first token; ``capture_s``: eager
-    warm-up steps and graph captures; ``decode_s``: replayed steps; ``check_s``: the stopper, inside the other
-    phases) and its ``steps`` (decode forwards) and ``compactions``; each phase ends at a host sync."""
+    warm-up steps and graph captures; ``decode_s``: the loop's steps, replayed graphs or eager; ``check_s``: the
+    stopper, inside the other phases), ``steps`` (forwards, the prefill's included: the tokens each row got),
+    ``decode_steps`` (the forwards inside ``decode_s``) and ``compactions``; each phase ends at a host sync."""
     clock = time.perf_counter
     t_start = clock()
-    spent = {"prefill_s": 0.0, "capture_s": 0.0, "decode_s": 0.0, "check_s": 0.0, "steps": 0, "compactions": 0}
+    spent = {"prefill_s": 0.0, "capture_s": 0.0, "decode_s": 0.0, "check_s": 0.0, "decode_steps": 0,
+             "compactions": 0}
     policy = default_compaction() if compaction == "auto" else compaction
     b, n0 = ids.shape
     device = ids.device
@@ -294,6 +296,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                         _step(model, cache_kw, r)
                     record(r, t)
                     t += 1
+                    spent["decode_steps"] += 1
                     if t - checked >= check_every or t == max_new:
                         if check(t):
                             done = True

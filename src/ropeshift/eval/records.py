@@ -286,7 +286,8 @@ def write_atomic(path: Path, lines: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-_NOT_RECORDS = ("_prompts", "_progress", "_batches")
+BATCH_LOG = "_batches"  # the runner's batch log (``batch_log``)
+NOT_RECORDS = ("_prompts", "_progress", BATCH_LOG)  # folders under a model folder that hold no records
 
 
 def iter_records(root: Path) -> Iterator[Record]:
@@ -296,7 +297,7 @@ def iter_records(root: Path) -> Iterator[Record]:
         raise FileNotFoundError(f"no results folder {root}")
     seen = set()
     for p in sorted(root.rglob("*.jsonl"), key=_file_order):
-        if any(part in _NOT_RECORDS for part in p.relative_to(root).parts):
+        if any(part in NOT_RECORDS for part in p.relative_to(root).parts):
             continue
         for r in read_records(p):
             if r.key not in seen:

@@ -224,11 +224,12 @@ def shard(work: list[tuple], ranks: Ranks, block=1) -> list[tuple]:
 
 
 def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None,
-        ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None) -> int:
+        ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None, samples: dict | None = None) -> int:
     """Run every method on every pending sample (this rank's share); return the number of records written.
 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
-    (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch)."""
+    (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
+    ``samples``: ``prepare_samples``' result when the caller already made it (rank 0 in ``run_rank``)."""
     from . import dense_compile
     from .generation import activate, deactivate
 
@@ -238,7 +239,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     if ranks.main:
-        samples = prepare_samples(cfg, tokenizer, progress)
+        samples = samples if samples is not None else prepare_samples(cfg, tokenizer, progress)
         write_manifest(cfg, model, model_path or cfg.model)
     parallel.barrier(ranks)        # the prompts are stored
     if not ranks.main:
@@ -251,6 +252,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     work = shard(work, ranks, lambda length: shard_block(cfg, length, ranks.world))
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     written, current = 0, None
+    log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
     try:
         for method, length, cells in length_buckets(work):
             if method != current:
@@ -266,7 +268,6 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                           key=lambda x: (x[0].n_tokens, x[1], x[0].index))
             step = rows_per_batch(cfg, length)
             with contextlib.ExitStack() as stack:
-                log = stack.enter_context(BatchLog(log_path(cfg.out, cfg.model, ranks.rank)))
                 apps = {name: stack.enter_context(open_writer(cfg.out, cfg.model, name, method.label, length,
                                                               ranks.rank)) for name in tasks}
                 for name, record in copies:
@@ -298,6 +299,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         bar.close()
         raise
     finally:
+        log.close()
         deactivate(model)
     bar.finish()
     return written
@@ -400,12 +402,14 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
             torch.set_num_threads(parallel.cpu_threads(ranks))
         clock = parallel.StartupClock(ranks, enabled=progress)
+        samples = None
         if load_tokenizer is not None and ranks.main:
-            prepare_samples(cfg, load_tokenizer(), progress)
+            samples = prepare_samples(cfg, load_tokenizer(), progress)
             clock.mark("prompts first")
         model, tokenizer = load(dev)
         clock.mark("model")
-        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock)
+        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,
+                   samples=samples)
     finally:
         if created:
             import torch.distributed as dist
