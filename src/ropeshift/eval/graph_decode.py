@@ -17,7 +17,16 @@ The cache's own offset tensor advances inside the graph (``StaticLayer.update``)
 static decode mode (``ropeshift.attention.interface``: the whole buffer, a device-side written length), so no
 step needs the host. The caller's stopper sees the new tokens every ``check_every`` steps (one small
 device-to-host copy) and cuts each row at its end. Rows that have ended keep decoding (fixed shapes) to the
-batch's end; with row compaction on (``row_compaction``: off by default, ROPESHIFT_COMPACT_ROWS=1), once at
+batch's end, but stop reading their keys: at the check that ends a row its mask is zeroed below the slot the
+next step writes (``retire``), so from then on the row attends to its own new keys only, and the kernels skip
+the tiles below each row's first valid key (its KV cache is no longer read; no shape changes, no capture)::
+
+    slot       0 1 2 3 4 5 6 7 8 9        prompt 0..5, row ended at the check after slot 6 was written
+    mask       1 1 1 1 1 1 1 1 1 1        open row: every written slot is read
+    retired    0 0 0 0 0 0 0 1 1 1        key_start = 7: tiles below it are never loaded
+
+Off with ROPESHIFT_RETIRE_ROWS=0 (the ended rows' tokens after their ends change, nothing before them). With row
+compaction on (``row_compaction``: off by default, ROPESHIFT_COMPACT_ROWS=1), once at
 most half of the batch is open at a check, the loop goes on with the k open rows only (the cache's rows
 selected, the buffers cut, the step captured again).
 
@@ -48,12 +57,17 @@ import torch
 from .row_compaction import COMPACT_ENV, Compaction, default_compaction, select_cache_rows
 
 GRAPHS_ENV = "ROPESHIFT_CUDA_GRAPHS"  # "0": model.generate on CUDA too (the escape hatch)
+RETIRE_ENV = "ROPESHIFT_RETIRE_ROWS"  # "0": ended rows keep reading their whole KV cache (module docstring)
 WARMUP_STEPS = 2  # eager steps on a side stream before capture (PyTorch's CUDA-graph recipe); real steps
 REWARM_STEPS = 1  # eager steps before the capture that follows a row compaction (new shapes: Triton, cuBLAS)
 
 
 def graphs_enabled() -> bool:
     return os.environ.get(GRAPHS_ENV, "1") != "0"
+
+
+def retire_enabled() -> bool:
+    return os.environ.get(RETIRE_ENV, "1") != "0"
 
 
 def graph_decode_reason(model) -> str | None:
@@ -197,11 +211,13 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     call's wall seconds per phase (``prefill_s``: the prompt's forward and first token; ``capture_s``: eager
     warm-up steps and graph captures; ``decode_s``: the loop's steps, replayed graphs or eager; ``check_s``: the
     stopper, inside the other phases), ``steps`` (forwards, the prefill's included: the tokens each row got),
-    ``decode_steps`` (the forwards inside ``decode_s``) and ``compactions``; each phase ends at a host sync."""
+    ``decode_steps`` (the forwards inside ``decode_s``), ``compactions`` and ``retired`` (rows that stopped reading
+    their keys before the batch's end); each phase ends at a host sync."""
     clock = time.perf_counter
     t_start = clock()
     spent = {"prefill_s": 0.0, "capture_s": 0.0, "decode_s": 0.0, "check_s": 0.0, "decode_steps": 0,
-             "compactions": 0}
+             "compactions": 0, "retired": 0}
+    retiring = retire_enabled()
     policy = default_compaction() if compaction == "auto" else compaction
     b, n0 = ids.shape
     device = ids.device
@@ -242,6 +258,21 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
         spent["compactions"] += 1
         return r.select(local)
 
+    retired = torch.zeros(b, dtype=torch.bool)
+
+    def retire(r: _Rows, t: int) -> None:
+        """Rows of ``r`` ended since the last call stop reading their keys: their mask is zeroed below slot
+        n0 + t - 1, the one the next step writes (the step that makes token t), in place (graph-safe)."""
+        if not retiring:
+            return
+        newly = (ended & ~retired)[r.index]
+        if not bool(newly.any()):
+            return
+        local = newly.nonzero().flatten()
+        retired[r.index[local]] = True
+        r.mask[local.to(device), :n0 + t - 1] = 0
+        spent["retired"] += len(local)
+
     def record(r: _Rows, t: int) -> None:
         hist[:, t].index_copy_(0, r.slot, r.tok)
 
@@ -260,6 +291,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                   torch.cat((mask.long(), mask.new_ones(b, max_new).long()), dim=1),
                   torch.empty(b, dtype=torch.long, device=device))
         r = compact(r, 1)
+        retire(r, 1)
         with static_decode_mode(model):
             t, warm, done = 1, WARMUP_STEPS, False
             while not done and t < max_new:  # one pass per batch size
@@ -283,6 +315,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                         r = smaller
                         spent["capture_s"] += clock() - t_phase
                         continue
+                    retire(r, t)
                     graph = torch.cuda.CUDAGraph()
                     # recorded, not run: the cache and buffers are untouched
                     with blas_workspaces_dropped(), torch.cuda.graph(graph, stream=side):
@@ -305,6 +338,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                         if smaller is not r:
                             r = smaller
                             break
+                        retire(r, t)
                 spent["decode_s"] += clock() - t_phase
                 if graph is not None:
                     graph.reset()  # its memory pool goes back before the next capture
