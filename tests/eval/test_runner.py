@@ -226,24 +226,37 @@ def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama):
     assert float(total[6]) == pytest.approx(sum(b["wall_s"] for b in lines), abs=0.1)
 
 
-def test_rank_builds_prompts_before_loading_the_model(tmp_path, tok, tiny_llama):
-    """``run_rank(..., load_tokenizer=...)``: rank 0's prompts are stored before ``load`` runs (the other ranks
-    load their models meanwhile); the run reads them back and writes the same records as without."""
-    from ropeshift.eval.records import prompts_path
-    from ropeshift.eval.runner import run_rank
+def test_rank_starts_prompts_before_loading_the_model(tmp_path, tok, tiny_llama, monkeypatch):
+    """``run_rank(..., load_tokenizer=...)``: rank 0 hands its prompts to worker processes before ``load`` runs
+    and collects them after the warm-up (the other ranks load their models meanwhile); the run writes the same
+    records as a plain one."""
+    import ropeshift.eval.runner as R
 
-    cfg = _cfg(tmp_path / "first", tasks=("passkey",), methods=(MethodSpec("rope"),), samples=2)
+    events, start = [], R.start_samples
+
+    def spy(*a, **k):
+        pending = start(*a, **k)
+        events.append(("start", pending.futures is not None))
+        result = pending.result
+        pending.result = lambda: (events.append(("result",)), result())[1]
+        return pending
+
+    monkeypatch.setattr(R, "start_samples", spy)
+    kw = dict(tasks=("passkey",), lengths=(256, 320), methods=(MethodSpec("rope"),), samples=2, workers=2)
+    cfg = _cfg(tmp_path / "first", **kw)
 
     def load(device):
-        assert prompts_path(cfg.out, "tiny", "passkey", 256).exists()
+        events.append(("load",))
         return tiny_llama, tok
 
-    assert run_rank(cfg, load, "cpu", progress=False, load_tokenizer=lambda: tok) == 2
-    plain = _cfg(tmp_path / "plain", tasks=("passkey",), methods=(MethodSpec("rope"),), samples=2)
-    assert run(plain, tiny_llama, tok, progress=False) == 2
+    assert R.run_rank(cfg, load, "cpu", progress=False, load_tokenizer=lambda: tok) == 4
+    assert events == [("start", True), ("load",), ("result",)]  # two (task, length) cells: two worker processes
+    plain = _cfg(tmp_path / "plain", **kw)
+    assert run(plain, tiny_llama, tok, progress=False) == 4
     key = lambda r: (r["index"], r["prompt_hash"], r["prediction"])  # noqa: E731
-    assert sorted(map(key, read_cell(cfg.out, "tiny", "passkey", "rope", 256))) == \
-           sorted(map(key, read_cell(plain.out, "tiny", "passkey", "rope", 256)))
+    for n in kw["lengths"]:
+        assert sorted(map(key, read_cell(cfg.out, "tiny", "passkey", "rope", n))) == \
+               sorted(map(key, read_cell(plain.out, "tiny", "passkey", "rope", n)))
 
 
 def test_length_buckets_group_tasks_by_answer_budget():

@@ -5,8 +5,8 @@
     print(format_plan(cfg))                       # what would run (no model needed)
     run(cfg, model, tokenizer)                    # generate prompts once, then every method on them
 
-Prompts are generated once per (task, length) from the seed and stored under ``_prompts/``; every
-method reads the stored prompts, so all methods see identical inputs. A record is appended (and
+Prompts are generated once per (task, length) from the seed and stored under ``_prompts/`` (``sample_store``);
+every method reads the stored prompts, so all methods see identical inputs. A record is appended (and
 fsynced) to this process's own records file as soon as its sample is scored; a rerun skips samples
 whose record exists in any writer's file, after checking that it was made from the same prompt (same
 hash). With ``ranks`` (``parallel.Ranks``, under torchrun or ``--workers``) the pending samples are
@@ -21,11 +21,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parallel, rope_share
+from . import parallel, rope_share, warm_up
 from .batch_log import BatchLog, counts, log_path
 from .options import MethodSpec, format_length
 from .parallel import Ranks
-from .records import GENERATION, Record, model_dir, open_writer, prompts_path, read_cell, read_jsonl, write_atomic
+from .records import GENERATION, Record, model_dir, open_writer, read_cell
+from .sample_store import PendingSamples, prepare_samples, start_samples
 from .tasks import Sample, TaskOptions, resolve_task
 
 
@@ -99,57 +100,6 @@ def format_plan(cfg: RunConfig) -> str:
             lines.append(f"  {task:<18} {method.label:<20} haystack {hay:<9} to run  {cells}")
     lines.append(f"{total} samples to run")
     return "\n".join(lines)
-
-
-_TOKENIZER = None  # set before forking prompt workers; children inherit it
-
-
-def _make(task: str, length: int, n: int, seed: int, options: TaskOptions) -> list[Sample]:
-    return resolve_task(task).make_samples(_TOKENIZER, length, n, seed, options)
-
-
-def prepare_samples(cfg: RunConfig, tokenizer, progress: bool = True) -> dict[tuple[str, int], list[Sample]]:
-    """Load stored prompts, or generate (in parallel worker processes) and store them, per (task, length)."""
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    global _TOKENIZER
-    out, missing = {}, []
-    for task in cfg.tasks:
-        for length in cfg.lengths:
-            header = {"task": task, "length": length, "seed": cfg.seed, "haystack": cfg.options.haystack,
-                      "depths": cfg.options.depths, "chat": cfg.options.chat}
-            stored = read_jsonl(prompts_path(cfg.out, cfg.model, task, length))
-            if stored and stored[0] == {"header": header} and len(stored) - 1 >= cfg.samples:
-                out[task, length] = [Sample.from_dict(d) for d in stored[1:cfg.samples + 1]]
-            else:
-                missing.append((task, length, header))
-    workers = min(cfg.workers or os.cpu_count() or 1, len(missing))
-    _TOKENIZER = tokenizer
-    bar = tqdm(total=len(missing), desc="prompts", disable=not progress or not missing)
-    try:
-        if workers > 1 and "fork" in mp.get_all_start_methods():
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options)) for k in missing]
-                results = []
-                for k, f in futures:
-                    results.append((k, f.result()))
-                    bar.update()
-        else:
-            results = []
-            for k in missing:
-                results.append((k, _make(k[0], k[1], cfg.samples, cfg.seed, cfg.options)))
-                bar.update()
-    finally:
-        bar.close()
-        _TOKENIZER = None
-    for (task, length, header), samples in results:
-        write_atomic(prompts_path(cfg.out, cfg.model, task, length), [{"header": header}, *(s.to_dict() for s in samples)])
-        out[task, length] = samples
-    return out
 
 
 def write_manifest(cfg: RunConfig, model, model_path: str) -> None:
@@ -229,7 +179,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
     (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
-    ``samples``: ``prepare_samples``' result when the caller already made it (rank 0 in ``run_rank``)."""
+    ``samples``: ``prepare_samples``' result, or ``start_samples``' pending one, when the caller started the
+    prompts (rank 0 in ``run_rank``). Before the loop, each rank warms up (``warm_up``: compiles on CUDA) while
+    rank 0's prompt workers run."""
     from . import dense_compile
     from .generation import activate, deactivate
 
@@ -238,8 +190,13 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     if mode:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
+    if ranks.main and samples is None:
+        samples = start_samples(cfg, tokenizer, progress)  # made by worker processes during the warm-up
+    if warm_up.enabled(model, mode):
+        warm_up.warm_up(model, tokenizer, cfg.methods, max(cfg.lengths), cfg.impl, cfg.plain_attention)
+        clock.mark("warm-up")
     if ranks.main:
-        samples = samples if samples is not None else prepare_samples(cfg, tokenizer, progress)
+        samples = samples.result() if isinstance(samples, PendingSamples) else samples
         write_manifest(cfg, model, model_path or cfg.model)
     parallel.barrier(ranks)        # the prompts are stored
     if not ranks.main:
@@ -390,9 +347,9 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     """One rank of a data-parallel run, under torchrun or spawned by ``run_workers``: join the gloo group,
     load the model on this rank's own device with ``load(device) -> (model, tokenizer)``, run its share.
 
-    ``load_tokenizer() -> tokenizer`` (optional): rank 0 then builds and stores the prompts before it loads the
-    model, while the other ranks load theirs (measured on the H200: model 35 s and prompts 18 s one after the
-    other on rank 0, issue 10); ``run`` reads them back."""
+    ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
+    the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
+    ``run`` collects them after its warm-up (``warm_up``)."""
     ranks = Ranks.from_env()
     created = parallel.init_group(ranks)
     try:
@@ -403,9 +360,9 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             torch.set_num_threads(parallel.cpu_threads(ranks))
         clock = parallel.StartupClock(ranks, enabled=progress)
         samples = None
-        if load_tokenizer is not None and ranks.main:
-            samples = prepare_samples(cfg, load_tokenizer(), progress)
-            clock.mark("prompts first")
+        if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads
+            samples = start_samples(cfg, load_tokenizer(), progress)
+            clock.mark("tokenizer")
         model, tokenizer = load(dev)
         clock.mark("model")
         return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,

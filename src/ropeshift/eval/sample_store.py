@@ -1,0 +1,94 @@
+"""The prompts of a run, made once per (task, length) from the seed and stored under ``<out>/<model>/_prompts/``.
+
+    samples = prepare_samples(cfg, tokenizer)           # {(task, length): [Sample]}: read back, or made and stored
+    pending = start_samples(cfg, tokenizer)             # the same without waiting: worker processes make them
+    ...                                                 # (load the model, compile) meanwhile
+    samples = pending.result()
+
+A stored file is reused when its header (task, length, seed, haystack, depths, chat) matches and it holds enough
+samples; every method of a run reads the same stored prompts, so all methods see identical inputs.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .records import prompts_path, read_jsonl, write_atomic
+from .tasks import Sample, TaskOptions, resolve_task
+
+if TYPE_CHECKING:
+    from .runner import RunConfig
+
+_TOKENIZER = None  # set before forking prompt workers; children inherit it
+
+
+def _make(task: str, length: int, n: int, seed: int, options: TaskOptions) -> list[Sample]:
+    return resolve_task(task).make_samples(_TOKENIZER, length, n, seed, options)
+
+
+def prepare_samples(cfg: "RunConfig", tokenizer, progress: bool = True) -> dict[tuple[str, int], list[Sample]]:
+    """Load stored prompts, or generate (in parallel worker processes) and store them, per (task, length)."""
+    return start_samples(cfg, tokenizer, progress).result()
+
+
+class PendingSamples:
+    """Prompts being made by worker processes (``start_samples``); ``result()`` waits for them, stores them under
+    ``_prompts/`` and returns ``{(task, length): [Sample]}``."""
+
+    def __init__(self, cfg: "RunConfig", out: dict, missing: list, pool, futures, progress: bool):
+        self.cfg, self.out, self.missing, self.pool, self.futures, self.progress = cfg, out, missing, pool, futures, progress
+
+    def result(self) -> dict[tuple[str, int], list[Sample]]:
+        from tqdm.auto import tqdm
+
+        global _TOKENIZER
+        cfg, results = self.cfg, []
+        bar = tqdm(total=len(self.missing), desc="prompts", disable=not self.progress or not self.missing)
+        try:
+            if self.futures is not None:
+                for k, f in self.futures:
+                    results.append((k, f.result()))
+                    bar.update()
+            else:
+                for k in self.missing:
+                    results.append((k, _make(k[0], k[1], cfg.samples, cfg.seed, cfg.options)))
+                    bar.update()
+        finally:
+            bar.close()
+            if self.pool is not None:
+                self.pool.shutdown()
+            _TOKENIZER = None
+        for (task, length, header), samples in results:
+            write_atomic(prompts_path(cfg.out, cfg.model, task, length),
+                         [{"header": header}, *(s.to_dict() for s in samples)])
+            self.out[task, length] = samples
+        self.missing, self.futures = [], None
+        return self.out
+
+
+def start_samples(cfg: "RunConfig", tokenizer, progress: bool = True) -> PendingSamples:
+    """``prepare_samples`` without waiting: the stored prompts are read now, the missing ones handed to worker
+    processes (forked here, before any later CUDA work of the caller; one per CPU core, at most one per
+    (task, length)); the caller goes on (loads its model, compiles) and calls ``result()``. With one worker
+    (or no fork) the prompts are made in ``result()``."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _TOKENIZER
+    out, missing = {}, []
+    for task in cfg.tasks:
+        for length in cfg.lengths:
+            header = {"task": task, "length": length, "seed": cfg.seed, "haystack": cfg.options.haystack,
+                      "depths": cfg.options.depths, "chat": cfg.options.chat}
+            stored = read_jsonl(prompts_path(cfg.out, cfg.model, task, length))
+            if stored and stored[0] == {"header": header} and len(stored) - 1 >= cfg.samples:
+                out[task, length] = [Sample.from_dict(d) for d in stored[1:cfg.samples + 1]]
+            else:
+                missing.append((task, length, header))
+    workers = min(cfg.workers or os.cpu_count() or 1, len(missing))
+    _TOKENIZER = tokenizer  # the workers inherit it when they are forked (at the first submit: all of them)
+    pool = futures = None
+    if workers > 1 and "fork" in mp.get_all_start_methods():
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options)) for k in missing]
+    return PendingSamples(cfg, out, missing, pool, futures, progress)
