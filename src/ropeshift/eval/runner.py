@@ -193,7 +193,8 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)  # made by worker processes during the warm-up
     if warm_up.enabled(model, mode):
-        warm_up.warm_up(model, tokenizer, cfg.methods, max(cfg.lengths), cfg.impl, cfg.plain_attention)
+        warm_up.warm_up(model, tokenizer, cfg.methods, max(cfg.lengths), cfg.impl, cfg.plain_attention,
+                        start=ranks.rank * len(cfg.methods) // ranks.world)
         clock.mark("warm-up")
     if ranks.main:
         samples = samples.result() if isinstance(samples, PendingSamples) else samples

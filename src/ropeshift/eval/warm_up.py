@@ -36,9 +36,12 @@ def enabled(model, compile_mode: str | None) -> bool:
     return next(model.parameters()).device.type == "cuda"
 
 
-def warm_up(model, tokenizer, methods, length: int, impl: str | None = None, plain_attention: str = "model") -> dict:
-    """Run every method of ``methods`` once on two dummy rows of ``length`` tokens (see the module docstring);
-    returns ``{"warm_up_s": seconds, "methods": n}``. The model is left without a method."""
+def warm_up(model, tokenizer, methods, length: int, impl: str | None = None, plain_attention: str = "model",
+            start: int = 0) -> dict:
+    """Run every method of ``methods`` once on two dummy rows of ``length`` tokens (see the module docstring),
+    beginning with ``methods[start]`` (rank r of w starts at r/w of the list, so the ranks build different
+    kernels first and find the others' in the on-disk caches); returns ``{"warm_up_s": seconds, "methods": n}``.
+    The model is left without a method."""
     import torch
 
     from .generation import activate, deactivate, generate
@@ -48,8 +51,9 @@ def warm_up(model, tokenizer, methods, length: int, impl: str | None = None, pla
     base = torch.arange(length, dtype=torch.long) % max(2, min(vocab, 1000) - 1) + 1  # ordinary token ids
     rows = [base[: length - length // 8], base]  # unequal: left padding, as in real batches
     ids = torch.stack([base, base.roll(1)]).to(next(model.parameters()).device)
-    n = 0
-    for spec in methods:
+    n, methods = 0, list(methods)
+    start %= max(1, len(methods))
+    for spec in methods[start:] + methods[:start]:
         activate(model, spec, impl, plain_attention)
         try:
             generate(model, tokenizer, rows, NEW_TOKENS)
