@@ -11,11 +11,16 @@ from ropeshift.eval.prompts import encode
 from ropeshift.eval.warm_up import WARM_ENV, enabled, warm_up
 
 
-def test_warm_up_only_with_compiled_layers_on_cuda(tiny_llama, monkeypatch):
+def test_warm_up_only_when_asked_with_compiled_layers_on_cuda(tiny_llama, monkeypatch):
+    import copy
+
+    cuda_ok = __import__("torch").cuda.is_available()
+    assert not enabled(tiny_llama, "layers")  # off by default
+    monkeypatch.setenv(WARM_ENV, "1")
     assert not enabled(tiny_llama, "layers")  # a CPU model: nothing is compiled, nothing to warm
     assert not enabled(tiny_llama, None)
-    monkeypatch.setenv(WARM_ENV, "0")
-    assert not enabled(tiny_llama, "layers")
+    if cuda_ok:
+        assert enabled(copy.deepcopy(tiny_llama).cuda(), "layers")
 
 
 def test_warm_up_runs_every_row_and_leaves_the_model_unpatched(tiny_llama, tok):

@@ -180,8 +180,8 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
     (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
     ``samples``: ``prepare_samples``' result, or ``start_samples``' pending one, when the caller started the
-    prompts (rank 0 in ``run_rank``). Before the loop, each rank warms up (``warm_up``: compiles on CUDA) while
-    rank 0's prompt workers run."""
+    prompts (rank 0 in ``run_rank``). Before the loop, each rank may warm up (``warm_up``, ROPESHIFT_WARM_UP=1)
+    while rank 0's prompt workers run."""
     from . import dense_compile
     from .generation import activate, deactivate
 

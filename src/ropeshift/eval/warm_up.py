@@ -17,7 +17,11 @@ The two rows are as long as the longest length so that every method's own kernel
 RoPE below its threshold, e.g. STRING under S = L/3, would otherwise take the plain path). The compiled graphs
 and kernels land in the process's own caches and in the on-disk Inductor and Triton caches the other ranks read.
 Cost: ~2 x length tokens of prefill and three decode steps per row, milliseconds of GPU time; the compile time
-moves out of the loop. ``ROPESHIFT_WARM_UP=0`` turns it off.
+moves out of the loop.
+
+Off by default until measured on the GPU (written in the eleventh session, when no device could be had):
+``ROPESHIFT_WARM_UP=1`` turns it on. Whether it pays depends on the compiled graphs it leaves being the ones the
+loop's batches reuse (dynamic shapes: no recompile for other batch sizes), which only a GPU run shows.
 """
 from __future__ import annotations
 
@@ -30,8 +34,9 @@ KEEP = 17  # logits kept by the cache-less forward (perplexity keeps trg + 1 > 1
 
 
 def enabled(model, compile_mode: str | None) -> bool:
-    """Warm up where it pays: CUDA, compiled layers, and not turned off by ``ROPESHIFT_WARM_UP=0``."""
-    if os.environ.get(WARM_ENV, "1") == "0" or not compile_mode:
+    """Warm up when asked (``ROPESHIFT_WARM_UP=1``; off by default, module docstring) where it can pay: CUDA and
+    compiled layers."""
+    if os.environ.get(WARM_ENV, "0") != "1" or not compile_mode:
         return False
     return next(model.parameters()).device.type == "cuda"
 
