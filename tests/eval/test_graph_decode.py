@@ -86,8 +86,8 @@ def test_loop_reports_its_phases(model, tok, rows):
 @pytest.mark.parametrize("model", SPECS[1:3], indirect=True, ids=["plain", "string"])
 def test_ended_rows_stop_reading_their_keys(model, tok, rows, monkeypatch):
     """A row that has ended attends to its own new keys only (its mask zeroed below the next slot), and no row's
-    text changes: the texts with and without retiring are equal, and each retired row's later steps see fewer
-    valid keys than its prompt holds."""
+    text changes: the texts with and without retiring are equal, and each retired row's later steps see none of
+    its prompt's keys, only the keys written since it ended."""
     import ropeshift.attention.interface as I
     from ropeshift.eval.graph_decode import RETIRE_ENV
 

@@ -14,7 +14,9 @@ from ropeshift.eval.warm_up import WARM_ENV, enabled, warm_up
 def test_warm_up_only_when_asked_with_compiled_layers_on_cuda(tiny_llama, monkeypatch):
     import copy
 
-    cuda_ok = __import__("torch").cuda.is_available()
+    import torch
+
+    cuda_ok = torch.cuda.is_available()
     assert not enabled(tiny_llama, "layers")  # off by default
     monkeypatch.setenv(WARM_ENV, "1")
     assert not enabled(tiny_llama, "layers")  # a CPU model: nothing is compiled, nothing to warm

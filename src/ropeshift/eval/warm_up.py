@@ -15,9 +15,9 @@ several logits kept (perplexity's call)::
 
 The two rows are as long as the longest length so that every method's own kernels run (a method that is exactly
 RoPE below its threshold, e.g. STRING under S = L/3, would otherwise take the plain path). The compiled graphs
-and kernels land in the process's own caches and in the on-disk Inductor and Triton caches the other ranks read.
-Cost: ~2 x length tokens of prefill and three decode steps per row, milliseconds of GPU time; the compile time
-moves out of the loop.
+and kernels land in the process's own caches and in the on-disk Inductor and Triton caches, which the other ranks
+may then read (expected, not yet measured). Work added: ~2 x length tokens of prefill and three decode steps per
+row; the compile time it moves out of the loop is the point, and is what a GPU run must show.
 
 Off by default until measured on the GPU (written in the eleventh session, when no device could be had):
 ``ROPESHIFT_WARM_UP=1`` turns it on. Whether it pays depends on the compiled graphs it leaves being the ones the
