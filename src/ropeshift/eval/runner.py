@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parallel, rope_share, warm_up
+from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
 from .options import MethodSpec, format_length
 from .parallel import Ranks
@@ -180,8 +180,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
     (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
     ``samples``: ``prepare_samples``' result, or ``start_samples``' pending one, when the caller started the
-    prompts (rank 0 in ``run_rank``). Before the loop, each rank may warm up (``warm_up``, ROPESHIFT_WARM_UP=1)
-    while rank 0's prompt workers run."""
+    prompts (rank 0 in ``run_rank``)."""
     from . import dense_compile
     from .generation import activate, deactivate
 
@@ -191,11 +190,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     if ranks.main and samples is None:
-        samples = start_samples(cfg, tokenizer, progress)  # made by worker processes during the warm-up
-    if warm_up.enabled(model, mode):
-        warm_up.warm_up(model, tokenizer, cfg.methods, max(cfg.lengths), cfg.impl, cfg.plain_attention,
-                        start=ranks.rank * len(cfg.methods) // ranks.world)
-        clock.mark("warm-up")
+        samples = start_samples(cfg, tokenizer, progress)
     if ranks.main:
         samples = samples.result() if isinstance(samples, PendingSamples) else samples
         write_manifest(cfg, model, model_path or cfg.model)
@@ -350,7 +345,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
     ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
     the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
-    ``run`` collects them after its warm-up (``warm_up``)."""
+    ``run`` collects them before its first barrier."""
     ranks = Ranks.from_env()
     created = parallel.init_group(ranks)
     try:
