@@ -3,6 +3,10 @@
 Run (GPU, ~2 min):  PYTHONPATH=src python benchmarks/profile_graph_step.py [--shapes 48x8k,64x4k]
                     [--methods plain,string] [--steps 32] [--out step.md]
 Per-batch cost:     PYTHONPATH=src python benchmarks/profile_graph_step.py --overhead [--shapes 48x8k]
+Ended rows:         add --ended 0.64 [--check-every 8] to --overhead: the stopper ends that share of the rows at
+                    its first check; each row of the table is timed with ended rows retired (their mask zeroed
+                    below the next slot: the kernels skip their keys, ``graph_decode.retire``) and without
+                    (ROPESHIFT_RETIRE_ROWS=0), "retire on / off" in the method column
 Compiled layers:    add --compile layers,blocks: every case also on a copy of the model compiled by
                     ``eval.dense_compile`` in that mode (layers: what the evaluation runs on CUDA), rows "+<mode>"
 CPU smoke check:    PYTHONPATH=src python benchmarks/profile_graph_step.py --device cpu --tiny [--overhead]
@@ -107,8 +111,11 @@ def profile(model, rows, length, steps, device):
     return (wt - w1) / steps, {k: v for k, v in per.items() if v > 0}, capture
 
 
-def overhead(model, rows, length, steps, device, repeats=3):
-    """(prefill s, per-step s, fixed s per batch) from host-timed static_generate calls (no profiler)."""
+def overhead(model, rows, length, steps, device, repeats=3, ended=0.0, check_every=None):
+    """(prefill s, per-step s, fixed s per batch) from host-timed static_generate calls (no profiler).
+
+    ended: share of the rows (the first ones) that the stopper ends at its first check, every ``check_every``
+    steps (default: once per call, at its end)."""
     from ropeshift.eval import graph_decode as G
 
     g = torch.Generator().manual_seed(0)
@@ -116,14 +123,20 @@ def overhead(model, rows, length, steps, device, repeats=3):
     mask = torch.ones_like(ids)
     capture = G.graph_decode_reason(model) is None
 
-    def never(toks, _):
-        return torch.zeros(toks.shape[0], dtype=torch.bool)
+    n_end = int(round(ended * rows))
+    if not 0 <= n_end < rows:
+        raise ValueError(f"--ended must leave at least one row running, got {ended} of {rows} rows")
+
+    def stopper(toks, _):
+        out = torch.zeros(toks.shape[0], dtype=torch.bool)
+        out[:n_end] = True
+        return out
 
     def timed(t):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        G.static_generate(model, ids, mask, never, max_new=t, graphs=capture, check_every=t)
+        G.static_generate(model, ids, mask, stopper, max_new=t, graphs=capture, check_every=check_every or t)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
@@ -188,6 +201,10 @@ def main(argv=None):
                    "eval.dense_compile modes (comma separated: layers, blocks)")
     p.add_argument("--overhead", action="store_true", help="time whole calls instead (no profiler): prefill, "
                    "per-step and per-batch fixed cost")
+    p.add_argument("--ended", type=float, default=0.0, help="with --overhead: share of the rows ended at the "
+                   "stopper's first check, each case timed with those rows retired and not")
+    p.add_argument("--check-every", type=int, default=None, help="with --overhead: steps between stopper checks "
+                   "(default: one check per call)")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.tiny:
@@ -237,10 +254,27 @@ def main_overhead(models, args, device):
     lines = ["| rows x tokens | method | prefill s | ms per step | fixed s per batch | 1 + T call s |",
              "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for (rows, length, name), (tag, m) in ((c, v) for c in _cases(models[0][1], args) for v in models):
-        with _applied(m, name):
-            t0, per, fixed = overhead(m, rows, length, args.steps, device)
-        line = (f"| {rows} x {length} | {name}{tag} | {t0:.3f} | {per * 1e3:.2f} | {fixed:.3f} | "
+    import os
+
+    from ropeshift.eval.graph_decode import RETIRE_ENV
+
+    retire = ("1", "0") if args.ended else (None,)
+    for (rows, length, name), (tag, m), flag in ((c, v, f) for c in _cases(models[0][1], args) for v in models
+                                                  for f in retire):
+        before = os.environ.get(RETIRE_ENV)
+        if flag is not None:
+            os.environ[RETIRE_ENV] = flag
+        try:
+            with _applied(m, name):
+                t0, per, fixed = overhead(m, rows, length, args.steps, device, ended=args.ended,
+                                          check_every=args.check_every)
+        finally:
+            if flag is not None:
+                os.environ.pop(RETIRE_ENV, None) if before is None else os.environ.__setitem__(RETIRE_ENV, before)
+        label = name + tag
+        if flag is not None:
+            label += f", {args.ended:.0%} ended, retire {'on' if flag == '1' else 'off'}"
+        line = (f"| {rows} x {length} | {label} | {t0:.3f} | {per * 1e3:.2f} | {fixed:.3f} | "
                 f"{t0 + fixed + args.steps * per:.3f} |")
         lines.append(line)
         print(line, flush=True)
