@@ -20,7 +20,7 @@ PHASES = ("tokenize_s", "prefill_s", "capture_s", "decode_s", "generate_s")
 
 
 def bucket(b: dict) -> str:
-    return "+".join(sorted(b["tasks"])) if b["kind"] == "generation" else next(iter(b["tasks"]))
+    return "+".join(sorted(b["tasks"]))
 
 
 def summarize(lines: list[dict]) -> str:

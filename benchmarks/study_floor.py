@@ -14,10 +14,13 @@ P = non-embedding parameters. New tokens are the prediction's own tokens (the mo
 the stop: a row that stops early frees its slot (perfect compaction), so the decode count is a lower bound, as
 is ignoring the weights' reads (shared by a batch's rows), start-up, tokenisation and padding. Records copied
 from the rope row (``same_as``) cost nothing; ``--share-rope`` also drops the records of methods that are
-exactly RoPE at their length (``rope_share``), as the runner now does, when the records predate that sharing.
+exactly RoPE at their length (``rope_share``), as the runner now does, when the records predate that sharing;
+``--share-windows`` drops ``perplexity:single`` records beside ``perplexity`` ones of the same method and length
+(the runner now forwards single's windows once, as strided's first ones: ``tasks/perplexity.py``).
 
 Run (CPU, ~1 min):  PYTHONPATH=src python benchmarks/study_floor.py --records <records folder>
-                    [--model smollm2-135m] [--peak-tflops 989] [--peak-tbs 4.8] [--share-rope] [--md floor.md]
+                    [--model smollm2-135m] [--peak-tflops 989] [--peak-tbs 4.8] [--share-rope] [--share-windows]
+                    [--md floor.md]
 e.g. after `tar xzf results/smollm2-135m_h200_2026-12-03.tgz -C /tmp/rec`: --records /tmp/rec
 """
 from __future__ import annotations
@@ -90,13 +93,16 @@ def record_cost(shape: Shape, r, new_tokens: int) -> tuple[float, float, float]:
     return forward_flops(shape, r.n_tokens, 1), dec_f, dec_b
 
 
-def floor_table(records, shape: Shape, count_new, peak_tflops: float, peak_tbs: float, share_rope=False):
+def floor_table(records, shape: Shape, count_new, peak_tflops: float, peak_tbs: float, share_rope=False,
+                share_windows=False):
     """{task: [records computed, prompt tokens, prefill FLOPs, decode FLOPs, decode bytes, measured s]}."""
     from ropeshift.eval.rope_share import SAME_AS, rope_equal_lengths
 
+    records = list(records)
+    strided = {(r.method, r.length) for r in records if r.task == "perplexity"} if share_windows else set()
     out = defaultdict(lambda: [0, 0, 0.0, 0.0, 0.0, 0.0])
     for r in records:
-        if r.details.get(SAME_AS):
+        if r.details.get(SAME_AS) or (r.task == "perplexity:single" and (r.method, r.length) in strided):
             continue
         if share_rope and r.length in rope_equal_lengths({"method": r.method_name, "params": r.params}, [r.length]):
             continue
@@ -137,6 +143,8 @@ def main(argv=None):
     p.add_argument("--peak-tbs", type=float, default=4.8, help="HBM bandwidth (H200 4.8, H100 SXM 3.35)")
     p.add_argument("--share-rope", action="store_true", help="drop records of methods exactly RoPE at their "
                    "length (as the runner shares them now)")
+    p.add_argument("--share-windows", action="store_true", help="drop perplexity:single records beside perplexity "
+                   "ones (the runner forwards their windows once)")
     p.add_argument("--md", default=None, help="also write the table as markdown")
     args = p.parse_args(argv)
     from transformers import AutoConfig, AutoTokenizer
@@ -152,7 +160,7 @@ def main(argv=None):
         return len(tokenizer(r.prediction or "", add_special_tokens=False)["input_ids"]) + 1
 
     table = floor_table(iter_records(Path(args.records)), shape, count_new, args.peak_tflops, args.peak_tbs,
-                        args.share_rope)
+                        args.share_rope, args.share_windows)
     text = f"{shape}\n\n" + render(table, args.peak_tflops, args.peak_tbs)
     print(text)
     if args.md:

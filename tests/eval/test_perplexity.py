@@ -79,3 +79,47 @@ def test_haystack_too_short_is_an_error(tok):
         resolve_task("perplexity").make_samples(tok, 4096, 10_000, 0, TaskOptions(haystack="pydoc"))
     with pytest.raises(ValueError, match="strided or single"):
         resolve_task("perplexity:sliding")
+
+
+def test_single_reads_the_strided_protocols_first_windows(tok):
+    """Where the haystack holds the strided spans, single sample i is strided sample i's first window (same
+    tokens, same offset); where it does not, single keeps its own, denser chunks."""
+    from ropeshift.eval.haystacks import get_haystack
+    from ropeshift.eval.tasks.perplexity import _doc_ids
+
+    opts = TaskOptions(haystack="pydoc")
+    strided = resolve_task("perplexity").make_samples(tok, 300, 3, 0, opts)
+    single = resolve_task("perplexity:single").make_samples(tok, 300, 3, 0, opts)
+    for a, b in zip(strided, single):
+        assert len(b.meta["input_ids"]) == 300 - len(b.meta["bos"]) < len(a.meta["input_ids"])
+        assert b.meta["input_ids"] == a.meta["input_ids"][:len(b.meta["input_ids"])]
+        assert b.meta["offset"] == a.meta["offset"]
+    span = 300 - len(single[0].meta["bos"])
+    n = len(_doc_ids(tok, get_haystack("pydoc"))) // span  # fits single's own chunks, not the strided spans
+    dense = resolve_task("perplexity:single").make_samples(tok, 300, n, 0, opts)
+    assert [s.meta["offset"] for s in dense[:3]] == [0, span, 2 * span]
+
+
+def test_mixed_batch_forwards_each_shared_window_once(tok, tiny_llama):
+    """A batch mixing both protocols on the same documents: single's windows are strided's first ones, forwarded
+    once; every sample's NLL equals its protocol evaluated alone."""
+    opts = TaskOptions(haystack="pydoc")
+    strided, single = resolve_task("perplexity"), resolve_task("perplexity:single")
+    a, b = strided.make_samples(tok, 300, 2, 0, opts), single.make_samples(tok, 300, 2, 0, opts)
+    rows: list[int] = []
+    hook = tiny_llama.register_forward_pre_hook(lambda m, args, kw: rows.append(kw["input_ids"].shape[0]),
+                                                with_kwargs=True)
+    try:
+        alone = strided.evaluate(tiny_llama, tok, a)
+        n_alone = sum(rows)
+        rows.clear()
+        own = single.evaluate(tiny_llama, tok, b)
+        assert sum(rows) == 2
+        rows.clear()
+        mixed = strided.evaluate(tiny_llama, tok, [a[0], b[0], a[1], b[1]])
+    finally:
+        hook.remove()
+    assert sum(rows) == n_alone == 2 * len(windows(len(a[0].meta["input_ids"]), 300, 256, len(a[0].meta["bos"])))
+    for got, want in zip(mixed, [alone[0], own[0], alone[1], own[1]]):
+        assert got["n_scored"] == want["n_scored"]
+        assert math.isclose(got["nll"], want["nll"], rel_tol=1e-5)

@@ -356,3 +356,23 @@ def test_rope_equal_cells_copy_the_rope_rows_records(tmp_path, tok, tiny_llama):
     alone = tmp_path / "alone"
     run(_cfg(alone, **{**kw, "methods": (string,)}), tiny_llama, tok, progress=False)
     assert all("same_as" not in r for r in read_cell(alone, "tiny", "passkey", label, 256))
+
+
+def test_both_perplexity_protocols_share_one_batch(tmp_path, tok, tiny_llama):
+    """perplexity and perplexity:single on the same documents run as one likelihood batch (their batch group),
+    rows of one prompt index together; each task gets its own records, equal to a run of that task alone."""
+    from ropeshift.eval.batch_log import read_batches
+
+    kw = dict(tasks=("perplexity", "perplexity:single"), methods=(MethodSpec("rope"),), samples=2, lengths=(300,),
+              batch_tokens=1200)
+    assert run(_cfg(tmp_path / "both", **kw), tiny_llama, tok, progress=False) == 4
+    batches = [b for b in read_batches(tmp_path / "both") if b["kind"] != "startup"]
+    assert [b["tasks"] for b in batches] == [{"perplexity": 2, "perplexity:single": 2}]
+    for task in kw["tasks"]:
+        run(_cfg(tmp_path / task, **{**kw, "tasks": (task,)}), tiny_llama, tok, progress=False)
+        got = {r.index: r for r in read_cell(tmp_path / "both", "tiny", task, "rope", 300)}
+        want = {r.index: r for r in read_cell(tmp_path / task, "tiny", task, "rope", 300)}
+        assert got.keys() == want.keys() == {0, 1}
+        for i in got:
+            assert got[i].n_scored == want[i].n_scored
+            assert got[i].nll == pytest.approx(want[i].nll, rel=1e-5)

@@ -217,8 +217,11 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
             copies = []
             if length in same:  # the rope row, earlier in every bucket, computed these prompts
                 copies, cells = rope_share.copy_from_rope(cfg.out, cfg.model, method, info, length, cells)
+            # generation: a task's rows together; likelihood: one prompt index's rows of a batch group together
+            gen = next(iter(tasks.values())).kind == GENERATION
             todo = sorted(((s, name) for name, samples in cells for s in samples),
-                          key=lambda x: (x[0].n_tokens, x[1], x[0].index))
+                          key=lambda x: (x[0].n_tokens, x[1], x[0].index) if gen else
+                          (x[0].n_tokens, x[0].index, x[1]))
             step = rows_per_batch(cfg, length)
             with contextlib.ExitStack() as stack:
                 apps = {name: stack.enter_context(open_writer(cfg.out, cfg.model, name, method.label, length,
@@ -274,10 +277,10 @@ def shard_block(cfg: RunConfig, length: int, world: int) -> int:
 def decode_bucket(task) -> tuple:
     """Tasks of one bucket share generate() calls: generation tasks whose new-token budgets round up to the same
     power of 4 (passkey 6 and number_string 12 -> 16; vt 30, kv_retrieval 50 and needle 24 -> 64; niah 128 and
-    cwe 120 -> 256), so a batch's rows run within 4x the decode steps they need. Every other task (likelihood)
-    is its own bucket."""
+    cwe 120 -> 256), so a batch's rows run within 4x the decode steps they need. A likelihood task is its own
+    bucket, or its ``batch_group``'s (both perplexity protocols: evaluate computes their shared windows once)."""
     if task.kind != GENERATION:
-        return (task.name,)
+        return (task.batch_group or task.name,)
     bucket = 1
     while bucket < task.max_new_tokens:
         bucket *= 4
@@ -303,7 +306,8 @@ def length_buckets(work: list[tuple]) -> list[tuple]:
 
 def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = None) -> tuple[list, list[dict]]:
     """Predictions and score dicts for one batch (``tasks[i]`` is row i's task: generation rows of several tasks
-    share one generate() call, each with its own budget and stop; a likelihood batch holds one task); on CUDA
+    share one generate() call, each with its own budget and stop; a likelihood batch holds one task or one
+    ``batch_group``'s, evaluated by the first row's task); on CUDA
     out-of-memory the batch is split in halves. ``stats`` (a dict) gets the batch's phase seconds
     (``tokenize_s``, ``post_s``: scoring, and ``generate``'s; ``batch_log``)."""
     import torch
@@ -312,8 +316,8 @@ def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = 
 
     try:
         if tasks[0].kind != GENERATION:
-            if any(t is not tasks[0] for t in tasks):
-                raise ValueError("a likelihood batch must hold one task")
+            if len({t.batch_group or t.name for t in tasks}) > 1:
+                raise ValueError("a likelihood batch must hold one task or one batch group")
             return [None] * len(batch), tasks[0].evaluate(model, tokenizer, batch)
         t0 = time.perf_counter()
         rows = [prompt_ids(tokenizer, s.prompt, s.add_special_tokens) for s in batch]

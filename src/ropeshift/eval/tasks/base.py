@@ -163,6 +163,7 @@ class Task:
     reads_haystack: bool = False      # True when --haystack applies to this task
     default_depths: int | None = None  # depth-grid tasks: how many depths by default
     kind: str = GENERATION             # the kind of record it makes: GENERATION or LIKELIHOOD
+    batch_group: str | None = None     # likelihood tasks of one group share batches: one evaluate() over mixed rows
 
     # -- to implement -------------------------------------------------------------------------
     def build(self, ctx: "BuildContext", rng: random.Random, depth: float | None) -> Built:

@@ -10,6 +10,17 @@ Sample i is the i-th disjoint chunk of the haystack text (``--haystack``, defaul
 ~1M tokens), so the seed plays no part. When the tokenizer adds a BOS token, every window starts with
 it. Records carry ``nll`` (sum over scored tokens) and ``n_scored``; the report computes
 ``exp(sum nll / sum n_scored)`` per (method, length): a sum divided once.
+
+The two protocols read the same documents where the haystack holds the strided protocol's spans: ``single``
+sample i is then the first window of ``strided`` sample i (same tokens, every token scored), so when both run
+(``ruler-lite``) they share batches (``batch_group``) and ``evaluate`` computes each distinct window once:
+
+    strided sample i   [BOS | w0 ........................ ]        5 forwards of L: w0, then 4 windows moved 256
+                              [BOS | w1 ...................|+256]
+                                     ...
+    single sample i    [BOS | w0 ........................ ]        = strided's w0: no forward of its own
+
+A haystack too short for the strided spans (pydoc at 8k) gives ``single`` its own, denser chunks.
 """
 from __future__ import annotations
 
@@ -57,6 +68,7 @@ def windows(n_doc: int, length: int, stride: int, n_bos: int) -> list[tuple[int,
 
 class Perplexity(Task):
     kind = LIKELIHOOD
+    batch_group = "perplexity"   # both protocols share batches: evaluate() computes each distinct window once
     reads_haystack = True
     default_haystack = "pydoc"
     chat = False
@@ -88,46 +100,60 @@ class Perplexity(Task):
             raise ValueError(
                 f"{self.name}: haystack {haystack.name!r} holds {len(ids):,} tokens, but {n} samples at length "
                 f"{length} need {n * span:,}: use fewer samples, shorter lengths or a larger haystack (kjv)")
+        # single: the strided protocol's documents (their first windows) when the haystack holds them (module doc)
+        every = length - len(bos) + EXTRA_WINDOWS * STRIDE
+        every = every if n * every <= len(ids) else span
         out = []
         for i in range(n):
-            chunk = list(ids[i * span:(i + 1) * span])
+            chunk = list(ids[i * every:i * every + span])
             out.append(Sample(
                 task=self.name, length=length, index=i, seed=seed, haystack=haystack.name, prompt="",
                 add_special_tokens=False, n_tokens=length, max_new_tokens=0, references=(),
-                meta={"input_ids": chunk, "bos": bos, "protocol": self.protocol, "offset": i * span}))
+                meta={"input_ids": chunk, "bos": bos, "protocol": self.protocol, "offset": i * every}))
         return out
 
     def evaluate(self, model, tokenizer, samples: list[Sample]) -> list[dict]:
-        """Sum of NLL and number of scored tokens per sample, all samples' windows batched together.
+        """Sum of NLL and number of scored tokens per sample; the samples may mix both protocols and lengths.
 
-        Per window: forwards of as many rows as keep the model's logits [rows, trg + 1, V] (its own dtype)
-        within ``LOGITS_BYTES``, no KV cache, the NLL summed on the device in fp32 chunks of ``CE_TOKENS`` rows x
-        positions; one host sync per call."""
+        Every sample's windows (``windows``) are pooled and each distinct one (same tokens, same targets) is
+        forwarded once: a ``single`` sample is a ``strided`` sample's first window (module doc). Windows of one
+        shape go together, at most ``len(samples)`` rows per forward (the runner's batch) and as many as keep the
+        model's logits [rows, trg + 1, V] (its own dtype) within ``LOGITS_BYTES``; no KV cache; the NLL summed on
+        the device in fp32 chunks of ``CE_TOKENS`` rows x positions; one host sync per call."""
         import torch
 
         device = next(model.parameters()).device
-        bos = samples[0].meta["bos"]
-        n_doc = len(samples[0].meta["input_ids"])
-        if any(len(s.meta["input_ids"]) != n_doc for s in samples):
-            raise ValueError("perplexity samples of one batch must have equal lengths")
-        stride = STRIDE if self.protocol == "strided" else samples[0].length
+        units: dict[tuple, int] = {}     # (n_target, window tokens) -> unit number
+        per_sample = []                  # per sample: [(unit, n_target)]
+        for s in samples:
+            bos, ids = s.meta["bos"], s.meta["input_ids"]
+            stride = STRIDE if s.meta["protocol"] == "strided" else s.length
+            per_sample.append([(units.setdefault((trg, tuple(bos + ids[begin:end])), len(units)), trg)
+                               for begin, end, trg in windows(len(ids), s.length, stride, len(bos))])
         acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no fp64
-        nll = torch.zeros(len(samples), dtype=acc, device=device)
-        scored = 0
+        nll = torch.zeros(len(units), dtype=acc, device=device)
+        shapes: dict[tuple, list] = {}   # (window tokens, n_target) -> [(unit, tokens)]
+        for (trg, toks), u in units.items():
+            shapes.setdefault((len(toks), trg), []).append((u, toks))
         head = model.get_output_embeddings().weight
         vocab, itemsize = head.shape[0], head.element_size()  # the logits come in the output layer's dtype
-        for begin, end, trg in windows(n_doc, samples[0].length, stride, len(bos)):
-            rows = torch.tensor([bos + s.meta["input_ids"][begin:end] for s in samples], device=device)
-            step = max(1, LOGITS_BYTES // ((trg + 1) * vocab * itemsize))
-            for lo in range(0, len(samples), step):
-                part = rows[lo:lo + step]
+        for (_, trg), group in shapes.items():
+            step = max(1, min(len(samples), LOGITS_BYTES // ((trg + 1) * vocab * itemsize)))
+            for lo in range(0, len(group), step):
+                part = group[lo:lo + step]
+                rows = torch.tensor([toks for _, toks in part], device=device)
+                sums = torch.zeros(len(part), dtype=acc, device=device)
                 with torch.inference_mode():
-                    logits = model(input_ids=part, logits_to_keep=trg + 1, use_cache=False).logits  # [b, trg+1, V]
-                    _add_nll_sums(nll[lo:lo + part.shape[0]], logits[:, :-1], part[:, -trg:])
+                    logits = model(input_ids=rows, logits_to_keep=trg + 1, use_cache=False).logits  # [b, trg+1, V]
+                    _add_nll_sums(sums, logits[:, :-1], rows[:, -trg:])
                 del logits
-            scored += trg
-        sums = nll.tolist()
-        return [{"score": math.exp(v / scored), "nll": v, "n_scored": scored} for v in sums]
+                nll.index_copy_(0, torch.tensor([u for u, _ in part], device=device), sums)
+        values = nll.tolist()
+        out = []
+        for parts in per_sample:
+            v, scored = sum(values[u] for u, _ in parts), sum(trg for _, trg in parts)
+            out.append({"score": math.exp(v / scored), "nll": v, "n_scored": scored})
+        return out
 
 
 def _add_nll_sums(out, logits, targets):
