@@ -32,7 +32,7 @@ records of the same cell (an earlier run of the suite) times the fresh/baseline 
 hold (per record kind and length, else per kind; likelihood cells without a fresh one keep the baseline's cost:
 the decode loop does not touch them; a cell the baseline lacks too: the baseline's mean over the same task and
 length); every line says which share came from where. Tasks that share generate() calls (one decode bucket,
-``runner.decode_bucket``) share each batch's seconds evenly, so their per-task rates are the mix's, not their own.
+``batching.decode_bucket``) share each batch's seconds evenly, so their per-task rates are the mix's, not their own.
 """
 from __future__ import annotations
 

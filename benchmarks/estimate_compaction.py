@@ -8,8 +8,8 @@ tokens of the text (the prediction is cut at the row's end), that many when the 
 (the token that closed the line is the last one kept), the task's budget when it reached it, else one more (EOS,
 which the text leaves out). Retokenising the text may differ from the generated tokens by a token or so.
 
-Batches are formed as the runner forms them today (``runner.shard`` with ``shard_block`` over ``--workers`` ranks
-on a fresh study, ``length_buckets``, rows sorted by prompt tokens, ``rows_per_batch`` rows a batch); the
+Batches are formed as the runner forms them today (``batching.shard`` with ``shard_block`` over ``--workers`` ranks
+on a fresh study, ``length_buckets`` and ``sort_rows`` with the power-of-4 buckets, ``rows_per_batch`` rows a batch); the
 records do not say which batch a row was in (their ``seconds`` is the batch's share), and the archive's
 batches came from calls with other batch budgets and worker counts, so the study as the runner would batch it
 now is what is priced. Per batch ``row_compaction.decode_batch_sizes`` replays the graph loop's schedule (2
@@ -30,8 +30,10 @@ from ropeshift.eval.graph_decode import REWARM_STEPS, WARMUP_STEPS
 from ropeshift.eval.options import MethodSpec, format_length
 from ropeshift.eval.parallel import Ranks
 from ropeshift.eval.records import GENERATION, iter_records
+from ropeshift.eval.rope_share import SAME_AS
 from ropeshift.eval.row_compaction import COMPACTION, Compaction, decode_batch_sizes
-from ropeshift.eval.runner import RunConfig, decode_bucket, length_buckets, rows_per_batch, shard, shard_block
+from ropeshift.eval.batching import decode_bucket, length_buckets, rows_per_batch, shard, shard_block, sort_rows
+from ropeshift.eval.runner import RunConfig
 from ropeshift.eval.suites import SUITES
 from ropeshift.eval.tasks import resolve_task
 
@@ -49,12 +51,13 @@ def row_end(tokenizer, task, rec) -> int:
     return max(1, min(end, budget))
 
 
-_Row = namedtuple("_Row", "label")  # a method row as the runner sees it (its label; runner.length_buckets)
+_Row = namedtuple("_Row", "label")  # a method row as the runner sees it (its label; batching.length_buckets)
 
 
-def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int):
+def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = False):
     """(length, decode bucket, [(end, budget), ...]) per batch of every rank, as the runner deals and cuts them
-    (work in ``plan_work``'s order: the suite's tasks, then lengths, then methods)."""
+    (work in ``plan_work``'s order: the suite's tasks, then lengths, then methods; ``merged``: the buckets of a
+    run that retires ended rows, ``batching.decode_bucket``)."""
     work = defaultdict(list)
     for (task, method, length, index), (n_tokens, _) in recs.items():
         work[task, length, _Row(method)].append(SimpleNamespace(index=index, n_tokens=n_tokens))
@@ -63,15 +66,45 @@ def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int):
             for (t, n, m), todo in sorted(work.items(), key=lambda kv: (rank_of[kv[0][0]], kv[0][1], kv[0][2].label))]
     for rank in range(world):
         mine = shard(work, Ranks(rank, world), lambda length: shard_block(cfg, length, world))
-        for method, length, cells in length_buckets(mine):
-            todo = sorted(((s, name) for name, todo in cells for s in todo),
-                          key=lambda x: (x[0].n_tokens, x[1], x[0].index))
+        for method, length, cells in length_buckets(mine, merged):
+            todo = sort_rows([(s, name) for name, todo in cells for s in todo], tasks, merged)
             step = rows_per_batch(cfg, length)
-            bucket = decode_bucket(tasks[todo[0][1]])[-1]
+            bucket = decode_bucket(tasks[todo[0][1]], merged)[-1]
             for i in range(0, len(todo), step):
                 rows = todo[i:i + step]
                 yield length, bucket, [(recs[name, method.label, length, s.index][1], tasks[name].max_new_tokens)
                                        for s, name in rows]
+
+
+def read_rows(records: str, tokenizer_name: str) -> tuple[dict, dict]:
+    """``({(task, method, length, index): (prompt tokens, row end)}, {task: Task})`` of the generation records
+    in a records folder or a .tgz of one; row ends by ``row_end`` with the named model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from ropeshift.loader import resolve_model_path
+
+    folder, gguf = resolve_model_path(tokenizer_name)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf, local_files_only=True)
+    recs, tasks = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(records)
+        if root.is_file():
+            with tarfile.open(root) as tar:
+                tar.extractall(tmp, filter="data")
+            root = Path(tmp)
+        for r in iter_records(root):
+            if r.kind != GENERATION or r.details.get(SAME_AS):  # copies of the rope row's records cost nothing
+                continue
+            task = tasks.setdefault(r.task, resolve_task(r.task))
+            recs[r.task, r.method, r.length, r.index] = (r.n_tokens, row_end(tokenizer, task, r))
+    return recs, tasks
+
+
+def study_config(recs: dict, tasks: dict, suite: str, samples: int, batch_tokens: int) -> RunConfig:
+    """A run of the records' tasks (in the suite's order: the runner deals prompts in it) and lengths."""
+    order = [t for t in SUITES[suite].tasks if t in tasks] + sorted(set(tasks) - set(SUITES[suite].tasks))
+    return RunConfig(model="m", tasks=tuple(order), lengths=tuple(sorted({k[2] for k in recs})),
+                     methods=(MethodSpec("rope"),), samples=samples, batch_tokens=batch_tokens)
 
 
 def main() -> None:
@@ -87,28 +120,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="markdown file")
     args = p.parse_args()
 
-    from transformers import AutoTokenizer
-
-    from ropeshift.loader import resolve_model_path
-
-    folder, gguf = resolve_model_path(args.tokenizer)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf, local_files_only=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.records)
-        if root.is_file():
-            with tarfile.open(root) as tar:
-                tar.extractall(tmp, filter="data")
-            root = Path(tmp)
-        recs, tasks = {}, {}
-        for r in iter_records(root):
-            if r.kind != GENERATION:
-                continue
-            task = tasks.setdefault(r.task, resolve_task(r.task))
-            recs[r.task, r.method, r.length, r.index] = (r.n_tokens, row_end(tokenizer, task, r))
-    lengths = sorted({k[2] for k in recs})
-    order = [t for t in SUITES[args.suite].tasks if t in tasks] + sorted(set(tasks) - set(SUITES[args.suite].tasks))
-    cfg = RunConfig(model="m", tasks=tuple(order), lengths=tuple(lengths), methods=(MethodSpec("rope"),),
-                    samples=args.samples, batch_tokens=args.batch_tokens)
+    recs, tasks = read_rows(args.records, args.tokenizer)
+    cfg = study_config(recs, tasks, args.suite, args.samples, args.batch_tokens)
     policies = {f: Compaction(float(f), args.min_steps_left) for f in args.fractions.split(",")}
     acc = defaultdict(lambda: defaultdict(float))
     for length, bucket, rows in batches(recs, tasks, cfg, args.workers):

@@ -176,3 +176,32 @@ def test_cuda_graph_replay_equals_eager_steps(cuda_llama, tok, rows):
         assert out[0].shape == (len(rows), MAX_NEW) and torch.equal(out[0], out[1])
     finally:
         deactivate(cuda_llama)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_run_merges_answer_budgets_with_the_same_records(cuda_llama, tok, tmp_path, monkeypatch):
+    """On CUDA with retire on, the runner batches passkey (6 new tokens) and needle (24) together
+    (``batching.decode_bucket`` merged); every record equals a run with retire off (power-of-4 buckets, ended rows
+    read their keys): predictions and scores, fp32."""
+    from ropeshift.eval.batch_log import read_batches
+    from ropeshift.eval.graph_decode import RETIRE_ENV, ended_rows_free
+    from ropeshift.eval.records import read_cell
+    from ropeshift.eval.runner import RunConfig, run
+    from ropeshift.eval.tasks import TaskOptions
+
+    assert ended_rows_free(cuda_llama)
+
+    def study(out):
+        cfg = RunConfig(model="tiny", tasks=("needle", "passkey"), lengths=(256,), samples=3, out=out, batch_size=4,
+                        methods=(MethodSpec("string", {"shift": 100, "window": 16}),), options=TaskOptions(depths=3))
+        run(cfg, cuda_llama, tok, progress=False)
+        return [b["tasks"] for b in read_batches(out) if b["kind"] != "startup"]
+
+    assert study(tmp_path / "merged") == [{"needle": 3, "passkey": 1}, {"passkey": 2}]
+    monkeypatch.setenv(RETIRE_ENV, "0")
+    assert study(tmp_path / "pow4") == [{"needle": 3}, {"passkey": 3}]
+    for task in ("needle", "passkey"):
+        got = {r.index: (r.prediction, r.score) for r in read_cell(tmp_path / "merged", "tiny", task, "string", 256)}
+        want = {r.index: (r.prediction, r.score) for r in read_cell(tmp_path / "pow4", "tiny", task, "string", 256)}
+        assert got == want and len(got) == 3

@@ -15,10 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from ropeshift.eval.batching import shard
 from ropeshift.eval.options import MethodSpec
 from ropeshift.eval.parallel import Ranks, device_for
 from ropeshift.eval.records import cell_files, iter_records, model_dir
-from ropeshift.eval.runner import RunConfig, run, shard
+from ropeshift.eval.runner import RunConfig, run
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"

@@ -262,7 +262,7 @@ def test_rank_starts_prompts_before_loading_the_model(tmp_path, tok, tiny_llama,
 def test_length_buckets_group_tasks_by_answer_budget():
     """needle (24) and vt (30) share the 64-token bucket, passkey (6) has its own, perplexity (likelihood) its own;
     entries come bucket-major, then length, then method."""
-    from ropeshift.eval.runner import length_buckets, rows_per_batch
+    from ropeshift.eval.batching import length_buckets, rows_per_batch
 
     rope, string = MethodSpec("rope"), MethodSpec("string")
     work = [(m, task, n, [f"{task}{n}{m.label}"]) for task in ("needle", "passkey", "vt", "perplexity")
@@ -287,7 +287,7 @@ def test_shard_blocks_spread_every_cell_over_the_ranks():
     """With a token budget larger than a cell, each rank still gets a share of every cell (no rank is left
     with all the costly cells)."""
     from ropeshift.eval.parallel import Ranks
-    from ropeshift.eval.runner import shard, shard_block
+    from ropeshift.eval.batching import shard, shard_block
 
     cfg = RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(MethodSpec("rope"),), samples=50,
                     batch_tokens=10**6)
@@ -376,3 +376,71 @@ def test_both_perplexity_protocols_share_one_batch(tmp_path, tok, tiny_llama):
         for i in got:
             assert got[i].n_scored == want[i].n_scored
             assert got[i].nll == pytest.approx(want[i].nll, rel=1e-5)
+
+
+def test_merged_buckets_put_every_generation_task_together_longest_budget_first():
+    """Where ended rows are retired (``merged``): one generation bucket per length and method, rows ordered by
+    answer budget (longest first), so the short answers fill the long batch's tail and the last batch is the
+    shortest; likelihood tasks keep their own buckets (both perplexity protocols one), a document's rows
+    together."""
+    from types import SimpleNamespace
+
+    from ropeshift.eval.batching import length_buckets, sort_rows
+    from ropeshift.eval.tasks import resolve_task
+
+    rope, string = MethodSpec("rope"), MethodSpec("string")
+    work = [(m, task, n, [f"{task}{n}{m.label}"]) for task in ("needle", "passkey", "vt", "perplexity",
+                                                                 "perplexity:single")
+            for n in (1024, 2048) for m in (rope, string)]
+    got = [(m.label, n, [t for t, _ in cells]) for m, n, cells in length_buckets(work, merged=True)]
+    gen, lik = ["needle", "passkey", "vt"], ["perplexity", "perplexity:single"]
+    assert got == [("rope", 1024, gen), ("string", 1024, gen), ("rope", 2048, gen), ("string", 2048, gen),
+                   ("rope", 1024, lik), ("string", 1024, lik), ("rope", 2048, lik), ("string", 2048, lik)]
+
+    names = ("passkey", "needle", "vt")
+    tasks = {name: resolve_task(name) for name in names + ("perplexity", "perplexity:single")}
+    assert [tasks[n].max_new_tokens for n in names] == sorted(tasks[n].max_new_tokens for n in names)
+    rows = [(SimpleNamespace(n_tokens=1000 - i, index=i), name) for i in range(2) for name in names]
+    assert [name for _, name in sort_rows(rows, tasks, merged=True)] == ["vt"] * 2 + ["needle"] * 2 + ["passkey"] * 2
+    assert [name for _, name in sort_rows(rows, tasks)][:2] == ["needle", "passkey"]  # by prompt tokens first
+    lik_rows = [(SimpleNamespace(n_tokens=300, index=i), name) for name in lik for i in range(2)]
+    assert [(s.index, name) for s, name in sort_rows(lik_rows, tasks, merged=True)] == \
+           [(0, "perplexity"), (0, "perplexity:single"), (1, "perplexity"), (1, "perplexity:single")]
+
+
+def test_ended_rows_free_only_where_the_graph_loop_retires(monkeypatch, tiny_llama):
+    """The merged buckets need the CUDA-graph loop with retire on: never on the CPU, and off with either
+    escape hatch."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ropeshift.eval.graph_decode import GRAPHS_ENV, RETIRE_ENV, ended_rows_free
+
+    assert not ended_rows_free(tiny_llama)
+    cuda = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda"))]))
+    assert ended_rows_free(cuda)
+    for env in (GRAPHS_ENV, RETIRE_ENV):
+        monkeypatch.setenv(env, "0")
+        assert not ended_rows_free(cuda)
+        monkeypatch.delenv(env)
+
+
+def test_merged_run_mixes_budgets_in_one_batch_with_the_same_records(tmp_path, tok, tiny_llama, monkeypatch):
+    """A run with the merged buckets (forced here on the CPU) batches passkey (6 new tokens) and needle (24)
+    together, the passkey rows in the tail batch; every record's prediction and score equal a run with the
+    power-of-4 buckets (greedy, fp32)."""
+    from ropeshift.eval import graph_decode
+    from ropeshift.eval.batch_log import read_batches
+
+    kw = dict(methods=(MethodSpec("rope"),), samples=3, batch_size=4, options=TaskOptions(depths=3))
+    run(_cfg(tmp_path / "pow4", **kw), tiny_llama, tok, progress=False)
+    monkeypatch.setattr(graph_decode, "ended_rows_free", lambda model: True)
+    run(_cfg(tmp_path / "merged", **kw), tiny_llama, tok, progress=False)
+    batches = [b for b in read_batches(tmp_path / "merged") if b["kind"] != "startup"]
+    assert [b["tasks"] for b in batches] == [{"needle": 3, "passkey": 1}, {"passkey": 2}]
+    for task in ("needle", "passkey"):
+        got = {r.index: r for r in read_cell(tmp_path / "merged", "tiny", task, "rope", 256)}
+        want = {r.index: r for r in read_cell(tmp_path / "pow4", "tiny", task, "rope", 256)}
+        assert got.keys() == want.keys() == {0, 1, 2}
+        assert all((got[i].prediction, got[i].score) == (want[i].prediction, want[i].score) for i in got)

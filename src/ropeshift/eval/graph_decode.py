@@ -70,6 +70,14 @@ def retire_enabled() -> bool:
     return os.environ.get(RETIRE_ENV, "1") != "0"
 
 
+def ended_rows_free(model) -> bool:
+    """Whether the evaluation's decode retires ended rows on this model's device (CUDA, the graph loop and
+    retire on): an ended row then costs a step its projections only, so the runner batches answers of every
+    budget together (``batching.decode_bucket``). Decided per run, before any method is active: a row whose
+    method the graph loop does not serve still decodes correctly (``model.generate``), at its full cost."""
+    return next(model.parameters()).device.type == "cuda" and graphs_enabled() and retire_enabled()
+
+
 def graph_decode_reason(model) -> str | None:
     """Why the CUDA-graph loop does not serve this model (None when it does): it needs CUDA, ropeshift's
     attention active (a method or ``plain``; the model's own SDPA attention is not captured here) and the

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
+from .batching import length_buckets, rows_per_batch, shard, shard_block, sort_rows
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -145,34 +146,6 @@ def plan_work(cfg: RunConfig, samples: dict[tuple[str, int], list[Sample]]) -> l
     return work
 
 
-def shard(work: list[tuple], ranks: Ranks, block=1) -> list[tuple]:
-    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt round-robin in
-    blocks of ``block`` consecutive prompts of one (task, length) cell, so each rank's generate calls stay
-    full batches (``block = batch size``) instead of 1/world of one. ``block``: an int, or a function of the
-    cell's length (the rows of one batch at that length)."""
-    if ranks.world == 1:
-        return work
-    size = block if callable(block) else (lambda length: block)
-    if any(size(length) < 1 for _, _, length, _ in work):
-        raise ValueError(f"block must be >= 1, got {block}")
-    groups = list(dict.fromkeys((task, length, s.index) for _, task, length, todo in work for s in todo))
-    cells = {c: i for i, c in enumerate(dict.fromkeys(g[:2] for g in groups))}
-    groups.sort(key=lambda g: (cells[g[:2]], g[2]))  # a cell's prompts in index order
-    seen: dict[tuple, int] = {}
-    blocks = {}
-    for g in groups:
-        k = seen.get(g[:2], 0)
-        seen[g[:2]] = k + 1
-        blocks[g] = (*g[:2], k // size(g[1]))
-    owner = parallel.owners(list(dict.fromkeys(blocks.values())), ranks.world)
-    mine = []
-    for method, task, length, todo in work:
-        todo = [s for s in todo if owner[blocks[task, length, s.index]] == ranks.rank]
-        if todo:
-            mine.append((method, task, length, todo))
-    return mine
-
-
 def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None,
         ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None, samples: dict | None = None) -> int:
     """Run every method on every pending sample (this rank's share); return the number of records written.
@@ -183,12 +156,14 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     prompts (rank 0 in ``run_rank``)."""
     from . import dense_compile
     from .generation import activate, deactivate
+    from .graph_decode import ended_rows_free
 
     clock = clock or parallel.StartupClock(ranks, enabled=progress)
     mode = dense_compile.resolve(cfg.compile, model)
     if mode:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
+    merged = ended_rows_free(model)  # every generation task in one bucket (decode_bucket)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
     if ranks.main:
@@ -207,7 +182,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     written, current = 0, None
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
     try:
-        for method, length, cells in length_buckets(work):
+        for method, length, cells in length_buckets(work, merged):
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
@@ -217,11 +192,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
             copies = []
             if length in same:  # the rope row, earlier in every bucket, computed these prompts
                 copies, cells = rope_share.copy_from_rope(cfg.out, cfg.model, method, info, length, cells)
-            # generation: a task's rows together; likelihood: one prompt index's rows of a batch group together
-            gen = next(iter(tasks.values())).kind == GENERATION
-            todo = sorted(((s, name) for name, samples in cells for s in samples),
-                          key=lambda x: (x[0].n_tokens, x[1], x[0].index) if gen else
-                          (x[0].n_tokens, x[0].index, x[1]))
+            todo = sort_rows([(s, name) for name, samples in cells for s in samples], tasks, merged)
             step = rows_per_batch(cfg, length)
             with contextlib.ExitStack() as stack:
                 apps = {name: stack.enter_context(open_writer(cfg.out, cfg.model, name, method.label, length,
@@ -259,49 +230,6 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         deactivate(model)
     bar.finish()
     return written
-
-
-def rows_per_batch(cfg: RunConfig, length: int) -> int:
-    """Rows of one generate() / evaluate() call at ``length``: ``batch_tokens // length`` when a token budget is
-    set (short prompts get large batches, long ones small), else ``batch_size``."""
-    return max(1, cfg.batch_tokens // length) if cfg.batch_tokens else cfg.batch_size
-
-
-def shard_block(cfg: RunConfig, length: int, world: int) -> int:
-    """Prompts of one cell dealt to a rank at a time: a batch's rows, but at most 1/world of the cell, so every
-    rank gets a share of every cell (whole cells per rank left one rank with the costly ones: measured on the
-    GPU, 2026-12-02); a rank's shares of one bucket's tasks still fill one batch together."""
-    return max(1, min(rows_per_batch(cfg, length), -(-cfg.samples // world)))
-
-
-def decode_bucket(task) -> tuple:
-    """Tasks of one bucket share generate() calls: generation tasks whose new-token budgets round up to the same
-    power of 4 (passkey 6 and number_string 12 -> 16; vt 30, kv_retrieval 50 and needle 24 -> 64; niah 128 and
-    cwe 120 -> 256), so a batch's rows run within 4x the decode steps they need. A likelihood task is its own
-    bucket, or its ``batch_group``'s (both perplexity protocols: evaluate computes their shared windows once)."""
-    if task.kind != GENERATION:
-        return (task.batch_group or task.name,)
-    bucket = 1
-    while bucket < task.max_new_tokens:
-        bucket *= 4
-    return (GENERATION, bucket)
-
-
-def length_buckets(work: list[tuple]) -> list[tuple]:
-    """``work`` (``(method, task, length, todo)``) regrouped into ``(method, length, [(task, todo), ...])``: one
-    entry per decode bucket x length x method, in the order each first occurs (bucket-major, then length, then
-    method, the rope row first: the methods that are exactly RoPE at a length copy its records, ``rope_share``;
-    a partial run finishes whole buckets for every method). The runner cuts each entry into batches
-    that mix its tasks, so a length holds few large generate() calls instead of one per task."""
-    groups: dict[tuple, list] = {}
-    for method, task, length, todo in work:
-        key = (decode_bucket(resolve_task(task)), length, method)
-        groups.setdefault(key, []).append((task, todo))
-    first: dict[tuple, int] = {}
-    for i, key in enumerate(groups):
-        first.setdefault(key[:2], i)
-    order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))
-    return [(method, length, groups[_, length, method]) for _, length, method in order]
 
 
 def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = None) -> tuple[list, list[dict]]:

@@ -1,0 +1,117 @@
+"""How the runner cuts its work into batches: ranks' shares, buckets of tasks, row order, rows per batch.
+
+    work = shard(work, ranks, lambda n: shard_block(cfg, n, ranks.world))   # this rank's prompts
+    for method, length, cells in length_buckets(work, merged):           # one entry per bucket x length x method
+        rows = sort_rows([(s, task) for task, todo in cells for s in todo], tasks, merged)
+        batches = [rows[i:i + rows_per_batch(cfg, length)] for i in range(0, len(rows), rows_per_batch(cfg, length))]
+
+``work`` is ``runner.plan_work``'s ``[(method, task, length, pending samples)]``; ``cfg`` a ``runner.RunConfig``.
+A merged run (``graph_decode.ended_rows_free``: the decode loop retires ended rows) puts every generation task
+of a length and method in one bucket, longest answer budget first, so the batches at 8k for one method on one
+rank (73 rows each at 600k tokens) look like::
+
+    today (power-of-4 buckets)              merged, longest budget first
+    niah+cwe  73 rows   128 steps           niah+cwe  73 rows                  128 steps
+    niah+cwe  29 rows   128 steps           niah 29 + kv 17 + vt 17 + pk 10     128 steps
+    kv+vt     34 rows    50 steps           passkey    7 rows                     6 steps
+    passkey   17 rows     6 steps
+"""
+from __future__ import annotations
+
+from . import parallel, rope_share
+from .parallel import Ranks
+from .records import GENERATION
+from .tasks import resolve_task
+
+
+def shard(work: list[tuple], ranks: Ranks, block=1) -> list[tuple]:
+    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt round-robin in
+    blocks of ``block`` consecutive prompts of one (task, length) cell, so each rank's generate calls stay
+    full batches (``block = batch size``) instead of 1/world of one. ``block``: an int, or a function of the
+    cell's length (the rows of one batch at that length)."""
+    if ranks.world == 1:
+        return work
+    size = block if callable(block) else (lambda length: block)
+    if any(size(length) < 1 for _, _, length, _ in work):
+        raise ValueError(f"block must be >= 1, got {block}")
+    groups = list(dict.fromkeys((task, length, s.index) for _, task, length, todo in work for s in todo))
+    cells = {c: i for i, c in enumerate(dict.fromkeys(g[:2] for g in groups))}
+    groups.sort(key=lambda g: (cells[g[:2]], g[2]))  # a cell's prompts in index order
+    seen: dict[tuple, int] = {}
+    blocks = {}
+    for g in groups:
+        k = seen.get(g[:2], 0)
+        seen[g[:2]] = k + 1
+        blocks[g] = (*g[:2], k // size(g[1]))
+    owner = parallel.owners(list(dict.fromkeys(blocks.values())), ranks.world)
+    mine = []
+    for method, task, length, todo in work:
+        todo = [s for s in todo if owner[blocks[task, length, s.index]] == ranks.rank]
+        if todo:
+            mine.append((method, task, length, todo))
+    return mine
+
+
+def rows_per_batch(cfg, length: int) -> int:
+    """Rows of one generate() / evaluate() call at ``length``: ``batch_tokens // length`` when a token budget is
+    set (short prompts get large batches, long ones small), else ``batch_size``."""
+    return max(1, cfg.batch_tokens // length) if cfg.batch_tokens else cfg.batch_size
+
+
+def shard_block(cfg, length: int, world: int) -> int:
+    """Prompts of one cell dealt to a rank at a time: a batch's rows, but at most 1/world of the cell, so every
+    rank gets a share of every cell (whole cells per rank left one rank with the costly ones: measured on the
+    GPU, 2026-12-02); a rank's shares of one bucket's tasks still fill one batch together."""
+    return max(1, min(rows_per_batch(cfg, length), -(-cfg.samples // world)))
+
+
+def decode_bucket(task, merged: bool = False) -> tuple:
+    """The bucket of a task's rows: tasks of one bucket share batches (at one length and method).
+
+    Generation, ``merged`` (the decode loop retires ended rows, ``graph_decode.ended_rows_free``): one bucket
+    for every task. An ended row then costs a step only its few projections, not its KV reads, so short answers
+    (passkey 6 tokens, vt 30) ride in the long ones' batches (niah 128), ordered longest budget first
+    (``sort_rows``): full batches, and the shortest budgets in the tail batch, which stops early.
+    Otherwise budgets round up to the same power of 4 (passkey 6 and number_string 12 -> 16; vt 30,
+    kv_retrieval 50 and needle 24 -> 64; niah 128 and cwe 120 -> 256), so a batch's rows run within 4x the
+    decode steps they need. A likelihood task is its own bucket, or its ``batch_group``'s (both perplexity
+    protocols: evaluate computes their shared windows once)."""
+    if task.kind != GENERATION:
+        return (task.batch_group or task.name,)
+    if merged:
+        return (GENERATION,)
+    bucket = 1
+    while bucket < task.max_new_tokens:
+        bucket *= 4
+    return (GENERATION, bucket)
+
+
+def sort_rows(rows: list[tuple], tasks: dict, merged: bool = False) -> list[tuple]:
+    """``rows`` (``(sample, task name)``) of one bucket in batch order (the runner cuts batches off the front):
+    by prompt tokens (little padding), then task, then prompt index; a merged generation bucket first by answer
+    budget, longest first (``decode_bucket``); a likelihood bucket with each prompt index's tasks together (a
+    batch group's rows of one document share a batch)."""
+    kind = tasks[rows[0][1]].kind if rows else GENERATION
+    if kind != GENERATION:
+        return sorted(rows, key=lambda x: (x[0].n_tokens, x[0].index, x[1]))
+    if merged:
+        return sorted(rows, key=lambda x: (-tasks[x[1]].max_new_tokens, x[0].n_tokens, x[1], x[0].index))
+    return sorted(rows, key=lambda x: (x[0].n_tokens, x[1], x[0].index))
+
+
+def length_buckets(work: list[tuple], merged: bool = False) -> list[tuple]:
+    """``work`` (``(method, task, length, todo)``) regrouped into ``(method, length, [(task, todo), ...])``: one
+    entry per decode bucket (``decode_bucket``, ``merged`` passed on) x length x method, in the order each first
+    occurs (bucket-major, then length, then method, the rope row first: the methods that are exactly RoPE at a
+    length copy its records, ``rope_share``; a partial run finishes whole buckets for every method). The runner
+    cuts each entry into batches that mix its tasks, so a length holds few large generate() calls instead of one
+    per task."""
+    groups: dict[tuple, list] = {}
+    for method, task, length, todo in work:
+        key = (decode_bucket(resolve_task(task), merged), length, method)
+        groups.setdefault(key, []).append((task, todo))
+    first: dict[tuple, int] = {}
+    for i, key in enumerate(groups):
+        first.setdefault(key[:2], i)
+    order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))
+    return [(method, length, groups[_, length, method]) for _, length, method in order]
