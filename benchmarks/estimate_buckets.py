@@ -23,11 +23,10 @@ NIAH bucket's 2.2-3.9).
 """
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from estimate_compaction import batches, read_rows, study_config
+from estimate_compaction import batches, read_study, study_parser
 
 from ropeshift.eval.generation import STOP_CHECK_EVERY
 from ropeshift.eval.graph_decode import WARMUP_STEPS
@@ -59,21 +58,14 @@ def price(rows: list[tuple[int, int]], length: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--records", required=True, help="a records folder or a .tgz of one")
-    p.add_argument("--tokenizer", default="smollm2-135m", help="embedded model name or folder (its tokenizer)")
-    p.add_argument("--batch-tokens", type=int, default=600000)
-    p.add_argument("--workers", type=int, default=3)
-    p.add_argument("--samples", type=int, default=50)
-    p.add_argument("--suite", default="ruler-lite", help="its task order (the runner deals prompts in it)")
+    p = study_parser(__doc__, batch_tokens=600000, workers=3)
     p.add_argument("--step-ms", type=float, default=2.0, help="fixed GPU ms per decode forward")
     p.add_argument("--kv-tbs", type=float, default=2.6, help="KV read rate, TB/s")
     p.add_argument("--batch-s", type=float, default=40 / 763, help="GPU s per batch (warm-up steps, capture)")
     p.add_argument("--out", default=None, help="markdown file")
     args = p.parse_args()
 
-    recs, tasks = read_rows(args.records, args.tokenizer)
-    cfg = study_config(recs, tasks, args.suite, args.samples, args.batch_tokens)
+    recs, tasks, cfg = read_study(args)
     acc = defaultdict(lambda: defaultdict(float))
     for policy, merged in (("pow4", False), ("merged", True)):
         for length, _, rows in batches(recs, tasks, cfg, args.workers, merged):

@@ -100,28 +100,37 @@ def read_rows(records: str, tokenizer_name: str) -> tuple[dict, dict]:
     return recs, tasks
 
 
-def study_config(recs: dict, tasks: dict, suite: str, samples: int, batch_tokens: int) -> RunConfig:
-    """A run of the records' tasks (in the suite's order: the runner deals prompts in it) and lengths."""
-    order = [t for t in SUITES[suite].tasks if t in tasks] + sorted(set(tasks) - set(SUITES[suite].tasks))
-    return RunConfig(model="m", tasks=tuple(order), lengths=tuple(sorted({k[2] for k in recs})),
-                     methods=(MethodSpec("rope"),), samples=samples, batch_tokens=batch_tokens)
+def study_parser(doc: str, batch_tokens: int, workers: int) -> argparse.ArgumentParser:
+    """The options of a study replayed from its records (``read_study``)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--records", required=True, help="a records folder or a .tgz of one")
+    p.add_argument("--tokenizer", default="smollm2-135m", help="embedded model name or folder (its tokenizer)")
+    p.add_argument("--batch-tokens", type=int, default=batch_tokens)
+    p.add_argument("--workers", type=int, default=workers)
+    p.add_argument("--samples", type=int, default=50)
+    p.add_argument("--suite", default="ruler-lite", help="its task order (the runner deals prompts in it)")
+    return p
+
+
+def read_study(args) -> tuple[dict, dict, RunConfig]:
+    """``read_rows``' rows and tasks, and a run of the records' tasks (in the suite's order: the runner deals
+    prompts in it) and lengths with ``study_parser``'s options."""
+    recs, tasks = read_rows(args.records, args.tokenizer)
+    suite = SUITES[args.suite].tasks
+    order = [t for t in suite if t in tasks] + sorted(set(tasks) - set(suite))
+    cfg = RunConfig(model="m", tasks=tuple(order), lengths=tuple(sorted({k[2] for k in recs})),
+                    methods=(MethodSpec("rope"),), samples=args.samples, batch_tokens=args.batch_tokens)
+    return recs, tasks, cfg
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--records", required=True, help="a records folder or a .tgz of one")
-    p.add_argument("--tokenizer", default="smollm2-135m", help="embedded model name or folder (its tokenizer)")
-    p.add_argument("--batch-tokens", type=int, default=400000)
-    p.add_argument("--workers", type=int, default=6)
-    p.add_argument("--samples", type=int, default=50)
-    p.add_argument("--suite", default="ruler-lite", help="its task order (the runner deals prompts in it)")
+    p = study_parser(__doc__, batch_tokens=400000, workers=6)
     p.add_argument("--fractions", default=f"{COMPACTION.fraction}", help="compaction thresholds to compare")
     p.add_argument("--min-steps-left", type=int, default=COMPACTION.min_steps_left)
     p.add_argument("--out", default=None, help="markdown file")
     args = p.parse_args()
 
-    recs, tasks = read_rows(args.records, args.tokenizer)
-    cfg = study_config(recs, tasks, args.suite, args.samples, args.batch_tokens)
+    recs, tasks, cfg = read_study(args)
     policies = {f: Compaction(float(f), args.min_steps_left) for f in args.fractions.split(",")}
     acc = defaultdict(lambda: defaultdict(float))
     for length, bucket, rows in batches(recs, tasks, cfg, args.workers):
