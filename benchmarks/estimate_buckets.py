@@ -4,12 +4,13 @@ Run:  PYTHONPATH=src python benchmarks/estimate_buckets.py --records results/smo
       [--batch-tokens 600000] [--workers 3] [--out buckets_estimate.md]
 
 Batches are dealt and cut as the runner does (``estimate_compaction.batches``: ``batching.shard``,
-``length_buckets``, ``sort_rows``, ``rows_per_batch``) under the two bucket policies of ``batching.decode_bucket``:
+``length_buckets``, ``cut_batches``, ``rows_per_batch``) under the two bucket policies of ``batching.decode_bucket``:
 
     pow4     answer budgets rounded up to a power of 4 (passkey 16, vt + kv_retrieval 64, niah + cwe 256): the
              runner's batches where ended rows are not retired (CPU, ``ROPESHIFT_RETIRE_ROWS=0``)
     merged   every generation task of a length and method in one bucket, longest budget first: the runner's
-             batches where the CUDA-graph loop retires ended rows (``graph_decode.ended_rows_free``)
+             batches where the CUDA-graph loop retires ended rows (``graph_decode.retire_possible`` and
+             ``ended_rows_free``: every method of the study on the graph loop)
 
 Per batch, from each row's end (``estimate_compaction.row_end``, rebuilt from its prediction): decode forwards
 (``row_compaction.decode_batch_sizes``: warm-up steps, checks every 4), and KV row-tokens: what a forward's

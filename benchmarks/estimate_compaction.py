@@ -8,8 +8,9 @@ tokens of the text (the prediction is cut at the row's end), that many when the 
 (the token that closed the line is the last one kept), the task's budget when it reached it, else one more (EOS,
 which the text leaves out). Retokenising the text may differ from the generated tokens by a token or so.
 
-Batches are formed as the runner forms them today (``batching.shard`` with ``shard_block`` over ``--workers`` ranks
-on a fresh study, ``length_buckets`` and ``sort_rows`` with the power-of-4 buckets, ``rows_per_batch`` rows a batch); the
+Batches are formed as the runner forms them where ended rows are not retired (``batching.shard`` with
+``shard_block`` over ``--workers`` ranks on a fresh study, ``length_buckets`` and ``cut_batches`` with the
+power-of-4 buckets, ``rows_per_batch`` rows a batch); the
 records do not say which batch a row was in (their ``seconds`` is the batch's share), and the archive's
 batches came from calls with other batch budgets and worker counts, so the study as the runner would batch it
 now is what is priced. Per batch ``row_compaction.decode_batch_sizes`` replays the graph loop's schedule (2
@@ -32,7 +33,7 @@ from ropeshift.eval.parallel import Ranks
 from ropeshift.eval.records import GENERATION, iter_records
 from ropeshift.eval.rope_share import SAME_AS
 from ropeshift.eval.row_compaction import COMPACTION, Compaction, decode_batch_sizes
-from ropeshift.eval.batching import decode_bucket, length_buckets, rows_per_batch, shard, shard_block, sort_rows
+from ropeshift.eval.batching import cut_batches, decode_bucket, length_buckets, rows_per_batch, shard, shard_block
 from ropeshift.eval.runner import RunConfig
 from ropeshift.eval.suites import SUITES
 from ropeshift.eval.tasks import resolve_task
@@ -67,11 +68,9 @@ def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = 
     for rank in range(world):
         mine = shard(work, Ranks(rank, world), lambda length: shard_block(cfg, length, world))
         for method, length, cells in length_buckets(mine, merged):
-            todo = sort_rows([(s, name) for name, todo in cells for s in todo], tasks, merged)
-            step = rows_per_batch(cfg, length)
-            bucket = decode_bucket(tasks[todo[0][1]], merged)[-1]
-            for i in range(0, len(todo), step):
-                rows = todo[i:i + step]
+            pending = [(s, name) for name, todo in cells for s in todo]
+            for rows in cut_batches(pending, tasks, rows_per_batch(cfg, length), merged):
+                bucket = decode_bucket(tasks[rows[0][1]], merged)[-1]
                 yield length, bucket, [(recs[name, method.label, length, s.index][1], tasks[name].max_new_tokens)
                                        for s, name in rows]
 

@@ -185,12 +185,12 @@ def test_cuda_run_merges_answer_budgets_with_the_same_records(cuda_llama, tok, t
     (``batching.decode_bucket`` merged); every record equals a run with retire off (power-of-4 buckets, ended rows
     read their keys): predictions and scores, fp32."""
     from ropeshift.eval.batch_log import read_batches
-    from ropeshift.eval.graph_decode import RETIRE_ENV, ended_rows_free
+    from ropeshift.eval.graph_decode import RETIRE_ENV, retire_possible
     from ropeshift.eval.records import read_cell
     from ropeshift.eval.runner import RunConfig, run
     from ropeshift.eval.tasks import TaskOptions
 
-    assert ended_rows_free(cuda_llama)
+    assert retire_possible(cuda_llama)
 
     def study(out):
         cfg = RunConfig(model="tiny", tasks=("needle", "passkey"), lengths=(256,), samples=3, out=out, batch_size=4,

@@ -379,13 +379,13 @@ def test_both_perplexity_protocols_share_one_batch(tmp_path, tok, tiny_llama):
 
 
 def test_merged_buckets_put_every_generation_task_together_longest_budget_first():
-    """Where ended rows are retired (``merged``): one generation bucket per length and method, rows ordered by
-    answer budget (longest first), so the short answers fill the long batch's tail and the last batch is the
-    shortest; likelihood tasks keep their own buckets (both perplexity protocols one), a document's rows
-    together."""
+    """Where the decode loop can retire ended rows (``merged``): one generation bucket per length and method. A
+    method whose rows are retired cuts it longest answer budget first (the short answers fill the long batch's
+    tail, the last batch is the shortest); any other cuts it bucket by power-of-4 bucket. Likelihood tasks keep
+    their own buckets (both perplexity protocols one), a document's rows together."""
     from types import SimpleNamespace
 
-    from ropeshift.eval.batching import length_buckets, sort_rows
+    from ropeshift.eval.batching import cut_batches, length_buckets
     from ropeshift.eval.tasks import resolve_task
 
     rope, string = MethodSpec("rope"), MethodSpec("string")
@@ -401,44 +401,52 @@ def test_merged_buckets_put_every_generation_task_together_longest_budget_first(
     tasks = {name: resolve_task(name) for name in names + ("perplexity", "perplexity:single")}
     assert [tasks[n].max_new_tokens for n in names] == sorted(tasks[n].max_new_tokens for n in names)
     rows = [(SimpleNamespace(n_tokens=1000 - i, index=i), name) for i in range(2) for name in names]
-    assert [name for _, name in sort_rows(rows, tasks, merged=True)] == ["vt"] * 2 + ["needle"] * 2 + ["passkey"] * 2
-    assert [name for _, name in sort_rows(rows, tasks)][:2] == ["needle", "passkey"]  # by prompt tokens first
+
+    def cut(rows, step, merged):
+        return [[(s.index, name) for s, name in batch] for batch in cut_batches(rows, tasks, step, merged)]
+
+    passkey = [(1, "passkey"), (0, "passkey")]
+    assert cut(rows, 4, True) == [[(1, "vt"), (0, "vt"), (1, "needle"), (0, "needle")], passkey]
+    assert cut(rows, 4, False) == [[(1, "needle"), (1, "vt"), (0, "needle"), (0, "vt")], passkey]
+    assert cut(rows, 3, False) == [[(1, "needle"), (1, "vt"), (0, "needle")], [(0, "vt")], passkey]
     lik_rows = [(SimpleNamespace(n_tokens=300, index=i), name) for name in lik for i in range(2)]
-    assert [(s.index, name) for s, name in sort_rows(lik_rows, tasks, merged=True)] == \
-           [(0, "perplexity"), (0, "perplexity:single"), (1, "perplexity"), (1, "perplexity:single")]
+    assert cut(lik_rows, 4, False) == [[(0, "perplexity"), (0, "perplexity:single"), (1, "perplexity"),
+                                        (1, "perplexity:single")]]
 
 
-def test_ended_rows_free_only_where_the_graph_loop_retires(monkeypatch, tiny_llama):
+def test_retire_possible_only_where_the_graph_loop_runs(monkeypatch, tiny_llama):
     """The merged buckets need the CUDA-graph loop with retire on: never on the CPU, and off with either
-    escape hatch."""
+    escape hatch; on the CPU no method's ended rows are free."""
     from types import SimpleNamespace
 
     import torch
 
-    from ropeshift.eval.graph_decode import GRAPHS_ENV, RETIRE_ENV, ended_rows_free
+    from ropeshift.eval.graph_decode import GRAPHS_ENV, RETIRE_ENV, ended_rows_free, retire_possible
 
-    assert not ended_rows_free(tiny_llama)
+    assert not retire_possible(tiny_llama) and not ended_rows_free(tiny_llama)
     cuda = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda"))]))
-    assert ended_rows_free(cuda)
+    assert retire_possible(cuda)
     for env in (GRAPHS_ENV, RETIRE_ENV):
         monkeypatch.setenv(env, "0")
-        assert not ended_rows_free(cuda)
+        assert not retire_possible(cuda)
         monkeypatch.delenv(env)
 
 
-def test_merged_run_mixes_budgets_in_one_batch_with_the_same_records(tmp_path, tok, tiny_llama, monkeypatch):
-    """A run with the merged buckets (forced here on the CPU) batches passkey (6 new tokens) and needle (24)
-    together, the passkey rows in the tail batch; every record's prediction and score equal a run with the
-    power-of-4 buckets (greedy, fp32)."""
+@pytest.mark.parametrize("free", [True, False])
+def test_merged_run_batches_by_budget_with_the_same_records(tmp_path, tok, tiny_llama, monkeypatch, free):
+    """A merged run (forced here on the CPU): with the method's ended rows retired (``free``) passkey (6 new
+    tokens) rides in needle's (24) batch and its rest makes the tail batch; without, the two budgets keep their
+    own batches. Every record's prediction and score equal a run with the power-of-4 buckets (greedy, fp32)."""
     from ropeshift.eval import graph_decode
     from ropeshift.eval.batch_log import read_batches
 
     kw = dict(methods=(MethodSpec("rope"),), samples=3, batch_size=4, options=TaskOptions(depths=3))
     run(_cfg(tmp_path / "pow4", **kw), tiny_llama, tok, progress=False)
-    monkeypatch.setattr(graph_decode, "ended_rows_free", lambda model: True)
+    monkeypatch.setattr(graph_decode, "retire_possible", lambda model: True)
+    monkeypatch.setattr(graph_decode, "ended_rows_free", lambda model: free)
     run(_cfg(tmp_path / "merged", **kw), tiny_llama, tok, progress=False)
-    batches = [b for b in read_batches(tmp_path / "merged") if b["kind"] != "startup"]
-    assert [b["tasks"] for b in batches] == [{"needle": 3, "passkey": 1}, {"passkey": 2}]
+    batches = [b["tasks"] for b in read_batches(tmp_path / "merged") if b["kind"] != "startup"]
+    assert batches == ([{"needle": 3, "passkey": 1}, {"passkey": 2}] if free else [{"needle": 3}, {"passkey": 3}])
     for task in ("needle", "passkey"):
         got = {r.index: r for r in read_cell(tmp_path / "merged", "tiny", task, "rope", 256)}
         want = {r.index: r for r in read_cell(tmp_path / "pow4", "tiny", task, "rope", 256)}

@@ -2,13 +2,14 @@
 
     work = shard(work, ranks, lambda n: shard_block(cfg, n, ranks.world))   # this rank's prompts
     for method, length, cells in length_buckets(work, merged):           # one entry per bucket x length x method
-        rows = sort_rows([(s, task) for task, todo in cells for s in todo], tasks, merged)
-        batches = [rows[i:i + rows_per_batch(cfg, length)] for i in range(0, len(rows), rows_per_batch(cfg, length))]
+        rows = [(s, task) for task, todo in cells for s in todo]
+        batches = cut_batches(rows, tasks, rows_per_batch(cfg, length), merged and ended_rows_free(model))
 
 ``work`` is ``runner.plan_work``'s ``[(method, task, length, pending samples)]``; ``cfg`` a ``runner.RunConfig``.
-A merged run (``graph_decode.ended_rows_free``: the decode loop retires ended rows) puts every generation task
-of a length and method in one bucket, longest answer budget first, so the batches at 8k for one method on one
-rank (73 rows each at 600k tokens) look like::
+A merged run (``graph_decode.retire_possible``: CUDA, where the decode loop can retire ended rows) puts every
+generation task of a length and method in one bucket; for a method whose ended rows are retired
+(``graph_decode.ended_rows_free``) its rows are cut longest answer budget first, so the batches at 8k for one
+method on one rank (73 rows each at 600k tokens) look like::
 
     today (power-of-4 buckets)              merged, longest budget first
     niah+cwe  73 rows   128 steps           niah+cwe  73 rows                  128 steps
@@ -68,10 +69,10 @@ def shard_block(cfg, length: int, world: int) -> int:
 def decode_bucket(task, merged: bool = False) -> tuple:
     """The bucket of a task's rows: tasks of one bucket share batches (at one length and method).
 
-    Generation, ``merged`` (the decode loop retires ended rows, ``graph_decode.ended_rows_free``): one bucket
-    for every task. An ended row then costs a step only its few projections, not its KV reads, so short answers
+    Generation, ``merged`` (the decode loop can retire ended rows, ``graph_decode.retire_possible``): one bucket
+    for every task. Where an ended row then costs a step only its few projections, not its KV reads, short answers
     (passkey 6 tokens, vt 30) ride in the long ones' batches (niah 128), ordered longest budget first
-    (``sort_rows``): full batches, and the shortest budgets in the tail batch, which stops early.
+    (``cut_batches``): full batches, and the shortest budgets in the tail batch, which stops early.
     Otherwise budgets round up to the same power of 4 (passkey 6 and number_string 12 -> 16; vt 30,
     kv_retrieval 50 and needle 24 -> 64; niah 128 and cwe 120 -> 256), so a batch's rows run within 4x the
     decode steps they need. A likelihood task is its own bucket, or its ``batch_group``'s (both perplexity
@@ -86,17 +87,27 @@ def decode_bucket(task, merged: bool = False) -> tuple:
     return (GENERATION, bucket)
 
 
-def sort_rows(rows: list[tuple], tasks: dict, merged: bool = False) -> list[tuple]:
-    """``rows`` (``(sample, task name)``) of one bucket in batch order (the runner cuts batches off the front):
-    by prompt tokens (little padding), then task, then prompt index; a merged generation bucket first by answer
-    budget, longest first (``decode_bucket``); a likelihood bucket with each prompt index's tasks together (a
-    batch group's rows of one document share a batch)."""
-    kind = tasks[rows[0][1]].kind if rows else GENERATION
-    if kind != GENERATION:
-        return sorted(rows, key=lambda x: (x[0].n_tokens, x[0].index, x[1]))
-    if merged:
-        return sorted(rows, key=lambda x: (-tasks[x[1]].max_new_tokens, x[0].n_tokens, x[1], x[0].index))
-    return sorted(rows, key=lambda x: (x[0].n_tokens, x[1], x[0].index))
+def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False) -> list[list[tuple]]:
+    """``rows`` (``(sample, task name)``) of one ``length_buckets`` entry cut into batches of at most ``step``.
+
+    Within a bucket rows go by prompt tokens (little padding), then task, then prompt index; a likelihood bucket
+    keeps each prompt index's tasks together (a batch group's rows of one document share a batch). ``merged``
+    (the active method's ended rows are retired, ``graph_decode.ended_rows_free``): generation rows of every
+    budget together, longest budget first (``decode_bucket``). Otherwise an entry that holds several power-of-4
+    buckets (a merged run's, for a method whose rows the loop does not retire) is cut bucket by bucket."""
+    if not rows:
+        return []
+    if tasks[rows[0][1]].kind != GENERATION:
+        groups = [sorted(rows, key=lambda x: (x[0].n_tokens, x[0].index, x[1]))]
+    elif merged:
+        groups = [sorted(rows, key=lambda x: (-tasks[x[1]].max_new_tokens, x[0].n_tokens, x[1], x[0].index))]
+    else:
+        by_bucket: dict[tuple, list] = {}
+        for row in rows:
+            by_bucket.setdefault(decode_bucket(tasks[row[1]]), []).append(row)
+        groups = [sorted(g, key=lambda x: (x[0].n_tokens, x[1], x[0].index))
+                  for _, g in sorted(by_bucket.items(), key=lambda kv: -kv[0][1])]
+    return [g[i:i + step] for g in groups for i in range(0, len(g), step)]
 
 
 def length_buckets(work: list[tuple], merged: bool = False) -> list[tuple]:

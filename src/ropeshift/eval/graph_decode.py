@@ -70,12 +70,17 @@ def retire_enabled() -> bool:
     return os.environ.get(RETIRE_ENV, "1") != "0"
 
 
-def ended_rows_free(model) -> bool:
-    """Whether the evaluation's decode retires ended rows on this model's device (CUDA, the graph loop and
-    retire on): an ended row then costs a step its projections only, so the runner batches answers of every
-    budget together (``batching.decode_bucket``). Decided per run, before any method is active: a row whose
-    method the graph loop does not serve still decodes correctly (``model.generate``), at its full cost."""
+def retire_possible(model) -> bool:
+    """Whether the evaluation's decode can retire ended rows on this model's device (CUDA, the graph loop and
+    retire on): the runner then orders its work by length with every generation task in one bucket
+    (``batching.decode_bucket``), and merges them for each method whose rows are retired (``ended_rows_free``)."""
     return next(model.parameters()).device.type == "cuda" and graphs_enabled() and retire_enabled()
+
+
+def ended_rows_free(model) -> bool:
+    """Whether the decode loop retires ended rows with the method now active: an ended row then costs a step its
+    projections only (no KV reads), so answers of every budget can share a batch (``batching.cut_batches``)."""
+    return retire_enabled() and graph_decode_reason(model) is None
 
 
 def graph_decode_reason(model) -> str | None:

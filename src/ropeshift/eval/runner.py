@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
-from .batching import length_buckets, rows_per_batch, shard, shard_block, sort_rows
+from .batching import cut_batches, length_buckets, rows_per_batch, shard, shard_block
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -156,14 +156,14 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     prompts (rank 0 in ``run_rank``)."""
     from . import dense_compile
     from .generation import activate, deactivate
-    from .graph_decode import ended_rows_free
+    from .graph_decode import ended_rows_free, retire_possible
 
     clock = clock or parallel.StartupClock(ranks, enabled=progress)
     mode = dense_compile.resolve(cfg.compile, model)
     if mode:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
-    merged = ended_rows_free(model)  # every generation task in one bucket (decode_bucket)
+    merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
     if ranks.main:
@@ -188,12 +188,13 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
                 same = rope_share.rope_equal_lengths(info, cfg.lengths) if share else set()
             tasks = {name: resolve_task(name) for name, _ in cells}
-            note = f"{method.label} {'+'.join(tasks)} {format_length(length)}"
+            names = "+".join(tasks) if len(tasks) <= 3 else f"{len(tasks)} tasks"
+            note = f"{method.label} {names} {format_length(length)}"
             copies = []
             if length in same:  # the rope row, earlier in every bucket, computed these prompts
                 copies, cells = rope_share.copy_from_rope(cfg.out, cfg.model, method, info, length, cells)
-            todo = sort_rows([(s, name) for name, samples in cells for s in samples], tasks, merged)
-            step = rows_per_batch(cfg, length)
+            batches = cut_batches([(s, name) for name, samples in cells for s in samples], tasks,
+                                  rows_per_batch(cfg, length), merged and ended_rows_free(model))
             with contextlib.ExitStack() as stack:
                 apps = {name: stack.enter_context(open_writer(cfg.out, cfg.model, name, method.label, length,
                                                               ranks.rank)) for name in tasks}
@@ -202,8 +203,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 written += len(copies)
                 if copies:
                     bar.update(len(copies), note + " (= rope)")
-                for i in range(0, len(todo), step):
-                    batch = todo[i:i + step]
+                for batch in batches:
                     t0 = time.perf_counter()
                     stats: dict = {}
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
