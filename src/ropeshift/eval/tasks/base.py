@@ -209,8 +209,12 @@ class Task:
             built = self.build(ctx, rng, depth)
             make, hi, refs = built.make, built.hi, built.references
 
+            counted: dict[int, int] = {}  # the search's counts, reused for n_tokens (one tokenisation fewer)
+
             def count(m: int) -> int:
-                return ctx.count(make(m))
+                if m not in counted:
+                    counted[m] = ctx.count(make(m))
+                return counted[m]
 
             if i == 0 and self.reads_haystack and not haystack.lines and hi >= haystack.n_words \
                     and count(hi) < budget - 32:
@@ -229,7 +233,7 @@ class Task:
             samples.append(
                 Sample(
                     task=self.name, length=length, index=i, seed=seed, haystack=self.haystack_label or haystack.name,
-                    prompt=text, add_special_tokens=specials, n_tokens=ctx.count(make(size)),
+                    prompt=text, add_special_tokens=specials, n_tokens=count(size),
                     max_new_tokens=self.max_new_tokens, references=tuple(refs),
                     depth=built.depth if built.depth is not None else depth, depths=built.depths,
                     meta={"size": size, **built.meta},
