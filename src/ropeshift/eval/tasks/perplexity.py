@@ -85,9 +85,10 @@ class Perplexity(Task):
     def with_arg(self, arg: str | None) -> "Perplexity":
         return self if arg is None else Perplexity(arg)
 
-    def span(self, length: int, n_bos: int) -> int:
+    def span(self, length: int, n_bos: int, protocol: str | None = None) -> int:
+        """Document tokens of one sample of ``protocol`` (default: this task's)."""
         body = length - n_bos
-        return body + (EXTRA_WINDOWS * STRIDE if self.protocol == "strided" else 0)
+        return body + (EXTRA_WINDOWS * STRIDE if (protocol or self.protocol) == "strided" else 0)
 
     def make_samples(self, tokenizer, length, n, seed, options=TaskOptions()):
         if n < 1:
@@ -101,7 +102,7 @@ class Perplexity(Task):
                 f"{self.name}: haystack {haystack.name!r} holds {len(ids):,} tokens, but {n} samples at length "
                 f"{length} need {n * span:,}: use fewer samples, shorter lengths or a larger haystack (kjv)")
         # single: the strided protocol's documents (their first windows) when the haystack holds them (module doc)
-        every = length - len(bos) + EXTRA_WINDOWS * STRIDE
+        every = self.span(length, len(bos), "strided")
         every = every if n * every <= len(ids) else span
         out = []
         for i in range(n):
