@@ -8,6 +8,9 @@ Model: SmolLM2-135M's shape with random weights (``profile_graph_step.build``): 
 on the weights. Per shape (rows x prompt tokens, every row unpadded) and method, the study's prefill call
 (``model(ids, mask, logits_to_keep=1)``, as ``graph_decode.static_generate`` makes it, here without a cache) is
 timed with CUDA events (best of --repeats), then run once under ``torch.profiler`` for its split by kernel family.
+``--likelihood`` adds the perplexity task's forward of the same tokens (rows "likelihood": no mask, every
+position's logits, the NLL summed as ``Perplexity.evaluate`` does; with --compile also on the compiled copies),
+to see why a scored token costs more than a prefill token in the study.
 ``--compile`` adds three rows per case: "layers" and "blocks", the model compiled by ``eval.dense_compile`` in
 that mode (layers: what the evaluation runs on CUDA; attention eager in both), and "compiled", the whole model
 under ``torch.compile`` (our attention an opaque custom op), each on its own copy of the model, its compile time
@@ -67,14 +70,23 @@ def _timed(fn, device, repeats):
     return best
 
 
-def measure(model, rows, n, device, repeats, compiled=False):
+def measure(model, rows, n, device, repeats, compiled=False, likelihood=False):
     """(seconds per forward, {family: kernel s}, compile s or None) of the study's prefill call; ``compiled``:
-    the whole model under torch.compile, or True for a model whose blocks compile at their first call."""
+    the whole model under torch.compile, or True for a model whose blocks compile at their first call.
+    ``likelihood``: the perplexity task's call instead (no mask, every position's logits, the NLL summed by
+    ``tasks.perplexity._add_nll_sums``), as ``Perplexity.evaluate`` makes it for a ``single`` window."""
     ids, mask = _inputs(model.config, rows, n, device)
     fwd = torch.compile(model, dynamic=False) if compiled == "whole" else model
 
     def call():
-        fwd(input_ids=ids, attention_mask=mask, logits_to_keep=1, use_cache=False)
+        if likelihood:
+            from ropeshift.eval.tasks.perplexity import _add_nll_sums
+
+            sums = torch.zeros(rows, dtype=torch.float64, device=device)
+            logits = fwd(input_ids=ids, logits_to_keep=n, use_cache=False).logits
+            _add_nll_sums(sums, logits[:, :-1], ids[:, 1:])
+        else:
+            fwd(input_ids=ids, attention_mask=mask, logits_to_keep=1, use_cache=False)
 
     with torch.inference_mode():
         t0 = time.perf_counter()
@@ -114,6 +126,10 @@ def main(argv=None):
     p.add_argument("--shapes", default="48x8k,64x4k,96x2k,192x1k", help="rows x prompt tokens, comma separated")
     p.add_argument("--methods", default="plain,string")
     p.add_argument("--compile", action="store_true", help="also time each case under torch.compile")
+    p.add_argument("--modes", default="layers,blocks,compiled",
+                   help="with --compile: which of eval.dense_compile's modes and 'compiled' (whole model) to time")
+    p.add_argument("--likelihood", action="store_true",
+                   help="also time each case as the perplexity task's forward (no mask, all logits, NLL sums)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the floor's compute rate (dense bf16)")
     p.add_argument("--device", default=None)
@@ -129,6 +145,8 @@ def main(argv=None):
         from ropeshift.eval.dense_compile import MODES, compile_model
 
         for mode in MODES:
+            if mode not in args.modes.split(","):
+                continue
             copies[mode] = build(device, args.tiny)
             compile_model(copies[mode], mode)
     head = (f"# {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} | torch "
@@ -136,14 +154,18 @@ def main(argv=None):
     lines = [head, "", HEADER]
     print("\n".join(lines), flush=True)
     for rows, n, name in _cases(model, args):
-        f = flops(model.config, rows, n)
-        variants = [("eager", model, False)]
+        variants = [("eager", model, False, False)]
         if args.compile:
-            variants += [(mode, m, True) for mode, m in copies.items()] + [("compiled", model, "whole")]
-        for loop, m, compiled in variants:
+            variants += [(mode, m, True, False) for mode, m in copies.items()]
+            variants += [("compiled", model, "whole", False)] if "compiled" in args.modes.split(",") else []
+        if args.likelihood:
+            variants += [("likelihood", model, False, True)]
+            variants += [(f"likelihood {mode}", m, True, True) for mode, m in copies.items()]
+        for loop, m, compiled, lik in variants:
+            f = flops(model.config, rows, n, kept=n if lik else 1)
             with _applied(m, name):
                 try:
-                    sec, fams, comp = measure(m, rows, n, device, args.repeats, compiled)
+                    sec, fams, comp = measure(m, rows, n, device, args.repeats, compiled, lik)
                 except Exception as e:  # one failing case (e.g. out of memory) does not end the table
                     print(f"# {rows}x{n} {name} {loop}: {type(e).__name__}: {str(e)[:200]}", flush=True)
                     continue
