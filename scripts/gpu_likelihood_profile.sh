@@ -7,7 +7,7 @@
 # Run (the first call of a session, carrying .model1): OUT=$OUT LIMIT=170 bash scripts/gpu_likelihood_profile.sh
 set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 170
-mkdir -p /root/m && cp .model1/part_aa /root/m/ 2>/dev/null && echo "model part 1 copied to /root/m"
+mkdir -p /root/m && cp .model1/part_* /root/m/ 2>/dev/null && echo "model part 1 copied to /root/m"
 timeout "$(cap 160 2)" python3 benchmarks/profile_prefill.py --shapes 5x8k,20x2k --methods plain,string,yarn \
   --likelihood --compile --modes layers --out "$OUT/likelihood.md" > "$OUT/likelihood.log" 2>&1
 grep "^|\|^#" "$OUT/likelihood.md" 2>/dev/null || tail -20 "$OUT/likelihood.log"
