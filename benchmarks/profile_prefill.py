@@ -9,7 +9,8 @@ on the weights. Per shape (rows x prompt tokens, every row unpadded) and method,
 (``model(ids, mask, logits_to_keep=1)``, as ``graph_decode.static_generate`` makes it, here without a cache) is
 timed with CUDA events (best of --repeats), then run once under ``torch.profiler`` for its split by kernel family.
 ``--likelihood`` adds the perplexity task's forward of the same tokens (rows "likelihood": no mask, every
-position's logits, the NLL summed as ``Perplexity.evaluate`` does; with --compile also on the compiled copies),
+position's logits when rows x n x vocab fit the task's LOGITS_BYTES, else a strided window's 257, the NLL summed
+as ``Perplexity.evaluate`` does; with --compile also on the compiled copies),
 to see why a scored token costs more than a prefill token in the study.
 ``--compile`` adds three rows per case: "layers" and "blocks", the model compiled by ``eval.dense_compile`` in
 that mode (layers: what the evaluation runs on CUDA; attention eager in both), and "compiled", the whole model
@@ -52,6 +53,16 @@ def _inputs(cfg, rows, n, device):
     return ids, torch.ones_like(ids)
 
 
+def likelihood_keep(model, rows, n) -> int:
+    """Logits kept by the perplexity task's forward of rows x n tokens: every position's (a first window, as
+    many rows as keep them within LOGITS_BYTES) when they fit, else a strided window's STRIDE + 1."""
+    from ropeshift.eval.tasks.perplexity import LOGITS_BYTES, STRIDE
+
+    head = model.get_output_embeddings().weight
+    fits = rows * n * head.shape[0] * head.element_size() <= LOGITS_BYTES
+    return n if fits else min(n, STRIDE + 1)
+
+
 def _timed(fn, device, repeats):
     """Best seconds of fn() over `repeats` runs (CUDA events on a GPU, the host clock on a CPU)."""
     best = float("inf")
@@ -76,6 +87,7 @@ def measure(model, rows, n, device, repeats, compiled=False, likelihood=False):
     ``likelihood``: the perplexity task's call instead (no mask, every position's logits, the NLL summed by
     ``tasks.perplexity._add_nll_sums``), as ``Perplexity.evaluate`` makes it for a ``single`` window."""
     ids, mask = _inputs(model.config, rows, n, device)
+    keep = likelihood_keep(model, rows, n) if likelihood else 1
     fwd = torch.compile(model, dynamic=False) if compiled == "whole" else model
 
     def call():
@@ -83,8 +95,8 @@ def measure(model, rows, n, device, repeats, compiled=False, likelihood=False):
             from ropeshift.eval.tasks.perplexity import _add_nll_sums
 
             sums = torch.zeros(rows, dtype=torch.float64, device=device)
-            logits = fwd(input_ids=ids, logits_to_keep=n, use_cache=False).logits
-            _add_nll_sums(sums, logits[:, :-1], ids[:, 1:])
+            logits = fwd(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
+            _add_nll_sums(sums, logits[:, :-1], ids[:, n - keep + 1:])
         else:
             fwd(input_ids=ids, attention_mask=mask, logits_to_keep=1, use_cache=False)
 
@@ -162,7 +174,7 @@ def main(argv=None):
             variants += [("likelihood", model, False, True)]
             variants += [(f"likelihood {mode}", m, True, True) for mode, m in copies.items()]
         for loop, m, compiled, lik in variants:
-            f = flops(model.config, rows, n, kept=n if lik else 1)
+            f = flops(model.config, rows, n, kept=likelihood_keep(m, rows, n) if lik else 1)
             with _applied(m, name):
                 try:
                     sec, fams, comp = measure(m, rows, n, device, args.repeats, compiled, lik)
