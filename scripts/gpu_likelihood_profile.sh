@@ -4,10 +4,10 @@
 # benchmarks/profile_prefill.py --likelihood (random SmolLM2-135M-shaped weights; no model file needed), eager
 # and with the study's compiled layers, with the split by kernel family. 5 x 8k is what Perplexity.evaluate
 # forwards per call at 8k (LOGITS_BYTES; all logits), 17 x 8k a strided batch (257 logits), 20 x 2k at 2k.
-# Run (the first call of a session, carrying .model1): OUT=$OUT LIMIT=170 bash scripts/gpu_likelihood_profile.sh
+# Run (a call of a session carrying .model1 or .model2): OUT=$OUT LIMIT=170 bash scripts/gpu_likelihood_profile.sh
 set -uo pipefail
 source "$(dirname "$0")/gpu_lib.sh" 170
-mkdir -p /root/m && cp .model1/part_* /root/m/ 2>/dev/null && echo "model part 1 copied to /root/m"
+mkdir -p /root/m && cp .model*/part_* /root/m/ 2>/dev/null && echo "model parts copied to /root/m: $(ls /root/m)"
 timeout "$(cap 160 2)" python3 benchmarks/profile_prefill.py --shapes 5x8k,17x8k,20x2k --methods plain,string \
   --likelihood --compile --modes layers --out "$OUT/likelihood.md" > "$OUT/likelihood.log" 2>&1
 grep "^|\|^#" "$OUT/likelihood.log"
