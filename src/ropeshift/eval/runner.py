@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parallel, rope_share, warm_up
+from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
 from .batching import cut_batches, length_buckets, rows_per_batch, shard, shard_block
 from .options import MethodSpec, format_length
@@ -166,11 +166,6 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
-    if warm_up.wanted(model):  # compiles and captures while the prompts are made (or awaited)
-        kinds = {resolve_task(t).kind for t in cfg.tasks}
-        warm_up.warm_up(model, tokenizer, cfg.methods[0], cfg, likelihood=bool(kinds - {GENERATION}),
-                        generation=GENERATION in kinds)
-        clock.mark("warm-up")
     if ranks.main:
         samples = samples.result() if isinstance(samples, PendingSamples) else samples
         write_manifest(cfg, model, model_path or cfg.model)
