@@ -6,7 +6,8 @@
 Phases (seconds of wall time in the rank's process, each ending at a host sync): tokenize (prompts to ids),
 prefill (prompt forward + first token), capture (eager warm-up steps + CUDA-graph captures), decode (replayed
 steps), generate (``model.generate`` where the graph loop does not serve), likelihood (perplexity's forwards), host
-(the rest: padding, texts, scoring, records). With several ranks on one GPU each phase includes the other ranks'
+(the rest: padding, texts, scoring, records, and the failed attempts of batches retried in halves on CUDA
+out-of-memory: the per-rank table counts those splits and their batches' wall). With several ranks on one GPU each phase includes the other ranks'
 time slices: compare a rank's sum of batch walls with its span (first batch start to last batch end).
 """
 from __future__ import annotations
@@ -65,11 +66,14 @@ def summarize(lines: list[dict]) -> str:
     ranks = defaultdict(list)
     for b in batches:
         ranks[b["rank"]].append(b)
-    out += ["", "| rank | batches | sum of batch walls s | span s | walls / span |", "|---|---|---|---|---|"]
+    out += ["", "| rank | batches | sum of batch walls s | span s | walls / span | out-of-memory splits | "
+            "their batches' wall s |", "|---|---|---|---|---|---|---|"]
     for rank, bs in sorted(ranks.items()):
         walls = sum(b["wall_s"] for b in bs)
         span = max(b["t"] for b in bs) - min(b["t"] - b["wall_s"] for b in bs)
-        out.append(f"| {rank} | {len(bs)} | {walls:.1f} | {span:.1f} | {walls / span if span else 0:.2f} |")
+        split = [b for b in bs if b.get("oom_splits")]
+        out.append(f"| {rank} | {len(bs)} | {walls:.1f} | {span:.1f} | {walls / span if span else 0:.2f} "
+                   f"| {sum(b['oom_splits'] for b in split)} | {sum(b['wall_s'] for b in split):.1f} |")
     starts = sorted((s for s in lines if s["kind"] == "startup"), key=lambda s: s["rank"])
     if starts:
         names = list(dict.fromkeys(k for s in starts for k in s["phases"]))

@@ -109,6 +109,52 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tok, tiny_llama
     assert all(by_index[r["index"]] == (r["prompt_hash"], r["prediction"]) for r in resumed)
 
 
+def test_memory_cap_learns_from_a_split_and_cuts_later_batches():
+    """Half the tokens of the smallest failed batch, per kind and at every length, read again before each batch."""
+    from ropeshift.eval.batching import MemoryCap
+
+    cap = MemoryCap()
+    assert cap.rows("generation", 1024) is None
+    batches = [list(range(8)), list(range(8, 13)), [13]]
+    out = []
+    for b in cap.split(batches, 1024, lambda b: "generation"):
+        out.append(b)
+        if len(out) == 1:
+            cap.learn("generation", 6, 1024)  # 6 rows x 1024 failed: 3 x 1024 tokens from now on
+    assert out == [list(range(8)), [8, 9, 10], [11, 12], [13]]
+    assert cap.rows("generation", 2048) == 1 and cap.rows("generation", 512) == 6
+    assert cap.rows("likelihood", 1024) is None
+    cap.learn("generation", 10, 1024)  # a larger failure does not loosen the bound
+    assert cap.rows("generation", 1024) == 3
+
+
+def test_run_learns_the_memory_cap_after_one_split(tmp_path, tok, tiny_llama, monkeypatch):
+    """After the first out-of-memory split, later batches (other methods, other lengths) come cut to the learned
+    cap and never fail again; every sample still gets its record."""
+    import torch
+
+    from ropeshift.eval import generation
+    from ropeshift.eval.batch_log import read_batches
+
+    sizes = []
+
+    def fake_generate(model, tokenizer, rows, max_new_tokens, stop=None, stats=None):
+        sizes.append(len(rows))
+        if len(rows) * max(len(r) for r in rows) > 600:  # "memory": 600 prompt tokens
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return ["x"] * len(rows)
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    cfg = _cfg(tmp_path, tasks=("passkey",), lengths=(256, 200), samples=6, batch_size=6)
+    assert run(cfg, tiny_llama, tok, progress=False) == 24
+    lines = [b for b in read_batches(tmp_path) if b["kind"] != "startup"]
+    failed = [b for b in lines if b.get("oom_splits")]
+    assert len(failed) == 1 and failed[0]["rows"] == 6 and failed[0]["oom_rows"] == 3
+    # 3 rows of ~256 tokens failed: at most 384 tokens a batch from then on, one row at 256 and at 200
+    assert [b["rows"] for b in lines if not b.get("oom_splits")] == [1] * 18
+    assert sizes == [6, 3, 1, 2, 3, 1, 2] + [1] * 18  # the halves of the first batch, then no failed call
+
+
 @pytest.mark.parametrize("method", [MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16})])
 def test_batched_left_padding_matches_one_by_one(method, tmp_path, tok, tiny_llama):
     kw = dict(tasks=("math_find",), methods=(method,), samples=6)

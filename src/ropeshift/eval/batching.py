@@ -59,6 +59,43 @@ def rows_per_batch(cfg, length: int) -> int:
     return max(1, cfg.batch_tokens // length) if cfg.batch_tokens else cfg.batch_size
 
 
+class MemoryCap:
+    """Prompt tokens per batch that this process learned it can hold, per batch kind (generation, likelihood).
+
+    Unbounded until a batch runs out of GPU memory (``runner._run_batch`` then retries it in halves and reports
+    the smallest row count that failed); from then on that kind's batches hold at most half of those tokens,
+    at every length (memory goes with tokens: KV cache and activations). Without it every later batch of the
+    same size paid its own failed attempt: 28 of them, ~4-5 s each, in the 2026-12-06 H100 study (3 processes
+    sharing the card at 600k tokens a batch)::
+
+        cap = MemoryCap()
+        for batch in cap.split(batches, length, kind):   # batches longer than the cap are cut in order
+            ... run it; on an out-of-memory split: cap.learn(kind, smallest failed rows, length)
+    """
+
+    def __init__(self):
+        self.tokens: dict[str, int] = {}
+
+    def learn(self, kind: str, failed_rows: int, length: int) -> None:
+        t = max(1, failed_rows * length // 2)
+        self.tokens[kind] = min(self.tokens.get(kind, t), t)
+
+    def rows(self, kind: str, length: int) -> int | None:
+        """The most rows a batch of ``kind`` at ``length`` may hold (None: no bound learned)."""
+        t = self.tokens.get(kind)
+        return None if t is None else max(1, t // length)
+
+    def split(self, batches, length: int, kind_of):
+        """``batches`` in order, each cut into pieces of at most ``rows(kind_of(batch), length)``; the bound is read
+        again before each batch, so one learned mid-bucket applies to the rest of it."""
+        for batch in batches:
+            cap = self.rows(kind_of(batch), length)
+            if cap is None or len(batch) <= cap:
+                yield batch
+            else:
+                yield from (batch[i:i + cap] for i in range(0, len(batch), cap))
+
+
 def shard_block(cfg, length: int, world: int) -> int:
     """Prompts of one cell dealt to a rank at a time: a batch's rows, but at most 1/world of the cell, so every
     rank gets a share of every cell (whole cells per rank left one rank with the costly ones: measured on the

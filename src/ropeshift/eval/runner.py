@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
-from .batching import cut_batches, length_buckets, rows_per_batch, shard, shard_block
+from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, shard_block
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -181,6 +181,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     written, current = 0, None
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
+    memory_cap = MemoryCap()  # batch tokens bounded after an out-of-memory split
     try:
         for method, length, cells in length_buckets(work, merged):
             if method != current:
@@ -203,12 +204,14 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 written += len(copies)
                 if copies:
                     bar.update(len(copies), note + " (= rope)")
-                for batch in batches:
+                for batch in memory_cap.split(batches, length, lambda b: tasks[b[0][1]].kind):
                     t0 = time.perf_counter()
                     stats: dict = {}
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
                                                 [s for s, _ in batch], stats)
                     wall = time.perf_counter() - t0
+                    if stats.get("oom_rows"):
+                        memory_cap.learn(tasks[batch[0][1]].kind, stats["oom_rows"], length)
                     secs = wall / len(batch)
                     log.write(rank=ranks.rank, method=method.label, length=length, kind=tasks[batch[0][1]].kind,
                               tasks=counts(name for _, name in batch), rows=len(batch),
@@ -265,6 +268,7 @@ def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = 
     print(f"out of memory with a batch of {len(batch)}: retrying as {half} + {len(batch) - half}", file=sys.stderr)
     if stats is not None:
         stats["oom_splits"] = stats.get("oom_splits", 0) + 1
+        stats["oom_rows"] = min(stats.get("oom_rows", len(batch)), len(batch))  # the smallest size that failed
     p1, r1 = _run_batch(tasks[:half], model, tokenizer, batch[:half], stats)
     p2, r2 = _run_batch(tasks[half:], model, tokenizer, batch[half:], stats)
     return p1 + p2, r1 + r2
