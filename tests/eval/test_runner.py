@@ -498,3 +498,35 @@ def test_merged_run_batches_by_budget_with_the_same_records(tmp_path, tok, tiny_
         want = {r.index: r for r in read_cell(tmp_path / "pow4", "tiny", task, "rope", 256)}
         assert got.keys() == want.keys() == {0, 1, 2}
         assert all((got[i].prediction, got[i].score) == (want[i].prediction, want[i].score) for i in got)
+
+
+def test_stagger_starts_each_rank_elsewhere_and_keeps_rope_first_in_each_group():
+    """Rank r's entries start about r / world of the prompt tokens in, wrapped, cut between (bucket, length)
+    groups; every entry once; rank 0 and a single rank keep the plain order."""
+    from ropeshift.eval.batching import length_buckets, stagger
+    from ropeshift.eval.parallel import Ranks
+
+    class S:
+        def __init__(self, n):
+            self.n_tokens, self.index = n, 0
+
+    methods = [MethodSpec("rope"), MethodSpec("string")]
+    work = [(m, task, n, [S(n)] * 4) for task in ("passkey", "niah_single_1", "perplexity") for n in (1024, 4096)
+            for m in methods]
+    entries = length_buckets(work, merged=True)
+    assert stagger(entries, Ranks(0, 3), True) == entries and stagger(entries, Ranks(0, 1), True) == entries
+    groups = [(e[1], e[2][0][0] == "perplexity") for e in entries]
+    for rank in (1, 2):
+        got = stagger(entries, Ranks(rank, 3), True)
+        assert sorted(map(id, got)) == sorted(map(id, entries))
+        keys = [(e[1], e[2][0][0] == "perplexity") for e in got]
+        first = keys[0]
+        assert got[0][0].name == "rope" and first in groups  # a group's rope row leads
+        for i in range(1, len(got)):  # a new group starts with its rope row
+            if keys[i] != keys[i - 1]:
+                assert got[i][0].name == "rope"
+    # tokens: gen 1k 2x1024x4, gen 4k 2x2x4096x4 (passkey+niah), lik 1k, lik 4k: rank 1 starts at gen 4k,
+    # rank 2 at perplexity 1k (the boundaries nearest 1/3 and 2/3 of the tokens)
+    assert (stagger(entries, Ranks(1, 3), True)[0][1], stagger(entries, Ranks(1, 3), True)[0][2][0][0]) \
+        == (4096, "passkey")
+    assert stagger(entries, Ranks(2, 3), True)[0][2][0][0] == "perplexity"

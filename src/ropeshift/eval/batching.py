@@ -1,7 +1,7 @@
 """How the runner cuts its work into batches: ranks' shares, buckets of tasks, row order, rows per batch.
 
     work = shard(work, ranks, lambda n: shard_block(cfg, n, ranks.world))   # this rank's prompts
-    for method, length, cells in length_buckets(work, merged):           # one entry per bucket x length x method
+    for method, length, cells in stagger(length_buckets(work, merged), ranks, merged):   # bucket x length x method
         rows = [(s, task) for task, todo in cells for s in todo]
         batches = cut_batches(rows, tasks, rows_per_batch(cfg, length), merged and ended_rows_free(model))
 
@@ -163,3 +163,40 @@ def length_buckets(work: list[tuple], merged: bool = False) -> list[tuple]:
         first.setdefault(key[:2], i)
     order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))
     return [(method, length, groups[_, length, method]) for _, length, method in order]
+
+
+def stagger(entries: list[tuple], ranks: Ranks, merged: bool = False) -> list[tuple]:
+    """This rank's ``length_buckets`` entries, started ``rank / world`` of the way through (by prompt tokens) and
+    wrapped around, cut only between (bucket, length) groups so the rope row still comes first in each.
+
+    Every rank used to walk the same order, so the likelihood buckets (compute-bound forwards, no decode) ran on
+    all ranks at once at the end: a likelihood token then cost 2x a generation prefill token, whose forwards
+    overlap other ranks' bandwidth-bound decode steps on a shared GPU (H100, 2026-12-06, benchmarks/RESULTS.md).
+    Staggered, the ranks reach the likelihood buckets at different times (ruler-lite, 3 ranks: the likelihood
+    buckets hold ~18 % of the prompt tokens, generation's 8k bucket ~31 %)::
+
+        rank 0   gen 1k 2k 4k 6k 8k | lik 1k .. 8k
+        rank 1   gen 6k 8k | lik 1k .. 8k | gen 1k 2k 4k
+        rank 2   lik 1k .. 8k | gen 1k 2k 4k 6k 8k
+    """
+    if ranks.world == 1 or ranks.rank == 0 or not entries:
+        return entries
+    groups: list[list[tuple]] = []
+    last = None
+    for entry in entries:
+        _, length, cells = entry
+        key = (decode_bucket(resolve_task(cells[0][0]), merged), length)
+        if key != last:
+            groups.append([])
+            last = key
+        groups[-1].append(entry)
+    cost = [sum(s.n_tokens for _, length, cells in g for _, todo in cells for s in todo) for g in groups]
+    target, done, start = sum(cost) * ranks.rank / ranks.world, 0, 0
+    for i, c in enumerate(cost):  # the group boundary nearest the target
+        if abs(done - target) <= abs(done + c - target):
+            start = i
+            break
+        done += c
+    else:
+        start = len(groups) - 1
+    return [e for g in groups[start:] + groups[:start] for e in g]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
-from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, shard_block
+from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, shard_block, stagger
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -183,7 +183,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
     memory_cap = MemoryCap()  # batch tokens bounded after an out-of-memory split
     try:
-        for method, length, cells in length_buckets(work, merged):
+        for method, length, cells in stagger(length_buckets(work, merged), ranks, merged):
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
