@@ -7,8 +7,9 @@ Phases (seconds of wall time in the rank's process, each ending at a host sync):
 prefill (prompt forward + first token), capture (eager warm-up steps + CUDA-graph captures), decode (replayed
 steps), generate (``model.generate`` where the graph loop does not serve), likelihood (perplexity's forwards), host
 (the rest: padding, texts, scoring, records, and the failed attempts of batches retried in halves on CUDA
-out-of-memory: the per-rank table counts those splits and their batches' wall). With several ranks on one GPU each phase includes the other ranks'
-time slices: compare a rank's sum of batch walls with its span (first batch start to last batch end).
+out-of-memory: the per-rank table counts those splits and their batches' wall). With several ranks on one GPU
+each phase includes the other ranks' time slices: compare a rank's sum of batch walls with its span (first batch
+start to last batch end).
 """
 from __future__ import annotations
 

@@ -84,8 +84,8 @@ def _timed(fn, device, repeats):
 def measure(model, rows, n, device, repeats, compiled=False, likelihood=False):
     """(seconds per forward, {family: kernel s}, compile s or None) of the study's prefill call; ``compiled``:
     the whole model under torch.compile, or True for a model whose blocks compile at their first call.
-    ``likelihood``: the perplexity task's call instead (no mask, every position's logits, the NLL summed by
-    ``tasks.perplexity._add_nll_sums``), as ``Perplexity.evaluate`` makes it for a ``single`` window."""
+    ``likelihood``: the perplexity task's call instead (no mask, ``likelihood_keep`` logits, the NLL summed by
+    ``tasks.perplexity._add_nll_sums``), as ``Perplexity.evaluate`` makes it for a first or a strided window."""
     ids, mask = _inputs(model.config, rows, n, device)
     keep = likelihood_keep(model, rows, n) if likelihood else 1
     fwd = torch.compile(model, dynamic=False) if compiled == "whole" else model
@@ -149,6 +149,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="also write the table as markdown")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    modes = set(args.modes.split(","))
     if args.tiny:
         args.shapes, args.repeats = "2x64", 1
     model = build(device, args.tiny)
@@ -156,9 +157,7 @@ def main(argv=None):
     if args.compile:
         from ropeshift.eval.dense_compile import MODES, compile_model
 
-        for mode in MODES:
-            if mode not in args.modes.split(","):
-                continue
+        for mode in (m for m in MODES if m in modes):
             copies[mode] = build(device, args.tiny)
             compile_model(copies[mode], mode)
     head = (f"# {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} | torch "
@@ -169,7 +168,7 @@ def main(argv=None):
         variants = [("eager", model, False, False)]
         if args.compile:
             variants += [(mode, m, True, False) for mode, m in copies.items()]
-            variants += [("compiled", model, "whole", False)] if "compiled" in args.modes.split(",") else []
+            variants += [("compiled", model, "whole", False)] if "compiled" in modes else []
         if args.likelihood:
             variants += [("likelihood", model, False, True)]
             variants += [(f"likelihood {mode}", m, True, True) for mode, m in copies.items()]

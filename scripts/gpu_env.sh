@@ -27,13 +27,10 @@ if [ ! -s "$model" ]; then
   # once their sizes add up to .model*/size (carried with the last part), gunzipped when .model*/gzip came too
   parts=$(for f in /root/m/part_* .model*/part_*; do [ -f "$f" ] && echo "$(basename "$f") $f"; done | sort -u -k1,1 | cut -d' ' -f2)
   want=$(cat .model*/size 2>/dev/null | head -1)
-  have=$( [ -n "$parts" ] && cat $parts | wc -c )
+  have=$( [ -n "$parts" ] && du -cb $parts | tail -1 | cut -f1 )
   if [ -n "$want" ] && [ "$have" = "$want" ]; then
-    if ls .model*/gzip >/dev/null 2>&1; then
-      mkdir -p "$pkg" && cat $parts | gunzip > "$model" && : > "$pkg/__init__.py"
-    else
-      mkdir -p "$pkg" && cat $parts > "$model" && : > "$pkg/__init__.py"
-    fi
+    unpack=cat; ls .model*/gzip >/dev/null 2>&1 && unpack="gunzip -c"
+    mkdir -p "$pkg" && cat $parts | $unpack > "$model" && : > "$pkg/__init__.py"
   else
     echo "gpu_env: model not joined: parts hold ${have:-0} of ${want:-?} bytes (/root/m/part_* from earlier calls, the last .modelN carried now with its size file)" >&2
   fi

@@ -5,7 +5,6 @@
 # perplexity's stride, make_samples' token counts), with the rest of tests/eval beside them.
 # Run: source scripts/gpu_env.sh; OUT=$OUT LIMIT=300 bash scripts/gpu_issue10_tests.sh   (files back: tests.log; tests/eval took >140 s on 8 workers)
 set -uo pipefail
-mkdir -p /root/m && cp .model*/part_* /root/m/ 2>/dev/null && echo "model parts copied to /root/m: $(ls /root/m)"
 source "$(dirname "$0")/gpu_lib.sh" 150
 run_tests $((LIMIT - 10)) 5 tests/eval
 echo "done in $(( $(date +%s) - start )) s"

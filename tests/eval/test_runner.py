@@ -117,7 +117,7 @@ def test_memory_cap_learns_from_a_split_and_cuts_later_batches():
     assert cap.rows("generation", 1024) is None
     batches = [list(range(8)), list(range(8, 13)), [13]]
     out = []
-    for b in cap.split(batches, 1024, lambda b: "generation"):
+    for b in cap.split(batches, 1024, "generation"):
         out.append(b)
         if len(out) == 1:
             cap.learn("generation", 6, 1024)  # 6 rows x 1024 failed: 3 x 1024 tokens from now on
@@ -500,10 +500,10 @@ def test_merged_run_batches_by_budget_with_the_same_records(tmp_path, tok, tiny_
         assert all((got[i].prediction, got[i].score) == (want[i].prediction, want[i].score) for i in got)
 
 
-def test_stagger_starts_each_rank_elsewhere_and_keeps_rope_first_in_each_group():
+def test_length_buckets_stagger_each_rank_and_keep_rope_first_in_each_group():
     """Rank r's entries start about r / world of the prompt tokens in, wrapped, cut between (bucket, length)
     groups; every entry once; rank 0 and a single rank keep the plain order."""
-    from ropeshift.eval.batching import length_buckets, stagger
+    from ropeshift.eval.batching import length_buckets
     from ropeshift.eval.parallel import Ranks
 
     class S:
@@ -514,11 +514,12 @@ def test_stagger_starts_each_rank_elsewhere_and_keeps_rope_first_in_each_group()
     work = [(m, task, n, [S(n)] * 4) for task in ("passkey", "niah_single_1", "perplexity") for n in (1024, 4096)
             for m in methods]
     entries = length_buckets(work, merged=True)
-    assert stagger(entries, Ranks(0, 3), True) == entries and stagger(entries, Ranks(0, 1), True) == entries
+    assert length_buckets(work, True, Ranks(0, 3)) == entries and length_buckets(work, True, Ranks(0, 1)) == entries
     groups = [(e[1], e[2][0][0] == "perplexity") for e in entries]
     for rank in (1, 2):
-        got = stagger(entries, Ranks(rank, 3), True)
-        assert sorted(map(id, got)) == sorted(map(id, entries))
+        got = length_buckets(work, True, Ranks(rank, 3))
+        assert sorted((e[0].name, e[1], tuple(c[0] for c in e[2])) for e in got) == \
+            sorted((e[0].name, e[1], tuple(c[0] for c in e[2])) for e in entries)
         keys = [(e[1], e[2][0][0] == "perplexity") for e in got]
         first = keys[0]
         assert got[0][0].name == "rope" and first in groups  # a group's rope row leads
@@ -527,6 +528,6 @@ def test_stagger_starts_each_rank_elsewhere_and_keeps_rope_first_in_each_group()
                 assert got[i][0].name == "rope"
     # tokens: gen 1k 2x1024x4, gen 4k 2x2x4096x4 (passkey+niah), lik 1k, lik 4k: rank 1 starts at gen 4k,
     # rank 2 at perplexity 1k (the boundaries nearest 1/3 and 2/3 of the tokens)
-    assert (stagger(entries, Ranks(1, 3), True)[0][1], stagger(entries, Ranks(1, 3), True)[0][2][0][0]) \
-        == (4096, "passkey")
-    assert stagger(entries, Ranks(2, 3), True)[0][2][0][0] == "perplexity"
+    rank1, rank2 = length_buckets(work, True, Ranks(1, 3)), length_buckets(work, True, Ranks(2, 3))
+    assert (rank1[0][1], rank1[0][2][0][0]) == (4096, "passkey")
+    assert rank2[0][2][0][0] == "perplexity"

@@ -1,7 +1,7 @@
 """How the runner cuts its work into batches: ranks' shares, buckets of tasks, row order, rows per batch.
 
     work = shard(work, ranks, lambda n: shard_block(cfg, n, ranks.world))   # this rank's prompts
-    for method, length, cells in stagger(length_buckets(work, merged), ranks, merged):   # bucket x length x method
+    for method, length, cells in length_buckets(work, merged, ranks):  # bucket x length x method, staggered by rank
         rows = [(s, task) for task, todo in cells for s in todo]
         batches = cut_batches(rows, tasks, rows_per_batch(cfg, length), merged and ended_rows_free(model))
 
@@ -18,6 +18,8 @@ method on one rank (73 rows each at 600k tokens) look like::
     passkey   17 rows     6 steps
 """
 from __future__ import annotations
+
+import itertools
 
 from . import parallel, rope_share
 from .parallel import Ranks
@@ -69,7 +71,7 @@ class MemoryCap:
     sharing the card at 600k tokens a batch)::
 
         cap = MemoryCap()
-        for batch in cap.split(batches, length, kind):   # batches longer than the cap are cut in order
+        for batch in cap.split(batches, length, kind):   # one entry's batches (one kind), longer ones cut in order
             ... run it; on an out-of-memory split: cap.learn(kind, smallest failed rows, length)
     """
 
@@ -85,11 +87,11 @@ class MemoryCap:
         t = self.tokens.get(kind)
         return None if t is None else max(1, t // length)
 
-    def split(self, batches, length: int, kind_of):
-        """``batches`` in order, each cut into pieces of at most ``rows(kind_of(batch), length)``; the bound is read
-        again before each batch, so one learned mid-bucket applies to the rest of it."""
+    def split(self, batches, length: int, kind: str):
+        """``batches`` (all of ``kind``) in order, each cut into pieces of at most ``rows(kind, length)``; the bound
+        is read again before each batch, so one learned mid-bucket applies to the rest of it."""
         for batch in batches:
-            cap = self.rows(kind_of(batch), length)
+            cap = self.rows(kind, length)
             if cap is None or len(batch) <= cap:
                 yield batch
             else:
@@ -147,13 +149,25 @@ def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False)
     return [g[i:i + step] for g in groups for i in range(0, len(g), step)]
 
 
-def length_buckets(work: list[tuple], merged: bool = False) -> list[tuple]:
+def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks()) -> list[tuple]:
     """``work`` (``(method, task, length, todo)``) regrouped into ``(method, length, [(task, todo), ...])``: one
     entry per decode bucket (``decode_bucket``, ``merged`` passed on) x length x method, in the order each first
     occurs (bucket-major, then length, then method, the rope row first: the methods that are exactly RoPE at a
     length copy its records, ``rope_share``; a partial run finishes whole buckets for every method). The runner
     cuts each entry into batches that mix its tasks, so a length holds few large generate() calls instead of one
-    per task."""
+    per task.
+
+    With several ranks, rank r starts ``r / world`` of the way through that order (by prompt tokens, at the
+    nearest (bucket, length) boundary) and wraps around. When every rank walked the same order the likelihood
+    buckets (compute-bound forwards, no decode) ran on all ranks at once at the end, and a likelihood token cost
+    2x a generation prefill token, whose forwards overlap other ranks' bandwidth-bound decode steps on a shared
+    GPU (H100, 2026-12-06, benchmarks/RESULTS.md). Staggered (ruler-lite, 3 ranks: the likelihood buckets hold
+    ~18 % of the prompt tokens, generation's 8k bucket ~31 %)::
+
+        rank 0   gen 1k 2k 4k 6k 8k | lik 1k .. 8k
+        rank 1   gen 6k 8k | lik 1k .. 8k | gen 1k 2k 4k
+        rank 2   lik 1k .. 8k | gen 1k 2k 4k 6k 8k
+    """
     groups: dict[tuple, list] = {}
     for method, task, length, todo in work:
         key = (decode_bucket(resolve_task(task), merged), length, method)
@@ -161,42 +175,14 @@ def length_buckets(work: list[tuple], merged: bool = False) -> list[tuple]:
     first: dict[tuple, int] = {}
     for i, key in enumerate(groups):
         first.setdefault(key[:2], i)
+    heads = sorted(first, key=first.get)  # (bucket, length) in order of first occurrence
+    if ranks.world > 1 and heads:
+        tokens = dict.fromkeys(heads, 0)
+        for key, cells in groups.items():
+            tokens[key[:2]] += sum(s.n_tokens for _, todo in cells for s in todo)
+        bounds = list(itertools.accumulate((tokens[h] for h in heads), initial=0))[:-1]
+        target = sum(tokens.values()) * ranks.rank / ranks.world
+        start = min(range(len(heads)), key=lambda i: abs(bounds[i] - target))
+        first = {h: i for i, h in enumerate(heads[start:] + heads[:start])}
     order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))
     return [(method, length, groups[_, length, method]) for _, length, method in order]
-
-
-def stagger(entries: list[tuple], ranks: Ranks, merged: bool = False) -> list[tuple]:
-    """This rank's ``length_buckets`` entries, started ``rank / world`` of the way through (by prompt tokens) and
-    wrapped around, cut only between (bucket, length) groups so the rope row still comes first in each.
-
-    Every rank used to walk the same order, so the likelihood buckets (compute-bound forwards, no decode) ran on
-    all ranks at once at the end: a likelihood token then cost 2x a generation prefill token, whose forwards
-    overlap other ranks' bandwidth-bound decode steps on a shared GPU (H100, 2026-12-06, benchmarks/RESULTS.md).
-    Staggered, the ranks reach the likelihood buckets at different times (ruler-lite, 3 ranks: the likelihood
-    buckets hold ~18 % of the prompt tokens, generation's 8k bucket ~31 %)::
-
-        rank 0   gen 1k 2k 4k 6k 8k | lik 1k .. 8k
-        rank 1   gen 6k 8k | lik 1k .. 8k | gen 1k 2k 4k
-        rank 2   lik 1k .. 8k | gen 1k 2k 4k 6k 8k
-    """
-    if ranks.world == 1 or ranks.rank == 0 or not entries:
-        return entries
-    groups: list[list[tuple]] = []
-    last = None
-    for entry in entries:
-        _, length, cells = entry
-        key = (decode_bucket(resolve_task(cells[0][0]), merged), length)
-        if key != last:
-            groups.append([])
-            last = key
-        groups[-1].append(entry)
-    cost = [sum(s.n_tokens for _, length, cells in g for _, todo in cells for s in todo) for g in groups]
-    target, done, start = sum(cost) * ranks.rank / ranks.world, 0, 0
-    for i, c in enumerate(cost):  # the group boundary nearest the target
-        if abs(done - target) <= abs(done + c - target):
-            start = i
-            break
-        done += c
-    else:
-        start = len(groups) - 1
-    return [e for g in groups[start:] + groups[:start] for e in g]

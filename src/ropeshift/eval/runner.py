@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
-from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, shard_block, stagger
+from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, shard_block
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -183,7 +183,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
     memory_cap = MemoryCap()  # batch tokens bounded after an out-of-memory split
     try:
-        for method, length, cells in stagger(length_buckets(work, merged), ranks, merged):
+        for method, length, cells in length_buckets(work, merged, ranks):
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
@@ -204,16 +204,17 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 written += len(copies)
                 if copies:
                     bar.update(len(copies), note + " (= rope)")
-                for batch in memory_cap.split(batches, length, lambda b: tasks[b[0][1]].kind):
+                kind = next(iter(tasks.values())).kind  # one kind per bucket (batching.decode_bucket)
+                for batch in memory_cap.split(batches, length, kind):
                     t0 = time.perf_counter()
                     stats: dict = {}
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
                                                 [s for s, _ in batch], stats)
                     wall = time.perf_counter() - t0
                     if stats.get("oom_rows"):
-                        memory_cap.learn(tasks[batch[0][1]].kind, stats["oom_rows"], length)
+                        memory_cap.learn(kind, stats["oom_rows"], length)
                     secs = wall / len(batch)
-                    log.write(rank=ranks.rank, method=method.label, length=length, kind=tasks[batch[0][1]].kind,
+                    log.write(rank=ranks.rank, method=method.label, length=length, kind=kind,
                               tasks=counts(name for _, name in batch), rows=len(batch),
                               tokens=sum(s.n_tokens for s, _ in batch), wall_s=round(wall, 4),
                               **{k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()})
