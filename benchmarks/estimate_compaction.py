@@ -8,8 +8,8 @@ tokens of the text (the prediction is cut at the row's end), that many when the 
 (the token that closed the line is the last one kept), the task's budget when it reached it, else one more (EOS,
 which the text leaves out). Retokenising the text may differ from the generated tokens by a token or so.
 
-Batches are formed as the runner forms them where ended rows are not retired (``batching.shard`` with
-``shard_block`` over ``--workers`` ranks on a fresh study, ``length_buckets`` and ``cut_batches`` with the
+Batches are formed as the runner forms them where ended rows are not retired (``batching.shard`` in
+batch-sized chunks over ``--workers`` ranks on a fresh study, ``length_buckets`` and ``cut_batches`` with the
 power-of-4 buckets, ``rows_per_batch`` rows a batch); the
 records do not say which batch a row was in (their ``seconds`` is the batch's share), and the archive's
 batches came from calls with other batch budgets and worker counts, so the study as the runner would batch it
@@ -33,7 +33,7 @@ from ropeshift.eval.parallel import Ranks
 from ropeshift.eval.records import GENERATION, iter_records
 from ropeshift.eval.rope_share import SAME_AS
 from ropeshift.eval.row_compaction import COMPACTION, Compaction, decode_batch_sizes
-from ropeshift.eval.batching import cut_batches, decode_bucket, length_buckets, rows_per_batch, shard, shard_block
+from ropeshift.eval.batching import cut_batches, decode_bucket, length_buckets, rows_per_batch, shard
 from ropeshift.eval.runner import RunConfig
 from ropeshift.eval.suites import SUITES
 from ropeshift.eval.tasks import resolve_task
@@ -66,7 +66,7 @@ def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = 
     work = [(m, t, n, sorted(todo, key=lambda s: s.index))
             for (t, n, m), todo in sorted(work.items(), key=lambda kv: (rank_of[kv[0][0]], kv[0][1], kv[0][2].label))]
     for rank in range(world):
-        mine = shard(work, Ranks(rank, world), lambda length: shard_block(cfg, length, world))
+        mine = shard(work, Ranks(rank, world), lambda length: rows_per_batch(cfg, length), merged)
         for method, length, cells in length_buckets(mine, merged):
             pending = [(s, name) for name, todo in cells for s in todo]
             for rows in cut_batches(pending, tasks, rows_per_batch(cfg, length), merged):

@@ -18,7 +18,8 @@ cap() { local want=$1 l; l=$(( $(left) - ${2:-0} )); [ "$l" -lt "$want" ] && wan
 run_tests() {
   local want=$1 rest=$2
   shift 2
-  timeout "$(cap "$want" "$rest")" python3 -m pytest -q -p no:cacheprovider -n 8 -rfEs "$@" > "$OUT/tests.log" 2>&1
+  # SIGINT at the cap: pytest stops like on Ctrl-C and still prints its summary (the failures so far, by name)
+  timeout -s INT -k 20 "$(cap "$want" "$rest")" python3 -m pytest -q -p no:cacheprovider -n 8 -rfEs "$@" > "$OUT/tests.log" 2>&1
   tail -1 "$OUT/tests.log"; grep -E "^FAILED|^ERROR" "$OUT/tests.log" | head
 }
 ncu_table() {

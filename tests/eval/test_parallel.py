@@ -27,37 +27,55 @@ METHODS = (MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16}
 
 
 def _work():
-    s = lambda i: SimpleNamespace(index=i)  # noqa: E731  (shard reads only the index)
-    return [(m, t, n, [s(i) for i in range(k) if (i + len(m)) % 3]) for t, n, k in (("a", 256, 7), ("b", 512, 5))
+    s = lambda i: SimpleNamespace(index=i)  # noqa: E731  (shard reads the index, and n_tokens where present)
+    return [(m, t, n, [s(i) for i in range(k) if (i + len(m)) % 3])
+            for t, n, k in (("passkey", 256, 7), ("vt", 512, 5), ("perplexity", 256, 4), ("perplexity:single", 256, 4))
             for m in ("rope", "string")]
 
 
+def _parts(world, rows=1, merged=False):
+    return [{(m, t, n, s.index) for m, t, n, todo in shard(_work(), Ranks(r, world), rows, merged) for s in todo}
+            for r in range(world)]
+
+
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
-def test_shard_deals_every_sample_once_and_keeps_methods_together(world):
+@pytest.mark.parametrize("rows", [1, 3, 50])
+def test_shard_deals_every_sample_once_and_keeps_methods_together(world, rows):
     units = {(m, t, n, s.index) for m, t, n, todo in _work() for s in todo}
-    parts = [{(m, t, n, s.index) for m, t, n, todo in shard(_work(), Ranks(r, world)) for s in todo}
-             for r in range(world)]
+    parts = _parts(world, rows)
     assert set().union(*parts) == units and sum(map(len, parts)) == len(units)   # all, none twice
     owner = {(t, n, i): r for r, p in enumerate(parts) for _, t, n, i in p}
     assert all(owner[t, n, i] == r for r, p in enumerate(parts) for _, t, n, i in p)  # a prompt's methods: one rank
-    if world > 1:
-        assert max(map(len, parts)) - min(map(len, parts)) <= 2 * 2   # balanced within one group per cell
+    # both perplexity protocols of one document share a rank (evaluate forwards their common window once)
+    assert all(owner["perplexity", 256, i] == owner["perplexity:single", 256, i] for i in range(4)
+               if ("perplexity", 256, i) in owner and ("perplexity:single", 256, i) in owner)
+    assert all(parts) or world > len(units) // 2   # every rank has work while there are prompts to split
 
 
-@pytest.mark.parametrize("world, block", [(2, 3), (3, 2), (4, 50)])
-def test_shard_in_blocks_keeps_batches_whole(world, block):
-    """Blocks of ``block`` consecutive prompts of a cell go to one rank: every sample once, methods together."""
-    units = {(m, t, n, s.index) for m, t, n, todo in _work() for s in todo}
-    parts = [{(m, t, n, s.index) for m, t, n, todo in shard(_work(), Ranks(r, world), block) for s in todo}
-             for r in range(world)]
-    assert set().union(*parts) == units and sum(map(len, parts)) == len(units)
-    owner = {(t, n, i): r for r, p in enumerate(parts) for _, t, n, i in p}
-    for t, n, k in (("a", 256, 7), ("b", 512, 5)):
-        present = sorted(i for (tt, nn, i) in owner if (tt, nn) == (t, n))
-        for j in range(0, len(present), block):
-            assert len({owner[t, n, i] for i in present[j:j + block]}) == 1   # one block, one rank
-    with pytest.raises(ValueError, match="block must be >= 1"):
+@pytest.mark.parametrize("world, rows", [(2, 3), (3, 2), (4, 50), (2, 50)])
+def test_shard_deals_whole_batches(world, rows):
+    """A rank holds whole chunks of at most ``rows`` prompts of one bucket x length: its rows of a method at a
+    length fill ceil(rows it holds / batch rows) batches, and the chunks are the fewest that fit (where there are
+    at least ``world`` of them: otherwise the costliest are halved so that every rank gets one)."""
+    parts = _parts(world, rows)
+    for length in (256, 512):
+        gen = [sum(1 for m, t, n, _ in p if m == "rope" and n == length and t in ("passkey", "vt")) for p in parts]
+        if rows == 50:   # a length's generation prompts fit one batch: one rank, unless there are ranks to spare
+            assert sum(1 for g in gen if g) <= max(1, world - 2)
+    with pytest.raises(ValueError, match="batch rows must be >= 1"):
         shard(_work(), Ranks(0, 2), 0)
+
+
+def test_shard_balances_by_cost():
+    """Chunks go costliest first to the least loaded rank: two ranks, one long cell and two short ones."""
+    s = lambda i, n: SimpleNamespace(index=i, n_tokens=n)  # noqa: E731
+    work = [("rope", "passkey", 8192, [s(i, 8192) for i in range(4)]),
+            ("rope", "passkey", 1024, [s(i, 1024) for i in range(4)]),
+            ("rope", "passkey", 2048, [s(i, 2048) for i in range(4)])]
+    parts = [shard(work, Ranks(r, 2), 4) for r in range(2)]
+    assert [n for _, _, n, _ in parts[0]] == [8192]             # the costliest chunk alone
+    assert sorted(n for _, _, n, _ in parts[1]) == [1024, 2048]  # the rest beside it
+    assert all(len(todo) == 4 for p in parts for _, _, _, todo in p)   # whole chunks
 
 
 def test_ranks_and_devices(monkeypatch):

@@ -329,25 +329,34 @@ def test_length_buckets_group_tasks_by_answer_budget():
         RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(rope,), samples=1, batch_tokens=-1)
 
 
-def test_shard_blocks_spread_every_cell_over_the_ranks():
-    """With a token budget larger than a cell, each rank still gets a share of every cell (no rank is left
-    with all the costly cells)."""
+def test_shard_gives_a_rank_whole_batches_of_a_study():
+    """At ruler-lite's shape (9 generation tasks x 50 prompts a length, 4 ranks) a rank holds whole batch-sized
+    chunks: a method's 1k rows (585 rows a batch at 600k tokens) on one rank in one batch, 8k's on 7 chunks."""
+    from ropeshift.eval.batching import rows_per_batch, shard
     from ropeshift.eval.parallel import Ranks
-    from ropeshift.eval.batching import shard, shard_block
 
     cfg = RunConfig(model="m", tasks=("passkey",), lengths=(1024,), methods=(MethodSpec("rope"),), samples=50,
-                    batch_tokens=10**6)
-    assert shard_block(cfg, 1024, 4) == 13 and shard_block(cfg, 1024, 1) == 50
+                    batch_tokens=600_000)
 
     class S:
-        def __init__(self, i):
-            self.index = i
+        def __init__(self, i, n):
+            self.index, self.n_tokens = i, n
 
-    work = [(MethodSpec("rope"), task, 1024, [S(i) for i in range(50)]) for task in ("a", "b", "c")]
-    for rank in range(4):
-        mine = shard(work, Ranks(rank=rank, world=4), lambda n: shard_block(cfg, n, 4))
-        assert sorted(t for _, t, _, _ in mine) == ["a", "b", "c"]
-        assert all(len(todo) in (11, 13) for _, _, _, todo in mine)
+    tasks = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah4", "cwe", "vt",
+             "kv_retrieval", "passkey")
+    work = [(MethodSpec(m), task, n, [S(i, n - 200) for i in range(50)])
+            for n in (1024, 8192) for task in tasks for m in ("rope", "string")]
+    parts = [shard(work, Ranks(rank=r, world=4), lambda n: rows_per_batch(cfg, n), merged=True) for r in range(4)]
+    rows = [{n: sum(len(todo) for m, _, length, todo in p if m.label == "rope" and length == n) for n in (1024, 8192)}
+            for p in parts]
+    assert sorted(r[1024] for r in rows) == [0, 0, 0, 450]          # one rank, one batch of 450 rows
+    assert sum(r[8192] for r in rows) == 450 and max(r[8192] for r in rows) <= 2 * 73   # 7 chunks of <= 65 rows
+    owners = {(t, n, s.index): r for r, p in enumerate(parts) for _, t, n, todo in p for s in todo}
+    assert len(owners) == 2 * 450
+    chunks = {}
+    for (t, n, i), r in owners.items():
+        chunks.setdefault(n, set()).add(r)
+    assert len(chunks[8192]) == 4 and len(chunks[1024]) == 1
 
 
 def test_plain_attention_rows_equal_the_models_own(tmp_path, tok, tiny_llama):

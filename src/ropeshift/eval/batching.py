@@ -1,6 +1,6 @@
 """How the runner cuts its work into batches: ranks' shares, buckets of tasks, row order, rows per batch.
 
-    work = shard(work, ranks, lambda n: shard_block(cfg, n, ranks.world))   # this rank's prompts
+    work = shard(work, ranks, lambda n: rows_per_batch(cfg, n), merged)  # this rank's prompts
     for method, length, cells in length_buckets(work, merged, ranks):  # bucket x length x method, staggered by rank
         rows = [(s, task) for task, todo in cells for s in todo]
         batches = cut_batches(rows, tasks, rows_per_batch(cfg, length), merged and ended_rows_free(model))
@@ -27,32 +27,102 @@ from .records import GENERATION
 from .tasks import resolve_task
 
 
-def shard(work: list[tuple], ranks: Ranks, block=1) -> list[tuple]:
-    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt round-robin in
-    blocks of ``block`` consecutive prompts of one (task, length) cell, so each rank's generate calls stay
-    full batches (``block = batch size``) instead of 1/world of one. ``block``: an int, or a function of the
-    cell's length (the rows of one batch at that length)."""
+# The cost model ``shard`` balances ranks with, in generation prompt-token equivalents, from the H200 study of
+# 2026-12-06 (4 processes, benchmarks/RESULTS.md): a generation prompt token ~3.7 us of a process, a likelihood
+# row's token ~3x that (strided perplexity forwards 5 windows of L for its 2 rows), and a generation batch's
+# decode ~20 ms a step to its longest budget whatever its rows (graph replays of a small model are launch-bound).
+LIKELIHOOD_TOKEN = 3
+DECODE_STEP_TOKENS = 6_000
+
+
+def shard(work: list[tuple], ranks: Ranks, batch_rows=1, merged: bool = False) -> list[tuple]:
+    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt in chunks of at most
+    one batch's rows of one decode bucket x length, each chunk to the rank with the least estimated cost so far
+    (costliest chunk first). ``batch_rows``: an int, or a function of the length (``rows_per_batch``);
+    ``merged``: the runner's bucket rule (``decode_bucket``).
+
+    Why chunks of a batch: the runner cuts each rank's rows per method and length into batches, and a batch
+    decodes to its longest row's budget at a cost that barely depends on its rows. Giving every rank 1/world of
+    every cell (as before) cut each method's 1k rows into 4 batches of 112 on 4 ranks, where one rank can run
+    them in one batch of 450: 280 generation batches in the 2026-12-06 H200 study, ~200 with whole-batch chunks.
+    Balance comes from the cost model (``LIKELIHOOD_TOKEN``, ``DECODE_STEP_TOKENS``), not from slicing every
+    cell; when there are fewer chunks than ranks, the costliest chunks are halved until every rank has one.
+    Within a bucket x length, generation rows go longest answer budget first, so short-budget rows (passkey, vt)
+    share chunks whose batches stop early::
+
+        1k, 6 methods, 9 tasks x 50 prompts = 450 rows a method, 585 rows a batch:
+            before   rank 0..3: 112 rows a method -> 4 batches x 6 methods x 128 steps
+            chunks   rank r   : 450 rows a method -> 1 batch  x 6 methods x 128 steps
+        8k, 73 rows a batch: 7 chunks of <= 65 rows (niah tasks first, passkey + vt last), dealt by cost
+    """
     if ranks.world == 1:
         return work
-    size = block if callable(block) else (lambda length: block)
-    if any(size(length) < 1 for _, _, length, _ in work):
-        raise ValueError(f"block must be >= 1, got {block}")
-    groups = list(dict.fromkeys((task, length, s.index) for _, task, length, todo in work for s in todo))
-    cells = {c: i for i, c in enumerate(dict.fromkeys(g[:2] for g in groups))}
-    groups.sort(key=lambda g: (cells[g[:2]], g[2]))  # a cell's prompts in index order
-    seen: dict[tuple, int] = {}
-    blocks = {}
-    for g in groups:
-        k = seen.get(g[:2], 0)
-        seen[g[:2]] = k + 1
-        blocks[g] = (*g[:2], k // size(g[1]))
-    owner = parallel.owners(list(dict.fromkeys(blocks.values())), ranks.world)
+    rows_at = batch_rows if callable(batch_rows) else (lambda length: batch_rows)
+    if any(rows_at(length) < 1 for _, _, length, _ in work):
+        raise ValueError(f"batch rows must be >= 1, got {batch_rows}")
+    chunks = _chunks(work, rows_at, merged)
+    while len(chunks) < ranks.world and any(len(c[1]) > 1 for c in chunks):
+        cost, units, budget, methods = max(chunks, key=lambda c: (c[0], len(c[1])))
+        chunks.remove((cost, units, budget, methods))
+        half = len(units) // 2
+        for part in (units[:half], units[half:]):
+            chunks.append((cost * len(part) // len(units), part, budget, methods))
+    load = [0] * ranks.world
+    owner = {}
+    for cost, units, _, _ in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
+        r = min(range(ranks.world), key=lambda k: (load[k], k))
+        load[r] += cost
+        owner.update(dict.fromkeys(units, r))
     mine = []
     for method, task, length, todo in work:
-        todo = [s for s in todo if owner[blocks[task, length, s.index]] == ranks.rank]
+        t = resolve_task(task)
+        todo = [s for s in todo if owner[_unit(t, task, length, s, merged)] == ranks.rank]
         if todo:
             mine.append((method, task, length, todo))
     return mine
+
+
+def _unit(task, name: str, length: int, s, merged: bool) -> tuple:
+    """A sample group: (bucket, length, -budget, group, index); a likelihood batch group's tasks share one
+    (``evaluate`` computes their common windows once), any other task's prompt is its own."""
+    group = task.batch_group if task.kind != GENERATION and task.batch_group else name
+    budget = task.max_new_tokens if task.kind == GENERATION else 0
+    return (decode_bucket(task, merged), length, -budget, group, s.index)
+
+
+def _chunks(work: list[tuple], rows_at, merged: bool) -> list[tuple]:
+    """``[(cost, [unit, ...], longest budget, methods)]``: each bucket x length's sample groups, in budget then
+    work order, cut into the fewest chunks of at most a batch's rows (near-equal rows)."""
+    units: dict[tuple, list] = {}   # unit -> [rows (tasks), cost in tokens, methods]
+    for method, task, length, todo in work:
+        t = resolve_task(task)
+        weight = LIKELIHOOD_TOKEN if t.kind != GENERATION else 1
+        for s in todo:
+            u = units.setdefault(_unit(t, task, length, s, merged), [set(), 0, set()])
+            u[0].add(task)
+            u[1] += weight * getattr(s, "n_tokens", length)
+            u[2].add(method)
+    cells: dict[tuple, list] = {}
+    for u in units:
+        cells.setdefault(u[:2], []).append(u)
+    chunks = []
+    for (bucket, length), members in cells.items():
+        members.sort(key=lambda u: u[2])   # longest budget first, then the work's order (sort is stable)
+        rows = sum(len(units[u][0]) for u in members)
+        target = -(-rows // -(-rows // rows_at(length)))   # near-equal rows in the fewest batches
+        part, held = [], 0
+        for u in members + [None]:
+            r = len(units[u][0]) if u is not None else 0
+            if part and (u is None or held + r > target):
+                budget = -min(p[2] for p in part)
+                methods = len(set().union(*(units[p][2] for p in part)))
+                cost = sum(units[p][1] for p in part) + methods * budget * DECODE_STEP_TOKENS
+                chunks.append((cost, part, budget, methods))
+                part, held = [], 0
+            if u is not None:
+                part.append(u)
+                held += r
+    return chunks
 
 
 def rows_per_batch(cfg, length: int) -> int:
@@ -96,13 +166,6 @@ class MemoryCap:
                 yield batch
             else:
                 yield from (batch[i:i + cap] for i in range(0, len(batch), cap))
-
-
-def shard_block(cfg, length: int, world: int) -> int:
-    """Prompts of one cell dealt to a rank at a time: a batch's rows, but at most 1/world of the cell, so every
-    rank gets a share of every cell (whole cells per rank left one rank with the costly ones: measured on the
-    GPU, 2026-12-02); a rank's shares of one bucket's tasks still fill one batch together."""
-    return max(1, min(rows_per_batch(cfg, length), -(-cfg.samples // world)))
 
 
 def decode_bucket(task, merged: bool = False) -> tuple:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, counts, log_path
-from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, shard_block
+from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -177,7 +177,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     parallel.barrier(ranks)        # every rank has read the same records before any rank writes
     clock.mark("plan")
     total = sum(len(w[3]) for w in work)
-    work = shard(work, ranks, lambda length: shard_block(cfg, length, ranks.world))
+    work = shard(work, ranks, lambda length: rows_per_batch(cfg, length), merged)
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     written, current = 0, None
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
