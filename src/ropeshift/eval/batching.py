@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 
-from . import parallel, rope_share
+from . import rope_share
 from .parallel import Ranks
 from .records import GENERATION
 from .tasks import resolve_task
@@ -61,15 +61,14 @@ def shard(work: list[tuple], ranks: Ranks, batch_rows=1, merged: bool = False) -
     if any(rows_at(length) < 1 for _, _, length, _ in work):
         raise ValueError(f"batch rows must be >= 1, got {batch_rows}")
     chunks = _chunks(work, rows_at, merged)
-    while len(chunks) < ranks.world and any(len(c[1]) > 1 for c in chunks):
-        cost, units, budget, methods = max(chunks, key=lambda c: (c[0], len(c[1])))
-        chunks.remove((cost, units, budget, methods))
+    while len(chunks) < ranks.world and any(len(units) > 1 for _, units in chunks):
+        cost, units = max(chunks, key=lambda c: (c[0], len(c[1])))
+        chunks.remove((cost, units))
         half = len(units) // 2
-        for part in (units[:half], units[half:]):
-            chunks.append((cost * len(part) // len(units), part, budget, methods))
+        chunks += [(cost * len(part) // len(units), part) for part in (units[:half], units[half:])]
     load = [0] * ranks.world
     owner = {}
-    for cost, units, _, _ in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
+    for cost, units in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
         r = min(range(ranks.world), key=lambda k: (load[k], k))
         load[r] += cost
         owner.update(dict.fromkeys(units, r))
@@ -91,8 +90,9 @@ def _unit(task, name: str, length: int, s, merged: bool) -> tuple:
 
 
 def _chunks(work: list[tuple], rows_at, merged: bool) -> list[tuple]:
-    """``[(cost, [unit, ...], longest budget, methods)]``: each bucket x length's sample groups, in budget then
-    work order, cut into the fewest chunks of at most a batch's rows (near-equal rows)."""
+    """``[(cost, [unit, ...])]``: each bucket x length's sample groups, in budget then work order, cut into the
+    fewest chunks of at most a batch's rows (near-equal rows); cost = the units' weighted prompt tokens + the
+    chunk's methods x its longest budget x ``DECODE_STEP_TOKENS``."""
     units: dict[tuple, list] = {}   # unit -> [rows (tasks), cost in tokens, methods]
     for method, task, length, todo in work:
         t = resolve_task(task)
@@ -117,7 +117,7 @@ def _chunks(work: list[tuple], rows_at, merged: bool) -> list[tuple]:
                 budget = -min(p[2] for p in part)
                 methods = len(set().union(*(units[p][2] for p in part)))
                 cost = sum(units[p][1] for p in part) + methods * budget * DECODE_STEP_TOKENS
-                chunks.append((cost, part, budget, methods))
+                chunks.append((cost, part))
                 part, held = [], 0
             if u is not None:
                 part.append(u)

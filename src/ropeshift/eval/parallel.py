@@ -102,11 +102,6 @@ def broadcast(ranks: Ranks, value):
     return box[0]
 
 
-def owners(groups: list[tuple], world: int) -> dict[tuple, int]:
-    """Deal sample groups (in the given, identical-on-every-rank order) round-robin over ``world`` ranks."""
-    return {g: k % world for k, g in enumerate(groups)}
-
-
 class Progress:
     """One progress bar on rank 0 over every rank's finished samples; the others write their counts to files."""
 
