@@ -6,7 +6,9 @@ Run:  PYTHONPATH=src python benchmarks/replay_batches.py --records results/smoll
 The records' prompts are dealt to ``--workers`` ranks (``batching.shard``), grouped (``length_buckets``) and cut
 (``cut_batches``) with the merged answer-budget buckets of the CUDA decode loop, exactly as ``runner.run`` does;
 a batch decodes to its longest row's end (rebuilt from the prediction, ``estimate_compaction.read_rows``), so its
-steps are ``max(min(end, budget))`` over its rows. Compare the batch log of a GPU run of the same study
+steps are ``max(min(end, budget))`` over its rows; decode and capture rank-seconds are estimated with the H200
+study's per-length costs (``MS_PER_STEP``, ``CAPTURE_S``; measured: 581 + 106 rank-s for 30,004 steps in 280
+batches). Compare the batch log of a GPU run of the same study
 (``benchmarks/batch_profile.py``: batches and steps per bucket and length) to see what a batching change saves.
 """
 from __future__ import annotations
@@ -14,6 +16,12 @@ from __future__ import annotations
 from collections import Counter
 
 from estimate_compaction import batches, read_study, study_parser
+
+# Generation costs per process, by prompt length, from the H200 study of 2026-12-06 (4 MPS processes, 600k-token
+# batches, benchmarks/RESULTS.md: its batch log's decode seconds / steps and capture seconds / batches per length).
+# Prefill and likelihood do not depend on how rows are cut into batches, so the estimate leaves them out.
+MS_PER_STEP = {1024: 12.5, 2048: 19.4, 4096: 22.5, 6144: 22.2, 8192: 18.0}
+CAPTURE_S = {1024: 0.33, 2048: 0.31, 4096: 0.25, 6144: 0.35, 8192: 0.33}   # 1k: its 24 s held first compiles
 
 
 def main() -> None:
@@ -26,9 +34,15 @@ def main() -> None:
         rows[length] += len(batch)
     print(f"{args.workers} ranks, {args.batch_tokens} tokens a batch, merged buckets: "
           f"{sum(count.values())} generation batches, {sum(steps.values())} decode steps, {sum(rows.values())} rows")
-    print("| length | batches | rows | decode steps |\n|---|---|---|---|")
+    print("| length | batches | rows | decode steps | est. decode + capture rank-s (H200, 4 processes) |")
+    print("|---|---|---|---|---|")
+    total = 0.0
     for n in sorted(count):
-        print(f"| {n} | {count[n]} | {rows[n]} | {steps[n]} |")
+        near = min(MS_PER_STEP, key=lambda k: abs(k - n))
+        est = steps[n] * MS_PER_STEP[near] / 1000 + count[n] * CAPTURE_S[near]
+        total += est
+        print(f"| {n} | {count[n]} | {rows[n]} | {steps[n]} | {est:.0f} |")
+    print(f"| all | {sum(count.values())} | {sum(rows.values())} | {sum(steps.values())} | {total:.0f} |")
 
 
 if __name__ == "__main__":
