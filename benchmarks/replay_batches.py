@@ -8,7 +8,8 @@ The records' prompts are dealt to ``--workers`` ranks (``batching.shard``), grou
 a batch decodes to its longest row's end (rebuilt from the prediction, ``estimate_compaction.read_rows``), so its
 steps are ``max(min(end, budget))`` over its rows; decode and capture rank-seconds are estimated with the H200
 study's per-length costs (``MS_PER_STEP``, ``CAPTURE_S``; measured: 581 + 106 rank-s for 30,004 steps in 280
-batches). Compare the batch log of a GPU run of the same study
+batches). The last line is the floor a decode loop that refills ended rows with new prompts could reach: every
+row's own steps packed into full batches. Compare the batch log of a GPU run of the same study
 (``benchmarks/batch_profile.py``: batches and steps per bucket and length) to see what a batching change saves.
 """
 from __future__ import annotations
@@ -24,25 +25,41 @@ MS_PER_STEP = {1024: 12.5, 2048: 19.4, 4096: 22.5, 6144: 22.2, 8192: 18.0}
 CAPTURE_S = {1024: 0.33, 2048: 0.31, 4096: 0.25, 6144: 0.35, 8192: 0.33}   # 1k: its 24 s held first compiles
 
 
+def replay(recs: dict, tasks: dict, cfg, workers: int) -> dict:
+    """Per length: ``{"batches", "rows", "steps", "row_steps", "refill_steps"}`` of the study ``recs``
+    (``estimate_compaction.read_rows``' rows) as the runner would cut it now over ``workers`` ranks (merged
+    buckets); ``refill_steps``: its rows' own steps packed into full batches of ``rows_per_batch`` rows."""
+    from ropeshift.eval.batching import rows_per_batch
+
+    out: dict[int, Counter] = {}
+    for length, _, batch in batches(recs, tasks, cfg, workers, merged=True):
+        c = out.setdefault(length, Counter())
+        ends = [min(end, budget) for end, budget in batch]
+        c.update(batches=1, rows=len(batch), steps=max(ends), row_steps=sum(ends))
+    for length, c in out.items():
+        c["refill_steps"] = -(-c["row_steps"] // rows_per_batch(cfg, length))
+    return out
+
+
 def main() -> None:
     args = study_parser(__doc__, batch_tokens=600000, workers=4).parse_args()
     recs, tasks, cfg = read_study(args)
-    count, steps, rows = Counter(), Counter(), Counter()
-    for length, _, batch in batches(recs, tasks, cfg, args.workers, merged=True):
-        count[length] += 1
-        steps[length] += max(min(end, budget) for end, budget in batch)
-        rows[length] += len(batch)
-    print(f"{args.workers} ranks, {args.batch_tokens} tokens a batch, merged buckets: "
-          f"{sum(count.values())} generation batches, {sum(steps.values())} decode steps, {sum(rows.values())} rows")
+    per = replay(recs, tasks, cfg, args.workers)
+    total = {k: sum(c[k] for c in per.values()) for k in ("batches", "rows", "steps", "row_steps", "refill_steps")}
+    print(f"{args.workers} ranks, {args.batch_tokens} tokens a batch, merged buckets: {total['batches']} generation "
+          f"batches, {total['steps']} decode steps, {total['rows']} rows")
     print("| length | batches | rows | decode steps | est. decode + capture rank-s (H200, 4 processes) |")
     print("|---|---|---|---|---|")
-    total = 0.0
-    for n in sorted(count):
+    priced = 0.0
+    for n in sorted(per):
         near = min(MS_PER_STEP, key=lambda k: abs(k - n))
-        est = steps[n] * MS_PER_STEP[near] / 1000 + count[n] * CAPTURE_S[near]
-        total += est
-        print(f"| {n} | {count[n]} | {rows[n]} | {steps[n]} | {est:.0f} |")
-    print(f"| all | {sum(count.values())} | {sum(rows.values())} | {sum(steps.values())} | {total:.0f} |")
+        est = per[n]["steps"] * MS_PER_STEP[near] / 1000 + per[n]["batches"] * CAPTURE_S[near]
+        priced += est
+        print(f"| {n} | {per[n]['batches']} | {per[n]['rows']} | {per[n]['steps']} | {est:.0f} |")
+    print(f"| all | {total['batches']} | {total['rows']} | {total['steps']} | {priced:.0f} |")
+    print(f"\nrow-steps (rows x their own steps) {total['row_steps']}; packed into full batches (a row-refilling "
+          f"decode loop's lower bound): {total['refill_steps']} steps ("
+          + ", ".join(f"{n}: {per[n]['refill_steps']}" for n in sorted(per)) + ")")
 
 
 if __name__ == "__main__":

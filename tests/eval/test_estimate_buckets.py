@@ -48,3 +48,29 @@ def test_merged_buckets_cut_fewer_batches_and_forwards(est):
     assert got[6, False] == ([4, 4], 42 + 5, 4 * 42 * 1024 + 4 * 5 * 1024) == got[8, False]
     assert got[6, True] == ([6, 2], 42 + 5, 4 * 42 * 1024 + 2 * 6 * 1024 + 2 * 5 * 1024)
     assert got[8, True] == ([8], 42, 4 * 42 * 1024 + 4 * 6 * 1024)
+
+
+def test_replay_batches_counts_whole_chunks_and_the_refill_floor():
+    """benchmarks/replay_batches.py: 2 ranks, one length, 10 NIAH rows (ends 40, one at its budget 128) and 10
+    passkey rows (ends 5), 4 rows a batch: whole 4-row chunks (NIAH first) -> 5 batches; each decodes to its
+    longest row; the refill floor packs every row's own steps into 4-row batches."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import replay_batches
+    finally:
+        sys.path.remove(str(BENCH))
+    from ropeshift.eval.options import MethodSpec
+    from ropeshift.eval.runner import RunConfig
+    from ropeshift.eval.tasks import resolve_task
+
+    tasks = {name: resolve_task(name) for name in ("niah_single_1", "passkey")}
+    recs = {("niah_single_1", "rope", 1024, i): (1000, 128 if i == 0 else 40) for i in range(10)}
+    recs.update({("passkey", "rope", 1024, i): (1000, 5) for i in range(10)})
+    cfg = RunConfig(model="m", tasks=tuple(tasks), lengths=(1024,), methods=(MethodSpec("rope"),), samples=10,
+                    batch_size=4)
+    got = replay_batches.replay(recs, tasks, cfg, workers=2)[1024]
+    assert got["batches"] == 5 and got["rows"] == 20
+    # chunks of 4 by budget: NIAH 4 (one at 128) | NIAH 4 | NIAH 2 + passkey 2 | passkey 4 | passkey 4
+    assert got["steps"] == 128 + 40 + 40 + 5 + 5
+    assert got["row_steps"] == 128 + 9 * 40 + 10 * 5
+    assert got["refill_steps"] == -(-(128 + 9 * 40 + 10 * 5) // 4)
