@@ -5,7 +5,8 @@
 
 Every rank reads the same snapshot of finished records (a barrier separates reading from writing),
 so every rank computes the same list of pending samples; sample groups (task, length, index: every
-method of one prompt) are dealt round-robin in blocks of batch-size prompts of one cell (``batching.shard``). Each rank appends to its own records files
+method of one prompt) are dealt in batch-sized chunks of one bucket x length, each to the least loaded rank by
+estimated cost (``batching.shard``). Each rank appends to its own records files
 (``records.open_writer``), so a run resumed with any number of ranks loses and duplicates nothing.
 Rank 0 generates the prompts (the others wait at a barrier and read them) and draws the one progress
 bar; the other ranks report their counts through small files under ``<model>/_progress/<run id>/``.
