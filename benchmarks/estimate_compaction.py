@@ -55,16 +55,22 @@ def row_end(tokenizer, task, rec) -> int:
 _Row = namedtuple("_Row", "label")  # a method row as the runner sees it (its label; batching.length_buckets)
 
 
-def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = False):
-    """(length, decode bucket, [(end, budget), ...]) per batch of every rank, as the runner deals and cuts them
-    (work in ``plan_work``'s order: the suite's tasks, then lengths, then methods; ``merged``: the buckets of a
-    run that retires ended rows, ``batching.decode_bucket``)."""
+def study_work(recs: dict, cfg: RunConfig) -> list[tuple]:
+    """The runner's ``[(method, task, length, pending samples)]`` for a fresh run of ``recs``' prompts, in
+    ``plan_work``'s order: the suite's tasks, then lengths, then methods."""
     work = defaultdict(list)
     for (task, method, length, index), (n_tokens, _) in recs.items():
         work[task, length, _Row(method)].append(SimpleNamespace(index=index, n_tokens=n_tokens))
     rank_of = {t: i for i, t in enumerate(cfg.tasks)}
-    work = [(m, t, n, sorted(todo, key=lambda s: s.index))
+    return [(m, t, n, sorted(todo, key=lambda s: s.index))
             for (t, n, m), todo in sorted(work.items(), key=lambda kv: (rank_of[kv[0][0]], kv[0][1], kv[0][2].label))]
+
+
+def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = False):
+    """(length, decode bucket, [(end, budget), ...]) per batch of every rank, as the runner deals and cuts them
+    (work in ``plan_work``'s order: the suite's tasks, then lengths, then methods; ``merged``: the buckets of a
+    run that retires ended rows, ``batching.decode_bucket``)."""
+    work = study_work(recs, cfg)
     for rank in range(world):
         mine = shard(work, Ranks(rank, world), lambda length: rows_per_batch(cfg, length), merged)
         for method, length, cells in length_buckets(mine, merged):

@@ -8,15 +8,18 @@ The records' prompts are dealt to ``--workers`` ranks (``batching.shard``), grou
 a batch decodes to its longest row's end (rebuilt from the prediction, ``estimate_compaction.read_rows``), so its
 steps are ``max(min(end, budget))`` over its rows; decode and capture rank-seconds are estimated with the H200
 study's per-length costs (``MS_PER_STEP``, ``CAPTURE_S``; measured: 581 + 106 rank-s for 30,004 steps in 280
-batches). The last line is the floor a decode loop that refills ended rows with new prompts could reach: every
-row's own steps packed into full batches. Compare the batch log of a GPU run of the same study
+batches). The row-steps line is the floor a decode loop that refills ended rows with new prompts could reach:
+every row's own steps packed into full batches; the last line, ``batching.deal``'s estimated cost per rank.
+Compare the batch log of a GPU run of the same study
 (``benchmarks/batch_profile.py``: batches and steps per bucket and length) to see what a batching change saves.
 """
 from __future__ import annotations
 
 from collections import Counter
 
-from estimate_compaction import batches, read_study, study_parser
+from estimate_compaction import batches, read_study, study_parser, study_work
+
+from ropeshift.eval.batching import deal, rows_per_batch
 
 # Generation costs per process, by prompt length, from the H200 study of 2026-12-06 (4 MPS processes, 600k-token
 # batches, benchmarks/RESULTS.md: its batch log's decode seconds / steps and capture seconds / batches per length).
@@ -29,8 +32,6 @@ def replay(recs: dict, tasks: dict, cfg, workers: int) -> dict:
     """Per length: ``{"batches", "rows", "steps", "row_steps", "refill_steps"}`` of the study ``recs``
     (``estimate_compaction.read_rows``' rows) as the runner would cut it now over ``workers`` ranks (merged
     buckets); ``refill_steps``: its rows' own steps packed into full batches of ``rows_per_batch`` rows."""
-    from ropeshift.eval.batching import rows_per_batch
-
     out: dict[int, Counter] = {}
     for length, _, batch in batches(recs, tasks, cfg, workers, merged=True):
         c = out.setdefault(length, Counter())
@@ -60,6 +61,9 @@ def main() -> None:
     print(f"\nrow-steps (rows x their own steps) {total['row_steps']}; packed into full batches (a row-refilling "
           f"decode loop's lower bound): {total['refill_steps']} steps ("
           + ", ".join(f"{n}: {per[n]['refill_steps']}" for n in sorted(per)) + ")")
+    _, load = deal(study_work(recs, cfg), args.workers, lambda n: rows_per_batch(cfg, n), merged=True)
+    print(f"shard's estimated cost per rank (generation rows, M token-equivalents): "
+          f"{', '.join(f'{x / 1e6:.1f}' for x in load)}; max / mean {max(load) * len(load) / sum(load):.3f}")
 
 
 if __name__ == "__main__":

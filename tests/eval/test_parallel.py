@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from ropeshift.eval.batching import shard
+from ropeshift.eval.batching import _chunks, deal, shard
 from ropeshift.eval.options import MethodSpec
 from ropeshift.eval.parallel import Ranks, device_for
 from ropeshift.eval.records import cell_files, iter_records, model_dir
@@ -27,7 +28,7 @@ METHODS = (MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16}
 
 
 def _work():
-    s = lambda i: SimpleNamespace(index=i)  # noqa: E731  (shard reads the index, and n_tokens where present)
+    s = lambda i: SimpleNamespace(index=i, n_tokens=200)  # noqa: E731  (shard reads the index and n_tokens)
     return [(m, t, n, [s(i) for i in range(k) if (i + len(m)) % 3])
             for t, n, k in (("passkey", 256, 7), ("vt", 512, 5), ("perplexity", 256, 4), ("perplexity:single", 256, 4))
             for m in ("rope", "string")]
@@ -52,16 +53,25 @@ def test_shard_deals_every_sample_once_and_keeps_methods_together(world, rows):
     assert all(parts) or world > len(units) // 2   # every rank has work while there are prompts to split
 
 
-@pytest.mark.parametrize("world, rows", [(2, 3), (3, 2), (4, 50), (2, 50)])
+@pytest.mark.parametrize("world, rows", [(2, 3), (3, 2), (2, 50)])
 def test_shard_deals_whole_batches(world, rows):
-    """A rank holds whole chunks of at most ``rows`` prompts of one bucket x length: its rows of a method at a
-    length fill ceil(rows it holds / batch rows) batches, and the chunks are the fewest that fit (where there are
-    at least ``world`` of them: otherwise the costliest are halved so that every rank gets one)."""
-    parts = _parts(world, rows)
-    for length in (256, 512):
-        gen = [sum(1 for m, t, n, _ in p if m == "rope" and n == length and t in ("passkey", "vt")) for p in parts]
-        if rows == 50:   # a length's generation prompts fit one batch: one rank, unless there are ranks to spare
-            assert sum(1 for g in gen if g) <= max(1, world - 2)
+    """Each bucket x length is cut into chunks of at most ``rows`` rows (a perplexity document's unit holds both
+    protocols' rows), the fewest where every unit is one row, and every chunk goes whole to one rank."""
+    work = _work()
+    unit_of, chunks = _chunks(work, lambda n: rows, False)
+    unit_rows = Counter(unit_of.values())
+    owner, load = deal(work, world, rows)
+    assert len(chunks) >= world and len(load) == world and all(load)   # no halving needed here, every rank busy
+    rank_of_unit = {unit_of[p]: r for p, r in owner.items()}
+    cells = Counter()
+    for _, units in chunks:
+        assert sum(unit_rows[u] for u in units) <= max(rows, 2)
+        assert len({rank_of_unit[u] for u in units}) == 1            # whole chunks
+        cells[units[0][:2]] += 1
+    for (bucket, length), n in cells.items():
+        members = [u for u in unit_rows if u[:2] == (bucket, length)]
+        if all(unit_rows[u] == 1 for u in members):
+            assert n == -(-len(members) // rows)                     # the fewest batches
     with pytest.raises(ValueError, match="batch rows must be >= 1"):
         shard(_work(), Ranks(0, 2), 0)
 

@@ -351,12 +351,9 @@ def test_shard_gives_a_rank_whole_batches_of_a_study():
             for p in parts]
     assert sorted(r[1024] for r in rows) == [0, 0, 0, 450]          # one rank, one batch of 450 rows
     assert sum(r[8192] for r in rows) == 450 and max(r[8192] for r in rows) <= 2 * 73   # 7 chunks of <= 65 rows
+    assert all(r[8192] for r in rows)                                # 8k's chunks spread over every rank
     owners = {(t, n, s.index): r for r, p in enumerate(parts) for _, t, n, todo in p for s in todo}
-    assert len(owners) == 2 * 450
-    chunks = {}
-    for (t, n, i), r in owners.items():
-        chunks.setdefault(n, set()).add(r)
-    assert len(chunks[8192]) == 4 and len(chunks[1024]) == 1
+    assert len(owners) == 2 * 450                                    # every prompt dealt, once
 
 
 def test_plain_attention_rows_equal_the_models_own(tmp_path, tok, tiny_llama):

@@ -57,56 +57,61 @@ def shard(work: list[tuple], ranks: Ranks, batch_rows=1, merged: bool = False) -
     """
     if ranks.world == 1:
         return work
-    rows_at = batch_rows if callable(batch_rows) else (lambda length: batch_rows)
-    if any(rows_at(length) < 1 for _, _, length, _ in work):
-        raise ValueError(f"batch rows must be >= 1, got {batch_rows}")
-    chunks = _chunks(work, rows_at, merged)
-    while len(chunks) < ranks.world and any(len(units) > 1 for _, units in chunks):
-        cost, units = max(chunks, key=lambda c: (c[0], len(c[1])))
-        chunks.remove((cost, units))
-        half = len(units) // 2
-        chunks += [(cost * len(part) // len(units), part) for part in (units[:half], units[half:])]
-    load = [0] * ranks.world
-    owner = {}
-    for cost, units in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
-        r = min(range(ranks.world), key=lambda k: (load[k], k))
-        load[r] += cost
-        owner.update(dict.fromkeys(units, r))
+    owner, _ = deal(work, ranks.world, batch_rows, merged)
     mine = []
     for method, task, length, todo in work:
-        t = resolve_task(task)
-        todo = [s for s in todo if owner[_unit(t, task, length, s, merged)] == ranks.rank]
+        todo = [s for s in todo if owner[task, length, s.index] == ranks.rank]
         if todo:
             mine.append((method, task, length, todo))
     return mine
 
 
-def _unit(task, name: str, length: int, s, merged: bool) -> tuple:
-    """A sample group: (bucket, length, -budget, group, index); a likelihood batch group's tasks share one
-    (``evaluate`` computes their common windows once), any other task's prompt is its own."""
-    group = task.batch_group if task.kind != GENERATION and task.batch_group else name
-    budget = task.max_new_tokens if task.kind == GENERATION else 0
-    return (decode_bucket(task, merged), length, -budget, group, s.index)
+def deal(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> tuple[dict, list[int]]:
+    """``shard``'s plan, the same on every rank: ``({(task, length, index): rank}, estimated cost per rank)``
+    (cost in generation prompt-token equivalents, ``LIKELIHOOD_TOKEN`` and ``DECODE_STEP_TOKENS``)."""
+    rows_at = batch_rows if callable(batch_rows) else (lambda length: batch_rows)
+    if any(rows_at(length) < 1 for _, _, length, _ in work):
+        raise ValueError(f"batch rows must be >= 1, got {batch_rows}")
+    unit_of, chunks = _chunks(work, rows_at, merged)
+    while len(chunks) < world and any(len(units) > 1 for _, units in chunks):
+        cost, units = max(chunks, key=lambda c: (c[0], len(c[1])))
+        chunks.remove((cost, units))
+        half = len(units) // 2
+        chunks += [(cost * len(part) // len(units), part) for part in (units[:half], units[half:])]
+    load = [0] * world
+    rank_of = {}
+    for cost, units in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
+        r = min(range(world), key=lambda k: (load[k], k))
+        load[r] += cost
+        rank_of.update(dict.fromkeys(units, r))
+    return {prompt: rank_of[u] for prompt, u in unit_of.items()}, load
 
 
-def _chunks(work: list[tuple], rows_at, merged: bool) -> list[tuple]:
-    """``[(cost, [unit, ...])]``: each bucket x length's sample groups, in budget then work order, cut into the
-    fewest chunks of at most a batch's rows (near-equal rows); cost = the units' weighted prompt tokens + the
-    chunk's methods x its longest budget x ``DECODE_STEP_TOKENS``."""
+def _chunks(work: list[tuple], rows_at, merged: bool) -> tuple[dict, list[tuple]]:
+    """``({(task, length, index): unit}, [(cost, [unit, ...])])``. A unit is a sample group
+    (bucket, length, -budget, group, index): a likelihood batch group's tasks share one (``evaluate`` computes
+    their common windows once), any other task's prompt is its own. Each bucket x length's units, in budget then
+    work order, are cut into chunks of at most a batch's rows (near-equal rows; the fewest where every unit is
+    one row, a perplexity document's unit holds two); cost = the units' weighted prompt tokens + the chunk's
+    methods x its longest budget x ``DECODE_STEP_TOKENS``."""
+    unit_of: dict[tuple, tuple] = {}
     units: dict[tuple, list] = {}   # unit -> [rows (tasks), cost in tokens, methods]
     for method, task, length, todo in work:
         t = resolve_task(task)
+        group = t.batch_group if t.kind != GENERATION and t.batch_group else task
+        head = (decode_bucket(t, merged), length, -t.max_new_tokens if t.kind == GENERATION else 0, group)
         weight = LIKELIHOOD_TOKEN if t.kind != GENERATION else 1
         for s in todo:
-            u = units.setdefault(_unit(t, task, length, s, merged), [set(), 0, set()])
-            u[0].add(task)
-            u[1] += weight * getattr(s, "n_tokens", length)
-            u[2].add(method)
+            u = unit_of.setdefault((task, length, s.index), (*head, s.index))
+            entry = units.setdefault(u, [set(), 0, set()])
+            entry[0].add(task)
+            entry[1] += weight * s.n_tokens
+            entry[2].add(method)
     cells: dict[tuple, list] = {}
     for u in units:
         cells.setdefault(u[:2], []).append(u)
     chunks = []
-    for (bucket, length), members in cells.items():
+    for (_, length), members in cells.items():
         members.sort(key=lambda u: u[2])   # longest budget first, then the work's order (sort is stable)
         rows = sum(len(units[u][0]) for u in members)
         target = -(-rows // -(-rows // rows_at(length)))   # near-equal rows in the fewest batches
@@ -114,15 +119,14 @@ def _chunks(work: list[tuple], rows_at, merged: bool) -> list[tuple]:
         for u in members + [None]:
             r = len(units[u][0]) if u is not None else 0
             if part and (u is None or held + r > target):
-                budget = -min(p[2] for p in part)
                 methods = len(set().union(*(units[p][2] for p in part)))
-                cost = sum(units[p][1] for p in part) + methods * budget * DECODE_STEP_TOKENS
+                cost = sum(units[p][1] for p in part) + methods * -min(p[2] for p in part) * DECODE_STEP_TOKENS
                 chunks.append((cost, part))
                 part, held = [], 0
             if u is not None:
                 part.append(u)
                 held += r
-    return chunks
+    return unit_of, chunks
 
 
 def rows_per_batch(cfg, length: int) -> int:
