@@ -191,10 +191,11 @@ def test_cuda_run_merges_answer_budgets_with_the_same_records(cuda_llama, tok, t
     from ropeshift.eval.tasks import TaskOptions
 
     assert retire_possible(cuda_llama)
+    method = MethodSpec("string", {"shift": 100, "window": 16})
 
     def study(out):
         cfg = RunConfig(model="tiny", tasks=("needle", "passkey"), lengths=(256,), samples=3, out=out, batch_size=4,
-                        methods=(MethodSpec("string", {"shift": 100, "window": 16}),), options=TaskOptions(depths=3))
+                        methods=(method,), options=TaskOptions(depths=3))
         run(cfg, cuda_llama, tok, progress=False)
         return [b["tasks"] for b in read_batches(out) if b["kind"] != "startup"]
 
@@ -202,6 +203,6 @@ def test_cuda_run_merges_answer_budgets_with_the_same_records(cuda_llama, tok, t
     monkeypatch.setenv(RETIRE_ENV, "0")
     assert study(tmp_path / "pow4") == [{"needle": 3}, {"passkey": 3}]
     for task in ("needle", "passkey"):
-        got = {r.index: (r.prediction, r.score) for r in read_cell(tmp_path / "merged", "tiny", task, "string", 256)}
-        want = {r.index: (r.prediction, r.score) for r in read_cell(tmp_path / "pow4", "tiny", task, "string", 256)}
+        got = {r.index: (r.prediction, r.score) for r in read_cell(tmp_path / "merged", "tiny", task, method.label, 256)}
+        want = {r.index: (r.prediction, r.score) for r in read_cell(tmp_path / "pow4", "tiny", task, method.label, 256)}
         assert got == want and len(got) == 3

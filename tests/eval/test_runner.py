@@ -537,3 +537,27 @@ def test_length_buckets_stagger_each_rank_and_keep_rope_first_in_each_group():
     rank1, rank2 = length_buckets(work, True, Ranks(1, 3)), length_buckets(work, True, Ranks(2, 3))
     assert (rank1[0][1], rank1[0][2][0][0]) == (4096, "passkey")
     assert rank2[0][2][0][0] == "perplexity"
+
+
+def test_length_buckets_rotate_the_methods_after_rope_by_rank():
+    """Within each (bucket, length) rope leads and the other methods follow in the run's order rotated by
+    rank x n / world (each method's kernels are compiled first on one rank: batching.length_buckets)."""
+    from ropeshift.eval.batching import length_buckets
+    from ropeshift.eval.parallel import Ranks
+
+    class S:
+        def __init__(self, n):
+            self.n_tokens, self.index = n, 0
+
+    names = ["rope", "a", "b", "c", "d", "e", "f"]
+    methods = [MethodSpec("rope")] + [MethodSpec("string", {"shift": 100 + i}) for i in range(6)]
+    label = {m.label: n for m, n in zip(methods, names)}
+    work = [(m, "passkey", n, [S(n)] * 4) for n in (1024, 4096) for m in methods]
+    want = {0: "a b c d e f", 1: "c d e f a b", 2: "e f a b c d"}
+    for rank, rest in want.items():
+        got = length_buckets(work, True, Ranks(rank, 3))
+        for length in (1024, 4096):
+            order = [label[m.label] for m, n, _ in got if n == length]
+            assert order == ["rope"] + rest.split()
+        assert len(got) == len(work)
+    assert [label[m.label] for m, n, _ in length_buckets(work, True) if n == 1024] == names

@@ -234,6 +234,15 @@ def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks
         rank 0   gen 1k 2k 4k 6k 8k | lik 1k .. 8k
         rank 1   gen 6k 8k | lik 1k .. 8k | gen 1k 2k 4k
         rank 2   lik 1k .. 8k | gen 1k 2k 4k 6k 8k
+
+    Within each (bucket, length) the rope row leads and the other methods follow in the run's order rotated by
+    ``rank * n / world``: each method's first batch (its Triton kernels' JIT, 3-5 s a method and rank on the H100,
+    2026-12-06) then comes first on one rank, and the others, reaching it later, load the compiled kernels from
+    Triton's on-disk cache instead of compiling the same ones at the same time::
+
+        3 ranks, methods rope a b c d e f:   rank 0  rope a b c d e f
+                                             rank 1  rope c d e f a b
+                                             rank 2  rope e f a b c d
     """
     groups: dict[tuple, list] = {}
     for method, task, length, todo in work:
@@ -251,5 +260,8 @@ def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks
         target = sum(tokens.values()) * ranks.rank / ranks.world
         start = min(range(len(heads)), key=lambda i: abs(bounds[i] - target))
         first = {h: i for i, h in enumerate(heads[start:] + heads[:start])}
-    order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))
+    labels = list(dict.fromkeys(k[2].label for k in groups if k[2].label != rope_share.BASELINE))
+    turn = ranks.rank * len(labels) // ranks.world if ranks.world > 1 else 0
+    place = {label: (i - turn) % len(labels) for i, label in enumerate(labels)}
+    order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE, place.get(k[2].label, 0)))
     return [(method, length, groups[_, length, method]) for _, length, method in order]
