@@ -110,7 +110,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tok, tiny_llama
 
 
 def test_memory_cap_learns_from_a_split_and_cuts_later_batches():
-    """Half the tokens of the smallest failed batch, per kind and at every length, read again before each batch."""
+    """3/4 of the tokens of the smallest failed batch, per kind and at every length, read again before each
+    batch."""
     from ropeshift.eval.batching import MemoryCap
 
     cap = MemoryCap()
@@ -120,11 +121,13 @@ def test_memory_cap_learns_from_a_split_and_cuts_later_batches():
     for b in cap.split(batches, 1024, "generation"):
         out.append(b)
         if len(out) == 1:
-            cap.learn("generation", 6, 1024)  # 6 rows x 1024 failed: 3 x 1024 tokens from now on
-    assert out == [list(range(8)), [8, 9, 10], [11, 12], [13]]
-    assert cap.rows("generation", 2048) == 1 and cap.rows("generation", 512) == 6
+            cap.learn("generation", 6, 1024)  # 6 rows x 1024 failed: 4.5 x 1024 tokens from now on
+    assert out == [list(range(8)), [8, 9, 10, 11], [12], [13]]
+    assert cap.rows("generation", 2048) == 2 and cap.rows("generation", 512) == 9
     assert cap.rows("likelihood", 1024) is None
     cap.learn("generation", 10, 1024)  # a larger failure does not loosen the bound
+    assert cap.rows("generation", 1024) == 4
+    cap.learn("generation", 4, 1024)  # a failure under the bound lowers it: 3 x 1024
     assert cap.rows("generation", 1024) == 3
 
 
@@ -150,9 +153,9 @@ def test_run_learns_the_memory_cap_after_one_split(tmp_path, tok, tiny_llama, mo
     lines = [b for b in read_batches(tmp_path) if b["kind"] != "startup"]
     failed = [b for b in lines if b.get("oom_splits")]
     assert len(failed) == 1 and failed[0]["rows"] == 6 and failed[0]["oom_rows"] == 3
-    # 3 rows of ~256 tokens failed: at most 384 tokens a batch from then on, one row at 256 and at 200
-    assert [b["rows"] for b in lines if not b.get("oom_splits")] == [1] * 18
-    assert sizes == [6, 3, 1, 2, 3, 1, 2] + [1] * 18  # the halves of the first batch, then no failed call
+    # 3 rows of ~256 tokens failed: at most 576 tokens a batch from then on, two rows at 256 and at 200
+    assert [b["rows"] for b in lines if not b.get("oom_splits")] == [2] * 9
+    assert sizes == [6, 3, 1, 2, 3, 1, 2] + [2] * 9  # the halves of the first batch, then no failed call
 
 
 @pytest.mark.parametrize("method", [MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16})])
@@ -237,15 +240,20 @@ def batch_profile_summary(lines):
     return batch_profile.summarize(lines)
 
 
-def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama):
+def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch):
     """``_batches/rank0.jsonl``: one line per generate() / evaluate() call, its rows and tokens summing to the
     run's; the records readers skip the folder."""
     from ropeshift.eval.batch_log import read_batches
     from ropeshift.eval.records import iter_records
 
+    from ropeshift.eval import runner
+
+    released = []
+    monkeypatch.setattr(runner, "release_cached_memory", lambda model: released.append(model))
     kw = dict(tasks=("passkey", "number_string", "perplexity"), methods=(MethodSpec("rope"),), samples=3,
               batch_tokens=512)
     assert run(_cfg(tmp_path, **kw), tiny_llama, tok, progress=False) == 9
+    assert released == [tiny_llama]  # once: the run moved from its generation bucket to its likelihood one
     lines = read_batches(tmp_path)
     start = [b for b in lines if b["kind"] == "startup"]
     assert len(start) == 1 and set(start[0]["phases"]) >= {"prompts", "plan", "first batch"}

@@ -139,21 +139,27 @@ class MemoryCap:
     """Prompt tokens per batch that this process learned it can hold, per batch kind (generation, likelihood).
 
     Unbounded until a batch runs out of GPU memory (``runner._run_batch`` then retries it in halves and reports
-    the smallest row count that failed); from then on that kind's batches hold at most half of those tokens,
-    at every length (memory goes with tokens: KV cache and activations). Without it every later batch of the
-    same size paid its own failed attempt: 28 of them, ~4-5 s each, in the 2026-12-06 H100 study (3 processes
-    sharing the card at 600k tokens a batch)::
+    the smallest row count that failed); from then on that kind's batches hold at most ``KEEP`` (3/4) of those
+    tokens, at every length (memory goes with tokens: KV cache and activations). Without a bound every later
+    batch of the same size paid its own failed attempt: 28 of them, ~4-5 s each, in the 2026-12-06 H100 study (3
+    processes sharing the card at 600k tokens a batch). With half (the first bound) one split cost more than it
+    saved: with three processes on the card a failure is mostly another process's peak at that moment, and a
+    rank whose batches were halved for the rest of the run decoded twice the steps (160 batches against 85-93 on
+    the other ranks, a 423 s span against 321-342: H100, 2026-12-06, sixteenth session). A further failure
+    lowers the bound again (3/4 of the new failure)::
 
         cap = MemoryCap()
         for batch in cap.split(batches, length, kind):   # one entry's batches (one kind), longer ones cut in order
             ... run it; on an out-of-memory split: cap.learn(kind, smallest failed rows, length)
     """
 
+    KEEP = 0.75   # of the smallest failed batch's tokens
+
     def __init__(self):
         self.tokens: dict[str, int] = {}
 
     def learn(self, kind: str, failed_rows: int, length: int) -> None:
-        t = max(1, failed_rows * length // 2)
+        t = max(1, int(failed_rows * length * self.KEEP))
         self.tokens[kind] = min(self.tokens.get(kind, t), t)
 
     def rows(self, kind: str, length: int) -> int | None:

@@ -179,7 +179,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     total = sum(len(w[3]) for w in work)
     work = shard(work, ranks, lambda length: rows_per_batch(cfg, length), merged)
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
-    written, current = 0, None
+    written, current, last_kind = 0, None, None
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
     memory_cap = MemoryCap()  # batch tokens bounded after an out-of-memory split
     try:
@@ -205,6 +205,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 if copies:
                     bar.update(len(copies), note + " (= rope)")
                 kind = next(iter(tasks.values())).kind  # one kind per bucket (batching.decode_bucket)
+                if last_kind not in (None, kind):
+                    release_cached_memory(model)
+                last_kind = kind
                 for batch in memory_cap.split(batches, length, kind):
                     t0 = time.perf_counter()
                     stats: dict = {}
@@ -234,6 +237,18 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         deactivate(model)
     bar.finish()
     return written
+
+
+def release_cached_memory(model) -> None:
+    """Give the blocks PyTorch's allocator caches but no tensor uses back to the GPU (CUDA only), as the run moves
+    between likelihood and generation batches: their allocations differ in shape (a likelihood forward's logits,
+    up to ``tasks.perplexity.LOGITS_BYTES``, against a static KV cache), so a process would otherwise hold both peaks, which the
+    other evaluation processes sharing the card cannot use (H100, 2026-12-06: a rank that began with the
+    likelihood buckets hit an out-of-memory split in its first generation bucket)."""
+    import torch
+
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = None) -> tuple[list, list[dict]]:
