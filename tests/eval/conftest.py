@@ -4,6 +4,9 @@ Run: pytest tests/eval -v
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from .tiny import tiny_model, tiny_tokenizer
@@ -27,3 +30,14 @@ def model(tiny_llama, request):
     activate(tiny_llama, request.param)
     yield tiny_llama
     deactivate(tiny_llama)
+
+
+@pytest.fixture(scope="module")
+def benchmarks_path():
+    """benchmarks/ on ``sys.path`` for a test module's tests (its scripts import each other by name)."""
+    bench = str(Path(__file__).resolve().parents[2] / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        yield
+    finally:
+        sys.path.remove(bench)

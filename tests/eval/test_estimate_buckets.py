@@ -2,22 +2,13 @@
 Run: pytest tests/eval/test_estimate_buckets.py -v"""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def est():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import estimate_buckets
-        yield estimate_buckets
-    finally:
-        sys.path.remove(str(BENCH))
+def est(benchmarks_path):
+    import estimate_buckets
+    return estimate_buckets
 
 
 def test_a_row_reads_its_keys_until_the_check_after_its_end(est):
@@ -50,15 +41,12 @@ def test_merged_buckets_cut_fewer_batches_and_forwards(est):
     assert got[8, True] == ([8], 42, 4 * 42 * 1024 + 4 * 6 * 1024)
 
 
-def test_replay_batches_counts_whole_chunks_and_the_refill_floor():
+def test_replay_batches_counts_whole_chunks_and_the_refill_floor(benchmarks_path):
     """benchmarks/replay_batches.py: 2 ranks, one length, 10 NIAH rows (ends 40, one at its budget 128) and 10
     passkey rows (ends 5), 4 rows a batch: whole 4-row chunks (NIAH first) -> 5 batches; each decodes to its
     longest row; the refill floor packs every row's own steps into 4-row batches."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        import replay_batches
-    finally:
-        sys.path.remove(str(BENCH))
+    import replay_batches
+
     from ropeshift.eval.options import MethodSpec
     from ropeshift.eval.runner import RunConfig
     from ropeshift.eval.tasks import resolve_task

@@ -2,22 +2,13 @@
 Run: pytest tests/eval/test_solo_work.py -v"""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def solo():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import solo_work
-        yield solo_work
-    finally:
-        sys.path.remove(str(BENCH))
+def solo(benchmarks_path):
+    import solo_work
+    return solo_work
 
 
 def _gen(length, rows, steps, decode_steps, decode_s=1.0):
