@@ -66,19 +66,27 @@ def study_work(recs: dict, cfg: RunConfig) -> list[tuple]:
             for (t, n, m), todo in sorted(work.items(), key=lambda kv: (rank_of[kv[0][0]], kv[0][1], kv[0][2].label))]
 
 
-def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = False):
-    """(length, decode bucket, [(end, budget), ...]) per batch of every rank, as the runner deals and cuts them
-    (work in ``plan_work``'s order: the suite's tasks, then lengths, then methods; ``merged``: the buckets of a
-    run that retires ended rows, ``batching.decode_bucket``)."""
+def entries(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = False):
+    """(length, [(decode bucket, [(end, budget), ...]) per batch]) per ``length_buckets`` entry (one method, one
+    length, one bucket) of every rank, as the runner deals and cuts them (work in ``plan_work``'s order: the
+    suite's tasks, then lengths, then methods; ``merged``: the buckets of a run that retires ended rows,
+    ``batching.decode_bucket``). A decode step holds rows of one entry only: one method is active per forward."""
     work = study_work(recs, cfg)
     for rank in range(world):
         mine = shard(work, Ranks(rank, world), lambda length: rows_per_batch(cfg, length), merged)
         for method, length, cells in length_buckets(mine, merged):
             pending = [(s, name) for name, todo in cells for s in todo]
-            for rows in cut_batches(pending, tasks, rows_per_batch(cfg, length), merged):
-                bucket = decode_bucket(tasks[rows[0][1]], merged)[-1]
-                yield length, bucket, [(recs[name, method.label, length, s.index][1], tasks[name].max_new_tokens)
-                                       for s, name in rows]
+            yield length, [(decode_bucket(tasks[rows[0][1]], merged)[-1],
+                            [(recs[name, method.label, length, s.index][1], tasks[name].max_new_tokens)
+                             for s, name in rows])
+                           for rows in cut_batches(pending, tasks, rows_per_batch(cfg, length), merged)]
+
+
+def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = False):
+    """(length, decode bucket, [(end, budget), ...]) per batch of every rank (``entries``, flattened)."""
+    for length, cut in entries(recs, tasks, cfg, world, merged):
+        for bucket, rows in cut:
+            yield length, bucket, rows
 
 
 def read_rows(records: str, tokenizer_name: str) -> tuple[dict, dict]:

@@ -62,3 +62,9 @@ def test_replay_batches_counts_whole_chunks_and_the_refill_floor(benchmarks_path
     assert got["steps"] == 128 + 40 + 40 + 5 + 5
     assert got["row_steps"] == 128 + 9 * 40 + 10 * 5
     assert got["refill_steps"] == -(-(128 + 9 * 40 + 10 * 5) // 4)
+    # refilling within each rank's one entry: between the packed floor and the whole batches' steps
+    assert got["refill_steps"] <= got["entry_refill_steps"] <= got["steps"]
+    # a slot takes the next row as soon as its own row ends; the loop lasts until the last slot is done
+    assert replay_batches.refill_loop_steps([128, 40, 40, 40, 40], 4) == 128
+    assert replay_batches.refill_loop_steps([10] * 5, 2) == 30 and replay_batches.refill_loop_steps([7], 4) == 7
+    assert replay_batches.refill_loop_steps([], 4) == 0
