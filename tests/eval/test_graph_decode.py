@@ -197,7 +197,9 @@ def test_cuda_run_merges_answer_budgets_with_the_same_records(cuda_llama, tok, t
         cfg = RunConfig(model="tiny", tasks=("needle", "passkey"), lengths=(256,), samples=3, out=out, batch_size=4,
                         methods=(method,), options=TaskOptions(depths=3))
         run(cfg, cuda_llama, tok, progress=False)
-        return [b["tasks"] for b in read_batches(out) if b["kind"] != "startup"]
+        lines = [b for b in read_batches(out) if b["kind"] != "startup"]
+        assert all(b["peak_gib"] > 0 and b["reserved_gib"] > 0 and b["free_gib"] > 0 for b in lines)  # CUDA memory
+        return [b["tasks"] for b in lines]
 
     assert study(tmp_path / "merged") == [{"needle": 3, "passkey": 1}, {"passkey": 2}]
     monkeypatch.setenv(RETIRE_ENV, "0")

@@ -278,6 +278,27 @@ def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch
     total = next(line for line in table.splitlines() if line.startswith("| **all**")).split("|")
     assert int(total[3]) == len(lines) and int(total[4]) == 9
     assert float(total[6]) == pytest.approx(sum(b["wall_s"] for b in lines), abs=0.1)
+    # on the CPU no batch carries GPU memory, and the rank table says so
+    assert not any("peak_gib" in b for b in lines)
+    rank_row = next(line for line in table.splitlines() if line.startswith("| 0 | "))
+    assert rank_row.endswith("| - | - | - |")
+
+
+def test_batch_profile_reports_each_ranks_memory_extremes():
+    """CUDA batches carry peak / reserved / free GiB (``batch_log.gpu_memory``); the rank table shows the largest
+    peak and reservation and the least free memory over the rank's batches."""
+    from ropeshift.eval.batch_log import gpu_memory
+
+    import torch
+
+    assert gpu_memory(torch.device("cpu")) == {}
+    lines = [{"kind": "generation", "rank": 0, "t": 10.0 + i, "wall_s": 1.0, "method": "rope", "length": 1024,
+              "tasks": {"passkey": 2}, "rows": 2, "tokens": 2048, "tokenize_s": 0.0, "prefill_s": 0.5,
+              "capture_s": 0.1, "decode_s": 0.3, "steps": 6, "peak_gib": p, "reserved_gib": r, "free_gib": f}
+             for i, (p, r, f) in enumerate([(20.0, 24.0, 9.5), (27.5, 30.0, 1.3), (12.0, 30.0, 4.0)])]
+    table = batch_profile_summary(lines)
+    rank_row = next(line for line in table.splitlines() if line.startswith("| 0 | "))
+    assert rank_row.endswith("| 27.5 | 30.0 | 1.3 |")
 
 
 def test_rank_starts_prompts_before_loading_the_model(tmp_path, tok, tiny_llama, monkeypatch):

@@ -12,6 +12,9 @@ and once per rank, after its first batch, its start-up (``parallel.StartupClock`
 
 ``tokens``: the batch's prompt tokens (likelihood batches: the rows' document tokens, once); the ``*_s``
 phases end at host syncs, so on a GPU shared by several ranks they include the other ranks' time slices.
+On CUDA a batch also carries its process's memory (``gpu_memory``): ``peak_gib`` (most allocated during the
+batch), ``reserved_gib`` (held by PyTorch's allocator after it) and ``free_gib`` (free on the device after it,
+every process counted), which say how close the ranks sharing a card came to an out-of-memory split.
 ``benchmarks/batch_profile.py`` sums them per task bucket and length. Diagnostic data: no result reads it.
 """
 from __future__ import annotations
@@ -54,6 +57,27 @@ class BatchLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def reset_peak_memory(device) -> None:
+    """Start a batch's memory peak (CUDA; elsewhere nothing)."""
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def gpu_memory(device) -> dict:
+    """``{"peak_gib", "reserved_gib", "free_gib"}`` of this process on a CUDA ``device`` since the last
+    ``reset_peak_memory`` (one host sync), ``{}`` elsewhere."""
+    if getattr(device, "type", None) != "cuda":
+        return {}
+    import torch
+
+    gib = 2.0 ** 30
+    free, _ = torch.cuda.mem_get_info(device)
+    return {"peak_gib": round(torch.cuda.max_memory_allocated(device) / gib, 2),
+            "reserved_gib": round(torch.cuda.memory_reserved(device) / gib, 2), "free_gib": round(free / gib, 2)}
 
 
 def counts(names) -> dict[str, int]:

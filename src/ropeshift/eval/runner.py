@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import parallel, rope_share
-from .batch_log import BatchLog, counts, log_path
+from .batch_log import BatchLog, counts, gpu_memory, log_path, reset_peak_memory
 from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard
 from .options import MethodSpec, format_length
 from .parallel import Ranks
@@ -180,6 +180,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     work = shard(work, ranks, lambda length: rows_per_batch(cfg, length), merged)
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     written, current, last_kind = 0, None, None
+    device = next(model.parameters()).device
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
     memory_cap = MemoryCap()  # batch tokens bounded after an out-of-memory split
     try:
@@ -209,11 +210,13 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                     release_cached_memory(model)
                 last_kind = kind
                 for batch in memory_cap.split(batches, length, kind):
+                    reset_peak_memory(device)
                     t0 = time.perf_counter()
                     stats: dict = {}
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
                                                 [s for s, _ in batch], stats)
                     wall = time.perf_counter() - t0
+                    stats.update(gpu_memory(device))
                     if stats.get("oom_rows"):
                         memory_cap.learn(kind, stats["oom_rows"], length)
                     secs = wall / len(batch)
