@@ -249,11 +249,11 @@ def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch
     from ropeshift.eval import runner
 
     released = []
-    monkeypatch.setattr(runner, "release_cached_memory", lambda model: released.append(model))
+    monkeypatch.setattr(runner, "release_cached_memory", lambda device: released.append(device))
     kw = dict(tasks=("passkey", "number_string", "perplexity"), methods=(MethodSpec("rope"),), samples=3,
               batch_tokens=512)
     assert run(_cfg(tmp_path, **kw), tiny_llama, tok, progress=False) == 9
-    assert released == [tiny_llama]  # once: the run moved from its generation bucket to its likelihood one
+    assert released == [tiny_llama.device]  # once: the run moved from its generation bucket to its likelihood one
     lines = read_batches(tmp_path)
     start = [b for b in lines if b["kind"] == "startup"]
     assert len(start) == 1 and set(start[0]["phases"]) >= {"prompts", "plan", "first batch"}

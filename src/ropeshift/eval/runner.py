@@ -207,7 +207,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                     bar.update(len(copies), note + " (= rope)")
                 kind = next(iter(tasks.values())).kind  # one kind per bucket (batching.decode_bucket)
                 if last_kind not in (None, kind):
-                    release_cached_memory(model)
+                    release_cached_memory(device)
                 last_kind = kind
                 for batch in memory_cap.split(batches, length, kind):
                     reset_peak_memory(device)
@@ -242,15 +242,16 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     return written
 
 
-def release_cached_memory(model) -> None:
-    """Give the blocks PyTorch's allocator caches but no tensor uses back to the GPU (CUDA only), as the run moves
-    between likelihood and generation batches: their allocations differ in shape (a likelihood forward's logits,
-    up to ``tasks.perplexity.LOGITS_BYTES``, against a static KV cache), so a process would otherwise hold both peaks, which the
-    other evaluation processes sharing the card cannot use (H100, 2026-12-06: a rank that began with the
-    likelihood buckets hit an out-of-memory split in its first generation bucket)."""
+def release_cached_memory(device) -> None:
+    """Give the blocks PyTorch's allocator caches but no tensor uses back to the GPU (a CUDA ``device``; else
+    nothing), as the run moves between likelihood and generation batches: their allocations differ in shape (a
+    likelihood forward's logits, up to ``tasks.perplexity.LOGITS_BYTES``, against a static KV cache), so a process
+    would otherwise hold both peaks, which the other evaluation processes sharing the card cannot use (H100,
+    2026-12-06: a rank that began with the likelihood buckets hit an out-of-memory split in its first generation
+    bucket)."""
     import torch
 
-    if next(model.parameters()).device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.empty_cache()
 
 
