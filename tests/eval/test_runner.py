@@ -326,6 +326,12 @@ def test_rank_starts_prompts_before_loading_the_model(tmp_path, tok, tiny_llama,
 
     assert R.run_rank(cfg, load, "cpu", progress=False, load_tokenizer=lambda: tok) == 4
     assert events == [("start", True), ("load",), ("result",)]  # two (task, length) cells: two worker processes
+    from ropeshift.eval.batch_log import read_batches
+
+    start_up = [b for b in read_batches(cfg.out) if b["kind"] == "startup"]
+    assert len(start_up) == 1  # the tokenizer and the prompt workers' start timed apart, before the model
+    assert list(start_up[0]["phases"])[-6:] == ["tokenizer", "prompt workers", "model", "prompts", "plan",
+                                                "first batch"]
     plain = _cfg(tmp_path / "plain", **kw)
     assert run(plain, tiny_llama, tok, progress=False) == 4
     key = lambda r: (r["index"], r["prompt_hash"], r["prediction"])  # noqa: E731

@@ -313,8 +313,10 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
         clock = parallel.StartupClock(ranks, enabled=progress)
         samples = None
         if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads
-            samples = start_samples(cfg, load_tokenizer(), progress)
+            tokenizer = load_tokenizer()
             clock.mark("tokenizer")
+            samples = start_samples(cfg, tokenizer, progress)
+            clock.mark("prompt workers")  # stored prompts read, the missing ones handed to forked workers
         model, tokenizer = load(dev)
         clock.mark("model")
         return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,
