@@ -9,7 +9,8 @@ steps), generate (``model.generate`` where the graph loop does not serve), likel
 (the rest: padding, texts, scoring, records, and the failed attempts of batches retried in halves on CUDA
 out-of-memory: the per-rank table counts those splits and their batches' wall). With several ranks on one GPU
 each phase includes the other ranks' time slices: compare a rank's sum of batch walls with its span (first batch
-start to last batch end).
+start to last batch end). On CUDA the per-rank table also gives the largest peak and reserved GiB of the rank's
+batches and the least free GiB on the device after one (``batch_log.gpu_memory``; "-" elsewhere).
 """
 from __future__ import annotations
 

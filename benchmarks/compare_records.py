@@ -12,10 +12,10 @@ greedy decoding); a prompt-hash mismatch means the studies are not the same stud
 from __future__ import annotations
 
 import argparse
-import tarfile
-import tempfile
 from collections import Counter
 from pathlib import Path
+
+from estimate_compaction import records_folder
 
 from ropeshift.eval.records import GENERATION, iter_records
 
@@ -38,23 +38,13 @@ def compare(a: dict, b: dict) -> dict[str, Counter]:
     return out
 
 
-def _open(path: str, tmp: str) -> Path:
-    root = Path(path)
-    if root.is_file():
-        dest = Path(tmp) / root.name
-        with tarfile.open(root) as tar:
-            tar.extractall(dest, filter="data")
-        return dest
-    return root
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("first", help="a records folder or a .tgz of one")
     p.add_argument("second", help="another, of the same prompts")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        a, b = (generation_records(_open(x, tmp)) for x in (args.first, args.second))
+    with records_folder(args.first) as first, records_folder(args.second) as second:
+        a, b = generation_records(first), generation_records(second)
     per = compare(a, b)
     print(f"generation records: {len(a)} and {len(b)}, {sum(c['matched'] for c in per.values())} matched\n")
     print("| method | matched | same prompt | same text | same score | scores that differ |")

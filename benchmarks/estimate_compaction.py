@@ -20,6 +20,7 @@ forwards (decode steps) and row-steps (rows x steps: what a step's KV reads scal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tarfile
 import tempfile
 from collections import defaultdict, namedtuple
@@ -89,22 +90,28 @@ def batches(recs: dict, tasks: dict, cfg: RunConfig, world: int, merged: bool = 
             yield length, bucket, rows
 
 
+@contextlib.contextmanager
+def records_folder(path):
+    """A records folder as a ``Path``: ``path`` itself, or a .tgz of one unpacked into a temporary folder that
+    lives as long as the ``with`` block."""
+    root = Path(path)
+    if not root.is_file():
+        yield root
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(root) as tar:
+            tar.extractall(tmp, filter="data")
+        yield Path(tmp)
+
+
 def read_rows(records: str, tokenizer_name: str) -> tuple[dict, dict]:
     """``({(task, method, length, index): (prompt tokens, row end)}, {task: Task})`` of the generation records
     in a records folder or a .tgz of one; row ends by ``row_end`` with the named model's tokenizer."""
-    from transformers import AutoTokenizer
+    from ropeshift.loader import load_tokenizer
 
-    from ropeshift.loader import resolve_model_path
-
-    folder, gguf = resolve_model_path(tokenizer_name)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf, local_files_only=True)
+    tokenizer = load_tokenizer(tokenizer_name)
     recs, tasks = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(records)
-        if root.is_file():
-            with tarfile.open(root) as tar:
-                tar.extractall(tmp, filter="data")
-            root = Path(tmp)
+    with records_folder(records) as root:
         for r in iter_records(root):
             if r.kind != GENERATION or r.details.get(SAME_AS):  # copies of the rope row's records cost nothing
                 continue

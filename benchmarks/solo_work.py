@@ -22,9 +22,6 @@ The last table fits each batch's decode seconds to ``a x steps + b x KV TB``: ho
 from __future__ import annotations
 
 import argparse
-import json
-import tarfile
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -82,38 +79,35 @@ def read_batches_and_ends(root: Path, tokenizer) -> tuple[list[dict], list]:
     """Every rank's batch log lines (generation and likelihood, in order) and the row ends of each generation batch."""
     from estimate_compaction import row_end
 
-    from ropeshift.eval.records import read_records, record_path
+    from ropeshift.eval.batch_log import read_batches
+    from ropeshift.eval.records import BATCH_LOG, read_records, record_path
     from ropeshift.eval.rope_share import SAME_AS
     from ropeshift.eval.tasks import resolve_task
 
-    logs = sorted(root.rglob("_batches/rank*.jsonl"))
+    logs = sorted(root.rglob(f"{BATCH_LOG}/rank*.jsonl"))
     if not logs:
-        raise SystemExit(f"{root}: no batch log (_batches/rank*.jsonl) under it")
+        raise SystemExit(f"{root}: no batch log ({BATCH_LOG}/rank*.jsonl) under it")
     model_dir = logs[0].parent.parent
-    model = model_dir.name
     queues: dict[tuple, list] = {}
     batches, ends = [], []
-    for log in sorted((model_dir / "_batches").glob("rank*.jsonl")):
-        for line in log.read_text().splitlines():
-            b = json.loads(line)
-            if b.get("kind") not in ("generation", "likelihood"):
-                continue
-            batches.append(b)
-            if b["kind"] != "generation":
-                ends.append(None)
-                continue
-            rows = []
-            for task, count in b["tasks"].items():
-                key = (task, b["method"], b["length"], b["rank"])
-                if key not in queues:
-                    path = record_path(model_dir.parent, model, task, b["method"], b["length"], f"w{b['rank']}")
-                    queues[key] = [r for r in (read_records(path) if path.exists() else [])
-                                   if not r.details.get(SAME_AS)]
-                taken, queues[key] = queues[key][:count], queues[key][count:]
-                if len(taken) != count:
-                    raise ValueError(f"{log.name}: a batch of {count} {task} rows finds {len(taken)} records")
-                rows += [row_end(tokenizer, resolve_task(task), r) for r in taken]
-            ends.append(rows)
+    for b in read_batches(model_dir):
+        if b.get("kind") not in ("generation", "likelihood"):
+            continue
+        batches.append(b)
+        if b["kind"] != "generation":
+            ends.append(None)
+            continue
+        rows = []
+        for task, count in b["tasks"].items():
+            key = (task, b["method"], b["length"], b["rank"])
+            if key not in queues:
+                path = record_path(model_dir.parent, model_dir.name, task, b["method"], b["length"], f"w{b['rank']}")
+                queues[key] = [r for r in (read_records(path) if path.exists() else []) if not r.details.get(SAME_AS)]
+            taken, queues[key] = queues[key][:count], queues[key][count:]
+            if len(taken) != count:
+                raise ValueError(f"rank {b['rank']}: a batch of {count} {task} rows finds {len(taken)} records")
+            rows += [row_end(tokenizer, resolve_task(task), r) for r in taken]
+        ends.append(rows)
     return batches, ends
 
 
@@ -125,13 +119,10 @@ def main() -> None:
     args = p.parse_args()
     from ropeshift.loader import load_tokenizer
 
+    from estimate_compaction import records_folder
+
     tokenizer = load_tokenizer(args.tokenizer)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.records)
-        if root.is_file():
-            with tarfile.open(root) as tar:
-                tar.extractall(tmp, filter="data")
-            root = Path(tmp)
+    with records_folder(args.records) as root:
         batches, ends = read_batches_and_ends(root, tokenizer)
     solo = price(batches, ends)
     gen = [b for b in batches if b["kind"] == "generation"]

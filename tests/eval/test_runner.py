@@ -231,16 +231,13 @@ def test_token_budget_batches_mixing_tasks_match_one_by_one(method, tmp_path, to
                [(r["prompt_hash"], r["prediction"], r["score"]) for r in mixed]
 
 
-def batch_profile_summary(lines):
-    sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
-    try:
-        import batch_profile
-    finally:
-        sys.path.pop(0)
-    return batch_profile.summarize(lines)
+@pytest.fixture(scope="module")
+def batch_profile_summary(benchmarks_path):
+    import batch_profile
+    return batch_profile.summarize
 
 
-def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch):
+def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch, batch_profile_summary):
     """``_batches/rank0.jsonl``: one line per generate() / evaluate() call, its rows and tokens summing to the
     run's; the records readers skip the folder."""
     from ropeshift.eval.batch_log import read_batches
@@ -284,7 +281,7 @@ def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch
     assert rank_row.endswith("| - | - | - |")
 
 
-def test_batch_profile_reports_each_ranks_memory_extremes():
+def test_batch_profile_reports_each_ranks_memory_extremes(batch_profile_summary):
     """CUDA batches carry peak / reserved / free GiB (``batch_log.gpu_memory``); the rank table shows the largest
     peak and reservation and the least free memory over the rank's batches."""
     from ropeshift.eval.batch_log import gpu_memory

@@ -60,8 +60,8 @@ class BatchLog:
 
 
 def reset_peak_memory(device) -> None:
-    """Start a batch's memory peak (CUDA; elsewhere nothing)."""
-    if getattr(device, "type", None) == "cuda":
+    """Start a batch's memory peak (a CUDA ``torch.device``; elsewhere nothing)."""
+    if device.type == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats(device)
@@ -70,7 +70,7 @@ def reset_peak_memory(device) -> None:
 def gpu_memory(device) -> dict:
     """``{"peak_gib", "reserved_gib", "free_gib"}`` of this process on a CUDA ``device`` since the last
     ``reset_peak_memory`` (one host sync), ``{}`` elsewhere."""
-    if getattr(device, "type", None) != "cuda":
+    if device.type != "cuda":
         return {}
     import torch
 

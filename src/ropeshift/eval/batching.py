@@ -267,7 +267,7 @@ def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks
         start = min(range(len(heads)), key=lambda i: abs(bounds[i] - target))
         first = {h: i for i, h in enumerate(heads[start:] + heads[:start])}
     labels = list(dict.fromkeys(k[2].label for k in groups if k[2].label != rope_share.BASELINE))
-    turn = ranks.rank * len(labels) // ranks.world if ranks.world > 1 else 0
+    turn = ranks.rank * len(labels) // ranks.world
     place = {label: (i - turn) % len(labels) for i, label in enumerate(labels)}
     order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE, place.get(k[2].label, 0)))
     return [(method, length, groups[_, length, method]) for _, length, method in order]

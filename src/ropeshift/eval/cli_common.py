@@ -52,7 +52,7 @@ def add_run_args(p: argparse.ArgumentParser, *, lengths: str) -> None:
                    help="token budget per generate() call instead of --batch-size: rows = N // length, rows of "
                         "tasks with similar answer budgets sharing calls (e.g. 600000 on a GPU; a batch that runs "
                         "out of GPU memory is retried in halves, and the process then keeps later batches to "
-                        "half the tokens of the smallest one that failed)")
+                        "3/4 of the tokens of the smallest one that failed)")
     g.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default: runs/)")
     g.add_argument("--compute-rope-equal", action="store_true",
                    help="compute the cells where a method is exactly RoPE (by its definition, e.g. STRING below "
