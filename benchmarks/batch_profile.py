@@ -69,8 +69,8 @@ def summarize(lines: list[dict]) -> str:
     for b in batches:
         ranks[b["rank"]].append(b)
     out += ["", "| rank | batches | sum of batch walls s | span s | walls / span | out-of-memory splits | "
-            "their batches' wall s | peak GiB | reserved GiB, most | free GiB, least |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "their batches' wall s | peak GiB | reserved GiB, most | free GiB, least | torch.compile s (batches) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, bs in sorted(ranks.items()):
         walls = sum(b["wall_s"] for b in bs)
         span = max(b["t"] for b in bs) - min(b["t"] - b["wall_s"] for b in bs)
@@ -79,7 +79,8 @@ def summarize(lines: list[dict]) -> str:
             [min((b["free_gib"] for b in bs if "free_gib" in b), default=None)]  # CUDA runs only
         out.append(f"| {rank} | {len(bs)} | {walls:.1f} | {span:.1f} | {walls / span if span else 0:.2f} "
                    f"| {sum(b['oom_splits'] for b in split)} | {sum(b['wall_s'] for b in split):.1f} | "
-                   + " | ".join("-" if m is None else f"{m:.1f}" for m in mem) + " |")
+                   + " | ".join("-" if m is None else f"{m:.1f}" for m in mem)
+                   + f" | {sum(b.get('compile_s', 0.0) for b in bs):.1f} ({sum('compile_s' in b for b in bs)}) |")
     starts = sorted((s for s in lines if s["kind"] == "startup"), key=lambda s: s["rank"])
     if starts:
         names = list(dict.fromkeys(k for s in starts for k in s["phases"]))

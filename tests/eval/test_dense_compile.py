@@ -93,6 +93,23 @@ def test_layers_keep_attention_out_of_the_trace(tiny_llama, tok, monkeypatch):
     assert calls == [False] * (3 * model.config.num_hidden_layers)  # 3 forwards, every layer, eager
 
 
+def test_compile_seconds_counts_what_a_forward_compiled(tiny_llama, tok):
+    """``batch_log.compile_seconds`` (the runner's per-batch ``compile_s``) grows by a first compiled forward and not
+    by a repeat of it."""
+    from ropeshift.eval.batch_log import compile_seconds
+
+    torch._dynamo.reset()
+    model = copy.deepcopy(tiny_llama)
+    dc.compile_model(model, "layers", backend="eager")
+    ids = torch.tensor([encode(tok, TEXTS[0], True) * 2] * 2)
+    t0 = compile_seconds()
+    with torch.no_grad():
+        model(ids)
+        t1 = compile_seconds()
+        model(ids)
+    assert t1 > t0 and compile_seconds() == t1
+
+
 def test_layers_share_one_graph_through_the_decode_loop(tok):
     """The static-cache loop over a compiled model compiles the same graphs for 2 layers as for 10 (no graph per
     layer: ``layer_idx`` symbolic, the cache update outside the trace), so dynamo's recompile limit (beyond which

@@ -122,13 +122,33 @@ def test_memory_cap_learns_from_a_split_and_cuts_later_batches():
         out.append(b)
         if len(out) == 1:
             cap.learn("generation", 6, 1024)  # 6 rows x 1024 failed: 4.5 x 1024 tokens from now on
-    assert out == [list(range(8)), [8, 9, 10, 11], [12], [13]]
+    assert out == [list(range(8)), [8, 9, 10], [11, 12], [13]]  # near-equal pieces (even_cuts), no 1-row tail
     assert cap.rows("generation", 2048) == 2 and cap.rows("generation", 512) == 9
     assert cap.rows("likelihood", 1024) is None
     cap.learn("generation", 10, 1024)  # a larger failure does not loosen the bound
     assert cap.rows("generation", 1024) == 4
     cap.learn("generation", 4, 1024)  # a failure under the bound lowers it: 3 x 1024
     assert cap.rows("generation", 1024) == 3
+
+
+def test_even_cuts_makes_the_fewest_near_equal_pieces_and_likelihood_batches_keep_documents_whole():
+    """97 rows at most 48 a batch: 33 + 32 + 32 (not 48 + 48 + 1: a 1-row batch is a new compile); order kept.
+    A likelihood entry is cut between documents (a document's protocols share its windows)."""
+    from types import SimpleNamespace
+
+    from ropeshift.eval.batching import cut_batches, even_cuts
+    from ropeshift.eval.tasks import resolve_task
+
+    pieces = even_cuts(list(range(97)), 48)
+    assert [len(p) for p in pieces] == [33, 32, 32] and sum(pieces, []) == list(range(97))
+    assert even_cuts(list(range(6)), 6) == [list(range(6))] and even_cuts([], 4) == []
+    assert [len(p) for p in even_cuts(list(range(5)), 0)] == [1] * 5
+    tasks = {name: resolve_task(name) for name in ("perplexity", "perplexity:single")}
+    rows = [(SimpleNamespace(n_tokens=300, index=i), name) for name in tasks for i in range(5)]
+    batches = cut_batches(rows, tasks, 7, False)   # 10 rows, 7 a batch: 3 documents + 2, never one cut in two
+    assert [[(s.index, name) for s, name in b] for b in batches] == [
+        [(i, name) for i in range(3) for name in ("perplexity", "perplexity:single")],
+        [(i, name) for i in range(3, 5) for name in ("perplexity", "perplexity:single")]]
 
 
 def test_run_learns_the_memory_cap_after_one_split(tmp_path, tok, tiny_llama, monkeypatch):
@@ -275,15 +295,16 @@ def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch
     total = next(line for line in table.splitlines() if line.startswith("| **all**")).split("|")
     assert int(total[3]) == len(lines) and int(total[4]) == 9
     assert float(total[6]) == pytest.approx(sum(b["wall_s"] for b in lines), abs=0.1)
-    # on the CPU no batch carries GPU memory, and the rank table says so
-    assert not any("peak_gib" in b for b in lines)
+    # on the CPU no batch carries GPU memory, and the rank table says so; nothing compiled (no torch.compile here)
+    assert not any("peak_gib" in b or "compile_s" in b for b in lines)
     rank_row = next(line for line in table.splitlines() if line.startswith("| 0 | "))
-    assert rank_row.endswith("| - | - | - |")
+    assert rank_row.endswith("| - | - | - | 0.0 (0) |")
 
 
 def test_batch_profile_reports_each_ranks_memory_extremes(batch_profile_summary):
     """CUDA batches carry peak / reserved / free GiB (``batch_log.gpu_memory``); the rank table shows the largest
-    peak and reservation and the least free memory over the rank's batches."""
+    peak and reservation and the least free memory over the rank's batches, and the seconds ``torch.compile``
+    spent in them (``compile_s``, logged only where it compiled) with the number of such batches."""
     from ropeshift.eval.batch_log import gpu_memory
 
     import torch
@@ -293,9 +314,10 @@ def test_batch_profile_reports_each_ranks_memory_extremes(batch_profile_summary)
               "tasks": {"passkey": 2}, "rows": 2, "tokens": 2048, "tokenize_s": 0.0, "prefill_s": 0.5,
               "capture_s": 0.1, "decode_s": 0.3, "steps": 6, "peak_gib": p, "reserved_gib": r, "free_gib": f}
              for i, (p, r, f) in enumerate([(20.0, 24.0, 9.5), (27.5, 30.0, 1.3), (12.0, 30.0, 4.0)])]
+    lines[0]["compile_s"], lines[2]["compile_s"] = 14.25, 2.5
     table = batch_profile_summary(lines)
     rank_row = next(line for line in table.splitlines() if line.startswith("| 0 | "))
-    assert rank_row.endswith("| 27.5 | 30.0 | 1.3 |")
+    assert rank_row.endswith("| 27.5 | 30.0 | 1.3 | 16.8 (2) |")
 
 
 def test_rank_starts_prompts_before_loading_the_model(tmp_path, tok, tiny_llama, monkeypatch):
@@ -490,9 +512,10 @@ def test_merged_buckets_put_every_generation_task_together_longest_budget_first(
         return [[(s.index, name) for s, name in batch] for batch in cut_batches(rows, tasks, step, merged)]
 
     passkey = [(1, "passkey"), (0, "passkey")]
-    assert cut(rows, 4, True) == [[(1, "vt"), (0, "vt"), (1, "needle"), (0, "needle")], passkey]
+    assert cut(rows, 4, True) == [[(1, "vt"), (0, "vt"), (1, "needle")], [(0, "needle"), *passkey]]
+    assert cut(rows, 6, True) == [[(1, "vt"), (0, "vt"), (1, "needle"), (0, "needle"), *passkey]]
     assert cut(rows, 4, False) == [[(1, "needle"), (1, "vt"), (0, "needle"), (0, "vt")], passkey]
-    assert cut(rows, 3, False) == [[(1, "needle"), (1, "vt"), (0, "needle")], [(0, "vt")], passkey]
+    assert cut(rows, 3, False) == [[(1, "needle"), (1, "vt")], [(0, "needle"), (0, "vt")], passkey]
     lik_rows = [(SimpleNamespace(n_tokens=300, index=i), name) for name in lik for i in range(2)]
     assert cut(lik_rows, 4, False) == [[(0, "perplexity"), (0, "perplexity:single"), (1, "perplexity"),
                                         (1, "perplexity:single")]]
@@ -524,17 +547,18 @@ def test_merged_run_batches_by_budget_with_the_same_records(tmp_path, tok, tiny_
     from ropeshift.eval import graph_decode
     from ropeshift.eval.batch_log import read_batches
 
-    kw = dict(methods=(MethodSpec("rope"),), samples=3, batch_size=4, options=TaskOptions(depths=3))
+    kw = dict(methods=(MethodSpec("rope"),), samples=4, batch_size=3, options=TaskOptions(depths=4))
     run(_cfg(tmp_path / "pow4", **kw), tiny_llama, tok, progress=False)
     monkeypatch.setattr(graph_decode, "retire_possible", lambda model: True)
     monkeypatch.setattr(graph_decode, "ended_rows_free", lambda model: free)
     run(_cfg(tmp_path / "merged", **kw), tiny_llama, tok, progress=False)
     batches = [b["tasks"] for b in read_batches(tmp_path / "merged") if b["kind"] != "startup"]
-    assert batches == ([{"needle": 3, "passkey": 1}, {"passkey": 2}] if free else [{"needle": 3}, {"passkey": 3}])
+    assert batches == ([{"needle": 3}, {"needle": 1, "passkey": 2}, {"passkey": 2}] if free
+                       else [{"needle": 2}, {"needle": 2}, {"passkey": 2}, {"passkey": 2}])  # near-equal batches
     for task in ("needle", "passkey"):
         got = {r.index: r for r in read_cell(tmp_path / "merged", "tiny", task, "rope", 256)}
         want = {r.index: r for r in read_cell(tmp_path / "pow4", "tiny", task, "rope", 256)}
-        assert got.keys() == want.keys() == {0, 1, 2}
+        assert got.keys() == want.keys() == {0, 1, 2, 3}
         assert all((got[i].prediction, got[i].score) == (want[i].prediction, want[i].score) for i in got)
 
 

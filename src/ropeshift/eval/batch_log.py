@@ -14,7 +14,8 @@ and once per rank, after its first batch, its start-up (``parallel.StartupClock`
 phases end at host syncs, so on a GPU shared by several ranks they include the other ranks' time slices.
 On CUDA a batch also carries its process's memory (``gpu_memory``): ``peak_gib`` (most allocated during the
 batch), ``reserved_gib`` (held by PyTorch's allocator after it) and ``free_gib`` (free on the device after it,
-every process counted), which say how close the ranks sharing a card came to an out-of-memory split.
+every process counted), which say how close the ranks sharing a card came to an out-of-memory split; and
+``compile_s`` (``compile_seconds``) where ``torch.compile`` compiled during the batch.
 ``benchmarks/batch_profile.py`` sums them per task bucket and length. Diagnostic data: no result reads it.
 """
 from __future__ import annotations
@@ -78,6 +79,19 @@ def gpu_memory(device) -> dict:
     free, _ = torch.cuda.mem_get_info(device)
     return {"peak_gib": round(torch.cuda.max_memory_allocated(device) / gib, 2),
             "reserved_gib": round(torch.cuda.memory_reserved(device) / gib, 2), "free_gib": round(free / gib, 2)}
+
+
+def compile_seconds() -> float:
+    """Seconds ``torch.compile`` has spent compiling in this process so far (dynamo's own
+    ``compilation_time_metrics``, its whole-frame compiles, the backend's included; 0.0 before dynamo was imported
+    or where the metric is missing). The runner logs each batch's difference as ``compile_s``: the first batch of
+    a shape or a path the compiled layers had not seen pays it (Triton's JIT of ropeshift's own kernels is not in
+    it)."""
+    import sys
+
+    utils = sys.modules.get("torch._dynamo.utils")
+    metrics = getattr(utils, "compilation_time_metrics", None) if utils is not None else None
+    return float(sum(metrics.get("_compile.compile_inner", ()))) if isinstance(metrics, dict) else 0.0
 
 
 def counts(names) -> dict[str, int]:

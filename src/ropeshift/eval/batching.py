@@ -168,14 +168,15 @@ class MemoryCap:
         return None if t is None else max(1, t // length)
 
     def split(self, batches, length: int, kind: str):
-        """``batches`` (all of ``kind``) in order, each cut into pieces of at most ``rows(kind, length)``; the bound
-        is read again before each batch, so one learned mid-bucket applies to the rest of it."""
+        """``batches`` (all of ``kind``) in order, each cut into the fewest near-equal pieces of at most
+        ``rows(kind, length)`` (``even_cuts``); the bound is read again before each batch, so one learned mid-bucket
+        applies to the rest of it."""
         for batch in batches:
             cap = self.rows(kind, length)
             if cap is None or len(batch) <= cap:
                 yield batch
             else:
-                yield from (batch[i:i + cap] for i in range(0, len(batch), cap))
+                yield from even_cuts(batch, cap)
 
 
 def decode_bucket(task, merged: bool = False) -> tuple:
@@ -200,7 +201,8 @@ def decode_bucket(task, merged: bool = False) -> tuple:
 
 
 def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False) -> list[list[tuple]]:
-    """``rows`` (``(sample, task name)``) of one ``length_buckets`` entry cut into batches of at most ``step``.
+    """``rows`` (``(sample, task name)``) of one ``length_buckets`` entry cut into the fewest batches of at most
+    ``step`` rows, near-equal in size (``even_cuts``).
 
     Within a bucket rows go by prompt tokens (little padding), then task, then prompt index; a likelihood bucket
     keeps each prompt index's tasks together (a batch group's rows of one document share a batch). ``merged``
@@ -209,9 +211,13 @@ def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False)
     buckets (a merged run's, for a method whose rows the loop does not retire) is cut bucket by bucket."""
     if not rows:
         return []
-    if tasks[rows[0][1]].kind != GENERATION:
-        groups = [sorted(rows, key=lambda x: (x[0].n_tokens, x[0].index, x[1]))]
-    elif merged:
+    if tasks[rows[0][1]].kind != GENERATION:  # cut between documents: a document's rows as one unit
+        docs: dict[int, list] = {}
+        for row in sorted(rows, key=lambda x: (x[0].n_tokens, x[0].index, x[1])):
+            docs.setdefault(row[0].index, []).append(row)
+        per = max(len(d) for d in docs.values())
+        return [[row for doc in piece for row in doc] for piece in even_cuts(list(docs.values()), step // per)]
+    if merged:
         groups = [sorted(rows, key=lambda x: (-tasks[x[1]].max_new_tokens, x[0].n_tokens, x[1], x[0].index))]
     else:
         by_bucket: dict[tuple, list] = {}
@@ -219,7 +225,24 @@ def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False)
             by_bucket.setdefault(decode_bucket(tasks[row[1]]), []).append(row)
         groups = [sorted(g, key=lambda x: (x[0].n_tokens, x[1], x[0].index))
                   for _, g in sorted(by_bucket.items(), key=lambda kv: -kv[0][1])]
-    return [g[i:i + step] for g in groups for i in range(0, len(g), step)]
+    return [piece for g in groups for piece in even_cuts(g, step)]
+
+
+def even_cuts(items: list, most: int) -> list[list]:
+    """``items`` in order, cut into the fewest pieces of at most ``most``, their sizes within one of each other
+    (the longer first): 97 rows at most 48 a batch are 33 + 32 + 32, not 48 + 48 + 1. A one-row remainder cost
+    a batch of its own at every method: under ``torch.compile`` a batch of one row is a new specialisation of the
+    layers (size 1), compiled again (H100, 2026-12-06: six such batches, 13 s on one rank, the run's longest)."""
+    if not items:
+        return []
+    n = -(-len(items) // max(1, most))
+    size, extra = divmod(len(items), n)
+    out, at = [], 0
+    for i in range(n):
+        k = size + (i < extra)
+        out.append(items[at:at + k])
+        at += k
+    return out
 
 
 def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks()) -> list[tuple]:

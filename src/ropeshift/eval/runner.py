@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import parallel, rope_share
-from .batch_log import BatchLog, counts, gpu_memory, log_path, reset_peak_memory
+from .batch_log import BatchLog, compile_seconds, counts, gpu_memory, log_path, reset_peak_memory
 from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard
 from .options import MethodSpec, format_length
 from .parallel import Ranks
@@ -211,12 +211,15 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                 last_kind = kind
                 for batch in memory_cap.split(batches, length, kind):
                     reset_peak_memory(device)
-                    t0 = time.perf_counter()
+                    t0, compiled = time.perf_counter(), compile_seconds()
                     stats: dict = {}
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
                                                 [s for s, _ in batch], stats)
                     wall = time.perf_counter() - t0
                     stats.update(gpu_memory(device))
+                    compiled = compile_seconds() - compiled
+                    if compiled > 0:
+                        stats["compile_s"] = compiled
                     if stats.get("oom_rows"):
                         memory_cap.learn(kind, stats["oom_rows"], length)
                     secs = wall / len(batch)
