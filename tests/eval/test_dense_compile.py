@@ -110,32 +110,6 @@ def test_compile_seconds_counts_what_a_forward_compiled(tiny_llama, tok):
     assert t1 > t0 and compile_seconds() == t1
 
 
-def test_warm_up_compiles_the_likelihood_graphs_and_leaves_the_model_as_it_was(tiny_llama, tok):
-    """``warm_up(generation=False)`` compiles the layers for a no-cache forward on made-up tokens: a later forward
-    of another batch size and length, under another method, compiles nothing; the method it activated is removed.
-    (The generation path: ``test_runner``'s warm-up test.)"""
-    from ropeshift.api import describe
-    from ropeshift.eval.batch_log import compile_seconds
-
-    torch._dynamo.reset()
-    model = copy.deepcopy(tiny_llama)
-    before = describe(model)
-    dc.compile_model(model, "layers", backend="eager")
-    t0 = compile_seconds()
-    dc.warm_up(model, tok, SPECS[1], plain_attention="ropeshift", generation=False)
-    assert compile_seconds() > t0 and describe(model) == before
-    ids = torch.tensor([encode(tok, TEXTS[0], True)[:40]] * 3)
-    activate(model, MethodSpec("self_extend", {"group_size": 3, "window": 6}))
-    try:
-        t1 = compile_seconds()
-        with torch.inference_mode():
-            model(input_ids=ids, use_cache=False, logits_to_keep=1)
-        assert compile_seconds() == t1
-    finally:
-        deactivate(model)
-        torch._dynamo.reset()
-
-
 def test_layers_share_one_graph_through_the_decode_loop(tok):
     """The static-cache loop over a compiled model compiles the same graphs for 2 layers as for 10 (no graph per
     layer: ``layer_idx`` symbolic, the cache update outside the trace), so dynamo's recompile limit (beyond which

@@ -320,49 +320,6 @@ def test_batch_profile_reports_each_ranks_memory_extremes(batch_profile_summary)
     assert rank_row.endswith("| 27.5 | 30.0 | 1.3 | 16.8 (2) |")
 
 
-def test_run_warms_the_compiled_layers_up_while_the_prompts_are_made(tmp_path, tok, tiny_llama, monkeypatch):
-    """Where the runner compiles the layers and warm-up is wanted (CUDA; forced here, with dynamo's eager backend
-    and the static-cache loop the CUDA path runs), rank 0 warms the layers up after handing its prompts to the
-    workers and before collecting them; the start-up line times the "warm-up" phase, and no batch compiles."""
-    import copy
-    import functools
-
-    import torch
-
-    import ropeshift.eval.runner as R
-    from ropeshift.eval import dense_compile, generation
-    from ropeshift.eval.batch_log import read_batches
-
-    events, start, warm = [], R.start_samples, dense_compile.warm_up
-
-    def spy(*a, **k):
-        pending = start(*a, **k)
-        result = pending.result
-        pending.result = lambda: (events.append("result"), result())[1]
-        return pending
-
-    compile_model = dense_compile.compile_model
-    monkeypatch.setattr(R, "start_samples", spy)
-    monkeypatch.setattr(dense_compile, "resolve", lambda setting, model: "layers")
-    monkeypatch.setattr(dense_compile, "compile_model", lambda m, mode: compile_model(m, mode, backend="eager"))
-    monkeypatch.setattr(dense_compile, "warm_up_wanted", lambda model: True)
-    monkeypatch.setattr(dense_compile, "warm_up", lambda *a, **k: (events.append("warm-up"), warm(*a, **k))[1])
-    monkeypatch.setattr(generation, "generate", functools.partial(generation.generate, decode="loop"))
-    torch._dynamo.reset()
-    model = copy.deepcopy(tiny_llama)
-    cfg = _cfg(tmp_path, tasks=("passkey", "needle"), lengths=(256, 320), samples=4, workers=2,
-               options=TaskOptions(depths=4),  # batches of 2 rows: none of 1, a shape of its own
-               plain_attention="ropeshift")    # as the GPU study: one attention (a graph break) for every row
-    assert R.run_rank(cfg, lambda device: (model, tok), "cpu", progress=False, load_tokenizer=lambda: tok) == 32
-    assert events == ["warm-up", "result"]
-    lines = read_batches(cfg.out)
-    start_up = next(b for b in lines if b["kind"] == "startup")
-    assert list(start_up["phases"])[-5:] == ["model", "warm-up", "prompts", "plan", "first batch"]
-    batches = [b for b in lines if b["kind"] != "startup"]
-    assert len(batches) >= 4 and not any("compile_s" in b for b in batches)  # the warm-up compiled every graph
-    torch._dynamo.reset()
-
-
 def test_rank_starts_prompts_before_loading_the_model(tmp_path, tok, tiny_llama, monkeypatch):
     """``run_rank(..., load_tokenizer=...)``: rank 0 hands its prompts to worker processes before ``load`` runs
     and collects them after the warm-up (the other ranks load their models meanwhile); the run writes the same

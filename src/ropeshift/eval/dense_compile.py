@@ -27,12 +27,6 @@ from __future__ import annotations
 
 COMPILED = "_ropeshift_compiled"  # set on each compiled module, so a second call does nothing
 MODES = ("layers", "blocks")
-# The warm-up batch: WARM_ROWS rows of at most WARM_TOKENS tokens, of unequal lengths (left padding, as real
-# batches), both odd and prime: dynamo ties symbols of equal size at a compile ("duck sizing"), so a warm-up
-# batch of 2 rows on a model with 2 KV heads compiled graphs that a 3-row batch compiled again.
-WARM_ROWS = 5
-WARM_TOKENS = 2003
-WARM_NEW = 4        # new tokens a warm-up generation decodes (its first decode step compiles the one-token graphs)
 
 
 def is_attention(module) -> bool:
@@ -96,47 +90,3 @@ def resolve(setting: str, model) -> str | None:
     if setting in MODES:
         return setting
     return "layers" if next(iter(model.parameters())).device.type == "cuda" else None
-
-
-def warm_up_wanted(model) -> bool:
-    """Whether the runner warms the compiled layers up before its first batch (``warm_up``): on CUDA, where the
-    evaluation processes wait for their prompts with the GPU idle."""
-    return next(model.parameters()).device.type == "cuda"
-
-
-def warm_up(model, tokenizer, method, impl=None, plain_attention: str = "model", generation: bool = True) -> None:
-    """Compile the layers' graphs a run's first batch needs, on made-up tokens, before the run has its prompts.
-
-    With ``generation``: a ``WARM_ROWS``-row, left-padded greedy generation of ``WARM_NEW`` tokens (``generation.generate``:
-    the prompt's forward and the one-token decode step, the two shapes a generation batch compiles); without:
-    one likelihood-style forward (no cache). ``method`` (a ``MethodSpec``, activated as the runner does with
-    ``impl`` and ``plain_attention``, and removed after) picks the attention: ropeshift's attention (every method,
-    and plain rows with ``plain_attention="ropeshift"``) is a graph break, so one set of graphs serves every
-    method; the model's own attention (``plain_attention="model"``) is traced into graphs of its own.
-    Shapes are dynamic (``compile_model``), so later batches of any size reuse the graphs; their Triton kernels'
-    tuning sees the real sizes at their first launch.
-
-    Why: the first batch of each evaluation process compiled for 21-22 s (H100, 2026-12-06: ``compile_s`` of the
-    first batch, 3 processes) while the processes waited 8-11 s for the prompts before it; run here, during that
-    wait, the two overlap. Outputs are discarded; nothing about the model changes but dynamo's caches."""
-    import torch
-
-    from .generation import activate, deactivate, generate
-
-    text = model.config.get_text_config(decoder=True)
-    limit = getattr(text, "max_position_embeddings", None) or WARM_TOKENS
-    n = max(4 * WARM_ROWS, min(WARM_TOKENS, limit - WARM_NEW))
-    vocab = text.vocab_size
-    ids = [(7 + 31 * i) % (vocab - 2) + 1 for i in range(n + WARM_ROWS)]  # arbitrary ids, not special ones
-    rows = [ids[r: r + n - r * (n // (2 * WARM_ROWS))] for r in range(WARM_ROWS)]  # n, then shorter
-    activate(model, method, impl, plain_attention)
-    try:
-        if generation:
-            generate(model, tokenizer, rows, WARM_NEW)
-        else:
-            with torch.inference_mode():
-                model(input_ids=torch.tensor([ids[r: r + n] for r in range(WARM_ROWS)],
-                                             device=next(model.parameters()).device),
-                      use_cache=False, logits_to_keep=1)
-    finally:
-        deactivate(model)

@@ -170,9 +170,8 @@ def _process_age() -> float | None:
 class StartupClock:
     """Times a rank's start-up phases and prints them once, on stderr, after its first batch:
 
-        rank 1 start-up 41.3 s: process 6.2 (interpreter, imports), model 9.8, warm-up 20.1 (the compiled
-        layers' first compile, CUDA: ``dense_compile.warm_up``), prompts 0.4 (what is left of the wait for rank
-        0's prompts), plan 0.3, first batch 3.9 (CUDA graphs, the method's kernels)
+        rank 1 start-up 41.3 s: process 6.2 (interpreter, imports), model 9.8, prompts 14.1, plan 0.3,
+        first batch 10.9 (compiles, CUDA graphs)
     """
 
     def __init__(self, ranks: Ranks, enabled: bool = True):

@@ -85,10 +85,6 @@ def _pending(cfg: RunConfig, task: str, method: MethodSpec, length: int) -> set[
     return set(range(cfg.samples)) - done
 
 
-def _any_pending(cfg: RunConfig) -> bool:
-    return any(_pending(cfg, task, method, n) for task in cfg.tasks for method in cfg.methods for n in cfg.lengths)
-
-
 def format_plan(cfg: RunConfig) -> str:
     """A table of what ``run`` would do, with the number of samples already finished."""
     batch = f"{cfg.batch_tokens} tokens" if cfg.batch_tokens else cfg.batch_size
@@ -155,9 +151,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     """Run every method on every pending sample (this rank's share); return the number of records written.
 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
-    (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch). Where
-    the layers are compiled on CUDA, each rank warms them up (``dense_compile.warm_up``) while rank 0's workers
-    make the prompts, so the first batch compiles nothing.
+    (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
     ``samples``: ``prepare_samples``' result, or ``start_samples``' pending one, when the caller started the
     prompts (rank 0 in ``run_rank``)."""
     from . import dense_compile
@@ -172,10 +166,6 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
-    if mode and dense_compile.warm_up_wanted(model) and _any_pending(cfg):  # while the prompts are made
-        generation = any(resolve_task(t).kind == GENERATION for t in cfg.tasks)
-        dense_compile.warm_up(model, tokenizer, cfg.methods[0], cfg.impl, cfg.plain_attention, generation)
-        clock.mark("warm-up")
     if ranks.main:
         samples = samples.result() if isinstance(samples, PendingSamples) else samples
         write_manifest(cfg, model, model_path or cfg.model)
