@@ -174,3 +174,35 @@ def test_few_samples_spread_over_the_whole_depth_grid(tok):
             if 3 <= n <= k:                        # no gap wider than ~2x the ideal (plus one grid step)
                 gaps = [b - a for a, b in zip(sorted(got), sorted(got)[1:])]
                 assert max(gaps) <= 2 * 100 / (n - 1) + 100 / (k - 1) + 1e-9, (k, n, sorted(got))
+
+
+def test_fit_largest_finds_the_boundary_in_few_counts():
+    """``prompts.fit_largest``: the largest n with count(n) <= budget for any non-decreasing count (random
+    near-linear staircases, with no hint, an exact one, a near one and a far one), the same answer a plain
+    bisection gives; from the exact hint it mostly needs 3 counts (lo, the hint, the hint + 1; more where
+    several n share a count); a budget that ``lo`` already exceeds raises."""
+    import random
+
+    from ropeshift.eval.prompts import fit_largest
+
+    rng = random.Random(7)
+    spent = {"exact": [], "other": []}
+    for _ in range(400):
+        hi, rate, base = rng.randint(1, 3000), rng.uniform(0.3, 80.0), rng.randint(0, 300)
+        values, v = [], base
+        for n in range(hi + 2):
+            v = max(v, int(base + rate * n + rng.randint(0, 2)))
+            values.append(v)
+        budget = rng.randint(values[1], values[hi] + 10)
+        truth = max(n for n in range(1, hi + 1) if values[n] <= budget)
+        for kind, hint in (("other", None), ("exact", truth), ("other", truth + rng.randint(-20, 20)),
+                           ("other", rng.randint(1, hi))):
+            calls = []
+            got = fit_largest(lambda n: calls.append(n) or values[n], budget, 1, hi, hint)
+            assert got == truth
+            spent[kind].append(len(calls))
+    exact, other = spent["exact"], spent["other"]
+    assert sum(n == 3 for n in exact) > 0.9 * len(exact) and max(exact) <= 6
+    assert sum(other) / len(other) < 8
+    with pytest.raises(ValueError, match="too small"):
+        fit_largest(lambda n: 100 + n, 50, 1, 10)
