@@ -10,7 +10,8 @@ steps), generate (``model.generate`` where the graph loop does not serve), likel
 out-of-memory: the per-rank table counts those splits and their batches' wall). With several ranks on one GPU
 each phase includes the other ranks' time slices: compare a rank's sum of batch walls with its span (first batch
 start to last batch end). On CUDA the per-rank table also gives the largest peak and reserved GiB of the rank's
-batches and the least free GiB on the device after one (``batch_log.gpu_memory``; "-" elsewhere).
+batches and the least free GiB on the device after one (``batch_log.gpu_memory``; "-" elsewhere), and the seconds
+``torch.compile`` spent inside its batches with the number of batches that compiled (``compile_s``).
 """
 from __future__ import annotations
 
