@@ -16,7 +16,6 @@ windows are cut from token ids) and are left out.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -39,8 +38,9 @@ def load_search(path: Path | None):
 
 
 def digest(samples) -> str:
-    rows = sorted((s.task, s.length, s.index, s.prompt, s.n_tokens) for s in samples)
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+    from ropeshift.eval.prompts import prompt_hash
+
+    return prompt_hash(json.dumps(sorted((s.task, s.length, s.index, s.prompt, s.n_tokens) for s in samples)))
 
 
 def measure(tokenizer, tasks, lengths, samples: int, search, workers: int = 1) -> dict:

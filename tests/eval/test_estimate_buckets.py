@@ -19,8 +19,8 @@ def test_a_row_reads_its_keys_until_the_check_after_its_end(est):
 
 def test_merged_buckets_cut_fewer_batches_and_forwards(est):
     """One rank, one length: 4 NIAH rows (128 budget, ending at 40) and 4 passkey rows (6, ending at 5). With 6
-    rows a batch, power-of-4 buckets cut 4 NIAH + 4 passkey, and merged the same (near-equal batches, longest budget
-    first: ``batching.even_cuts``; greedy 6 + 2 read two passkey rows' keys for 42 forwards): the same forwards. With 8, merged is one batch: the passkey batch's forwards are gone, and its rows read their keys
+    rows a batch, power-of-4 buckets cut 4 NIAH + 4 passkey, merged 6 + 2 (the passkey tail stops at its end): the
+    same forwards. With 8, merged is one batch: the passkey batch's forwards are gone, and its rows read their keys
     until the check after their end (token 7: one forward more than their own batch, which stopped at 6)."""
     from ropeshift.eval.options import MethodSpec
     from ropeshift.eval.runner import RunConfig
@@ -37,7 +37,7 @@ def test_merged_buckets_cut_fewer_batches_and_forwards(est):
         priced = [est.price(r, 1024) for _, _, r in cut]
         got[rows, merged] = ([len(r) for _, _, r in cut], sum(f for f, _ in priced), sum(k for _, k in priced))
     assert got[6, False] == ([4, 4], 42 + 5, 4 * 42 * 1024 + 4 * 5 * 1024) == got[8, False]
-    assert got[6, True] == got[6, False]
+    assert got[6, True] == ([6, 2], 42 + 5, 4 * 42 * 1024 + 2 * 6 * 1024 + 2 * 5 * 1024)
     assert got[8, True] == ([8], 42, 4 * 42 * 1024 + 4 * 6 * 1024)
 
 

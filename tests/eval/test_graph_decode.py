@@ -201,7 +201,7 @@ def test_cuda_run_merges_answer_budgets_with_the_same_records(cuda_llama, tok, t
         assert all(b["peak_gib"] > 0 and b["reserved_gib"] > 0 and b["free_gib"] > 0 for b in lines)  # CUDA memory
         return [b["tasks"] for b in lines]
 
-    # near-equal batches of at most 3 (batching.even_cuts), longest budget first where merged
+    # batches of at most 3, none of 1 row (batching.fill_cuts), longest budget first where merged
     assert study(tmp_path / "merged") == [{"needle": 3}, {"needle": 1, "passkey": 2}, {"passkey": 2}]
     monkeypatch.setenv(RETIRE_ENV, "0")
     assert study(tmp_path / "pow4") == [{"needle": 2}, {"needle": 2}, {"passkey": 2}, {"passkey": 2}]

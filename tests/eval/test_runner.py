@@ -122,7 +122,7 @@ def test_memory_cap_learns_from_a_split_and_cuts_later_batches():
         out.append(b)
         if len(out) == 1:
             cap.learn("generation", 6, 1024)  # 6 rows x 1024 failed: 4.5 x 1024 tokens from now on
-    assert out == [list(range(8)), [8, 9, 10], [11, 12], [13]]  # near-equal pieces (even_cuts), no 1-row tail
+    assert out == [list(range(8)), [8, 9, 10], [11, 12], [13]]  # 4 + 1 would leave a 1-row tail (fill_cuts)
     assert cap.rows("generation", 2048) == 2 and cap.rows("generation", 512) == 9
     assert cap.rows("likelihood", 1024) is None
     cap.learn("generation", 10, 1024)  # a larger failure does not loosen the bound
@@ -131,18 +131,19 @@ def test_memory_cap_learns_from_a_split_and_cuts_later_batches():
     assert cap.rows("generation", 1024) == 3
 
 
-def test_even_cuts_makes_the_fewest_near_equal_pieces_and_likelihood_batches_keep_documents_whole():
-    """97 rows at most 48 a batch: 33 + 32 + 32 (not 48 + 48 + 1: a 1-row batch is a new compile); order kept.
+def test_fill_cuts_leaves_no_one_row_tail_and_likelihood_batches_keep_documents_whole():
+    """97 rows at most 48 a batch: 48 + 47 + 2 (not 48 + 48 + 1: a 1-row batch is a new compile); order kept.
     A likelihood entry is cut between documents (a document's protocols share its windows)."""
     from types import SimpleNamespace
 
-    from ropeshift.eval.batching import cut_batches, even_cuts
+    from ropeshift.eval.batching import cut_batches, fill_cuts
     from ropeshift.eval.tasks import resolve_task
 
-    pieces = even_cuts(list(range(97)), 48)
-    assert [len(p) for p in pieces] == [33, 32, 32] and sum(pieces, []) == list(range(97))
-    assert even_cuts(list(range(6)), 6) == [list(range(6))] and even_cuts([], 4) == []
-    assert [len(p) for p in even_cuts(list(range(5)), 0)] == [1] * 5
+    pieces = fill_cuts(list(range(97)), 48)
+    assert [len(p) for p in pieces] == [48, 47, 2] and sum(pieces, []) == list(range(97))
+    assert fill_cuts(list(range(6)), 6) == [list(range(6))] and fill_cuts([], 4) == [] and fill_cuts([7], 4) == [[7]]
+    assert [len(p) for p in fill_cuts(list(range(10)), 4)] == [4, 4, 2]
+    assert [len(p) for p in fill_cuts(list(range(5)), 0)] == [1] * 5
     tasks = {name: resolve_task(name) for name in ("perplexity", "perplexity:single")}
     rows = [(SimpleNamespace(n_tokens=300, index=i), name) for name in tasks for i in range(5)]
     batches = cut_batches(rows, tasks, 7, False)   # 10 rows, 7 a batch: 3 documents + 2, never one cut in two
@@ -512,7 +513,7 @@ def test_merged_buckets_put_every_generation_task_together_longest_budget_first(
         return [[(s.index, name) for s, name in batch] for batch in cut_batches(rows, tasks, step, merged)]
 
     passkey = [(1, "passkey"), (0, "passkey")]
-    assert cut(rows, 4, True) == [[(1, "vt"), (0, "vt"), (1, "needle")], [(0, "needle"), *passkey]]
+    assert cut(rows, 4, True) == [[(1, "vt"), (0, "vt"), (1, "needle"), (0, "needle")], passkey]
     assert cut(rows, 6, True) == [[(1, "vt"), (0, "vt"), (1, "needle"), (0, "needle"), *passkey]]
     assert cut(rows, 4, False) == [[(1, "needle"), (1, "vt"), (0, "needle"), (0, "vt")], passkey]
     assert cut(rows, 3, False) == [[(1, "needle"), (1, "vt")], [(0, "needle"), (0, "vt")], passkey]
@@ -554,7 +555,7 @@ def test_merged_run_batches_by_budget_with_the_same_records(tmp_path, tok, tiny_
     run(_cfg(tmp_path / "merged", **kw), tiny_llama, tok, progress=False)
     batches = [b["tasks"] for b in read_batches(tmp_path / "merged") if b["kind"] != "startup"]
     assert batches == ([{"needle": 3}, {"needle": 1, "passkey": 2}, {"passkey": 2}] if free
-                       else [{"needle": 2}, {"needle": 2}, {"passkey": 2}, {"passkey": 2}])  # near-equal batches
+                       else [{"needle": 2}, {"needle": 2}, {"passkey": 2}, {"passkey": 2}])  # 3 + 1 -> 2 + 2
     for task in ("needle", "passkey"):
         got = {r.index: r for r in read_cell(tmp_path / "merged", "tiny", task, "rope", 256)}
         want = {r.index: r for r in read_cell(tmp_path / "pow4", "tiny", task, "rope", 256)}

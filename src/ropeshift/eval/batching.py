@@ -168,15 +168,15 @@ class MemoryCap:
         return None if t is None else max(1, t // length)
 
     def split(self, batches, length: int, kind: str):
-        """``batches`` (all of ``kind``) in order, each cut into the fewest near-equal pieces of at most
-        ``rows(kind, length)`` (``even_cuts``); the bound is read again before each batch, so one learned mid-bucket
-        applies to the rest of it."""
+        """``batches`` (all of ``kind``) in order, each cut into pieces of at most ``rows(kind, length)``, none of
+        one row where two can be had (``fill_cuts``); the bound is read again before each batch, so one learned
+        mid-bucket applies to the rest of it."""
         for batch in batches:
             cap = self.rows(kind, length)
             if cap is None or len(batch) <= cap:
                 yield batch
             else:
-                yield from even_cuts(batch, cap)
+                yield from fill_cuts(batch, cap)
 
 
 def decode_bucket(task, merged: bool = False) -> tuple:
@@ -201,8 +201,8 @@ def decode_bucket(task, merged: bool = False) -> tuple:
 
 
 def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False) -> list[list[tuple]]:
-    """``rows`` (``(sample, task name)``) of one ``length_buckets`` entry cut into the fewest batches of at most
-    ``step`` rows, near-equal in size (``even_cuts``).
+    """``rows`` (``(sample, task name)``) of one ``length_buckets`` entry cut into batches of at most ``step`` rows,
+    none of one row where two can be had (``fill_cuts``).
 
     Within a bucket rows go by prompt tokens (little padding), then task, then prompt index; a likelihood bucket
     keeps each prompt index's tasks together (a batch group's rows of one document share a batch). ``merged``
@@ -216,7 +216,7 @@ def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False)
         for row in sorted(rows, key=lambda x: (x[0].n_tokens, x[0].index, x[1])):
             docs.setdefault(row[0].index, []).append(row)
         per = max(len(d) for d in docs.values())
-        return [[row for doc in piece for row in doc] for piece in even_cuts(list(docs.values()), step // per)]
+        return [[row for doc in piece for row in doc] for piece in fill_cuts(list(docs.values()), step // per)]
     if merged:
         groups = [sorted(rows, key=lambda x: (-tasks[x[1]].max_new_tokens, x[0].n_tokens, x[1], x[0].index))]
     else:
@@ -225,23 +225,21 @@ def cut_batches(rows: list[tuple], tasks: dict, step: int, merged: bool = False)
             by_bucket.setdefault(decode_bucket(tasks[row[1]]), []).append(row)
         groups = [sorted(g, key=lambda x: (x[0].n_tokens, x[1], x[0].index))
                   for _, g in sorted(by_bucket.items(), key=lambda kv: -kv[0][1])]
-    return [piece for g in groups for piece in even_cuts(g, step)]
+    return [piece for g in groups for piece in fill_cuts(g, step)]
 
 
-def even_cuts(items: list, most: int) -> list[list]:
-    """``items`` in order, cut into the fewest pieces of at most ``most``, their sizes within one of each other
-    (the longer first): 97 rows at most 48 a batch are 33 + 32 + 32, not 48 + 48 + 1. A one-row remainder cost
-    a batch of its own at every method: under ``torch.compile`` a batch of one row is a new specialisation of the
-    layers (size 1), compiled again (H100, 2026-12-06: six such batches, 13 s on one rank, the run's longest)."""
-    if not items:
-        return []
-    n = -(-len(items) // max(1, most))
-    size, extra = divmod(len(items), n)
-    out, at = [], 0
-    for i in range(n):
-        k = size + (i < extra)
-        out.append(items[at:at + k])
-        at += k
+def fill_cuts(items: list, most: int) -> list[list]:
+    """``items`` in order, cut into full pieces of ``most`` (at least 1) and a remainder, except that a one-item
+    remainder takes the item before it: 97 rows at most 48 a batch are 48 + 47 + 2, not 48 + 48 + 1. Under
+    ``torch.compile`` a batch of one row is a new specialisation of the layers (size 1), compiled again: six such
+    batches cost 13 s on one rank of the H100 study of 2026-12-06, its longest. Full pieces first, because the
+    rows come longest answer budget first and a short tail batch stops early: cutting into near-equal pieces
+    instead took 2.6 % more decode forwards (``benchmarks/estimate_buckets.py`` on the 2026-12-05 records:
+    21,398 against 20,847)."""
+    most = max(1, most)
+    out = [items[i:i + most] for i in range(0, len(items), most)]
+    if len(out) > 1 and len(out[-1]) == 1 and most > 1:
+        out[-2], out[-1] = out[-2][:-1], out[-2][-1:] + out[-1]
     return out
 
 

@@ -47,7 +47,7 @@ def fit_largest(count: Callable[[int], int], budget: int, lo: int, hi: int, hint
     where the line through two counted points meets the budget: the bracket's ends once a count above the
     budget is known (regula falsi), else the last two counts within it, probing one past the crossing to close
     the bracket. A line probe that fits is followed by its next ``n`` (the boundary, when the line was right);
-    two line probes in a row that do not halve the bracket are followed by a bisection. From ``hint`` (the
+    two probes in a row (that check not counted) that do not halve the bracket are followed by a bisection. From ``hint`` (the
     previous sample's answer) a search is usually 3 counts (``lo``, a short prompt; the hint; its next n) where
     the galloping search before took ~6: ruler-lite's 2,250 generation prompts in 8,320 tokenisations instead of
     13,136, 1.9x faster, the same prompts (``benchmarks/bench_prompts.py``; making them held every core of the
@@ -61,7 +61,7 @@ def fit_largest(count: Callable[[int], int], budget: int, lo: int, hi: int, hint
     good, c_good, prev = lo, c_lo, None   # count(good) <= budget; prev: the good point before it (n, count)
     bad, c_bad = hi + 1, None             # count(bad) > budget once counted (hi + 1: an open end)
     probe = hint if hint is not None and lo < hint <= hi else None
-    confirm, stalls, step = False, 0, 0   # after a fitting line probe; line probes that did not halve; open step
+    confirm, stalls, step = False, 0, 0   # after a fitting line probe; probes that did not halve; open step
     while bad - good > 1:
         opened = False
         if probe is None:
@@ -78,14 +78,14 @@ def fit_largest(count: Callable[[int], int], budget: int, lo: int, hi: int, hint
             else:
                 probe = good + (budget - c_good) * (bad - good) // (c_bad - c_good)  # the line's last n in budget
         probe = min(max(probe, good + 1), bad - 1)
-        width, line = bad - good, not confirm
+        width, checked = bad - good, confirm
         c = count(probe)
         if c <= budget:
             step = probe - good if opened else 0
             prev, good, c_good = (good, c_good), probe, c
         else:
             bad, c_bad = probe, c
-        stalls = stalls + 1 if line and 2 * (bad - good) > width else 0
-        confirm = line and c <= budget and c_bad is not None
+        stalls = stalls + 1 if not checked and 2 * (bad - good) > width else 0
+        confirm = not checked and c <= budget and c_bad is not None
         probe = None
     return good
