@@ -51,6 +51,67 @@ def test_one_parse_shares_readers_and_restores_gguf(tmp_path):
     assert gguf.GGUFReader(str(f)) is not gguf.GGUFReader(str(f))
 
 
+def _assert_same_reader(a, b):
+    """Fields and tensors of two GGUF readers equal value for value (dtype, shape, bytes, offsets, types)."""
+    import numpy as np
+
+    assert list(a.fields) == list(b.fields)
+    for key, fa in a.fields.items():
+        fb = b.fields[key]
+        assert (fa.offset, fa.data, fa.types, len(fa.parts)) == (fb.offset, fb.data, fb.types, len(fb.parts)), key
+        for x, y in zip(fa.parts, fb.parts):
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), key
+    assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
+    for x, y in zip(a.tensors, b.tensors):
+        assert (x.tensor_type, x.n_elements, x.n_bytes, x.data_offset) == (y.tensor_type, y.n_elements, y.n_bytes,
+                                                                           y.data_offset), x.name
+        assert np.array_equal(x.shape, y.shape) and x.data.dtype == y.data.dtype and x.data.shape == y.data.shape
+        assert np.array_equal(x.data, y.data), x.name
+
+
+def test_fast_reader_reads_what_gguf_reads(tmp_path):
+    """The fast reader (one_parse's) gives the same fields and tensors as gguf's own, here on a file with string,
+    array and scalar metadata and two tensor types; a reader class whose ``_get`` differs is left as it is."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    f = tmp_path / "tiny.gguf"
+    w = gguf.GGUFWriter(str(f), "llama")
+    w.add_block_count(2)
+    w.add_token_list(["<s>", "a", "b", "ab", "\u00e9t\u00e9"])
+    w.add_token_merges(["a b", "ab c"])
+    w.add_token_scores([0.0, -1.5, -2.0, -3.0, -4.25])
+    w.add_bos_token_id(0)
+    w.add_tensor("token_embd.weight", np.arange(40, dtype=np.float32).reshape(5, 8))
+    w.add_tensor("output_norm.weight", np.ones(8, dtype=np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    fast = gguf_cache.fast_reader_class(gguf.GGUFReader)
+    assert fast is not gguf.GGUFReader and issubclass(fast, gguf.GGUFReader)
+    _assert_same_reader(gguf.GGUFReader(str(f)), fast(str(f)))
+
+    class OtherGet(gguf.GGUFReader):
+        def _get(self, offset, dtype, count=1):
+            return super()._get(offset, dtype, count)
+
+    assert gguf_cache.fast_reader_class(OtherGet) is OtherGet
+
+
+@pytest.mark.slow
+def test_fast_reader_reads_the_real_model_as_gguf_does():
+    """The embedded model's 93 MB file: the tokenizer's 49k tokens and 48k merges, 272 quantised tensors."""
+    gguf = pytest.importorskip("gguf")
+    from ropeshift.loader import EMBEDDED
+
+    try:
+        path = str(EMBEDDED["smollm2-135m"].path())
+    except FileNotFoundError as e:
+        pytest.fail(f"{e} (the slow tests need it)")
+    _assert_same_reader(gguf.GGUFReader(path), gguf_cache.fast_reader_class(gguf.GGUFReader)(path))
+
+
 def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smollm2):
     """First load: from the GGUF file, then saved (complete folder); second load: from the folder, no GGUF parse;
     both equal the session's model (logits, token ids, chat template, generation config). An incomplete folder

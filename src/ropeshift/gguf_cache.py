@@ -23,6 +23,7 @@ cache (default ``~/.cache/ropeshift``, as for joined split models); ``ROPESHIFT_
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -43,9 +44,8 @@ def one_parse():
     opens a new reader for the config, the tokenizer and the weights (three parses of the file's metadata: 12.6 of
     a 21 s load of SmolLM2-135M here) and builds the same tensor-name map once per tensor (397 times: 5.7 s). The
     readers are read-only memory maps, and the map a pure function of (architecture, blocks), so sharing them
-    changes nothing but the time. A no-op without the ``gguf`` package."""
-    import functools
-
+    changes nothing but the time. The shared reader is ``fast_reader_class``'s (same fields and tensors, its parse
+    3.5x faster). A no-op without the ``gguf`` package."""
     try:
         import gguf
     except ImportError:
@@ -53,11 +53,12 @@ def one_parse():
         return
     base_reader, base_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict = {}
+    make = fast_reader_class(base_reader)
 
     def reader(path, mode="r", *args, **kw):
         key = (os.path.realpath(path), mode, args, tuple(sorted(kw.items())))
         if key not in readers:
-            readers[key] = base_reader(path, mode, *args, **kw)
+            readers[key] = make(path, mode, *args, **kw)
         return readers[key]
 
     gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(base_map)
@@ -65,6 +66,47 @@ def one_parse():
         yield
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = base_reader, base_map
+
+
+_GET_PARAMS = ["self", "offset", "dtype", "count", "override_order"]
+
+
+def fast_reader_class(base):
+    """A subclass of gguf's ``GGUFReader`` ``base`` whose reads slice a plain ndarray view of the file's memory
+    map, or ``base`` itself when its ``_get`` is not the one this was written against (gguf 0.1x).
+
+    The reader parses the metadata with one ``_get(offset, dtype, count)`` per value, i.e. ~250k for a tokenizer
+    of 49k tokens and 48k merges, each slicing the ``np.memmap`` twice (a memmap slice runs its Python
+    ``__array_finalize__``): 4.7 of the 7.1 s that SmolLM2-135M's tokenizer takes to load from its GGUF file on a
+    2-core CPU. The same bytes viewed through a plain ndarray, with the byte-ordered dtypes memoised, parse in
+    1.35 s. Fields and tensors are equal value for value (dtype, shape, bytes; tests/test_gguf_cache.py); the
+    tensors' data are ndarray views of the same map instead of memmap views."""
+    import inspect
+
+    import numpy as np
+
+    get = getattr(base, "_get", None)
+    try:
+        if get is None or list(inspect.signature(get).parameters) != _GET_PARAMS:
+            return base
+    except (TypeError, ValueError):
+        return base
+
+    @functools.lru_cache(maxsize=None)
+    def ordered(dtype, order):
+        return np.dtype(dtype).newbyteorder(order)
+
+    class FastGGUFReader(base):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            plain = self.__dict__.get("_plain_data")
+            if plain is None:
+                plain = self.__dict__["_plain_data"] = self.data.view(np.ndarray)
+            dt = ordered(dtype, self.byte_order if override_order is None else override_order)
+            count = int(count)
+            return plain[offset:offset + dt.itemsize * count].view(dt)[:count]
+
+    FastGGUFReader.__name__ = FastGGUFReader.__qualname__ = f"Fast{base.__name__}"
+    return FastGGUFReader
 
 
 def enabled() -> bool:

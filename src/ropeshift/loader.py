@@ -167,7 +167,8 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
                     folder = converted
                     del kw["gguf_file"]
                     break
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
+    with gguf_cache.one_parse():  # a GGUF file: one (fast) parse for the config and the tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
