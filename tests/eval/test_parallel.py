@@ -193,3 +193,22 @@ def test_startup_clock_silent_without_progress(capsys):
     clock.mark("model")
     clock.report()
     assert capsys.readouterr().err == "" and not clock.pending
+
+
+def test_allocator_defaults_set_expandable_segments_unless_the_user_chose(monkeypatch):
+    """The evaluation's processes get expandable segments (``parallel.allocator_defaults``) where the user left
+    PYTORCH_CUDA_ALLOC_CONF unset; a value of the user's, even an empty one, stays; so does an initialised CUDA."""
+    import torch
+
+    from ropeshift.eval import parallel
+
+    monkeypatch.delenv(parallel.ALLOC_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert parallel.allocator_defaults() is True
+    assert os.environ[parallel.ALLOC_ENV] == "expandable_segments:True"
+    assert parallel.allocator_defaults() is False  # set now: left alone
+    monkeypatch.setenv(parallel.ALLOC_ENV, "")
+    assert parallel.allocator_defaults() is False and os.environ[parallel.ALLOC_ENV] == ""
+    monkeypatch.delenv(parallel.ALLOC_ENV)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert parallel.allocator_defaults() is False and parallel.ALLOC_ENV not in os.environ

@@ -63,7 +63,7 @@ def run(args) -> int:
     from ropeshift.eval.report_headline import cli_headline, rope_equal_lengths
     from ropeshift.eval.run_meta import run_recorded
     from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
-    from ropeshift.eval.parallel import Ranks
+    from ropeshift.eval.parallel import Ranks, allocator_defaults
     from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
 
@@ -76,6 +76,7 @@ def run(args) -> int:
         compile=args.compile,
     )
     threshold = cc.threshold_from(args)
+    allocator_defaults()  # expandable segments for this process's CUDA memory (and the ranks it spawns)
     ranks = Ranks.from_env()
     if args.workers != 1 or ranks.world > 1:
         code = run_recorded(cfg, args, plan=lambda c, a: _run_parallel(c, a, ranks), record=ranks.main)
