@@ -202,7 +202,8 @@ def test_allocator_defaults_set_expandable_segments_unless_the_user_chose(monkey
 
     from ropeshift.eval import parallel
 
-    monkeypatch.delenv(parallel.ALLOC_ENV, raising=False)
+    monkeypatch.setenv(parallel.ALLOC_ENV, "recorded")  # so that the teardown restores the variable as it was
+    monkeypatch.delenv(parallel.ALLOC_ENV)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert parallel.allocator_defaults() is True
     assert os.environ[parallel.ALLOC_ENV] == "expandable_segments:True"
