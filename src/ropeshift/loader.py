@@ -167,7 +167,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
                     folder = converted
                     del kw["gguf_file"]
                     break
-    with gguf_cache.one_parse():  # a GGUF file: one (fast) parse for the config and the tokenizer
+    with gguf_cache.one_parse():  # a GGUF file: its parse through gguf_cache's faster reader
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

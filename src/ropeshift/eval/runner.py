@@ -305,7 +305,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
     the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
     ``run`` collects them before its first barrier."""
-    parallel.allocator_defaults()  # before this process's first CUDA allocation
+    parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
     ranks = Ranks.from_env()
     created = parallel.init_group(ranks)
     try:
@@ -341,5 +341,4 @@ def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, p
     if workers == 1:
         run_rank(cfg, load, device, progress, model_path, load_tokenizer)
         return
-    parallel.allocator_defaults()  # inherited by the spawned ranks
     parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers)
