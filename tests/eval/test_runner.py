@@ -618,3 +618,36 @@ def test_length_buckets_rotate_the_methods_after_rope_by_rank():
             assert order == ["rope"] + rest.split()
         assert len(got) == len(work)
     assert [label[m.label] for m, n, _ in length_buckets(work, True) if n == 1024] == names
+
+
+def test_last_rank_runs_an_eager_lead_then_compiles_once(tmp_path, tok, tiny_llama, monkeypatch):
+    """``dense_compile.eager_lead``: the last of several CUDA ranks runs its first batches with eager layers and
+    compiles them once its lead of work is run; the batch log marks the eager batches; other ranks, one process
+    or a CPU compile at once (here: their lead is 0)."""
+    from types import SimpleNamespace
+
+    from ropeshift.eval import dense_compile, runner
+    from ropeshift.eval.batch_log import read_batches
+    from ropeshift.eval.parallel import Ranks
+
+    cuda = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=SimpleNamespace(type="cuda"))]))
+    assert dense_compile.eager_lead(Ranks(rank=2, world=3), "layers", cuda) == dense_compile.EAGER_LEAD_TOKENS
+    assert dense_compile.eager_lead(Ranks(rank=1, world=3), "layers", cuda) == 0
+    assert dense_compile.eager_lead(Ranks(rank=0, world=1), "layers", cuda) == 0
+    assert dense_compile.eager_lead(Ranks(rank=2, world=3), None, cuda) == 0
+    assert dense_compile.eager_lead(Ranks(rank=2, world=3), "layers", tiny_llama) == 0  # a CPU model
+
+    calls = []
+    monkeypatch.setattr(dense_compile, "eager_lead", lambda ranks, mode, model: 600)  # prompt tokens
+    monkeypatch.setattr(dense_compile, "compile_model", lambda model, mode: calls.append(mode))
+    cfg = _cfg(tmp_path, tasks=("passkey",), methods=(MethodSpec("rope"),), samples=6, batch_size=1,
+               compile="layers")
+    assert run(cfg, tiny_llama, tok, progress=False) == 6
+    assert calls == ["layers"]  # once, after the lead
+    lines = [b for b in read_batches(tmp_path) if b["kind"] != "startup"]
+    eager = [b.get("eager", False) for b in lines]
+    used = 0
+    for b, e in zip(lines, eager):  # eager until the batches' tokens reach the lead, compiled after
+        assert e == (used < 600)
+        used += b["tokens"]
+    assert eager[0] and not eager[-1]

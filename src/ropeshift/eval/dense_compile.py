@@ -27,6 +27,10 @@ from __future__ import annotations
 
 COMPILED = "_ropeshift_compiled"  # set on each compiled module, so a second call does nothing
 MODES = ("layers", "blocks")
+# Work (generation prompt-token equivalents, ``batching.LIKELIHOOD_TOKEN``) the last of several CUDA processes
+# runs eagerly before it compiles its layers (``eager_lead``): ~20-25 s of one eager process on the H100, the
+# time the other processes' first compile takes (17-22 s in run h, 2026-12-06).
+EAGER_LEAD_TOKENS = 4_000_000
 
 
 def is_attention(module) -> bool:
@@ -78,6 +82,27 @@ def compile_model(model, mode: str = "layers", backend: str = "inductor") -> int
         setattr(module, COMPILED, True)
         n += 1
     return n
+
+
+def eager_lead(ranks, mode: str | None, model) -> int:
+    """Work this rank runs with eager layers before it compiles them (``EAGER_LEAD_TOKENS`` for the last of
+    several ranks on CUDA, else 0: compile at once).
+
+    Every process compiles its layers at its first forward, 17-22 s of CPU, and in a data-parallel run on one
+    GPU they all reach it together, so the GPU idled for those seconds (H100, run h: 0 % busy until ~40 s, ~99 %
+    from ~60 s). The last rank instead starts at once with eager layers (~1.5x their compiled GPU time), keeping
+    the GPU busy while the others compile, and compiles later while they run, from inductor's on-disk cache
+    that their compile filled::
+
+        rank 0, 1   [compile ........][compiled batches ...........................]
+        rank 2      [eager batches ...][compile ........][compiled batches ..........]
+        GPU         [rank 2 ..........][ranks 0, 1 .......................................]
+
+    The switch counts work, not seconds, so which batches ran eager is the same in every run of a plan (their
+    records differ from compiled ones as between two batch sizes: fused elementwise chains round once)."""
+    if not mode or ranks.world < 2 or ranks.rank != ranks.world - 1:
+        return 0
+    return EAGER_LEAD_TOKENS if next(iter(model.parameters())).device.type == "cuda" else 0
 
 
 def resolve(setting: str, model) -> str | None:

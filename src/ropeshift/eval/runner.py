@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, compile_seconds, counts, gpu_memory, log_path, reset_peak_memory
-from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard
+from .batching import LIKELIHOOD_TOKEN, MemoryCap, cut_batches, length_buckets, rows_per_batch, shard
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -160,7 +160,8 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
 
     clock = clock or parallel.StartupClock(ranks, enabled=progress)
     mode = dense_compile.resolve(cfg.compile, model)
-    if mode:
+    lead = dense_compile.eager_lead(ranks, mode, model)  # work this rank runs eagerly before it compiles
+    if mode and not lead:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
@@ -210,9 +211,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                     release_cached_memory(device)
                 last_kind = kind
                 for batch in memory_cap.split(batches, length, kind):
+                    stats: dict = {"eager": True} if lead > 0 else {}
                     reset_peak_memory(device)
                     t0, compiled = time.perf_counter(), compile_seconds()
-                    stats: dict = {}
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
                                                 [s for s, _ in batch], stats)
                     wall = time.perf_counter() - t0
@@ -222,6 +223,10 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                         stats["compile_s"] = compiled
                     if stats.get("oom_rows"):
                         memory_cap.learn(kind, stats["oom_rows"], length)
+                    if lead > 0:
+                        lead -= sum(s.n_tokens for s, _ in batch) * (1 if kind == GENERATION else LIKELIHOOD_TOKEN)
+                        if lead <= 0:
+                            dense_compile.compile_model(model, mode)  # its eager lead is run (eager_lead)
                     secs = wall / len(batch)
                     log.write(rank=ranks.rank, method=method.label, length=length, kind=kind,
                               tasks=counts(name for _, name in batch), rows=len(batch),
