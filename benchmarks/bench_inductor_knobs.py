@@ -1,7 +1,8 @@
 """The evaluation's compiled-layers prefill under inductor settings, side by side, kernel by kernel (issue 10).
 
 Run (GPU, ~5 min):  PYTHONPATH=src:benchmarks python benchmarks/bench_inductor_knobs.py [--knobs default,cdt,autotune]
-                    [--shapes 48x8k,384x1k] [--method plain] [--top 25] [--out knobs.md]
+                    [--shapes 48x8k,384x1k,17x8k:lik] [--method plain] [--top 25] [--out knobs.md]
+                    (a shape ending in ":lik" times the perplexity task's forward: no mask, its logits)
 CPU smoke check:    PYTHONPATH=src:benchmarks python benchmarks/bench_inductor_knobs.py --device cpu --tiny --knobs default
 
 Why: with compiled layers, a prefill of 48 x 8k tokens spends 119 of 505 ms in fused elementwise kernels and
@@ -46,15 +47,16 @@ def child(knob: str, args) -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build(device, args.tiny)
     compile_model(model, "layers")
-    shapes = ["2x64"] if args.tiny else args.shapes.split(",")
+    shapes = ["2x64", "2x64:lik"] if args.tiny else args.shapes.split(",")
     for shape in shapes:
-        rows, n = shape.split("x")
-        rows, n = int(rows), parse_length(n)
+        dims, _, kind = shape.partition(":")
+        rows, n = dims.split("x")
+        rows, n, lik = int(rows), parse_length(n), kind == "lik"
         with _applied(model, args.method):
             t0 = time.perf_counter()
             with torch.inference_mode():
-                sec, fams, comp = pp.measure(model, rows, n, device, args.repeats, compiled=True)
-                _, per = pp._kernels(lambda: model(**_call(model, rows, n, device)), device)
+                sec, fams, comp = pp.measure(model, rows, n, device, args.repeats, compiled=True, likelihood=lik)
+                _, per = pp._kernels(lambda: model(**_call(model, rows, n, device, lik)), device)
         top = sorted(per.items(), key=lambda kv: -kv[1])[:args.top]
         print("RESULT " + json.dumps({"knob": knob, "shape": shape, "ms": sec * 1e3, "compile_s": comp,
                                       "wall_s": time.perf_counter() - t0,
@@ -62,17 +64,20 @@ def child(knob: str, args) -> None:
                                       "top": [(k[:110], v * 1e3) for k, v in top]}), flush=True)
 
 
-def _call(model, rows, n, device):
+def _call(model, rows, n, device, likelihood=False):
+    """The study's prefill call, or with ``likelihood`` the perplexity task's forward (no mask, its logits)."""
     import profile_prefill as pp
 
     ids, mask = pp._inputs(model.config, rows, n, device)
+    if likelihood:
+        return dict(input_ids=ids, logits_to_keep=pp.likelihood_keep(model, rows, n), use_cache=False)
     return dict(input_ids=ids, attention_mask=mask, logits_to_keep=1, use_cache=False)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--knobs", default="default,cdt,autotune")
-    p.add_argument("--shapes", default="48x8k,384x1k")
+    p.add_argument("--shapes", default="48x8k,384x1k,17x8k:lik")
     p.add_argument("--method", default="plain")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--top", type=int, default=25)

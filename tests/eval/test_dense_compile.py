@@ -21,10 +21,11 @@ from ropeshift.eval.prompts import encode
 
 @pytest.fixture(autouse=True)
 def _dynamo_config():
-    """compile_model("layers") sets a process-wide dynamo flag: restored after each test, so the rest of the
+    """compile_model("layers") sets a process-wide dynamo setting: restored after each test, so the rest of the
     suite compiles as before (dynamo's own ``config.patch``: pytest's monkeypatch deletes a module attribute it
     did not find in the module's ``__dict__``, which hides a dynamo config entry for good)."""
-    with torch._dynamo.config.patch(allow_unspec_int_on_nn_module=torch._dynamo.config.allow_unspec_int_on_nn_module):
+    with torch._dynamo.config.patch(allow_unspec_int_on_nn_module=torch._dynamo.config.allow_unspec_int_on_nn_module), \
+            torch.compiler.config.patch(dynamic_sources=torch.compiler.config.dynamic_sources):
         yield
 
 
@@ -135,6 +136,39 @@ def test_layers_share_one_graph_through_the_decode_loop(tok):
             deactivate(model)
         counts.append(len(graphs))
     assert counts[0] == counts[1] > 0  # a graph per layer would give 10 (or the limit, 8) where 2 layers give 2
+
+
+def test_layers_keep_the_head_size_a_constant(tok):
+    """Only ``layer_idx`` is a symbolic module integer (``layer_index_dynamic``): no compiled graph takes another
+    module attribute (``head_dim``) as a symbolic input (with every module integer symbolic, the fused RoPE
+    kernels index q and k by runtime divisions by the head size: ~10x slower on the H100), while the prompt's
+    sizes stay symbolic (one graph for every batch shape)."""
+    from tests.tiny_models import tiny_model
+
+    from ropeshift.eval.graph_decode import static_generate
+
+    torch._dynamo.reset()
+    model = tiny_model(num_hidden_layers=3, vocab_size=len(tok))
+    symbols = []  # (placeholder name, value) of every SymInt input of every graph
+
+    def backend(gm, example_inputs):
+        names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+        symbols.extend((k, int(x)) for k, x in zip(names, example_inputs) if isinstance(x, torch.SymInt))
+        return gm.forward
+
+    dc.compile_model(model, "layers", backend=backend)
+    activate(model, SPECS[1])
+    try:
+        for rows, n in ((2, 23), (3, 31)):
+            ids = torch.tensor([encode(tok, TEXTS[2], True)[:n]] * rows)
+            with torch.inference_mode():
+                static_generate(model, ids, torch.ones_like(ids), lambda t, _: torch.zeros(rows, dtype=torch.bool),
+                                max_new=3, graphs=False)
+    finally:
+        deactivate(model)
+    attributes = [k for k, _ in symbols if k.startswith("l_self_")]
+    assert all("layer_idx" in k for k in attributes), attributes
+    assert 2 in {v for _, v in symbols}  # the batch size is a symbolic input: one graph for every batch
 
 
 @pytest.mark.parametrize("mode", dc.MODES)

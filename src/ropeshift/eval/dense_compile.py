@@ -13,10 +13,15 @@ both modes::
     "blocks": only the layer's children that hold no attention (its norms and MLP) compiled:
         [ norm ] -> q k v, RoPE, attention, o, residual (eager) -> [ norm ] -> [ MLP ] -> residual (eager)
 
-In "layers" mode dynamo's ``allow_unspec_int_on_nn_module`` is turned on (process-wide): a layer's integer
-attributes (``layer_idx``) stay symbolic, so every layer shares one compiled graph instead of one per layer (30
-recompiles, beyond dynamo's limit of 8, after which the rest ran eager: seen on the H200, ninth session). The
-evaluation's static cache keeps its update out of the trace for the same reason (``graph_decode._cache_class``).
+In "layers" mode the attention module's ``layer_idx`` is a dynamic source of dynamo's (``torch.compiler.config.
+dynamic_sources``, process-wide, ``LAYER_INDEX_SOURCE``): it stays symbolic, so every layer shares one compiled
+graph instead of one per layer (30 recompiles, beyond dynamo's limit of 8, after which the rest ran eager: seen on
+the H200, ninth session), while every other integer attribute of the modules stays a constant. Until 2026-12-06
+the flag was ``allow_unspec_int_on_nn_module``, which made every module integer symbolic, ``head_dim`` too: the
+fused RoPE kernels then indexed q and k by runtime divisions by the head size, through an extra buffer for
+``rotate_half``'s halves, and took 113 of a 613-ms prefill of 48 x 8k tokens on the H100, ~10x their memory
+floor (``benchmarks/bench_inductor_knobs.py``). The evaluation's static cache keeps its update out of the trace
+for the same reason (``graph_decode._cache_class``).
 
 An attention module is one transformers calls the attention interface from: it has ``layer_idx``, ``scaling``
 and ``is_causal``. Modules are compiled in place with ``nn.Module.compile`` (no class or forward is touched),
@@ -31,6 +36,25 @@ MODES = ("layers", "blocks")
 # runs eagerly before it compiles its layers (``eager_lead``): ~20-25 s of one eager process on the H100, the
 # time the other processes' first compile takes (17-22 s in run h, 2026-12-06).
 EAGER_LEAD_TOKENS = 4_000_000
+
+
+# The attention module's own frame (the graph break at ropeshift's attention splits it from its layer's frame)
+LAYER_INDEX_SOURCE = "L['self'].layer_idx"
+
+
+def layer_index_dynamic() -> None:
+    """Make ``layer_idx`` (``LAYER_INDEX_SOURCE``) the one symbolic module integer (module docstring), keeping the
+    sources a user listed; with a torch that has no ``dynamic_sources`` every module integer is made symbolic
+    instead (``allow_unspec_int_on_nn_module``: one graph for every layer, slower RoPE kernels)."""
+    import torch
+
+    conf = torch.compiler.config
+    if not hasattr(conf, "dynamic_sources"):
+        torch._dynamo.config.allow_unspec_int_on_nn_module = True
+        return
+    have = [s for s in conf.dynamic_sources.split(",") if s]
+    if LAYER_INDEX_SOURCE not in have:
+        conf.dynamic_sources = ",".join(have + [LAYER_INDEX_SOURCE])
 
 
 def is_attention(module) -> bool:
@@ -64,9 +88,7 @@ def compile_model(model, mode: str = "layers", backend: str = "inductor") -> int
     if mode not in MODES:
         raise ValueError(f"compile mode must be one of {MODES}, got {mode!r}")
     if mode == "layers":
-        import torch
-
-        torch._dynamo.config.allow_unspec_int_on_nn_module = True  # one graph for every layer (docstring)
+        layer_index_dynamic()  # one graph for every layer (module docstring)
         targets = decoder_layers(model)
         for _, layer in targets:
             for child in layer.children():
