@@ -31,6 +31,7 @@ KNOBS = {  # name -> torch._inductor.config assignments
     "autotune": {"max_autotune": True, "max_autotune_gemm": True, "max_autotune_gemm_backends": "ATEN,TRITON"},
     "autotune-triton": {"max_autotune": True, "max_autotune_gemm": True, "max_autotune_gemm_backends": "TRITON"},
     "freezing": {"freezing": True},
+    "free-strides": {"keep_output_stride": False},  # graph outputs in inductor's layout, not eager's
 }
 
 
