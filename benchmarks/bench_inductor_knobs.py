@@ -55,24 +55,15 @@ def child(knob: str, args) -> None:
         rows, n, lik = int(rows), parse_length(n), kind == "lik"
         with _applied(model, args.method):
             t0 = time.perf_counter()
+            per = {}
             with torch.inference_mode():
-                sec, fams, comp = pp.measure(model, rows, n, device, args.repeats, compiled=True, likelihood=lik)
-                _, per = pp._kernels(lambda: model(**_call(model, rows, n, device, lik)), device)
+                sec, fams, comp = pp.measure(model, rows, n, device, args.repeats, compiled=True, likelihood=lik,
+                                             kernels=per)
         top = sorted(per.items(), key=lambda kv: -kv[1])[:args.top]
         print("RESULT " + json.dumps({"knob": knob, "shape": shape, "ms": sec * 1e3, "compile_s": comp,
                                       "wall_s": time.perf_counter() - t0,
                                       "fams": {k: v * 1e3 for k, v in fams.items()},
                                       "top": [(k[:110], v * 1e3) for k, v in top]}), flush=True)
-
-
-def _call(model, rows, n, device, likelihood=False):
-    """The study's prefill call, or with ``likelihood`` the perplexity task's forward (no mask, its logits)."""
-    import profile_prefill as pp
-
-    ids, mask = pp._inputs(model.config, rows, n, device)
-    if likelihood:
-        return dict(input_ids=ids, logits_to_keep=pp.likelihood_keep(model, rows, n), use_cache=False)
-    return dict(input_ids=ids, attention_mask=mask, logits_to_keep=1, use_cache=False)
 
 
 def main(argv=None):

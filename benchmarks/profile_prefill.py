@@ -81,7 +81,7 @@ def _timed(fn, device, repeats):
     return best
 
 
-def measure(model, rows, n, device, repeats, compiled=False, likelihood=False):
+def measure(model, rows, n, device, repeats, compiled=False, likelihood=False, kernels=None):
     """(seconds per forward, {family: kernel s}, compile s or None) of the study's prefill call; ``compiled``:
     the whole model under torch.compile, or True for a model whose blocks compile at their first call.
     ``likelihood``: the perplexity task's call instead (no mask, ``likelihood_keep`` logits, the NLL summed by
@@ -108,6 +108,8 @@ def measure(model, rows, n, device, repeats, compiled=False, likelihood=False):
         first = time.perf_counter() - t0
         sec = _timed(call, device, repeats)
         _, per = _kernels(call, device)
+    if kernels is not None:  # the caller's dict gets {kernel name: device s} of the profiled call
+        kernels.update(per)
     fams = collections.Counter()
     for k, v in per.items():
         fams[family(k)] += v

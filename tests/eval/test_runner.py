@@ -626,7 +626,7 @@ def test_last_rank_runs_an_eager_lead_then_compiles_once(tmp_path, tok, tiny_lla
     or a CPU compile at once (here: their lead is 0)."""
     from types import SimpleNamespace
 
-    from ropeshift.eval import dense_compile, runner
+    from ropeshift.eval import dense_compile
     from ropeshift.eval.batch_log import read_batches
     from ropeshift.eval.parallel import Ranks
 

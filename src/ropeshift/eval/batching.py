@@ -35,6 +35,11 @@ LIKELIHOOD_TOKEN = 3
 DECODE_STEP_TOKENS = 6_000
 
 
+def token_weight(kind: str) -> int:
+    """Cost of one prompt token of a batch of ``kind`` in generation prompt-token equivalents (the cost model)."""
+    return 1 if kind == GENERATION else LIKELIHOOD_TOKEN
+
+
 def shard(work: list[tuple], ranks: Ranks, batch_rows=1, merged: bool = False) -> list[tuple]:
     """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt in chunks of at most
     one batch's rows of one decode bucket x length, each chunk to the rank with the least estimated cost so far
@@ -100,7 +105,7 @@ def _chunks(work: list[tuple], rows_at, merged: bool) -> tuple[dict, list[tuple]
         t = resolve_task(task)
         group = t.batch_group if t.kind != GENERATION and t.batch_group else task
         head = (decode_bucket(t, merged), length, -t.max_new_tokens if t.kind == GENERATION else 0, group)
-        weight = LIKELIHOOD_TOKEN if t.kind != GENERATION else 1
+        weight = token_weight(t.kind)
         for s in todo:
             u = unit_of.setdefault((task, length, s.index), (*head, s.index))
             entry = units.setdefault(u, [set(), 0, set()])

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 COMPILED = "_ropeshift_compiled"  # set on each compiled module, so a second call does nothing
 MODES = ("layers", "blocks")
-# Work (generation prompt-token equivalents, ``batching.LIKELIHOOD_TOKEN``) the last of several CUDA processes
-# runs eagerly before it compiles its layers (``eager_lead``): ~20-25 s of one eager process on the H100, the
-# time the other processes' first compile takes (17-22 s in run h, 2026-12-06).
+# Work (generation prompt-token equivalents, ``batching.token_weight``) the last of several CUDA processes runs
+# eagerly before it compiles its layers (``eager_lead``): estimated (not timed) at ~20-25 s of one eager process
+# on the H100, at least the other processes' first compile (17-22 s in run h, 2026-12-06; 12 s for the prefill
+# graphs after the RoPE fix): a GPU idle while they compile costs more than a few eager batches too many.
 EAGER_LEAD_TOKENS = 4_000_000
 
 

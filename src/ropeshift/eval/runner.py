@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, compile_seconds, counts, gpu_memory, log_path, reset_peak_memory
-from .batching import LIKELIHOOD_TOKEN, MemoryCap, cut_batches, length_buckets, rows_per_batch, shard
+from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, token_weight
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -223,14 +223,15 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                         stats["compile_s"] = compiled
                     if stats.get("oom_rows"):
                         memory_cap.learn(kind, stats["oom_rows"], length)
+                    tokens = sum(s.n_tokens for s, _ in batch)
                     if lead > 0:
-                        lead -= sum(s.n_tokens for s, _ in batch) * (1 if kind == GENERATION else LIKELIHOOD_TOKEN)
+                        lead -= tokens * token_weight(kind)
                         if lead <= 0:
                             dense_compile.compile_model(model, mode)  # its eager lead is run (eager_lead)
                     secs = wall / len(batch)
                     log.write(rank=ranks.rank, method=method.label, length=length, kind=kind,
                               tasks=counts(name for _, name in batch), rows=len(batch),
-                              tokens=sum(s.n_tokens for s, _ in batch), wall_s=round(wall, 4),
+                              tokens=tokens, wall_s=round(wall, 4),
                               **{k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()})
                     for (s, name), p, res in zip(batch, preds, results):
                         apps[name].write(_record(s, tasks[name].kind, method, info, cfg.model, p,
