@@ -61,8 +61,6 @@ def compile_variant(name, d, variant=""):
     ``variant``: "" (the defaults), "nofold" / "fold" (a constant query shift re-rotates q / k at every head
     dim, ``FOLD_SHIFT_DIMS``)."""
     import torch
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     from _helpers import build, method_cases
     from ropeshift.kernels import _prefill_hopper_ws as ws
@@ -71,19 +69,16 @@ def compile_variant(name, d, variant=""):
     case = {c[0]: c for c in method_cases(512, 128)}[name]
     spec = compile_table(build(*case[1:]).table())
     b, h, h_kv, n = 1, 4, 1, 1024
-    q = torch.zeros(b, h, n, d, dtype=torch.bfloat16)
-    k = torch.zeros(b, h_kv, n, d, dtype=torch.bfloat16)
-    lay = gl.NVMMASharedLayout.get_default_for([ws.BLOCK_M, d], gl.bfloat16)
-    qd = TensorDescriptor.from_tensor(q.view(-1, d), [ws.BLOCK_M, d], lay)
-    kd = TensorDescriptor.from_tensor(k.view(-1, d), [ws.BLOCK_N, d], lay)
+    # transformers' token-major q, k, v (read in place through 2-D views, ``ws._Rows``)
+    q, k = (torch.zeros(b, n, hx, d, dtype=torch.bfloat16).transpose(1, 2) for hx in (h, h_kv))
     dims = {"nofold": frozenset(), "fold": frozenset({64, 128})}.get(variant, ws.FOLD_SHIFT_DIMS)
     q_map, k_map = ws._maps(spec, d) if dims is ws.FOLD_SHIFT_DIMS else _maps_with(ws, spec, d, dims)
+    q1 = torch.zeros_like(q) if q_map is not None else q
+    k1 = torch.zeros_like(k) if k_map is not None else k
+    args, kwargs, _ = ws._kernel_args(q, q1, k, k1, k, torch.zeros_like(q), torch.zeros(b, h, n),
+                                      torch.zeros(b, dtype=torch.int32), spec, 0.1)
     with sm90_target():
-        kernel = ws._hopper_ws_kernel.warmup(
-            qd, qd, kd, kd, kd, q, torch.zeros(b, h, n), torch.zeros(b, dtype=torch.int32), h, h // h_kv, n, 0.1,
-            min(spec.lo1, 1 << 30), max(spec.ra, 1), spec.rb, RULE=spec.rule, HAS_R1=spec.has_r1,
-            HAS_Q1=q_map is not None, HAS_K1=k_map is not None, HAS_POFF=True,
-            HEAD_DIM=d, num_warps=4, maxnreg=ws.MAXNREG, grid=(8, 4))
+        kernel = ws._hopper_ws_kernel.warmup(*args, **kwargs, grid=(8, 4))
     return {"name": name, "d": d, "variant": variant, "shared": kernel.metadata.shared,
             "wgmma": "wgmma" in kernel.asm["ptx"]}
 

@@ -2,7 +2,7 @@
 
 The per-method GPU grid of test_table_attention.py already runs every fresh-prefill case through it (the op
 takes it where it serves; both kernels are checked against the fp64 reference there). Here: the serving rule
-(CPU), and on an sm_90 GPU the cases that grid does not reach: HF-transposed q, a batch whose rows start at
+(CPU), and on an sm_90 GPU the cases that grid does not reach: HF-transposed q, k, v, a batch whose rows start at
 other absolute positions (general maps read them), lengths that are not tile multiples, the route itself.
 """
 import math
@@ -68,13 +68,9 @@ def test_cpu_never_takes_it():
 
 def _inputs(b, h, h_kv, n, d, dtype, seed, hf_layout):
     gen = torch.Generator().manual_seed(seed)
-    if hf_layout:  # [b, n, h, d] transposed, as transformers hands q over
-        q = torch.randn(b, n, h, d, generator=gen).to("cuda", dtype).transpose(1, 2)
-    else:
-        q = torch.randn(b, h, n, d, generator=gen).to("cuda", dtype)
-    k = torch.randn(b, h_kv, n, d, generator=gen).to("cuda", dtype)
-    v = torch.randn(b, h_kv, n, d, generator=gen).to("cuda", dtype)
-    return q, k, v
+    if hf_layout:  # [b, n, h, d] transposed, as transformers hands q, k, v over (read in place)
+        return tuple(torch.randn(b, n, hx, d, generator=gen).to("cuda", dtype).transpose(1, 2) for hx in (h, h_kv, h_kv))
+    return tuple(torch.randn(b, hx, n, d, generator=gen).to("cuda", dtype) for hx in (h, h_kv, h_kv))
 
 
 @pytest.mark.gpu
@@ -203,71 +199,97 @@ def test_constant_shift_folded_into_keys_scores_alike(d):
 
 
 def _emulate(q, q1, k, k1, v, out, lo1, scale, gen):
-    """The Hopper kernel's memory behaviour for a band table (rule none), program by program in a random order:
-    program (m, bh) copies its Q and Q1 tiles, rows [bh n + BLOCK_M m, +BLOCK_M) of the flattened operands (past
-    n: the next head's rows, as the 2-D TMA descriptor reads them; past the end: zeros), before it stores the
-    rows of that range below n into out; region 1 (q1 . k1) where d >= lo1, region 0 (q . k) below."""
+    """The Hopper kernel's memory behaviour for a band table (rule none), program by program in a random order,
+    every operand read through its 2-D TMA view (``_prefill_hopper_ws._Rows``): program (m, bh) copies its Q and
+    Q1 tiles, rows [base + BLOCK_M m, +BLOCK_M) (past n: the next head's or batch's rows, as the descriptor
+    reads them; past the view's end: zeros), before it stores the rows of that range below n into out (Q's
+    view); keys and values from rows [base, + n) of K, K1, V's views; region 1 (q1 . k1) where d >= lo1, region 0
+    (q . k) below."""
     ws = _ws()
     b, h, n, d = out.shape
-    h_kv = k.shape[1]
+    g = h // k.shape[1]
     bm = ws.BLOCK_M
+    rq, rk, rv = ws._rows(q), ws._rows(k), ws._rows(v)
+    assert ws._rows(q1) == rq == ws._rows(out) and ws._rows(k1) == rk
+    views = {name: r.view(x) for name, x, r in (("q", q, rq), ("q1", q1, rq), ("out", out, rq), ("k", k, rk),
+                                                   ("k1", k1, rk), ("v", v, rv))}
     programs = [(m, bh) for m in range(-(-n // bm)) for bh in range(b * h)]
-    flat_q, flat_q1, flat_out = q.view(-1, d), q1.view(-1, d), out.view(-1, d)
 
-    def tile(x, r0):  # a TMA load: a copy taken now, zero-filled past the tensor's end
-        t = x[r0:r0 + bm].clone()
-        return torch.cat((t, t.new_zeros(bm - t.shape[0], d)))
+    def tile(x, r0, c0, rows):  # a TMA load: a copy taken now, zero-filled past the view's end
+        t = x[r0:r0 + rows, c0:c0 + d].clone()
+        return torch.cat((t, t.new_zeros(rows - t.shape[0], d))).double()
 
     for i in torch.randperm(len(programs), generator=gen).tolist():
         m, bh = programs[i]
-        r0 = bh * n + m * bm
-        qt, q1t = tile(flat_q, r0).double(), tile(flat_q1, r0).double()  # both loaded before any store
-        kv = (bh // h) * h_kv + (bh % h) // (h // h_kv)
-        kt, k1t, vt = (x.reshape(-1, n, d)[kv].double() for x in (k, k1, v))
+        bi, hq = divmod(bh, h)
+        hk = hq // g
+        r0, c0 = bi * rq.rb + hq * rq.rh + m * bm, hq * rq.ch
+        qt, q1t = tile(views["q"], r0, c0, bm), tile(views["q1"], r0, c0, bm)  # both loaded before any store
+        kr, kc = bi * rk.rb + hk * rk.rh, hk * rk.ch
+        kt, k1t = tile(views["k"], kr, kc, n), tile(views["k1"], kr, kc, n)
+        vt = tile(views["v"], bi * rv.rb + hk * rv.rh, hk * rv.ch, n)
         rows = m * bm + torch.arange(bm)
         dist = rows[:, None] - torch.arange(n)[None, :]
         s = torch.where(dist >= lo1, q1t @ k1t.T, qt @ kt.T) * scale
         o = torch.softmax(s.masked_fill(dist < 0, float("-inf")), -1) @ vt
-        keep = rows < n
-        flat_out[r0:r0 + int(keep.sum())] = o[keep].to(out.dtype)
+        keep = int((rows < n).sum())
+        views["out"][r0:r0 + keep, c0:c0 + d] = o[:keep].to(out.dtype)
     return out
 
 
-@pytest.mark.parametrize("hf_layout", [True, False])
+def _laid_out(x, layout, gen):
+    """x [b, hx, n, d] with x's values in ``layout``: heads (contiguous), tokens (a transposed [b, n, hx, d], as
+    transformers hands q, k, v over) or cache (the first n slots of a longer head-major buffer: neither)."""
+    if layout == "tokens":
+        return x.transpose(1, 2).contiguous().transpose(1, 2)
+    if layout == "cache":
+        buf = torch.randn(x.shape[0], x.shape[1], x.shape[2] + 50, x.shape[3], generator=gen).to(x.device)
+        buf[:, :, :x.shape[2]] = x
+        return buf[:, :, :x.shape[2]]
+    return x.contiguous()
+
+
+# (q, k, v, out) layouts: transformers' (all token-major), all head-major, mixed, a cache slice (copied), and a
+# q in another layout than out (copied into out)
+LAYOUTS = {"hf": ("tokens", "tokens", "tokens", "tokens"), "heads": ("heads", "heads", "heads", "heads"),
+           "mixed": ("tokens", "heads", "tokens", "tokens"), "cache": ("heads", "cache", "cache", "heads"),
+           "q_not_out": ("tokens", "tokens", "tokens", "heads")}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("name,d", [("rerope", 64), ("self_extend", 64), ("string", 64), ("string", 128),
                                     ("plain", 64)])
-def test_operands_alias_out_exactly(name, d, hf_layout):
-    """``_operands`` puts q1 (re-rotating query maps) or q's contiguous copy (a strided q) into out, which the
-    kernel then overwrites: exact because each program reads its Q / Q1 rows before it stores out rows, and
-    only its own. Emulated in random program order, the aliased operands give bit for bit what separate
-    buffers give, and both match the fp64 reference; out starts as NaN (any row read before being written, or
-    never written, shows)."""
+def test_operands_alias_out_exactly(name, d, layout):
+    """``_operands`` reads transformers' token-major q, k, v in place and puts q1 (re-rotating query maps) or q's
+    copy (q in another layout than out) into out, which the kernel then overwrites: exact because each program
+    reads its Q / Q1 rows before it stores out rows, and only its own. Emulated through the TMA views in random
+    program order, the aliased operands give bit for bit what separate contiguous buffers give, and both match
+    the fp64 reference; out starts as NaN (any row read before being written, or never written, shows)."""
     ws = _ws()
     case = {c[0]: c for c in method_cases(512, 128)}[name]
     method = build(*case[1:])
     spec = _spec(name)
-    b, h, h_kv, n = 2, 4, 2, 300  # 300: the last tile of a head reads the next head's first rows
+    b, h, h_kv, n = 2, 4, 2, 300  # 300: the last tile of a head reads the next head's (batch's) first rows
     gen = torch.Generator().manual_seed(5)
-    if hf_layout:
-        q = torch.randn(b, n, h, d, generator=gen).to(DEV).transpose(1, 2)
-    else:
-        q = torch.randn(b, h, n, d, generator=gen).to(DEV)
-    k, v = (torch.randn(b, h_kv, n, d, generator=gen).to(DEV) for _ in range(2))
+    lq, lk, lv, lo = LAYOUTS[layout]
+    q = _laid_out(torch.randn(b, h, n, d, generator=gen).to(DEV), lq, gen)
+    k, v = (_laid_out(torch.randn(b, h_kv, n, d, generator=gen).to(DEV), lay, gen) for lay in (lk, lv))
     inv = llama_inv_freq(d, base=10000.0).to(DEV)
     scale = d ** -0.5
 
-    out = torch.full((b, h, n, d), float("nan"), device=DEV)
+    out = _laid_out(torch.full((b, h, n, d), float("nan"), device=DEV), lo, gen)
     qa, q1a, ka, k1a, va = ws._operands(q, k, v, inv, out, spec)
     q_map, k_map = ws._maps(spec, d)
-    assert all(t.is_contiguous() for t in (qa, q1a, ka, k1a, va))
+    assert (ka is k) == (lk != "cache") and (va is v) == (lv != "cache")  # dense layouts read in place
     if q_map is not None:
         assert q1a is out and qa is not out  # q1 written into out
     else:
-        assert q1a is qa and (qa is out) == hf_layout  # a strided q copied into out, a contiguous one used as is
+        assert q1a is qa and (qa is out) == (lq != lo)  # q in another layout than out copied into out
     assert (k1a is ka) == (k_map is None)
 
-    qc = q.contiguous()  # separate buffers: the launcher before aliasing
-    sep = (qc, ws._rotated(qc, q_map, inv, None) if q_map is not None else qc, ka, k1a, va)
+    qc, kc = q.contiguous(), ka.contiguous()  # separate contiguous buffers: the launcher before aliasing
+    sep = (qc, ws._rotated(qc, q_map, inv, None) if q_map is not None else qc, kc,
+           ws._rotated(kc, k_map, inv, None) if k_map is not None else kc, v.contiguous())
     # the emulation runs on the CPU; one host copy per device tensor keeps the aliasing (q1 or q is out)
     host = {}
     cpu = lambda t: host.setdefault(id(t), t.cpu())  # noqa: E731
@@ -275,7 +297,7 @@ def test_operands_alias_out_exactly(name, d, hf_layout):
     qa, q1a, ka, k1a, va, out = map(cpu, (qa, q1a, ka, k1a, va, out))
     sep = tuple(t.cpu() for t in sep)
     lo1 = spec.lo1 if spec.has_r1 else 1 << 30
-    want = _emulate(*sep, torch.full_like(out, float("nan")), lo1, scale, torch.Generator().manual_seed(0))
+    want = _emulate(*sep, torch.full((b, h, n, d), float("nan")), lo1, scale, torch.Generator().manual_seed(0))
     got = _emulate(qa, q1a, ka, k1a, va, out, lo1, scale, torch.Generator().manual_seed(1))
     assert torch.isfinite(got).all()
     assert torch.equal(got, want)
@@ -283,9 +305,25 @@ def test_operands_alias_out_exactly(name, d, hf_layout):
     assert rel_err(got, ref) < 1e-5, rel_err(got, ref)
 
 
+def test_rows_of_the_two_dense_layouts():
+    """``_rows``: head-major and token-major dense tensors map to their 2-D views (every element where the
+    kernel's row / column formula puts it), sizes-1 dims' strides ignored; a cache slice maps to none."""
+    ws = _ws()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 16, generator=gen)
+    for layout in ("heads", "tokens"):
+        y = _laid_out(x, layout, gen)
+        r = ws._rows(y)
+        view = r.view(y)
+        for bi, hi, t in [(0, 0, 0), (1, 2, 4), (1, 0, 3), (0, 2, 1)]:
+            assert torch.equal(view[bi * r.rb + hi * r.rh + t, hi * r.ch:hi * r.ch + 16], x[bi, hi, t])
+    assert ws._rows(_laid_out(x, "cache", gen)) is None
+    assert ws._rows(torch.randn(3, 1, 5, 16).expand(3, 1, 5, 16)[:1]) == ws._rows(torch.randn(1, 1, 5, 16))
+
+
 def test_operands_refuse_a_foreign_out():
-    """q1 goes into out only when out is contiguous with q's shape (the prologue kernel uses one set of strides)."""
+    """q1 goes into out only when out has q's shape and layout (the prologue kernel uses one set of strides)."""
     ws = _ws()
     q = torch.randn(1, 2, 40, 64)
-    with pytest.raises(ValueError, match="contiguous"):
+    with pytest.raises(ValueError, match="layout"):
         ws._rotated(q, _spec("rerope").q_map, llama_inv_freq(64), None, out=torch.empty(1, 40, 2, 64).transpose(1, 2))

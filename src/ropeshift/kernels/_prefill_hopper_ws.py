@@ -36,6 +36,8 @@ Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -58,10 +60,11 @@ CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
 
 @gluon.jit
-def _load_partition(k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_steps, f_lo, r_hi,
-                    HAS_K1: gl.constexpr):
+def _load_partition(k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, k_row, k_col, v_row, v_col,
+                    n_steps, f_lo, r_hi, HAS_K1: gl.constexpr):
     """Streams the i-th step's key tile (K1_t in region-1 steps when keys are re-rotated, else K_t) then V_t into
-    stage i % 2 once both consumers freed it (``_hopper_steps._step_tile``: t, region)."""
+    stage i % 2 once both consumers freed it (``_hopper_steps._step_tile``: t, region); key t's rows start at
+    (k_row + t BN, k_col) of K's / K1's 2-D view, (v_row + t BN, v_col) of V's (``_Rows``)."""
     BN: gl.constexpr = k_desc.block_type.shape[0]
     nbytes: gl.constexpr = k_desc.block_type.nbytes
     n_e = r_hi - f_lo
@@ -73,22 +76,23 @@ def _load_partition(k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free,
         mbarrier.expect(k_ready.index(st), nbytes)
         if HAS_K1:
             if r1:
-                _tma_load(k1_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+                _tma_load(k1_desc, [k_row + t * BN, k_col], k_ready.index(st), k_s.index(st))
             else:
-                _tma_load(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+                _tma_load(k_desc, [k_row + t * BN, k_col], k_ready.index(st), k_s.index(st))
         else:
-            _tma_load(k_desc, [kv_row + t * BN, 0], k_ready.index(st), k_s.index(st))
+            _tma_load(k_desc, [k_row + t * BN, k_col], k_ready.index(st), k_s.index(st))
         mbarrier.wait(v_free.index(st), ph ^ 1)
         mbarrier.expect(v_ready.index(st), nbytes)
-        _tma_load(v_desc, [kv_row + t * BN, 0], v_ready.index(st), v_s.index(st))
+        _tma_load(v_desc, [v_row + t * BN, v_col], v_ready.index(st), v_s.index(st))
 
 
 @gluon.jit
-def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N,
-             n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr, HAS_R1: gl.constexpr,
+def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, q_base,
+             q_col, Q_R, m0, N, n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE: gl.constexpr, HAS_R1: gl.constexpr,
              HAS_Q1: gl.constexpr, HEAD_DIM: gl.constexpr, BN: gl.constexpr):
-    """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over the program's steps; stores out and lse. q_s [1 or
-    2, BM, d]: q, then q1 (HAS_Q1)."""
+    """One warpgroup's 64 query rows [m0 + 64 HALF, +64) over the program's steps; stores out (row q_base + m,
+    column q_col of out's 2-D view, row stride Q_R: Q's ``_Rows``) and lse. q_s [1 or 2, BM, d]: q, then q1
+    (HAS_Q1)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BN, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -114,7 +118,7 @@ def _consume(HALF: gl.constexpr, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_f
     out = acc / l_o[:, None]
     orow = mw + gl.arange(0, 64, gl.SliceLayout(1, o_layout))
     ocol = gl.arange(0, HEAD_DIM, gl.SliceLayout(0, o_layout))
-    optr = O + (bh * N + orow)[:, None].to(gl.int64) * HEAD_DIM + ocol[None, :]
+    optr = O + (q_base + orow)[:, None].to(gl.int64) * Q_R + q_col + ocol[None, :]
     gl.store(optr, out.to(O.dtype.element_ty), mask=(orow < N)[:, None])
     lse = (m_i + gl.log2(l_i)) * 0.6931471805599453
     gl.store(LSE + bh.to(gl.int64) * N + rows, lse, mask=rows < N)
@@ -144,18 +148,23 @@ def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
 
 
 @gluon.jit
-def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H, G, N, qk_scale, LO1, CS, CW,
-                      RULE: gl.constexpr, HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr,
+def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H, G, N, Q_RB, Q_RH, Q_CH, Q_R, K_RB,
+                      K_RH, K_CH, V_RB, V_RH, V_CH, qk_scale, LO1, CS, CW, RULE: gl.constexpr, HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr,
                       HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
     bh = gl.program_id(1)
     b = bh // H
-    hk = (bh % H) // G
+    hq = bh % H
+    hk = hq // G
     m0 = pid_m * BM
-    q_row = bh * N + m0
-    kv_row = (b * (H // G) + hk) * N
+    q_base = b * Q_RB + hq * Q_RH  # token 0 of this (batch, head) in the 2-D views (``_Rows``): Q, Q1, out
+    q_col = hq * Q_CH
+    k_row = b * K_RB + hk * K_RH  # K and K1
+    k_col = hk * K_CH
+    v_row = b * V_RB + hk * V_RH
+    v_col = hk * V_CH
     n_tiles = gl.cdiv(gl.minimum(m0 + BM, N), BN)
     if HAS_POFF:
         p0 = gl.load(POFF + b)
@@ -190,17 +199,17 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
         mbarrier.init(v_free.index(i), count=2)
     fence_async_shared()
     mbarrier.expect(q_bar, (1 + HAS_Q1) * q_desc.block_type.nbytes)
-    _tma_load(q_desc, [q_row, 0], q_bar, q_s.index(0))
+    _tma_load(q_desc, [q_base + m0, q_col], q_bar, q_s.index(0))
     if HAS_Q1:  # q1 from the prologue kernel: one more TMA tile on the same barrier
-        _tma_load(q1_desc, [q_row, 0], q_bar, q_s.index(1))
+        _tma_load(q1_desc, [q_base + m0, q_col], q_bar, q_s.index(1))
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
-        (_consume, (0, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_steps, f_lo,
-                    r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
-        (_consume, (1, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, m0, N, n_steps, f_lo,
-                    r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
-        (_load_partition, (k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, kv_row, n_steps,
-                           f_lo, r_hi, HAS_K1)),
+        (_consume, (0, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, q_base, q_col, Q_R, m0, N,
+                    n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
+        (_consume, (1, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, q_base, q_col, Q_R, m0, N,
+                    n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
+        (_load_partition, (k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, k_row, k_col, v_row,
+                           v_col, n_steps, f_lo, r_hi, HAS_K1)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
     mbarrier.invalidate(q_bar)
@@ -252,20 +261,61 @@ def _maps(spec, head_dim):
     return q_map, k_map
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """How the kernel addresses an operand x [b, hx, n, d] (d contiguous): as a 2-D TMA view [rows, width] with
+    row stride ``stride``, token t of (batch bi, head hi) at row bi rb + hi rh + t, columns [hi ch, + d). The two
+    dense layouts it takes as they are::
+
+        head-major [b, hx, n, d] (contiguous)       token-major [b, n, hx, d] (transformers' q/k/v, transposed)
+        row = (bi hx + hi) n + t, column 0           row = bi n + t, column hi d
+          rb = hx n, rh = n, ch = 0, width d           rb = n, rh = 0, ch = d, width hx d
+
+    Rows past n of a tile read the next head's (or batch's) first tokens, rows past the end read zeros: what the
+    kernel loads there is only ever masked (keys) or not stored (queries)."""
+    rb: int
+    rh: int
+    ch: int
+    stride: int
+    rows: int
+    width: int
+
+    def view(self, x):
+        """x's storage as the [rows, width] matrix the descriptors read (the CPU emulation's view)."""
+        return x.as_strided((self.rows, self.width), (self.stride, 1))
+
+
+def _rows(x) -> _Rows | None:
+    """x's ``_Rows`` when x [b, hx, n, d] is head-major or token-major dense (sizes-1 dims' strides ignored), else
+    None (the launcher copies it)."""
+    b, hx, n, d = x.shape
+    sb, sh, sn, sd = x.stride()
+
+    def fits(want_b, want_h, want_n):
+        return sd == 1 and (b == 1 or sb == want_b) and (hx == 1 or sh == want_h) and (n == 1 or sn == want_n)
+
+    if fits(hx * n * d, n * d, d):
+        return _Rows(hx * n, n, 0, d, b * hx * n, d)
+    if fits(n * hx * d, d, hx * d):
+        return _Rows(n, 0, d, hx * d, b * n, hx * d)
+    return None
+
+
 def _rotated(x, pos_map, inv_freq, pos_offset, out=None, *, spec=None, trim=0):
-    """x [b, hx, n, d] (contiguous) re-rotated by map(p) - p at p = index + pos_offset[b], by the portable
-    prologue kernel (``_prologue._rotate_keys_kernel``) into ``out`` (contiguous, x's shape; None: a new buffer).
-    ``trim`` 1 (x = q) / 2 (x = k): only the rows this kernel reads as Q1 / K1 for ``spec`` are made, the others
-    are left as they were (``_prologue._rows_used``: e.g. DCA's first chunk of queries, the last chunk of keys);
-    0: every row."""
+    """x [b, hx, n, d] (``_rows``: head- or token-major dense) re-rotated by map(p) - p at p = index +
+    pos_offset[b], by the portable prologue kernel (``_prologue._rotate_keys_kernel``) into ``out`` (x's shape and
+    layout; None: a new buffer like x). ``trim`` 1 (x = q) / 2 (x = k): only the rows this kernel reads as Q1 / K1
+    for ``spec`` are made, the others are left as they were (``_prologue._rows_used``: e.g. DCA's first chunk of
+    queries, the last chunk of keys); 0: every row."""
     from ._prologue import _rotate_keys_kernel
 
     b, hx, n, d = x.shape
     _, a, c, g, shift = pos_map
     if out is None:
         out = torch.empty_like(x)
-    elif out.shape != x.shape or out.dtype != x.dtype or not (x.is_contiguous() and out.is_contiguous()):
-        raise ValueError("_rotated: out must be contiguous with x's shape and dtype (the kernel uses x's strides)")
+    if (out.shape != x.shape or out.dtype != x.dtype or _rows(x) is None or _rows(out) != _rows(x)):
+        raise ValueError("_rotated: out needs x's shape, dtype and layout, head- or token-major dense (the kernel "
+                         "uses x's strides for both)")
     chunk = trim != 0 and spec.rule == RULE_CHUNK
     _rotate_keys_kernel[(triton.cdiv(n, 64), b * hx)](
         x, out, inv_freq, x, pos_offset if pos_offset is not None else x, *x.stride(), hx, n, inv_freq.numel(),
@@ -278,54 +328,69 @@ def _rotated(x, pos_map, inv_freq, pos_offset, out=None, *, spec=None, trim=0):
 
 
 def _operands(q, k, v, inv_freq, out, spec, pos_offset=None):
-    """(q, q1, k, k1, v) as the kernel's TMA descriptors read them: contiguous [b, h, n, d] / [b, h_kv, n, d];
-    ``q1 is q`` / ``k1 is k`` where region 1 scores them as they are (``_maps``).
+    """(q, q1, k, k1, v) as the kernel's TMA descriptors read them (``_Rows``): q and q1 in out's layout, k1 in
+    k's; ``q1 is q`` / ``k1 is k`` where region 1 scores them as they are (``_maps``). An operand in neither dense
+    layout (e.g. a static cache's written part) is copied (q: into out's layout); transformers' token-major q, k,
+    v are read in place, and out (``attention._outputs``: q's layout) is token-major then too, so the caller's
+    ``out.transpose(1, 2)`` back to [b, n, h, d] is a view.
 
-    One Q-sized operand lives in ``out`` (contiguous [b, h, n, d], the call's output): q1 when the query map
-    re-rotates (the prologue writes it there), else q's contiguous copy when q is a strided view (transformers
-    hands q over transposed). That saves a Q-sized buffer per call ([b, h, n, d]: 256 MiB at 32 heads x 128 dims,
-    32k tokens, bf16). It is exact because program (m, bh) TMA-loads rows [bh n + 128 m, +128) of Q and Q1 into
-    shared memory before either consumer warpgroup starts (both wait on that load) and reads them from there
-    only; its epilogue stores out rows (the ones < n) of exactly that range, and no other program stores them
-    (the last tile's rows past n belong to the next head: padding, never used). The kernel must keep that: a
-    program reads the global Q/Q1 rows it stores only before it stores them.
-    K / V are copied only when strided (a static cache's written part); K1 is a new K-sized buffer."""
+    One Q-sized operand lives in ``out`` (the call's output): q1 when the query map re-rotates (the prologue
+    writes it there), else q's copy when q is not in out's layout. That saves a Q-sized buffer per call ([b, h,
+    n, d]: 256 MiB at 32 heads x 128 dims, 32k tokens, bf16). It is exact because program (m, bh) TMA-loads rows
+    [128 m, +128) of its (batch, head) of Q and Q1 into shared memory before either consumer warpgroup starts
+    (both wait on that load) and reads them from there only; its epilogue stores out rows (the ones < n) of
+    exactly that range, and no other program stores them (the last tile's rows past n belong to the next head
+    or batch: padding, never used). The kernel must keep that: a program reads the global Q/Q1 rows it stores
+    only before it stores them. K1 is a new K-sized buffer."""
     q_map, k_map = _maps(spec, q.shape[-1])
+    same = _rows(q) is not None and _rows(q) == _rows(out)
     if q_map is not None:
-        q = q if q.is_contiguous() else q.contiguous()
+        q = q if same else torch.empty_like(out).copy_(q)
         q1 = _rotated(q, q_map, inv_freq, pos_offset, out=out, spec=spec, trim=1)
     else:
-        q = q1 = q if q.is_contiguous() else out.copy_(q)
-    k, v = (t if t.is_contiguous() else t.contiguous() for t in (k, v))
+        q = q1 = q if same else out.copy_(q)
+    k, v = (t if _rows(t) is not None else t.contiguous() for t in (k, v))
     k1 = _rotated(k, k_map, inv_freq, pos_offset, spec=spec, trim=2) if k_map is not None else k
     return q, q1, k, k1, v
 
 
-def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_offset=None):
-    """Fills out [b, h, n, d] and lse [b, h, n] (contiguous, preallocated; out's old contents are not read);
-    q [b, h, n, d], k/v [b, h_kv, n, d]; pos_offset [b] int32 (the position of index 0; None: 0). Callers check
-    ``unserved_reason`` first. Region 1's maps (``_maps``) are applied once per call by ``_rotated``, q1 into
-    ``out`` itself (``_operands``)."""
+def _kernel_args(q, q1, k, k1, v, out, lse, pos_offset, spec, scale):
+    """The kernel's arguments (positional, keywords) and grid for operands from ``_operands``, nothing launched
+    (the CPU compile check builds them too)."""
     b, h, n, d = q.shape
-    h_kv = k.shape[1]
-    if spec.has_r1 and 2 * inv_freq.numel() != d:
-        raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
-    if tuple(out.shape) != (b, h, n, d) or out.dtype != q.dtype or not out.is_contiguous():
-        raise ValueError("out must be a contiguous [b, h, n, d] tensor of q's dtype")
-    q, q1, k, k1, v = _operands(q, k, v, inv_freq, out, spec, pos_offset)
+    rq, rk, rv = _rows(q), _rows(k), _rows(v)
     dt = _gl_dtype(q.dtype)
     lay_q = gl.NVMMASharedLayout.get_default_for([BLOCK_M, d], dt)
     lay_k = gl.NVMMASharedLayout.get_default_for([BLOCK_N, d], dt)
-    q_desc = TensorDescriptor.from_tensor(q.view(b * h * n, d), [BLOCK_M, d], lay_q)
-    k_desc = TensorDescriptor.from_tensor(k.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
-    k1_desc = TensorDescriptor.from_tensor(k1.view(b * h_kv * n, d), [BLOCK_N, d], lay_k) if k1 is not k else k_desc
-    q1_desc = TensorDescriptor.from_tensor(q1.view(b * h * n, d), [BLOCK_M, d], lay_q) if q1 is not q else q_desc
-    v_desc = TensorDescriptor.from_tensor(v.view(b * h_kv * n, d), [BLOCK_N, d], lay_k)
+
+    def desc(x, r, block, lay):
+        return TensorDescriptor(x, [r.rows, r.width], [r.stride, 1], [block, d], lay)
+
+    q_desc = desc(q, rq, BLOCK_M, lay_q)
+    q1_desc = desc(q1, rq, BLOCK_M, lay_q) if q1 is not q else q_desc
+    k_desc = desc(k, rk, BLOCK_N, lay_k)
+    k1_desc = desc(k1, rk, BLOCK_N, lay_k) if k1 is not k else k_desc
+    v_desc = desc(v, rv, BLOCK_N, lay_k)
     lo1 = int(min(spec.lo1, 1 << 30)) if spec.has_r1 else 1 << 30
-    grid = (triton.cdiv(n, BLOCK_M), b * h)
-    _hopper_ws_kernel[grid](q_desc, q1_desc, k_desc, k1_desc, v_desc, out, lse,
-                            pos_offset if pos_offset is not None else lse, h, h // h_kv, n, scale * _LOG2E, lo1,
-                            max(int(spec.ra), 1), int(spec.rb), RULE=int(spec.rule), HAS_R1=bool(spec.has_r1),
-                            HAS_Q1=q1 is not q, HAS_K1=k1 is not k, HAS_POFF=pos_offset is not None, HEAD_DIM=d,
-                            num_warps=4, maxnreg=MAXNREG)
+    args = (q_desc, q1_desc, k_desc, k1_desc, v_desc, out, lse, pos_offset if pos_offset is not None else lse, h,
+            h // k.shape[1], n, rq.rb, rq.rh, rq.ch, rq.stride, rk.rb, rk.rh, rk.ch, rv.rb, rv.rh, rv.ch,
+            scale * _LOG2E, lo1, max(int(spec.ra), 1), int(spec.rb))
+    kwargs = dict(RULE=int(spec.rule), HAS_R1=bool(spec.has_r1), HAS_Q1=q1 is not q, HAS_K1=k1 is not k,
+                  HAS_POFF=pos_offset is not None, HEAD_DIM=d, num_warps=4, maxnreg=MAXNREG)
+    return args, kwargs, (triton.cdiv(n, BLOCK_M), b * h)
+
+
+def launch_hopper_ws_prefill(q, k, v, inv_freq, out, lse, *, spec, scale, pos_offset=None):
+    """Fills out [b, h, n, d] (head- or token-major dense, ``_Rows``; preallocated, its old contents are not read)
+    and lse [b, h, n] (contiguous); q [b, h, n, d], k/v [b, h_kv, n, d]; pos_offset [b] int32 (the position of
+    index 0; None: 0). Callers check ``unserved_reason`` first. Region 1's maps (``_maps``) are applied once per
+    call by ``_rotated``, q1 into ``out`` itself (``_operands``)."""
+    b, h, n, d = q.shape
+    if spec.has_r1 and 2 * inv_freq.numel() != d:
+        raise ValueError("the Hopper kernel needs full rotary (2 * len(inv_freq) == head_dim)")
+    if tuple(out.shape) != (b, h, n, d) or out.dtype != q.dtype or _rows(out) is None:
+        raise ValueError("out must be a [b, h, n, d] tensor of q's dtype, head- or token-major dense")
+    ops = _operands(q, k, v, inv_freq, out, spec, pos_offset)
+    args, kwargs, grid = _kernel_args(*ops, out, lse, pos_offset, spec, scale)
+    _hopper_ws_kernel[grid](*args, **kwargs)
     return out, lse

@@ -92,11 +92,17 @@ def hopper_reason(q, k, key_start, spec: KernelSpec, inv_freq=None) -> str | Non
 
 def _outputs(q, k, key_start, spec: KernelSpec, inv_freq):
     """(out, lse, hopper) of one call, unfilled, each allocated once: lse [b, h, lq] fp32; out [b, h, lq, d] with q's
-    strides, except on the Hopper prefill route (hopper True), which needs it contiguous (its TMA reads q or q1
-    from it first: ``launch_hopper_ws_prefill``). The op's fake takes its shapes and strides from here too."""
+    strides, except on the Hopper prefill route (hopper True) when q is in neither layout its TMA views take
+    (``_prefill_hopper_ws._rows``): contiguous then (it reads q or q1 from out first). The op's fake takes its
+    shapes and strides from here too."""
     b, h, lq, _ = q.shape
     hopper = lq > 1 and hopper_reason(q, k, key_start, spec, inv_freq) is None
-    out = q.new_empty(q.shape) if hopper else torch.empty_like(q)
+    if hopper:
+        from ._prefill_hopper_ws import _rows
+
+        out = torch.empty_like(q) if _rows(q) is not None else q.new_empty(q.shape)
+    else:
+        out = torch.empty_like(q)
     return out, q.new_empty((b, h, lq), dtype=torch.float32), hopper
 
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 10, twentieth session: the Hopper prefill reads transformers' token-major q, k, v in place and writes
+# out token-major (``_prefill_hopper_ws._Rows``). One call on one sm_90 GPU:
+#   (1) the Hopper kernel's GPU tests (HF layout = token-major q, k, v; head-major DCA), the CUDA grid's 4097-key
+#       case of every method, the compiled-layers CUDA tests (texts equal the eager model's)
+#   (2) the evaluation's compiled-layers prefill (bench_inductor_knobs, default inductor settings) before (OLD_SRC:
+#       the previous commit's src, `git archive`d into a git-ignored folder and carried) and after (src), plain
+#       and STRING, each in its own process, one after the other in this call.
+# Run: OUT=... OLD_SRC=.old/src LIMIT=300 bash scripts/gpu_strided.sh
+set -uo pipefail
+OUT="${OUT:?set OUT}"
+OLD_SRC="${OLD_SRC:?set OLD_SRC}"
+LIMIT="${LIMIT:-300}"
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET
+start=$(date +%s)
+python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt"
+PYTHONPATH="$PWD/src" timeout $(( LIMIT * 2 / 5 )) python3 -m pytest -q -p no:cacheprovider -n 14 \
+  tests/kernels/test_hopper.py tests/kernels/test_table_attention.py tests/eval/test_dense_compile.py \
+  -k "test_hopper or (gpu_grid and 4097x4097) or test_dense_compile" 2>&1 | tail -25 | tee "$OUT/tests.log"
+for method in plain string; do
+  for side in old new; do
+    src="$PWD/src"; [ "$side" = old ] && src="$OLD_SRC"
+    left=$(( LIMIT - ($(date +%s) - start) - 5 ))
+    [ "$left" -lt 20 ] && { echo "out of time before $method/$side"; break 2; }
+    echo "== $method $side ($src)"
+    PYTHONPATH="$src:$PWD/benchmarks" timeout "$left" python3 benchmarks/bench_inductor_knobs.py --knobs default \
+      --shapes 48x8k,17x8k:lik --method "$method" --top 12 --out "$OUT/${method}_${side}.md" 2>&1 | tail -40 \
+      | tee "$OUT/${method}_${side}.log"
+  done
+done
+echo "total $(( $(date +%s) - start )) s"
