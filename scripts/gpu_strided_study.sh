@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Issue 10, twentieth session, one call: the Hopper prefill's GPU tests with token-major operands read in place
+# (``_prefill_hopper_ws._Rows``), then the whole ruler-lite study timed (scripts/gpu_study_call.sh, part (b)
+# only). If a test fails, the study runs on the previous commit's src (OLD_SRC, carried) and says so.
+# Run (the last of scripts/gpu_env.sh's model calls, carry [.model1, .whl, .old]):
+#   source scripts/gpu_env.sh; OUT=$OUT OLD_SRC=.old/src LIMIT=590 bash scripts/gpu_strided_study.sh
+set -uo pipefail
+OUT="${OUT:?set OUT}"
+OLD_SRC="${OLD_SRC:?set OLD_SRC}"
+LIMIT="${LIMIT:-590}"
+start=$(date +%s)
+(
+  unset TRITON_INTERPRET
+  python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+  PYTHONPATH="$PWD/src" timeout 130 python3 -m pytest -q -p no:cacheprovider -n 14 tests/kernels/test_hopper.py \
+    tests/eval/test_dense_compile.py -k "offsets_and_layout or dca_chunk or causal_entry or cuda_compiled" 2>&1 | tail -25
+) > "$OUT/tests.log" 2>&1
+if grep -qE "^[0-9]+ passed" "$OUT/tests.log" && ! grep -qE "failed|error" "$OUT/tests.log"; then
+  echo "tests passed ($(( $(date +%s) - start )) s): the study runs on this commit's src" | tee -a "$OUT/tests.log"
+else
+  echo "TESTS FAILED or timed out ($(( $(date +%s) - start )) s): the study runs on OLD_SRC" | tee -a "$OUT/tests.log"
+  rm -rf src && cp -r "$OLD_SRC" src
+fi
+tail -8 "$OUT/tests.log"
+MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=results/smollm2-135m_h100_2026-12-05.tgz WORKERS=3 BATCH_TOKENS=600000 \
+  OUT="$OUT" LIMIT=$(( LIMIT - ($(date +%s) - start) )) bash scripts/gpu_study_call.sh
