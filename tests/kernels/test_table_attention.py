@@ -237,18 +237,23 @@ def test_torch_compile_fake():
 
 @pytest.mark.parametrize("hopper", [True, False])
 def test_fake_layout_follows_the_route(monkeypatch, hopper):
-    """The fake gives out the layout ``_forward`` returns: contiguous on the Hopper route (its kernel stores
-    [b, h, n, d] rows), else q's strides (here HF's transposed q), so a compiled graph's strides match the op's."""
+    """The fake gives out the layout ``_forward`` returns: q's strides for HF's transposed q on both routes (the
+    Hopper kernel writes token-major rows in place), and contiguous on the Hopper route for a q in neither layout
+    its TMA views take (a cache slice), so a compiled graph's strides match the op's."""
     from ropeshift.kernels import attention as A
     from ropeshift.kernels.spec import compile_table
 
     monkeypatch.setattr(A, "hopper_reason", lambda *a: None if hopper else "not here")
-    q = torch.randn(1, 20, 2, 32).transpose(1, 2)  # [b, h, n, d] over [b, n, h, d] memory
     k = torch.randn(1, 1, 20, 32)
     spec = compile_table(build("rerope", dict(window=8)).table()).to_list()
+    q = torch.randn(1, 20, 2, 32).transpose(1, 2)  # [b, h, n, d] over [b, n, h, d] memory
     out, lse = A._fake(q, k, k, torch.ones(16), None, None, spec, 0.2)
     assert out.shape == q.shape and lse.shape == (1, 2, 20)
-    assert out.is_contiguous() == hopper and (out.stride() == q.stride()) != hopper
+    assert out.stride() == q.stride()
+    sliced = torch.randn(1, 2, 30, 32)[:, :, :20]  # the written part of a longer buffer
+    out, _ = A._fake(sliced, k, k, torch.ones(16), None, None, spec, 0.2)
+    assert out.shape == sliced.shape and (out.is_contiguous() or not hopper)
+
 
 # ---- GPU only: the full grid ----------------------------------------------------------------------------
 
