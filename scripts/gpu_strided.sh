@@ -6,7 +6,7 @@
 #   (2) the evaluation's compiled-layers prefill (bench_inductor_knobs, default inductor settings) before (OLD_SRC:
 #       the previous commit's src, `git archive`d into a git-ignored folder and carried) and after (src), plain
 #       and STRING, each in its own process, one after the other in this call.
-# Run: OUT=... OLD_SRC=.old/src LIMIT=300 bash scripts/gpu_strided.sh
+# Run: OUT=... OLD_SRC=.old/src LIMIT=300 [SHAPES=48x8k,17x8k:lik] bash scripts/gpu_strided.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
 OLD_SRC="${OLD_SRC:?set OLD_SRC}"
@@ -25,7 +25,7 @@ for method in plain string; do
     [ "$left" -lt 20 ] && { echo "out of time before $method/$side"; break 2; }
     echo "== $method $side ($src)"
     PYTHONPATH="$src:$PWD/benchmarks" timeout "$left" python3 benchmarks/bench_inductor_knobs.py --knobs default \
-      --shapes 48x8k,17x8k:lik --method "$method" --top 12 --out "$OUT/${method}_${side}.md" 2>&1 | tail -40 \
+      --shapes "${SHAPES:-48x8k,17x8k:lik}" --method "$method" --top 12 --out "$OUT/${method}_${side}.md" 2>&1 | tail -40 \
       | tee "$OUT/${method}_${side}.log"
   done
 done
