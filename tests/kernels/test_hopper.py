@@ -69,7 +69,8 @@ def test_cpu_never_takes_it():
 def _inputs(b, h, h_kv, n, d, dtype, seed, hf_layout):
     gen = torch.Generator().manual_seed(seed)
     if hf_layout:  # [b, n, h, d] transposed, as transformers hands q, k, v over (read in place)
-        return tuple(torch.randn(b, n, hx, d, generator=gen).to("cuda", dtype).transpose(1, 2) for hx in (h, h_kv, h_kv))
+        return tuple(torch.randn(b, n, hx, d, generator=gen).to("cuda", dtype).transpose(1, 2)
+                     for hx in (h, h_kv, h_kv))
     return tuple(torch.randn(b, hx, n, d, generator=gen).to("cuda", dtype) for hx in (h, h_kv, h_kv))
 
 
@@ -319,6 +320,19 @@ def test_rows_of_the_two_dense_layouts():
             assert torch.equal(view[bi * r.rb + hi * r.rh + t, hi * r.ch:hi * r.ch + 16], x[bi, hi, t])
     assert ws._rows(_laid_out(x, "cache", gen)) is None
     assert ws._rows(torch.randn(3, 1, 5, 16).expand(3, 1, 5, 16)[:1]) == ws._rows(torch.randn(1, 1, 5, 16))
+
+
+def test_in_place_off_copies_token_major_operands(monkeypatch):
+    """ROPESHIFT_HOPPER_IN_PLACE=0 (``IN_PLACE``): token-major q, k, v are no layout the views take, so the launcher
+    copies them to head-major and ``attention._outputs`` gives a contiguous out, as before the in-place views."""
+    ws = _ws()
+    monkeypatch.setattr(ws, "IN_PLACE", False)
+    gen = torch.Generator().manual_seed(0)
+    x = _laid_out(torch.randn(2, 3, 5, 16, generator=gen), "tokens", gen)
+    assert ws._rows(x) is None and ws._rows(x.contiguous()) is not None
+    out = torch.empty(2, 3, 5, 16)
+    qa, q1a, ka, k1a, va = ws._operands(x, x, x, llama_inv_freq(16), out, _spec("plain"))
+    assert qa is out and all(t.is_contiguous() for t in (ka, va))
 
 
 def test_operands_refuse_a_foreign_out():

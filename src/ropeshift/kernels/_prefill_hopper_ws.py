@@ -36,6 +36,7 @@ Returns out [b, h, n, d] and lse [b, h, n] (natural log), like every kernel here
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,10 @@ BLOCK_M, BLOCK_N = 128, 128  # query rows per program (two warpgroups of 64), ke
 FOLD_SHIFT_DIMS = frozenset({128})
 # TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+# token-major operands (transformers' q, k, v) read and out written in place (``_Rows``); ROPESHIFT_HOPPER_IN_PLACE=0
+# (or False here) copies them to head-major as before (side-by-side benchmarks: 529 -> 485 ms per 48 x 8k compiled
+# prefill in place on the H100, benchmarks/RESULTS.md)
+IN_PLACE = os.environ.get("ROPESHIFT_HOPPER_IN_PLACE", "1") != "0"
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
 CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
@@ -149,8 +154,9 @@ def _chunk_zones(p0, m0, BM: gl.constexpr, CS, CW, BN: gl.constexpr):
 
 @gluon.jit
 def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H, G, N, Q_RB, Q_RH, Q_CH, Q_R, K_RB,
-                      K_RH, K_CH, V_RB, V_RH, V_CH, qk_scale, LO1, CS, CW, RULE: gl.constexpr, HAS_R1: gl.constexpr, HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr,
-                      HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+                      K_RH, K_CH, V_RB, V_RH, V_CH, qk_scale, LO1, CS, CW, RULE: gl.constexpr, HAS_R1: gl.constexpr,
+                      HAS_Q1: gl.constexpr, HAS_K1: gl.constexpr, HAS_POFF: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      num_warps: gl.constexpr):
     BM: gl.constexpr = q_desc.block_type.shape[0]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # longest rows first (causal load balance)
@@ -204,10 +210,10 @@ def _hopper_ws_kernel(q_desc, q1_desc, k_desc, k1_desc, v_desc, O, LSE, POFF, H,
         _tma_load(q1_desc, [q_base + m0, q_col], q_bar, q_s.index(1))
 
     gl.warp_specialize([  # (Gluon takes literal argument tuples: the two consumers' differ in HALF alone)
-        (_consume, (0, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, q_base, q_col, Q_R, m0, N,
-                    n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
-        (_consume, (1, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, q_base, q_col, Q_R, m0, N,
-                    n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
+        (_consume, (0, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, q_base, q_col, Q_R, m0,
+                    N, n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
+        (_consume, (1, q_s, q_bar, p0, k_s, v_s, k_ready, v_ready, k_free, v_free, O, LSE, bh, q_base, q_col, Q_R, m0,
+                    N, n_steps, f_lo, r_hi, qk_scale, LO1, CS, CW, RULE, HAS_R1, HAS_Q1, HEAD_DIM, BN)),
         (_load_partition, (k_desc, k1_desc, v_desc, k_s, v_s, k_ready, v_ready, k_free, v_free, k_row, k_col, v_row,
                            v_col, n_steps, f_lo, r_hi, HAS_K1)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
@@ -286,8 +292,8 @@ class _Rows:
 
 
 def _rows(x) -> _Rows | None:
-    """x's ``_Rows`` when x [b, hx, n, d] is head-major or token-major dense (sizes-1 dims' strides ignored), else
-    None (the launcher copies it)."""
+    """x's ``_Rows`` when x [b, hx, n, d] is head-major or token-major dense (sizes-1 dims' strides ignored; token-major
+    only while ``IN_PLACE``), else None (the launcher copies it)."""
     b, hx, n, d = x.shape
     sb, sh, sn, sd = x.stride()
 
@@ -296,7 +302,7 @@ def _rows(x) -> _Rows | None:
 
     if fits(hx * n * d, n * d, d):
         return _Rows(hx * n, n, 0, d, b * hx * n, d)
-    if fits(n * hx * d, d, hx * d):
+    if IN_PLACE and fits(n * hx * d, d, hx * d):
         return _Rows(n, 0, d, hx * d, b * n, hx * d)
     return None
 
@@ -334,14 +340,12 @@ def _operands(q, k, v, inv_freq, out, spec, pos_offset=None):
     v are read in place, and out (``attention._outputs``: q's layout) is token-major then too, so the caller's
     ``out.transpose(1, 2)`` back to [b, n, h, d] is a view.
 
-    One Q-sized operand lives in ``out`` (the call's output): q1 when the query map re-rotates (the prologue
-    writes it there), else q's copy when q is not in out's layout. That saves a Q-sized buffer per call ([b, h,
-    n, d]: 256 MiB at 32 heads x 128 dims, 32k tokens, bf16). It is exact because program (m, bh) TMA-loads rows
-    [128 m, +128) of its (batch, head) of Q and Q1 into shared memory before either consumer warpgroup starts
-    (both wait on that load) and reads them from there only; its epilogue stores out rows (the ones < n) of
-    exactly that range, and no other program stores them (the last tile's rows past n belong to the next head
-    or batch: padding, never used). The kernel must keep that: a program reads the global Q/Q1 rows it stores
-    only before it stores them. K1 is a new K-sized buffer."""
+    One Q-sized operand lives in ``out``: q1 when the query map re-rotates (the prologue writes it there), else
+    q's copy when q is not in out's layout (a Q-sized buffer saved: 256 MiB at 32 heads x 128 dims, 32k tokens,
+    bf16). Exact because program (m, bh) TMA-loads rows [128 m, +128) of its (batch, head) of Q and Q1 into shared
+    memory before either consumer warpgroup starts and reads them from there only; its epilogue stores out rows
+    (< n) of exactly that range, which no other program stores (rows past n belong to the next head or batch:
+    padding, never used). The kernel must keep that. K1 is a new K-sized buffer."""
     q_map, k_map = _maps(spec, q.shape[-1])
     same = _rows(q) is not None and _rows(q) == _rows(out)
     if q_map is not None:
