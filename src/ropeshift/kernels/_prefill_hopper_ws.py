@@ -286,8 +286,7 @@ class _Rows:
     rows: int
     width: int
 
-    def view(self, x):
-        """x's storage as the [rows, width] matrix the descriptors read (the CPU emulation's view)."""
+    def view(self, x):  # x's storage as the [rows, width] matrix the descriptors read (the CPU emulation's)
         return x.as_strided((self.rows, self.width), (self.stride, 1))
 
 
@@ -305,6 +304,11 @@ def _rows(x) -> _Rows | None:
     if IN_PLACE and fits(n * hx * d, d, hx * d):
         return _Rows(n, 0, d, hx * d, b * n, hx * d)
     return None
+
+
+def empty_out(q):
+    """An unfilled out for q [b, h, n, d] here: q's layout where the views take it (``_rows``), else contiguous."""
+    return torch.empty_like(q) if _rows(q) is not None else q.new_empty(q.shape)
 
 
 def _rotated(x, pos_map, inv_freq, pos_offset, out=None, *, spec=None, trim=0):
@@ -359,8 +363,7 @@ def _operands(q, k, v, inv_freq, out, spec, pos_offset=None):
 
 
 def _kernel_args(q, q1, k, k1, v, out, lse, pos_offset, spec, scale):
-    """The kernel's arguments (positional, keywords) and grid for operands from ``_operands``, nothing launched
-    (the CPU compile check builds them too)."""
+    """(positional, keyword arguments, grid) of the kernel for ``_operands``' operands (also the CPU compile check)."""
     b, h, n, d = q.shape
     rq, rk, rv = _rows(q), _rows(k), _rows(v)
     dt = _gl_dtype(q.dtype)

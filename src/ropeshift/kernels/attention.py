@@ -98,9 +98,9 @@ def _outputs(q, k, key_start, spec: KernelSpec, inv_freq):
     b, h, lq, _ = q.shape
     hopper = lq > 1 and hopper_reason(q, k, key_start, spec, inv_freq) is None
     if hopper:
-        from ._prefill_hopper_ws import _rows
+        from ._prefill_hopper_ws import empty_out
 
-        out = torch.empty_like(q) if _rows(q) is not None else q.new_empty(q.shape)
+        out = empty_out(q)
     else:
         out = torch.empty_like(q)
     return out, q.new_empty((b, h, lq), dtype=torch.float32), hopper
