@@ -12,10 +12,11 @@ start=$(date +%s)
 (
   unset TRITON_INTERPRET
   python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-  PYTHONPATH="$PWD/src" timeout 130 python3 -m pytest -q -p no:cacheprovider -n 14 tests/kernels/test_hopper.py \
-    tests/eval/test_dense_compile.py -k "offsets_and_layout or dca_chunk or causal_entry or cuda_compiled" 2>&1 | tail -25
+  PYTHONPATH="$PWD/src" timeout 150 python3 -m pytest -q -rA -p no:cacheprovider -n 14 tests/kernels/test_hopper.py \
+    tests/eval/test_dense_compile.py -k "offsets_and_layout or dca_chunk or causal_entry or cuda_compiled" 2>&1 \
+    | grep -v -e PytestBenchmarkWarning -e "warner(" | tail -120
 ) > "$OUT/tests.log" 2>&1
-if grep -qE "^[0-9]+ passed" "$OUT/tests.log" && ! grep -qE "failed|error" "$OUT/tests.log"; then
+if grep -qE "[0-9]+ passed" "$OUT/tests.log" && ! grep -qE "[0-9]+ (failed|errors?)\b" "$OUT/tests.log"; then
   echo "tests passed ($(( $(date +%s) - start )) s): the study runs on this commit's src" | tee -a "$OUT/tests.log"
 else
   echo "TESTS FAILED or timed out ($(( $(date +%s) - start )) s): the study runs on OLD_SRC" | tee -a "$OUT/tests.log"
