@@ -322,17 +322,21 @@ def test_rows_of_the_two_dense_layouts():
     assert ws._rows(torch.randn(3, 1, 5, 16).expand(3, 1, 5, 16)[:1]) == ws._rows(torch.randn(1, 1, 5, 16))
 
 
-def test_in_place_off_copies_token_major_operands(monkeypatch):
-    """ROPESHIFT_HOPPER_IN_PLACE=0 (``IN_PLACE``): token-major q, k, v are no layout the views take, so the launcher
-    copies them to head-major and ``attention._outputs`` gives a contiguous out, as before the in-place views."""
+@pytest.mark.parametrize("setting", ["0", "q", "1"])
+def test_in_place_setting_copies_the_others(monkeypatch, setting):
+    """ROPESHIFT_HOPPER_IN_PLACE (``IN_PLACE``): the token-major operands it names are read in place, the others
+    copied to head-major ("0": all, as before the in-place views; "q": K and V); out follows q (``empty_out``)."""
     ws = _ws()
-    monkeypatch.setattr(ws, "IN_PLACE", False)
+    names = {"1": "qkv", "0": ""}.get(setting, setting)
+    monkeypatch.setattr(ws, "IN_PLACE", frozenset(names))
     gen = torch.Generator().manual_seed(0)
     x = _laid_out(torch.randn(2, 3, 5, 16, generator=gen), "tokens", gen)
-    assert ws._rows(x) is None and ws._rows(x.contiguous()) is not None
-    out = torch.empty(2, 3, 5, 16)
+    assert ws._rows(x, False) is None and ws._rows(x.contiguous(), False) is not None
+    out = ws.empty_out(x)
+    assert (out.stride() == x.stride()) == ("q" in names) and (out.is_contiguous() != ("q" in names))
     qa, q1a, ka, k1a, va = ws._operands(x, x, x, llama_inv_freq(16), out, _spec("plain"))
-    assert qa is out and all(t.is_contiguous() for t in (ka, va))
+    assert (qa is x) == ("q" in names) and (ka is x) == ("k" in names) and (va is x) == ("v" in names)
+    assert all(t.is_contiguous() for t, n in ((ka, "k"), (va, "v")) if n not in names)
 
 
 def test_operands_refuse_a_foreign_out():
