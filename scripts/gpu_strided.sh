@@ -4,8 +4,8 @@
 #   (1) the Hopper kernel's GPU tests (HF layout = token-major q, k, v; head-major DCA), the CUDA grid's 4097-key
 #       case of every method, the compiled-layers CUDA tests (texts equal the eager model's)
 #   (2) the evaluation's compiled-layers prefill (bench_inductor_knobs, default inductor settings) before (OLD_SRC:
-#       the previous commit's src, `git archive`d into a git-ignored folder and carried) and after (src), plain
-#       and STRING, each in its own process, one after the other in this call.
+#       the previous commit's src, `git archive`d into a git-ignored folder and carried) and after (src; and with
+#       ROPESHIFT_HOPPER_IN_PLACE=q: K and V copied), plain and STRING, each in its own process, one after the other.
 # Run: OUT=... OLD_SRC=.old/src LIMIT=300 [SHAPES=48x8k,17x8k:lik] bash scripts/gpu_strided.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
@@ -22,14 +22,15 @@ PYTHONPATH="$PWD/src" timeout "${TEST_LIMIT:-150}" python3 -m pytest -q -rA -p n
   -k "offsets_and_layout or dca_chunk or causal_entry or (gpu_grid and 4097x4097) or cuda_compiled" 2>&1 \
   | grep -v -e PytestBenchmarkWarning -e "warner(" | tail -150 | tee "$OUT/tests.log"
 for method in plain string; do
-  for side in old new; do
+  for side in old new new_q; do  # new_q: q in place, K and V copied (ROPESHIFT_HOPPER_IN_PLACE=q)
     src="$PWD/src"; [ "$side" = old ] && src="$OLD_SRC"
+    inplace=qkv; [ "$side" = new_q ] && inplace=q
     left=$(( LIMIT - ($(date +%s) - start) - 5 ))
     [ "$left" -lt 20 ] && { echo "out of time before $method/$side"; break 2; }
     echo "== $method $side ($src)"
-    PYTHONPATH="$src:$PWD/benchmarks" timeout "$left" python3 benchmarks/bench_inductor_knobs.py --knobs default \
-      --shapes "${SHAPES:-48x8k,17x8k:lik}" --method "$method" --top 12 --out "$OUT/${method}_${side}.md" 2>&1 | tail -40 \
-      | tee "$OUT/${method}_${side}.log"
+    ROPESHIFT_HOPPER_IN_PLACE=$inplace PYTHONPATH="$src:$PWD/benchmarks" timeout "$left" \
+      python3 benchmarks/bench_inductor_knobs.py --knobs default --shapes "${SHAPES:-48x8k,17x8k:lik}" \
+      --method "$method" --top 12 --out "$OUT/${method}_${side}.md" 2>&1 | tail -40 | tee "$OUT/${method}_${side}.log"
   done
 done
 echo "total $(( $(date +%s) - start )) s"
