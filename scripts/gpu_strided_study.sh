@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 10, twentieth session, one call: the Hopper prefill's GPU tests with token-major operands read in place
-# (``_prefill_hopper_ws._Rows``), then the whole ruler-lite study timed (scripts/gpu_study_call.sh, part (b)
+# (``_Rows``; scripts/gpu_strided.sh BENCH=0), then the whole ruler-lite study timed (scripts/gpu_study_call.sh, part (b)
 # only). If a test fails, the study runs on the previous commit's src (OLD_SRC, carried) and says so.
 # Run (the last of scripts/gpu_env.sh's model calls, carry [.model1, .whl, .old]):
 #   source scripts/gpu_env.sh; OUT=$OUT OLD_SRC=.old/src LIMIT=590 bash scripts/gpu_strided_study.sh
@@ -9,13 +9,7 @@ OUT="${OUT:?set OUT}"
 OLD_SRC="${OLD_SRC:?set OLD_SRC}"
 LIMIT="${LIMIT:-590}"
 start=$(date +%s)
-(
-  unset TRITON_INTERPRET
-  python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-  PYTHONPATH="$PWD/src" timeout 150 python3 -m pytest -q -rA -p no:cacheprovider -n 14 tests/kernels/test_hopper.py \
-    tests/eval/test_dense_compile.py -k "offsets_and_layout or dca_chunk or causal_entry or cuda_compiled" 2>&1 \
-    | grep -v -e PytestBenchmarkWarning -e "warner(" | tail -120
-) > "$OUT/tests.log" 2>&1
+OUT="$OUT" OLD_SRC="$OLD_SRC" BENCH=0 bash scripts/gpu_strided.sh > /dev/null 2>&1  # writes $OUT/tests.log
 if grep -qE "[0-9]+ passed" "$OUT/tests.log" && ! grep -qE "[0-9]+ (failed|errors?)\b" "$OUT/tests.log"; then
   echo "tests passed ($(( $(date +%s) - start )) s): the study runs on this commit's src" | tee -a "$OUT/tests.log"
 else

@@ -68,8 +68,8 @@ def compile_variant(name, d, variant=""):
 
     case = {c[0]: c for c in method_cases(512, 128)}[name]
     spec = compile_table(build(*case[1:]).table())
-    b, h, h_kv, n = 1, 4, 1, 1024
-    # transformers' token-major q, k, v (read in place through 2-D views, ``ws._Rows``)
+    b, h, h_kv, n = 1, 4, 2, 1024
+    # transformers' token-major q, k, v (read in place through 2-D views with a column offset, ``ws._Rows``)
     q, k = (torch.zeros(b, n, hx, d, dtype=torch.bfloat16).transpose(1, 2) for hx in (h, h_kv))
     dims = {"nofold": frozenset(), "fold": frozenset({64, 128})}.get(variant, ws.FOLD_SHIFT_DIMS)
     q_map, k_map = ws._maps(spec, d) if dims is ws.FOLD_SHIFT_DIMS else _maps_with(ws, spec, d, dims)

@@ -252,7 +252,9 @@ def test_fake_layout_follows_the_route(monkeypatch, hopper):
     assert out.stride() == q.stride()
     sliced = torch.randn(1, 2, 30, 32)[:, :, :20]  # the written part of a longer buffer
     out, _ = A._fake(sliced, k, k, torch.ones(16), None, None, spec, 0.2)
-    assert out.shape == sliced.shape and (out.is_contiguous() or not hopper)
+    assert out.shape == sliced.shape
+    if hopper:
+        assert out.is_contiguous()
 
 
 # ---- GPU only: the full grid ----------------------------------------------------------------------------

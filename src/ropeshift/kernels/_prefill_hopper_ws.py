@@ -354,7 +354,8 @@ def _operands(q, k, v, inv_freq, out, spec, pos_offset=None):
     (< n) of exactly that range, which no other program stores (rows past n belong to the next head or batch:
     padding, never used). The kernel must keep that. K1 is a new K-sized buffer."""
     q_map, k_map = _maps(spec, q.shape[-1])
-    same = _rows(q, "q" in IN_PLACE) is not None and _rows(q) == _rows(out)
+    rq = _rows(q, "q" in IN_PLACE)
+    same = rq is not None and rq == _rows(out)
     if q_map is not None:
         q = q if same else torch.empty_like(out).copy_(q)
         q1 = _rotated(q, q_map, inv_freq, pos_offset, out=out, spec=spec, trim=1)
