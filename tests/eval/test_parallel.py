@@ -16,9 +16,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from ropeshift.eval.batching import _chunks, deal, shard
+from ropeshift.eval.batching import _chunks, claim_items, claim_order, deal, only, shard
 from ropeshift.eval.options import MethodSpec
-from ropeshift.eval.parallel import Ranks, device_for
+from ropeshift.eval.parallel import Ranks, claims, device_for
 from ropeshift.eval.records import cell_files, iter_records, model_dir
 from ropeshift.eval.runner import RunConfig, run
 
@@ -88,6 +88,75 @@ def test_shard_balances_by_cost():
     assert all(len(todo) == 4 for p in parts for _, _, _, todo in p)   # whole chunks
 
 
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_claim_order_holds_every_prompt_once_in_chunks_of_one_bucket_and_length(world):
+    work = _work()
+    order = claim_order(work, world, 3)
+    prompts = [p for chunk in order for p in chunk]
+    assert sorted(prompts) == sorted({(t, n, s.index) for _, t, n, todo in work for s in todo})   # each once
+    assert len(order) >= world
+    for chunk in order:
+        assert len({(t.startswith("perplexity"), n) for t, n, _ in chunk}) == 1       # one bucket x length
+    rows = [(m, t, n, s.index) for chunk in order for m, t, n, todo in only(work, chunk) for s in todo]
+    assert sorted(rows) == sorted((m, t, n, s.index) for m, t, n, todo in work for s in todo)  # every method's row
+    # the static deal follows the same order: its shares are whole chunks
+    owner, _ = deal(work, world, 3)
+    assert all(len({owner[p] for p in chunk}) == 1 for chunk in order)
+
+
+def test_claim_order_goes_costliest_first_and_interleaves_the_kinds():
+    """Within a kind chunks go costliest first; the likelihood chunks sit among the generation ones by their share
+    of their own kind's cost, not all at the end (every rank running likelihood forwards at once)."""
+    s = lambda i, n: SimpleNamespace(index=i, n_tokens=n)  # noqa: E731
+    work = [("rope", task, n, [s(i, n - 100) for i in range(4)])
+            for task in ("passkey", "perplexity") for n in (1024, 2048, 4096, 8192)]
+    order = claim_order(work, 2, 4)
+    kinds = ["lik" if next(iter(c))[0] == "perplexity" else "gen" for c in order]
+    lengths = [next(iter(c))[1] for c in order]
+    for kind in ("gen", "lik"):
+        mine = [n for k, n in zip(kinds, lengths) if k == kind]
+        assert mine == sorted(mine, reverse=True) and len(mine) == 4                 # costliest first
+    assert kinds[:2] in (["gen", "lik"], ["lik", "gen"]) and kinds[-2:] in (["gen", "lik"], ["lik", "gen"])
+    assert all(kinds[i:i + 3] not in (["gen"] * 3, ["lik"] * 3) for i in range(len(kinds) - 2))
+
+
+def test_claim_items_put_the_rope_rows_copies_with_it_and_every_other_method_alone():
+    work = _work()
+    chunks = claim_order(work, 2, 3)
+    items = claim_items(work, 2, 3, False, ["rope", "string"], {"string": {256}})   # string copies rope's at 256
+    assert {c for c, _ in items} == set(chunks)
+    for chunk in chunks:
+        mine = [methods for c, methods in items if c == chunk]
+        want = [("rope", "string")] if next(iter(chunk))[1] == 256 else [("rope",), ("string",)]
+        assert mine == want
+    rows = sorted((m, t, n, s.index) for c, ms in items for m, t, n, todo in only(work, c, ms) for s in todo)
+    assert rows == sorted((m, t, n, s.index) for m, t, n, todo in work for s in todo)   # every row, once
+
+
+def test_claims_give_each_index_to_one_rank(tmp_path):
+    """Three ranks (threads with their own ``FileStore``) claim 40 indices: each once, in order on every rank,
+    and a rank slowed down takes fewer."""
+    import threading
+
+    got: dict[int, list] = {}
+
+    def rank(r):
+        got[r] = []
+        for i in claims(Ranks(r, 3), tmp_path, 40):
+            got[r].append(i)
+            time.sleep(0.02 if r == 2 else 0.002)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(i for r in got for i in got[r]) == list(range(40))
+    assert all(got[r] == sorted(got[r]) for r in got)
+    assert len(got[2]) < len(got[0]) and len(got[2]) < len(got[1])
+    assert list(claims(Ranks(), tmp_path / "one", 3)) == [0, 1, 2]   # one rank: no store
+
+
 def test_ranks_and_devices(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -152,19 +221,21 @@ def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, t
     from ropeshift.cli.main import main
 
     argv = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--tasks", "passkey", "--lengths", "256",
-            "--samples", "4", "--methods", "rope,string", "--shift", "100", "--window", "16", "--no-progress"]
+            "--samples", "4", "--methods", "rope,string,lm_infinite", "--shift", "100", "--window", "16",
+            "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
     assert main([*argv, "--out", str(tmp_path / "workers"), "--workers", "2"]) == 0
-    assert "8 samples to run" in capsys.readouterr().out
+    assert "12 samples to run" in capsys.readouterr().out
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "ropeshift.cli.main",
                     *argv, "--out", str(tmp_path / "torchrun")], env=env, check=True, capture_output=True)
     name = tiny_folder.name
-    one = {r.key: (r.prediction, r.score) for r in iter_records(model_dir(tmp_path / "one", name))}
-    assert len(one) == 8
+    one = {r.key: (r.prediction, r.score, r.details.get("same_as"))
+           for r in iter_records(model_dir(tmp_path / "one", name))}
+    assert len(one) == 12 and sum(v[2] == "rope" for v in one.values()) == 4   # lm_infinite at 256 < L: rope's
     for run_dir in ("workers", "torchrun"):
         recs = list(iter_records(model_dir(tmp_path / run_dir, name)))
-        assert {r.key: (r.prediction, r.score) for r in recs} == one, run_dir
+        assert {r.key: (r.prediction, r.score, r.details.get("same_as")) for r in recs} == one, run_dir
         assert {p.name for p in model_dir(tmp_path / run_dir, name).glob("passkey/*/*.jsonl")} == {
             "256.w0.jsonl", "256.w1.jsonl"}
 

@@ -563,63 +563,6 @@ def test_merged_run_batches_by_budget_with_the_same_records(tmp_path, tok, tiny_
         assert all((got[i].prediction, got[i].score) == (want[i].prediction, want[i].score) for i in got)
 
 
-def test_length_buckets_stagger_each_rank_and_keep_rope_first_in_each_group():
-    """Rank r's entries start about r / world of the prompt tokens in, wrapped, cut between (bucket, length)
-    groups; every entry once; rank 0 and a single rank keep the plain order."""
-    from ropeshift.eval.batching import length_buckets
-    from ropeshift.eval.parallel import Ranks
-
-    class S:
-        def __init__(self, n):
-            self.n_tokens, self.index = n, 0
-
-    methods = [MethodSpec("rope"), MethodSpec("string")]
-    work = [(m, task, n, [S(n)] * 4) for task in ("passkey", "niah_single_1", "perplexity") for n in (1024, 4096)
-            for m in methods]
-    entries = length_buckets(work, merged=True)
-    assert length_buckets(work, True, Ranks(0, 3)) == entries and length_buckets(work, True, Ranks(0, 1)) == entries
-    groups = [(e[1], e[2][0][0] == "perplexity") for e in entries]
-    for rank in (1, 2):
-        got = length_buckets(work, True, Ranks(rank, 3))
-        assert sorted((e[0].name, e[1], tuple(c[0] for c in e[2])) for e in got) == \
-            sorted((e[0].name, e[1], tuple(c[0] for c in e[2])) for e in entries)
-        keys = [(e[1], e[2][0][0] == "perplexity") for e in got]
-        first = keys[0]
-        assert got[0][0].name == "rope" and first in groups  # a group's rope row leads
-        for i in range(1, len(got)):  # a new group starts with its rope row
-            if keys[i] != keys[i - 1]:
-                assert got[i][0].name == "rope"
-    # tokens: gen 1k 2x1024x4, gen 4k 2x2x4096x4 (passkey+niah), lik 1k, lik 4k: rank 1 starts at gen 4k,
-    # rank 2 at perplexity 1k (the boundaries nearest 1/3 and 2/3 of the tokens)
-    rank1, rank2 = length_buckets(work, True, Ranks(1, 3)), length_buckets(work, True, Ranks(2, 3))
-    assert (rank1[0][1], rank1[0][2][0][0]) == (4096, "passkey")
-    assert rank2[0][2][0][0] == "perplexity"
-
-
-def test_length_buckets_rotate_the_methods_after_rope_by_rank():
-    """Within each (bucket, length) rope leads and the other methods follow in the run's order rotated by
-    rank x n / world (each method's kernels are compiled first on one rank: batching.length_buckets)."""
-    from ropeshift.eval.batching import length_buckets
-    from ropeshift.eval.parallel import Ranks
-
-    class S:
-        def __init__(self, n):
-            self.n_tokens, self.index = n, 0
-
-    names = ["rope", "a", "b", "c", "d", "e", "f"]
-    methods = [MethodSpec("rope")] + [MethodSpec("string", {"shift": 100 + i}) for i in range(6)]
-    label = {m.label: n for m, n in zip(methods, names)}
-    work = [(m, "passkey", n, [S(n)] * 4) for n in (1024, 4096) for m in methods]
-    want = {0: "a b c d e f", 1: "c d e f a b", 2: "e f a b c d"}
-    for rank, rest in want.items():
-        got = length_buckets(work, True, Ranks(rank, 3))
-        for length in (1024, 4096):
-            order = [label[m.label] for m, n, _ in got if n == length]
-            assert order == ["rope"] + rest.split()
-        assert len(got) == len(work)
-    assert [label[m.label] for m, n, _ in length_buckets(work, True) if n == 1024] == names
-
-
 def test_last_rank_runs_an_eager_lead_then_compiles_once(tmp_path, tok, tiny_llama, monkeypatch):
     """``dense_compile.eager_lead``: the last of several CUDA ranks runs its first batches with eager layers and
     compiles them once its lead of work is run; the batch log marks the eager batches; other ranks, one process

@@ -1,11 +1,14 @@
 """How the runner cuts its work into batches: ranks' shares, buckets of tasks, row order, rows per batch.
 
-    work = shard(work, ranks, lambda n: rows_per_batch(cfg, n), merged)  # this rank's prompts
-    for method, length, cells in length_buckets(work, merged, ranks):  # bucket x length x method, staggered by rank
-        rows = [(s, task) for task, todo in cells for s in todo]
-        batches = cut_batches(rows, tasks, rows_per_batch(cfg, length), merged and ended_rows_free(model))
+    items = claim_items(work, ranks.world, lambda n: rows_per_batch(cfg, n), merged, methods, joins)  # every rank's
+    for i in parallel.claims(ranks, folder, len(items)):       # each item to the first rank free to take it
+        for method, length, cells in length_buckets(only(work, *items[i]), merged):  # rope first
+            rows = [(s, task) for task, todo in cells for s in todo]
+            batches = cut_batches(rows, tasks, rows_per_batch(cfg, length), merged and ended_rows_free(model))
 
-``work`` is ``runner.plan_work``'s ``[(method, task, length, pending samples)]``; ``cfg`` a ``runner.RunConfig``.
+``work`` is ``runner.plan_work``'s ``[(method, task, length, pending samples)]``; ``cfg`` a ``runner.RunConfig``;
+a single process runs ``length_buckets(work, merged)`` in one go. ``shard`` is the static share a rank would get
+if the cost model were exact (the replay tools under benchmarks/ price batches with it).
 A merged run (``graph_decode.retire_possible``: CUDA, where the decode loop can retire ended rows) puts every
 generation task of a length and method in one bucket; for a method whose ended rows are retired
 (``graph_decode.ended_rows_free``) its rows are cut longest answer budget first, so the batches at 8k for one
@@ -19,18 +22,16 @@ method on one rank (73 rows each at 600k tokens) look like::
 """
 from __future__ import annotations
 
-import itertools
-
 from . import rope_share
 from .parallel import Ranks
 from .records import GENERATION
 from .tasks import resolve_task
 
 
-# The cost model ``shard`` balances ranks with, in generation prompt-token equivalents, from the H200 study of
-# 2026-12-06 (4 processes, benchmarks/RESULTS.md): a generation prompt token ~3.7 us of a process, a likelihood
-# row's token ~3x that (strided perplexity forwards 5 windows of L for its 2 rows), and a generation batch's
-# decode ~20 ms a step to its longest budget whatever its rows (graph replays of a small model are launch-bound).
+# The cost model that orders what the ranks claim (``claim_items``), in generation prompt-token equivalents,
+# from the H200 study of 2026-12-06 (4 processes, benchmarks/RESULTS.md): a generation prompt token ~3.7 us of a
+# process, a likelihood row's token ~3x that (strided perplexity forwards 5 windows of L for its 2 rows), and a
+# generation batch's decode ~20 ms a step to its longest budget whatever its rows (graph replays of a small model are launch-bound).
 LIKELIHOOD_TOKEN = 3
 DECODE_STEP_TOKENS = 6_000
 
@@ -41,10 +42,12 @@ def token_weight(kind: str) -> int:
 
 
 def shard(work: list[tuple], ranks: Ranks, batch_rows=1, merged: bool = False) -> list[tuple]:
-    """This rank's part of ``work``: whole sample groups (every method of one prompt), dealt in chunks of at most
-    one batch's rows of one decode bucket x length, each chunk to the rank with the least estimated cost so far
-    (costliest chunk first). ``batch_rows``: an int, or a function of the length (``rows_per_batch``);
-    ``merged``: the runner's bucket rule (``decode_bucket``).
+    """This rank's part of ``work`` if every chunk cost what the cost model says: whole sample groups (every
+    method of one prompt), in chunks of at most one batch's rows of one decode bucket x length, each chunk (in
+    ``claim_order``) to the rank with the least estimated cost so far (``deal``). The runner instead lets the
+    ranks claim the same chunks as they go (``parallel.claims``); the replay tools under benchmarks/ use this.
+    ``batch_rows``: an int, or a function of the length (``rows_per_batch``); ``merged``: the runner's bucket
+    rule (``decode_bucket``).
 
     Why chunks of a batch: the runner cuts each rank's rows per method and length into batches, and a batch
     decodes to its longest row's budget at a cost that barely depends on its rows. Giving every rank 1/world of
@@ -63,33 +66,126 @@ def shard(work: list[tuple], ranks: Ranks, batch_rows=1, merged: bool = False) -
     if ranks.world == 1:
         return work
     owner, _ = deal(work, ranks.world, batch_rows, merged)
+    return only(work, {p for p, r in owner.items() if r == ranks.rank})
+
+
+def only(work: list[tuple], prompts, methods=None) -> list[tuple]:
+    """``work`` restricted to the sample groups ``prompts`` (a set of ``(task, length, index)``) and, when given,
+    to ``methods``; empty cells out."""
     mine = []
     for method, task, length, todo in work:
-        todo = [s for s in todo if owner[task, length, s.index] == ranks.rank]
+        if methods is not None and method not in methods:
+            continue
+        todo = [s for s in todo if (task, length, s.index) in prompts]
         if todo:
             mine.append((method, task, length, todo))
     return mine
 
 
+def claim_order(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> list[frozenset]:
+    """``work``'s sample groups in batch-sized chunks of one decode bucket x length (``shard``'s chunks): each a set
+    of ``(task, length, index)``, the kinds interleaved as in ``claim_items``; with ``world`` ranks at least
+    ``world`` chunks where the prompts allow."""
+    unit_of, kinds = _by_kind(work, world, batch_rows, merged)
+    prompts = _prompts(unit_of)
+    return [frozenset(p for u in units for p in prompts[u]) for _, units in _interleave(kinds)]
+
+
+def claim_items(work: list[tuple], world: int, batch_rows, merged: bool, methods: list,
+                joins: dict) -> list[tuple[frozenset, tuple]]:
+    """What the ranks claim (``parallel.claims``), one batch of one method each: ``[(prompts, methods)]``, the same
+    list on every rank. Per chunk (``claim_order``'s) the first of ``methods`` (the rope row) goes together with
+    the methods that copy its records at the chunk's length (``joins[method]``: those lengths,
+    ``rope_share.equal_lengths``; they cost nothing and need the rope row's records of the same prompts: one rank,
+    in order), and every other method goes on its own::
+
+        chunk 8k #1:  (rope)  (string)  (yarn)  ...          chunk 1k:  (rope, string, dca, ...)  (yarn)  ...
+
+    Generation and likelihood items each go costliest chunk first (the cost model's estimate), and the two lists
+    are interleaved by their share of their own kind's cost, so the ranks run a mix of both throughout and the
+    last items claimed are the cheapest (the ranks end within about one batch of each other, ~2-5 s, whatever
+    the cost model's error; a static deal of whole chunks left 37 s between the ranks of the H100 study of
+    2026-12-06). A likelihood token costs ~2x a generation prefill token when every rank runs likelihood
+    forwards at once (compute-bound, nothing to overlap), against generation's bandwidth-bound decode steps
+    beside them (H100, 2026-12-06, benchmarks/RESULTS.md)::
+
+        generation  G1 G2 G3 G4 G5 G6 ...   (costliest first)      claimed:  G1 L1 G2 G3 L2 G4 ...
+        likelihood  L1 L2 L3 ...
+    """
+    unit_of, kinds = _by_kind(work, world, batch_rows, merged)
+    prompts = _prompts(unit_of)
+    lists = []
+    for chunk_list in kinds:
+        items = []
+        for cost, units in chunk_list:
+            chunk = frozenset(p for u in units for p in prompts[u])
+            length = units[0][1]
+            with_first = tuple(m for m in methods[1:] if length in joins.get(m, ()))
+            groups = [(methods[0], *with_first)] + [(m,) for m in methods[1:] if m not in with_first]
+            items += [(cost / len(groups), (chunk, g)) for g in groups]
+        lists.append(items)
+    return [item for _, item in _interleave(lists)]
+
+
 def deal(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> tuple[dict, list[int]]:
     """``shard``'s plan, the same on every rank: ``({(task, length, index): rank}, estimated cost per rank)``
-    (cost in generation prompt-token equivalents, ``LIKELIHOOD_TOKEN`` and ``DECODE_STEP_TOKENS``)."""
+    (cost in generation prompt-token equivalents, ``LIKELIHOOD_TOKEN`` and ``DECODE_STEP_TOKENS``): the chunks
+    in ``claim_order``, each to the rank with the least estimated cost so far."""
+    unit_of, kinds = _by_kind(work, world, batch_rows, merged)
+    load = [0] * world
+    rank_of = {}
+    for cost, units in _interleave(kinds):
+        r = min(range(world), key=lambda k: (load[k], k))
+        load[r] += cost
+        rank_of.update(dict.fromkeys(units, r))
+    return {prompt: rank_of[u] for prompt, u in unit_of.items()}, load
+
+
+def _by_kind(work: list[tuple], world: int, batch_rows, merged: bool) -> tuple[dict, list[list]]:
+    """``({(task, length, index): unit}, [[(cost, units)] per kind, costliest first])`` (``_chunks``, halved to
+    ``world`` chunks where they can be)."""
     rows_at = batch_rows if callable(batch_rows) else (lambda length: batch_rows)
     if any(rows_at(length) < 1 for _, _, length, _ in work):
         raise ValueError(f"batch rows must be >= 1, got {batch_rows}")
     unit_of, chunks = _chunks(work, rows_at, merged)
+    kinds: dict[bool, list] = {}
+    for cost, units in sorted(_halved(chunks, world), key=lambda c: -c[0]):   # stable: ties keep the work's order
+        kinds.setdefault(units[0][0][0] == GENERATION, []).append((cost, units))
+    return unit_of, list(kinds.values())
+
+
+def _interleave(lists: list[list]) -> list[tuple]:
+    """The ``(cost, item)`` lists merged into one, always taking from the list least far along by the share of its
+    own total cost (half of its next item counted)."""
+    totals = [max(1, sum(c for c, _ in items)) for items in lists]
+    taken, spent, out = [0] * len(lists), [0.0] * len(lists), []
+    while any(t < len(items) for t, items in zip(taken, lists)):
+        k = min((i for i in range(len(lists)) if taken[i] < len(lists[i])),
+                key=lambda i: ((spent[i] + lists[i][taken[i]][0] / 2) / totals[i], i))
+        out.append(lists[k][taken[k]])
+        spent[k] += out[-1][0]
+        taken[k] += 1
+    return out
+
+
+def _prompts(unit_of: dict) -> dict:
+    """``{unit: {(task, length, index), ...}}`` from ``_chunks``' ``unit_of``."""
+    prompts: dict[tuple, set] = {}
+    for prompt, u in unit_of.items():
+        prompts.setdefault(u, set()).add(prompt)
+    return prompts
+
+
+def _halved(chunks: list[tuple], world: int) -> list[tuple]:
+    """``chunks`` (``(cost, units)``) with the costliest halved until there are ``world`` of them (or no chunk of
+    several units is left)."""
+    chunks = list(chunks)
     while len(chunks) < world and any(len(units) > 1 for _, units in chunks):
         cost, units = max(chunks, key=lambda c: (c[0], len(c[1])))
         chunks.remove((cost, units))
         half = len(units) // 2
         chunks += [(cost * len(part) // len(units), part) for part in (units[:half], units[half:])]
-    load = [0] * world
-    rank_of = {}
-    for cost, units in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
-        r = min(range(world), key=lambda k: (load[k], k))
-        load[r] += cost
-        rank_of.update(dict.fromkeys(units, r))
-    return {prompt: rank_of[u] for prompt, u in unit_of.items()}, load
+    return chunks
 
 
 def _chunks(work: list[tuple], rows_at, merged: bool) -> tuple[dict, list[tuple]]:
@@ -248,7 +344,7 @@ def fill_cuts(items: list, most: int) -> list[list]:
     return out
 
 
-def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks()) -> list[tuple]:
+def length_buckets(work: list[tuple], merged: bool = False) -> list[tuple]:
     """``work`` (``(method, task, length, todo)``) regrouped into ``(method, length, [(task, todo), ...])``: one
     entry per decode bucket (``decode_bucket``, ``merged`` passed on) x length x method, in the order each first
     occurs (bucket-major, then length, then method, the rope row first: the methods that are exactly RoPE at a
@@ -256,25 +352,10 @@ def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks
     cuts each entry into batches that mix its tasks, so a length holds few large generate() calls instead of one
     per task.
 
-    With several ranks, rank r starts ``r / world`` of the way through that order (by prompt tokens, at the
-    nearest (bucket, length) boundary) and wraps around. When every rank walked the same order the likelihood
-    buckets (compute-bound forwards, no decode) ran on all ranks at once at the end, and a likelihood token cost
-    2x a generation prefill token, whose forwards overlap other ranks' bandwidth-bound decode steps on a shared
-    GPU (H100, 2026-12-06, benchmarks/RESULTS.md). Staggered (ruler-lite, 3 ranks: the likelihood buckets hold
-    ~18 % of the prompt tokens, generation's 8k bucket ~31 %)::
-
-        rank 0   gen 1k 2k 4k 6k 8k | lik 1k .. 8k
-        rank 1   gen 6k 8k | lik 1k .. 8k | gen 1k 2k 4k
-        rank 2   lik 1k .. 8k | gen 1k 2k 4k 6k 8k
-
-    Within each (bucket, length) the rope row leads and the other methods follow in the run's order rotated by
-    ``rank * n / world``: each method's first batch (its Triton kernels' JIT, 3-5 s a method and rank on the H100,
-    2026-12-06) then comes first on one rank, and the others, reaching it later, load the compiled kernels from
-    Triton's on-disk cache instead of compiling the same ones at the same time::
-
-        3 ranks, methods rope a b c d e f:   rank 0  rope a b c d e f
-                                             rank 1  rope c d e f a b
-                                             rank 2  rope e f a b c d
+    With several ranks the runner calls this per claimed item (``claim_items``: one chunk, one method or the rope
+    row with the methods that copy it), and the ranks' first items are different methods, so each method's
+    Triton kernels are JIT-compiled (3-5 s a method on the H100, 2026-12-06) first on one rank while the others,
+    reaching it later, load them from Triton's on-disk cache.
     """
     groups: dict[tuple, list] = {}
     for method, task, length, todo in work:
@@ -282,18 +363,6 @@ def length_buckets(work: list[tuple], merged: bool = False, ranks: Ranks = Ranks
         groups.setdefault(key, []).append((task, todo))
     first: dict[tuple, int] = {}
     for i, key in enumerate(groups):
-        first.setdefault(key[:2], i)
-    heads = sorted(first, key=first.get)  # (bucket, length) in order of first occurrence
-    if ranks.world > 1 and heads:
-        tokens = dict.fromkeys(heads, 0)
-        for key, cells in groups.items():
-            tokens[key[:2]] += sum(s.n_tokens for _, todo in cells for s in todo)
-        bounds = list(itertools.accumulate((tokens[h] for h in heads), initial=0))[:-1]
-        target = sum(tokens.values()) * ranks.rank / ranks.world
-        start = min(range(len(heads)), key=lambda i: abs(bounds[i] - target))
-        first = {h: i for i, h in enumerate(heads[start:] + heads[:start])}
-    labels = list(dict.fromkeys(k[2].label for k in groups if k[2].label != rope_share.BASELINE))
-    turn = ranks.rank * len(labels) // ranks.world
-    place = {label: (i - turn) % len(labels) for i, label in enumerate(labels)}
-    order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE, place.get(k[2].label, 0)))
+        first.setdefault(key[:2], i)   # (bucket, length) in order of first occurrence
+    order = sorted(groups, key=lambda k: (first[k[:2]], k[2].label != rope_share.BASELINE))   # stable: run order
     return [(method, length, groups[_, length, method]) for _, length, method in order]

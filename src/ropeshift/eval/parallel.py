@@ -5,9 +5,10 @@
 
 Every rank reads the same snapshot of finished records (a barrier separates reading from writing),
 so every rank computes the same list of pending samples; sample groups (task, length, index: every
-method of one prompt) are dealt in batch-sized chunks of one bucket x length, each to the least loaded rank by
-estimated cost (``batching.shard``). Each rank appends to its own records files
-(``records.open_writer``), so a run resumed with any number of ranks loses and duplicates nothing.
+method of one prompt) are cut into batch-sized chunks of one bucket x length, and each chunk's batches of one
+method into items (``batching.claim_items``), which the ranks claim one at a time as they go (``claims``). Each
+rank appends to its own records files (``records.open_writer``), so a run resumed with any number of ranks
+loses and duplicates nothing.
 Rank 0 generates the prompts (the others wait at a barrier and read them) and draws the one progress
 bar; the other ranks report their counts through small files under ``<model>/_progress/<run id>/``.
 The process group is gloo (CPU tensors only: barriers and one broadcast), whatever the model's device.
@@ -131,6 +132,29 @@ def broadcast(ranks: Ranks, value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def claims(ranks: Ranks, folder: Path, n: int):
+    """Indices ``0 .. n - 1``, each yielded on exactly one rank: the first to ask for it, in order. Rank r asks for
+    the next index whenever it is free (one ``torch.distributed.FileStore`` counter under ``folder``, shared by
+    the ranks of one host or of hosts sharing the run's folder), so a rank that ran cheaper chunks takes more of
+    them and the ranks end within about one chunk of each other, whatever the cost model's error::
+
+        index   0    1    2    3    4    5    6   ...   (batching.claim_items: costliest first)
+        rank    r0   r1   r2   r1   r0   r2   r1  ...   (whoever is free first)
+
+    A static deal of whole chunks by estimated cost (``batching.shard``) left the ranks of the H100 study of
+    2026-12-06 (run h) with 308, 334 and 345 s of batches: the last ~37 s of the loop ran with fewer ranks.
+    One rank (``world == 1``) takes every index without a store."""
+    if ranks.world == 1:
+        yield from range(n)
+        return
+    import torch.distributed as dist
+
+    folder.mkdir(parents=True, exist_ok=True)
+    store = dist.FileStore(str(folder / "claims"), ranks.world)
+    while (i := store.add("next", 1) - 1) < n:
+        yield i
 
 
 class Progress:

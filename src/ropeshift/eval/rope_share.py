@@ -44,6 +44,20 @@ def rope_equal_lengths(info: dict, lengths) -> set[int]:
     return set(rope_lengths(name, info.get("params"), list(lengths)))
 
 
+def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "model") -> dict:
+    """``{method: lengths at which it is exactly RoPE}`` for the run's ``methods`` (MethodSpecs) on ``model``: each
+    activated once (``generation.activate``, then deactivated) and checked (``rope_equal_lengths``). ~2 s for
+    ruler-lite's 13 rows on a CPU, mostly the check's matrices at 8k (cached per process)."""
+    from .generation import activate, deactivate
+
+    out = {}
+    for m in methods:
+        if m.label != BASELINE:
+            out[m] = rope_equal_lengths(activate(model, m, impl, plain_attention), lengths)
+            deactivate(model)
+    return out
+
+
 def copy_from_rope(out, model: str, method: MethodSpec, info: dict, length: int, cells: list) -> tuple[list, list]:
     """``(records to write, cells still to compute)`` for one bucket of a method at a rope-equal length.
 

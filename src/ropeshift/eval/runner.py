@@ -10,7 +10,7 @@ every method reads the stored prompts, so all methods see identical inputs. A re
 fsynced) to this process's own records file as soon as its sample is scored; a rerun skips samples
 whose record exists in any writer's file, after checking that it was made from the same prompt (same
 hash). With ``ranks`` (``parallel.Ranks``, under torchrun or ``--workers``) the pending samples are
-dealt over the ranks; see ``parallel``.
+cut into chunks that the ranks claim as they go; see ``parallel``.
 Run: ropeshift eval --help
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, compile_seconds, counts, gpu_memory, log_path, reset_peak_memory
-from .batching import MemoryCap, cut_batches, length_buckets, rows_per_batch, shard, token_weight
+from .batching import (MemoryCap, claim_items, cut_batches, length_buckets, only, rows_per_batch,
+                       token_weight)
 from .options import MethodSpec, format_length
 from .parallel import Ranks
 from .records import GENERATION, Record, model_dir, open_writer, read_cell
@@ -165,6 +166,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
+    joins = {}  # several ranks: the methods that copy the rope row's records, at their lengths (claim_items)
+    if share and ranks.world > 1:   # on rank 0 while its prompt workers run, the others before they wait for them
+        joins = rope_share.equal_lengths(model, cfg.methods, cfg.lengths, cfg.impl, cfg.plain_attention)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
     if ranks.main:
@@ -178,14 +182,19 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     parallel.barrier(ranks)        # every rank has read the same records before any rank writes
     clock.mark("plan")
     total = sum(len(w[3]) for w in work)
-    work = shard(work, ranks, lambda length: rows_per_batch(cfg, length), merged)
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
+    entries = length_buckets(work, merged)   # one process: every (bucket, length) in turn, rope first
+    if ranks.world > 1:   # several: one method's batch of a chunk whenever this rank is free
+        items = claim_items(work, ranks.world, lambda length: rows_per_batch(cfg, length), merged,
+                            _run_order(cfg.methods), joins)
+        entries = (entry for i in parallel.claims(ranks, bar.folder, len(items))
+                   for entry in length_buckets(only(work, *items[i]), merged))
     written, current, last_kind = 0, None, None
     device = next(model.parameters()).device
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
     memory_cap = MemoryCap()  # batch tokens bounded after an out-of-memory split
     try:
-        for method, length, cells in length_buckets(work, merged, ranks):
+        for method, length, cells in entries:
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
@@ -249,6 +258,12 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         deactivate(model)
     bar.finish()
     return written
+
+
+def _run_order(methods) -> list:
+    """The run's methods with the rope row first (``claim_items``' first method), the others in their order."""
+    base = rope_share.baseline_row(methods)
+    return ([base] if base is not None else []) + [m for m in methods if m is not base]
 
 
 def release_cached_memory(device) -> None:
