@@ -2,6 +2,8 @@
 # Issue 10, twentieth session, one call: the Hopper prefill's GPU tests with token-major operands read in place
 # (``_Rows``; scripts/gpu_strided.sh BENCH=0), then the whole ruler-lite study timed (scripts/gpu_study_call.sh, part (b)
 # only). If a test fails, the study runs on the previous commit's src (OLD_SRC, carried) and says so.
+# Twenty-first session: the ranks claim one method's batch at a time (batching.claim_items), and 640k-token batches
+# (600k before: 8k and 4k then take 6 and 3 chunks a method instead of 7 and 4; ~21 GiB a process).
 # Run (the last of scripts/gpu_env.sh's model calls, carry [.model1, .whl, .old]):
 #   source scripts/gpu_env.sh; OUT=$OUT OLD_SRC=.old/src LIMIT=590 bash scripts/gpu_strided_study.sh
 set -uo pipefail
@@ -17,5 +19,5 @@ else
   rm -rf src && cp -r "$OLD_SRC" src
 fi
 tail -8 "$OUT/tests.log"
-MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=results/smollm2-135m_h100_2026-12-05.tgz WORKERS=3 BATCH_TOKENS=600000 \
+MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=results/smollm2-135m_h100_2026-12-05.tgz WORKERS=3 BATCH_TOKENS=${BATCH_TOKENS:-640000} \
   OUT="$OUT" LIMIT=$(( LIMIT - ($(date +%s) - start) )) bash scripts/gpu_study_call.sh
