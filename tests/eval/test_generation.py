@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ropeshift.eval.generation import answer_end, generate, left_pad, prompt_ids
+from ropeshift.eval.generation import answer_end, batch_prompt_ids, generate, left_pad, prompt_ids
 from ropeshift.eval.prompts import encode
 from ropeshift.eval.tasks import TASKS, Sample
 
@@ -86,6 +86,24 @@ def test_prompt_ids_are_tokenised_once(tok):
     assert a.tolist() == encode(tok, text, True)
     ids, mask = left_pad([a, torch.tensor([5])], pad_id=0)
     assert ids[0].tolist() == a.tolist() and ids[1].tolist()[-1] == 5 and mask.sum() == len(a) + 1
+
+
+def test_batch_prompt_ids_equal_one_by_one_and_share_the_cache(tok, monkeypatch):
+    """A batch's prompts are tokenised in one call per special-token setting: the same ids as one by one, cached
+    for ``prompt_ids``; a prompt met again is not tokenised again."""
+    from ropeshift.eval import generation
+
+    texts = [f"Prompt number {i} of a batch, with some words." for i in range(5)]
+    texts.append(texts[0])
+    specials = [True, False, True, False, True, True]
+    got = batch_prompt_ids(tok, texts, specials)
+    assert [g.tolist() for g in got] == [encode(tok, t, a) for t, a in zip(texts, specials)]
+    assert got[0] is got[5] and prompt_ids(tok, texts[1], False) is got[1]
+    again = batch_prompt_ids(tok, texts[:3], specials[:3])
+    assert all(a is g for a, g in zip(again, got))       # cached: not tokenised again
+    monkeypatch.setattr(generation, "IDS_CACHED", 2)
+    batch_prompt_ids(tok, ["another prompt"], [True])
+    assert len(generation._IDS) == 2                     # the least recent ones dropped
 
 
 def _sample(task: str, refs: tuple[str, ...]) -> Sample:

@@ -123,14 +123,16 @@ def test_claim_order_goes_costliest_first_and_interleaves_the_kinds():
 def test_claim_items_put_the_rope_rows_copies_with_it_and_every_other_method_alone():
     work = _work()
     chunks = claim_order(work, 2, 3)
-    items = claim_items(work, 2, 3, False, ["rope", "string"], {"string": {256}})   # string copies rope's at 256
+    rope, string = SimpleNamespace(label="rope"), SimpleNamespace(label="string")
+    items = claim_items(work, 2, 3, False, [rope, string], {"string": {256}})   # string copies rope's at 256
     assert {c for c, _ in items} == set(chunks)
     for chunk in chunks:
-        mine = [methods for c, methods in items if c == chunk]
-        want = [("rope", "string")] if next(iter(chunk))[1] == 256 else [("rope",), ("string",)]
+        mine = [[m.label for m in methods] for c, methods in items if c == chunk]
+        want = [["rope", "string"]] if next(iter(chunk))[1] == 256 else [["rope"], ["string"]]
         assert mine == want
-    rows = sorted((m, t, n, s.index) for c, ms in items for m, t, n, todo in only(work, c, ms) for s in todo)
-    assert rows == sorted((m, t, n, s.index) for m, t, n, todo in work for s in todo)   # every row, once
+    work = [(rope if m == "rope" else string, t, n, todo) for m, t, n, todo in work]
+    rows = sorted((m.label, t, n, s.index) for c, ms in items for m, t, n, todo in only(work, c, ms) for s in todo)
+    assert rows == sorted((m.label, t, n, s.index) for m, t, n, todo in work for s in todo)   # every row, once
 
 
 def test_claims_give_each_index_to_one_rank(tmp_path):

@@ -219,7 +219,7 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
             self.index, self.prompt, self.add_special_tokens, self.references = i, str(i), False, (str(i),)
 
     monkeypatch.setattr(generation, "generate", fake_generate)
-    monkeypatch.setattr(generation, "prompt_ids", lambda tok, prompt, special: [int(prompt)])
+    monkeypatch.setattr(generation, "batch_prompt_ids", lambda tok, prompts, specials: [[int(p)] for p in prompts])
     batch = [S(i) for i in range(5)]
     preds, results = runner._run_batch([FakeTask()] * len(batch), None, None, batch)
     assert sizes == [5, 2, 3, 1, 2]

@@ -95,7 +95,7 @@ def claim_items(work: list[tuple], world: int, batch_rows, merged: bool, methods
                 joins: dict) -> list[tuple[frozenset, tuple]]:
     """What the ranks claim (``parallel.claims``), one batch of one method each: ``[(prompts, methods)]``, the same
     list on every rank. Per chunk (``claim_order``'s) the first of ``methods`` (the rope row) goes together with
-    the methods that copy its records at the chunk's length (``joins[method]``: those lengths,
+    the methods that copy its records at the chunk's length (``joins[label]``: those lengths,
     ``rope_share.equal_lengths``; they cost nothing and need the rope row's records of the same prompts: one rank,
     in order), and every other method goes on its own::
 
@@ -120,7 +120,7 @@ def claim_items(work: list[tuple], world: int, batch_rows, merged: bool, methods
         for cost, units in chunk_list:
             chunk = frozenset(p for u in units for p in prompts[u])
             length = units[0][1]
-            with_first = tuple(m for m in methods[1:] if length in joins.get(m, ()))
+            with_first = tuple(m for m in methods[1:] if length in joins.get(m.label, ()))
             groups = [(methods[0], *with_first)] + [(m,) for m in methods[1:] if m not in with_first]
             items += [(cost / len(groups), (chunk, g)) for g in groups]
         lists.append(items)

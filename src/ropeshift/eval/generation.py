@@ -17,6 +17,7 @@ ROPESHIFT_COMPACT_ROWS=1: on; off by default, measured no faster on the H200).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -25,15 +26,41 @@ from .options import MethodSpec
 Stop = Callable[[str], bool]  # new text of one row so far -> its answer is over
 
 
-@lru_cache(maxsize=1024)
+_IDS: "OrderedDict[tuple, object]" = OrderedDict()   # (tokenizer id, prompt, special) -> ids; most recent last
+IDS_CACHED = 2048   # prompts (~64 MB of 8k-token prompts as int32)
+
+
 def prompt_ids(tokenizer, text: str, add_special_tokens: bool):
     """The prompt's token ids as an int32 tensor ``[n]``, tokenised once per (tokenizer, prompt) and cached,
-    so every method of a run reuses them (a 1024-entry LRU: ~32 MB of 8k-token prompts)."""
+    so every method of a run reuses them (the ``IDS_CACHED`` most recent prompts)."""
+    return batch_prompt_ids(tokenizer, [text], [add_special_tokens])[0]
+
+
+def batch_prompt_ids(tokenizer, texts: Sequence[str], specials: Sequence[bool]) -> list:
+    """``prompt_ids`` of many prompts: the ones not cached are tokenised in one call per ``add_special_tokens``
+    value (a fast tokenizer encodes a list on all cores; the same ids as one by one). With several ranks each
+    rank tokenises the prompts of the items it claims (``batching.claim_items``): one at a time they took 57
+    process-s of the H100 study of 2026-12-07, 4x the 2026-12-06 study's, where one rank ran all of a prompt's
+    methods."""
     import torch
 
     from .prompts import encode
 
-    return torch.tensor(encode(tokenizer, text, add_special_tokens), dtype=torch.int32)
+    keys = [(id(tokenizer), t, bool(a)) for t, a in zip(texts, specials)]
+    for special in (False, True):
+        todo = list(dict.fromkeys(k for k in keys if k[2] == special and k not in _IDS))
+        if len(todo) == 1:
+            _IDS[todo[0]] = torch.tensor(encode(tokenizer, todo[0][1], special), dtype=torch.int32)
+        elif todo:
+            ids = tokenizer([k[1] for k in todo], add_special_tokens=special)["input_ids"]
+            _IDS.update((k, torch.tensor(i, dtype=torch.int32)) for k, i in zip(todo, ids))
+    out = []
+    for k in keys:
+        _IDS.move_to_end(k)
+        out.append(_IDS[k])
+    while len(_IDS) > max(IDS_CACHED, len(set(keys))):
+        _IDS.popitem(last=False)
+    return out
 
 
 class AnswerEnd:

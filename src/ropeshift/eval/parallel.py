@@ -134,6 +134,17 @@ def broadcast(ranks: Ranks, value):
     return box[0]
 
 
+def gather(ranks: Ranks, value) -> list:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if ranks.world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    out = [None] * ranks.world
+    dist.all_gather_object(out, value)
+    return out
+
+
 def claims(ranks: Ranks, folder: Path, n: int):
     """Indices ``0 .. n - 1``, each yielded on exactly one rank: the first to ask for it, in order. Rank r asks for
     the next index whenever it is free (one ``torch.distributed.FileStore`` counter under ``folder``, shared by

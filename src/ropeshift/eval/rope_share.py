@@ -45,15 +45,17 @@ def rope_equal_lengths(info: dict, lengths) -> set[int]:
 
 
 def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "model") -> dict:
-    """``{method: lengths at which it is exactly RoPE}`` for the run's ``methods`` (MethodSpecs) on ``model``: each
-    activated once (``generation.activate``, then deactivated) and checked (``rope_equal_lengths``). ~2 s for
-    ruler-lite's 13 rows on a CPU, mostly the check's matrices at 8k (cached per process)."""
+    """``{method label: lengths at which it is exactly RoPE}`` for ``methods`` (MethodSpecs; the rope row left out)
+    on ``model``: each activated once (``generation.activate``, then deactivated) and checked
+    (``rope_equal_lengths``). ~2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the check's matrices at 8k;
+    7.8 s on rank 0 of the H100 study of 2026-12-07, beside its prompt workers (the runner now leaves it to the
+    ranks that wait for rank 0's prompts)."""
     from .generation import activate, deactivate
 
     out = {}
     for m in methods:
         if m.label != BASELINE:
-            out[m] = rope_equal_lengths(activate(model, m, impl, plain_attention), lengths)
+            out[m.label] = rope_equal_lengths(activate(model, m, impl, plain_attention), lengths)
             deactivate(model)
     return out
 

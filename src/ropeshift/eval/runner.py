@@ -167,8 +167,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
     joins = {}  # several ranks: the methods that copy the rope row's records, at their lengths (claim_items)
-    if share and ranks.world > 1:   # on rank 0 while its prompt workers run, the others before they wait for them
-        joins = rope_share.equal_lengths(model, cfg.methods, cfg.lengths, cfg.impl, cfg.plain_attention)
+    if share and ranks.world > 1 and not ranks.main:   # found by ranks 1.. while they wait for rank 0's prompts
+        mine = cfg.methods[ranks.rank - 1::ranks.world - 1]
+        joins = rope_share.equal_lengths(model, mine, cfg.lengths, cfg.impl, cfg.plain_attention)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
     if ranks.main:
@@ -179,7 +180,8 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         samples = prepare_samples(cfg, tokenizer, progress=False)
     clock.mark("prompts")
     work = plan_work(cfg, samples)
-    parallel.barrier(ranks)        # every rank has read the same records before any rank writes
+    # also the barrier after which ranks write: every rank has read the same records first
+    joins = {k: v for part in parallel.gather(ranks, joins) for k, v in part.items()}
     clock.mark("plan")
     total = sum(len(w[3]) for w in work)
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
@@ -287,7 +289,7 @@ def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = 
     (``tokenize_s``, ``post_s``: scoring, and ``generate``'s; ``batch_log``)."""
     import torch
 
-    from .generation import answer_end, generate, prompt_ids
+    from .generation import answer_end, batch_prompt_ids, generate
 
     try:
         if tasks[0].kind != GENERATION:
@@ -295,7 +297,7 @@ def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = 
                 raise ValueError("a likelihood batch must hold one task or one batch group")
             return [None] * len(batch), tasks[0].evaluate(model, tokenizer, batch)
         t0 = time.perf_counter()
-        rows = [prompt_ids(tokenizer, s.prompt, s.add_special_tokens) for s in batch]
+        rows = batch_prompt_ids(tokenizer, [s.prompt for s in batch], [s.add_special_tokens for s in batch])
         t1 = time.perf_counter()
         preds = generate(model, tokenizer, rows, [t.max_new_tokens for t in tasks],
                          stop=[answer_end(t, s) for t, s in zip(tasks, batch)], stats=stats)
