@@ -121,8 +121,9 @@ def eager_lead(ranks, mode: str | None, model) -> int:
         rank 2      [eager batches ...][compile ........][compiled batches ..........]
         GPU         [rank 2 ..........][ranks 0, 1 .......................................]
 
-    The switch counts work, not seconds, so which batches ran eager is the same in every run of a plan (their
-    records differ from compiled ones as between two batch sizes: fused elementwise chains round once)."""
+    The switch counts work, not seconds; which batches run eager depends on the items this rank claims
+    (``batching.claim_items``), so it may differ between two runs of a plan (an eager batch's records differ from
+    a compiled one's as between two batch sizes: fused elementwise chains round once)."""
     if not mode or ranks.world < 2 or ranks.rank != ranks.world - 1:
         return 0
     return EAGER_LEAD_TOKENS if next(iter(model.parameters())).device.type == "cuda" else 0
