@@ -11,7 +11,8 @@ rank appends to its own records files (``records.open_writer``), so a run resume
 loses and duplicates nothing.
 Rank 0 generates the prompts (the others wait at a barrier and read them) and draws the one progress
 bar; the other ranks report their counts through small files under ``<model>/_progress/<run id>/``.
-The process group is gloo (CPU tensors only: barriers and one broadcast), whatever the model's device.
+The process group is gloo (CPU tensors only: barriers, one broadcast, one gather), whatever the model's device;
+the claims go through a ``torch.distributed.FileStore`` beside the progress files.
 """
 from __future__ import annotations
 
@@ -148,8 +149,8 @@ def gather(ranks: Ranks, value) -> list:
 def claims(ranks: Ranks, folder: Path, n: int):
     """Indices ``0 .. n - 1``, each yielded on exactly one rank: the first to ask for it, in order. Rank r asks for
     the next index whenever it is free (one ``torch.distributed.FileStore`` counter under ``folder``, shared by
-    the ranks of one host or of hosts sharing the run's folder), so a rank that ran cheaper chunks takes more of
-    them and the ranks end within about one chunk of each other, whatever the cost model's error::
+    the ranks of one host or of hosts sharing the run's folder), so a rank that ran cheaper items takes more of
+    them and the ranks end within about one item of each other, whatever the cost model's error::
 
         index   0    1    2    3    4    5    6   ...   (batching.claim_items: costliest first)
         rank    r0   r1   r2   r1   r0   r2   r1  ...   (whoever is free first)
