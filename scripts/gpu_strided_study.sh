@@ -25,5 +25,5 @@ else
   rm -rf src && cp -r "$OLD_SRC" src
 fi
 tail -8 "$OUT/tests.log"
-MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=results/smollm2-135m_h100_2026-12-05.tgz WORKERS=3 BATCH_TOKENS=${BATCH_TOKENS:-640000} \
+MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=${BASE_TGZ:-results/smollm2-135m_h100_2026-12-05.tgz} WORKERS=3 BATCH_TOKENS=${BATCH_TOKENS:-640000} \
   OUT="$OUT" LIMIT=$(( LIMIT - ($(date +%s) - start) )) bash scripts/gpu_study_call.sh
