@@ -6,7 +6,8 @@
 #   (2) the evaluation's compiled-layers prefill (bench_inductor_knobs, default inductor settings) before (OLD_SRC:
 #       the previous commit's src, `git archive`d into a git-ignored folder and carried) and after (src; and with
 #       ROPESHIFT_HOPPER_IN_PLACE=q: K and V copied), plain and STRING, each in its own process, one after the other.
-# Run: OUT=... OLD_SRC=.old/src LIMIT=300 [SHAPES=48x8k,17x8k:lik] [BENCH=0: (1) only] bash scripts/gpu_strided.sh
+# Run: OUT=... OLD_SRC=.old/src LIMIT=300 [SHAPES=48x8k,17x8k:lik] [BENCH=0: (1) only] [TESTS=0: (2) only]
+#      [METHODS=plain] bash scripts/gpu_strided.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
 OLD_SRC="${OLD_SRC:?set OLD_SRC}"
@@ -17,12 +18,12 @@ start=$(date +%s)
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee "$OUT/versions.txt"
 # only the GPU tests, named (-rA): on 2026-12-06 "-k test_hopper" took the module's CPU tests too and the run
 # was cut at 110 s after 61 tests
-PYTHONPATH="$PWD/src" timeout "${TEST_LIMIT:-150}" python3 -m pytest -q -rA -p no:cacheprovider -n 14 \
+[ "${TESTS:-1}" = 0 ] || PYTHONPATH="$PWD/src" timeout "${TEST_LIMIT:-150}" python3 -m pytest -q -rA -p no:cacheprovider -n 14 \
   tests/kernels/test_hopper.py tests/kernels/test_table_attention.py tests/eval/test_dense_compile.py \
   -k "offsets_and_layout or dca_chunk or causal_entry or (gpu_grid and 4097x4097) or cuda_compiled" 2>&1 \
   | grep -v -e PytestBenchmarkWarning -e "warner(" | tail -150 | tee "$OUT/tests.log"
 [ "${BENCH:-1}" = 0 ] && exit 0  # the tests only (scripts/gpu_strided_study.sh)
-for method in plain string; do
+for method in ${METHODS:-plain string}; do
   for side in old new new_q; do  # new_q: q in place, K and V copied (ROPESHIFT_HOPPER_IN_PLACE=q)
     src="$PWD/src"; [ "$side" = old ] && src="$OLD_SRC"
     inplace=qkv; [ "$side" = new_q ] && inplace=q
