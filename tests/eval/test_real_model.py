@@ -34,3 +34,18 @@ def test_string_below_its_shift_matches_rope(smollm2, tmp_path):
     string = read_cell(tmp_path, "smollm2-135m", "needle", "string", 512)
     assert string[0]["params"]["shift"] > 512 and string[0]["method_name"] == "string"
     assert sorted((r["index"], r["prediction"]) for r in rope) == sorted((r["index"], r["prediction"]) for r in string)
+
+
+def test_batched_prompt_ids_equal_one_by_one_with_the_real_tokenizer(smollm2):
+    """``generation.batch_prompt_ids`` (the runner's: one tokenizer call a batch) gives the ids that the prompts
+    were sized with, one by one, for the GGUF tokenizer's real prompts."""
+    from ropeshift.eval.generation import _IDS, batch_prompt_ids
+    from ropeshift.eval.prompts import encode
+
+    _, tok = smollm2
+    samples = [s for task in ("niah_single_1", "vt", "passkey")
+               for s in TASKS[task].make_samples(tok, 1024, 2, 0, TaskOptions())]
+    _IDS.clear()
+    got = batch_prompt_ids(tok, [s.prompt for s in samples], [s.add_special_tokens for s in samples])
+    for s, ids in zip(samples, got):
+        assert ids.tolist() == encode(tok, s.prompt, s.add_special_tokens) and len(ids) == s.n_tokens
