@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ropeshift.eval.batching import _chunks, claim_items, claim_order, deal, only, shard
+from ropeshift.eval.batching import _chunks, claim_order, claim_queues, deal, only, shard
 from ropeshift.eval.options import MethodSpec
 from ropeshift.eval.parallel import Ranks, claims, device_for
 from ropeshift.eval.records import cell_files, iter_records, model_dir
@@ -120,11 +120,12 @@ def test_claim_order_goes_costliest_first_and_interleaves_the_kinds():
     assert all(kinds[i:i + 3] not in (["gen"] * 3, ["lik"] * 3) for i in range(len(kinds) - 2))
 
 
-def test_claim_items_put_the_rope_rows_copies_with_it_and_every_other_method_alone():
+def test_claim_queues_put_the_rope_rows_copies_with_it_and_every_other_method_alone():
     work = _work()
     chunks = claim_order(work, 2, 3)
     rope, string = SimpleNamespace(label="rope"), SimpleNamespace(label="string")
-    items = claim_items(work, 2, 3, False, [rope, string], {"string": {256}})   # string copies rope's at 256
+    queues, first = claim_queues(work, 2, 3, False, [rope, string], {"string": {256}})   # string copies rope's
+    items = [item for q in queues for item in q]
     assert {c for c, _ in items} == set(chunks)
     for chunk in chunks:
         mine = [[m.label for m in methods] for c, methods in items if c == chunk]
@@ -133,30 +134,48 @@ def test_claim_items_put_the_rope_rows_copies_with_it_and_every_other_method_alo
     work = [(rope if m == "rope" else string, t, n, todo) for m, t, n, todo in work]
     rows = sorted((m.label, t, n, s.index) for c, ms in items for m, t, n, todo in only(work, c, ms) for s in todo)
     assert rows == sorted((m.label, t, n, s.index) for m, t, n, todo in work for s in todo)   # every row, once
+    # generation first, then likelihood; the last rank starts on likelihood
+    assert [{next(iter(c))[0].startswith("perplexity") for c, _ in q} for q in queues] == [{False}, {True}]
+    assert first == [0, 1]
 
 
-def test_claims_give_each_index_to_one_rank(tmp_path):
-    """Three ranks (threads with their own ``FileStore``) claim 40 indices: each once, in order on every rank,
-    and a rank slowed down takes fewer."""
+def test_claim_queues_go_costliest_first_and_give_likelihood_its_share_of_ranks():
+    s = lambda i, n: SimpleNamespace(index=i, n_tokens=n)  # noqa: E731
+    rope = MethodSpec("rope")
+    for lik_docs, world, want in ((4, 3, [0, 0, 1]), (4, 8, [0, 0, 0, 0, 0, 1, 1, 1]), (0, 3, [0, 0, 0])):
+        work = [(rope, "passkey", n, [s(i, n - 100) for i in range(4)]) for n in (1024, 2048, 4096, 8192)]
+        work += [(rope, "perplexity", n, [s(i, n) for i in range(lik_docs)]) for n in (1024, 8192) if lik_docs]
+        queues, first = claim_queues(work, world, 4, False, [rope], {})
+        assert first == want
+        for q in queues if world == 3 else ():   # (with 8 ranks the costliest chunks are halved: 8 at least)
+            lengths = [next(iter(c))[1] for c, _ in q]
+            assert lengths == sorted(lengths, reverse=True)                          # costliest first
+
+
+def test_claims_give_each_item_to_one_rank(tmp_path):
+    """Three ranks (threads with their own ``FileStore``) claim from two queues of 30 and 10 items: each item once,
+    in order on every rank; rank 2 starts on queue 1, then helps with queue 0; a rank slowed down takes fewer."""
     import threading
 
     got: dict[int, list] = {}
 
     def rank(r):
         got[r] = []
-        for i in claims(Ranks(r, 3), tmp_path, 40):
-            got[r].append(i)
-            time.sleep(0.02 if r == 2 else 0.002)
+        for q, i in claims(Ranks(r, 3), tmp_path, [30, 10], 1 if r == 2 else 0):
+            got[r].append((q, i))
+            time.sleep(0.02 if r == 1 else 0.002)
 
     threads = [threading.Thread(target=rank, args=(r,)) for r in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(i for r in got for i in got[r]) == list(range(40))
-    assert all(got[r] == sorted(got[r]) for r in got)
-    assert len(got[2]) < len(got[0]) and len(got[2]) < len(got[1])
-    assert list(claims(Ranks(), tmp_path / "one", 3)) == [0, 1, 2]   # one rank: no store
+    assert sorted(x for r in got for x in got[r]) == [(0, i) for i in range(30)] + [(1, i) for i in range(10)]
+    for r, start in ((0, 0), (1, 0), (2, 1)):
+        assert got[r] == sorted(got[r], key=lambda x: (x[0] != start, x[1]))   # its queue first, each in order
+    assert {q for q, _ in got[0]} == {0} and got[2][:10] == [(1, i) for i in range(10)]
+    assert len(got[1]) < len(got[0])
+    assert list(claims(Ranks(), tmp_path / "one", [2, 1], 1)) == [(1, 0), (0, 0), (0, 1)]   # one rank: no store
 
 
 def test_ranks_and_devices(monkeypatch):

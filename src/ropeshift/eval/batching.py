@@ -1,8 +1,8 @@
 """How the runner cuts its work into batches: ranks' shares, buckets of tasks, row order, rows per batch.
 
-    items = claim_items(work, ranks.world, lambda n: rows_per_batch(cfg, n), merged, methods, joins)  # every rank's
-    for i in parallel.claims(ranks, folder, len(items)):       # each item to the first rank free to take it
-        for method, length, cells in length_buckets(only(work, *items[i]), merged):  # rope first
+    queues, first = claim_queues(work, ranks.world, lambda n: rows_per_batch(cfg, n), merged, methods, joins)
+    for q, i in parallel.claims(ranks, folder, [len(x) for x in queues], first[ranks.rank]):   # whoever is free
+        for method, length, cells in length_buckets(only(work, *queues[q][i]), merged):  # rope first
             rows = [(s, task) for task, todo in cells for s in todo]
             batches = cut_batches(rows, tasks, rows_per_batch(cfg, length), merged and ended_rows_free(model))
 
@@ -28,7 +28,7 @@ from .records import GENERATION
 from .tasks import resolve_task
 
 
-# The cost model that orders what the ranks claim (``claim_items``), in generation prompt-token equivalents,
+# The cost model that orders what the ranks claim (``claim_queues``), in generation prompt-token equivalents,
 # from the H200 study of 2026-12-06 (4 processes, benchmarks/RESULTS.md): a generation prompt token ~3.7 us of a
 # process, a likelihood row's token ~3x that (strided perplexity forwards 5 windows of L for its 2 rows), and a
 # generation batch's decode ~20 ms a step to its longest budget whatever its rows (graph replays of a small model are launch-bound).
@@ -84,53 +84,64 @@ def only(work: list[tuple], prompts, methods=None) -> list[tuple]:
 
 def claim_order(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> list[frozenset]:
     """``work``'s sample groups in batch-sized chunks of one decode bucket x length (``shard``'s chunks): each a set
-    of ``(task, length, index)``, the kinds interleaved as in ``claim_items``; with ``world`` ranks at least
-    ``world`` chunks where the prompts allow."""
+    of ``(task, length, index)``, costliest first within a kind and the kinds interleaved by their share of their
+    own kind's cost; with ``world`` ranks at least ``world`` chunks where the prompts allow."""
     unit_of, kinds = _by_kind(work, world, batch_rows, merged)
     prompts = _prompts(unit_of)
     return [frozenset(p for u in units for p in prompts[u]) for _, units in _interleave(kinds)]
 
 
-def claim_items(work: list[tuple], world: int, batch_rows, merged: bool, methods: list,
-                joins: dict) -> list[tuple[frozenset, tuple]]:
-    """What the ranks claim (``parallel.claims``), one batch of one method each: ``[(prompts, methods)]``, the same
-    list on every rank. Per chunk (``claim_order``'s) the first of ``methods`` (the rope row) goes together with
-    the methods that copy its records at the chunk's length (``joins[label]``: those lengths,
-    ``rope_share.equal_lengths``; they cost nothing and need the rope row's records of the same prompts: one rank,
-    in order), and every other method goes on its own::
+def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, methods: list,
+                 joins: dict) -> tuple[list[list], list[int]]:
+    """What the ranks claim (``parallel.claims``), one batch of one method each: ``(queues, first)``, the same on
+    every rank. ``queues``: the generation items, then the likelihood items (where there are both), each item
+    ``(prompts, methods)``, costliest chunk first (the cost model's estimate), so the last items claimed are the
+    cheapest and the ranks end within about one batch of each other (~2-5 s) whatever the estimate's error (a
+    static deal of whole chunks left 37 s between the ranks of the H100 study of 2026-12-06). ``first[r]``: the
+    queue rank r claims from until it is empty, then the others in turn. Per chunk the first of ``methods`` (the
+    rope row) goes together with the methods that copy its records at the chunk's length (``joins[label]``: those
+    lengths, ``rope_share.equal_lengths``; they cost nothing and need the rope row's records of the same prompts:
+    one rank, in order), and every other method goes on its own::
 
         chunk 8k #1:  (rope)  (string)  (yarn)  ...          chunk 1k:  (rope, string, dca, ...)  (yarn)  ...
 
-    Generation and likelihood items each go costliest chunk first (the cost model's estimate), and the two lists
-    are interleaved by their share of their own kind's cost, so the ranks run a mix of both throughout and the
-    last items claimed are the cheapest (the ranks end within about one batch of each other, ~2-5 s, whatever
-    the cost model's error; a static deal of whole chunks left 37 s between the ranks of the H100 study of
-    2026-12-06). A likelihood token costs ~2x a generation prefill token when every rank runs likelihood
-    forwards at once (compute-bound, nothing to overlap), against generation's bandwidth-bound decode steps
-    beside them (H100, 2026-12-06, benchmarks/RESULTS.md)::
+    The last ``round(world x likelihood share of the cost)`` ranks (at least one) start on the likelihood queue,
+    the others on generation: the card runs likelihood forwards (compute-bound) beside generation's
+    bandwidth-bound decode steps, not all ranks' likelihood at once (a likelihood token then cost ~2x a prefill
+    token: H100, 2026-12-06), and a rank changes kind about once. A change of kind gives the allocator's cached
+    blocks back (``runner.release_cached_memory``) and costs the next batch ~0.3-0.45 s of re-mapped memory (the
+    H100 study of 2026-12-07, where the kinds were interleaved item by item: ~35 changes a rank)::
 
-        generation  G1 G2 G3 G4 G5 G6 ...   (costliest first)      claimed:  G1 L1 G2 G3 L2 G4 ...
-        likelihood  L1 L2 L3 ...
+        rank 0, 1   G1 G2 G4 G5 ... G_n                   (generation, costliest first)
+        rank 2      L1 L2 ... L_m  G_k ...                 (likelihood, then what is left of generation)
     """
     unit_of, kinds = _by_kind(work, world, batch_rows, merged)
+    kinds.sort(key=lambda chunk_list: chunk_list[0][1][0][0][0] != GENERATION)   # generation first
     prompts = _prompts(unit_of)
-    lists = []
+    queues, costs = [], []
     for chunk_list in kinds:
-        items = []
+        items, total = [], 0
         for cost, units in chunk_list:
             chunk = frozenset(p for u in units for p in prompts[u])
             length = units[0][1]
             with_first = tuple(m for m in methods[1:] if length in joins.get(m.label, ()))
-            groups = [(methods[0], *with_first)] + [(m,) for m in methods[1:] if m not in with_first]
-            items += [(cost / len(groups), (chunk, g)) for g in groups]
-        lists.append(items)
-    return [item for _, item in _interleave(lists)]
+            items.append((chunk, (methods[0], *with_first)))
+            items += [(chunk, (m,)) for m in methods[1:] if m not in with_first]
+            total += cost
+        queues.append(items)
+        costs.append(total)
+    first = [0] * world
+    if len(queues) == 2 and world > 1:
+        n = min(world - 1, max(1, round(world * costs[1] / max(1, sum(costs)))))
+        first[world - n:] = [1] * n
+    return queues, first
 
 
 def deal(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> tuple[dict, list[int]]:
     """``shard``'s plan, the same on every rank: ``({(task, length, index): rank}, estimated cost per rank)``
     (cost in generation prompt-token equivalents, ``LIKELIHOOD_TOKEN`` and ``DECODE_STEP_TOKENS``): the chunks
-    in ``claim_order``, each to the rank with the least estimated cost so far."""
+    in ``claim_order``, each to the rank with the least estimated cost so far (a static estimate of a run's shares;
+    the runner's ranks claim items as they go, ``claim_queues``)."""
     unit_of, kinds = _by_kind(work, world, batch_rows, merged)
     load = [0] * world
     rank_of = {}
@@ -352,7 +363,7 @@ def length_buckets(work: list[tuple], merged: bool = False) -> list[tuple]:
     cuts each entry into batches that mix its tasks, so a length holds few large generate() calls instead of one
     per task.
 
-    With several ranks the runner calls this per claimed item (``claim_items``: one chunk, one method or the rope
+    With several ranks the runner calls this per claimed item (``claim_queues``: one chunk, one method or the rope
     row with the methods that copy it), and the ranks' first items are different methods, so each method's
     Triton kernels are JIT-compiled (3-5 s a method on the H100, 2026-12-06) first on one rank while the others,
     reaching it later, load them from Triton's on-disk cache.

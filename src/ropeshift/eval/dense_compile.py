@@ -122,7 +122,7 @@ def eager_lead(ranks, mode: str | None, model) -> int:
         GPU         [rank 2 ..........][ranks 0, 1 .......................................]
 
     The switch counts work, not seconds; which batches run eager depends on the items this rank claims
-    (``batching.claim_items``), so it may differ between two runs of a plan (an eager batch's records differ from
+    (``batching.claim_queues``), so it may differ between two runs of a plan (an eager batch's records differ from
     a compiled one's as between two batch sizes: fused elementwise chains round once)."""
     if not mode or ranks.world < 2 or ranks.rank != ranks.world - 1:
         return 0

@@ -39,7 +39,7 @@ def prompt_ids(tokenizer, text: str, add_special_tokens: bool):
 def batch_prompt_ids(tokenizer, texts: Sequence[str], specials: Sequence[bool]) -> list:
     """``prompt_ids`` of many prompts: the ones not cached are tokenised in one call per ``add_special_tokens``
     value (a fast tokenizer encodes a list on all cores; the same ids as one by one). With several ranks each
-    rank tokenises the prompts of the items it claims (``batching.claim_items``): one at a time they took 57
+    rank tokenises the prompts of the items it claims (``batching.claim_queues``): one at a time they took 57
     process-s of the H100 study of 2026-12-07, 4x the 2026-12-06 study's, where one rank ran all of a prompt's
     methods."""
     import torch

@@ -6,7 +6,7 @@
 Every rank reads the same snapshot of finished records (a barrier separates reading from writing),
 so every rank computes the same list of pending samples; sample groups (task, length, index: every
 method of one prompt) are cut into batch-sized chunks of one bucket x length, and each chunk's batches of one
-method into items (``batching.claim_items``), which the ranks claim one at a time as they go (``claims``). Each
+method into items (``batching.claim_queues``), which the ranks claim one at a time as they go (``claims``). Each
 rank appends to its own records files (``records.open_writer``), so a run resumed with any number of ranks
 loses and duplicates nothing.
 Rank 0 generates the prompts (the others wait at a barrier and read them) and draws the one progress
@@ -146,27 +146,31 @@ def gather(ranks: Ranks, value) -> list:
     return out
 
 
-def claims(ranks: Ranks, folder: Path, n: int):
-    """Indices ``0 .. n - 1``, each yielded on exactly one rank: the first to ask for it, in order. Rank r asks for
-    the next index whenever it is free (one ``torch.distributed.FileStore`` counter under ``folder``, shared by
+def claims(ranks: Ranks, folder: Path, sizes: list[int], first: int = 0):
+    """``(queue, index)`` pairs, each yielded on exactly one rank: the first to ask for it. ``sizes[q]`` items make
+    queue q; this rank asks for the next item of queue ``first`` whenever it is free, then, once that queue is
+    empty, of the others in turn (one ``torch.distributed.FileStore`` counter per queue under ``folder``, shared by
     the ranks of one host or of hosts sharing the run's folder), so a rank that ran cheaper items takes more of
     them and the ranks end within about one item of each other, whatever the cost model's error::
 
-        index   0    1    2    3    4    5    6   ...   (batching.claim_items: costliest first)
-        rank    r0   r1   r2   r1   r0   r2   r1  ...   (whoever is free first)
+        queue 0 index   0    1    2    3    4    5   ...   (batching.claim_queues: costliest first)
+        rank            r0   r1   r0   r0   r1   r2  ...   (whoever is free first; r2 started on queue 1)
 
     A static deal of whole chunks by estimated cost (``batching.shard``) left the ranks of the H100 study of
     2026-12-06 (run h) with 308, 334 and 345 s of batches: the last ~37 s of the loop ran with fewer ranks.
-    One rank (``world == 1``) takes every index without a store."""
+    One rank (``world == 1``) takes every item, queue by queue, without a store."""
+    order = [first] + [q for q in range(len(sizes)) if q != first]
     if ranks.world == 1:
-        yield from range(n)
+        for q in order:
+            yield from ((q, i) for i in range(sizes[q]))
         return
     import torch.distributed as dist
 
     folder.mkdir(parents=True, exist_ok=True)
     store = dist.FileStore(str(folder / "claims"), ranks.world)
-    while (i := store.add("next", 1) - 1) < n:
-        yield i
+    for q in order:
+        while (i := store.add(f"next{q}", 1) - 1) < sizes[q]:
+            yield q, i
 
 
 class Progress:

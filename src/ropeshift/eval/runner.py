@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import parallel, rope_share
 from .batch_log import BatchLog, compile_seconds, counts, gpu_memory, log_path, reset_peak_memory
-from .batching import (MemoryCap, claim_items, cut_batches, length_buckets, only, rows_per_batch,
+from .batching import (MemoryCap, claim_queues, cut_batches, length_buckets, only, rows_per_batch,
                        token_weight)
 from .options import MethodSpec, format_length
 from .parallel import Ranks
@@ -166,7 +166,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
-    joins = {}  # several ranks: the methods that copy the rope row's records, at their lengths (claim_items)
+    joins = {}  # several ranks: the methods that copy the rope row's records, at their lengths (claim_queues)
     if share and ranks.world > 1 and not ranks.main:   # found by ranks 1.. while they wait for rank 0's prompts
         mine = cfg.methods[ranks.rank - 1::ranks.world - 1]
         joins = rope_share.equal_lengths(model, mine, cfg.lengths, cfg.impl, cfg.plain_attention)
@@ -187,10 +187,10 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
     entries = length_buckets(work, merged)   # one process: every (bucket, length) in turn, rope first
     if ranks.world > 1:   # several: one method's batch of a chunk whenever this rank is free
-        items = claim_items(work, ranks.world, lambda length: rows_per_batch(cfg, length), merged,
-                            _run_order(cfg.methods), joins)
-        entries = (entry for i in parallel.claims(ranks, bar.folder, len(items))
-                   for entry in length_buckets(only(work, *items[i]), merged))
+        queues, first = claim_queues(work, ranks.world, lambda length: rows_per_batch(cfg, length), merged,
+                                     _run_order(cfg.methods), joins)
+        entries = (entry for q, i in parallel.claims(ranks, bar.folder, [len(x) for x in queues], first[ranks.rank])
+                   for entry in length_buckets(only(work, *queues[q][i]), merged))
     written, current, last_kind = 0, None, None
     device = next(model.parameters()).device
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))
@@ -263,7 +263,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
 
 
 def _run_order(methods) -> list:
-    """The run's methods with the rope row first (``claim_items``' first method), the others in their order."""
+    """The run's methods with the rope row first (``claim_queues``' first method), the others in their order."""
     base = rope_share.baseline_row(methods)
     return ([base] if base is not None else []) + [m for m in methods if m is not base]
 
