@@ -241,24 +241,25 @@ def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, t
     """``ropeshift eval --workers 2`` and ``torchrun --nproc-per-node 2 ... eval`` on CPU: one process's records."""
     from ropeshift.cli.main import main
 
-    argv = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--tasks", "passkey", "--lengths", "256",
+    argv = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--tasks", "passkey,perplexity", "--lengths", "256",
             "--samples", "4", "--methods", "rope,string,lm_infinite", "--shift", "100", "--window", "16",
             "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
     assert main([*argv, "--out", str(tmp_path / "workers"), "--workers", "2"]) == 0
-    assert "12 samples to run" in capsys.readouterr().out
+    assert "24 samples to run" in capsys.readouterr().out   # both claim queues: generation and likelihood
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "ropeshift.cli.main",
                     *argv, "--out", str(tmp_path / "torchrun")], env=env, check=True, capture_output=True)
     name = tiny_folder.name
     one = {r.key: (r.prediction, r.score, r.details.get("same_as"))
            for r in iter_records(model_dir(tmp_path / "one", name))}
-    assert len(one) == 12 and sum(v[2] == "rope" for v in one.values()) == 4   # lm_infinite at 256 < L: rope's
+    assert len(one) == 24 and sum(v[2] == "rope" for v in one.values()) == 8   # lm_infinite at 256 < L: rope's
     for run_dir in ("workers", "torchrun"):
         recs = list(iter_records(model_dir(tmp_path / run_dir, name)))
         assert {r.key: (r.prediction, r.score, r.details.get("same_as")) for r in recs} == one, run_dir
-        assert {p.name for p in model_dir(tmp_path / run_dir, name).glob("passkey/*/*.jsonl")} == {
-            "256.w0.jsonl", "256.w1.jsonl"}
+        writers = {t: {p.name for p in model_dir(tmp_path / run_dir, name).glob(f"{t}/*/*.jsonl")}
+                   for t in ("passkey", "perplexity")}
+        assert "256.w1.jsonl" in writers["perplexity"] and "256.w0.jsonl" in writers["passkey"]  # each its queue
 
 
 def test_startup_clock_reports_each_phase_once(capsys, monkeypatch):
