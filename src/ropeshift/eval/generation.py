@@ -26,7 +26,7 @@ from .options import MethodSpec
 Stop = Callable[[str], bool]  # new text of one row so far -> its answer is over
 
 
-_IDS: "OrderedDict[tuple, object]" = OrderedDict()   # (tokenizer id, prompt, special) -> ids; most recent last
+_IDS: "OrderedDict[tuple, object]" = OrderedDict()   # (tokenizer, prompt, special) -> ids; most recent last
 IDS_CACHED = 2048   # prompts (~64 MB of 8k-token prompts as int32)
 
 
@@ -46,7 +46,7 @@ def batch_prompt_ids(tokenizer, texts: Sequence[str], specials: Sequence[bool]) 
 
     from .prompts import encode
 
-    keys = [(id(tokenizer), t, bool(a)) for t, a in zip(texts, specials)]
+    keys = [(tokenizer, t, bool(a)) for t, a in zip(texts, specials)]   # the tokenizer itself, as lru_cache kept
     for special in (False, True):
         todo = list(dict.fromkeys(k for k in keys if k[2] == special and k not in _IDS))
         if len(todo) == 1:
