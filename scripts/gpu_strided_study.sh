@@ -2,7 +2,7 @@
 # Issue 10, twentieth session, one call: the Hopper prefill's GPU tests with token-major operands read in place
 # (``_Rows``; scripts/gpu_strided.sh BENCH=0), then the whole ruler-lite study timed (scripts/gpu_study_call.sh, part (b)
 # only). If a test fails, the study runs on the previous commit's src (OLD_SRC, carried) and says so.
-# Twenty-first session: the ranks claim one method's batch at a time (batching.claim_items), and 640k-token batches
+# Twenty-first session: the ranks claim one method's batch at a time (batching.claim_queues), and 640k-token batches
 # (600k before: 8k and 4k then take 6 and 3 chunks a method instead of 7 and 4; ~21 GiB a process).
 # Run (the last of scripts/gpu_env.sh's model calls, carry [.model1, .whl, .old]):
 #   source scripts/gpu_env.sh; OUT=$OUT OLD_SRC=.old/src LIMIT=590 bash scripts/gpu_strided_study.sh
@@ -13,12 +13,8 @@ LIMIT="${LIMIT:-590}"
 start=$(date +%s)
 if [ "${TESTS:-1}" = 0 ]; then  # TESTS=0: the study only (its kernels' GPU tests passed in an earlier call)
   echo "tests skipped (TESTS=0)" > "$OUT/tests.log"
-else
-  OUT="$OUT" OLD_SRC="$OLD_SRC" BENCH=0 bash scripts/gpu_strided.sh > /dev/null 2>&1  # writes $OUT/tests.log
-fi
-if [ "${TESTS:-1}" = 0 ]; then
-  :
-elif grep -qE "[0-9]+ passed" "$OUT/tests.log" && ! grep -qE "[0-9]+ (failed|errors?)\b" "$OUT/tests.log"; then
+elif OUT="$OUT" OLD_SRC="$OLD_SRC" BENCH=0 bash scripts/gpu_strided.sh > /dev/null 2>&1 &&  # writes $OUT/tests.log
+     grep -qE "[0-9]+ passed" "$OUT/tests.log" && ! grep -qE "[0-9]+ (failed|errors?)\b" "$OUT/tests.log"; then
   echo "tests passed ($(( $(date +%s) - start )) s): the study runs on this commit's src" | tee -a "$OUT/tests.log"
 else
   echo "TESTS FAILED or timed out ($(( $(date +%s) - start )) s): the study runs on OLD_SRC" | tee -a "$OUT/tests.log"

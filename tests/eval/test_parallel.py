@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ropeshift.eval.batching import _chunks, claim_order, claim_queues, deal, only, shard
+from ropeshift.eval.batching import _chunks, claim_queues, deal, only, shard
 from ropeshift.eval.options import MethodSpec
 from ropeshift.eval.parallel import Ranks, claims, device_for
 from ropeshift.eval.records import cell_files, iter_records, model_dir
@@ -88,10 +88,16 @@ def test_shard_balances_by_cost():
     assert all(len(todo) == 4 for p in parts for _, _, _, todo in p)   # whole chunks
 
 
+def _claimed_chunks(work, world, rows):
+    """The chunks of ``claim_queues``' items, in claim order (queue by queue)."""
+    queues, _ = claim_queues(work, world, rows, False, ["rope"], {})
+    return list(dict.fromkeys(c for q in queues for c, _ in q))
+
+
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_claim_order_holds_every_prompt_once_in_chunks_of_one_bucket_and_length(world):
+def test_claimed_chunks_hold_every_prompt_once_in_chunks_of_one_bucket_and_length(world):
     work = _work()
-    order = claim_order(work, world, 3)
+    order = _claimed_chunks(work, world, 3)
     prompts = [p for chunk in order for p in chunk]
     assert sorted(prompts) == sorted({(t, n, s.index) for _, t, n, todo in work for s in todo})   # each once
     assert len(order) >= world
@@ -99,30 +105,15 @@ def test_claim_order_holds_every_prompt_once_in_chunks_of_one_bucket_and_length(
         assert len({(t.startswith("perplexity"), n) for t, n, _ in chunk}) == 1       # one bucket x length
     rows = [(m, t, n, s.index) for chunk in order for m, t, n, todo in only(work, chunk) for s in todo]
     assert sorted(rows) == sorted((m, t, n, s.index) for m, t, n, todo in work for s in todo)  # every method's row
-    # the static deal follows the same order: its shares are whole chunks
+    # the static deal cuts the same chunks: its shares are whole chunks
     owner, _ = deal(work, world, 3)
     assert all(len({owner[p] for p in chunk}) == 1 for chunk in order)
 
 
-def test_claim_order_goes_costliest_first_and_interleaves_the_kinds():
-    """Within a kind chunks go costliest first; the likelihood chunks sit among the generation ones by their share
-    of their own kind's cost, not all at the end (every rank running likelihood forwards at once)."""
-    s = lambda i, n: SimpleNamespace(index=i, n_tokens=n)  # noqa: E731
-    work = [("rope", task, n, [s(i, n - 100) for i in range(4)])
-            for task in ("passkey", "perplexity") for n in (1024, 2048, 4096, 8192)]
-    order = claim_order(work, 2, 4)
-    kinds = ["lik" if next(iter(c))[0] == "perplexity" else "gen" for c in order]
-    lengths = [next(iter(c))[1] for c in order]
-    for kind in ("gen", "lik"):
-        mine = [n for k, n in zip(kinds, lengths) if k == kind]
-        assert mine == sorted(mine, reverse=True) and len(mine) == 4                 # costliest first
-    assert kinds[:2] in (["gen", "lik"], ["lik", "gen"]) and kinds[-2:] in (["gen", "lik"], ["lik", "gen"])
-    assert all(kinds[i:i + 3] not in (["gen"] * 3, ["lik"] * 3) for i in range(len(kinds) - 2))
-
-
 def test_claim_queues_put_the_rope_rows_copies_with_it_and_every_other_method_alone():
     work = _work()
-    chunks = claim_order(work, 2, 3)
+    unit_of, units = _chunks(work, lambda n: 3, False)
+    chunks = [frozenset(p for p, u in unit_of.items() if u in part) for _, part in units]
     rope, string = SimpleNamespace(label="rope"), SimpleNamespace(label="string")
     queues, first = claim_queues(work, 2, 3, False, [rope, string], {"string": {256}})   # string copies rope's
     items = [item for q in queues for item in q]

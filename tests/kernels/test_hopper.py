@@ -324,11 +324,12 @@ def test_rows_of_the_two_dense_layouts():
 
 @pytest.mark.parametrize("setting", ["0", "q", "1"])
 def test_in_place_setting_copies_the_others(monkeypatch, setting):
-    """ROPESHIFT_HOPPER_IN_PLACE (``IN_PLACE``): the token-major operands it names are read in place, the others
+    """ROPESHIFT_HOPPER_IN_PLACE (``in_place``): the token-major operands it names are read in place, the others
     copied to head-major ("0": all, as before the in-place views; "q": K and V); out follows q (``empty_out``)."""
     ws = _ws()
     names = {"1": "qkv", "0": ""}.get(setting, setting)
-    monkeypatch.setattr(ws, "IN_PLACE", frozenset(names))
+    monkeypatch.setenv(ws.IN_PLACE_ENV, setting)
+    assert ws.in_place() == frozenset(names)
     gen = torch.Generator().manual_seed(0)
     x = _laid_out(torch.randn(2, 3, 5, 16, generator=gen), "tokens", gen)
     assert ws._rows(x, False) is None and ws._rows(x.contiguous(), False) is not None
@@ -337,6 +338,9 @@ def test_in_place_setting_copies_the_others(monkeypatch, setting):
     qa, q1a, ka, k1a, va = ws._operands(x, x, x, llama_inv_freq(16), out, _spec("plain"))
     assert (qa is x) == ("q" in names) and (ka is x) == ("k" in names) and (va is x) == ("v" in names)
     assert all(t.is_contiguous() for t, n in ((ka, "k"), (va, "v")) if n not in names)
+    monkeypatch.setenv(ws.IN_PLACE_ENV, "qx")
+    with pytest.raises(ValueError, match="letters of 'qkv'"):
+        ws.empty_out(x)
 
 
 def test_operands_refuse_a_foreign_out():

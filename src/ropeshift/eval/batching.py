@@ -31,7 +31,8 @@ from .tasks import resolve_task
 # The cost model that orders what the ranks claim (``claim_queues``), in generation prompt-token equivalents,
 # from the H200 study of 2026-12-06 (4 processes, benchmarks/RESULTS.md): a generation prompt token ~3.7 us of a
 # process, a likelihood row's token ~3x that (strided perplexity forwards 5 windows of L for its 2 rows), and a
-# generation batch's decode ~20 ms a step to its longest budget whatever its rows (graph replays of a small model are launch-bound).
+# generation batch's decode ~20 ms a step to its longest budget whatever its rows (graph replays of a small model
+# are launch-bound).
 LIKELIHOOD_TOKEN = 3
 DECODE_STEP_TOKENS = 6_000
 
@@ -43,9 +44,10 @@ def token_weight(kind: str) -> int:
 
 def shard(work: list[tuple], ranks: Ranks, batch_rows=1, merged: bool = False) -> list[tuple]:
     """This rank's part of ``work`` if every chunk cost what the cost model says: whole sample groups (every
-    method of one prompt), in chunks of at most one batch's rows of one decode bucket x length, each chunk (in
-    ``claim_order``) to the rank with the least estimated cost so far (``deal``). The runner instead lets the
-    ranks claim the same chunks as they go (``parallel.claims``); the replay tools under benchmarks/ use this.
+    method of one prompt), in chunks of at most one batch's rows of one decode bucket x length, each chunk
+    (costliest first) to the rank with the least estimated cost so far (``deal``). The runner instead lets the
+    ranks claim the same chunks' batches as they go (``claim_queues``); the replay tools under benchmarks/ use
+    this.
     ``batch_rows``: an int, or a function of the length (``rows_per_batch``); ``merged``: the runner's bucket
     rule (``decode_bucket``).
 
@@ -82,15 +84,6 @@ def only(work: list[tuple], prompts, methods=None) -> list[tuple]:
     return mine
 
 
-def claim_order(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> list[frozenset]:
-    """``work``'s sample groups in batch-sized chunks of one decode bucket x length (``shard``'s chunks): each a set
-    of ``(task, length, index)``, costliest first within a kind and the kinds interleaved by their share of their
-    own kind's cost; with ``world`` ranks at least ``world`` chunks where the prompts allow."""
-    unit_of, kinds = _by_kind(work, world, batch_rows, merged)
-    prompts = _prompts(unit_of)
-    return [frozenset(p for u in units for p in prompts[u]) for _, units in _interleave(kinds)]
-
-
 def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, methods: list,
                  joins: dict) -> tuple[list[list], list[int]]:
     """What the ranks claim (``parallel.claims``), one batch of one method each: ``(queues, first)``, the same on
@@ -109,17 +102,19 @@ def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, method
     the others on generation: the card runs likelihood forwards (compute-bound) beside generation's
     bandwidth-bound decode steps, not all ranks' likelihood at once (a likelihood token then cost ~2x a prefill
     token: H100, 2026-12-06), and a rank changes kind about once. A change of kind gives the allocator's cached
-    blocks back (``runner.release_cached_memory``) and costs the next batch ~0.3-0.45 s of re-mapped memory (the
-    H100 study of 2026-12-07, where the kinds were interleaved item by item: ~35 changes a rank)::
+    blocks back (``runner.release_cached_memory``); in the H100 study of 2026-12-07, where the kinds were
+    interleaved item by item (~35 changes a rank), the batch after a change ran 0.3-0.45 s slower (medians)::
 
         rank 0, 1   G1 G2 G4 G5 ... G_n                   (generation, costliest first)
         rank 2      L1 L2 ... L_m  G_k ...                 (likelihood, then what is left of generation)
     """
-    unit_of, kinds = _by_kind(work, world, batch_rows, merged)
-    kinds.sort(key=lambda chunk_list: chunk_list[0][1][0][0][0] != GENERATION)   # generation first
+    unit_of, chunks = _costed_chunks(work, world, batch_rows, merged)
+    kinds: dict[bool, list] = {True: [], False: []}   # generation (a unit's bucket starts with GENERATION) first
+    for cost, units in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
+        kinds[units[0][0][0] == GENERATION].append((cost, units))
     prompts = _prompts(unit_of)
     queues, costs = [], []
-    for chunk_list in kinds:
+    for chunk_list in (c for c in kinds.values() if c):
         items, total = [], 0
         for cost, units in chunk_list:
             chunk = frozenset(p for u in units for p in prompts[u])
@@ -139,44 +134,26 @@ def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, method
 
 def deal(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> tuple[dict, list[int]]:
     """``shard``'s plan, the same on every rank: ``({(task, length, index): rank}, estimated cost per rank)``
-    (cost in generation prompt-token equivalents, ``LIKELIHOOD_TOKEN`` and ``DECODE_STEP_TOKENS``): the chunks
-    in ``claim_order``, each to the rank with the least estimated cost so far (a static estimate of a run's shares;
-    the runner's ranks claim items as they go, ``claim_queues``)."""
-    unit_of, kinds = _by_kind(work, world, batch_rows, merged)
+    (cost in generation prompt-token equivalents, ``LIKELIHOOD_TOKEN`` and ``DECODE_STEP_TOKENS``): the chunks,
+    costliest first, each to the rank with the least estimated cost so far."""
+    unit_of, chunks = _costed_chunks(work, world, batch_rows, merged)
     load = [0] * world
     rank_of = {}
-    for cost, units in _interleave(kinds):
+    for cost, units in sorted(chunks, key=lambda c: -c[0]):   # stable: ties keep the work's order
         r = min(range(world), key=lambda k: (load[k], k))
         load[r] += cost
         rank_of.update(dict.fromkeys(units, r))
     return {prompt: rank_of[u] for prompt, u in unit_of.items()}, load
 
 
-def _by_kind(work: list[tuple], world: int, batch_rows, merged: bool) -> tuple[dict, list[list]]:
-    """``({(task, length, index): unit}, [[(cost, units)] per kind, costliest first])`` (``_chunks``, halved to
-    ``world`` chunks where they can be)."""
+def _costed_chunks(work: list[tuple], world: int, batch_rows, merged: bool) -> tuple[dict, list[tuple]]:
+    """``_chunks`` of ``work`` (``batch_rows``: an int or a function of the length), the costliest halved until
+    there are ``world`` of them where they can be."""
     rows_at = batch_rows if callable(batch_rows) else (lambda length: batch_rows)
     if any(rows_at(length) < 1 for _, _, length, _ in work):
         raise ValueError(f"batch rows must be >= 1, got {batch_rows}")
     unit_of, chunks = _chunks(work, rows_at, merged)
-    kinds: dict[bool, list] = {}
-    for cost, units in sorted(_halved(chunks, world), key=lambda c: -c[0]):   # stable: ties keep the work's order
-        kinds.setdefault(units[0][0][0] == GENERATION, []).append((cost, units))
-    return unit_of, list(kinds.values())
-
-
-def _interleave(lists: list[list]) -> list[tuple]:
-    """The ``(cost, item)`` lists merged into one, always taking from the list least far along by the share of its
-    own total cost (half of its next item counted)."""
-    totals = [max(1, sum(c for c, _ in items)) for items in lists]
-    taken, spent, out = [0] * len(lists), [0.0] * len(lists), []
-    while any(t < len(items) for t, items in zip(taken, lists)):
-        k = min((i for i in range(len(lists)) if taken[i] < len(lists[i])),
-                key=lambda i: ((spent[i] + lists[i][taken[i]][0] / 2) / totals[i], i))
-        out.append(lists[k][taken[k]])
-        spent[k] += out[-1][0]
-        taken[k] += 1
-    return out
+    return unit_of, _halved(chunks, world)
 
 
 def _prompts(unit_of: dict) -> dict:

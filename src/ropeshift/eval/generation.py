@@ -38,21 +38,19 @@ def prompt_ids(tokenizer, text: str, add_special_tokens: bool):
 
 def batch_prompt_ids(tokenizer, texts: Sequence[str], specials: Sequence[bool]) -> list:
     """``prompt_ids`` of many prompts: the ones not cached are tokenised in one call per ``add_special_tokens``
-    value (a fast tokenizer encodes a list on all cores; the same ids as one by one). With several ranks each
-    rank tokenises the prompts of the items it claims (``batching.claim_queues``): one at a time they took 57
-    process-s of the H100 study of 2026-12-07, 4x the 2026-12-06 study's, where one rank ran all of a prompt's
+    value (``prompts.encode_many``: a fast tokenizer encodes a list in parallel; the same ids as one by one).
+    With several ranks each rank tokenises the prompts of the items it claims (``batching.claim_queues``): one at
+    a time they took 57 process-s of the H100 study of 2026-12-07, 4x the 2026-12-06 study's, where one rank ran all of a prompt's
     methods."""
     import torch
 
-    from .prompts import encode
+    from .prompts import encode_many
 
     keys = [(tokenizer, t, bool(a)) for t, a in zip(texts, specials)]   # the tokenizer itself, as lru_cache kept
     for special in (False, True):
         todo = list(dict.fromkeys(k for k in keys if k[2] == special and k not in _IDS))
-        if len(todo) == 1:
-            _IDS[todo[0]] = torch.tensor(encode(tokenizer, todo[0][1], special), dtype=torch.int32)
-        elif todo:
-            ids = tokenizer([k[1] for k in todo], add_special_tokens=special)["input_ids"]
+        if todo:
+            ids = encode_many(tokenizer, [k[1] for k in todo], special)
             _IDS.update((k, torch.tensor(i, dtype=torch.int32)) for k, i in zip(todo, ids))
     out = []
     for k in keys:

@@ -32,6 +32,11 @@ def encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
 
+def encode_many(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    """``encode`` of each text, in one tokenizer call (a fast tokenizer encodes a list in parallel)."""
+    return tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+
+
 def count_tokens(tokenizer, text: str, add_special_tokens: bool) -> int:
     return len(encode(tokenizer, text, add_special_tokens))
 

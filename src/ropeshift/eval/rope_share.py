@@ -48,8 +48,8 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
     """``{method label: lengths at which it is exactly RoPE}`` for ``methods`` (MethodSpecs; the rope row left out)
     on ``model``: each activated once (``generation.activate``, then deactivated) and checked
     (``rope_equal_lengths``). ~2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the check's matrices at 8k;
-    7.8 s on rank 0 of the H100 study of 2026-12-07, beside its prompt workers (the runner now leaves it to the
-    ranks that wait for rank 0's prompts)."""
+    run by rank 0 beside its prompt workers, it went with 7.8 s more of that rank's start-up in the H100 study of
+    2026-12-07 (the runner now leaves it to the ranks that wait for rank 0's prompts)."""
     from .generation import activate, deactivate
 
     out = {}

@@ -185,12 +185,13 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     clock.mark("plan")
     total = sum(len(w[3]) for w in work)
     bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
-    entries = length_buckets(work, merged)   # one process: every (bucket, length) in turn, rope first
     if ranks.world > 1:   # several: one method's batch of a chunk whenever this rank is free
         queues, first = claim_queues(work, ranks.world, lambda length: rows_per_batch(cfg, length), merged,
                                      _run_order(cfg.methods), joins)
         entries = (entry for q, i in parallel.claims(ranks, bar.folder, [len(x) for x in queues], first[ranks.rank])
                    for entry in length_buckets(only(work, *queues[q][i]), merged))
+    else:                 # one process: every (bucket, length) in turn, rope first
+        entries = iter(length_buckets(work, merged))
     written, current, last_kind = 0, None, None
     device = next(model.parameters()).device
     log = BatchLog(log_path(cfg.out, cfg.model, ranks.rank))

@@ -56,13 +56,7 @@ BLOCK_M, BLOCK_N = 128, 128  # query rows per program (two warpgroups of 64), ke
 FOLD_SHIFT_DIMS = frozenset({128})
 # TMA global -> shared copy: ``async_load`` in newer Triton, ``async_copy_global_to_shared`` in 3.6 (the GPU's)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-# the token-major operands (transformers' q, k, v) read in place (``_Rows``; out follows q): ROPESHIFT_HOPPER_IN_PLACE
-# names them ("qkv", the default, or "1"; "q": K and V copied to head-major; "0": all copied, as before), for
-# side-by-side runs (529 -> 485 ms per 48 x 8k compiled prefill with all in place on the H100, benchmarks/RESULTS.md)
-_in_place = os.environ.get("ROPESHIFT_HOPPER_IN_PLACE", "qkv")
-IN_PLACE = frozenset({"1": "qkv", "0": ""}.get(_in_place, _in_place))
-if not IN_PLACE <= set("qkv"):
-    raise ValueError(f"ROPESHIFT_HOPPER_IN_PLACE={_in_place!r}: letters of 'qkv', '1' (all) or '0' (none)")
+IN_PLACE_ENV = "ROPESHIFT_HOPPER_IN_PLACE"
 # registers per thread: consumer warpgroups / loader warp; maxnreg spreads 64K registers over 3 warpgroups
 CONSUMER_REGS, LOADER_REGS, MAXNREG = gl.constexpr(240), gl.constexpr(24), 168
 
@@ -309,9 +303,21 @@ def _rows(x, token_major=True) -> _Rows | None:
     return None
 
 
+def in_place() -> frozenset:
+    """The token-major operands (transformers' q, k, v) read in place (``_Rows``; out follows q), as
+    ``ROPESHIFT_HOPPER_IN_PLACE`` names them, read at each call: "qkv" (the default) or "1"; "q": K and V copied to
+    head-major; "0": all copied, as before. For side-by-side runs (529 -> 485 ms per 48 x 8k compiled prefill with
+    all in place on the H100, benchmarks/RESULTS.md)."""
+    value = os.environ.get(IN_PLACE_ENV, "qkv")
+    names = frozenset({"1": "qkv", "0": ""}.get(value, value))
+    if not names <= set("qkv"):
+        raise ValueError(f"{IN_PLACE_ENV}={value!r}: letters of 'qkv', '1' (all) or '0' (none)")
+    return names
+
+
 def empty_out(q):
     """An unfilled out for q [b, h, n, d] here: q's layout where the views take it (``_rows``), else contiguous."""
-    return torch.empty_like(q) if _rows(q, "q" in IN_PLACE) is not None else q.new_empty(q.shape)
+    return torch.empty_like(q) if _rows(q, "q" in in_place()) is not None else q.new_empty(q.shape)
 
 
 def _rotated(x, pos_map, inv_freq, pos_offset, out=None, *, spec=None, trim=0):
@@ -354,14 +360,15 @@ def _operands(q, k, v, inv_freq, out, spec, pos_offset=None):
     (< n) of exactly that range, which no other program stores (rows past n belong to the next head or batch:
     padding, never used). The kernel must keep that. K1 is a new K-sized buffer."""
     q_map, k_map = _maps(spec, q.shape[-1])
-    rq = _rows(q, "q" in IN_PLACE)
+    names = in_place()
+    rq = _rows(q, "q" in names)
     same = rq is not None and rq == _rows(out)
     if q_map is not None:
         q = q if same else torch.empty_like(out).copy_(q)
         q1 = _rotated(q, q_map, inv_freq, pos_offset, out=out, spec=spec, trim=1)
     else:
         q = q1 = q if same else out.copy_(q)
-    k, v = (t if _rows(t, name in IN_PLACE) is not None else t.contiguous() for t, name in ((k, "k"), (v, "v")))
+    k, v = (t if _rows(t, name in names) is not None else t.contiguous() for t, name in ((k, "k"), (v, "v")))
     k1 = _rotated(k, k_map, inv_freq, pos_offset, spec=spec, trim=2) if k_map is not None else k
     return q, q1, k, k1, v
 
