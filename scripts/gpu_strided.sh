@@ -7,7 +7,7 @@
 #       the previous commit's src, `git archive`d into a git-ignored folder and carried) and after (src; and with
 #       ROPESHIFT_HOPPER_IN_PLACE=q: K and V copied), plain and STRING, each in its own process, one after the other.
 # Run: OUT=... OLD_SRC=.old/src LIMIT=300 [SHAPES=48x8k,17x8k:lik] [BENCH=0: (1) only] [TESTS=0: (2) only]
-#      [METHODS=plain] bash scripts/gpu_strided.sh
+#      [METHODS=plain] [SIDES="new new_q": no before side, OLD_SRC unused] bash scripts/gpu_strided.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
 OLD_SRC="${OLD_SRC:?set OLD_SRC}"
@@ -24,7 +24,7 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
   | grep -v -e PytestBenchmarkWarning -e "warner(" | tail -150 | tee "$OUT/tests.log"
 [ "${BENCH:-1}" = 0 ] && exit 0  # the tests only (scripts/gpu_strided_study.sh)
 for method in ${METHODS:-plain string}; do
-  for side in old new new_q; do  # new_q: q in place, K and V copied (ROPESHIFT_HOPPER_IN_PLACE=q)
+  for side in ${SIDES:-old new new_q}; do  # new_q: q in place, K and V copied (ROPESHIFT_HOPPER_IN_PLACE=q)
     src="$PWD/src"; [ "$side" = old ] && src="$OLD_SRC"
     inplace=qkv; [ "$side" = new_q ] && inplace=q
     left=$(( LIMIT - ($(date +%s) - start) - 5 ))
