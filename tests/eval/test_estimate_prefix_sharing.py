@@ -58,3 +58,14 @@ def test_method_params_read_from_records(est, tmp_path):
     (tmp_path / "m" / "_batches").mkdir()
     (tmp_path / "m" / "_batches" / "rank0.jsonl").write_text("{}\n")
     assert est.method_params(tmp_path) == {"rope": ("rope", {}), "string": ("string", {"shift": 2703})}
+
+
+def test_trunk_plan_by_hand(est):
+    """Donor [1,2,3,4,5,6] (shares 4 with row b, 2 with row c); b's suffix is 2, c's 4. One group computes
+    4 positions of each; two groups 2 and 4. Linear units only."""
+    rows = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 9, 9], [1, 2, 7, 7, 7, 7]]
+    plan1, full = est.trunk_plan(rows, 1, 1.0, 0.0)
+    assert full == 18 and plan1 == 6 + 4 + 4
+    plan2, _ = est.trunk_plan(rows, 2, 1.0, 0.0)
+    assert plan2 == 6 + 2 + 4
+    assert est.trunk_plan([[1, 2, 3]], 2, 1.0, 0.0) == (3, 3)   # a lone row is its own donor
