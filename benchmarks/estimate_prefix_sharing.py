@@ -69,21 +69,26 @@ def shape_flops(config) -> tuple[float, float]:
 
 
 def method_params(records: Path) -> dict[str, tuple[str, dict]]:
-    """``{label: (method name, params)}`` of the generation records under ``records`` (a folder or a .tgz)."""
+    """``{label: (method name, params)}`` of the generation records under ``records`` (a folder or a .tgz); each
+    cell file's first record says its kind and method (``records.Record``, older formats included)."""
+    from ropeshift.eval.records import GENERATION, Record
+
     if records.suffix in (".tgz", ".gz"):
-        tmp = Path(tempfile.mkdtemp(prefix="prefix_sharing_"))
-        with tarfile.open(records) as tar:
-            tar.extractall(tmp, filter="data")
-        records = tmp
+        with tempfile.TemporaryDirectory(prefix="prefix_sharing_") as tmp:
+            with tarfile.open(records) as tar:
+                tar.extractall(tmp, filter="data")
+            return method_params(Path(tmp))
     out = {}
     for f in sorted(records.rglob("*.jsonl")):
-        if f.parent.name.startswith("_") or "perplexity" in f.parts[-3]:
-            continue
+        if any(part.startswith("_") for part in f.relative_to(records).parts):
+            continue  # batch logs, progress counters
         with open(f) as fh:
             line = fh.readline()
-        if line:
-            r = json.loads(line)
-            out.setdefault(r["method"], (r.get("method_name") or r["method"], r.get("params") or {}))
+        if not line.strip():
+            continue
+        r = Record.from_dict(json.loads(line))
+        if r.kind == GENERATION:
+            out.setdefault(r.method, (r.method_name or r.method, r.params or {}))
     return out
 
 

@@ -49,15 +49,25 @@ def test_estimate_takes_the_larger_bound_and_skips_copied_cells(est):
 
 
 def test_method_params_read_from_records(est, tmp_path):
-    """A records folder: one generation file per method, perplexity and batch logs ignored."""
+    """A records folder, and the same as a .tgz: one generation file per method; likelihood records and batch
+    logs ignored."""
     for task, method, params in (("passkey", "string", {"shift": 2703}), ("passkey", "rope", {}),
                                  ("perplexity", "yarn", {"factor": 2.0})):
         d = tmp_path / "m" / task / method
         d.mkdir(parents=True)
-        (d / "8192.w0.jsonl").write_text(json.dumps({"method": method, "method_name": method, "params": params}) + "\n")
+        r = {"model": "m", "task": task, "length": 8192, "index": 0, "method": method, "prompt_hash": "h",
+             "score": 1.0, "method_name": method, "params": params}
+        if task == "perplexity":
+            r["nll"], r["n_scored"] = 3.0, 10   # a likelihood record of the format before ``kind`` (records.Record.from_dict)
+        (d / "8192.w0.jsonl").write_text(json.dumps(r) + "\n")
     (tmp_path / "m" / "_batches").mkdir()
     (tmp_path / "m" / "_batches" / "rank0.jsonl").write_text("{}\n")
-    assert est.method_params(tmp_path) == {"rope": ("rope", {}), "string": ("string", {"shift": 2703})}
+    want = {"rope": ("rope", {}), "string": ("string", {"shift": 2703})}
+    assert est.method_params(tmp_path) == want
+    import tarfile
+    with tarfile.open(tmp_path / "r.tgz", "w:gz") as tar:
+        tar.add(tmp_path / "m", arcname="fresh/m")
+    assert est.method_params(tmp_path / "r.tgz") == want
 
 
 def test_trunk_plan_by_hand(est):
