@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import shared_prefill
 from .row_compaction import COMPACT_ENV, Compaction, default_compaction, select_cache_rows
 
 GRAPHS_ENV = "ROPESHIFT_CUDA_GRAPHS"  # "0": model.generate on CUDA too (the escape hatch)
@@ -225,7 +226,8 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     warm-up steps and graph captures; ``decode_s``: the loop's steps, replayed graphs or eager; ``check_s``: the
     stopper, inside the other phases), ``steps`` (forwards, the prefill's included: the tokens each row got),
     ``decode_steps`` (the forwards inside ``decode_s``), ``compactions`` and ``retired`` (rows that stopped reading
-    their keys before the batch's end); each phase ends at a host sync."""
+    their keys before the batch's end), and ``prefill_queries`` (prompt positions computed) when the prefill shared
+    prefixes (``shared_prefill``, ROPESHIFT_SHARE_PREFIX=1); each phase ends at a host sync."""
     clock = time.perf_counter
     t_start = clock()
     spent = {"prefill_s": 0.0, "capture_s": 0.0, "decode_s": 0.0, "check_s": 0.0, "decode_steps": 0,
@@ -292,9 +294,17 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     pos = mask.long().cumsum(-1) - 1
     pos = pos.masked_fill(mask == 0, 0)
     with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                       **cache_kw).logits
-        hist[:, 0] = logits[:, -1].argmax(-1)
+        shared = None
+        if shared_prefill.enabled():
+            host_ids, host_mask = ids.cpu(), mask.cpu().bool()
+            shared = shared_prefill.plan([host_ids[i][host_mask[i]] for i in range(b)])
+        if shared is None:
+            last = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **cache_kw).logits[:, -1]
+        else:  # rows sharing prompt prefixes: each shared prefix computed once (``shared_prefill``)
+            last = shared_prefill.prefill(model, cache_kwarg(model), ids, mask, pos, cache, shared)
+            spent["prefill_queries"] = shared.tokens(mask.sum(1).tolist())
+        hist[:, 0] = last.argmax(-1)
         first = check(1)
         spent["prefill_s"] = clock() - t_start
         if first or max_new == 1:  # the stopper sees the first token even when it is the last
