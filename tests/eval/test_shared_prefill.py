@@ -139,3 +139,14 @@ def test_cuda_shared_prefill_equals_one_forward(tiny_llama, tok, spec):
     model = copy.deepcopy(tiny_llama).cuda()
     activate(model, spec)
     _check_against_one_forward(model, tok, seed=2, tol=1e-3)
+
+
+def test_bench_smoke(benchmarks_path, capsys):
+    """benchmarks/bench_shared_prefill.py on the CPU (tiny shape): a plan was made and its first logits match."""
+    import bench_shared_prefill
+
+    assert bench_shared_prefill.main(["--device", "cpu", "--tiny", "--methods", "plain", "--repeats", "1"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| plain"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4].endswith("%") and float(cells[4][:-1]) < 90 and int(cells[5]) >= 2
+    assert float(cells[6]) < 1e-4
