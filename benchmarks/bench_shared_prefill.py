@@ -111,7 +111,7 @@ def main(argv=None) -> int:
             gap = float((got.float() - want.float()).abs().max())
             ms_whole = min(timed(whole)[0] for _ in range(args.repeats))
             ms_shared = min(timed(shared)[0] for _ in range(args.repeats))
-        share = plan.tokens(mask.sum(1).tolist()) / (b * n0)
+        share = plan.tokens(n0) / (b * n0)
         print(f"| {method} | {ms_whole:.1f} | {ms_shared:.1f} | {ms_shared / ms_whole:.3f} | {100 * share:.1f} % "
               f"| {1 + len(plan.groups)} | {gap:.3g} |", flush=True)
     return 0

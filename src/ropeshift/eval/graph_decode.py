@@ -226,8 +226,8 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     warm-up steps and graph captures; ``decode_s``: the loop's steps, replayed graphs or eager; ``check_s``: the
     stopper, inside the other phases), ``steps`` (forwards, the prefill's included: the tokens each row got),
     ``decode_steps`` (the forwards inside ``decode_s``), ``compactions`` and ``retired`` (rows that stopped reading
-    their keys before the batch's end), and ``prefill_queries`` (prompt positions computed) when the prefill shared
-    prefixes (``shared_prefill``, ROPESHIFT_SHARE_PREFIX=1); each phase ends at a host sync."""
+    their keys before the batch's end), and ``prefill_queries`` (query slots computed, of b x n0) when the prefill
+    shared prefixes (``shared_prefill``, ROPESHIFT_SHARE_PREFIX=1); each phase ends at a host sync."""
     clock = time.perf_counter
     t_start = clock()
     spent = {"prefill_s": 0.0, "capture_s": 0.0, "decode_s": 0.0, "check_s": 0.0, "decode_steps": 0,
@@ -303,7 +303,7 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
                          **cache_kw).logits[:, -1]
         else:  # rows sharing prompt prefixes: each shared prefix computed once (``shared_prefill``)
             last = shared_prefill.prefill(model, cache_kwarg(model), ids, mask, pos, cache, shared)
-            spent["prefill_queries"] = shared.tokens(mask.sum(1).tolist())
+            spent["prefill_queries"] = shared.tokens(n0)
         hist[:, 0] = last.argmax(-1)
         first = check(1)
         spent["prefill_s"] = clock() - t_start

@@ -50,9 +50,10 @@ class Plan:
     donors: tuple[int, ...]
     groups: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]
 
-    def tokens(self, lengths) -> int:
-        """Query tokens the plan computes (the donors' whole rows, each group's Q per row)."""
-        return sum(lengths[d] for d in self.donors) + sum(q * len(pairs) for q, pairs in self.groups)
+    def tokens(self, n0: int) -> int:
+        """Query slots the plan's forwards compute for a batch padded to ``n0`` (the donors' whole padded rows,
+        each group's Q per row), against ``b * n0`` for one forward."""
+        return len(self.donors) * n0 + sum(q * len(pairs) for q, pairs in self.groups)
 
 
 def _common(a, b) -> int:
@@ -133,8 +134,8 @@ def plan(rows, groups: int = GROUPS, min_shared: int = MIN_SHARED, min_saving: f
     out = Plan(tuple(sorted(donors)),
                tuple((receivers[j - 1][0], tuple((r, d) for _, r, d in receivers[i:j])) for i, j in reversed(bounds)
                      if j > i))
-    lengths = [len(r) for r in rows]
-    return out if out.tokens(lengths) <= (1 - min_saving) * n * max(lengths) else None
+    n0 = max(len(r) for r in rows)
+    return out if out.tokens(n0) <= (1 - min_saving) * n * n0 else None
 
 
 @functools.cache
