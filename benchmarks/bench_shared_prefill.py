@@ -78,9 +78,8 @@ def main(argv=None) -> int:
         return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                      **{kw: cache}).logits[:, -1]
 
-    def shared():
-        host_ids, host_mask = ids.cpu(), mask.cpu().bool()
-        plan = SP.plan([host_ids[i][host_mask[i]] for i in range(b)], min_shared=min_shared)
+    def shared():   # as generation.generate: the plan from the host's ids, then the prefill
+        plan = SP.plan(rows, min_shared=min_shared)
         cache = _cache_class()(config=model.config, max_cache_len=n0 + 1)
         return SP.prefill(model, kw, ids, mask, pos, cache, plan), plan
 

@@ -25,7 +25,8 @@ causal attention (4 x query width x layers x the position's keys); the last posi
 (its logits give the first token). Cells the runner already copies from the rope row (the method is RoPE at the
 whole length) are left out. ``--records`` gives each method's parameters as the study resolved them, and which
 methods ran. The model's shape comes from its config (``--model``). Prints one table per method, the shared
-prefix per task, and how much of it a buildable plan keeps (``trunk_plan``) with 1-4 suffix forwards per cell.
+prefix per task, and how much of it ``eval.shared_prefill``'s plan keeps (``plan_flops``) with 1-4 suffix forwards
+per cell.
 """
 from __future__ import annotations
 
@@ -104,47 +105,22 @@ def rope_prefix(name: str, params: dict, longest: int, step: int = 128) -> int:
     return t
 
 
-def trunk_plan(rows: list[list[int]], groups: int, linear: float, attention: float) -> tuple[float, float]:
-    """(FLOPs of a buildable plan, FLOPs of the plain prefill) for one cell's rows.
+def plan_flops(rows: list[list[int]], groups: int, linear: float, attention: float,
+               min_shared: int | None = None) -> tuple[float, float]:
+    """(FLOPs of ``eval.shared_prefill``'s plan, FLOPs of the plain prefill) for one cell's rows: the plan's donors
+    prefilled whole, each other row its group's longest suffix Q (the plan as the evaluation would run it, with at
+    most ``groups`` suffix forwards and any saving kept; without a plan, the plain prefill)."""
+    from ropeshift.eval import shared_prefill
 
-    The plan: one donor row (the one sharing the most tokens with the others) prefilled whole; every other row
-    takes the donor's states below their common prefix and computes its suffix, in at most ``groups`` forwards
-    that each right-align their rows' suffixes (a row computes the group's longest suffix, so rows are grouped
-    by suffix length, cut where it costs least)::
-
-        donor    [ ====================================== ]   whole
-        group 1  [ shared ..................... | ======= ]   short suffixes
-                 [ shared ................... | ========= ]
-        group 2  [ shared ....... | ===================== ]   long suffixes
-    """
-    import numpy as np
-
-    arrays = [np.asarray(r) for r in rows]
-    n = len(arrays)
-
-    def common(a, b) -> int:
-        m = min(len(a), len(b))
-        diff = np.flatnonzero(a[:m] != b[:m])
-        return int(diff[0]) if len(diff) else m
-
-    share = np.zeros((n, n), dtype=np.int64)
-    for i in range(n):
-        for j in range(i + 1, n):
-            share[i, j] = share[j, i] = common(arrays[i], arrays[j])
-    donor = int(share.sum(1).argmax())
-    full = sum(flops(0, len(a), linear, attention) for a in arrays)
-    rest = sorted((len(arrays[i]) - min(int(share[i, donor]), len(arrays[i]) - 1), len(arrays[i]))
-                  for i in range(n) if i != donor)
-
-    def cost(lo: int, hi: int) -> float:  # rest[lo:hi] in one forward: each computes the longest suffix
-        q = rest[hi - 1][0]
-        return sum(flops(max(0, m - q), m, linear, attention) for _, m in rest[lo:hi])
-
-    best = [[0.0] + [float("inf")] * len(rest)]  # best[k][j]: rest[:j] in k groups
-    for k in range(1, groups + 1):
-        row = [0.0] + [min(best[-1][i] + cost(i, j) for i in range(j)) for j in range(1, len(rest) + 1)]
-        best.append(row)
-    return flops(0, len(arrays[donor]), linear, attention) + min(b[-1] for b in best[1:] or [[0.0]]), full
+    full = sum(flops(0, len(r), linear, attention) for r in rows)
+    kw = {} if min_shared is None else {"min_shared": min_shared}
+    plan = shared_prefill.plan(rows, groups=groups, min_saving=0.0, **kw)
+    if plan is None:
+        return full, full
+    done = sum(flops(0, len(rows[d]), linear, attention) for d in plan.donors)
+    for q, pairs in plan.groups:
+        done += sum(flops(max(0, len(rows[r]) - q), len(rows[r]), linear, attention) for r, _ in pairs)
+    return done, full
 
 
 def estimate(cells: dict, methods: dict, equal: dict, bound: dict, linear: float, attention: float) -> dict:
@@ -233,14 +209,14 @@ def main(argv=None) -> int:
     print("\n| task | shared prompt prefix (every method) |\n|---|---|")
     for task, t in per_task.items():
         print(f"| {task} | {100 * t['shared'] / t['total']:.1f} % |")
-    # the buildable part of the shared prefixes: one donor per cell, suffixes in a few right-aligned forwards,
-    # each cell weighted by the methods that compute it (not copied from rope)
-    print("\n| suffix forwards per cell | generation prefill skipped (donor plan, every method) |\n|---|---|")
+    # the part of the shared prefixes the evaluation's plan keeps (eval/shared_prefill.py, per cell), each cell
+    # weighted by the methods that compute it (not copied from rope)
+    print("\n| suffix forwards per cell | generation prefill skipped (shared_prefill's plan, every method) |\n|---|---|")
     weight = {k: sum(1 for m in methods if k[1] not in equal[m]) for k in cells}
     for groups in (1, 2, 3, 4):
         plan = full = 0.0
         for k, rows in cells.items():
-            p, f = trunk_plan(rows, groups, linear, attention)
+            p, f = plan_flops(rows, groups, linear, attention)
             plan, full = plan + weight[k] * p, full + weight[k] * f
         print(f"| {groups} | {100 * (1 - plan / full):.1f} % |")
     return 0

@@ -70,12 +70,11 @@ def test_method_params_read_from_records(est, tmp_path):
     assert est.method_params(tmp_path / "r.tgz") == want
 
 
-def test_trunk_plan_by_hand(est):
-    """Donor [1,2,3,4,5,6] (shares 4 with row b, 2 with row c); b's suffix is 2, c's 4. One group computes
-    4 positions of each; two groups 2 and 4. Linear units only."""
+def test_plan_flops_prices_shared_prefills_plan(est):
+    """Donor [1,2,3,4,5,6] shares 4 with row b and 2 with row c (suffixes 2 and 4): one group computes 4 positions
+    of each, two groups 2 and 4 (linear units only); nothing shared enough: the plain prefill."""
     rows = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 9, 9], [1, 2, 7, 7, 7, 7]]
-    plan1, full = est.trunk_plan(rows, 1, 1.0, 0.0)
-    assert full == 18 and plan1 == 6 + 4 + 4
-    plan2, _ = est.trunk_plan(rows, 2, 1.0, 0.0)
-    assert plan2 == 6 + 2 + 4
-    assert est.trunk_plan([[1, 2, 3]], 2, 1.0, 0.0) == (3, 3)   # a lone row is its own donor
+    assert est.plan_flops(rows, 1, 1.0, 0.0, min_shared=1) == (6 + 4 + 4, 18)
+    assert est.plan_flops(rows, 2, 1.0, 0.0, min_shared=1) == (6 + 2 + 4, 18)
+    assert est.plan_flops(rows, 2, 1.0, 0.0) == (18, 18)   # shares under shared_prefill.MIN_SHARED tokens
+    assert est.plan_flops([[1, 2, 3]], 2, 1.0, 0.0) == (3, 3)

@@ -40,8 +40,8 @@ def batch_prompt_ids(tokenizer, texts: Sequence[str], specials: Sequence[bool]) 
     """``prompt_ids`` of many prompts: the ones not cached are tokenised in one call per ``add_special_tokens``
     value (``prompts.encode_many``: a fast tokenizer encodes a list in parallel; the same ids as one by one).
     With several ranks each rank tokenises the prompts of the items it claims (``batching.claim_queues``): one at
-    a time they took 57 process-s of the H100 study of 2026-12-07, 4x the 2026-12-06 study's, where one rank ran all of a prompt's
-    methods."""
+    a time they took 57 process-s of the H100 study of 2026-12-07, 4x the 2026-12-06 study's, where one rank ran
+    all of a prompt's methods."""
     import torch
 
     from .prompts import encode_many
@@ -214,8 +214,11 @@ def generate(model, tokenizer, rows: Sequence, max_new_tokens: int | Sequence[in
         stopper = _row_stopper(tokenizer, 0, stops, eos_ids, per_row)  # generate's own EOS rule without `stop`
         if stats is not None:
             stats["decode"] = "graphs" if graphs else "loop"
+        from . import shared_prefill
+
+        prefix = shared_prefill.plan(rows) if shared_prefill.enabled() else None   # the host's ids, no copy back
         new = static_generate(model, ids.to(device), mask.to(device), stopper, max_new=max(per_row), graphs=graphs,
-                              check_every=STOP_CHECK_EVERY if graphs else 1, stats=stats)
+                              check_every=STOP_CHECK_EVERY if graphs else 1, stats=stats, prefix=prefix)
         return [tokenizer.decode(r[:e if e is not None else m], skip_special_tokens=True)
                 for r, e, m in zip(new, stopper.ends, per_row)]
     extra = {}

@@ -211,7 +211,8 @@ def _step(model, cache_kw: dict, r: _Rows) -> None:
 
 
 def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, check_every: int = 1,
-                    compaction: Compaction | None | str = "auto", stats: dict | None = None):
+                    compaction: Compaction | None | str = "auto", stats: dict | None = None,
+                    prefix: "shared_prefill.Plan | None" = None):
     """Greedy continuation of a left-padded batch; returns the new tokens [b, n] int64 on the CPU, n <= max_new
     (the batch stops once ``stopper`` has ended every row; the caller cuts each row at ``stopper.ends``).
 
@@ -227,7 +228,8 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     stopper, inside the other phases), ``steps`` (forwards, the prefill's included: the tokens each row got),
     ``decode_steps`` (the forwards inside ``decode_s``), ``compactions`` and ``retired`` (rows that stopped reading
     their keys before the batch's end), and ``prefill_queries`` (query slots computed, of b x n0) when the prefill
-    shared prefixes (``shared_prefill``, ROPESHIFT_SHARE_PREFIX=1); each phase ends at a host sync."""
+    shared prefixes; each phase ends at a host sync. prefix: a ``shared_prefill.plan`` of the rows (``generate``
+    makes one when ROPESHIFT_SHARE_PREFIX=1): the prompt forward shares their prefixes."""
     clock = time.perf_counter
     t_start = clock()
     spent = {"prefill_s": 0.0, "capture_s": 0.0, "decode_s": 0.0, "check_s": 0.0, "decode_steps": 0,
@@ -294,16 +296,12 @@ def static_generate(model, ids, mask, stopper, *, max_new: int, graphs: bool, ch
     pos = mask.long().cumsum(-1) - 1
     pos = pos.masked_fill(mask == 0, 0)
     with torch.inference_mode():
-        shared = None
-        if shared_prefill.enabled():
-            host_ids, host_mask = ids.cpu(), mask.cpu().bool()
-            shared = shared_prefill.plan([host_ids[i][host_mask[i]] for i in range(b)])
-        if shared is None:
+        if prefix is None:
             last = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                          **cache_kw).logits[:, -1]
         else:  # rows sharing prompt prefixes: each shared prefix computed once (``shared_prefill``)
-            last = shared_prefill.prefill(model, cache_kwarg(model), ids, mask, pos, cache, shared)
-            spent["prefill_queries"] = shared.tokens(n0)
+            last = shared_prefill.prefill(model, cache_kwarg(model), ids, mask, pos, cache, prefix)
+            spent["prefill_queries"] = prefix.tokens(n0)
         hist[:, 0] = last.argmax(-1)
         first = check(1)
         spent["prefill_s"] = clock() - t_start

@@ -1,5 +1,6 @@
 """Prefill a left-padded batch whose rows share prompt prefixes, each shared prefix computed once (issue 10; off by
-default until timed on the GPU: ``ROPESHIFT_SHARE_PREFIX=1`` turns it on for ``graph_decode.static_generate``).
+default until timed on the GPU: ``ROPESHIFT_SHARE_PREFIX=1`` turns it on for ``generation.generate``'s static-cache
+loop, which plans on the host's ids and hands the plan to ``graph_decode.static_generate``).
 
 A position's states depend only on the tokens up to it and on how the method relates their positions, so rows that
 begin with the same tokens (a task's haystack before its needle) have the same keys and values there, under every
@@ -16,9 +17,9 @@ longest suffix Q; the first slots of that block may still be shared ones, recomp
 Each forward runs on its own rows with a ``DynamicCache`` (a suffix forward's cache first holds slots
 [0, n0 - Q), gathered from the donor's: the donor's slot for the row's slot t is t + len_row - len_donor);
 afterwards every layer's keys and values are put back in batch order and written into the caller's cache with one
-``update`` per layer. ``benchmarks/estimate_prefix_sharing.py`` sizes what the study could skip (the plan there is
-this one, per task cell). Numerics: as between two batch sizes (bf16 GEMMs of other shapes), not bit-equal to one
-forward over the batch.
+``update`` per layer. ``benchmarks/estimate_prefix_sharing.py`` prices this plan over a study's prompts
+(``plan_flops``, per task cell). Numerics: as between two batch sizes (bf16 GEMMs of other shapes), not bit-equal
+to one forward over the batch.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ MIN_SAVING = 0.10  # a plan skipping less of the batch's query tokens is not wor
 
 
 def enabled() -> bool:
-    """Whether ``static_generate`` shares prefixes (the environment read at each call)."""
+    """Whether ``generation.generate`` shares prefixes (the environment read at each call)."""
     value = os.environ.get(ENV, "0")
     if value not in ("0", "1"):
         raise ValueError(f"{ENV} must be 0 or 1, got {value!r}")
