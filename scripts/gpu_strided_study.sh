@@ -6,29 +6,32 @@
 # (600k before: 8k and 4k then take 6 and 3 chunks a method instead of 7 and 4; ~21 GiB a process).
 # Run (the last of scripts/gpu_env.sh's model calls, carry [.model1, .whl, .old]):
 #   source scripts/gpu_env.sh; OUT=$OUT OLD_SRC=.old/src LIMIT=590 bash scripts/gpu_strided_study.sh
-# Twenty-third session: with ROPESHIFT_SHARE_PREFIX=1 exported (eval/shared_prefill.py), a failure among only
-# tests/eval/test_shared_prefill.py's CUDA tests keeps this src and unsets the switch (any other: OLD_SRC).
+# Twenty-third session: a failure among only the tests of a switched feature (tests/eval/test_shared_prefill.py:
+# ROPESHIFT_SHARE_PREFIX unset; tests/eval/test_warm_up.py: ROPESHIFT_WARM_UP=0) keeps this src with the feature
+# off (any other failure: OLD_SRC).
 set -uo pipefail
 OUT="${OUT:?set OUT}"
 OLD_SRC="${OLD_SRC:?set OLD_SRC}"
 LIMIT="${LIMIT:-590}"
 start=$(date +%s)
-failed() { grep -E "^(FAILED|ERROR) " "$OUT/tests.log" | grep -v "${1:-^$}"; }  # failures (but those matching $1)
+failed() { grep -E "^(FAILED|ERROR) " "$OUT/tests.log" | grep -vE "${1:-^$}"; }  # failures (but those matching $1)
+# tests of a feature with its own switch: a failure among only these turns the feature off instead of OLD_SRC
+SWITCHED="test_shared_prefill|test_warm_up"
 if [ "${TESTS:-1}" = 0 ]; then  # TESTS=0: the study only (its kernels' GPU tests passed in an earlier call)
   echo "tests skipped (TESTS=0)" > "$OUT/tests.log"
 else
   OUT="$OUT" OLD_SRC="$OLD_SRC" BENCH=0 bash scripts/gpu_strided.sh > /dev/null 2>&1  # writes $OUT/tests.log
-  if ! grep -qE "[0-9]+ passed" "$OUT/tests.log" || failed test_shared_prefill >/dev/null; then
+  if ! grep -qE "[0-9]+ passed" "$OUT/tests.log" || failed "$SWITCHED" >/dev/null; then
     echo "TESTS FAILED or timed out ($(( $(date +%s) - start )) s): the study runs on OLD_SRC" | tee -a "$OUT/tests.log"
     rm -rf src && cp -r "$OLD_SRC" src
-  elif failed >/dev/null; then  # only the prefix-shared prefill's tests failed: this src, its switch off
-    echo "SHARED-PREFILL TESTS FAILED ($(( $(date +%s) - start )) s): this src, ROPESHIFT_SHARE_PREFIX unset" | tee -a "$OUT/tests.log"
-    unset ROPESHIFT_SHARE_PREFIX
   else
-    echo "tests passed ($(( $(date +%s) - start )) s): the study runs on this commit's src" | tee -a "$OUT/tests.log"
+    if failed >/dev/null; then echo "SWITCHED FEATURE TESTS FAILED ($(( $(date +%s) - start )) s)" | tee -a "$OUT/tests.log"; fi
+    if failed | grep -q test_shared_prefill; then unset ROPESHIFT_SHARE_PREFIX; fi
+    if failed | grep -q test_warm_up; then export ROPESHIFT_WARM_UP=0; fi
+    echo "tests passed or only switched features failed ($(( $(date +%s) - start )) s): this commit's src" | tee -a "$OUT/tests.log"
   fi
 fi
 tail -8 "$OUT/tests.log"
-echo "ROPESHIFT_SHARE_PREFIX=${ROPESHIFT_SHARE_PREFIX:-unset}" | tee -a "$OUT/tests.log"
+echo "ROPESHIFT_SHARE_PREFIX=${ROPESHIFT_SHARE_PREFIX:-unset} ROPESHIFT_WARM_UP=${ROPESHIFT_WARM_UP:-unset}" | tee -a "$OUT/tests.log"
 MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=${BASE_TGZ:-results/smollm2-135m_h100_2026-12-05.tgz} WORKERS=3 BATCH_TOKENS=${BATCH_TOKENS:-640000} \
   OUT="$OUT" LIMIT=$(( LIMIT - ($(date +%s) - start) )) bash scripts/gpu_study_call.sh

@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parallel, rope_share
+from . import parallel, rope_share, warm_up
 from .batch_log import BatchLog, compile_seconds, counts, gpu_memory, log_path, reset_peak_memory
 from .batching import (MemoryCap, claim_queues, cut_batches, length_buckets, only, rows_per_batch,
                        token_weight)
 from .options import MethodSpec, format_length
 from .parallel import Ranks
-from .records import GENERATION, Record, model_dir, open_writer, read_cell
+from .records import GENERATION, LIKELIHOOD, Record, model_dir, open_writer, read_cell
 from .sample_store import PendingSamples, prepare_samples, start_samples
 from .tasks import Sample, TaskOptions, resolve_task
 
@@ -161,7 +161,8 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
 
     clock = clock or parallel.StartupClock(ranks, enabled=progress)
     mode = dense_compile.resolve(cfg.compile, model)
-    lead = dense_compile.eager_lead(ranks, mode, model)  # work this rank runs eagerly before it compiles
+    warm = mode is not None and ranks.world > 1 and not ranks.main and warm_up.enabled()  # compiles in its wait
+    lead = 0 if warm else dense_compile.eager_lead(ranks, mode, model)  # work run eagerly before it compiles
     if mode and not lead:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
@@ -170,6 +171,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     if share and ranks.world > 1 and not ranks.main:   # found by ranks 1.. while they wait for rank 0's prompts
         mine = cfg.methods[ranks.rank - 1::ranks.world - 1]
         joins = rope_share.equal_lengths(model, mine, cfg.lengths, cfg.impl, cfg.plain_attention)
+    if warm:  # still before rank 0's prompts: compile the path of this rank's first batches now (eval/warm_up.py)
+        _warm_up(cfg, model, tokenizer, ranks)
+        clock.mark("warm-up")
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
     if ranks.main:
@@ -319,6 +323,21 @@ def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = 
     p1, r1 = _run_batch(tasks[:half], model, tokenizer, batch[:half], stats)
     p2, r2 = _run_batch(tasks[half:], model, tokenizer, batch[half:], stats)
     return p1 + p2, r1 + r2
+
+
+def _warm_up(cfg: RunConfig, model, tokenizer, ranks: Ranks) -> None:
+    """``warm_up.warm_up`` for the kind this rank will most likely start with (``batching.claim_queues``: the
+    last rank takes likelihood first when the run has likelihood tasks, the others generation), under the run's
+    second method (the first, the rope row, may run on the model's own attention: ``plain_attention="model"``)."""
+    from .generation import activate, deactivate
+
+    likelihood = any(resolve_task(t).kind == LIKELIHOOD for t in cfg.tasks)
+    kind = LIKELIHOOD if likelihood and ranks.rank == ranks.world - 1 else GENERATION
+    activate(model, cfg.methods[min(1, len(cfg.methods) - 1)], cfg.impl, cfg.plain_attention)
+    try:
+        warm_up.warm_up(model, tokenizer, kind)
+    finally:
+        deactivate(model)
 
 
 def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = True,

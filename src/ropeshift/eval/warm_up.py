@@ -1,0 +1,103 @@
+"""Compile the evaluation's layers before the first batch, while a rank waits for rank 0's prompts.
+
+    seconds = warm_up(model, kind)     # one small batch of ``kind`` (generation or likelihood), results dropped
+
+Why: ``dense_compile`` compiles lazily, at the first forward of each path (the prompt forward with a static cache
+and the one-token decode step for generation; the cache-less forward for likelihood). In the H100 study of
+2026-12-07 ranks 1 and 2 waited 10-13 s for rank 0's prompts with their models loaded and the GPU idle, then
+compiled inside their first batch (10.3 s of a 21-s first batch on rank 1; the last rank ran eager batches first
+and compiled later: ``dense_compile.eager_lead``). Here a rank that waits spends the wait compiling::
+
+    rank 0        [tokenizer][model ....][wait for its prompt workers][first batch: compile ...][batches ...]
+    rank 1, 2     [model ........][warm up: compile ..][barrier]  [batches (compiled) ......................]
+
+How: one left-padded batch of ``rows`` x ``tokens`` through the same calls as a real batch: the prompt forward
+into a static cache, the eager decode steps and one captured step (``graph_decode.static_generate``), or the
+cache-less forward that scores a document (``tasks.perplexity``); the method active is the one the caller
+activated. The layers are compiled with dynamic shapes, so the graphs serve every later batch provided the
+dummy sizes specialise nothing: dynamo gives sizes equal to each other one symbol ("duck sizing") and sizes 0
+and 1 their own graphs, so the batch's sizes (rows, prompt tokens, cache slots) are chosen distinct from each
+other and from every integer of the model's config (a batch of 2 rows in a model with 2 key-value heads would
+bind the two, and the next real batch would compile again). Off with ``ROPESHIFT_WARM_UP=0``.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .records import GENERATION, KINDS
+
+ENV = "ROPESHIFT_WARM_UP"  # "0": no warm-up (ranks compile in their first batch)
+DECODE_STEPS = 4            # max_new of the generation batch: the eager warm-up steps, one capture, one replay
+
+
+def enabled() -> bool:
+    """``ROPESHIFT_WARM_UP`` is not "0"."""
+    return os.environ.get(ENV, "1") != "0"
+
+
+def config_ints(config) -> set[int]:
+    """Every integer of ``config`` (its ``to_dict``, nested dicts and lists included)."""
+    out: set[int] = set()
+
+    def walk(v):
+        if isinstance(v, bool):
+            return
+        if isinstance(v, int):
+            out.add(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(config.to_dict())
+    return out
+
+
+def batch_sizes(config) -> tuple[int, int, int]:
+    """``(rows, tokens, max_new)`` of the warm-up batch: rows >= 5, tokens >= 37, max_new >= ``DECODE_STEPS``,
+    such that rows, tokens, max_new and tokens + max_new (the cache's slots) differ from each other and from every
+    integer of ``config``: sizes dynamo will not bind to one another or to the model's dimensions."""
+    taken = config_ints(config) | {0, 1}
+
+    def free(n: int) -> int:
+        while n in taken:
+            n += 1
+        taken.add(n)
+        return n
+
+    rows, tokens = free(5), free(37)
+    max_new = DECODE_STEPS
+    while max_new in taken or tokens + max_new in taken:
+        max_new += 1
+    taken.update((max_new, tokens + max_new))
+    return rows, tokens, max_new
+
+
+def warm_up(model, tokenizer, kind: str, decode: str = "auto") -> float:
+    """Run one small batch of ``kind`` (``records.KINDS``) through the model as the runner's batches do, so that
+    its compiled layers compile now; returns the seconds it took. Generation goes through
+    ``generation.generate`` (``decode`` as there: on CUDA the static cache and a captured step), ``max_new``
+    tokens a row from rows of ``tokens - i`` prompt tokens (row i; left padding to ``tokens``); likelihood through the cache-less
+    forward that ``tasks.perplexity`` scores with. Outputs are dropped."""
+    import torch
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    t0 = time.perf_counter()
+    rows, tokens, max_new = batch_sizes(model.config)
+    device = next(model.parameters()).device
+    span = model.config.vocab_size - 2
+    ids = [[(i * 7919 + j * 104729 + 11) % span + 1 for j in range(tokens)] for i in range(rows)]
+    if kind == GENERATION:
+        from .generation import generate
+
+        generate(model, tokenizer, [r[i:] for i, r in enumerate(ids)], max_new, decode=decode)  # left padding
+    else:
+        with torch.inference_mode():
+            model(input_ids=torch.tensor(ids, device=device), logits_to_keep=tokens // 2, use_cache=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
