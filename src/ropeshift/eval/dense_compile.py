@@ -123,7 +123,10 @@ def eager_lead(ranks, mode: str | None, model) -> int:
 
     The switch counts work, not seconds; which batches run eager depends on the items this rank claims
     (``batching.claim_queues``), so it may differ between two runs of a plan (an eager batch's records differ from
-    a compiled one's as between two batch sizes: fused elementwise chains round once)."""
+    a compiled one's as between two batch sizes: fused elementwise chains round once).
+
+    Since 2026-12-07 the runner asks for a lead only where the warm-up is off (``ROPESHIFT_WARM_UP=0``): otherwise
+    the ranks other than 0 compile while they wait for rank 0's prompts (``eval/warm_up.py``)."""
     if not mode or ranks.world < 2 or ranks.rank != ranks.world - 1:
         return 0
     return EAGER_LEAD_TOKENS if next(iter(model.parameters())).device.type == "cuda" else 0
