@@ -7,6 +7,7 @@
 #       the previous commit's src, `git archive`d into a git-ignored folder and carried) and after (src; and with
 #       ROPESHIFT_HOPPER_IN_PLACE=q: K and V copied), plain and STRING, each in its own process, one after the other.
 # Run: OUT=... OLD_SRC=.old/src LIMIT=300 [SHAPES=48x8k,17x8k:lik] [BENCH=0: (1) only] [TESTS=0: (2) only]
+#      [TEST_K=...: pytest -k of (1), default the whole named list; TEST_LIMIT=150: its seconds]
 #      [METHODS=plain] [SIDES="new new_q": no before side, OLD_SRC unused] bash scripts/gpu_strided.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
@@ -21,7 +22,7 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 [ "${TESTS:-1}" = 0 ] || PYTHONPATH="$PWD/src" timeout "${TEST_LIMIT:-150}" python3 -m pytest -q -rA -p no:cacheprovider -n 14 \
   tests/kernels/test_hopper.py tests/kernels/test_table_attention.py tests/eval/test_dense_compile.py \
   tests/eval/test_shared_prefill.py tests/eval/test_warm_up.py \
-  -k "offsets_and_layout or dca_chunk or causal_entry or (gpu_grid and 4097x4097) or cuda_compiled or cuda_shared_prefill or cuda_warm_up" 2>&1 \
+  -k "${TEST_K:-offsets_and_layout or dca_chunk or causal_entry or (gpu_grid and 4097x4097) or cuda_compiled or cuda_shared_prefill or cuda_warm_up}" 2>&1 \
   | grep -v -e PytestBenchmarkWarning -e "warner(" | tail -150 | tee "$OUT/tests.log"
 [ "${BENCH:-1}" = 0 ] && exit 0  # the tests only (scripts/gpu_strided_study.sh)
 for method in ${METHODS:-plain string}; do
