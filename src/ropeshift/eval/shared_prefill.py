@@ -1,6 +1,11 @@
 """Prefill a left-padded batch whose rows share prompt prefixes, each shared prefix computed once (issue 10; off by
-default until timed on the GPU: ``ROPESHIFT_SHARE_PREFIX=1`` turns it on for ``generation.generate``'s static-cache
-loop, which plans on the host's ids and hands the plan to ``graph_decode.static_generate``).
+default, by measurement: ``ROPESHIFT_SHARE_PREFIX=1`` turns it on for ``generation.generate``'s static-cache loop,
+which plans on the host's ids and hands the plan to ``graph_decode.static_generate``).
+
+Measured on the H100 (benchmarks/RESULTS.md, 2026-12-07, ``benchmarks/bench_shared_prefill.py``): one 75-row 8k
+batch of two NIAH-like cells computes 67.4 % of its query tokens in 4 forwards and takes 0.967x (plain) and 0.958x
+(STRING) of one forward's time, the extra forwards' fixed costs taking back most of the third; in a whole study it
+cost more than it saved (each method's first shared batch compiles new kernel variants and graphs).
 
 A position's states depend only on the tokens up to it and on how the method relates their positions, so rows that
 begin with the same tokens (a task's haystack before its needle) have the same keys and values there, under every
