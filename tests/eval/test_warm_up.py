@@ -172,3 +172,15 @@ def test_cuda_warm_up_leaves_nothing_to_compile(tiny_llama, tok):
                 deactivate(m)
         assert out[1] == out[0]
     assert compile_seconds() == spent
+
+
+def test_check_script_smoke(benchmarks_path, capsys):
+    """benchmarks/check_warm_up.py on the CPU (tiny shape, dynamo's trace only): the warm-ups compile, the
+    study-like batches after them compile nothing."""
+    import check_warm_up
+
+    assert check_warm_up.main(["--device", "cpu", "--tiny", "--backend", "eager"]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| warm-up") or line.startswith("| generation") or line.startswith("| likelihood")]
+    assert len(rows) == 6
+    assert all(float(r[2]) > 0 for r in rows[:2]) and all(float(r[2]) == 0 for r in rows[2:])
