@@ -33,5 +33,7 @@ else
 fi
 tail -8 "$OUT/tests.log"
 echo "ROPESHIFT_SHARE_PREFIX=${ROPESHIFT_SHARE_PREFIX:-unset} ROPESHIFT_WARM_UP=${ROPESHIFT_WARM_UP:-unset}" | tee -a "$OUT/tests.log"
+# dynamo says which guard failed for any compile inside the loop (the warm-up should leave none: eval/warm_up.py)
+export TORCH_LOGS="${TORCH_LOGS:-recompiles}"
 MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=${BASE_TGZ:-results/smollm2-135m_h100_2026-12-05.tgz} WORKERS=3 BATCH_TOKENS=${BATCH_TOKENS:-640000} \
   OUT="$OUT" LIMIT=$(( LIMIT - ($(date +%s) - start) )) bash scripts/gpu_study_call.sh
