@@ -18,7 +18,7 @@
 # Two calls instead of three: two 46.3 MB parts (split -b 46340000) fit once the carried tree is under ~18.8 MB
 # (tree + part + .whl < 64 MiB); the tracked older records archives (results/*.tgz but the study's BASE_TGZ,
 # ~13 MB) can be left out on a throw-away branch (`git checkout -b transport && git rm` them `&& git commit`),
-# back to the main branch after the calls. Prepared on 2026-12-07, not yet run (no machine started).
+# back to the main branch after the calls. Run on 2026-12-07 (twenty-third session: two calls, ~6 s of copying).
 # Later calls on the same (still warm) machine find the model in /root/pkgs and need no carry; a fresh machine
 # resumes a study from .gpu/records.tgz (carry [.model1, .whl, .gpu] at call 3).
 set -u
