@@ -1,6 +1,6 @@
 """Compile the evaluation's layers before the first batch, while a rank waits for rank 0's prompts.
 
-    seconds = warm_up(model, kind)     # one small batch of ``kind`` (generation or likelihood), results dropped
+    seconds = warm_up(model, tokenizer, "generation")   # one small batch of that kind ("likelihood" too), dropped
 
 Why: ``dense_compile`` compiles lazily, at the first forward of each path (the prompt forward with a static cache
 and the one-token decode step for generation; the cache-less forward for likelihood). In the H100 study of
@@ -11,14 +11,19 @@ and compiled later: ``dense_compile.eager_lead``). Here a rank that waits spends
     rank 0        [tokenizer][model ....][wait for its prompt workers][first batch: compile ...][batches ...]
     rank 1, 2     [model ........][warm up: compile ..][barrier]  [batches (compiled) ......................]
 
-How: one left-padded batch of ``rows`` x ``tokens`` through the same calls as a real batch: the prompt forward
-into a static cache, the eager decode steps and one captured step (``graph_decode.static_generate``), or the
-cache-less forward that scores a document (``tasks.perplexity``); the method active is the one the caller
-activated. The layers are compiled with dynamic shapes, so the graphs serve every later batch provided the
-dummy sizes specialise nothing: dynamo gives sizes equal to each other one symbol ("duck sizing") and sizes 0
+How: one left-padded batch of ``rows`` x ``tokens`` through the same calls as a real batch: ``generation.generate``
+(on CUDA the prompt forward into a static cache, the eager decode steps and one captured step), or the cache-less
+forward that scores a document (``tasks.perplexity``); the method active is the one the caller activated. The
+layers are compiled with dynamic shapes, so the graphs serve every later batch provided the dummy sizes specialise
+nothing: dynamo gives sizes equal to each other one symbol ("duck sizing") and sizes 0
 and 1 their own graphs, so the batch's sizes (rows, prompt tokens, cache slots) are chosen distinct from each
 other and from every integer of the model's config (a batch of 2 rows in a model with 2 key-value heads would
 bind the two, and the next real batch would compile again). Off with ``ROPESHIFT_WARM_UP=0``.
+
+Measured (H100 study of 2026-12-07, benchmarks/RESULTS.md): with it the GPU was 84-100 % busy from 50 s on, where
+it had been 30-65 % busy until 90 s, and the study took 332 s instead of 353 (with other changes). Not every compile
+left the loop: the rank that warmed up likelihood still compiled 4.2 s in its first likelihood batch, which the
+CPU trace does not show (``benchmarks/check_warm_up.py`` names the failed guard on a GPU).
 """
 from __future__ import annotations
 
@@ -80,8 +85,8 @@ def warm_up(model, tokenizer, kind: str, decode: str = "auto") -> float:
     """Run one small batch of ``kind`` (``records.KINDS``) through the model as the runner's batches do, so that
     its compiled layers compile now; returns the seconds it took. Generation goes through
     ``generation.generate`` (``decode`` as there: on CUDA the static cache and a captured step), ``max_new``
-    tokens a row from rows of ``tokens - i`` prompt tokens (row i; left padding to ``tokens``); likelihood through the cache-less
-    forward that ``tasks.perplexity`` scores with. Outputs are dropped."""
+    tokens a row, row i of ``tokens - i`` prompt tokens (left padding to ``tokens``); likelihood through the
+    cache-less forward that ``tasks.perplexity`` scores with. Outputs are dropped."""
     import torch
 
     if kind not in KINDS:
