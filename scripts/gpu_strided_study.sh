@@ -8,7 +8,10 @@
 #   source scripts/gpu_env.sh; OUT=$OUT OLD_SRC=.old/src LIMIT=590 bash scripts/gpu_strided_study.sh
 # Twenty-third session: a failure among only the tests of a switched feature (tests/eval/test_shared_prefill.py:
 # ROPESHIFT_SHARE_PREFIX unset; tests/eval/test_warm_up.py: ROPESHIFT_WARM_UP=0) keeps this src with the feature
-# off (any other failure: OLD_SRC).
+# off (any other failure: OLD_SRC). CHECK_WARM_UP=1 runs benchmarks/check_warm_up.py before the study.
+# Next call (the shared prefill off, its default):
+#   source scripts/gpu_env.sh; TESTS=1 TEST_LIMIT=100 TEST_K="offsets_and_layout or cuda_warm_up" CHECK_WARM_UP=1 \
+#     BASE_TGZ=results/smollm2-135m_h100_2026-12-07b.tgz OUT=$OUT OLD_SRC=.old/src LIMIT=580 bash scripts/gpu_strided_study.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
 OLD_SRC="${OLD_SRC:?set OLD_SRC}"
@@ -33,6 +36,12 @@ else
 fi
 tail -8 "$OUT/tests.log"
 echo "ROPESHIFT_SHARE_PREFIX=${ROPESHIFT_SHARE_PREFIX:-unset} ROPESHIFT_WARM_UP=${ROPESHIFT_WARM_UP:-unset}" | tee -a "$OUT/tests.log"
+# CHECK_WARM_UP=1: first benchmarks/check_warm_up.py (~1-2 min, no model files): what the warm-up leaves to compile
+if [ "${CHECK_WARM_UP:-0}" = 1 ]; then
+  TORCH_LOGS=recompiles PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" timeout 180 \
+    python3 benchmarks/check_warm_up.py > "$OUT/check_warm_up.log" 2>&1
+  grep -E "^\||Recompiling|triggered by|- " "$OUT/check_warm_up.log" | grep -v "^- Docs" | head -40
+fi
 # dynamo says which guard failed for any compile inside the loop (the warm-up should leave none: eval/warm_up.py)
 export TORCH_LOGS="${TORCH_LOGS:-recompiles}"
 MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=${BASE_TGZ:-results/smollm2-135m_h100_2026-12-05.tgz} WORKERS=3 BATCH_TOKENS=${BATCH_TOKENS:-640000} \
