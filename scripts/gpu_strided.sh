@@ -21,8 +21,8 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 # was cut at 110 s after 61 tests
 [ "${TESTS:-1}" = 0 ] || PYTHONPATH="$PWD/src" timeout "${TEST_LIMIT:-150}" python3 -m pytest -q -rA -p no:cacheprovider -n 14 \
   tests/kernels/test_hopper.py tests/kernels/test_table_attention.py tests/eval/test_dense_compile.py \
-  tests/eval/test_shared_prefill.py tests/eval/test_warm_up.py \
-  -k "${TEST_K:-offsets_and_layout or dca_chunk or causal_entry or (gpu_grid and 4097x4097) or cuda_compiled or cuda_shared_prefill or cuda_warm_up}" 2>&1 \
+  tests/eval/test_shared_prefill.py tests/eval/test_warm_up.py tests/eval/test_parallel.py \
+  -k "${TEST_K:-offsets_and_layout or dca_chunk or causal_entry or (gpu_grid and 4097x4097) or cuda_compiled or cuda_shared_prefill or cuda_warm_up or cuda_forked}" 2>&1 \
   | grep -v -e PytestBenchmarkWarning -e "warner(" | tail -150 | tee "$OUT/tests.log"
 [ "${BENCH:-1}" = 0 ] && exit 0  # the tests only (scripts/gpu_strided_study.sh)
 for method in ${METHODS:-plain string}; do

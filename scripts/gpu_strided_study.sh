@@ -9,6 +9,7 @@
 # Twenty-third session: a failure among only the tests of a switched feature (tests/eval/test_shared_prefill.py:
 # ROPESHIFT_SHARE_PREFIX unset; tests/eval/test_warm_up.py: ROPESHIFT_WARM_UP=0) keeps this src with the feature
 # off (any other failure: OLD_SRC). CHECK_WARM_UP=1 runs benchmarks/check_warm_up.py before the study.
+# Twenty-fourth session: tests/eval/test_parallel.py's test_cuda_forked_workers is switched too (ROPESHIFT_FORK_RANKS=0).
 # Next call (the shared prefill off, its default):
 #   source scripts/gpu_env.sh; TESTS=1 TEST_LIMIT=100 TEST_K="offsets_and_layout or cuda_warm_up" CHECK_WARM_UP=1 \
 #     BASE_TGZ=results/smollm2-135m_h100_2026-12-07b.tgz OUT=$OUT OLD_SRC=.old/src LIMIT=580 bash scripts/gpu_strided_study.sh
@@ -19,7 +20,7 @@ LIMIT="${LIMIT:-590}"
 start=$(date +%s)
 failed() { grep -E "^(FAILED|ERROR) " "$OUT/tests.log" | grep -vE "${1:-^$}"; }  # failures (but those matching $1)
 # tests of a feature with its own switch: a failure among only these turns the feature off instead of OLD_SRC
-SWITCHED="test_shared_prefill|test_warm_up"
+SWITCHED="test_shared_prefill|test_warm_up|test_cuda_forked"
 if [ "${TESTS:-1}" = 0 ]; then  # TESTS=0: the study only (its kernels' GPU tests passed in an earlier call)
   echo "tests skipped (TESTS=0)" > "$OUT/tests.log"
 else
@@ -31,11 +32,12 @@ else
     if failed >/dev/null; then echo "SWITCHED FEATURE TESTS FAILED ($(( $(date +%s) - start )) s)" | tee -a "$OUT/tests.log"; fi
     if failed | grep -q test_shared_prefill; then unset ROPESHIFT_SHARE_PREFIX; fi
     if failed | grep -q test_warm_up; then export ROPESHIFT_WARM_UP=0; fi
+    if failed | grep -q test_cuda_forked; then export ROPESHIFT_FORK_RANKS=0; fi
     echo "tests passed or only switched features failed ($(( $(date +%s) - start )) s): this commit's src" | tee -a "$OUT/tests.log"
   fi
 fi
 tail -8 "$OUT/tests.log"
-echo "ROPESHIFT_SHARE_PREFIX=${ROPESHIFT_SHARE_PREFIX:-unset} ROPESHIFT_WARM_UP=${ROPESHIFT_WARM_UP:-unset}" | tee -a "$OUT/tests.log"
+echo "ROPESHIFT_SHARE_PREFIX=${ROPESHIFT_SHARE_PREFIX:-unset} ROPESHIFT_WARM_UP=${ROPESHIFT_WARM_UP:-unset} ROPESHIFT_FORK_RANKS=${ROPESHIFT_FORK_RANKS:-unset}" | tee -a "$OUT/tests.log"
 # CHECK_WARM_UP=1: first benchmarks/check_warm_up.py (~1-2 min, no model files): what the warm-up leaves to compile
 if [ "${CHECK_WARM_UP:-0}" = 1 ]; then
   TORCH_LOGS=recompiles PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" timeout 180 \

@@ -253,6 +253,47 @@ def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, t
         assert "256.w1.jsonl" in writers["perplexity"] and "256.w0.jsonl" in writers["passkey"]  # each its queue
 
 
+def test_ranks_fork_unless_switched_off_or_cuda_is_initialised(monkeypatch):
+    import torch
+
+    from ropeshift.eval import parallel
+
+    monkeypatch.delenv(parallel.FORK_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert parallel.start_method() == "fork"
+    monkeypatch.setenv(parallel.FORK_ENV, "0")
+    assert parallel.start_method() == "spawn"
+    monkeypatch.delenv(parallel.FORK_ENV)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # a forked child could not use CUDA
+    assert parallel.start_method() == "spawn"
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_forked_workers_give_the_spawned_workers_records(tiny_folder, tmp_path):
+    """``ropeshift eval --workers 2 --device cuda`` from a fresh interpreter (as the study runs it), ranks forked
+    (the default) and spawned (``ROPESHIFT_FORK_RANKS=0``): every record, the same scores; the forked ranks'
+    start-up clocks skip the interpreter's imports."""
+    argv = ["eval", "--model", str(tiny_folder), "--device", "cuda", "--tasks", "passkey,perplexity", "--lengths",
+            "256", "--samples", "4", "--methods", "rope,string", "--shift", "100", "--window", "16", "--no-progress",
+            "--workers", "2"]
+    process_s = {}
+    for fork in ("1", "0"):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               "ROPESHIFT_FORK_RANKS": fork}
+        out = tmp_path / f"fork{fork}"
+        subprocess.run([sys.executable, "-m", "ropeshift.cli.main", *argv, "--out", str(out)], env=env, check=True,
+                       capture_output=True, timeout=300)
+        recs = {r.key: r for r in iter_records(model_dir(out, tiny_folder.name))}
+        assert len(recs) == 16, fork
+        process_s[fork] = [json.loads(line)["phases"]["process"] for p in model_dir(out, tiny_folder.name)
+                           .glob("_batches/rank*.jsonl") for line in p.read_text().splitlines()
+                           if '"startup"' in line]
+        if fork == "1":
+            forked = recs
+    assert {k: r.score for k, r in recs.items()}.keys() == forked.keys()
+    assert max(process_s["1"]) < min(process_s["0"]), process_s
+
+
 def test_startup_clock_reports_each_phase_once(capsys, monkeypatch):
     from ropeshift.eval import parallel
 

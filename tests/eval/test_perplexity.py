@@ -123,3 +123,23 @@ def test_mixed_batch_forwards_each_shared_window_once(tok, tiny_llama):
     for got, want in zip(mixed, [alone[0], own[0], alone[1], own[1]]):
         assert got["n_scored"] == want["n_scored"]
         assert math.isclose(got["nll"], want["nll"], rel_tol=1e-5)
+
+
+def test_document_prefix_ids_equal_the_whole_texts(tok):
+    """``_doc_ids`` tokenises only the words a call needs: its ids are the whole text's first ids, and a later call
+    that needs more grows the prefix (the samples are those of the whole text's tokenisation)."""
+    from ropeshift.eval.haystacks import get_haystack
+    from ropeshift.eval.tasks import perplexity
+
+    hay = get_haystack("pydoc")
+    whole = tuple(tok(hay.text(hay.n_words), add_special_tokens=False)["input_ids"])
+    perplexity._DOCS.clear()
+    try:
+        for need in (1_000, 5_000, 20_000, len(whole) + 1):
+            ids = perplexity._doc_ids(tok, hay, need)
+            assert ids == whole[:len(ids)] and len(ids) >= min(need, len(whole))
+        assert perplexity._DOCS[tok, hay][0] == hay.n_words and perplexity._doc_ids(tok, hay) == whole
+        perplexity._DOCS.clear()
+        assert len(perplexity._doc_ids(tok, hay, 1_000)) < len(whole)   # a prefix, not the whole text
+    finally:
+        perplexity._DOCS.clear()

@@ -278,17 +278,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn, args: tuple, workers: int) -> None:
-    """Run ``fn(*args)`` in ``workers`` fresh processes that see torchrun's environment (rank r of workers).
+FORK_ENV = "ROPESHIFT_FORK_RANKS"  # "0": --workers starts fresh interpreters (spawn) instead of forking
 
-    ``torch.multiprocessing.spawn`` joins them; when one dies the others are stopped and an exception
+
+def start_method() -> str:
+    """How ``spawn`` starts its ranks: ``"fork"`` where the platform has it, this process has not initialised
+    CUDA (a forked child could not use it) and ``ROPESHIFT_FORK_RANKS`` is not "0"; else ``"spawn"``.
+
+    Why fork: a spawned rank is a new interpreter that imports torch, transformers and ropeshift again before
+    its first line of work (its start-up clock's ``process`` phase: 3.3 s in the H100 study of 2026-12-07, the
+    three ranks at once on a host busy with nothing else yet); a forked one starts with this process's modules."""
+    import multiprocessing as mp
+    import sys
+
+    if os.environ.get(FORK_ENV, "1") == "0" or "fork" not in mp.get_all_start_methods() \
+            or not sys.platform.startswith("linux"):
+        return "spawn"
+    import torch
+
+    return "spawn" if torch.cuda.is_initialized() else "fork"
+
+
+def spawn(fn, args: tuple, workers: int) -> None:
+    """Run ``fn(*args)`` in ``workers`` new processes (``start_method``) that see torchrun's environment (rank r
+    of workers).
+
+    ``torch.multiprocessing.start_processes`` joins them; when one dies the others are stopped and an exception
     names it, as torchrun does."""
     import torch.multiprocessing as mp
 
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(workers)}
-    mp.spawn(_entry, args=(env, fn, args), nprocs=workers, join=True)
+    mp.start_processes(_entry, args=(env, fn, args), nprocs=workers, join=True, start_method=start_method())
 
 
 def _entry(rank: int, env: dict, fn, args: tuple) -> None:

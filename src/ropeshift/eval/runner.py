@@ -205,7 +205,8 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
-                same = rope_share.rope_equal_lengths(info, cfg.lengths) if share else set()
+                same = set() if not share else set(joins[method.label]) if method.label in joins \
+                    else rope_share.rope_equal_lengths(info, cfg.lengths)  # joins: found in the start-up's wait
             tasks = {name: resolve_task(name) for name, _ in cells}
             names = "+".join(tasks) if len(tasks) <= 3 else f"{len(tasks)} tasks"
             note = f"{method.label} {names} {format_length(length)}"

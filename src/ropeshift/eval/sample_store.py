@@ -90,5 +90,8 @@ def start_samples(cfg: "RunConfig", tokenizer, progress: bool = True) -> Pending
     pool = futures = None
     if workers > 1 and "fork" in mp.get_all_start_methods():
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
-        futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options)) for k in missing]
+        # longest first: a (task, length)'s cost grows with its length, and an 8k job handed out last (the
+        # plan's order: task by task, lengths upwards) kept one worker busy after the others were done
+        futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options))
+                   for k in sorted(missing, key=lambda k: -k[1])]
     return PendingSamples(cfg, out, missing, pool, futures, progress)

@@ -25,7 +25,6 @@ A haystack too short for the strided spans (pydoc at 8k) gives ``single`` its ow
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 from ..haystacks import Haystack
 from ..records import LIKELIHOOD
@@ -37,10 +36,28 @@ LOGITS_BYTES = 4 * 1024**3   # the model's logits per forward, in its own dtype
 CE_TOKENS = 8192              # (row, position) pairs per fp32 cross-entropy chunk (~1.6 GB at V = 49k)
 
 
-@lru_cache(maxsize=4)
-def _doc_ids(tokenizer, haystack: Haystack) -> tuple[int, ...]:
-    text = haystack.text(haystack.n_words)
-    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+MARGIN = 64  # ids dropped from the end of a tokenised prefix: the cut may split its last pre-tokens differently
+
+
+def _doc_ids(tokenizer, haystack: Haystack, need: int | None = None) -> tuple[int, ...]:
+    """The first token ids of the haystack's text: at least ``need`` of them (None or more than the text holds:
+    all), each equal to the whole text's tokenisation at its place.
+
+    Only a prefix of the words is tokenised (the whole kjv text is ~1M tokens, 3.6 s on one core, paid once per
+    prompt worker; ruler-lite's 8k samples need 460k of them): ``text(k)`` for a word count ``k`` that covers
+    ``need + MARGIN`` tokens, without its last ``MARGIN`` ids (a word's tokens do not depend on the words after
+    it once a space separates them; the margin keeps a cut that splits differently out of reach). Prefixes
+    are kept per (tokenizer, haystack) and grown when a later call needs more."""
+    key = (tokenizer, haystack)
+    words, (k, ids) = haystack.n_words, _DOCS.get(key, (0, ()))
+    while not (k == words or (need is not None and len(ids) >= need + MARGIN)):
+        k = words if need is None else min(words, max(2 * k, (need + MARGIN) * 5 // 6 + 1024))  # ~1.3 a word
+        ids = tuple(tokenizer(haystack.text(k), add_special_tokens=False)["input_ids"])
+        _DOCS[key] = (k, ids)
+    return ids if k == words else ids[:len(ids) - MARGIN]
+
+
+_DOCS: dict[tuple, tuple[int, tuple[int, ...]]] = {}  # (tokenizer, haystack) -> (words tokenised, their ids)
 
 
 def _bos(tokenizer) -> list[int]:
@@ -94,9 +111,9 @@ class Perplexity(Task):
         if n < 1:
             raise ValueError(f"{self.name}: the number of samples must be >= 1, got {n}")
         haystack = self.haystack_for(options)
-        ids = _doc_ids(tokenizer, haystack)
         bos = _bos(tokenizer)
         span = self.span(length, len(bos))
+        ids = _doc_ids(tokenizer, haystack, n * max(span, self.span(length, len(bos), "strided")))
         if n * span > len(ids):
             raise ValueError(
                 f"{self.name}: haystack {haystack.name!r} holds {len(ids):,} tokens, but {n} samples at length "
