@@ -166,14 +166,22 @@ def method_settings(*roots: Path | None) -> dict[str, tuple[str, dict]]:
 
 
 def copied_cells(settings: dict, methods, lengths) -> set[tuple[str, int]]:
-    """(method label, length) pairs whose records a run copies from the rope row (``eval/rope_share``: the
-    method is exactly RoPE there), when ``methods`` holds the rope row."""
-    from ropeshift.eval.rope_share import BASELINE, rope_equal_lengths
+    """(method label, length) pairs whose records a run copies from an earlier row (``eval/rope_share``: the
+    method is exactly RoPE there, or exactly an earlier row of ``methods``), when ``methods`` holds the rope row."""
+    from ropeshift.eval.rope_share import BASELINE, rope_equal_lengths, same_lengths
 
     if BASELINE not in methods:
         return set()
-    return {(m, n) for m in methods if m != BASELINE and m in settings
-            for n in rope_equal_lengths({"method": settings[m][0], "params": settings[m][1]}, lengths)}
+    out, earlier = set(), []
+    for m in methods:
+        if m == BASELINE or m not in settings:
+            continue
+        info = {"method": settings[m][0], "params": settings[m][1]}
+        out |= {(m, n) for n in rope_equal_lengths(info, lengths)}
+        for other in earlier:
+            out |= {(m, n) for n in same_lengths(info, other, lengths)}
+        earlier.append(info)
+    return out
 
 
 def extrapolate(fresh: dict, base: dict, cells: list[tuple[str, str, int]], samples: int,
@@ -291,7 +299,7 @@ def records_report(records: Path, baseline: Path | None, timeline: Path | None, 
                   f"process-seconds {secs:.1f} (measured cells {share['measured']:.1f}, partial cells scaled "
                   f"{share['scaled']:.1f}, from the baseline's costs {share['baseline']:.1f}"
                   + (f"; {len(missing)} cells without any estimate" if missing else "")
-                  + f"; {n_copied} cells copied from rope at 0 s, exactly RoPE there: eval/rope_share.py)",
+                  + f"; {n_copied} cells copied at 0 s from rope or an earlier row, exactly equal there: eval/rope_share.py)",
                   f"evaluation loop at C = {conc:.2f}: {loop_est:.0f} s"
                   + (f"; + {overhead:.0f} s start-up (as measured) = {loop_est + overhead:.0f} s" if overhead is not None
                      else "") + f" = {(loop_est + (overhead or 0)) / 60:.1f} GPU-minutes, "

@@ -122,6 +122,13 @@ def test_claim_queues_put_the_rope_rows_copies_with_it_and_every_other_method_al
         mine = [[m.label for m in methods] for c, methods in items if c == chunk]
         want = [["rope", "string"]] if next(iter(chunk))[1] == 256 else [["rope"], ["string"]]
         assert mine == want
+    # a row that copies an earlier row (rope_share.equal_lengths' {length: donor}) goes with that row
+    fair = SimpleNamespace(label="string@fair")
+    q2, _ = claim_queues(work, 2, 3, False, [rope, string, fair], {"string@fair": {256: "string"}})
+    for chunk in chunks:
+        mine = [[m.label for m in methods] for c, methods in [i for q in q2 for i in q] if c == chunk]
+        at256 = next(iter(chunk))[1] == 256
+        assert mine == ([["rope"], ["string", "string@fair"]] if at256 else [["rope"], ["string"], ["string@fair"]])
     work = [(rope if m == "rope" else string, t, n, todo) for m, t, n, todo in work]
     rows = sorted((m.label, t, n, s.index) for c, ms in items for m, t, n, todo in only(work, c, ms) for s in todo)
     assert rows == sorted((m.label, t, n, s.index) for m, t, n, todo in work for s in todo)   # every row, once

@@ -465,6 +465,47 @@ def test_rope_equal_cells_copy_the_rope_rows_records(tmp_path, tok, tiny_llama):
     assert all("same_as" not in r for r in read_cell(alone, "tiny", "passkey", label, 256))
 
 
+def test_rows_equal_to_an_earlier_row_copy_its_records(tmp_path, tok, tiny_llama):
+    """Self-Extend with another training length (ruler-lite's fair row: L' enters neither rel nor the visible keys)
+    is exactly the default Self-Extend row: its records are that row's (same_as names it), as computed."""
+    base = MethodSpec("self_extend", {"group_size": 4, "window": 64})
+    fair = MethodSpec("self_extend", {"group_size": 4, "window": 64, "train_length": 200}, alias="se-fair")
+    kw = dict(tasks=("passkey", "perplexity"), lengths=(256,), methods=(MethodSpec("rope"), base, fair), samples=2)
+    shared, computed = tmp_path / "shared", tmp_path / "computed"
+    assert run(_cfg(shared, **kw), tiny_llama, tok, progress=False) == 2 * 3 * 2
+    assert run(_cfg(computed, share_rope=False, **kw), tiny_llama, tok, progress=False) == 12
+    for task in ("passkey", "perplexity"):
+        donor = {r.index: r for r in read_cell(shared, "tiny", task, base.label, 256)}
+        copied = {r.index: r for r in read_cell(shared, "tiny", task, "se-fair", 256)}
+        fresh = {r.index: r for r in read_cell(computed, "tiny", task, "se-fair", 256)}
+        assert sorted(copied) == sorted(donor) == [0, 1] and all("same_as" not in r for r in donor.values())
+        for i, r in copied.items():
+            assert r["same_as"] == base.label and r.seconds == 0.0 and r.params["train_length"] == 200
+            assert (r.prompt_hash, r.prediction, r.score, r.nll) == \
+                   (donor[i].prompt_hash, donor[i].prediction, donor[i].score, donor[i].nll)
+            assert "same_as" not in fresh[i] and fresh[i].prediction == r.prediction
+            assert fresh[i].nll == pytest.approx(r.nll, rel=1e-4, abs=1e-6) if r.nll is not None else True
+
+
+def test_same_lengths_compares_the_definitions():
+    from ropeshift.eval.rope_share import same_lengths
+
+    def info(name, **params):
+        return {"method": name, "params": params}
+
+    se = info("self_extend", group_size=8, window=64, train_length=1024, logit_scale=1.0)
+    assert same_lengths(info("self_extend", group_size=8, window=64, train_length=300, logit_scale=1.0), se,
+                        [128, 512, 1024]) == [128, 512, 1024]
+    # another window: equal only where both are RoPE (every distance below both windows)
+    assert same_lengths(info("self_extend", group_size=8, window=32, train_length=1024, logit_scale=1.0), se,
+                        [16, 32, 64, 512]) == [16, 32]
+    assert same_lengths(info("self_extend", group_size=8, window=64, train_length=1024, logit_scale=1.5), se,
+                        [128]) == []  # another logit scale
+    string = info("string", shift=40, window=8, train_length=1024, logit_scale=1.0)
+    assert same_lengths(string, se, [32, 64, 128]) == [32]   # both RoPE below 40, then apart
+    assert same_lengths(info("yarn", factor=2.0), se, [32]) == []  # RoPE scaling: never an attention row
+
+
 def test_both_perplexity_protocols_share_one_batch(tmp_path, tok, tiny_llama):
     """perplexity and perplexity:single on the same documents run as one likelihood batch (their batch group),
     rows of one prompt index together; each task gets its own records, equal to a run of that task alone."""

@@ -91,12 +91,12 @@ def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, method
     ``(prompts, methods)``, costliest chunk first (the cost model's estimate), so the last items claimed are the
     cheapest and the ranks end within about one batch of each other (~2-5 s) whatever the estimate's error (a
     static deal of whole chunks left 37 s between the ranks of the H100 study of 2026-12-06). ``first[r]``: the
-    queue rank r claims from until it is empty, then the others in turn. Per chunk the first of ``methods`` (the
-    rope row) goes together with the methods that copy its records at the chunk's length (``joins[label]``: those
-    lengths, ``rope_share.equal_lengths``; they cost nothing and need the rope row's records of the same prompts:
-    one rank, in order), and every other method goes on its own::
+    queue rank r claims from until it is empty, then the others in turn. Per chunk each method goes on its own,
+    except that a method that copies an earlier row's records at the chunk's length (``joins[label]``:
+    ``{length: donor label}``, ``rope_share.equal_lengths``) goes with its donor: it costs nothing and needs the
+    donor's records of the same prompts (one rank, in order)::
 
-        chunk 8k #1:  (rope)  (string)  (yarn)  ...          chunk 1k:  (rope, string, dca, ...)  (yarn)  ...
+        chunk 8k #1:  (rope)  (string)  (self_extend, self_extend@fair)  ...     chunk 1k:  (rope, string, ...)  ...
 
     The last ``round(world x likelihood share of the cost)`` ranks (at least one) start on the likelihood queue,
     the others on generation: the card runs likelihood forwards (compute-bound) beside generation's
@@ -119,9 +119,12 @@ def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, method
         for cost, units in chunk_list:
             chunk = frozenset(p for u in units for p in prompts[u])
             length = units[0][1]
-            with_first = tuple(m for m in methods[1:] if length in joins.get(m.label, ()))
-            items.append((chunk, (methods[0], *with_first)))
-            items += [(chunk, (m,)) for m in methods[1:] if m not in with_first]
+            groups: dict[str, list] = {}   # donor label -> the donor, then the rows that copy it here
+            for m in methods:
+                label = getattr(m, "label", m)
+                donor = _donor(joins.get(label), length)
+                groups.setdefault(donor if donor in groups else label, []).append(m)
+            items += [(chunk, tuple(g)) for g in groups.values()]
             total += cost
         queues.append(items)
         costs.append(total)
@@ -130,6 +133,14 @@ def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, method
         n = min(world - 1, max(1, round(world * costs[1] / max(1, sum(costs)))))
         first[world - n:] = [1] * n
     return queues, first
+
+
+def _donor(lengths, length: int) -> str | None:
+    """The donor row at ``length`` of one ``joins`` entry: ``{length: donor label}``, or (older callers) a set of
+    the lengths where the row copies the rope row."""
+    if not lengths or length not in lengths:
+        return None
+    return lengths[length] if isinstance(lengths, dict) else rope_share.BASELINE
 
 
 def deal(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> tuple[dict, list[int]]:

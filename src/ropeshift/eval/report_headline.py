@@ -50,8 +50,9 @@ _CHUNK = 1 << 20  # elements per slice of the check: 1 << 22 (32 MB of int64 a t
 # rows on a 2-core CPU, 1 << 20 (cache-sized) 0.9 s
 
 
-def _rows_are_rope(method, start: int, length: int) -> bool:
-    """rel == d and every causal key visible for queries ``start..length-1`` over keys ``0..length-1``."""
+def _rows_match(method, start: int, length: int, other=None) -> bool:
+    """For queries ``start..length-1`` over keys ``0..length-1``: ``method`` relates and shows every causal
+    (query, key) pair as ``other`` does (None: RoPE, rel == d and every causal key visible)."""
     import torch
 
     keys = torch.arange(length).view(1, 1, length)
@@ -60,10 +61,15 @@ def _rows_are_rope(method, start: int, length: int) -> bool:
         qpos = torch.arange(max(start, stop - step), stop).view(1, -1, 1)
         d = qpos - keys
         causal = d >= 0
-        if not bool((torch.as_tensor(method.rel(d, qpos, keys)) == d)[causal].all()):
+        want = d if other is None else torch.as_tensor(other.rel(d, qpos, keys))
+        if not bool((torch.as_tensor(method.rel(d, qpos, keys)) == want)[causal].all()):
             return False
         vis = method.visible(d, qpos, keys)
-        if vis is not None and not bool(torch.as_tensor(vis).expand_as(d)[causal].all()):
+        ref = None if other is None else other.visible(d, qpos, keys)
+        if vis is None and ref is None:
+            continue
+        vis, ref = (torch.as_tensor(True) if v is None else torch.as_tensor(v) for v in (vis, ref))
+        if not bool((vis.expand_as(d) == ref.expand_as(d))[causal].all()):
             return False
     return True
 
@@ -92,7 +98,7 @@ def _rope_lengths(method_name: str | None, params: dict | None, lengths) -> list
         return []
     out, done = [], 0
     for n in sorted(lengths):
-        if not _rows_are_rope(method, done, n):
+        if not _rows_match(method, done, n):
             break
         out.append(n)
         done = n

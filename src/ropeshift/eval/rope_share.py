@@ -1,4 +1,5 @@
-"""Cells where a method is exactly RoPE take the rope row's records instead of recomputing them.
+"""Cells where a method is exactly RoPE, or exactly an earlier row, take that row's records instead of
+recomputing them.
 
 A method is exactly RoPE at length n when its own definition says so for every query below n: logit scale 1,
 ``rel(m, k) = m - k`` and every causal key visible (``report_headline.rope_lengths``, checked from the method,
@@ -11,21 +12,29 @@ not from its name). STRING with S = L/3 at n <= S, DCA with n <= its chunk, LM-I
     m=2     2  1  0  .
     m=3     3  2  1  0
 
+Likewise a row is exactly an earlier row of the run at n when both are attention methods on the model's own
+RoPE with the same logit scale, and their ``rel`` and visible keys agree on every causal pair below n
+(``same_lengths``): the fair-protocol Self-Extend of ``ruler-lite`` (group 8, window 1024, L' = 2/3 L) is
+Self-Extend's default row at every length, since L' enters neither. Its donor is then that earlier row (the
+first one that matches, which is always computed there: one exactly RoPE would make the method RoPE too).
+
 A task's length counts its prompt plus its answer budget (``tasks/base.py``), so every token a record depends on
-is produced by a query below the length: such a cell computes the same attention as the rope row on the same
+is produced by a query below the length: such a cell computes the same attention as the donor row on the same
 prompts (a sample breaking that contract, n_tokens + max_new_tokens > length, is computed), so the runner
-copies the rope row's record of each prompt (same prompt hash) with the method's own label, name and
-parameters, ``seconds = 0`` (it cost nothing) and ``details["same_as"] = "rope"``. The report marks those lengths "(= rope)" either way.
+copies the donor's record of each prompt (same prompt hash) with the method's own label, name and
+parameters, ``seconds = 0`` (it cost nothing) and ``details["same_as"] = <donor label>``. The report marks
+rope-equal lengths "(= rope)" either way.
 ``RunConfig.share_rope = False`` (``--compute-rope-equal``) computes them instead, e.g. to measure a kernel's
 numerical drift against the plain path on real prompts.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from .options import MethodSpec
 from .records import Record, read_cell
-from .report_headline import BASELINE, rope_lengths
+from .report_headline import BASELINE, _method, _rows_match, rope_lengths
 
 SAME_AS = "same_as"
 
@@ -44,43 +53,97 @@ def rope_equal_lengths(info: dict, lengths) -> set[int]:
     return set(rope_lengths(name, info.get("params"), list(lengths)))
 
 
-def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "model") -> dict:
-    """``{method label: lengths at which it is exactly RoPE}`` for ``methods`` (MethodSpecs; the rope row left out)
-    on ``model``: each activated once (``generation.activate``, then deactivated) and checked
-    (``rope_equal_lengths``). ~2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the check's matrices at 8k;
-    run by rank 0 beside its prompt workers, it went with 7.8 s more of that rank's start-up in the H100 study of
-    2026-12-07 (the runner now leaves it to the ranks that wait for rank 0's prompts)."""
+def same_lengths(info: dict, earlier: dict, lengths) -> list[int]:
+    """The lengths at which the activated method ``info`` is exactly the row ``earlier`` (both ``activate``'s
+    infos): attention methods on the model's own RoPE (``report_headline._method``: not RoPE scaling, not a
+    composition) with the same logit scale whose ``rel`` and visible keys agree on every causal pair below the
+    length. Equal at n implies equal below n: lengths are checked upwards, each adding its new query rows after
+    a probe of 4,096 random pairs (a different row fails there, in ~1 ms)."""
+    key = tuple(json.dumps([i.get("method"), i.get("params")], sort_keys=True, default=str) for i in (info, earlier))
+    key += (tuple(sorted(lengths)),)
+    if key not in _SAME:
+        a, b = (_method(i.get("method"), i.get("params")) for i in (info, earlier))
+        out, done = [], 0
+        if a is not None and b is not None and float(getattr(a, "logit_scale", 1.0)) == \
+                float(getattr(b, "logit_scale", 1.0)):
+            for n in sorted(lengths):
+                if not (_probe(a, b, n) and _rows_match(a, done, n, b)):
+                    break
+                out.append(n)
+                done = n
+        _SAME[key] = out
+    return list(_SAME[key])
+
+
+_SAME: dict[tuple, list[int]] = {}
+
+
+def _probe(a, b, length: int, n: int = 4096) -> bool:
+    """``a`` and ``b`` agree on ``n`` random causal (query, key) pairs below ``length`` (a necessary condition)."""
+    import torch
+
+    g = torch.Generator().manual_seed(length)
+    q = torch.randint(0, length, (n,), generator=g)
+    k = (torch.rand(n, generator=g) * (q + 1)).long().clamp(max=q)
+    d = q - k
+    if not bool((torch.as_tensor(a.rel(d, q, k)) == torch.as_tensor(b.rel(d, q, k))).all()):
+        return False
+    va, vb = a.visible(d, q, k), b.visible(d, q, k)
+    va, vb = (torch.ones_like(d, dtype=torch.bool) if v is None else torch.as_tensor(v).expand_as(d) for v in (va, vb))
+    return bool((va == vb).all())
+
+
+def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "model", labels=None) -> dict:
+    """``{label: {length: donor label}}`` for the rows of ``methods`` (MethodSpecs in run order) named in ``labels``
+    (default: all but the rope row): where a row takes another's records, the donor at each length: ``rope`` where
+    it is exactly RoPE (``rope_equal_lengths``), else the first earlier row it equals there (``same_lengths``).
+    Every row up to the last one asked for is activated once (``generation.activate``, then deactivated) for its
+    resolved parameters. ~2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the checks' matrices at 8k; the
+    runner leaves it to the ranks that wait for rank 0's prompts (beside rank 0's prompt workers it went with
+    7.8 s more of that rank's start-up in the H100 study of 2026-12-07)."""
     from .generation import activate, deactivate
 
-    out = {}
-    for m in methods:
+    wanted = {m.label for m in methods if m.label != BASELINE} if labels is None else set(labels) - {BASELINE}
+    last = max((i for i, m in enumerate(methods) if m.label in wanted), default=-1)
+    infos, out = [], {}
+    for m in methods[:last + 1]:
+        info = dict(activate(model, m, impl, plain_attention))
+        deactivate(model)
+        if m.label in wanted:
+            donors = {n: BASELINE for n in rope_equal_lengths(info, lengths)}
+            for label, earlier in infos:
+                for n in same_lengths(info, earlier, [n for n in lengths if n not in donors]):
+                    donors.setdefault(n, label)
+            out[m.label] = donors
         if m.label != BASELINE:
-            out[m.label] = rope_equal_lengths(activate(model, m, impl, plain_attention), lengths)
-            deactivate(model)
+            infos.append((m.label, info))
     return out
 
 
-def copy_from_rope(out, model: str, method: MethodSpec, info: dict, length: int, cells: list) -> tuple[list, list]:
-    """``(records to write, cells still to compute)`` for one bucket of a method at a rope-equal length.
+def copy_from(out, model: str, method: MethodSpec, info: dict, length: int, cells: list,
+              donor: str = BASELINE) -> tuple[list, list]:
+    """``(records to write, cells still to compute)`` for one bucket of a method at a length where it is exactly
+    the row ``donor`` (``equal_lengths``).
 
-    ``cells``: ``[(task name, pending samples)]``. A sample whose rope record exists (same prompt hash) yields a
-    copy; the rest stay pending (the rope row has not reached them, e.g. a partial run)."""
+    ``cells``: ``[(task name, pending samples)]``. A sample whose donor record exists (same prompt hash) yields a
+    copy; the rest stay pending (the donor row has not reached them, e.g. a partial run)."""
     copies, rest = [], []
     for name, samples in cells:
-        rope = {r.index: r for r in read_cell(out, model, name, BASELINE, length)}
+        base = {r.index: r for r in read_cell(out, model, name, donor, length)}
         left = []
         for s in samples:
-            r = rope.get(s.index)
-            if r is None or r.prompt_hash != s.prompt_hash or s.n_tokens + s.max_new_tokens > length:
+            r = base.get(s.index)
+            if r is None or r.prompt_hash != s.prompt_hash or s.n_tokens + s.max_new_tokens > length \
+                    or r.details.get(SAME_AS):
                 left.append(s)
                 continue
-            copies.append((name, _as_method(r, method, info)))
+            copies.append((name, _as_method(r, method, info, donor)))
         if left:
             rest.append((name, left))
     return copies, rest
 
 
-def _as_method(r: Record, method: MethodSpec, info: dict) -> Record:
+def _as_method(r: Record, method: MethodSpec, info: dict, donor: str = BASELINE) -> Record:
     return replace(r, method=method.label, method_name=info.get("method", method.name),
                    params=info.get("params", method.params), impl=info.get("impl"), seconds=0.0,
-                   details={**r.details, SAME_AS: BASELINE})
+                   details={**r.details, SAME_AS: donor})

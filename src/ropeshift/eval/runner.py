@@ -167,15 +167,18 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
-    joins = {}  # several ranks: the methods that copy the rope row's records, at their lengths (claim_queues)
+    joins = {}  # {label: {length: donor label}}: the rows that copy an earlier row's records there (rope_share)
     if share and ranks.world > 1 and not ranks.main:   # found by ranks 1.. while they wait for rank 0's prompts
-        mine = cfg.methods[ranks.rank - 1::ranks.world - 1]
-        joins = rope_share.equal_lengths(model, mine, cfg.lengths, cfg.impl, cfg.plain_attention)
+        mine = {m.label for m in cfg.methods[ranks.rank - 1::ranks.world - 1]}
+        joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl, cfg.plain_attention,
+                                         mine)
     if warm:  # still before rank 0's prompts: compile the path of this rank's first batches now (eval/warm_up.py)
         _warm_up(cfg, model, tokenizer, ranks)
         clock.mark("warm-up")
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
+    if share and ranks.world == 1:  # one process: while its prompt workers make the prompts
+        joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl, cfg.plain_attention)
     if ranks.main:
         samples = samples.result() if isinstance(samples, PendingSamples) else samples
         write_manifest(cfg, model, model_path or cfg.model)
@@ -205,14 +208,13 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
             if method != current:
                 deactivate(model)
                 info, current = activate(model, method, cfg.impl, cfg.plain_attention), method
-                same = set() if not share else set(joins[method.label]) if method.label in joins \
-                    else rope_share.rope_equal_lengths(info, cfg.lengths)  # joins: found in the start-up's wait
+                donors = joins.get(method.label, {})
             tasks = {name: resolve_task(name) for name, _ in cells}
             names = "+".join(tasks) if len(tasks) <= 3 else f"{len(tasks)} tasks"
             note = f"{method.label} {names} {format_length(length)}"
             copies = []
-            if length in same:  # the rope row, earlier in every bucket, computed these prompts
-                copies, cells = rope_share.copy_from_rope(cfg.out, cfg.model, method, info, length, cells)
+            if length in donors:  # the donor row, earlier in every bucket (and claim item), computed these prompts
+                copies, cells = rope_share.copy_from(cfg.out, cfg.model, method, info, length, cells, donors[length])
             batches = cut_batches([(s, name) for name, samples in cells for s in samples], tasks,
                                   rows_per_batch(cfg, length), merged and ended_rows_free(model))
             with contextlib.ExitStack() as stack:
