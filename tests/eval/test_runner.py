@@ -504,6 +504,12 @@ def test_same_lengths_compares_the_definitions():
     string = info("string", shift=40, window=8, train_length=1024, logit_scale=1.0)
     assert same_lengths(string, se, [32, 64, 128]) == [32]   # both RoPE below 40, then apart
     assert same_lengths(info("yarn", factor=2.0), se, [32]) == []  # RoPE scaling: never an attention row
+    # a composition is its scaling row where its attention part is exactly RoPE, and only with the same scaling
+    yarn = info("yarn", factor=2.0, train_length=1024)
+    both = info("yarn+string", factor=2.0, train_length=1024, shift=40, window=8, logit_scale=1.0)
+    assert same_lengths(both, yarn, [32, 64]) == same_lengths(yarn, both, [32, 64]) == [32]
+    assert same_lengths(both, info("yarn", factor=1.5, train_length=1024), [32]) == []
+    assert same_lengths(yarn, info("yarn", factor=2.0, train_length=1024), [32, 4096]) == [32, 4096]
 
 
 def test_both_perplexity_protocols_share_one_batch(tmp_path, tok, tiny_llama):

@@ -12,10 +12,11 @@ not from its name). STRING with S = L/3 at n <= S, DCA with n <= its chunk, LM-I
     m=2     2  1  0  .
     m=3     3  2  1  0
 
-Likewise a row is exactly an earlier row of the run at n when both are attention methods on the model's own
-RoPE with the same logit scale, and their ``rel`` and visible keys agree on every causal pair below n
-(``same_lengths``): the fair-protocol Self-Extend of ``ruler-lite`` (group 8, window 1024, L' = 2/3 L) is
-Self-Extend's default row at every length, since L' enters neither. Its donor is then that earlier row (the
+Likewise a row is exactly an earlier row of the run at n when both have the same RoPE scaling (none, or one
+method with the same parameters) and attention parts that relate and show every causal pair below n alike, with
+the same logit scale (``same_lengths``): the fair-protocol Self-Extend of ``ruler-lite`` (group 8, window 1024,
+L' = 2/3 L) is Self-Extend's default row at every length, since L' enters neither; ``yarn`` is ``string+yarn``
+at the lengths where STRING is exactly RoPE (1k, 2k). Its donor is then that earlier row (the
 first one that matches, which is always computed there: one exactly RoPE would make the method RoPE too).
 
 A task's length counts its prompt plus its answer budget (``tasks/base.py``), so every token a record depends on
@@ -55,27 +56,69 @@ def rope_equal_lengths(info: dict, lengths) -> set[int]:
 
 def same_lengths(info: dict, earlier: dict, lengths) -> list[int]:
     """The lengths at which the activated method ``info`` is exactly the row ``earlier`` (both ``activate``'s
-    infos): attention methods on the model's own RoPE (``report_headline._method``: not RoPE scaling, not a
-    composition) with the same logit scale whose ``rel`` and visible keys agree on every causal pair below the
-    length. Equal at n implies equal below n: lengths are checked upwards, each adding its new query rows after
-    a probe of 4,096 random pairs (a different row fails there, in ~1 ms)."""
+    infos, or records' ``{"method": name, "params": ...}``): the same RoPE scaling (none, or one method with the
+    same parameters) and attention parts that relate and show every causal pair below the length alike (none is
+    RoPE; a logit scale must match). So ``yarn+string`` is the ``yarn`` row where STRING is exactly RoPE. Equal at
+    n implies equal below n: lengths are checked upwards, each adding its new query rows after a probe of 4,096
+    random pairs (a different row fails there, in ~1 ms)."""
     key = tuple(json.dumps([i.get("method"), i.get("params")], sort_keys=True, default=str) for i in (info, earlier))
     key += (tuple(sorted(lengths)),)
     if key not in _SAME:
-        a, b = (_method(i.get("method"), i.get("params")) for i in (info, earlier))
+        a, b = _parts(info), _parts(earlier)
         out, done = [], 0
-        if a is not None and b is not None and float(getattr(a, "logit_scale", 1.0)) == \
-                float(getattr(b, "logit_scale", 1.0)):
-            for n in sorted(lengths):
-                if not (_probe(a, b, n) and _rows_match(a, done, n, b)):
-                    break
-                out.append(n)
-                done = n
+        if a is not None and b is not None and a[0] == b[0]:
+            x, y = a[1], b[1]
+            if x is None and y is None:
+                out = sorted(lengths)
+            elif x is None or y is None:  # one attention part against RoPE
+                m = x if y is None else y
+                out = rope_lengths(m.name, _fields(m), lengths)
+            elif float(getattr(x, "logit_scale", 1.0)) == float(getattr(y, "logit_scale", 1.0)):
+                for n in sorted(lengths):
+                    if not (_probe(x, y, n) and _rows_match(x, done, n, y)):
+                        break
+                    out.append(n)
+                    done = n
         _SAME[key] = out
     return list(_SAME[key])
 
 
 _SAME: dict[tuple, list[int]] = {}
+
+
+def _fields(method) -> dict:
+    from dataclasses import fields
+
+    return {f.name: getattr(method, f.name) for f in fields(method)}
+
+
+def _parts(info: dict):
+    """``(scaling, attention)`` of a row: scaling ``(name, params json)`` or None, attention a method instance or
+    None (RoPE); None where a part is not known (an unregistered name, two parts of one kind, bad parameters)."""
+    from dataclasses import fields
+
+    from ropeshift.methods.registry import METHODS, is_rope_scaling
+
+    name, params = info.get("method") or BASELINE, info.get("params") or {}
+    if name == BASELINE:
+        return None, None
+    scaling, attention = None, None
+    for part in name.split("+"):
+        if part not in METHODS:
+            return None
+        cls = METHODS[part]
+        own = {f.name: params[f.name] for f in fields(cls) if f.name in params}
+        if is_rope_scaling(cls):
+            if scaling is not None:
+                return None
+            scaling = (part, json.dumps(own, sort_keys=True, default=str))
+        else:
+            if attention is not None:
+                return None
+            attention = _method(part, own)
+            if attention is None:
+                return None
+    return scaling, attention
 
 
 def _probe(a, b, length: int, n: int = 4096) -> bool:
