@@ -55,9 +55,9 @@ def add_run_args(p: argparse.ArgumentParser, *, lengths: str) -> None:
                         "3/4 of the tokens of the smallest one that failed)")
     g.add_argument("--out", type=Path, default=Path("runs"), help="results folder (default: runs/)")
     g.add_argument("--compute-rope-equal", action="store_true",
-                   help="compute the cells where a method is exactly RoPE (by its definition, e.g. STRING below "
-                        "its shift) instead of copying the rope row's records of the same prompts (the default "
-                        "when the run has a rope row)")
+                   help="compute the cells where a method is exactly RoPE or exactly an earlier row (by their "
+                        "definitions, e.g. STRING below its shift) instead of copying that row's records of the same "
+                        "prompts (the default)")
     g.add_argument("--compile", choices=["auto", "layers", "blocks", "off"], default="auto",
                    help="torch.compile the decoder layers, attention eager (layers), or only their norms and MLPs "
                         "(blocks); auto: layers on CUDA, where the forward's elementwise kernels fuse (the first "

@@ -139,13 +139,15 @@ def _probe(a, b, length: int, n: int = 4096) -> bool:
 def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "model", labels=None) -> dict:
     """``{label: {length: donor label}}`` for the rows of ``methods`` (MethodSpecs in run order) named in ``labels``
     (default: all but the rope row): where a row takes another's records, the donor at each length: ``rope`` where
-    it is exactly RoPE (``rope_equal_lengths``), else the first earlier row it equals there (``same_lengths``).
+    it is exactly RoPE (``rope_equal_lengths``) and the run has a rope row, else the first earlier row it equals
+    there (``same_lengths``).
     Every row up to the last one asked for is activated once (``generation.activate``, then deactivated) for its
     resolved parameters. ~2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the checks' matrices at 8k; the
     runner leaves it to the ranks that wait for rank 0's prompts (beside rank 0's prompt workers it went with
     7.8 s more of that rank's start-up in the H100 study of 2026-12-07)."""
     from .generation import activate, deactivate
 
+    rope = baseline_row(methods) is not None   # without a rope row, only earlier rows can give records
     wanted = {m.label for m in methods if m.label != BASELINE} if labels is None else set(labels) - {BASELINE}
     last = max((i for i, m in enumerate(methods) if m.label in wanted), default=-1)
     infos, out = [], {}
@@ -153,7 +155,7 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
         info = dict(activate(model, m, impl, plain_attention))
         deactivate(model)
         if m.label in wanted:
-            donors = {n: BASELINE for n in rope_equal_lengths(info, lengths)}
+            donors = {n: BASELINE for n in rope_equal_lengths(info, lengths)} if rope else {}
             for label, earlier in infos:
                 for n in same_lengths(info, earlier, [n for n in lengths if n not in donors]):
                     donors.setdefault(n, label)

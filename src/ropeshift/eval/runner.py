@@ -49,7 +49,7 @@ class RunConfig:
     impl: str | None = None
     plain_attention: str = "model"  # rows without an attention method: "model" (its own) or "ropeshift" (plain)
     workers: int | None = None  # prompt-generation processes (None: one per CPU core)
-    share_rope: bool = True  # cells where a method is exactly RoPE copy the rope row's records (rope_share)
+    share_rope: bool = True  # cells where a method is exactly RoPE or an earlier row copy its records (rope_share)
     compile: str = "auto"  # decoder layers under torch.compile, attention eager (dense_compile.resolve)
 
     def __post_init__(self):
@@ -165,7 +165,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     lead = 0 if warm else dense_compile.eager_lead(ranks, mode, model)  # work run eagerly before it compiles
     if mode and not lead:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
-    share = cfg.share_rope and rope_share.baseline_row(cfg.methods) is not None
+    share = cfg.share_rope
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
     joins = {}  # {label: {length: donor label}}: the rows that copy an earlier row's records there (rope_share)
     if share and ranks.world > 1 and not ranks.main:   # found by ranks 1.. while they wait for rank 0's prompts
