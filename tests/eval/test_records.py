@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -109,3 +110,21 @@ def test_two_evals_into_one_folder_count_each_sample_once(tmp_path, tok, tiny_ll
     rep = build_report(tmp_path / "a", tmp_path / "report", Threshold(relative=0.85), plots=False)
     assert f"(n={n})" in rep.markdown and f"(n={2 * n})" not in rep.markdown
     assert run(cfg, tiny_llama, tok, progress=False) == 0   # and a rerun finds nothing left to do
+
+
+def test_versions_name_the_gpu_through_nvidia_smi_without_a_cuda_context(tmp_path, monkeypatch):
+    """A parent that never used CUDA reads GPU 0's name from nvidia-smi; without nvidia-smi, torch's answer."""
+    import stat
+
+    import torch
+
+    from ropeshift.eval import run_meta
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA Test GPU 80GB'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert run_meta.versions()["device"] == "NVIDIA Test GPU 80GB"
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert run_meta.versions()["device"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")

@@ -48,10 +48,29 @@ def versions() -> dict:
     try:
         import torch
 
-        out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        out["device"] = _nvml_name() if not torch.cuda.is_initialized() else None
+        if not out["device"]:
+            out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     except Exception:  # noqa: BLE001 - a broken driver must not stop the run's bookkeeping
         out["device"] = "unknown"
     return out
+
+
+def _nvml_name() -> str | None:
+    """GPU 0's name from ``nvidia-smi`` (None without one): the bookkeeping of a multi-process run, in a parent that
+    never used CUDA, then starts no CUDA context of its own (~0.5-1 s at the end of every run)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        got = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name = got.stdout.strip().splitlines()[0].strip() if got.returncode == 0 and got.stdout.strip() else ""
+    return name or None
 
 
 def record_invocation(cfg, args, started: float, finished: float, status: str) -> Path:
