@@ -299,7 +299,8 @@ def records_report(records: Path, baseline: Path | None, timeline: Path | None, 
                   f"process-seconds {secs:.1f} (measured cells {share['measured']:.1f}, partial cells scaled "
                   f"{share['scaled']:.1f}, from the baseline's costs {share['baseline']:.1f}"
                   + (f"; {len(missing)} cells without any estimate" if missing else "")
-                  + f"; {n_copied} cells copied at 0 s from rope or an earlier row, exactly equal there: eval/rope_share.py)",
+                  + f"; {n_copied} cells copied at 0 s from rope or an earlier row, exactly equal there: "
+                  "eval/rope_share.py)",
                   f"evaluation loop at C = {conc:.2f}: {loop_est:.0f} s"
                   + (f"; + {overhead:.0f} s start-up (as measured) = {loop_est + overhead:.0f} s" if overhead is not None
                      else "") + f" = {(loop_est + (overhead or 0)) / 60:.1f} GPU-minutes, "
