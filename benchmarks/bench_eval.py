@@ -166,22 +166,14 @@ def method_settings(*roots: Path | None) -> dict[str, tuple[str, dict]]:
 
 
 def copied_cells(settings: dict, methods, lengths) -> set[tuple[str, int]]:
-    """(method label, length) pairs whose records a run copies from an earlier row (``eval/rope_share``: the
+    """(method label, length) pairs whose records a run copies from another row (``eval/rope_share.donors``: the
     method is exactly RoPE there, or exactly an earlier row of ``methods``), when ``methods`` holds the rope row."""
-    from ropeshift.eval.rope_share import BASELINE, rope_equal_lengths, same_lengths
+    from ropeshift.eval.rope_share import BASELINE, donors
 
     if BASELINE not in methods:
         return set()
-    out, earlier = set(), []
-    for m in methods:
-        if m == BASELINE or m not in settings:
-            continue
-        info = {"method": settings[m][0], "params": settings[m][1]}
-        out |= {(m, n) for n in rope_equal_lengths(info, lengths)}
-        for other in earlier:
-            out |= {(m, n) for n in same_lengths(info, other, lengths)}
-        earlier.append(info)
-    return out
+    rows = [(m, {"method": settings[m][0], "params": settings[m][1]}) for m in methods if m in settings]
+    return {(m, n) for m, given in donors(rows, lengths, rope=True).items() for n in given}
 
 
 def extrapolate(fresh: dict, base: dict, cells: list[tuple[str, str, int]], samples: int,

@@ -90,7 +90,7 @@ def test_shard_balances_by_cost():
 
 def _claimed_chunks(work, world, rows):
     """The chunks of ``claim_queues``' items, in claim order (queue by queue)."""
-    queues, _ = claim_queues(work, world, rows, False, ["rope"], {})
+    queues, _ = claim_queues(work, world, rows, False, [MethodSpec("rope")], {})
     return list(dict.fromkeys(c for q in queues for c, _ in q))
 
 
@@ -115,7 +115,7 @@ def test_claim_queues_put_the_rope_rows_copies_with_it_and_every_other_method_al
     unit_of, units = _chunks(work, lambda n: 3, False)
     chunks = [frozenset(p for p, u in unit_of.items() if u in part) for _, part in units]
     rope, string = SimpleNamespace(label="rope"), SimpleNamespace(label="string")
-    queues, first = claim_queues(work, 2, 3, False, [rope, string], {"string": {256}})   # string copies rope's
+    queues, first = claim_queues(work, 2, 3, False, [rope, string], {"string": {256: "rope"}})  # copies rope's
     items = [item for q in queues for item in q]
     assert {c for c, _ in items} == set(chunks)
     for chunk in chunks:
@@ -278,8 +278,8 @@ def test_ranks_fork_unless_switched_off_or_cuda_is_initialised(monkeypatch):
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_cuda_forked_workers_give_the_spawned_workers_records(tiny_folder, tmp_path):
     """``ropeshift eval --workers 2 --device cuda`` from a fresh interpreter (as the study runs it), ranks forked
-    (the default) and spawned (``ROPESHIFT_FORK_RANKS=0``): every record, the same scores; the forked ranks'
-    start-up clocks skip the interpreter's imports."""
+    (the default) and spawned (``ROPESHIFT_FORK_RANKS=0``): every record of the same prompts in both; the forked
+    ranks' start-up clocks skip the interpreter's imports."""
     argv = ["eval", "--model", str(tiny_folder), "--device", "cuda", "--tasks", "passkey,perplexity", "--lengths",
             "256", "--samples", "4", "--methods", "rope,string", "--shift", "100", "--window", "16", "--no-progress",
             "--workers", "2", "--compile", "off"]   # off: what is tested is CUDA in forked ranks, in seconds
@@ -297,7 +297,8 @@ def test_cuda_forked_workers_give_the_spawned_workers_records(tiny_folder, tmp_p
                            if '"startup"' in line]
         if fork == "1":
             forked = recs
-    assert {k: r.score for k, r in recs.items()}.keys() == forked.keys()
+    assert recs.keys() == forked.keys()
+    assert all(recs[k].prompt_hash == r.prompt_hash for k, r in forked.items())
     assert max(process_s["1"]) < min(process_s["0"]), process_s
 
 

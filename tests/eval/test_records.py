@@ -128,3 +128,21 @@ def test_versions_name_the_gpu_through_nvidia_smi_without_a_cuda_context(tmp_pat
     assert run_meta.versions()["device"] == "NVIDIA Test GPU 80GB"
     monkeypatch.setenv("PATH", str(tmp_path / "none"))
     assert run_meta.versions()["device"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+
+
+def test_versions_ask_nvidia_smi_for_the_first_visible_gpu(tmp_path, monkeypatch):
+    import stat
+
+    import torch
+
+    from ropeshift.eval import run_meta
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\nfor a in "$@"; do last=$a; done\necho "GPU $last"\n')  # echoes its -i argument
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert run_meta.versions()["device"] == "GPU 3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")   # no GPU visible: torch's answer
+    assert run_meta.versions()["device"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")

@@ -121,9 +121,8 @@ def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, method
             length = units[0][1]
             groups: dict[str, list] = {}   # donor label -> the donor, then the rows that copy it here
             for m in methods:
-                label = getattr(m, "label", m)
-                donor = _donor(joins.get(label), length)
-                groups.setdefault(donor if donor in groups else label, []).append(m)
+                donor = joins.get(m.label, {}).get(length)
+                groups.setdefault(donor if donor in groups else m.label, []).append(m)
             items += [(chunk, tuple(g)) for g in groups.values()]
             total += cost
         queues.append(items)
@@ -133,14 +132,6 @@ def claim_queues(work: list[tuple], world: int, batch_rows, merged: bool, method
         n = min(world - 1, max(1, round(world * costs[1] / max(1, sum(costs)))))
         first[world - n:] = [1] * n
     return queues, first
-
-
-def _donor(lengths, length: int) -> str | None:
-    """The donor row at ``length`` of one ``joins`` entry: ``{length: donor label}``, or (older callers) a set of
-    the lengths where the row copies the rope row."""
-    if not lengths or length not in lengths:
-        return None
-    return lengths[length] if isinstance(lengths, dict) else rope_share.BASELINE
 
 
 def deal(work: list[tuple], world: int, batch_rows=1, merged: bool = False) -> tuple[dict, list[int]]:

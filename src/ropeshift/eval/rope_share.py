@@ -68,12 +68,12 @@ def same_lengths(info: dict, earlier: dict, lengths) -> list[int]:
         out, done = [], 0
         if a is not None and b is not None and a[0] == b[0]:
             x, y = a[1], b[1]
-            if x is None and y is None:
+            if x is None:  # compare an attention part with RoPE (None), or RoPE with RoPE: every length
+                x, y = y, None
+            scale = lambda m: 1.0 if m is None else float(getattr(m, "logit_scale", 1.0))  # noqa: E731
+            if x is None:
                 out = sorted(lengths)
-            elif x is None or y is None:  # one attention part against RoPE
-                m = x if y is None else y
-                out = rope_lengths(m.name, _fields(m), lengths)
-            elif float(getattr(x, "logit_scale", 1.0)) == float(getattr(y, "logit_scale", 1.0)):
+            elif scale(x) == scale(y):
                 for n in sorted(lengths):
                     if not (_probe(x, y, n) and _rows_match(x, done, n, y)):
                         break
@@ -84,12 +84,6 @@ def same_lengths(info: dict, earlier: dict, lengths) -> list[int]:
 
 
 _SAME: dict[tuple, list[int]] = {}
-
-
-def _fields(method) -> dict:
-    from dataclasses import fields
-
-    return {f.name: getattr(method, f.name) for f in fields(method)}
 
 
 def _parts(info: dict):
@@ -122,16 +116,18 @@ def _parts(info: dict):
 
 
 def _probe(a, b, length: int, n: int = 4096) -> bool:
-    """``a`` and ``b`` agree on ``n`` random causal (query, key) pairs below ``length`` (a necessary condition)."""
+    """``a`` and ``b`` (None: RoPE) agree on ``n`` random causal (query, key) pairs below ``length`` (a necessary
+    condition for ``_rows_match``)."""
     import torch
 
     g = torch.Generator().manual_seed(length)
     q = torch.randint(0, length, (n,), generator=g)
     k = (torch.rand(n, generator=g) * (q + 1)).long().clamp(max=q)
     d = q - k
-    if not bool((torch.as_tensor(a.rel(d, q, k)) == torch.as_tensor(b.rel(d, q, k))).all()):
+    want = d if b is None else torch.as_tensor(b.rel(d, q, k))
+    if not bool((torch.as_tensor(a.rel(d, q, k)) == want).all()):
         return False
-    va, vb = a.visible(d, q, k), b.visible(d, q, k)
+    va, vb = a.visible(d, q, k), None if b is None else b.visible(d, q, k)
     va, vb = (torch.ones_like(d, dtype=torch.bool) if v is None else torch.as_tensor(v).expand_as(d) for v in (va, vb))
     return bool((va == vb).all())
 
@@ -142,26 +138,39 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
     it is exactly RoPE (``rope_equal_lengths``) and the run has a rope row, else the first earlier row it equals
     there (``same_lengths``).
     Every row up to the last one asked for is activated once (``generation.activate``, then deactivated) for its
-    resolved parameters. ~2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the checks' matrices at 8k; the
+    resolved parameters. ~1-2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the checks' matrices at 8k; the
     runner leaves it to the ranks that wait for rank 0's prompts (beside rank 0's prompt workers it went with
     7.8 s more of that rank's start-up in the H100 study of 2026-12-07)."""
     from .generation import activate, deactivate
 
-    rope = baseline_row(methods) is not None   # without a rope row, only earlier rows can give records
     wanted = {m.label for m in methods if m.label != BASELINE} if labels is None else set(labels) - {BASELINE}
     last = max((i for i, m in enumerate(methods) if m.label in wanted), default=-1)
-    infos, out = [], {}
+    rows = []
     for m in methods[:last + 1]:
-        info = dict(activate(model, m, impl, plain_attention))
+        if m.label == BASELINE:
+            continue
+        rows.append((m.label, dict(activate(model, m, impl, plain_attention))))
         deactivate(model)
-        if m.label in wanted:
-            donors = {n: BASELINE for n in rope_equal_lengths(info, lengths)} if rope else {}
-            for label, earlier in infos:
-                for n in same_lengths(info, earlier, [n for n in lengths if n not in donors]):
-                    donors.setdefault(n, label)
-            out[m.label] = donors
-        if m.label != BASELINE:
-            infos.append((m.label, info))
+    return donors(rows, lengths, wanted, rope=baseline_row(methods) is not None)
+
+
+def donors(rows: list[tuple[str, dict]], lengths, labels=None, rope: bool | None = None) -> dict:
+    """``equal_lengths`` from the rows' infos (``[(label, activate's info or a record's {"method", "params"})]``
+    in run order): ``{label: {length: donor label}}`` for the rows named in ``labels`` (default: all but rope).
+    ``rope``: whether the run has a rope row to copy from (default: one of ``rows``); without it only earlier
+    rows give records."""
+    rope = any(label == BASELINE for label, _ in rows) if rope is None else rope
+    out, earlier = {}, []
+    for label, info in rows:
+        if label == BASELINE:
+            continue
+        if labels is None or label in labels:
+            given = {n: BASELINE for n in rope_equal_lengths(info, lengths)} if rope else {}
+            for other, other_info in earlier:
+                for n in same_lengths(info, other_info, [n for n in lengths if n not in given]):
+                    given.setdefault(n, other)
+            out[label] = given
+        earlier.append((label, info))
     return out
 
 

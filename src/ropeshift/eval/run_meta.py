@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import shlex
 import sys
@@ -48,7 +49,7 @@ def versions() -> dict:
     try:
         import torch
 
-        out["device"] = _nvml_name() if not torch.cuda.is_initialized() else None
+        out["device"] = _smi_gpu_name() if not torch.cuda.is_initialized() else None
         if not out["device"]:
             out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     except Exception:  # noqa: BLE001 - a broken driver must not stop the run's bookkeeping
@@ -56,21 +57,24 @@ def versions() -> dict:
     return out
 
 
-def _nvml_name() -> str | None:
-    """GPU 0's name from ``nvidia-smi`` (None without one): the bookkeeping of a multi-process run, in a parent that
-    never used CUDA, then starts no CUDA context of its own (~0.5-1 s at the end of every run)."""
+def _smi_gpu_name() -> str | None:
+    """The name of the first GPU this process would use (``CUDA_VISIBLE_DEVICES``' first entry, else GPU 0) from
+    ``nvidia-smi``; None without it or without a visible GPU. A parent of a multi-process run that never used CUDA
+    then starts no CUDA context for its bookkeeping (~0.5-1 s at the end of every run)."""
     import shutil
     import subprocess
 
-    if shutil.which("nvidia-smi") is None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    first = "0" if visible is None else visible.split(",")[0].strip()
+    if not first or first.startswith("-") or shutil.which("nvidia-smi") is None:
         return None
     try:
-        got = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+        got = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", first],
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    name = got.stdout.strip().splitlines()[0].strip() if got.returncode == 0 and got.stdout.strip() else ""
-    return name or None
+    lines = got.stdout.strip().splitlines() if got.returncode == 0 else []
+    return lines[0].strip() or None if lines else None
 
 
 def record_invocation(cfg, args, started: float, finished: float, status: str) -> Path:

@@ -45,10 +45,13 @@ def _doc_ids(tokenizer, haystack: Haystack, need: int | None = None) -> tuple[in
 
     Only a prefix of the words is tokenised (the whole kjv text is ~1M tokens, 3.6 s on one core, paid once per
     prompt worker; ruler-lite's 8k samples need 460k of them): ``text(k)`` for a word count ``k`` that covers
-    ``need + MARGIN`` tokens, without its last ``MARGIN`` ids (a word's tokens do not depend on the words after
-    it once a space separates them; the margin keeps a cut that splits differently out of reach). Prefixes
-    are kept per (tokenizer, haystack) and grown when a later call needs more."""
+    ``need + MARGIN`` tokens, without its last ``MARGIN`` ids. This assumes a word's tokens do not depend on the
+    words after it once a space separates them, as with the byte-level BPE of the embedded models (their ids equal
+    the whole text's: tested, and checked on SmolLM2's kjv text); the margin keeps a cut that splits differently
+    out of reach. Prefixes are kept per (tokenizer, haystack), the last 4 pairs, and grown when a call needs more."""
     key = (tokenizer, haystack)
+    if key not in _DOCS and len(_DOCS) >= 4:
+        del _DOCS[next(iter(_DOCS))]   # the oldest pair (the lru_cache(maxsize=4) this replaced kept 4 texts)
     words, (k, ids) = haystack.n_words, _DOCS.get(key, (0, ()))
     while not (k == words or (need is not None and len(ids) >= need + MARGIN)):
         k = words if need is None else min(words, max(2 * k, (need + MARGIN) * 5 // 6 + 1024))  # ~1.3 a word
