@@ -17,7 +17,8 @@
 #                      batch log's phases per bucket and length (benchmarks/batch_profile.py)
 #   logs.tgz           call.log, a_eval.log / b_eval.log (eval output), a.log / b.log (script output),
 #                      timeline.tsv (records over time during (b)), gpu.csv (nvidia-smi every 0.5 s: utilization
-#                      and memory in use), versions.txt, report_ruler.md
+#                      and memory in use), cpu.tsv (/proc/stat every 1 s), ps.log (the processes with the most CPU
+#                      time every 5 s for 90 s), versions.txt, report_ruler.md
 # The complete study's report for docs/results.md, once records.tgz is back (saved as results/smollm2-135m_h200_$D.tgz,
 # D the call's date):
 #   rm -rf /tmp/st && mkdir -p /tmp/st && tar xzf results/smollm2-135m_h200_$D.tgz -C /tmp/st && PYTHONPATH=src python -m ropeshift.cli.main report /tmp/st/study --out /tmp/st/report > docs/results_${D}_report.md
@@ -82,9 +83,16 @@ if [ "$B_LIMIT" -ge 30 ]; then
       > "$WORK/gpu.csv" 2>/dev/null &
     smi=$!
   fi
+  # the host's CPUs every second (/proc/stat's first line: jiffies user nice system idle iowait ...) and, for the
+  # first 90 s, the processes that used the most CPU time every 5 s: what the start-up's processes contend for
+  ( while :; do echo "$(date +%s.%N) $(head -1 /proc/stat)"; sleep 1; done ) > "$WORK/cpu.tsv" 2>/dev/null &
+  cpus=$!
+  ( for _ in $(seq 18); do sleep 5; echo "# $(date +%s.%N)"
+      ps -eo pid,ppid,time,etimes,args --sort=-time 2>/dev/null | head -45 | cut -c1-160; done ) > "$WORK/ps.log" 2>&1 &
+  pss=$!
   RUNS="$FRESH_RUNS" OUT="$WORK/b" TASKS="${B_TASKS:-}" LIMIT="$B_LIMIT" REPORT=0 bash scripts/gpu_eval.sh \
     > "$WORK/b.log" 2>&1
-  sleep 2; kill "$sampler" $smi 2>/dev/null; wait "$sampler" $smi 2>/dev/null
+  sleep 2; kill "$sampler" $smi $cpus $pss 2>/dev/null; wait "$sampler" $smi $cpus $pss 2>/dev/null
   [ -s "$WORK/gpu.csv" ] && say "(b) card: $(awk -F', *' '{n++; u+=$2; if ($2 < 50) low++; if ($3 > m) m = $3}
     END {if (n) printf "%d samples, utilization mean %.1f %%, %.1f %% of samples under 50 %%, most memory %d MiB", n, u / n, 100 * low / n, m}' "$WORK/gpu.csv")"
   say "(b) done: $(grep -h 'eval exit status' "$WORK/b/eval.log" 2>/dev/null)"
@@ -117,5 +125,5 @@ for f in a/eval.log:a_eval.log b/eval.log:b_eval.log b/versions.txt:versions.txt
 done
 say "total $(($(date +%s) - T0)) s of LIMIT=$LIMIT"
 (cd "$WORK" && tar czf "$OUT/logs.tgz" --ignore-failed-read call.log a.log b.log a_eval.log b_eval.log \
-  versions.txt report_ruler.md timeline.tsv gpu.csv throughput.err 2>/dev/null)
+  versions.txt report_ruler.md timeline.tsv gpu.csv cpu.tsv ps.log throughput.err 2>/dev/null)
 ls -la "$OUT"

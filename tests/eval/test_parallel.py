@@ -319,6 +319,32 @@ def test_startup_clock_reports_each_phase_once(capsys, monkeypatch):
     assert err.strip() == "rank 1 start-up 13.2 s: process 3.0, model 2.5, prompts 7.5, first batch 0.2"
 
 
+def _report_launcher(q) -> None:
+    from ropeshift.eval import parallel
+
+    q.put((parallel._launcher_s(), parallel._started_at(), parallel._process_age()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_a_spawned_ranks_clock_starts_with_its_launchers_seconds():
+    """A rank ``spawn`` started (``_entry``) counts the seconds its parent ran before it (``launcher``), read from
+    /proc's start times; a process ``spawn`` did not start has no launcher phase."""
+    import multiprocessing as mp
+
+    from ropeshift.eval import parallel
+
+    me = parallel._started_at()
+    assert me is not None and me <= time.time() and parallel._launcher_s() is None
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=parallel._entry, args=(0, {}, _report_launcher, (q,)))
+    p.start()
+    launcher, child_start, age = q.get(timeout=60)
+    p.join(60)
+    assert child_start >= me and age >= 0
+    assert launcher == pytest.approx(child_start - me, abs=0.02) and launcher > 0  # this test process ran first
+
+
 def test_startup_clock_silent_without_progress(capsys):
     from ropeshift.eval import parallel
 

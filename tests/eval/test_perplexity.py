@@ -143,3 +143,30 @@ def test_document_prefix_ids_equal_the_whole_texts(tok):
         assert len(perplexity._doc_ids(tok, hay, 1_000)) < len(whole)   # a prefix, not the whole text
     finally:
         perplexity._DOCS.clear()
+
+
+def test_forwards_come_in_even_parts_never_a_lone_remainder(tok, tiny_llama, monkeypatch):
+    """Windows of one shape beyond the logits cap go in even parts (a 1-row forward makes a compiled model compile
+    again): 5 windows at most 4 a forward are 3 + 2, not 4 + 1; the NLL is the same as in one forward."""
+    from ropeshift.eval.tasks import perplexity as ppl
+
+    assert sorted(len(p) for p in ppl.even_parts(list(range(50)), 7)) == [6, 6, 6, 6, 6, 6, 7, 7]
+    assert sorted(len(p) for p in ppl.even_parts(list(range(5)), 4)) == [2, 3]
+    assert sum(ppl.even_parts(list(range(50)), 7), []) == list(range(50))  # in order, each once
+    assert ppl.even_parts([1], 4) == [[1]] and ppl.even_parts([], 4) == []
+    single = resolve_task("perplexity:single")
+    samples = single.make_samples(tok, 300, 5, 0, TaskOptions(haystack="pydoc"))
+    whole = single.evaluate(tiny_llama, tok, samples)
+    v = tiny_llama.get_output_embeddings().weight
+    monkeypatch.setattr(ppl, "LOGITS_BYTES", 4 * 301 * v.shape[0] * v.element_size())  # 4 rows a forward
+    rows: list[int] = []
+    hook = tiny_llama.register_forward_pre_hook(lambda m, args, kw: rows.append(kw["input_ids"].shape[0]),
+                                                with_kwargs=True)
+    try:
+        parts = single.evaluate(tiny_llama, tok, samples)
+    finally:
+        hook.remove()
+    assert sorted(rows) == [2, 3]
+    for got, want in zip(parts, whole):
+        assert got["n_scored"] == want["n_scored"]
+        assert math.isclose(got["nll"], want["nll"], rel_tol=1e-5)
