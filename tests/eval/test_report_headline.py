@@ -78,6 +78,29 @@ def test_equals_rope_follows_the_method_definition():
     assert rope_lengths("yarn+string", {}, LENGTHS) == [] and rope_lengths("rope", {}, [2, 1]) == [1, 2]
 
 
+def test_the_rope_checks_run_on_one_thread_and_restore_the_count(monkeypatch):
+    """``_rows_match`` (the rope-equal and row-equal checks) runs its ops on one intra-op thread, whatever the
+    process uses, and gives the count back after, also when the check raises."""
+    import torch
+
+    from ropeshift.eval import report_headline as rh
+
+    seen = []
+    real = rh._rows_match_here
+    monkeypatch.setattr(rh, "_rows_match_here", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(rh, "_ROPE_LENGTHS", {})
+        assert rope_lengths("string", STRING_PARAMS, [256, 300, 512]) == [256, 300]  # S = 400
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), rh.one_thread():
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_report_opens_with_headline_and_run_details(run_dir, tmp_path, capsys):
     assert main(["report", str(run_dir), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
     out = capsys.readouterr().out

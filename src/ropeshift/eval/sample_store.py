@@ -21,8 +21,14 @@ if TYPE_CHECKING:
 _TOKENIZER = None  # set before forking prompt workers; children inherit it
 
 
-def _make(task: str, length: int, n: int, seed: int, options: TaskOptions) -> list[Sample]:
-    return resolve_task(task).make_samples(_TOKENIZER, length, n, seed, options)
+def _make(task: str, length: int, n: int, seed: int, options: TaskOptions, path=None, header=None) -> list[Sample]:
+    """One (task, length)'s samples; stored at ``path`` (with ``header``) when given, by the worker that made them:
+    rank 0 writing all of ruler-lite's 55 files after the last job was ~2 s of one core on a 2-core CPU and ~5 s
+    of the H100 host's start-up (2026-12-07c), where the workers write theirs in parallel."""
+    samples = resolve_task(task).make_samples(_TOKENIZER, length, n, seed, options)
+    if path is not None:
+        write_atomic(path, [{"header": header}, *(s.to_dict() for s in samples)])
+    return samples
 
 
 def prepare_samples(cfg: "RunConfig", tokenizer, progress: bool = True) -> dict[tuple[str, int], list[Sample]]:
@@ -44,22 +50,22 @@ class PendingSamples:
         cfg, results = self.cfg, []
         bar = tqdm(total=len(self.missing), desc="prompts", disable=not self.progress or not self.missing)
         try:
-            if self.futures is not None:
+            if self.futures is not None:   # made and stored by the workers
                 for k, f in self.futures:
                     results.append((k, f.result()))
                     bar.update()
             else:
-                for k in self.missing:
-                    results.append((k, _make(k[0], k[1], cfg.samples, cfg.seed, cfg.options)))
+                for task, length, header in self.missing:
+                    results.append(((task, length, header), _make(task, length, cfg.samples, cfg.seed, cfg.options,
+                                                                  prompts_path(cfg.out, cfg.model, task, length),
+                                                                  header)))
                     bar.update()
         finally:
             bar.close()
             if self.pool is not None:
                 self.pool.shutdown()
             _TOKENIZER = None
-        for (task, length, header), samples in results:
-            write_atomic(prompts_path(cfg.out, cfg.model, task, length),
-                         [{"header": header}, *(s.to_dict() for s in samples)])
+        for (task, length, _), samples in results:
             self.out[task, length] = samples
         self.missing, self.futures = [], None
         return self.out
@@ -92,6 +98,7 @@ def start_samples(cfg: "RunConfig", tokenizer, progress: bool = True) -> Pending
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
         # longest first: a (task, length)'s cost grows with its length, and an 8k job handed out last (the
         # plan's order: task by task, lengths upwards) kept one worker busy after the others were done
-        futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options))
+        futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options,
+                                   prompts_path(cfg.out, cfg.model, k[0], k[1]), k[2]))
                    for k in sorted(missing, key=lambda k: -k[1])]
     return PendingSamples(cfg, out, missing, pool, futures, progress)
