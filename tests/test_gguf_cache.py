@@ -166,3 +166,38 @@ def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smoll
     monkeypatch.setenv(gguf_cache.ENV, "0")
     load_model("smollm2-135m", device="cpu", progress=False)
     assert not (tmp_path / "off").exists()
+
+
+def test_weights_alone_read_a_complete_folder_else_the_gguf_file_and_convert_nothing(tmp_path, monkeypatch,
+                                                                                     smollm2):
+    """``load_model(..., tokenizer=False)`` (the ranks of a multi-process evaluation): ``(model, None)``; without a
+    complete converted folder the weights come from the GGUF file, with no conversion lock taken and nothing
+    written; with one, from the folder. Weights equal the tokenizer-loading load's."""
+    from transformers import AutoModelForCausalLM
+
+    from ropeshift.loader import EMBEDDED, load_model
+
+    ref, _ = smollm2
+    monkeypatch.setenv("ROPESHIFT_CACHE", str(tmp_path / "cache"))
+    folder = gguf_cache.converted_folder(EMBEDDED["smollm2-135m"].path(), torch.float32)
+    seen = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, path, *args, **kw):
+        seen.append((str(path), kw.get("gguf_file")))
+        return real(cls, path, *args, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    monkeypatch.setattr(gguf_cache, "conversion_lock", lambda *a: pytest.fail("took the conversion lock"))
+    model, tok = load_model("smollm2-135m", device="cpu", progress=False, tokenizer=False)
+    assert tok is None and seen[-1][1] is not None and not folder.exists()
+    want = ref.state_dict()
+    assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
+    monkeypatch.undo()
+    monkeypatch.setenv("ROPESHIFT_CACHE", str(tmp_path / "cache"))
+    load_model("smollm2-135m", device="cpu", progress=False)  # converts and writes the folder
+    assert gguf_cache.is_complete(folder)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    model, tok = load_model("smollm2-135m", device="cpu", progress=False, tokenizer=False)
+    assert tok is None and seen[-1] == (str(folder), None)
+    assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())

@@ -258,6 +258,13 @@ def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, t
         writers = {t: {p.name for p in model_dir(tmp_path / run_dir, name).glob(f"{t}/*/*.jsonl")}
                    for t in ("passkey", "perplexity")}
         assert "256.w1.jsonl" in writers["perplexity"] and "256.w0.jsonl" in writers["passkey"]  # each its queue
+        from ropeshift.eval.batch_log import read_batches
+
+        phases = {b["rank"]: list(b["phases"]) for b in read_batches(tmp_path / run_dir) if b["kind"] == "startup"}
+        run0 = ["tokenizer", "prompt workers", "tokenizer sent", "model"]  # rank 0 sends the one tokenizer, then
+        run1 = ["model", "tokenizer"]                                        # loads weights alone, as rank 1 does
+        assert any(phases[0][i:i + 4] == run0 for i in range(len(phases[0]))), (run_dir, phases)
+        assert any(phases[1][i:i + 2] == run1 for i in range(len(phases[1]))), (run_dir, phases)
 
 
 def test_ranks_fork_unless_switched_off_or_cuda_is_initialised(monkeypatch):

@@ -100,9 +100,10 @@ def run(args) -> int:
     return 0
 
 
-def _load_on(args, device):
-    """``cc.load`` on one rank's device (module level, so spawned workers can unpickle it)."""
-    return cc.load(argparse.Namespace(**{**vars(args), "device": device}))
+def _load_on(args, device, tokenizer: bool = True):
+    """``cc.load`` on one rank's device (module level, so spawned workers can unpickle it); ``tokenizer=False``:
+    ``(model, None)`` (``runner.run_rank``: the ranks share rank 0's tokenizer)."""
+    return cc.load(argparse.Namespace(**{**vars(args), "device": device}), tokenizer=tokenizer)
 
 
 def _tokenizer_of(args):

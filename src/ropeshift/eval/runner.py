@@ -350,7 +350,16 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
     ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
     the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
-    ``run`` collects them before its first barrier."""
+    ``run`` collects them before its first barrier. With several ranks it is the only tokenizer loaded: rank 0
+    sends it to the others (``parallel.broadcast``, ~1.6 MB pickled for SmolLM2), and every rank loads its weights
+    alone with ``load(device, tokenizer=False) -> (model, None)``::
+
+        rank 0      [tokenizer][prompt workers][send][weights ......][wait for the prompts ...]
+        rank 1, 2   [weights ......][receive][joins][warm-up .........][barrier]
+
+    On the H100 host (2026-12-07c) building the tokenizer from the GGUF file took rank 0 12 s, and a rank that
+    loaded the model converted it (tokenizer, weights, safetensors copy: 18 s) while the others waited on the
+    conversion's lock: 20 s before their warm-up began."""
     parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
     ranks = Ranks.from_env()
     created = parallel.init_group(ranks)
@@ -362,13 +371,24 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             torch.set_num_threads(parallel.cpu_threads(ranks))
         clock = parallel.StartupClock(ranks, enabled=progress)
         samples = None
+        share = load_tokenizer is not None and ranks.world > 1  # one tokenizer, rank 0's, sent to the others
         if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads
             tokenizer = load_tokenizer()
             clock.mark("tokenizer")
             samples = start_samples(cfg, tokenizer, progress)
             clock.mark("prompt workers")  # stored prompts read, the missing ones handed to forked workers
-        model, tokenizer = load(dev)
-        clock.mark("model")
+            if share:
+                parallel.broadcast(ranks, tokenizer)
+                clock.mark("tokenizer sent")
+        if share:
+            model, _ = load(dev, tokenizer=False)
+            clock.mark("model")
+            if not ranks.main:
+                tokenizer = parallel.broadcast(ranks, None)
+                clock.mark("tokenizer")
+        else:
+            model, tokenizer = load(dev)
+            clock.mark("model")
         return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,
                    samples=samples)
     finally:
