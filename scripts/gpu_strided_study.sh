@@ -10,9 +10,10 @@
 # ROPESHIFT_SHARE_PREFIX unset; tests/eval/test_warm_up.py: ROPESHIFT_WARM_UP=0) keeps this src with the feature
 # off (any other failure: OLD_SRC). CHECK_WARM_UP=1 runs benchmarks/check_warm_up.py before the study.
 # Twenty-fourth session: tests/eval/test_parallel.py's test_cuda_forked_workers is switched too (ROPESHIFT_FORK_RANKS=0).
-# Next call (the shared prefill off, its default):
-#   source scripts/gpu_env.sh; TESTS=1 TEST_LIMIT=100 TEST_K="offsets_and_layout or cuda_warm_up" CHECK_WARM_UP=1 \
-#     BASE_TGZ=results/smollm2-135m_h100_2026-12-07b.tgz OUT=$OUT OLD_SRC=.old/src LIMIT=580 bash scripts/gpu_strided_study.sh
+# Twenty-fifth session: TESTS=0 runs the study alone (the GPU tests passed in an earlier call of the same kernels).
+# Next call (benchmarks/RESULTS.md, top section):
+#   source scripts/gpu_env.sh; TESTS=1 TEST_LIMIT=200 TEST_K="offsets_and_layout or cuda_warm_up or cuda_forked" \
+#     BASE_TGZ=results/smollm2-135m_h100_2026-12-07c.tgz OUT=$OUT OLD_SRC=.old/src LIMIT=580 bash scripts/gpu_strided_study.sh
 set -uo pipefail
 OUT="${OUT:?set OUT}"
 OLD_SRC="${OLD_SRC:?set OLD_SRC}"
