@@ -135,7 +135,7 @@ def test_warm_up_runs_under_the_second_method_and_deactivates(tiny_llama, tok, m
     monkeypatch.setattr(wu, "warm_up", lambda model, tok_, kind: seen.append((kind, describe(model)["method"])))
     methods = (MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16}))
     cfg = runner.RunConfig(model="tiny", tasks=("passkey",), lengths=(256,), methods=methods, samples=1, out=".")
-    runner._warm_up(cfg, tiny_llama, tok, Ranks(rank=1, world=2))
+    wu.for_rank(cfg, tiny_llama, tok, Ranks(rank=1, world=2))
     assert seen == [(GENERATION, "string")] and describe(tiny_llama)["method"] == "rope"  # deactivated
 
 

@@ -27,7 +27,7 @@ from .batching import (MemoryCap, claim_queues, cut_batches, length_buckets, onl
                        token_weight)
 from .options import MethodSpec, format_length
 from .parallel import Ranks
-from .records import GENERATION, LIKELIHOOD, Record, model_dir, open_writer, read_cell
+from .records import GENERATION, Record, model_dir, open_writer, read_cell
 from .sample_store import PendingSamples, prepare_samples, start_samples
 from .tasks import Sample, TaskOptions, resolve_task
 
@@ -173,7 +173,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl, cfg.plain_attention,
                                          mine)
     if warm:  # still before rank 0's prompts: compile the path of this rank's first batches now (eval/warm_up.py)
-        _warm_up(cfg, model, tokenizer, ranks)
+        warm_up.for_rank(cfg, model, tokenizer, ranks)
         clock.mark("warm-up")
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
@@ -326,21 +326,6 @@ def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = 
     p1, r1 = _run_batch(tasks[:half], model, tokenizer, batch[:half], stats)
     p2, r2 = _run_batch(tasks[half:], model, tokenizer, batch[half:], stats)
     return p1 + p2, r1 + r2
-
-
-def _warm_up(cfg: RunConfig, model, tokenizer, ranks: Ranks) -> None:
-    """``warm_up.warm_up`` for the kind this rank will most likely start with (``batching.claim_queues``: the
-    last rank takes likelihood first when the run has likelihood tasks, the others generation), under the run's
-    second method (the first, the rope row, may run on the model's own attention: ``plain_attention="model"``)."""
-    from .generation import activate, deactivate
-
-    likelihood = any(resolve_task(t).kind == LIKELIHOOD for t in cfg.tasks)
-    kind = LIKELIHOOD if likelihood and ranks.rank == ranks.world - 1 else GENERATION
-    activate(model, cfg.methods[min(1, len(cfg.methods) - 1)], cfg.impl, cfg.plain_attention)
-    try:
-        warm_up.warm_up(model, tokenizer, kind)
-    finally:
-        deactivate(model)
 
 
 def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = True,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import time
 
-from .records import GENERATION, KINDS
+from .records import GENERATION, KINDS, LIKELIHOOD
 
 ENV = "ROPESHIFT_WARM_UP"  # "0": no warm-up (ranks compile in their first batch)
 DECODE_STEPS = 4            # max_new of the generation batch: the eager warm-up steps, one capture, one replay
@@ -106,3 +106,20 @@ def warm_up(model, tokenizer, kind: str, decode: str = "auto") -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0
+
+
+def for_rank(cfg, model, tokenizer, ranks) -> None:
+    """``warm_up`` for the kind this rank of a run (``runner.RunConfig``, ``parallel.Ranks``) will most likely
+    start with (``batching.claim_queues``: the last rank takes likelihood first when the run has likelihood tasks,
+    the others generation), under the run's second method (the first, the rope row, may run on the model's own
+    attention: ``plain_attention="model"``)."""
+    from .generation import activate, deactivate
+    from .tasks import resolve_task
+
+    likelihood = any(resolve_task(t).kind == LIKELIHOOD for t in cfg.tasks)
+    kind = LIKELIHOOD if likelihood and ranks.rank == ranks.world - 1 else GENERATION
+    activate(model, cfg.methods[min(1, len(cfg.methods) - 1)], cfg.impl, cfg.plain_attention)
+    try:
+        warm_up(model, tokenizer, kind)
+    finally:
+        deactivate(model)
