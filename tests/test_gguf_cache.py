@@ -112,6 +112,21 @@ def test_fast_reader_reads_the_real_model_as_gguf_does():
     _assert_same_reader(gguf.GGUFReader(path), gguf_cache.fast_reader_class(gguf.GGUFReader)(path))
 
 
+def _spy_model_loads(monkeypatch) -> tuple[list, object]:
+    """``(seen, real)``: every ``AutoModelForCausalLM.from_pretrained`` call from now on appends its ``(path,
+    gguf_file)`` to ``seen``; ``real`` is the unpatched function."""
+    from transformers import AutoModelForCausalLM
+
+    seen, real = [], AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, path, *args, **kw):
+        seen.append((str(path), kw.get("gguf_file")))
+        return real(cls, path, *args, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    return seen, real
+
+
 def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smollm2):
     """First load: from the GGUF file, then saved (complete folder); second load: from the folder, no GGUF parse;
     both equal the session's model (logits, token ids, chat template, generation config). An incomplete folder
@@ -124,14 +139,7 @@ def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smoll
     monkeypatch.setenv("ROPESHIFT_CACHE", str(tmp_path / "cache"))
     toks = [load_tokenizer("smollm2-135m")]  # before the conversion: from the GGUF file
     folder = gguf_cache.converted_folder(EMBEDDED["smollm2-135m"].path(), torch.float32)
-    seen = []
-    real = AutoModelForCausalLM.from_pretrained.__func__
-
-    def spy(cls, path, *args, **kw):
-        seen.append((str(path), kw.get("gguf_file")))
-        return real(cls, path, *args, **kw)
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    seen, real = _spy_model_loads(monkeypatch)
     first = load_model("smollm2-135m", device="cpu", progress=False)
     assert gguf_cache.is_complete(folder) and seen[-1][1] is not None
     second = load_model("smollm2-135m", device="cpu", progress=False)
@@ -173,21 +181,12 @@ def test_weights_alone_read_a_complete_folder_else_the_gguf_file_and_convert_not
     """``load_model(..., tokenizer=False)`` (the ranks of a multi-process evaluation): ``(model, None)``; without a
     complete converted folder the weights come from the GGUF file, with no conversion lock taken and nothing
     written; with one, from the folder. Weights equal the tokenizer-loading load's."""
-    from transformers import AutoModelForCausalLM
-
     from ropeshift.loader import EMBEDDED, load_model
 
     ref, _ = smollm2
     monkeypatch.setenv("ROPESHIFT_CACHE", str(tmp_path / "cache"))
     folder = gguf_cache.converted_folder(EMBEDDED["smollm2-135m"].path(), torch.float32)
-    seen = []
-    real = AutoModelForCausalLM.from_pretrained.__func__
-
-    def spy(cls, path, *args, **kw):
-        seen.append((str(path), kw.get("gguf_file")))
-        return real(cls, path, *args, **kw)
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    seen, _ = _spy_model_loads(monkeypatch)
     monkeypatch.setattr(gguf_cache, "conversion_lock", lambda *a: pytest.fail("took the conversion lock"))
     model, tok = load_model("smollm2-135m", device="cpu", progress=False, tokenizer=False)
     assert tok is None and seen[-1][1] is not None and not folder.exists()
@@ -197,7 +196,7 @@ def test_weights_alone_read_a_complete_folder_else_the_gguf_file_and_convert_not
     monkeypatch.setenv("ROPESHIFT_CACHE", str(tmp_path / "cache"))
     load_model("smollm2-135m", device="cpu", progress=False)  # converts and writes the folder
     assert gguf_cache.is_complete(folder)
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    seen, _ = _spy_model_loads(monkeypatch)
     model, tok = load_model("smollm2-135m", device="cpu", progress=False, tokenizer=False)
     assert tok is None and seen[-1] == (str(folder), None)
     assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
