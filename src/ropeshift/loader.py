@@ -247,9 +247,10 @@ def load_model(
 
     model = None
     if gguf_file and tp_plan is None and gguf_cache.enabled():
-        # de-quantised once into a safetensors folder (gguf_cache): later loads, and the other processes of a
-        # multi-process evaluation (which wait on the lock), read that instead of parsing the GGUF file again;
-        # without a tokenizer: the folder when complete, else the GGUF file (below), no lock and no conversion
+        # de-quantised once into a safetensors folder (gguf_cache): later loads (and processes loading at once,
+        # which wait on the lock) read that instead of parsing the GGUF file again; without a tokenizer (the
+        # ranks of a multi-process evaluation): the folder when complete, else the GGUF file (below), no lock and
+        # no conversion
         converted = gguf_cache.converted_folder(folder / gguf_file, dtype)
         with gguf_cache.conversion_lock(converted) if want_tokenizer else contextlib.nullcontext():
             if want_tokenizer and not gguf_cache.is_complete(converted):
