@@ -178,7 +178,7 @@ def test_real_model_loads_from_its_converted_folder(tmp_path, monkeypatch, smoll
 
 def test_weights_alone_read_a_complete_folder_else_the_gguf_file_and_convert_nothing(tmp_path, monkeypatch,
                                                                                      smollm2):
-    """``load_model(..., tokenizer=False)`` (the ranks of a multi-process evaluation): ``(model, None)``; without a
+    """``load_model(..., with_tokenizer=False)`` (the ranks of a multi-process evaluation): ``(model, None)``; without a
     complete converted folder the weights come from the GGUF file, with no conversion lock taken and nothing
     written; with one, from the folder. Weights equal the tokenizer-loading load's."""
     from ropeshift.loader import EMBEDDED, load_model
@@ -188,7 +188,7 @@ def test_weights_alone_read_a_complete_folder_else_the_gguf_file_and_convert_not
     folder = gguf_cache.converted_folder(EMBEDDED["smollm2-135m"].path(), torch.float32)
     seen, _ = _spy_model_loads(monkeypatch)
     monkeypatch.setattr(gguf_cache, "conversion_lock", lambda *a: pytest.fail("took the conversion lock"))
-    model, tok = load_model("smollm2-135m", device="cpu", progress=False, tokenizer=False)
+    model, tok = load_model("smollm2-135m", device="cpu", progress=False, with_tokenizer=False)
     assert tok is None and seen[-1][1] is not None and not folder.exists()
     want = ref.state_dict()
     assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
@@ -197,6 +197,6 @@ def test_weights_alone_read_a_complete_folder_else_the_gguf_file_and_convert_not
     load_model("smollm2-135m", device="cpu", progress=False)  # converts and writes the folder
     assert gguf_cache.is_complete(folder)
     seen, _ = _spy_model_loads(monkeypatch)
-    model, tok = load_model("smollm2-135m", device="cpu", progress=False, tokenizer=False)
+    model, tok = load_model("smollm2-135m", device="cpu", progress=False, with_tokenizer=False)
     assert tok is None and seen[-1] == (str(folder), None)
     assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())

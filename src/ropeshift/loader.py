@@ -11,7 +11,6 @@ imports ``llm`` and ``llama_cpp``, which we do not install.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import warnings
@@ -185,9 +184,10 @@ def load_model(
     attn_implementation: str = "sdpa",
     progress: bool = True,
     tp_plan: str | dict | None = None,
-    tokenizer: bool = True,
+    with_tokenizer: bool = True,
 ):
-    """Load ``(model, tokenizer)`` offline, in eval mode (``tokenizer=False``: ``(model, None)``, the weights only).
+    """Load ``(model, tokenizer)`` offline, in eval mode (``with_tokenizer=False``: ``(model, None)``, the weights
+    only).
 
     Args:
         name_or_path: an embedded model name (``ropeshift.loader.EMBEDDED``), a ``.gguf`` file or a local folder.
@@ -201,10 +201,11 @@ def load_model(
         tp_plan: transformers' tensor-parallel plan (``"auto"``), passed through to ``from_pretrained``; run under
             ``torchrun --nproc-per-node N``: each rank then holds its share of the heads on its own device, so
             ``device`` is not used.
-        tokenizer: False skips the tokenizer (a process that gets one elsewhere: the ranks of ``ropeshift eval
-            --workers`` take rank 0's). A GGUF model is then read from its converted folder when that is complete,
-            else from the GGUF file without waiting for, or writing, a conversion: building the tokenizer from the
-            GGUF is about half of a conversion (12 of ~18 s on the H100 host), and the ranks waited for it.
+        with_tokenizer: False skips the tokenizer (a process that gets one elsewhere: the ranks of ``ropeshift
+            eval --workers`` take rank 0's). A GGUF model is then read from its converted folder when that is
+            complete, else from the GGUF file without waiting for, or writing, a conversion (a conversion builds
+            the tokenizer too and writes a copy: 18 s on the H100 host, 2026-12-07, while the other ranks
+            waited on its lock).
     A model saved with ``save_pretrained`` after ``ropeshift.apply`` comes back with the same method applied
     (``ropeshift.describe`` reports it); plain ``from_pretrained`` would keep only its RoPE scaling.
     """
@@ -230,11 +231,9 @@ def load_model(
         kw["gguf_file"] = gguf_file
     placement = {"tp_plan": tp_plan} if tp_plan is not None else {}
 
-    want_tokenizer = tokenizer
-
     def from_pretrained(folder, kw):
         with gguf_cache.one_parse():  # a GGUF file parsed once for config, tokenizer and weights
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw) if want_tokenizer else None
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw) if with_tokenizer else None
             model = AutoModelForCausalLM.from_pretrained(
                 str(folder),
                 dtype=dtype,
@@ -245,20 +244,21 @@ def load_model(
             )
         return model, tokenizer
 
-    model = None
+    model = tokenizer = None
     if gguf_file and tp_plan is None and gguf_cache.enabled():
         # de-quantised once into a safetensors folder (gguf_cache): later loads (and processes loading at once,
         # which wait on the lock) read that instead of parsing the GGUF file again; without a tokenizer (the
         # ranks of a multi-process evaluation): the folder when complete, else the GGUF file (below), no lock and
-        # no conversion
+        # no conversion (the folder needs the tokenizer)
         converted = gguf_cache.converted_folder(folder / gguf_file, dtype)
-        with gguf_cache.conversion_lock(converted) if want_tokenizer else contextlib.nullcontext():
-            if want_tokenizer and not gguf_cache.is_complete(converted):
-                model, tokenizer = from_pretrained(folder, kw)
-                try:
-                    gguf_cache.save_converted(model, tokenizer, converted, folder / gguf_file)
-                except (OSError, RuntimeError, ValueError) as e:
-                    warnings.warn(f"could not cache the converted GGUF model in {converted}: {e}", stacklevel=2)
+        if with_tokenizer:
+            with gguf_cache.conversion_lock(converted):
+                if not gguf_cache.is_complete(converted):
+                    model, tokenizer = from_pretrained(folder, kw)
+                    try:
+                        gguf_cache.save_converted(model, tokenizer, converted, folder / gguf_file)
+                    except (OSError, RuntimeError, ValueError) as e:
+                        warnings.warn(f"could not cache the converted GGUF model in {converted}: {e}", stacklevel=2)
         if model is None and gguf_cache.is_complete(converted):
             try:
                 model, tokenizer = from_pretrained(converted, {k: v for k, v in kw.items() if k != "gguf_file"})

@@ -85,9 +85,20 @@ def test_the_rope_checks_run_on_one_thread_and_restore_the_count(monkeypatch):
 
     from ropeshift.eval import report_headline as rh
 
-    seen = []
-    real = rh._rows_match_here
-    monkeypatch.setattr(rh, "_rows_match_here", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    seen, real = [], rh._method
+
+    class Spy:  # the method as resolved, its rel noting the threads it runs on
+        def __init__(self, m):
+            self.m = m
+
+        def __getattr__(self, name):
+            return getattr(self.m, name)
+
+        def rel(self, *a):
+            seen.append(torch.get_num_threads())
+            return self.m.rel(*a)
+
+    monkeypatch.setattr(rh, "_method", lambda *a: Spy(real(*a)))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

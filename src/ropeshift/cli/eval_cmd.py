@@ -100,10 +100,10 @@ def run(args) -> int:
     return 0
 
 
-def _load_on(args, device, tokenizer: bool = True):
-    """``cc.load`` on one rank's device (module level, so spawned workers can unpickle it); ``tokenizer=False``:
+def _load_on(args, device, with_tokenizer: bool = True):
+    """``cc.load`` on one rank's device (module level, so spawned workers can unpickle it); ``with_tokenizer=False``:
     ``(model, None)`` (``runner.run_rank``: the ranks share rank 0's tokenizer)."""
-    return cc.load(argparse.Namespace(**{**vars(args), "device": device}), tokenizer=tokenizer)
+    return cc.load(argparse.Namespace(**{**vars(args), "device": device}), with_tokenizer=with_tokenizer)
 
 
 def _tokenizer_of(args):

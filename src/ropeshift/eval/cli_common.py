@@ -98,15 +98,16 @@ def lengths_from(args):
     return parse_lengths(args.lengths)
 
 
-def load(args, tokenizer: bool = True):
-    """Load ``(model, tokenizer)`` as the flags say (``tokenizer=False``: ``(model, None)``)."""
+def load(args, with_tokenizer: bool = True):
+    """Load ``(model, tokenizer)`` as the flags say (``with_tokenizer=False``: ``(model, None)``)."""
     import torch
 
     from ropeshift.loader import load_model
 
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     print(f"loading {args.model} ...", file=sys.stderr)
-    return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress, tokenizer=tokenizer)
+    return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress,
+                      with_tokenizer=with_tokenizer)
 
 
 def preflight(cfg, args) -> list[str]:

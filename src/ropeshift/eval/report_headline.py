@@ -18,7 +18,6 @@ are expected there.
 from __future__ import annotations
 
 import contextlib
-
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -58,9 +57,9 @@ def one_thread():
 
     The checks below are many small element-wise ops on ~1M-element slices. With the default one thread per core,
     in a rank that checks while rank 0's 16 prompt workers hold the cores, every op's parallel region waits for
-    its slowest thread: ranks 1 and 2 spent ~65-75 CPU-seconds each in ~10 s of wall on the H100 host (ps, study
-    of 2026-12-07c), where one thread does the same in ~0.5 s on a free 2-core CPU (~0.3-0.5 s of CPU there with
-    1 or 2 threads alike)."""
+    its slowest thread: in the 10 s after their model loads ranks 1 and 2 used 63 and 74 CPU-seconds on the H100
+    host (ps, the second study of 2026-12-07: results/throughput_2026-12-07_h100_cpu), these checks being the
+    one multi-threaded CPU work there; one thread does them in ~0.5 s on a free 2-core CPU."""
     import torch
 
     before = torch.get_num_threads()
@@ -71,15 +70,11 @@ def one_thread():
         torch.set_num_threads(before)
 
 
+@one_thread()
 def _rows_match(method, start: int, length: int, other=None) -> bool:
     """For queries ``start..length-1`` over keys ``0..length-1``: ``method`` relates and shows every causal
     (query, key) pair as ``other`` does (None: RoPE, rel == d and every causal key visible). On one thread
     (``one_thread``)."""
-    with one_thread():
-        return _rows_match_here(method, start, length, other)
-
-
-def _rows_match_here(method, start: int, length: int, other=None) -> bool:
     import torch
 
     keys = torch.arange(length).view(1, 1, length)

@@ -35,7 +35,7 @@ from dataclasses import replace
 
 from .options import MethodSpec
 from .records import Record, read_cell
-from .report_headline import BASELINE, _method, _rows_match, one_thread, rope_lengths
+from .report_headline import BASELINE, _method, _rows_match, rope_lengths
 
 SAME_AS = "same_as"
 
@@ -161,17 +161,16 @@ def donors(rows: list[tuple[str, dict]], lengths, labels=None, rope: bool | None
     rows give records."""
     rope = any(label == BASELINE for label, _ in rows) if rope is None else rope
     out, earlier = {}, []
-    with one_thread():  # many small CPU ops, often beside busy cores (report_headline.one_thread)
-        for label, info in rows:
-            if label == BASELINE:
-                continue
-            if labels is None or label in labels:
-                given = {n: BASELINE for n in rope_equal_lengths(info, lengths)} if rope else {}
-                for other, other_info in earlier:
-                    for n in same_lengths(info, other_info, [n for n in lengths if n not in given]):
-                        given.setdefault(n, other)
-                out[label] = given
-            earlier.append((label, info))
+    for label, info in rows:
+        if label == BASELINE:
+            continue
+        if labels is None or label in labels:
+            given = {n: BASELINE for n in rope_equal_lengths(info, lengths)} if rope else {}
+            for other, other_info in earlier:
+                for n in same_lengths(info, other_info, [n for n in lengths if n not in given]):
+                    given.setdefault(n, other)
+            out[label] = given
+        earlier.append((label, info))
     return out
 
 

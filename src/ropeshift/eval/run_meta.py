@@ -74,7 +74,7 @@ def _smi_gpu_name() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     lines = got.stdout.strip().splitlines() if got.returncode == 0 else []
-    return lines[0].strip() or None if lines else None
+    return (lines[0].strip() or None) if lines else None
 
 
 def record_invocation(cfg, args, started: float, finished: float, status: str) -> Path:

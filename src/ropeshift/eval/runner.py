@@ -337,14 +337,14 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
     ``run`` collects them before its first barrier. With several ranks it is the only tokenizer loaded: rank 0
     sends it to the others (``parallel.broadcast``, ~1.6 MB pickled for SmolLM2), and every rank loads its weights
-    alone with ``load(device, tokenizer=False) -> (model, None)``::
+    alone with ``load(device, with_tokenizer=False) -> (model, None)``::
 
         rank 0      [tokenizer][prompt workers][send][weights ......][wait for the prompts ...]
         rank 1, 2   [weights ......][receive][joins][warm-up .........][barrier]
 
-    On the H100 host (2026-12-07c) building the tokenizer from the GGUF file took rank 0 12 s, and a rank that
-    loaded the model converted it (tokenizer, weights, safetensors copy: 18 s) while the others waited on the
-    conversion's lock: 20 s before their warm-up began."""
+    On the H100 host (second study of 2026-12-07) building the tokenizer from the GGUF file took rank 0 12 s, and
+    a rank that loaded the model converted it (tokenizer, weights, safetensors copy: 18 s) while the others
+    waited on the conversion's lock: 20 s before their warm-up began."""
     parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
     ranks = Ranks.from_env()
     created = parallel.init_group(ranks)
@@ -366,7 +366,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
                 parallel.broadcast(ranks, tokenizer)
                 clock.mark("tokenizer sent")
         if share:
-            model, _ = load(dev, tokenizer=False)
+            model, _ = load(dev, with_tokenizer=False)
             clock.mark("model")
             if not ranks.main:
                 tokenizer = parallel.broadcast(ranks, None)

@@ -24,7 +24,7 @@ _TOKENIZER = None  # set before forking prompt workers; children inherit it
 def _make(task: str, length: int, n: int, seed: int, options: TaskOptions, path=None, header=None) -> list[Sample]:
     """One (task, length)'s samples; stored at ``path`` (with ``header``) when given, by the worker that made them:
     rank 0 writing all of ruler-lite's 55 files after the last job was ~2 s of one core on a 2-core CPU and ~5 s
-    of the H100 host's start-up (2026-12-07c), where the workers write theirs in parallel."""
+    of the H100 host's start-up (the second study of 2026-12-07), where the workers write theirs in parallel."""
     samples = resolve_task(task).make_samples(_TOKENIZER, length, n, seed, options)
     if path is not None:
         write_atomic(path, [{"header": header}, *(s.to_dict() for s in samples)])
