@@ -200,3 +200,27 @@ def test_weights_alone_read_a_complete_folder_else_the_gguf_file_and_convert_not
     model, tok = load_model("smollm2-135m", device="cpu", progress=False, with_tokenizer=False)
     assert tok is None and seen[-1] == (str(folder), None)
     assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_a_given_tokenizer_is_returned_and_stored_by_the_conversion(tmp_path, monkeypatch, smollm2):
+    """``load_model(..., tokenizer=tok)`` (rank 0 of a multi-process evaluation, ``launch.run_rank``): no tokenizer
+    built, ``tok`` returned and stored in the converted folder, from which the other ranks' loads then read."""
+    from transformers import AutoTokenizer
+
+    from ropeshift.loader import EMBEDDED, load_model, load_tokenizer
+
+    ref, tok = smollm2
+    monkeypatch.setenv("ROPESHIFT_CACHE", str(tmp_path / "cache"))
+    folder = gguf_cache.converted_folder(EMBEDDED["smollm2-135m"].path(), torch.float32)
+    with monkeypatch.context() as m:
+        m.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: pytest.fail("built a tokenizer"))
+        model, got = load_model("smollm2-135m", device="cpu", progress=False, with_tokenizer=False, tokenizer=tok)
+    assert got is tok and gguf_cache.is_complete(folder)
+    want = ref.state_dict()
+    assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
+    seen, _ = _spy_model_loads(monkeypatch)
+    model, _ = load_model("smollm2-135m", device="cpu", progress=False, with_tokenizer=False)
+    assert seen == [(str(folder), None)] and all(torch.equal(want[k], v) for k, v in model.state_dict().items())
+    text = "<|im_start|>user\nWhere is the key? 4821 and 77.\n"
+    assert load_tokenizer("smollm2-135m")(text).input_ids == tok(text).input_ids  # the stored one, from the folder

@@ -185,6 +185,7 @@ def load_model(
     progress: bool = True,
     tp_plan: str | dict | None = None,
     with_tokenizer: bool = True,
+    tokenizer=None,
 ):
     """Load ``(model, tokenizer)`` offline, in eval mode (``with_tokenizer=False``: ``(model, None)``, the weights
     only).
@@ -206,6 +207,9 @@ def load_model(
             complete, else from the GGUF file without waiting for, or writing, a conversion (a conversion builds
             the tokenizer too and writes a copy: 18 s on the H100 host, 2026-12-07, while the other ranks
             waited on its lock).
+        tokenizer: one built already (``load_tokenizer``): returned as the tokenizer, and the one a GGUF model's
+            conversion stores, instead of building another (rank 0 of ``ropeshift eval --workers``, whose
+            converted folder the other ranks then read their weights from: ``ropeshift.skeleton``).
     A model saved with ``save_pretrained`` after ``ropeshift.apply`` comes back with the same method applied
     (``ropeshift.describe`` reports it); plain ``from_pretrained`` would keep only its RoPE scaling.
     """
@@ -231,9 +235,12 @@ def load_model(
         kw["gguf_file"] = gguf_file
     placement = {"tp_plan": tp_plan} if tp_plan is not None else {}
 
+    given = tokenizer
+    build = with_tokenizer and given is None  # a tokenizer to build along with the weights
+
     def from_pretrained(folder, kw):
         with gguf_cache.one_parse():  # a GGUF file parsed once for config, tokenizer and weights
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw) if with_tokenizer else None
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw) if build else given
             model = AutoModelForCausalLM.from_pretrained(
                 str(folder),
                 dtype=dtype,
@@ -251,7 +258,7 @@ def load_model(
         # ranks of a multi-process evaluation): the folder when complete, else the GGUF file (below), no lock and
         # no conversion (the folder needs the tokenizer)
         converted = gguf_cache.converted_folder(folder / gguf_file, dtype)
-        if with_tokenizer:
+        if with_tokenizer or given is not None:
             with gguf_cache.conversion_lock(converted):
                 if not gguf_cache.is_complete(converted):
                     model, tokenizer = from_pretrained(folder, kw)

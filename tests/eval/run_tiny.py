@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import tiny_load  # noqa: E402
 
 from ropeshift.eval.options import MethodSpec  # noqa: E402
-from ropeshift.eval.runner import RunConfig, run, run_workers  # noqa: E402
+from ropeshift.eval.launch import run_workers  # noqa: E402
+from ropeshift.eval.runner import RunConfig, run  # noqa: E402
 
 METHODS = (MethodSpec("rope"),)
 

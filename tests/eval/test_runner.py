@@ -325,7 +325,7 @@ def test_rank_starts_prompts_before_loading_the_model(tmp_path, tok, tiny_llama,
     """``run_rank(..., load_tokenizer=...)``: rank 0 hands its prompts to worker processes before ``load`` runs
     and collects them after the warm-up (the other ranks load their models meanwhile); the run writes the same
     records as a plain one."""
-    import ropeshift.eval.runner as R
+    import ropeshift.eval.launch as R
 
     events, start = [], R.start_samples
 
@@ -641,3 +641,39 @@ def test_last_rank_runs_an_eager_lead_then_compiles_once(tmp_path, tok, tiny_lla
         assert e == (used < 600)
         used += b["tokens"]
     assert eager[0] and not eager[-1]
+
+
+def test_a_rank_takes_rank_0s_tokenizer_then_copies_the_weights_into_its_skeleton(tok, tiny_llama, monkeypatch):
+    """``launch._take_weights`` (ranks > 0 of ``run_rank``, whose model was built without weights): rank 0's
+    tokenizer, then the weights loaded without a tokenizer, copied into the same tensors; a loaded model they do
+    not fit is run instead, with a warning."""
+    import copy
+
+    import torch
+
+    import ropeshift.eval.launch as R
+    from ropeshift.eval import parallel
+    from ropeshift.eval.parallel import Ranks
+    from tests.eval.tiny import tiny_model
+
+    monkeypatch.setattr(parallel, "broadcast", lambda ranks, value: tok if value is None else pytest.fail("sent"))
+    ranks = Ranks(rank=1, world=2)
+    clock = parallel.StartupClock(ranks, enabled=False)
+    skeleton = tiny_model(len(tok), seed=7)
+    ptrs = [p.data_ptr() for p in skeleton.parameters()]
+    calls = []
+
+    def load(device, **kw):
+        calls.append((device, kw))
+        return copy.deepcopy(tiny_llama), None
+
+    got_tok, model = R._take_weights(ranks, load, "cpu", clock, skeleton)
+    assert got_tok is tok and model is skeleton and calls == [("cpu", {"with_tokenizer": False})]
+    assert [p.data_ptr() for p in model.parameters()] == ptrs
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, tiny_llama(ids).logits)
+    other = tiny_model(len(tok) + 1)
+    with pytest.warns(UserWarning, match="running the loaded model instead"):
+        _, model = R._take_weights(ranks, lambda device, **kw: (other, None), "cpu", clock, skeleton)
+    assert model is other

@@ -87,6 +87,26 @@ def test_later_batches_of_any_method_and_shape_compile_nothing(tiny_llama, tok):
     assert len(graphs) == before
 
 
+def test_a_warm_up_without_the_tokenizer_leaves_nothing_to_compile(tiny_llama, tok):
+    """``warm_up(model, None, ...)`` (a rank that has its model before rank 0's tokenizer, ``launch.run_rank``): the
+    model's pad and EOS ids (``SpecialIds``) stand in, and a later batch with the real tokenizer traces no graph."""
+    ids = wu.SpecialIds.of(tiny_llama)
+    assert (ids.pad_token_id, ids.eos_token_id) == (0, 2) and ids.decode([5, 6], skip_special_tokens=True) == ""
+    torch._dynamo.reset()
+    model = copy.deepcopy(tiny_llama)
+    graphs = []
+    dc.compile_model(model, "layers", backend=lambda gm, ex: graphs.append(gm) or gm.forward)
+    activate(model, SPECS["string"], None, "ropeshift")
+    try:
+        wu.warm_up(model, None, GENERATION, decode="loop")
+        traced = len(graphs)
+        rows = [[(i * 13 + j * 5) % 200 + 3 for j in range(50 + i)] for i in range(3)]
+        texts = generate(model, tok, rows, 7, decode="loop")
+    finally:
+        deactivate(model)
+    assert traced > 0 and len(graphs) == traced and len(texts) == 3
+
+
 @pytest.mark.parametrize("rank,world,tasks,kind", [
     (1, 2, ("passkey",), GENERATION),
     (1, 2, ("passkey", "perplexity"), LIKELIHOOD),      # the last rank starts on likelihood

@@ -100,10 +100,10 @@ def run(args) -> int:
     return 0
 
 
-def _load_on(args, device, with_tokenizer: bool = True):
-    """``cc.load`` on one rank's device (module level, so spawned workers can unpickle it); ``with_tokenizer=False``:
-    ``(model, None)`` (``runner.run_rank``: the ranks share rank 0's tokenizer)."""
-    return cc.load(argparse.Namespace(**{**vars(args), "device": device}), with_tokenizer=with_tokenizer)
+def _load_on(args, device, **kw):
+    """``cc.load`` on one rank's device (module level, so spawned workers can unpickle it); ``kw`` as there
+    (``launch.run_rank``: the ranks share rank 0's tokenizer, and compile on a model without weights first)."""
+    return cc.load(argparse.Namespace(**{**vars(args), "device": device}), **kw)
 
 
 def _tokenizer_of(args):
@@ -117,7 +117,8 @@ def _run_parallel(cfg, args, ranks) -> int | None:
     """``--workers N`` or a torchrun rank: rank 0 prints the plan; None when rank 0 should print the summary."""
     from functools import partial
 
-    from ropeshift.eval.runner import format_plan, run_rank, run_workers
+    from ropeshift.eval.launch import run_rank, run_workers
+    from ropeshift.eval.runner import format_plan
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")

@@ -98,16 +98,24 @@ def lengths_from(args):
     return parse_lengths(args.lengths)
 
 
-def load(args, with_tokenizer: bool = True):
-    """Load ``(model, tokenizer)`` as the flags say (``with_tokenizer=False``: ``(model, None)``)."""
+def load(args, with_tokenizer: bool = True, tokenizer=None, weights: bool = True):
+    """Load ``(model, tokenizer)`` as the flags say (``loader.load_model``: ``with_tokenizer=False`` gives
+    ``(model, None)``; a ``tokenizer`` built already is returned and stored with a GGUF model's conversion);
+    ``weights=False``: ``(skeleton.skeleton(...), None)``, the model with random weights, built from its config."""
     import torch
 
-    from ropeshift.loader import load_model
+    from ropeshift.loader import check_device, load_model
 
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    if not weights:
+        from ropeshift.skeleton import skeleton
+
+        device = check_device(args.device)
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)  # load_model's default
+        return skeleton(args.model, dtype=dtype, device=device), None
     print(f"loading {args.model} ...", file=sys.stderr)
     return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress,
-                      with_tokenizer=with_tokenizer)
+                      with_tokenizer=with_tokenizer, tokenizer=tokenizer)
 
 
 def preflight(cfg, args) -> list[str]:

@@ -62,7 +62,7 @@ def allocator_defaults() -> bool:
     """Give this process's CUDA caching allocator expandable segments (``PYTORCH_CUDA_ALLOC_CONF``), unless the
     user set that variable (an empty value keeps PyTorch's default) or CUDA is initialised already (too late to
     take effect). Returns whether it was set here. Called where evaluation processes start: ``ropeshift eval``
-    (its single process, and the ranks it spawns inherit the variable) and ``runner.run_rank``.
+    (its single process, and the ranks it spawns inherit the variable) and ``launch.run_rank``.
 
     Why: the evaluation processes share one card, and each process's allocator keeps the blocks its batches
     freed; fixed-size segments fragment between batches of other shapes (a prefill's activations, a static KV

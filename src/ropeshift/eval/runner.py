@@ -148,13 +148,16 @@ def plan_work(cfg: RunConfig, samples: dict[tuple[str, int], list[Sample]]) -> l
 
 
 def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None,
-        ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None, samples: dict | None = None) -> int:
+        ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None, samples: dict | None = None,
+        weights=None) -> int:
     """Run every method on every pending sample (this rank's share); return the number of records written.
 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
     (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
     ``samples``: ``prepare_samples``' result, or ``start_samples``' pending one, when the caller started the
-    prompts (rank 0 in ``run_rank``)."""
+    prompts (rank 0 in ``launch.run_rank``). ``weights(model) -> (tokenizer, model)``: ``model`` was built without its
+    weights (``launch.run_rank``, ``ropeshift.skeleton``) and ``tokenizer`` is None; called after the warm-up, it returns
+    the tokenizer and the model to run: ``model`` with its weights copied in, or a loaded one they do not fit."""
     from . import dense_compile
     from .generation import activate, deactivate
     from .graph_decode import ended_rows_free, retire_possible
@@ -168,13 +171,22 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     share = cfg.share_rope
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
     joins = {}  # {label: {length: donor label}}: the rows that copy an earlier row's records there (rope_share)
+    mine = {m.label for m in cfg.methods[ranks.rank - 1::max(1, ranks.world - 1)]}
     if share and ranks.world > 1 and not ranks.main:   # found by ranks 1.. while they wait for rank 0's prompts
-        mine = {m.label for m in cfg.methods[ranks.rank - 1::ranks.world - 1]}
         joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl, cfg.plain_attention,
                                          mine)
     if warm:  # still before rank 0's prompts: compile the path of this rank's first batches now (eval/warm_up.py)
         warm_up.for_rank(cfg, model, tokenizer, ranks)
         clock.mark("warm-up")
+    if weights is not None:  # built without them: rank 0's tokenizer, then the weights (copied in place)
+        tokenizer, loaded = weights(model)
+        if loaded is not model:  # they did not fit (warned): run the loaded model, compiled at its first forward
+            model = loaded
+            if mode and not lead:
+                dense_compile.compile_model(model, mode)
+            if joins:
+                joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl,
+                                                 cfg.plain_attention, mine)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
     if share and ranks.world == 1:  # one process: while its prompt workers make the prompts
@@ -326,70 +338,3 @@ def _run_batch(tasks: list, model, tokenizer, batch: list, stats: dict | None = 
     p1, r1 = _run_batch(tasks[:half], model, tokenizer, batch[:half], stats)
     p2, r2 = _run_batch(tasks[half:], model, tokenizer, batch[half:], stats)
     return p1 + p2, r1 + r2
-
-
-def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = True,
-             model_path: str | None = None, load_tokenizer=None) -> int:
-    """One rank of a data-parallel run, under torchrun or spawned by ``run_workers``: join the gloo group,
-    load the model on this rank's own device with ``load(device) -> (model, tokenizer)``, run its share.
-
-    ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
-    the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
-    ``run`` collects them before its first barrier. With several ranks it is the only tokenizer loaded: rank 0
-    sends it to the others (``parallel.broadcast``, ~1.6 MB pickled for SmolLM2), and every rank loads its weights
-    alone with ``load(device, with_tokenizer=False) -> (model, None)``::
-
-        rank 0      [tokenizer][prompt workers][send][weights ......][wait for the prompts ...]
-        rank 1, 2   [weights ......][receive][joins][warm-up .........][barrier]
-
-    On the H100 host (second study of 2026-12-07) building the tokenizer from the GGUF file took rank 0 12 s, and
-    a rank that loaded the model converted it (tokenizer, weights, safetensors copy: 18 s) while the others
-    waited on the conversion's lock: 20 s before their warm-up began."""
-    parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
-    ranks = Ranks.from_env()
-    created = parallel.init_group(ranks)
-    try:
-        dev = parallel.device_for(ranks, device)
-        if ranks.world > 1 and dev == "cpu":
-            import torch
-
-            torch.set_num_threads(parallel.cpu_threads(ranks))
-        clock = parallel.StartupClock(ranks, enabled=progress)
-        samples = None
-        share = load_tokenizer is not None and ranks.world > 1  # one tokenizer, rank 0's, sent to the others
-        if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads
-            tokenizer = load_tokenizer()
-            clock.mark("tokenizer")
-            samples = start_samples(cfg, tokenizer, progress)
-            clock.mark("prompt workers")  # stored prompts read, the missing ones handed to forked workers
-            if share:
-                parallel.broadcast(ranks, tokenizer)
-                clock.mark("tokenizer sent")
-        if share:
-            model, _ = load(dev, with_tokenizer=False)
-            clock.mark("model")
-            if not ranks.main:
-                tokenizer = parallel.broadcast(ranks, None)
-                clock.mark("tokenizer")
-        else:
-            model, tokenizer = load(dev)
-            clock.mark("model")
-        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,
-                   samples=samples)
-    finally:
-        if created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, progress: bool = True,
-                model_path: str | None = None, load_tokenizer=None) -> None:
-    """Run ``cfg`` in ``workers`` spawned processes, one device each (``load`` must be picklable).
-
-    When a worker dies the others are stopped and ``torch.multiprocessing``'s exception is raised;
-    finished samples are saved, and rerunning (with any number of workers) resumes."""
-    if workers == 1:
-        run_rank(cfg, load, device, progress, model_path, load_tokenizer)
-        return
-    parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers)

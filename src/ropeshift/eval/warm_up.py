@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from .records import GENERATION, KINDS, LIKELIHOOD
 
@@ -81,12 +82,33 @@ def batch_sizes(config) -> tuple[int, int, int]:
     return rows, tokens, max_new
 
 
+@dataclass(frozen=True)
+class SpecialIds:
+    """All that ``generation.generate`` asks of a tokenizer when no row has a stop predicate and the texts are
+    dropped: the pad and EOS ids, and ``decode`` (here an empty text). The warm-up of a model whose tokenizer has
+    not come yet (``launch.run_rank``: a rank > 0 gets rank 0's with its weights) takes them from the model's
+    generation config; values do not enter the compiled graphs (the padding is the attention mask's)."""
+
+    pad_token_id: int | None
+    eos_token_id: int | None
+
+    @classmethod
+    def of(cls, model) -> "SpecialIds":
+        gen = model.generation_config
+        eos = gen.eos_token_id[0] if isinstance(gen.eos_token_id, (list, tuple)) else gen.eos_token_id
+        return cls(gen.pad_token_id if gen.pad_token_id is not None else eos, eos)
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return ""
+
+
 def warm_up(model, tokenizer, kind: str, decode: str = "auto") -> float:
     """Run one small batch of ``kind`` (``records.KINDS``) through the model as the runner's batches do, so that
     its compiled layers compile now; returns the seconds it took. Generation goes through
     ``generation.generate`` (``decode`` as there: on CUDA the static cache and a captured step), ``max_new``
     tokens a row, row i of ``tokens - i`` prompt tokens (left padding to ``tokens``); likelihood through the
-    cache-less forward that ``tasks.perplexity`` scores with. Outputs are dropped."""
+    cache-less forward that ``tasks.perplexity`` scores with. Outputs are dropped. ``tokenizer`` None: the
+    model's own ids (``SpecialIds``)."""
     import torch
 
     if kind not in KINDS:
@@ -99,7 +121,8 @@ def warm_up(model, tokenizer, kind: str, decode: str = "auto") -> float:
     if kind == GENERATION:
         from .generation import generate
 
-        generate(model, tokenizer, [r[i:] for i, r in enumerate(ids)], max_new, decode=decode)  # left padding
+        generate(model, tokenizer or SpecialIds.of(model), [r[i:] for i, r in enumerate(ids)], max_new,
+                 decode=decode)  # left padding
     else:
         with torch.inference_mode():
             model(input_ids=torch.tensor(ids, device=device), logits_to_keep=tokens // 2, use_cache=False)

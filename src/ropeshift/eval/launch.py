@@ -1,0 +1,110 @@
+"""How an evaluation's processes start: ``run_rank`` (one rank of a run: its process group, device, model and
+tokenizer, then ``runner.run``) and ``run_workers`` (``--workers N``: N spawned ranks on one machine).
+
+    run_workers(cfg, load, 3, "cuda", load_tokenizer=tokenizer_of)   # 3 processes sharing one GPU
+    run_rank(cfg, load, "cuda", load_tokenizer=tokenizer_of)         # this process as one rank (under torchrun)
+
+``load(device, **kw) -> (model, tokenizer)`` loads the model on a rank's device (``cli_common.load``'s keywords:
+``with_tokenizer``, ``tokenizer``, ``weights``); ``load_tokenizer() -> tokenizer`` the tokenizer alone.
+"""
+from __future__ import annotations
+
+import functools
+
+from . import parallel
+from .parallel import Ranks
+from .runner import RunConfig, run
+from .sample_store import start_samples
+
+
+def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = True,
+             model_path: str | None = None, load_tokenizer=None) -> int:
+    """One rank of a data-parallel run, under torchrun or spawned by ``run_workers``: join the gloo group,
+    load the model on this rank's own device with ``load(device) -> (model, tokenizer)``, run its share.
+
+    ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
+    the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
+    ``run`` collects them before its first barrier. With several ranks it is the only tokenizer loaded: rank 0
+    sends it to the others (``parallel.broadcast``, ~1.6 MB pickled for SmolLM2), and every rank loads its weights
+    alone. Rank 0 loads its weights with that tokenizer (``load(device, tokenizer=...)``: a GGUF model is converted
+    once, ``gguf_cache``), then sends it; the others first build their model without weights
+    (``load(device, weights=False) -> (model, None)``, ``ropeshift.skeleton``), compile on it, and only then
+    receive the tokenizer and copy in the weights (``load(device, with_tokenizer=False)``: the converted folder,
+    ~1 s)::
+
+        rank 0      [tokenizer][prompt workers][weights, conversion][send][wait for the prompts ......]
+        rank 1, 2   [skeleton][joins][warm-up: compile ..............][receive][weights][barrier]
+
+    On the H100 host (third study of 2026-12-07) building the tokenizer from the GGUF file took rank 0 8 s, and
+    ranks 1 and 2 loaded their weights from the GGUF file for 13.7 s before they could start compiling (18 s):
+    the barrier came 35.6 s after the command's start, 10 s after rank 0's prompts were ready."""
+    parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
+    ranks = Ranks.from_env()
+    created = parallel.init_group(ranks)
+    try:
+        dev = parallel.device_for(ranks, device)
+        if ranks.world > 1 and dev == "cpu":
+            import torch
+
+            torch.set_num_threads(parallel.cpu_threads(ranks))
+        clock = parallel.StartupClock(ranks, enabled=progress)
+        samples = None
+        share = load_tokenizer is not None and ranks.world > 1  # one tokenizer, rank 0's, sent to the others
+        weights = None
+        if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads
+            tokenizer = load_tokenizer()
+            clock.mark("tokenizer")
+            samples = start_samples(cfg, tokenizer, progress)
+            clock.mark("prompt workers")  # stored prompts read, the missing ones handed to forked workers
+        if share and ranks.main:
+            model, _ = load(dev, tokenizer=tokenizer)  # a GGUF model converted once, with this tokenizer
+            clock.mark("model")
+            parallel.broadcast(ranks, tokenizer)       # after the conversion: the others' weights come from it
+            clock.mark("tokenizer sent")
+        elif share:
+            model, tokenizer = load(dev, weights=False)
+            clock.mark("skeleton")
+            weights = functools.partial(_take_weights, ranks, load, dev, clock)
+        else:
+            model, tokenizer = load(dev)
+            clock.mark("model")
+        return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,
+                   samples=samples, weights=weights)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _take_weights(ranks: Ranks, load, device: str, clock, model) -> tuple:
+    """``(tokenizer, model)`` for a rank > 0 whose ``model`` was built without weights (``run_rank``): rank 0's
+    tokenizer (sent once its weights, and a GGUF model's converted folder, are ready), then the weights loaded
+    alone and copied into ``model`` (``skeleton.adopt``); the loaded model itself, with a warning, when they do
+    not fit it."""
+    import warnings
+
+    from ropeshift import skeleton
+
+    tokenizer = parallel.broadcast(ranks, None)
+    clock.mark("tokenizer")
+    loaded, _ = load(device, with_tokenizer=False)
+    try:
+        skeleton.adopt(model, loaded)
+    except ValueError as e:
+        warnings.warn(f"rank {ranks.rank}: {e}; running the loaded model instead (compiled again)", stacklevel=2)
+        model = loaded
+    clock.mark("weights")
+    return tokenizer, model
+
+
+def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, progress: bool = True,
+                model_path: str | None = None, load_tokenizer=None) -> None:
+    """Run ``cfg`` in ``workers`` spawned processes, one device each (``load`` must be picklable).
+
+    When a worker dies the others are stopped and ``torch.multiprocessing``'s exception is raised;
+    finished samples are saved, and rerunning (with any number of workers) resumes."""
+    if workers == 1:
+        run_rank(cfg, load, device, progress, model_path, load_tokenizer)
+        return
+    parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers)

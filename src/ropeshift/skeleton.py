@@ -1,0 +1,91 @@
+"""A model built from its config alone (random weights), and its real weights copied into it later.
+
+    model = skeleton("smollm2-135m", dtype=torch.bfloat16, device="cuda")  # seconds: config, no weights
+    ...                                                                    # compile it, warm it up (shapes only)
+    real, _ = load_model("smollm2-135m", with_tokenizer=False)             # the weights, once they are at hand
+    adopt(model, real)                                                     # copied in place; same module objects
+
+Why: ``torch.compile`` needs a model's shapes, dtypes and config, not its weights. The ranks of a multi-process
+evaluation (``eval/launch.py``'s ``run_rank``) compile while rank 0 builds the tokenizer and converts the GGUF file
+once (``gguf_cache``), then copy the weights from the converted folder (~1 s) instead of each parsing and
+de-quantising the GGUF file before they could start compiling (13.7 s of a 35.6-s start-up on the H100 host of
+2026-12-07, three processes parsing at once)::
+
+    before   rank 1, 2  [weights from the GGUF file .....][joins, compile ........][barrier]
+    now      rank 1, 2  [skeleton][joins, compile ........][rank 0's tokenizer][weights from its folder][barrier]
+             rank 0     [tokenizer][prompt workers][weights, converted folder][send the tokenizer]
+
+Copying in place (``load_state_dict`` copies into the existing tensors) keeps every parameter the compiled
+graphs read, so nothing compiles again. ``adopt`` refuses a donor of another class or config: the skeleton's
+compiled graphs and everything derived from its config (the methods' parameters, the rows that equal the rope
+row) would not describe it.
+"""
+from __future__ import annotations
+
+# config keys that describe where or how the weights were read, not the model
+_SOURCE_KEYS = ("_name_or_path", "quantization_config", "transformers_version")
+
+
+def skeleton(name_or_path: str, *, dtype, device: str, attn_implementation: str = "sdpa",
+             trust_remote_code: bool = False):
+    """``name_or_path``'s model (``loader.resolve_model_path``: embedded name, ``.gguf`` file or folder) with
+    random weights, built on ``device`` in ``dtype``, in eval mode: the config read as ``load_model`` reads it
+    (a GGUF model's from its converted folder when ``gguf_cache`` holds one), the weights initialised on the
+    device (no host copy)."""
+    import os
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from . import gguf_cache
+    from .loader import check_device, check_model_folder, resolve_model_path
+
+    folder, gguf_file = resolve_model_path(name_or_path)
+    check_model_folder(folder, gguf_file)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    if gguf_file:
+        converted = gguf_cache.converted_folder(folder / gguf_file, dtype) if gguf_cache.enabled() else None
+        if converted is not None and gguf_cache.is_complete(converted):
+            folder = converted
+        else:
+            kw["gguf_file"] = gguf_file
+    with gguf_cache.one_parse():
+        config = AutoConfig.from_pretrained(str(folder), **kw)
+    with torch.device(check_device(device)):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation,
+                                                 trust_remote_code=trust_remote_code)
+    return model.eval()
+
+
+def config_differences(a, b) -> dict:
+    """``{key: (a's value, b's value)}`` for the keys of two configs' ``to_dict`` that differ, but those that name
+    the weights' source (path, quantization, transformers version)."""
+    x, y = a.to_dict(), b.to_dict()
+    return {k: (x.get(k), y.get(k)) for k in sorted(set(x) | set(y))
+            if k not in _SOURCE_KEYS and x.get(k) != y.get(k)}
+
+
+def adopt(model, donor) -> None:
+    """Copy ``donor``'s parameters and buffers (non-persistent ones too: RoPE's ``inv_freq``) into ``model`` in
+    place, and take its ``generation_config`` and config path; ValueError when the two differ in class, config
+    (``config_differences``) or tensor names and shapes. ``donor`` may sit on another device."""
+    import copy
+
+    import torch
+
+    if type(model) is not type(donor):
+        raise ValueError(f"cannot adopt the weights of a {type(donor).__name__} into a {type(model).__name__}")
+    differ = config_differences(model.config, donor.config)
+    if differ:
+        raise ValueError(f"the weights' model has another config than this one: {differ}")
+    mine, theirs = dict(model.named_buffers()), dict(donor.named_buffers())
+    shapes = lambda m: {k: tuple(v.shape) for k, v in [*m.state_dict().items(), *m.named_buffers()]}  # noqa: E731
+    if shapes(model) != shapes(donor):
+        raise ValueError("the weights' model has other tensors than this one")
+    with torch.no_grad():
+        model.load_state_dict(donor.state_dict())  # copy_ into the existing tensors
+        for name, buf in mine.items():
+            buf.copy_(theirs[name])
+    model.generation_config = copy.deepcopy(donor.generation_config)
+    model.config._name_or_path = donor.config._name_or_path
