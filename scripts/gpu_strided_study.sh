@@ -11,6 +11,8 @@
 # off (any other failure: OLD_SRC). CHECK_WARM_UP=1 runs benchmarks/check_warm_up.py before the study.
 # Twenty-fourth session: tests/eval/test_parallel.py's test_cuda_forked_workers is switched too (ROPESHIFT_FORK_RANKS=0).
 # Twenty-fifth session: TESTS=0 runs the study alone (the GPU tests passed in an earlier call of the same kernels).
+# Twenty-sixth session: ranks > 0 compile on a model without weights (ropeshift.skeleton); run with
+#   SWITCHED="test_shared_prefill|test_warm_up" TEST_K="cuda_warm_up or cuda_forked"
 # Next call (benchmarks/RESULTS.md, top section):
 #   source scripts/gpu_env.sh; TESTS=1 TEST_LIMIT=200 TEST_K="offsets_and_layout or cuda_warm_up or cuda_forked" \
 #     BASE_TGZ=results/smollm2-135m_h100_2026-12-07c.tgz OUT=$OUT OLD_SRC=.old/src LIMIT=580 bash scripts/gpu_strided_study.sh
@@ -21,7 +23,8 @@ LIMIT="${LIMIT:-590}"
 start=$(date +%s)
 failed() { grep -E "^(FAILED|ERROR) " "$OUT/tests.log" | grep -vE "${1:-^$}"; }  # failures (but those matching $1)
 # tests of a feature with its own switch: a failure among only these turns the feature off instead of OLD_SRC
-SWITCHED="test_shared_prefill|test_warm_up|test_cuda_forked"
+SWITCHED="${SWITCHED:-test_shared_prefill|test_warm_up|test_cuda_forked}"  # SWITCHED=...: fewer (a failure of the
+# others sends the study to OLD_SRC; 26th session: test_cuda_forked also runs the ranks' skeleton, which has no switch)
 if [ "${TESTS:-1}" = 0 ]; then  # TESTS=0: the study only (its kernels' GPU tests passed in an earlier call)
   echo "tests skipped (TESTS=0)" > "$OUT/tests.log"
 else
