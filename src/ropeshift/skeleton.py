@@ -12,7 +12,7 @@ de-quantising the GGUF file before they could start compiling (13.7 s of a 35.6-
 2026-12-07, three processes parsing at once)::
 
     before   rank 1, 2  [weights from the GGUF file .....][joins, compile ........][barrier]
-    now      rank 1, 2  [skeleton][joins, compile ........][rank 0's tokenizer][weights from its folder][barrier]
+    now      rank 1, 2  [skeleton][compile ........][rank 0's tokenizer][weights from its folder][barrier]
              rank 0     [tokenizer][prompt workers][weights, converted folder][send the tokenizer]
 
 Copying in place (``load_state_dict`` copies into the existing tensors) keeps every parameter the compiled
@@ -27,11 +27,12 @@ _SOURCE_KEYS = ("_name_or_path", "quantization_config", "transformers_version")
 
 
 def skeleton(name_or_path: str, *, dtype, device: str, attn_implementation: str = "sdpa",
-             trust_remote_code: bool = False):
+             trust_remote_code: bool = False, config=None):
     """``name_or_path``'s model (``loader.resolve_model_path``: embedded name, ``.gguf`` file or folder) with
     random weights, built on ``device`` in ``dtype``, in eval mode: the config read as ``load_model`` reads it
-    (a GGUF model's from its converted folder when ``gguf_cache`` holds one), the weights initialised on the
-    device (no host copy)."""
+    (a GGUF model's from its converted folder when ``gguf_cache`` holds one), or ``config`` when given (read
+    already: ``eval.preflight.model_facts``, which a forked rank inherits), the weights initialised on the device
+    (no host copy)."""
     import os
 
     import torch
@@ -40,18 +41,19 @@ def skeleton(name_or_path: str, *, dtype, device: str, attn_implementation: str 
     from . import gguf_cache
     from .loader import check_device, check_model_folder, resolve_model_path
 
-    folder, gguf_file = resolve_model_path(name_or_path)
-    check_model_folder(folder, gguf_file)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
-    if gguf_file:
-        converted = gguf_cache.converted_folder(folder / gguf_file, dtype) if gguf_cache.enabled() else None
-        if converted is not None and gguf_cache.is_complete(converted):
-            folder = converted
-        else:
-            kw["gguf_file"] = gguf_file
-    with gguf_cache.one_parse():
-        config = AutoConfig.from_pretrained(str(folder), **kw)
+    if config is None:
+        folder, gguf_file = resolve_model_path(name_or_path)
+        check_model_folder(folder, gguf_file)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+        if gguf_file:
+            converted = gguf_cache.converted_folder(folder / gguf_file, dtype) if gguf_cache.enabled() else None
+            if converted is not None and gguf_cache.is_complete(converted):
+                folder = converted
+            else:
+                kw["gguf_file"] = gguf_file
+        with gguf_cache.one_parse():
+            config = AutoConfig.from_pretrained(str(folder), **kw)
     with torch.device(check_device(device)):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation,
                                                  trust_remote_code=trust_remote_code)

@@ -261,9 +261,10 @@ def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, t
         from ropeshift.eval.batch_log import read_batches
 
         phases = {b["rank"]: list(b["phases"]) for b in read_batches(tmp_path / run_dir) if b["kind"] == "startup"}
-        run0 = ["tokenizer", "prompt workers", "model", "tokenizer sent"]  # rank 0 sends the one tokenizer once
-        run1 = ["skeleton", "tokenizer", "weights"]   # its weights are loaded; rank 1 built its model without them
-        assert any(phases[0][i:i + 4] == run0 for i in range(len(phases[0]))), (run_dir, phases)
+        # rank 0 finds the rows that copy others, then sends the one tokenizer once its weights are loaded;
+        run0 = ["tokenizer", "prompt workers", "model", "joins", "tokenizer sent"]
+        run1 = ["skeleton", "tokenizer", "weights"]   # rank 1 built its model without them
+        assert any(phases[0][i:i + 5] == run0 for i in range(len(phases[0]))), (run_dir, phases)
         assert any(phases[1][i:i + 3] == run1 for i in range(len(phases[1]))), (run_dir, phases)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from . import parallel
+from . import dense_compile, parallel
 from .parallel import Ranks
 from .runner import RunConfig, run
 from .sample_store import start_samples
@@ -32,8 +32,8 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     receive the tokenizer and copy in the weights (``load(device, with_tokenizer=False)``: the converted folder,
     ~1 s)::
 
-        rank 0      [tokenizer][prompt workers][weights, conversion][send][wait for the prompts ......]
-        rank 1, 2   [skeleton][joins][warm-up: compile ..............][receive][weights][barrier]
+        rank 0      [tokenizer][prompt workers][weights, conversion][joins][send][wait for the prompts ....]
+        rank 1, 2   [skeleton][warm-up: compile ......................][receive][weights][barrier]
 
     On the H100 host (third study of 2026-12-07) building the tokenizer from the GGUF file took rank 0 8 s, and
     ranks 1 and 2 loaded their weights from the GGUF file for 13.7 s before they could start compiling (18 s):
@@ -48,33 +48,43 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
             torch.set_num_threads(parallel.cpu_threads(ranks))
         clock = parallel.StartupClock(ranks, enabled=progress)
+        if not ranks.main:  # rank 0 forks its prompt workers first
+            dense_compile.start_compile_workers(cfg.compile, dev)
         samples = None
         share = load_tokenizer is not None and ranks.world > 1  # one tokenizer, rank 0's, sent to the others
-        weights = None
+        handover = None
         if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads
             tokenizer = load_tokenizer()
             clock.mark("tokenizer")
             samples = start_samples(cfg, tokenizer, progress)
             clock.mark("prompt workers")  # stored prompts read, the missing ones handed to forked workers
+            dense_compile.start_compile_workers(cfg.compile, dev)  # its first batch compiles (the others warm up)
         if share and ranks.main:
             model, _ = load(dev, tokenizer=tokenizer)  # a GGUF model converted once, with this tokenizer
             clock.mark("model")
-            parallel.broadcast(ranks, tokenizer)       # after the conversion: the others' weights come from it
-            clock.mark("tokenizer sent")
+            handover = functools.partial(_send_tokenizer, ranks, tokenizer, clock)  # once its joins are found
         elif share:
             model, tokenizer = load(dev, weights=False)
             clock.mark("skeleton")
-            weights = functools.partial(_take_weights, ranks, load, dev, clock)
+            handover = functools.partial(_take_weights, ranks, load, dev, clock)
         else:
             model, tokenizer = load(dev)
             clock.mark("model")
         return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,
-                   samples=samples, weights=weights)
+                   samples=samples, handover=handover)
     finally:
         if created:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _send_tokenizer(ranks: Ranks, tokenizer, clock, model) -> tuple:
+    """Rank 0's handover (``runner.run``): its tokenizer to the others, once its own weights (and a GGUF model's
+    converted folder, which theirs come from) are ready; ``(tokenizer, model)`` unchanged."""
+    parallel.broadcast(ranks, tokenizer)
+    clock.mark("tokenizer sent")
+    return tokenizer, model
 
 
 def _take_weights(ranks: Ranks, load, device: str, clock, model) -> tuple:

@@ -83,13 +83,15 @@ def model_facts(name_or_path: str) -> ModelFacts:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from .. import gguf_cache
     from ..loader import check_model_folder, resolve_model_path
 
     folder, gguf = resolve_model_path(name_or_path)
     check_model_folder(folder, gguf)
     kw = {"gguf_file": gguf} if gguf else {}
     try:
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, **kw)
+        with gguf_cache.one_parse():  # the faster GGUF reader
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True, **kw)
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"cannot read the model config of {name_or_path}: {str(e).splitlines()[0]}") from None
     with torch.device("meta"):

@@ -149,15 +149,17 @@ def plan_work(cfg: RunConfig, samples: dict[tuple[str, int], list[Sample]]) -> l
 
 def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None,
         ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None, samples: dict | None = None,
-        weights=None) -> int:
+        handover=None) -> int:
     """Run every method on every pending sample (this rank's share); return the number of records written.
 
     With ``ranks.world > 1`` every rank calls ``run`` with the same ``cfg`` inside one process group
     (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
     ``samples``: ``prepare_samples``' result, or ``start_samples``' pending one, when the caller started the
-    prompts (rank 0 in ``launch.run_rank``). ``weights(model) -> (tokenizer, model)``: ``model`` was built without its
-    weights (``launch.run_rank``, ``ropeshift.skeleton``) and ``tokenizer`` is None; called after the warm-up, it returns
-    the tokenizer and the model to run: ``model`` with its weights copied in, or a loaded one they do not fit."""
+    prompts (rank 0 in ``launch.run_rank``). ``handover(model) -> (tokenizer, model)``: called once this rank's
+    work before the prompts is done (rank 0: the rows that copy others, ``rope_share``; the others: the warm-up),
+    it passes the tokenizer between the ranks (``launch.run_rank``: rank 0 sends it; a rank > 0, whose ``model``
+    was built without weights and ``tokenizer`` is None, receives it and returns ``model`` with its weights
+    copied in, or a loaded model they do not fit)."""
     from . import dense_compile
     from .generation import activate, deactivate
     from .graph_decode import ended_rows_free, retire_possible
@@ -171,22 +173,18 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     share = cfg.share_rope
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
     joins = {}  # {label: {length: donor label}}: the rows that copy an earlier row's records there (rope_share)
-    mine = {m.label for m in cfg.methods[ranks.rank - 1::max(1, ranks.world - 1)]}
-    if share and ranks.world > 1 and not ranks.main:   # found by ranks 1.. while they wait for rank 0's prompts
-        joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl, cfg.plain_attention,
-                                         mine)
+    if share and ranks.world > 1 and ranks.main:  # rank 0, while its prompt workers run (the others compile)
+        joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl, cfg.plain_attention)
+        clock.mark("joins")
     if warm:  # still before rank 0's prompts: compile the path of this rank's first batches now (eval/warm_up.py)
         warm_up.for_rank(cfg, model, tokenizer, ranks)
         clock.mark("warm-up")
-    if weights is not None:  # built without them: rank 0's tokenizer, then the weights (copied in place)
-        tokenizer, loaded = weights(model)
-        if loaded is not model:  # they did not fit (warned): run the loaded model, compiled at its first forward
+    if handover is not None:  # the tokenizer passed on (rank 0) or taken with the weights (the others)
+        tokenizer, loaded = handover(model)
+        if loaded is not model:  # the weights did not fit (warned): the loaded model, compiled at its first forward
             model = loaded
             if mode and not lead:
                 dense_compile.compile_model(model, mode)
-            if joins:
-                joins = rope_share.equal_lengths(model, _run_order(cfg.methods), cfg.lengths, cfg.impl,
-                                                 cfg.plain_attention, mine)
     if ranks.main and samples is None:
         samples = start_samples(cfg, tokenizer, progress)
     if share and ranks.world == 1:  # one process: while its prompt workers make the prompts

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from .runner import RunConfig
 
 _TOKENIZER = None  # set before forking prompt workers; children inherit it
+# the prompt workers' niceness: below the processes that wait for their prompts with work of their own (model
+# loads, compiles: on the H100 host of 2026-12-07 sixteen workers held all 16 cores for 6 s while the other
+# evaluation ranks compiled, and were done ~12 s before anything needed their prompts)
+WORKER_NICE = 10
+
+
+def _lower_priority() -> None:
+    import os
+
+    try:
+        os.nice(WORKER_NICE)
+    except (AttributeError, OSError):  # no nice on this platform: the default priority
+        pass
 
 
 def _make(task: str, length: int, n: int, seed: int, options: TaskOptions, path=None, header=None) -> list[Sample]:
@@ -95,7 +108,7 @@ def start_samples(cfg: "RunConfig", tokenizer, progress: bool = True) -> Pending
     _TOKENIZER = tokenizer  # the workers inherit it when they are forked (at the first submit: all of them)
     pool = futures = None
     if workers > 1 and "fork" in mp.get_all_start_methods():
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_lower_priority)
         # longest first: a (task, length)'s cost grows with its length, and an 8k job handed out last (the
         # plan's order: task by task, lengths upwards) kept one worker busy after the others were done
         futures = [(k, pool.submit(_make, k[0], k[1], cfg.samples, cfg.seed, cfg.options,
