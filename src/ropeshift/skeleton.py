@@ -26,35 +26,70 @@ from __future__ import annotations
 _SOURCE_KEYS = ("_name_or_path", "quantization_config", "transformers_version")
 
 
+def read_config(name_or_path: str, dtype, trust_remote_code: bool = False):
+    """``name_or_path``'s config as ``load_model`` reads it (a GGUF model's from its converted folder when
+    ``gguf_cache`` holds one for ``dtype``)."""
+    import os
+
+    from transformers import AutoConfig
+
+    from . import gguf_cache
+    from .loader import check_model_folder, resolve_model_path
+
+    folder, gguf_file = resolve_model_path(name_or_path)
+    check_model_folder(folder, gguf_file)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    if gguf_file:
+        converted = gguf_cache.converted_folder(folder / gguf_file, dtype) if gguf_cache.enabled() else None
+        if converted is not None and gguf_cache.is_complete(converted):
+            folder = converted
+        else:
+            kw["gguf_file"] = gguf_file
+    with gguf_cache.one_parse():
+        return AutoConfig.from_pretrained(str(folder), **kw)
+
+
+def _config_while_cuda_starts(name_or_path: str, dtype, device: str, trust_remote_code: bool):
+    """``read_config`` in a forked helper process while this one imports transformers' modelling code and
+    starts CUDA on ``device``: a GGUF file's metadata parse (its tokenizer's ~150k fields) and those take seconds
+    each, on one core each (the H100 host of 2026-12-07: 11 s from a rank's start to its skeleton). A folder's
+    config, or where fork is missing or CUDA already started, is read here."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from .loader import resolve_model_path
+
+    if resolve_model_path(name_or_path)[1] is None or "fork" not in mp.get_all_start_methods() \
+            or torch.cuda.is_initialized():
+        return read_config(name_or_path, dtype, trust_remote_code)
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+        config = pool.submit(read_config, name_or_path, dtype, trust_remote_code)
+        import transformers.generation.utils  # noqa: F401  (most of a decoder's modelling imports)
+        import transformers.modeling_utils  # noqa: F401
+
+        if str(device).startswith("cuda"):
+            torch.empty(0, device=device)  # the CUDA context
+        return config.result()
+
+
 def skeleton(name_or_path: str, *, dtype, device: str, attn_implementation: str = "sdpa",
              trust_remote_code: bool = False, config=None):
     """``name_or_path``'s model (``loader.resolve_model_path``: embedded name, ``.gguf`` file or folder) with
     random weights, built on ``device`` in ``dtype``, in eval mode: the config read as ``load_model`` reads it
-    (a GGUF model's from its converted folder when ``gguf_cache`` holds one), or ``config`` when given (read
-    already: ``eval.preflight.model_facts``, which a forked rank inherits), the weights initialised on the device
-    (no host copy)."""
-    import os
-
+    (``read_config``, a GGUF file's while this process starts CUDA), or ``config`` when given; the weights
+    initialised on the device (no host copy)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from . import gguf_cache
-    from .loader import check_device, check_model_folder, resolve_model_path
+    from .loader import check_device
 
+    device = check_device(device)
     if config is None:
-        folder, gguf_file = resolve_model_path(name_or_path)
-        check_model_folder(folder, gguf_file)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
-        if gguf_file:
-            converted = gguf_cache.converted_folder(folder / gguf_file, dtype) if gguf_cache.enabled() else None
-            if converted is not None and gguf_cache.is_complete(converted):
-                folder = converted
-            else:
-                kw["gguf_file"] = gguf_file
-        with gguf_cache.one_parse():
-            config = AutoConfig.from_pretrained(str(folder), **kw)
-    with torch.device(check_device(device)):
+        config = _config_while_cuda_starts(name_or_path, dtype, device, trust_remote_code)
+    with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation,
                                                  trust_remote_code=trust_remote_code)
     return model.eval()

@@ -108,15 +108,11 @@ def load(args, with_tokenizer: bool = True, tokenizer=None, weights: bool = True
 
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     if not weights:
-        import copy
-
-        from ropeshift.eval.preflight import model_facts
         from ropeshift.skeleton import skeleton
 
         device = check_device(args.device)
         dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)  # load_model's default
-        config = copy.deepcopy(model_facts(args.model).config)  # the pre-flight's (a forked rank has it read)
-        return skeleton(args.model, dtype=dtype, device=device, config=config), None
+        return skeleton(args.model, dtype=dtype, device=device), None
     print(f"loading {args.model} ...", file=sys.stderr)
     return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress,
                       with_tokenizer=with_tokenizer, tokenizer=tokenizer)

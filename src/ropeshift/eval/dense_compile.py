@@ -140,9 +140,10 @@ def start_compile_workers(setting: str, device: str) -> bool:
     Why: inductor starts them at its first compile, and a pool takes ~10 s to come up (a new interpreter imports
     torch, then forks its workers); until it is ready every Triton kernel compiles in the compiling process, one
     after the other. On the H100 host of 2026-12-07 a rank's pool was ready only as its 22-s warm-up ended (ps:
-    its workers idle, ``ptxas`` children of the rank itself). Started when the rank starts, the pool comes up
-    while the rank builds its model. Call it after this process's last fork of anything else (``sample_store``'s
-    prompt workers): a forked child would inherit the pool's exit handler."""
+    its workers idle, ``ptxas`` children of the rank itself). Started early, the pool comes up while the rank
+    builds its model or waits for its tokenizer. Call it after this process's own forks
+    (``sample_store``'s prompt workers, ``skeleton``'s config helper): they then start without the pool's
+    threads and pipes."""
     if setting == "off" or not str(device).startswith("cuda"):
         return False
     try:

@@ -48,8 +48,6 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
             torch.set_num_threads(parallel.cpu_threads(ranks))
         clock = parallel.StartupClock(ranks, enabled=progress)
-        if not ranks.main:  # rank 0 forks its prompt workers first
-            dense_compile.start_compile_workers(cfg.compile, dev)
         samples = None
         share = load_tokenizer is not None and ranks.world > 1  # one tokenizer, rank 0's, sent to the others
         handover = None
@@ -64,8 +62,9 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             clock.mark("model")
             handover = functools.partial(_send_tokenizer, ranks, tokenizer, clock)  # once its joins are found
         elif share:
-            model, tokenizer = load(dev, weights=False)
+            model, tokenizer = load(dev, weights=False)  # its config read by a forked helper meanwhile
             clock.mark("skeleton")
+            dense_compile.start_compile_workers(cfg.compile, dev)
             handover = functools.partial(_take_weights, ranks, load, dev, clock)
         else:
             model, tokenizer = load(dev)
