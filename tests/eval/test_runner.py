@@ -645,7 +645,7 @@ def test_last_rank_runs_an_eager_lead_then_compiles_once(tmp_path, tok, tiny_lla
     assert eager[0] and not eager[-1]
 
 
-def test_a_rank_takes_rank_0s_tokenizer_then_copies_the_weights_into_its_skeleton(tok, tiny_llama, monkeypatch):
+def test_a_rank_takes_rank_0s_tokenizer_then_copies_the_weights_into_its_skeleton(tok, monkeypatch):
     """``launch._take_weights`` (ranks > 0 of ``run_rank``, whose model was built without weights): rank 0's
     tokenizer, then the weights loaded without a tokenizer, copied into the same tensors; a loaded model they do
     not fit is run instead, with a warning."""
@@ -665,16 +665,18 @@ def test_a_rank_takes_rank_0s_tokenizer_then_copies_the_weights_into_its_skeleto
     ptrs = [p.data_ptr() for p in skeleton.parameters()]
     calls = []
 
+    donor = tiny_model(len(tok))  # built as the skeleton was (the session's tiny_llama may have been saved)
+
     def load(device, **kw):
         calls.append((device, kw))
-        return copy.deepcopy(tiny_llama), None
+        return copy.deepcopy(donor), None
 
     got_tok, model = R._take_weights(ranks, load, "cpu", clock, skeleton)
     assert got_tok is tok and model is skeleton and calls == [("cpu", {"with_tokenizer": False})]
     assert [p.data_ptr() for p in model.parameters()] == ptrs
     ids = torch.tensor([[3, 4, 5, 6]])
     with torch.no_grad():
-        assert torch.equal(model(ids).logits, tiny_llama(ids).logits)
+        assert torch.equal(model(ids).logits, donor(ids).logits)
     other = tiny_model(len(tok) + 1)
     with pytest.warns(UserWarning, match="running the loaded model instead"):
         _, model = R._take_weights(ranks, lambda device, **kw: (other, None), "cpu", clock, skeleton)
