@@ -245,15 +245,3 @@ def test_cuda_compiled_model_keeps_graph_loop_texts(tiny_llama, tok, spec, mode)
             deactivate(model)
     assert out[1] == out[0]
 
-
-def test_compile_workers_start_early_only_where_the_layers_will_compile(monkeypatch):
-    """``start_compile_workers``: inductor's pool started at once on CUDA unless compiling is off; never on a CPU
-    (no compile there under "auto", and the pool is for Triton kernels)."""
-    import torch._inductor.async_compile as ac
-
-    calls = []
-    monkeypatch.setattr(ac, "maybe_warm_pool", lambda: calls.append(1))
-    assert not dc.start_compile_workers("auto", "cpu") and not dc.start_compile_workers("off", "cuda:0")
-    assert calls == []
-    assert dc.start_compile_workers("auto", "cuda") and dc.start_compile_workers("layers", "cuda:1")
-    assert calls == [1, 1]

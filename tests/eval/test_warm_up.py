@@ -7,6 +7,7 @@ Run: pytest tests/eval/test_warm_up.py -v
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -51,20 +52,28 @@ def test_unknown_kind_is_refused(tiny_llama, tok):
         wu.warm_up(tiny_llama, tok, "scoring")
 
 
-def test_later_batches_of_any_method_and_shape_compile_nothing(tiny_llama, tok):
-    """After one warm-up per kind (under STRING), generation (the static-cache loop) and likelihood batches of other
-    methods, row counts and lengths trace no new graph; texts equal the uncompiled model's."""
+@contextlib.contextmanager
+def _compiled_under_string(base):
+    """``(model, graphs)``: a copy of ``base`` whose layers are compiled by a backend that records each traced
+    graph in ``graphs``, with STRING active for the duration."""
     torch._dynamo.reset()
-    model = copy.deepcopy(tiny_llama)
+    model = copy.deepcopy(base)
     graphs = []
     dc.compile_model(model, "layers", backend=lambda gm, ex: graphs.append(gm) or gm.forward)
     activate(model, SPECS["string"], None, "ropeshift")
     try:
+        yield model, graphs
+    finally:
+        deactivate(model)
+
+
+def test_later_batches_of_any_method_and_shape_compile_nothing(tiny_llama, tok):
+    """After one warm-up per kind (under STRING), generation (the static-cache loop) and likelihood batches of other
+    methods, row counts and lengths trace no new graph; texts equal the uncompiled model's."""
+    with _compiled_under_string(tiny_llama) as (model, graphs):
         assert wu.warm_up(model, tok, GENERATION, decode="loop") > 0
         n_gen = len(graphs)
         wu.warm_up(model, tok, LIKELIHOOD)
-    finally:
-        deactivate(model)
     assert n_gen > 0 and len(graphs) > n_gen
 
     def batch(m, name, rows, length, new):
@@ -92,18 +101,11 @@ def test_a_warm_up_without_the_tokenizer_leaves_nothing_to_compile(tiny_llama, t
     model's pad and EOS ids (``SpecialIds``) stand in, and a later batch with the real tokenizer traces no graph."""
     ids = wu.SpecialIds.of(tiny_llama)
     assert (ids.pad_token_id, ids.eos_token_id) == (0, 2) and ids.decode([5, 6], skip_special_tokens=True) == ""
-    torch._dynamo.reset()
-    model = copy.deepcopy(tiny_llama)
-    graphs = []
-    dc.compile_model(model, "layers", backend=lambda gm, ex: graphs.append(gm) or gm.forward)
-    activate(model, SPECS["string"], None, "ropeshift")
-    try:
+    with _compiled_under_string(tiny_llama) as (model, graphs):
         wu.warm_up(model, None, GENERATION, decode="loop")
         traced = len(graphs)
         rows = [[(i * 13 + j * 5) % 200 + 3 for j in range(50 + i)] for i in range(3)]
         texts = generate(model, tok, rows, 7, decode="loop")
-    finally:
-        deactivate(model)
     assert traced > 0 and len(graphs) == traced and len(texts) == 3
 
 

@@ -132,28 +132,6 @@ def eager_lead(ranks, mode: str | None, model) -> int:
     return EAGER_LEAD_TOKENS if next(iter(model.parameters())).device.type == "cuda" else 0
 
 
-def start_compile_workers(setting: str, device: str) -> bool:
-    """Start inductor's compile worker processes now (``torch._inductor.async_compile.maybe_warm_pool``) when
-    this process will compile its layers on CUDA (``resolve``'s rule, from the setting and the device); returns
-    whether it did.
-
-    Why: inductor starts them at its first compile, and a pool takes ~10 s to come up (a new interpreter imports
-    torch, then forks its workers); until it is ready every Triton kernel compiles in the compiling process, one
-    after the other. On the H100 host of 2026-12-07 a rank's pool was ready only as its 22-s warm-up ended (ps:
-    its workers idle, ``ptxas`` children of the rank itself). Started early, the pool comes up while the rank
-    builds its model or waits for its tokenizer. Call it after this process's own forks
-    (``sample_store``'s prompt workers, ``skeleton``'s config helper): they then start without the pool's
-    threads and pipes."""
-    if setting == "off" or not str(device).startswith("cuda"):
-        return False
-    try:
-        from torch._inductor.async_compile import maybe_warm_pool
-    except ImportError:  # a torch without inductor's pool: it compiles as it always did
-        return False
-    maybe_warm_pool()
-    return True
-
-
 def resolve(setting: str, model) -> str | None:
     """``RunConfig.compile``: "auto" is "layers" on CUDA and None (no compile) elsewhere (on a CPU the eager
     forward is GEMM-bound and a compile costs more than it saves); "layers" / "blocks" as named; "off": None."""

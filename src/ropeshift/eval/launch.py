@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from . import dense_compile, parallel
+from . import parallel
 from .parallel import Ranks
 from .runner import RunConfig, run
 from .sample_store import start_samples
@@ -56,7 +56,6 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             clock.mark("tokenizer")
             samples = start_samples(cfg, tokenizer, progress)
             clock.mark("prompt workers")  # stored prompts read, the missing ones handed to forked workers
-            dense_compile.start_compile_workers(cfg.compile, dev)  # its first batch compiles (the others warm up)
         if share and ranks.main:
             model, _ = load(dev, tokenizer=tokenizer)  # a GGUF model converted once, with this tokenizer
             clock.mark("model")
@@ -64,7 +63,6 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
         elif share:
             model, tokenizer = load(dev, weights=False)  # its config read by a forked helper meanwhile
             clock.mark("skeleton")
-            dense_compile.start_compile_workers(cfg.compile, dev)
             handover = functools.partial(_take_weights, ranks, load, dev, clock)
         else:
             model, tokenizer = load(dev)

@@ -139,8 +139,8 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
     there (``same_lengths``).
     Every row up to the last one asked for is activated once (``generation.activate``, then deactivated) for its
     resolved parameters. ~1-2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the checks' matrices at 8k; the
-    runner leaves it to the ranks that wait for rank 0's prompts (beside rank 0's prompt workers it went with
-    7.8 s more of that rank's start-up in the H100 study of 2026-12-07)."""
+    runner has rank 0 find them while its prompt workers run and the other ranks compile (on the H100 host of
+    2026-12-07 they took rank 0 9.1 s there, off the start-up's critical path)."""
     from .generation import activate, deactivate
 
     wanted = {m.label for m in methods if m.label != BASELINE} if labels is None else set(labels) - {BASELINE}

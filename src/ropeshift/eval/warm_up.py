@@ -11,6 +11,9 @@ and compiled later: ``dense_compile.eager_lead``). Here a rank that waits spends
     rank 0        [tokenizer][model ....][wait for its prompt workers][first batch: compile ...][batches ...]
     rank 1, 2     [model ........][warm up: compile ..][barrier]  [batches (compiled) ......................]
 
+(since the twenty-sixth session ranks 1, 2 build their model without weights, warm up on it, and copy the
+weights in after: ``ropeshift/skeleton.py``, ``launch.run_rank``.)
+
 How: one left-padded batch of ``rows`` x ``tokens`` through the same calls as a real batch: ``generation.generate``
 (on CUDA the prompt forward into a static cache, the eager decode steps and one captured step), or the cache-less
 forward that scores a document (``tasks.perplexity``); the method active is the one the caller activated. The
