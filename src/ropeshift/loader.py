@@ -146,27 +146,40 @@ def restore_method(model) -> None:
         apply(model, att["method"], impl=impl, **att["params"])
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    """The tokenizer ``load_model`` would return, without the weights (a GGUF model's from its converted folder
-    when ``gguf_cache`` holds one): for work that needs only text, such as building prompts while other
-    processes load the model."""
-    from transformers import AutoTokenizer
+def default_dtype(device: str):
+    """The weights' dtype when none is asked for: bfloat16 on CUDA, float32 elsewhere."""
+    import torch
 
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def text_source(name_or_path: str, dtypes, trust_remote_code: bool = False) -> tuple[Path, dict]:
+    """``(folder, from_pretrained keywords)`` to read ``name_or_path``'s config or tokenizer from, offline: a GGUF
+    model's converted folder when ``gguf_cache`` holds a complete one for any of ``dtypes`` (first match), else
+    the GGUF file itself; a Hugging Face folder as it is."""
     folder, gguf_file = resolve_model_path(name_or_path)
     check_model_folder(folder, gguf_file)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
-    if gguf_file:
-        kw["gguf_file"] = gguf_file
-        if gguf_cache.enabled():
-            import torch
+    if not gguf_file:
+        return folder, kw
+    if gguf_cache.enabled():
+        for dtype in dtypes:
+            converted = gguf_cache.converted_folder(folder / gguf_file, dtype)
+            if gguf_cache.is_complete(converted):
+                return converted, kw
+    return folder, {**kw, "gguf_file": gguf_file}
 
-            for dtype in (torch.float32, torch.bfloat16, torch.float16):  # any converted copy holds the tokenizer
-                converted = gguf_cache.converted_folder(folder / gguf_file, dtype)
-                if gguf_cache.is_complete(converted):
-                    folder = converted
-                    del kw["gguf_file"]
-                    break
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The tokenizer ``load_model`` would return, without the weights (a GGUF model's from its converted folder
+    when ``gguf_cache`` holds one): for work that needs only text, such as building prompts while other
+    processes load the model."""
+    import torch
+    from transformers import AutoTokenizer
+
+    # any converted copy holds the tokenizer
+    folder, kw = text_source(name_or_path, (torch.float32, torch.bfloat16, torch.float16), trust_remote_code)
     with gguf_cache.one_parse():  # a GGUF file: its parse through gguf_cache's faster reader
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **kw)
     if tokenizer.pad_token is None:
@@ -213,7 +226,6 @@ def load_model(
     A model saved with ``save_pretrained`` after ``ropeshift.apply`` comes back with the same method applied
     (``ropeshift.describe`` reports it); plain ``from_pretrained`` would keep only its RoPE scaling.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -221,7 +233,7 @@ def load_model(
     check_model_folder(folder, gguf_file)
     device = check_device(device)
     if dtype is None:
-        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        dtype = default_dtype(device)
     if gguf_file is None and not allow_pickle:
         has_safetensors = any(folder.glob("*.safetensors"))
         if not has_safetensors and any(folder.glob("*.bin")):

@@ -27,25 +27,14 @@ _SOURCE_KEYS = ("_name_or_path", "quantization_config", "transformers_version")
 
 
 def read_config(name_or_path: str, dtype, trust_remote_code: bool = False):
-    """``name_or_path``'s config as ``load_model`` reads it (a GGUF model's from its converted folder when
-    ``gguf_cache`` holds one for ``dtype``)."""
-    import os
-
+    """``name_or_path``'s config as ``load_model`` reads it (``loader.text_source``: a GGUF model's from its
+    converted folder when ``gguf_cache`` holds one for ``dtype``)."""
     from transformers import AutoConfig
 
     from . import gguf_cache
-    from .loader import check_model_folder, resolve_model_path
+    from .loader import text_source
 
-    folder, gguf_file = resolve_model_path(name_or_path)
-    check_model_folder(folder, gguf_file)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    kw = dict(local_files_only=True, trust_remote_code=trust_remote_code)
-    if gguf_file:
-        converted = gguf_cache.converted_folder(folder / gguf_file, dtype) if gguf_cache.enabled() else None
-        if converted is not None and gguf_cache.is_complete(converted):
-            folder = converted
-        else:
-            kw["gguf_file"] = gguf_file
+    folder, kw = text_source(name_or_path, (dtype,), trust_remote_code)
     with gguf_cache.one_parse():
         return AutoConfig.from_pretrained(str(folder), **kw)
 
@@ -53,8 +42,10 @@ def read_config(name_or_path: str, dtype, trust_remote_code: bool = False):
 def _config_while_cuda_starts(name_or_path: str, dtype, device: str, trust_remote_code: bool):
     """``read_config`` in a forked helper process while this one imports transformers' modelling code and
     starts CUDA on ``device``: a GGUF file's metadata parse (its tokenizer's ~150k fields) and those take seconds
-    each, on one core each (the H100 host of 2026-12-07: 11 s from a rank's start to its skeleton). A folder's
-    config, or where fork is missing or CUDA already started, is read here."""
+    each, on one core each (the H100 host of 2026-12-07: 11 s from a rank's start to its skeleton). Config and
+    imports of SmolLM2 on a free 2-core CPU: 5.4-6.1 s this way, 6.9-7.8 s one after the other (CUDA not
+    included; not yet timed on a GPU host). A folder's config, or where fork is missing or CUDA already started,
+    is read here."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -75,20 +66,20 @@ def _config_while_cuda_starts(name_or_path: str, dtype, device: str, trust_remot
         return config.result()
 
 
-def skeleton(name_or_path: str, *, dtype, device: str, attn_implementation: str = "sdpa",
-             trust_remote_code: bool = False, config=None):
+def skeleton(name_or_path: str, *, device: str | None = None, dtype=None, attn_implementation: str = "sdpa",
+             trust_remote_code: bool = False):
     """``name_or_path``'s model (``loader.resolve_model_path``: embedded name, ``.gguf`` file or folder) with
-    random weights, built on ``device`` in ``dtype``, in eval mode: the config read as ``load_model`` reads it
-    (``read_config``, a GGUF file's while this process starts CUDA), or ``config`` when given; the weights
-    initialised on the device (no host copy)."""
+    random weights, built on ``device`` (``load_model``'s default) in ``dtype`` (``loader.default_dtype`` when
+    None), in eval mode: the config read as ``load_model`` reads it (``read_config``, a GGUF file's while this
+    process starts CUDA); the weights initialised on the device (no host copy)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .loader import check_device
+    from .loader import check_device, default_dtype
 
     device = check_device(device)
-    if config is None:
-        config = _config_while_cuda_starts(name_or_path, dtype, device, trust_remote_code)
+    dtype = dtype or default_dtype(device)
+    config = _config_while_cuda_starts(name_or_path, dtype, device, trust_remote_code)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation,
                                                  trust_remote_code=trust_remote_code)

@@ -104,15 +104,13 @@ def load(args, with_tokenizer: bool = True, tokenizer=None, weights: bool = True
     ``weights=False``: ``(skeleton.skeleton(...), None)``, the model with random weights, built from its config."""
     import torch
 
-    from ropeshift.loader import check_device, load_model
+    from ropeshift.loader import load_model
 
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     if not weights:
         from ropeshift.skeleton import skeleton
 
-        device = check_device(args.device)
-        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)  # load_model's default
-        return skeleton(args.model, dtype=dtype, device=device), None
+        return skeleton(args.model, device=args.device, dtype=dtype), None
     print(f"loading {args.model} ...", file=sys.stderr)
     return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress,
                       with_tokenizer=with_tokenizer, tokenizer=tokenizer)
