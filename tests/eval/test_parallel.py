@@ -261,8 +261,8 @@ def test_cli_workers_and_torchrun_give_the_single_process_records(tiny_folder, t
         from ropeshift.eval.batch_log import read_batches
 
         phases = {b["rank"]: list(b["phases"]) for b in read_batches(tmp_path / run_dir) if b["kind"] == "startup"}
-        # rank 0 finds the rows that copy others, then sends the one tokenizer once its weights are loaded;
-        run0 = ["tokenizer", "prompt workers", "model", "joins", "tokenizer sent"]
+        # rank 0 posts the one tokenizer once its weights are loaded, then finds the rows that copy others;
+        run0 = ["tokenizer", "prompt workers", "model", "tokenizer sent", "joins"]
         run1 = ["skeleton", "tokenizer", "weights"]   # rank 1 built its model without them
         assert any(phases[0][i:i + 5] == run0 for i in range(len(phases[0]))), (run_dir, phases)
         assert any(phases[1][i:i + 3] == run1 for i in range(len(phases[1]))), (run_dir, phases)
@@ -380,3 +380,40 @@ def test_allocator_defaults_set_expandable_segments_unless_the_user_chose(monkey
     monkeypatch.delenv(parallel.ALLOC_ENV)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     assert parallel.allocator_defaults() is False and parallel.ALLOC_ENV not in os.environ
+
+
+def _post_and_take(rank, world, port, folder):
+    import torch.distributed as dist
+
+    from ropeshift.eval import parallel
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    ranks = parallel.Ranks(rank, world)
+    value = {"tokenizer": "x" * 100_000, "ids": list(range(1000))}
+    try:
+        if ranks.main:
+            parallel.post(ranks, value)        # returns before any other rank takes it
+            (folder / "posted").write_text("1")
+            parallel.post(ranks, "second")
+            parallel.barrier(ranks)            # the posts settle first
+            assert not parallel._POSTED
+        else:
+            while not (folder / "posted").exists():  # rank 0 got past its post with nobody taking yet
+                time.sleep(0.01)
+            assert parallel.take(ranks) == value and parallel.take(ranks) == "second"
+            parallel.barrier(ranks)
+            with pytest.raises(ValueError, match="only rank 0"):
+                parallel.post(ranks, 1)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_post_returns_at_once_and_the_others_take_the_values_in_order(tmp_path):
+    """``parallel.post`` (rank 0's tokenizer to the others) does not wait for them: rank 0 goes on while they
+    are busy, the values arrive intact and in order, and rank 0's next barrier waits for the sends."""
+    import torch.multiprocessing as mp
+
+    from ropeshift.eval import parallel
+
+    mp.start_processes(_post_and_take, args=(3, parallel.free_port(), tmp_path), nprocs=3, join=True,
+                       start_method="spawn")

@@ -25,15 +25,18 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
     the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
     ``run`` collects them before its first barrier. With several ranks it is the only tokenizer loaded: rank 0
-    sends it to the others (``parallel.broadcast``, ~1.6 MB pickled for SmolLM2), and every rank loads its weights
-    alone. Rank 0 loads its weights with that tokenizer (``load(device, tokenizer=...)``: a GGUF model is converted
-    once, ``gguf_cache``), then sends it; the others first build their model without weights
-    (``load(device, weights=False) -> (model, None)``, ``ropeshift.skeleton``), compile on it, and only then
-    receive the tokenizer and copy in the weights (``load(device, with_tokenizer=False)``: the converted folder,
-    ~1 s)::
+    sends it to the others (``parallel.post``, in the background: ~1.6 MB pickled for SmolLM2), and every rank
+    loads its weights alone. Rank 0 loads its weights with that tokenizer (``load(device, tokenizer=...)``: a GGUF
+    model is converted once, ``gguf_cache``), then posts it and goes on (the rows that copy others, its prompts);
+    the others first build their model without weights (``load(device, weights=False) -> (model, None)``,
+    ``ropeshift.skeleton``), compile on it, and only then take the tokenizer and copy in the weights
+    (``load(device, with_tokenizer=False)``: the converted folder, ~1 s)::
 
-        rank 0      [tokenizer][prompt workers][weights, conversion][joins][send][wait for the prompts ....]
-        rank 1, 2   [skeleton][warm-up: compile ......................][receive][weights][barrier]
+        rank 0      [tokenizer][prompt workers][weights, conversion][post][joins][collect the prompts][barrier]
+        rank 1, 2   [skeleton][warm-up: compile ......................][take][weights]            [barrier]
+
+    (until the twenty-seventh session rank 0 sent with a blocking broadcast after its joins, and waited 9-15 s
+    there for the others' warm-up before it collected its prompts: 1.5-2.7 s more after the others were ready.)
 
     On the H100 host (third study of 2026-12-07) building the tokenizer from the GGUF file took rank 0 8 s, and
     ranks 1 and 2 loaded their weights from the GGUF file for 13.7 s before they could start compiling (18 s):
@@ -59,7 +62,8 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
         if share and ranks.main:
             model, _ = load(dev, tokenizer=tokenizer)  # a GGUF model converted once, with this tokenizer
             clock.mark("model")
-            handover = functools.partial(_send_tokenizer, ranks, tokenizer, clock)  # once its joins are found
+            parallel.post(ranks, tokenizer)  # sent in the background; the others take it after their warm-up
+            clock.mark("tokenizer sent")
         elif share:
             model, tokenizer = load(dev, weights=False)  # its config read by a forked helper meanwhile
             clock.mark("skeleton")
@@ -76,14 +80,6 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             dist.destroy_process_group()
 
 
-def _send_tokenizer(ranks: Ranks, tokenizer, clock, model) -> tuple:
-    """Rank 0's handover (``runner.run``): its tokenizer to the others, once its own weights (and a GGUF model's
-    converted folder, which theirs come from) are ready; ``(tokenizer, model)`` unchanged."""
-    parallel.broadcast(ranks, tokenizer)
-    clock.mark("tokenizer sent")
-    return tokenizer, model
-
-
 def _take_weights(ranks: Ranks, load, device: str, clock, model) -> tuple:
     """``(tokenizer, model)`` for a rank > 0 whose ``model`` was built without weights (``run_rank``): rank 0's
     tokenizer (sent once its weights, and a GGUF model's converted folder, are ready), then the weights loaded
@@ -93,7 +89,7 @@ def _take_weights(ranks: Ranks, load, device: str, clock, model) -> tuple:
 
     from ropeshift import skeleton
 
-    tokenizer = parallel.broadcast(ranks, None)
+    tokenizer = parallel.take(ranks)
     clock.mark("tokenizer")
     loaded, _ = load(device, with_tokenizer=False)
     try:

@@ -11,7 +11,7 @@ rank appends to its own records files (``records.open_writer``), so a run resume
 loses and duplicates nothing.
 Rank 0 generates the prompts (the others wait at a barrier and read them) and draws the one progress
 bar; the other ranks report their counts through small files under ``<model>/_progress/<run id>/``.
-The process group is gloo (CPU tensors only: barriers, one broadcast, one gather), whatever the model's device;
+The process group is gloo (CPU tensors only: barriers, broadcasts, one gather), whatever the model's device;
 the claims go through a ``torch.distributed.FileStore`` beside the progress files.
 """
 from __future__ import annotations
@@ -118,10 +118,62 @@ def init_group(ranks: Ranks) -> bool:
 
 
 def barrier(ranks: Ranks) -> None:
+    """Wait for every rank (after this rank's ``post``-ed values have gone out)."""
     if ranks.world > 1:
         import torch.distributed as dist
 
+        settle()
         dist.barrier()
+
+
+_POSTED: list = []  # (gloo work, its tensor) of this rank's ``post`` calls not yet waited for
+
+
+def post(ranks: Ranks, value) -> None:
+    """Rank 0 sends ``value`` to every other rank, which takes it with ``take``, without waiting for them: the
+    sends complete in the background (gloo), and ``settle`` (or the next ``barrier``) waits for them.
+
+    Why: rank 0 hands its tokenizer to the others as soon as its weights are loaded, but they take it only after
+    their warm-up compile; a blocking ``broadcast`` held rank 0 there for 9-15 s (H100 studies of 2026-12-07)
+    before it collected its prompts, which then came after the others were ready.
+
+    Wire format (``take``'s): an int64 byte count, then the pickled bytes (uint8), two gloo broadcasts."""
+    if ranks.world == 1:
+        return
+    if not ranks.main:
+        raise ValueError("post: only rank 0 sends")
+    import pickle
+
+    import torch
+    import torch.distributed as dist
+
+    data = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8)
+    size = torch.tensor([data.numel()], dtype=torch.int64)
+    for t in (size, data):  # queued in order: each broadcast gets the next collective's tag
+        _POSTED.append((dist.broadcast(t, src=0, async_op=True), t))
+
+
+def take(ranks: Ranks):
+    """The value rank 0 ``post``-ed (ranks > 0; blocks until it has come)."""
+    if ranks.main:
+        raise ValueError("take: rank 0 posts, the others take")
+    import pickle
+
+    import torch
+    import torch.distributed as dist
+
+    size = torch.zeros(1, dtype=torch.int64)
+    dist.broadcast(size, src=0)
+    data = torch.empty(int(size.item()), dtype=torch.uint8)
+    dist.broadcast(data, src=0)
+    return pickle.loads(data.numpy().tobytes())
+
+
+def settle() -> None:
+    """Wait until this rank's ``post``-ed values have been sent."""
+    while _POSTED:
+        work, _ = _POSTED.pop(0)
+        work.wait()
 
 
 def broadcast(ranks: Ranks, value):

@@ -156,10 +156,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     (``parallel.init_group``). ``clock`` times the start-up phases (printed once, after the first batch).
     ``samples``: ``prepare_samples``' result, or ``start_samples``' pending one, when the caller started the
     prompts (rank 0 in ``launch.run_rank``). ``handover(model) -> (tokenizer, model)``: called once this rank's
-    work before the prompts is done (rank 0: the rows that copy others, ``rope_share``; the others: the warm-up),
-    it passes the tokenizer between the ranks (``launch.run_rank``: rank 0 sends it; a rank > 0, whose ``model``
-    was built without weights and ``tokenizer`` is None, receives it and returns ``model`` with its weights
-    copied in, or a loaded model they do not fit)."""
+    work before the prompts is done (its warm-up): a rank > 0 of ``launch.run_rank``, whose ``model`` was built
+    without weights and ``tokenizer`` is None, takes rank 0's tokenizer there and returns ``model`` with its
+    weights copied in, or a loaded model they do not fit."""
     from . import dense_compile
     from .generation import activate, deactivate
     from .graph_decode import ended_rows_free, retire_possible
@@ -179,7 +178,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     if warm:  # still before rank 0's prompts: compile the path of this rank's first batches now (eval/warm_up.py)
         warm_up.for_rank(cfg, model, tokenizer, ranks)
         clock.mark("warm-up")
-    if handover is not None:  # the tokenizer passed on (rank 0) or taken with the weights (the others)
+    if handover is not None:  # rank 0's tokenizer taken, and the weights (launch.run_rank)
         tokenizer, loaded = handover(model)
         if loaded is not model:  # the weights did not fit (warned): the loaded model, compiled at its first forward
             model = loaded
