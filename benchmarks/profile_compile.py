@@ -19,7 +19,7 @@ with torch.compile's own seconds (dynamo's ``compilation_time_metrics``) beside 
 compiled, and per variant a file ``<variant>.txt`` with dynamo's ``compile_times`` table (seconds per compile
 phase: tracing, AOT, lowering, code generation, waiting for Triton's compiles). Variants:
 
-    cold            defaults
+    cold            defaults; ``cold.log`` has dynamo's per-frame steps, timestamped (TORCH_LOGS=dynamo,...)
     warm            defaults, the caches ``cold`` filled (what a second rank pays)
     threads1        TORCHINDUCTOR_COMPILE_THREADS=1: Triton's compiles in the compiling process itself
     no_autotune     inductor's pointwise autotuning off (one launch config per pointwise kernel)
@@ -127,6 +127,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         cache = os.path.join(caches, CACHE_OF.get(variant, variant))
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"))
+        if variant == "cold":  # each frame's trace and compile steps, timestamped, in cold.log
+            env.setdefault("TORCH_LOGS", "dynamo,recompiles,graph_breaks")
         if variant == "threads1":
             env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
         cmd = [sys.executable, os.path.abspath(__file__), "--child", variant, "--out", args.out,
