@@ -26,6 +26,8 @@ phase: tracing, AOT, lowering, code generation, waiting for Triton's compiles). 
     no_patterns     inductor's pattern matcher off
     profile         cold under cProfile: ``profile.txt`` lists the 60 functions with the most cumulative time
     likelihood_first  the likelihood warm-up first, then generation: graphs the two share
+    nested          ``torch._dynamo.config.nested_graph_breaks``: dynamo resumes inside the frame of the graph break
+                    (ropeshift's attention) instead of tracing the layer's stack again from each frame above it
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import time
 
 T0 = time.perf_counter()
 
-VARIANTS = ("cold", "warm", "threads1", "no_autotune", "no_patterns", "profile", "likelihood_first")
+VARIANTS = ("cold", "warm", "threads1", "no_autotune", "no_patterns", "profile", "likelihood_first", "nested")
 CACHE_OF = {"warm": "cold"}  # variant -> the variant whose cache folders it reuses
 
 
@@ -56,6 +58,8 @@ def _child(args) -> int:
 
     if args.child == "no_autotune":
         torch._inductor.config.triton.autotune_pointwise = False
+    if args.child == "nested":
+        torch._dynamo.config.nested_graph_breaks = True
     if args.child == "no_patterns":
         torch._inductor.config.pattern_matcher = False
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -127,7 +131,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         cache = os.path.join(caches, CACHE_OF.get(variant, variant))
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"))
-        if variant == "cold":  # each frame's trace and compile steps, timestamped, in cold.log
+        if variant in ("cold", "nested"):  # each frame's trace and compile steps, timestamped, in cold.log
             env.setdefault("TORCH_LOGS", "dynamo,recompiles,graph_breaks")
         if variant == "threads1":
             env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
