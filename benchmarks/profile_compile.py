@@ -26,6 +26,9 @@ phase: tracing, AOT, lowering, code generation, waiting for Triton's compiles). 
     no_patterns     inductor's pattern matcher off
     profile         cold under cProfile: ``profile.txt`` lists the 60 functions with the most cumulative time
     likelihood_first  the likelihood warm-up first, then generation: graphs the two share
+    pool_ready      inductor's Triton-compile worker pool started at the interpreter's start and waited for before
+                    the warm-up (by default it starts at the first kernel and is ready seconds later: the kernels
+                    compile in the compiling process meanwhile; "pool ready" gives how long it took to be ready)
     nested          ``torch._dynamo.config.nested_graph_breaks``: dynamo resumes inside the frame of the graph break
                     (ropeshift's attention) instead of tracing the layer's stack again from each frame above it
 """
@@ -41,7 +44,7 @@ import time
 
 T0 = time.perf_counter()
 
-VARIANTS = ("cold", "warm", "threads1", "no_autotune", "no_patterns", "profile", "likelihood_first", "nested")
+VARIANTS = ("cold", "warm", "threads1", "no_autotune", "no_patterns", "profile", "likelihood_first", "nested", "pool_ready")
 CACHE_OF = {"warm": "cold"}  # variant -> the variant whose cache folders it reuses
 
 
@@ -62,11 +65,21 @@ def _child(args) -> int:
         torch._dynamo.config.nested_graph_breaks = True
     if args.child == "no_patterns":
         torch._inductor.config.pattern_matcher = False
+    pool = None
+    if args.child == "pool_ready":
+        from torch._inductor.async_compile import AsyncCompile
+
+        pool = time.perf_counter()
+        AsyncCompile.warm_pool()  # the sidecar process starts; its workers at the first job
+        AsyncCompile.use_process_pool()  # that first job: a no-op
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build(device, args.tiny)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out = {"variant": args.child, "import + model": time.perf_counter() - T0}
+    if pool is not None:
+        AsyncCompile.wait_pool_ready()
+        out["pool ready"] = time.perf_counter() - pool
     compile_model(model, "layers", backend=args.backend)
 
     class Tok:
