@@ -80,6 +80,29 @@ def nested_breaks() -> bool:
     return True
 
 
+POOL_ENV = "ROPESHIFT_EARLY_POOL"  # "1": ranks that warm up start inductor's compile workers first (start_compile_workers)
+
+
+def start_compile_workers(setting: str, device) -> bool:
+    """With ``ROPESHIFT_EARLY_POOL=1``: start inductor's Triton-compile workers now
+    (``torch._inductor.async_compile.maybe_warm_pool``: its sidecar process, then its workers at a first, no-op
+    job) when this process will compile its layers on CUDA (``resolve``'s rule); returns whether it did.
+
+    Why: inductor starts them at its first kernel, and until they are ready (a new interpreter imports torch,
+    then forks the workers: seconds) every Triton kernel compiles in the compiling process, one after the other.
+    ``launch.run_rank`` calls it before a rank builds its skeleton, so the workers come up meanwhile."""
+    import os
+
+    if os.environ.get(POOL_ENV) != "1" or setting == "off" or not str(device).startswith("cuda"):
+        return False
+    try:
+        from torch._inductor.async_compile import maybe_warm_pool
+    except ImportError:  # a torch without inductor's pool: it compiles as it always did
+        return False
+    maybe_warm_pool()
+    return True
+
+
 def is_attention(module) -> bool:
     """A module that calls transformers' attention interface (Llama, Qwen2, Mistral, ... attention classes)."""
     return all(hasattr(module, a) for a in ("layer_idx", "scaling", "is_causal"))
