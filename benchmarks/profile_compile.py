@@ -29,6 +29,7 @@ phase: tracing, AOT, lowering, code generation, waiting for Triton's compiles). 
     pool_ready      inductor's Triton-compile worker pool started at the interpreter's start and waited for before
                     the warm-up (by default it starts at the first kernel and is ready seconds later: the kernels
                     compile in the compiling process meanwhile; "pool ready" gives how long it took to be ready)
+    nested_pool     pool_ready and nested together (what ROPESHIFT_EARLY_POOL=1 ROPESHIFT_NESTED_BREAKS=1 give a rank)
     nested          ``torch._dynamo.config.nested_graph_breaks``: dynamo resumes inside the frame of the graph break
                     (ropeshift's attention) instead of tracing the layer's stack again from each frame above it
 """
@@ -44,7 +45,7 @@ import time
 
 T0 = time.perf_counter()
 
-VARIANTS = ("cold", "warm", "threads1", "no_autotune", "no_patterns", "profile", "likelihood_first", "nested", "pool_ready")
+VARIANTS = ("cold", "warm", "threads1", "no_autotune", "no_patterns", "profile", "likelihood_first", "nested", "pool_ready", "nested_pool")
 CACHE_OF = {"warm": "cold"}  # variant -> the variant whose cache folders it reuses
 
 
@@ -61,12 +62,12 @@ def _child(args) -> int:
 
     if args.child == "no_autotune":
         torch._inductor.config.triton.autotune_pointwise = False
-    if args.child == "nested":
+    if args.child in ("nested", "nested_pool"):
         torch._dynamo.config.nested_graph_breaks = True
     if args.child == "no_patterns":
         torch._inductor.config.pattern_matcher = False
     pool = None
-    if args.child == "pool_ready":
+    if args.child in ("pool_ready", "nested_pool"):
         from torch._inductor.async_compile import AsyncCompile
 
         pool = time.perf_counter()
