@@ -270,8 +270,9 @@ def test_nested_graph_breaks_only_when_asked(monkeypatch):
 
     from ropeshift.eval import dense_compile as dc
 
-    monkeypatch.setattr(torch._dynamo.config, "nested_graph_breaks", False)
-    monkeypatch.delenv(dc.NESTED_ENV, raising=False)
-    assert not dc.nested_breaks() and not torch._dynamo.config.nested_graph_breaks
-    monkeypatch.setenv(dc.NESTED_ENV, "1")
-    assert dc.nested_breaks() and torch._dynamo.config.nested_graph_breaks
+    with torch._dynamo.config.patch(nested_graph_breaks=False):  # restored after (a ConfigModule's own patch)
+        monkeypatch.delenv(dc.NESTED_ENV, raising=False)
+        assert not dc.nested_breaks() and not torch._dynamo.config.nested_graph_breaks
+        monkeypatch.setenv(dc.NESTED_ENV, "1")
+        assert dc.nested_breaks() and torch._dynamo.config.nested_graph_breaks
+    assert not torch._dynamo.config.nested_graph_breaks
