@@ -49,6 +49,24 @@ def test_one_parse_shares_readers_and_restores_gguf(tmp_path):
         assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
     assert gguf.GGUFReader is base_reader and gguf.get_tensor_name_map is base_map
     assert gguf.GGUFReader(str(f)) is not gguf.GGUFReader(str(f))
+    # the parse outlives the context, here and in a forked child (the evaluation's ranks inherit the
+    # launcher's); a file changed since is parsed again, and forget() drops them all
+    with gguf_cache.one_parse():
+        assert gguf.GGUFReader(str(f)) is a
+    if hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 when it got the parent's reader without parsing
+            with gguf_cache.one_parse():
+                os._exit(0 if gguf.GGUFReader(str(f)) is a else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with gguf_cache.one_parse():
+        c = gguf.GGUFReader(str(f))
+        assert c is not a and c.tensors[0].name == "token_embd.weight"
+    gguf_cache.forget()
+    with gguf_cache.one_parse():
+        assert gguf.GGUFReader(str(f)) is not c
 
 
 def _assert_same_reader(a, b):

@@ -35,10 +35,23 @@ ENV = "ROPESHIFT_GGUF_CACHE"
 DONE = "ropeshift_converted.json"  # written last: a folder without it is incomplete
 
 
+_READERS: dict = {}  # (path, size, mtime, mode, args) -> the parsed reader ``one_parse`` shares, for this process
+
+
+def forget() -> None:
+    """Drop the readers ``one_parse`` keeps (their fields and memory maps)."""
+    _READERS.clear()
+
+
 @contextlib.contextmanager
 def one_parse():
     """For the duration: ``gguf.GGUFReader(path)`` gives one shared reader per file, and ``gguf.get_tensor_name_map``
     is memoised; both are restored on exit.
+
+    The readers outlive the context (``_READERS``, until ``forget``; keyed by the file's size and mtime too), so a
+    later load in this process, or in a process forked from it, parses nothing: the evaluation's ranks inherit the
+    launcher's pre-flight parse (``eval/preflight.py``), and rank 0's tokenizer and weights, and the other ranks'
+    skeleton configs, skip theirs (SmolLM2-135M's metadata: ~1.5 s of a 3.7-s tokenizer load on a 2-core CPU).
 
     transformers' GGUF loader (5.17 and 5.25 alike) imports both from ``gguf`` inside its functions at each call,
     opens a new reader for the config, the tokenizer and the weights (three parses of the file's metadata: 12.6 of
@@ -52,14 +65,15 @@ def one_parse():
         yield
         return
     base_reader, base_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict = {}
     make = fast_reader_class(base_reader)
 
     def reader(path, mode="r", *args, **kw):
-        key = (os.path.realpath(path), mode, args, tuple(sorted(kw.items())))
-        if key not in readers:
-            readers[key] = make(path, mode, *args, **kw)
-        return readers[key]
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        key = (real, st.st_size, st.st_mtime_ns, mode, args, tuple(sorted(kw.items())))
+        if key not in _READERS:
+            _READERS[key] = make(path, mode, *args, **kw)
+        return _READERS[key]
 
     gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(base_map)
     try:
