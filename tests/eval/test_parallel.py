@@ -417,3 +417,43 @@ def test_post_returns_at_once_and_the_others_take_the_values_in_order(tmp_path):
 
     mp.start_processes(_post_and_take, args=(3, parallel.free_port(), tmp_path), nprocs=3, join=True,
                        start_method="spawn")
+
+
+def test_a_bad_setting_stops_every_worker_with_the_preflight_error(tiny_folder, tmp_path):
+    """``ropeshift eval --workers 2`` with a method setting the model rejects: the launcher's pre-flight (run while
+    the ranks start) stops them and the command fails at once with the method's own error, instead of rank 0
+    failing later with its prompt workers alive (it then waited forever at its exit for them, and rank 1 at its
+    barrier)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "ropeshift.cli.main", "eval", "--model", str(tiny_folder), "--device", "cpu",
+           "--tasks", "passkey", "--lengths", "256", "--samples", "2", "--methods", "rope,yarn", "--no-progress",
+           "--workers", "2", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0 and "yarn: pass exactly one of factor=" in proc.stderr
+
+
+def test_rank_0_stops_its_prompt_workers_when_it_fails(tok, tmp_path, monkeypatch):
+    """``launch.run_rank`` on rank 0 whose run raises after its prompt workers started: the workers are stopped
+    (``PendingSamples.close``) and the error propagates, so the process can exit."""
+    import ropeshift.eval.launch as L
+    from ropeshift.eval import sample_store
+    from ropeshift.eval.runner import RunConfig
+
+    made = []
+
+    def start(cfg, tokenizer, progress):
+        pending = sample_store.start_samples(cfg, tokenizer, progress)
+        made.append(pending)
+        return pending
+
+    def boom(*a, **kw):
+        raise RuntimeError("rank 0 failed")
+
+    monkeypatch.setattr(L, "start_samples", start)
+    monkeypatch.setattr(L, "run", boom)
+    cfg = RunConfig(model="tiny", tasks=("passkey", "niah_single_1"), lengths=(256, 300), samples=2, out=tmp_path,
+                    workers=2, methods=METHODS)
+    with pytest.raises(RuntimeError, match="rank 0 failed"):
+        L.run_rank(cfg, lambda device, **kw: (None, tok), "cpu", progress=False, load_tokenizer=lambda: tok)
+    (pending,) = made
+    assert pending.pool is None and sample_store._TOKENIZER is None

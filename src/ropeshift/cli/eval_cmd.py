@@ -126,14 +126,23 @@ def _run_parallel(cfg, args, ranks) -> int | None:
         raise ValueError("--workers spawns its own ranks: leave it out under torchrun (WORLD_SIZE is set)")
     if ranks.main:
         print(format_plan(cfg))
+
+    def check():  # every check cli_common.run_plan makes before loading; rank 0 prints its extra lines
+        for line in cc.preflight(cfg, args):
+            if ranks.main:
+                print(line)
+
     if args.dry_run:
+        check()
         return 0
     load, tokenizer = partial(_load_on, args), partial(_tokenizer_of, args)
     try:
-        if ranks.world > 1:
+        if ranks.world > 1:  # torchrun: each rank checks before it starts
+            check()
             run_rank(cfg, load, args.device, not args.no_progress, args.model, tokenizer)
-        else:
-            run_workers(cfg, load, args.workers, args.device, not args.no_progress, args.model, tokenizer)
+        else:  # the launcher checks while its workers start (their start-up is the study's critical path)
+            run_workers(cfg, load, args.workers, args.device, not args.no_progress, args.model, tokenizer,
+                        check=check)
     except KeyboardInterrupt:
         print("\ninterrupted: finished samples are saved; rerun to resume (with any --workers)", file=sys.stderr)
         return 130

@@ -45,6 +45,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     the barrier came 35.6 s after the command's start, 10 s after rank 0's prompts were ready."""
     parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
     ranks = Ranks.from_env()
+    samples = None  # rank 0's prompts, made by worker processes (start_samples)
     created = parallel.init_group(ranks)
     try:
         dev = parallel.device_for(ranks, device)
@@ -53,7 +54,6 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
             torch.set_num_threads(parallel.cpu_threads(ranks))
         clock = parallel.StartupClock(ranks, enabled=progress)
-        samples = None
         share = load_tokenizer is not None and ranks.world > 1  # one tokenizer, rank 0's, sent to the others
         handover = None
         if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads
@@ -77,6 +77,10 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             clock.mark("model")
         return run(cfg, model, tokenizer, progress=progress, model_path=model_path, ranks=ranks, clock=clock,
                    samples=samples, handover=handover)
+    except BaseException:
+        if samples is not None:  # rank 0 failed while its prompt workers were running: stop them, or it hangs
+            samples.close()      # at its exit joining them (and the other ranks at their barrier)
+        raise
     finally:
         if created:
             import torch.distributed as dist
@@ -106,12 +110,16 @@ def _take_weights(ranks: Ranks, load, device: str, clock, model) -> tuple:
 
 
 def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, progress: bool = True,
-                model_path: str | None = None, load_tokenizer=None) -> None:
+                model_path: str | None = None, load_tokenizer=None, check=None) -> None:
     """Run ``cfg`` in ``workers`` spawned processes, one device each (``load`` must be picklable).
 
     When a worker dies the others are stopped and ``torch.multiprocessing``'s exception is raised;
-    finished samples are saved, and rerunning (with any number of workers) resumes."""
+    finished samples are saved, and rerunning (with any number of workers) resumes. ``check()`` (optional: the
+    CLI's pre-flight) runs in this process while the workers start (first, with one worker); if it raises, they
+    are stopped and its error is the command's."""
     if workers == 1:
+        if check is not None:
+            check()
         run_rank(cfg, load, device, progress, model_path, load_tokenizer)
         return
-    parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers)
+    parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers, meanwhile=check)

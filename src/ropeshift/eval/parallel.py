@@ -378,18 +378,32 @@ def start_method() -> str:
     return "spawn" if torch.cuda.is_initialized() else "fork"
 
 
-def spawn(fn, args: tuple, workers: int) -> None:
+def spawn(fn, args: tuple, workers: int, meanwhile=None) -> None:
     """Run ``fn(*args)`` in ``workers`` new processes (``start_method``) that see torchrun's environment (rank r
     of workers).
 
     ``torch.multiprocessing.start_processes`` joins them; when one dies the others are stopped and an exception
-    names it, as torchrun does."""
+    names it, as torchrun does. ``meanwhile()`` (optional) runs here once they have started (the CLI's pre-flight
+    checks, beside the ranks' start-up instead of before it); if it raises, the ranks are stopped and its
+    exception propagates."""
     import torch.multiprocessing as mp
 
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(workers)}
-    mp.start_processes(_entry, args=(env, fn, args), nprocs=workers, join=True, start_method=start_method())
+    ctx = mp.start_processes(_entry, args=(env, fn, args), nprocs=workers, join=False, start_method=start_method())
+    try:
+        if meanwhile is not None:
+            meanwhile()
+    except BaseException:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+        for p in ctx.processes:
+            p.join()
+        raise
+    while not ctx.join():
+        pass
 
 
 def _entry(rank: int, env: dict, fn, args: tuple) -> None:

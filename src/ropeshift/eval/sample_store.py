@@ -56,6 +56,16 @@ class PendingSamples:
     def __init__(self, cfg: "RunConfig", out: dict, missing: list, pool, futures, progress: bool):
         self.cfg, self.out, self.missing, self.pool, self.futures, self.progress = cfg, out, missing, pool, futures, progress
 
+    def close(self) -> None:
+        """Stop the workers without their results (a caller that failed before ``result()``): the jobs not
+        started are cancelled, the running ones finish, and the workers exit. Without it a rank that raised
+        waited forever at its exit for workers that were waiting for work."""
+        global _TOKENIZER
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        _TOKENIZER = None
+
     def result(self) -> dict[tuple[str, int], list[Sample]]:
         from tqdm.auto import tqdm
 
@@ -76,7 +86,8 @@ class PendingSamples:
         finally:
             bar.close()
             if self.pool is not None:
-                self.pool.shutdown()
+                self.pool.shutdown(cancel_futures=True)  # all done, unless a job raised
+                self.pool = None
             _TOKENIZER = None
         for (task, length, _), samples in results:
             self.out[task, length] = samples
