@@ -39,6 +39,8 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
     (until the twenty-seventh session rank 0 sent with a blocking broadcast after its joins, and waited 9-15 s
     there for the others' warm-up before it collected its prompts: 1.5-2.7 s more after the others were ready.)
+    A rank 0 that raises while its prompt workers run stops them first (``PendingSamples.close``): it used to
+    wait at its exit for those idle workers, forever, and the other ranks at their barrier.
 
     On the H100 host (third study of 2026-12-07) building the tokenizer from the GGUF file took rank 0 8 s, and
     ranks 1 and 2 loaded their weights from the GGUF file for 13.7 s before they could start compiling (18 s):
