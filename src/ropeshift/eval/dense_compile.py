@@ -90,7 +90,8 @@ def start_compile_workers(setting: str, device) -> bool:
 
     Why: inductor starts them at its first kernel, and until they are ready (a new interpreter imports torch,
     then forks the workers: seconds) every Triton kernel compiles in the compiling process, one after the other.
-    ``launch.run_rank`` calls it before a rank builds its skeleton, so the workers come up meanwhile."""
+    ``launch.run_rank`` calls it while a rank's skeleton config is read (``skeleton(meanwhile=)``: after that
+    helper's fork, which must not inherit the pool's threads and pipes), so the workers come up meanwhile."""
     import os
 
     if os.environ.get(POOL_ENV) != "1" or setting == "off" or not str(device).startswith("cuda"):

@@ -57,9 +57,9 @@ class PendingSamples:
         self.cfg, self.out, self.missing, self.pool, self.futures, self.progress = cfg, out, missing, pool, futures, progress
 
     def close(self) -> None:
-        """Stop the workers without their results (a caller that failed before ``result()``): the jobs not
-        started are cancelled, the running ones finish, and the workers exit. Without it a rank that raised
-        waited forever at its exit for workers that were waiting for work."""
+        """Stop the workers (``result()`` does, and a caller that failed before it must): the jobs not started
+        are cancelled, the running ones finish, and the workers exit. Without it a rank that raised waited
+        forever at its exit for workers that were waiting for work."""
         global _TOKENIZER
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -69,7 +69,6 @@ class PendingSamples:
     def result(self) -> dict[tuple[str, int], list[Sample]]:
         from tqdm.auto import tqdm
 
-        global _TOKENIZER
         cfg, results = self.cfg, []
         bar = tqdm(total=len(self.missing), desc="prompts", disable=not self.progress or not self.missing)
         try:
@@ -85,10 +84,7 @@ class PendingSamples:
                     bar.update()
         finally:
             bar.close()
-            if self.pool is not None:
-                self.pool.shutdown(cancel_futures=True)  # all done, unless a job raised
-                self.pool = None
-            _TOKENIZER = None
+            self.close()  # the workers stopped: all done, unless a job raised
         for (task, length, _), samples in results:
             self.out[task, length] = samples
         self.missing, self.futures = [], None
