@@ -39,6 +39,7 @@ MODES = ("layers", "blocks")
 EAGER_LEAD_TOKENS = 4_000_000
 
 
+LEAD_ENV = "ROPESHIFT_LEAD"  # "0": rank 0 compiles at its first batch instead of leading eagerly (``lead_others``)
 NESTED_ENV = "ROPESHIFT_NESTED_BREAKS"  # "1": dynamo resumes in the frame of the attention's graph break
                                        # (``nested_breaks``); anything else: dynamo's default
 
@@ -177,6 +178,27 @@ def eager_lead(ranks, mode: str | None, model) -> int:
     if not mode or ranks.world < 2 or ranks.rank != ranks.world - 1:
         return 0
     return EAGER_LEAD_TOKENS if next(iter(model.parameters())).device.type == "cuda" else 0
+
+
+def lead_others(ranks, model, others_warm: bool) -> bool:
+    """Whether rank 0 of several CUDA ranks runs its first batches eagerly, compiling its layers only once every
+    other rank has started its batches (``runner.run``: ``Progress.others_started``), when the others compile
+    in their wait (``others_warm``: ``warm_up.enabled()``)::
+
+        rank 0      [tokenizer][weights][prompts][eager batches .......][compile][compiled batches ..........]
+        rank 1, 2   [skeleton][warm-up: compile ...................][weights][compiled batches ..............]
+        GPU                                  [rank 0 ..............][ranks 0-2 ..............................]
+
+    Rank 0 has its prompts ~15 s before the others have compiled (H100 studies of 2026-12-07: its prompts at
+    ~23 s, the others ready at ~37 s), and a compile of its own then would be as cold as theirs (~20 s of one
+    core, the GPU idle); once they have compiled, the same graphs come from inductor's on-disk caches that their
+    compile filled (6.3-6.6 s in those runs). Eager layers cost ~1.5x their compiled GPU time, on a GPU that
+    would otherwise idle. ``ROPESHIFT_LEAD=0`` turns it off (rank 0 compiles at its first batch)."""
+    import os
+
+    if not others_warm or ranks.world < 2 or not ranks.main or os.environ.get(LEAD_ENV, "1") == "0":
+        return False
+    return next(iter(model.parameters())).device.type == "cuda"
 
 
 def resolve(setting: str, model) -> str | None:

@@ -228,11 +228,13 @@ def claims(ranks: Ranks, folder: Path, sizes: list[int], first: int = 0):
 class Progress:
     """One progress bar on rank 0 over every rank's finished samples; the others write their counts to files."""
 
-    def __init__(self, ranks: Ranks, total: int, folder: Path, enabled: bool = True):
+    def __init__(self, ranks: Ranks, total: int, folder: Path, enabled: bool = True, run_id: str | None = None):
+        """``run_id``: the progress files' folder name, the same on every rank (None: rank 0's, broadcast)."""
         from tqdm.auto import tqdm
 
         self.ranks, self.total, self.done = ranks, total, 0
-        run_id = broadcast(ranks, uuid.uuid4().hex[:12] if ranks.main else None)
+        if run_id is None:
+            run_id = broadcast(ranks, uuid.uuid4().hex[:12] if ranks.main else None)
         self.folder = Path(folder) / "_progress" / run_id
         self.bar = tqdm(total=total, desc="samples", unit="sample", disable=not (enabled and ranks.main))
         if ranks.world > 1:
@@ -255,6 +257,11 @@ class Progress:
             except (OSError, ValueError, KeyError):
                 pass
         return n
+
+    def others_started(self) -> bool:
+        """Whether every other rank has made its ``Progress`` (each writes its file then): it has planned, and
+        its start-up (a compile, ``eval/warm_up.py``) is behind it."""
+        return all(self._file(r).exists() for r in range(1, self.ranks.world))
 
     def update(self, n: int, note: str = "") -> None:
         self.done += n

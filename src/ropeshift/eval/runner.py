@@ -167,7 +167,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     mode = dense_compile.resolve(cfg.compile, model)
     warm = mode is not None and ranks.world > 1 and not ranks.main and warm_up.enabled()  # compiles in its wait
     lead = 0 if warm else dense_compile.eager_lead(ranks, mode, model)  # work run eagerly before it compiles
-    if mode and not lead:
+    # rank 0 starts while the others still compile (they wait for its plan): eagerly, until they run (lead_others)
+    waits = mode is not None and not lead and ranks.main and dense_compile.lead_others(ranks, model, warm_up.enabled())
+    if mode and not lead and not waits:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope
     merged = retire_possible(model)  # every generation task of a length and method in one bucket (decode_bucket)
@@ -191,16 +193,17 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     if ranks.main:
         samples = samples.result() if isinstance(samples, PendingSamples) else samples
         write_manifest(cfg, model, model_path or cfg.model)
-    parallel.barrier(ranks)        # the prompts are stored
-    if not ranks.main:
+        clock.mark("prompts")
+        work = plan_work(cfg, samples)
+    plan = _hand_plan(ranks, work if ranks.main else None, joins)  # rank 0 goes on; the others wait for it
+    if not ranks.main:  # rank 0's prompts are stored: read them, and take the samples rank 0 planned
         samples = prepare_samples(cfg, tokenizer, progress=False)
-    clock.mark("prompts")
-    work = plan_work(cfg, samples)
-    # also the barrier after which ranks write: every rank has read the same records first
-    joins = {k: v for part in parallel.gather(ranks, joins) for k, v in part.items()}
+        clock.mark("prompts")
+        work = _planned(cfg, samples, plan["todo"])
+    joins = plan["joins"]
     clock.mark("plan")
     total = sum(len(w[3]) for w in work)
-    bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress)
+    bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress, run_id=plan["run_id"])
     if ranks.world > 1:   # several: one method's batch of a chunk whenever this rank is free
         queues, first = claim_queues(work, ranks.world, lambda length: rows_per_batch(cfg, length), merged,
                                      _run_order(cfg.methods), joins)
@@ -239,7 +242,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                     release_cached_memory(device)
                 last_kind = kind
                 for batch in memory_cap.split(batches, length, kind):
-                    stats: dict = {"eager": True} if lead > 0 else {}
+                    stats: dict = {"eager": True} if lead > 0 or waits else {}
                     reset_peak_memory(device)
                     t0, compiled = time.perf_counter(), compile_seconds()
                     preds, results = _run_batch([tasks[name] for _, name in batch], model, tokenizer,
@@ -256,6 +259,9 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
                         lead -= tokens * token_weight(kind)
                         if lead <= 0:
                             dense_compile.compile_model(model, mode)  # its eager lead is run (eager_lead)
+                    if waits and bar.others_started():  # their compile filled inductor's caches: compile now
+                        waits = False
+                        dense_compile.compile_model(model, mode)
                     secs = wall / len(batch)
                     log.write(rank=ranks.rank, method=method.label, length=length, kind=kind,
                               tasks=counts(name for _, name in batch), rows=len(batch),
@@ -277,6 +283,38 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
         deactivate(model)
     bar.finish()
     return written
+
+
+def _hand_plan(ranks: Ranks, work: list | None, joins: dict) -> dict:
+    """What every rank runs, decided by rank 0 (``work``: its ``plan_work``) and sent to the others without
+    waiting for them (``parallel.post``): ``{"todo": [(method label, task, length, [sample index])], "joins":
+    joins, "run_id": the progress files' id}``. A rank > 0 waits here (``parallel.take``) until rank 0 has stored
+    the prompts and planned; one process gets its own ``joins`` back.
+
+    Until the twenty-eighth session every rank planned from the records on disk after a barrier, and gathered
+    the joins (a second barrier): rank 0 waited there ~15 s for the others' cold compile (H100 studies of
+    2026-12-07) before its first batch. Now it starts as soon as it has sent the plan, eagerly while the others
+    compile (``dense_compile.lead_others``); a rank > 0 reads no records (rank 0's snapshot is the plan)."""
+    import uuid
+
+    if ranks.world == 1:
+        return {"todo": None, "joins": joins, "run_id": uuid.uuid4().hex[:12]}
+    if not ranks.main:
+        return parallel.take(ranks)
+    plan = {"todo": [(m.label, task, length, [s.index for s in todo]) for m, task, length, todo in work],
+            "joins": joins, "run_id": uuid.uuid4().hex[:12]}
+    parallel.post(ranks, plan)
+    return plan
+
+
+def _planned(cfg: RunConfig, samples: dict, todo: list) -> list[tuple]:
+    """``plan_work``'s list from a plan's ``todo`` (``_hand_plan``) and this rank's copy of the prompts."""
+    methods = {m.label: m for m in cfg.methods}
+    work = []
+    for label, task, length, indices in todo:
+        by_index = {s.index: s for s in samples[task, length]}
+        work.append((methods[label], task, length, [by_index[i] for i in indices]))
+    return work
 
 
 def _run_order(methods) -> list:
