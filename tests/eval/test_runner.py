@@ -643,6 +643,70 @@ def test_last_rank_runs_an_eager_lead_then_compiles_once(tmp_path, tok, tiny_lla
     assert eager[0] and not eager[-1]
 
 
+def test_rank_0_leads_eagerly_until_the_others_have_started_then_compiles_once(tmp_path, tok, tiny_llama,
+                                                                              monkeypatch):
+    """``dense_compile.lead_others``: rank 0 of several CUDA ranks whose others compile in their wait sends its
+    plan without waiting (``parallel.post``), runs its batches with eager layers, and compiles once every other
+    rank has started (``Progress.others_started``); not with one rank, on a CPU, for ranks > 0, with the others'
+    warm-up off, or with ``ROPESHIFT_LEAD=0``."""
+    from types import SimpleNamespace
+
+    from ropeshift.eval import dense_compile, parallel
+    from ropeshift.eval.batch_log import read_batches
+    from ropeshift.eval.parallel import Ranks
+
+    cuda = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=SimpleNamespace(type="cuda"))]))
+    monkeypatch.delenv(dense_compile.LEAD_ENV, raising=False)
+    assert dense_compile.lead_others(Ranks(rank=0, world=3), cuda, True)
+    assert not dense_compile.lead_others(Ranks(rank=1, world=3), cuda, True)
+    assert not dense_compile.lead_others(Ranks(rank=0, world=1), cuda, True)
+    assert not dense_compile.lead_others(Ranks(rank=0, world=3), cuda, False)   # the others do not compile first
+    assert not dense_compile.lead_others(Ranks(rank=0, world=3), tiny_llama, True)  # a CPU model
+    monkeypatch.setenv(dense_compile.LEAD_ENV, "0")
+    assert not dense_compile.lead_others(Ranks(rank=0, world=3), cuda, True)
+    monkeypatch.delenv(dense_compile.LEAD_ENV)
+
+    calls, posted, started = [], [], iter([False, False, True])
+    monkeypatch.setattr(dense_compile, "lead_others", lambda ranks, model, warm: True)
+    monkeypatch.setattr(dense_compile, "compile_model", lambda model, mode: calls.append(mode))
+    monkeypatch.setattr(parallel, "post", lambda ranks, value: posted.append(value))
+    monkeypatch.setattr(parallel, "barrier", lambda ranks: None)
+    monkeypatch.setattr(parallel.Progress, "others_started", lambda self: next(started, True))
+    monkeypatch.setattr(parallel.Progress, "finish", lambda self, poll_s=0.5: self.bar.close())
+    monkeypatch.setattr(parallel, "claims", lambda ranks, folder, sizes, first: (
+        (q, i) for q in range(len(sizes)) for i in range(sizes[q])))   # rank 0 alone takes every item
+    cfg = _cfg(tmp_path, tasks=("passkey",), methods=(MethodSpec("rope"),), samples=6, batch_size=1,
+               compile="layers")
+    assert run(cfg, tiny_llama, tok, progress=False, ranks=Ranks(rank=0, world=2)) == 6
+    assert calls == ["layers"]  # once, after the third batch
+    eager = [b.get("eager", False) for b in read_batches(tmp_path) if b["kind"] != "startup"]
+    assert eager == [True, True, True, False, False, False]
+    (plan,) = posted  # what the others run: rank 0's plan, sample indices only
+    assert plan["todo"] == [("rope", "passkey", 256, [0, 1, 2, 3, 4, 5])] and plan["joins"] == {}
+
+
+def test_a_rank_rebuilds_rank_0s_plan_from_its_own_copy_of_the_prompts(tmp_path, tok, monkeypatch):
+    """``runner._hand_plan`` / ``_planned``: what rank 0 posts names each pending sample by index; a rank > 0 that
+    takes it gets ``plan_work``'s list back, the same samples in the same order, without reading records."""
+    from ropeshift.eval import parallel, runner
+    from ropeshift.eval.parallel import Ranks
+
+    cfg = _cfg(tmp_path, samples=4)
+    samples = runner.prepare_samples(cfg, tok, progress=False)
+    work = runner.plan_work(cfg, samples)
+    work[1] = (*work[1][:3], work[1][3][1:3])  # a resumed run: some samples of a cell done
+    posted = []
+    monkeypatch.setattr(parallel, "post", lambda ranks, value: posted.append(value))
+    sent = runner._hand_plan(Ranks(rank=0, world=3), work, {"string-shift100-window16": {256: "rope"}})
+    monkeypatch.setattr(parallel, "take", lambda ranks: posted[0])
+    got = runner._hand_plan(Ranks(rank=2, world=3), None, {})
+    assert got == sent and got["joins"] == {"string-shift100-window16": {256: "rope"}} and len(got["run_id"]) == 12
+    rebuilt = runner._planned(cfg, runner.prepare_samples(cfg, tok, progress=False), got["todo"])
+    assert [(m, t, n, [s.prompt_hash for s in todo]) for m, t, n, todo in rebuilt] == \
+        [(m, t, n, [s.prompt_hash for s in todo]) for m, t, n, todo in work]
+    assert runner._hand_plan(Ranks(), None, {"a": 1})["joins"] == {"a": 1}  # one process: its own joins
+
+
 def test_a_rank_takes_rank_0s_tokenizer_then_copies_the_weights_into_its_skeleton(tok, monkeypatch):
     """``launch._take_weights`` (ranks > 0 of ``run_rank``, whose model was built without weights): rank 0's
     tokenizer, then the weights loaded without a tokenizer, copied into the same tensors; a loaded model they do

@@ -118,7 +118,7 @@ def test_a_warm_up_without_the_tokenizer_leaves_nothing_to_compile(tiny_llama, t
 def test_runner_warms_up_a_waiting_rank_for_its_first_kind(tmp_path, tok, tiny_llama, monkeypatch, rank, world,
                                                            tasks, kind):
     """``runner.run`` on a rank other than 0 of a compiled multi-rank run: the layers compiled once, one warm-up
-    of the kind ``claim_queues`` starts that rank on, before the barrier after which rank 0's prompts are read,
+    of the kind ``claim_queues`` starts that rank on, before it takes rank 0's plan (after which its prompts are read),
     under the run's second method, deactivated after; no eager lead; the start-up log has a warm-up phase."""
     from ropeshift.eval import parallel, runner
     from ropeshift.eval.batch_log import read_batches
@@ -129,15 +129,21 @@ def test_runner_warms_up_a_waiting_rank_for_its_first_kind(tmp_path, tok, tiny_l
     monkeypatch.setattr(dc, "eager_lead", lambda *a: pytest.fail("a warmed-up rank runs no eager lead"))
     monkeypatch.setattr(wu, "warm_up", lambda model, tok_, k: events.append(("warm", k)) or 0.1)
     monkeypatch.setattr(parallel, "barrier", lambda ranks: events.append(("barrier",)))
-    monkeypatch.setattr(parallel, "gather", lambda ranks, value: [value] * ranks.world)
-    monkeypatch.setattr(parallel, "broadcast", lambda ranks, value: value or "run")
+
+    def take(ranks):  # rank 0's plan: every sample of every method
+        events.append(("plan",))
+        work = runner.plan_work(cfg, runner.prepare_samples(cfg, tok, progress=False))
+        return {"todo": [(m.label, t, n, [s.index for s in todo]) for m, t, n, todo in work], "joins": {},
+                "run_id": "run"}
+
+    monkeypatch.setattr(parallel, "take", take)
     monkeypatch.setattr(parallel, "claims", lambda ranks, folder, sizes, first: (
         (q, i) for q in range(len(sizes)) for i in range(sizes[q])))   # this rank alone takes every item
     methods = (MethodSpec("rope"), MethodSpec("string", {"shift": 100, "window": 16}))
     cfg = runner.RunConfig(model="tiny", tasks=tasks, lengths=(256,), methods=methods, samples=2, out=tmp_path,
                            batch_size=2, compile="layers")
     runner.run(cfg, tiny_llama, tok, progress=False, ranks=Ranks(rank=rank, world=world))
-    assert [e[:2] for e in events[:3]] == [("compile", "layers"), ("warm", kind), ("barrier",)]
+    assert [e[:2] for e in events[:3]] == [("compile", "layers"), ("warm", kind), ("plan",)]
     startup = [b for b in read_batches(tmp_path) if b["kind"] == "startup"]
     assert startup and "warm-up" in startup[0]["phases"]
 
