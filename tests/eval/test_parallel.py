@@ -457,3 +457,18 @@ def test_rank_0_stops_its_prompt_workers_when_it_fails(tok, tmp_path, monkeypatc
         L.run_rank(cfg, lambda device, **kw: (None, tok), "cpu", progress=False, load_tokenizer=lambda: tok)
     (pending,) = made
     assert pending.pool is None and sample_store._TOKENIZER is None
+
+
+def test_progress_says_when_every_other_rank_has_started(tmp_path, monkeypatch):
+    """``Progress.others_started``: true once every rank > 0 has made its ``Progress`` (and so written its file)."""
+    from ropeshift.eval import parallel
+    from ropeshift.eval.parallel import Progress, Ranks
+
+    monkeypatch.setattr(parallel, "barrier", lambda ranks: None)
+    bars = [Progress(Ranks(rank=0, world=3), 10, tmp_path, enabled=False, run_id="r")]
+    assert not bars[0].others_started()
+    bars.append(Progress(Ranks(rank=2, world=3), 10, tmp_path, enabled=False, run_id="r"))
+    assert not bars[0].others_started()
+    bars.append(Progress(Ranks(rank=1, world=3), 10, tmp_path, enabled=False, run_id="r"))
+    assert bars[0].others_started()
+    assert not Progress(Ranks(rank=0, world=3), 10, tmp_path, enabled=False, run_id="other").others_started()
