@@ -25,7 +25,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
 
     ``load_tokenizer() -> tokenizer`` (optional): rank 0 then starts the prompts' worker processes before it loads
     the model (measured on the H200: model 35 s and prompts 18 s one after the other on rank 0, issue 10), and
-    ``run`` collects them before its first barrier. With several ranks it is the only tokenizer loaded: rank 0
+    ``run`` collects them before it plans. With several ranks it is the only tokenizer loaded: rank 0
     sends it to the others (``parallel.post``, in the background: ~1.6 MB pickled for SmolLM2), and every rank
     loads its weights alone. Rank 0 loads its weights with that tokenizer (``load(device, tokenizer=...)``: a GGUF
     model is converted once, ``gguf_cache``), then posts it and goes on (the rows that copy others, its prompts);
@@ -34,13 +34,14 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     ``dense_compile.start_compile_workers``), compile on it, and only then take the tokenizer and copy in the weights
     (``load(device, with_tokenizer=False)``: the converted folder, ~1 s)::
 
-        rank 0      [tokenizer][prompt workers][weights, conversion][post][joins][collect the prompts][barrier]
-        rank 1, 2   [skeleton][warm-up: compile ......................][take][weights]            [barrier]
+        rank 0      [tokenizer][prompt workers][weights, conversion][post][joins][prompts][post plan][eager batches
+        rank 1, 2   [skeleton][warm-up: compile ......................][take][weights][take plan][batches ...
 
     (until the twenty-seventh session rank 0 sent with a blocking broadcast after its joins, and waited 9-15 s
-    there for the others' warm-up before it collected its prompts: 1.5-2.7 s more after the others were ready.)
+    there for the others' warm-up before it collected its prompts: 1.5-2.7 s more after the others were ready;
+    until the twenty-eighth session all ranks then met at a barrier: ``runner._hand_plan``.)
     A rank 0 that raises while its prompt workers run stops them first (``PendingSamples.close``): it used to
-    wait at its exit for those idle workers, forever, and the other ranks at their barrier.
+    wait at its exit for those idle workers, forever, and the other ranks for its plan.
 
     On the H100 host (third study of 2026-12-07) building the tokenizer from the GGUF file took rank 0 8 s, and
     ranks 1 and 2 loaded their weights from the GGUF file for 13.7 s before they could start compiling (18 s):
@@ -81,7 +82,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
                    samples=samples, handover=handover)
     except BaseException:
         if samples is not None:  # rank 0 failed while its prompt workers were running: stop them, or it hangs
-            samples.close()      # at its exit joining them (and the other ranks at their barrier)
+            samples.close()      # at its exit joining them (and the other ranks for its plan)
         raise
     finally:
         if created:

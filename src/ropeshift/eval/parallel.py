@@ -3,15 +3,15 @@
     torchrun --nproc-per-node 4 -m ropeshift.cli.main eval ...     # ranks from RANK / WORLD_SIZE
     ropeshift eval --workers 4 ...                                  # the same, 4 processes spawned here
 
-Every rank reads the same snapshot of finished records (a barrier separates reading from writing),
-so every rank computes the same list of pending samples; sample groups (task, length, index: every
+Rank 0 reads the finished records and sends every rank its plan (``parallel.post``: the pending samples by
+index), so every rank works from the same list of pending samples; sample groups (task, length, index: every
 method of one prompt) are cut into batch-sized chunks of one bucket x length, and each chunk's batches of one
 method into items (``batching.claim_queues``), which the ranks claim one at a time as they go (``claims``). Each
 rank appends to its own records files (``records.open_writer``), so a run resumed with any number of ranks
 loses and duplicates nothing.
-Rank 0 generates the prompts (the others wait at a barrier and read them) and draws the one progress
+Rank 0 generates the prompts (the others wait for its plan, then read them) and draws the one progress
 bar; the other ranks report their counts through small files under ``<model>/_progress/<run id>/``.
-The process group is gloo (CPU tensors only: barriers, broadcasts, one gather), whatever the model's device;
+The process group is gloo (CPU tensors only: broadcasts and the closing barrier), whatever the model's device;
 the claims go through a ``torch.distributed.FileStore`` beside the progress files.
 """
 from __future__ import annotations

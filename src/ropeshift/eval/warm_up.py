@@ -12,7 +12,8 @@ and compiled later: ``dense_compile.eager_lead``). Here a rank that waits spends
     rank 1, 2     [model ........][warm up: compile ..][barrier]  [batches (compiled) ......................]
 
 (since the twenty-sixth session ranks 1, 2 build their model without weights, warm up on it, and copy the
-weights in after: ``ropeshift/skeleton.py``, ``launch.run_rank``.)
+weights in after: ``ropeshift/skeleton.py``, ``launch.run_rank``; since the twenty-eighth rank 0 does not wait
+for them: it sends its plan and runs eager batches until they have started, ``dense_compile.lead_others``.)
 
 How: one left-padded batch of ``rows`` x ``tokens`` through the same calls as a real batch: ``generation.generate``
 (on CUDA the prompt forward into a static cache, the eager decode steps and one captured step), or the cache-less
