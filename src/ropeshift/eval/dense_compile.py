@@ -69,7 +69,11 @@ def nested_breaks() -> bool:
     attention), dynamo resumes inside that frame instead of tracing the stack again from each frame above it
     (dynamo's default, which traces the layer's code once per level). On a 2-core CPU, a 2-layer model, dynamo's
     trace only: 24 frames traced instead of 50, generation warm-up 7.2 -> 5.2 s, likelihood 2.5 -> 0.8 s
-    (``benchmarks/profile_compile.py``). Returns whether it is on."""
+    (``benchmarks/profile_compile.py``). Returns whether it is on.
+
+    Measured on the H100 (twenty-eighth session, with ``ROPESHIFT_EARLY_POOL=1``): the whole study took 378 s
+    instead of 298-315, every generation cell at 0.70-0.79x its usual rate with the GPU fully busy (slower
+    graphs, not host time), and the rank's cold warm-up did not shrink (24-25 s). Keep it off."""
     import os
 
     import torch
@@ -92,7 +96,9 @@ def start_compile_workers(setting: str, device) -> bool:
     Why: inductor starts them at its first kernel, and until they are ready (a new interpreter imports torch,
     then forks the workers: seconds) every Triton kernel compiles in the compiling process, one after the other.
     ``launch.run_rank`` calls it while a rank's skeleton config is read (``skeleton(meanwhile=)``: after that
-    helper's fork, which must not inherit the pool's threads and pipes), so the workers come up meanwhile."""
+    helper's fork, which must not inherit the pool's threads and pipes), so the workers come up meanwhile.
+    Measured on the H100 only together with ``nested_breaks`` (twenty-eighth session; slower, see there) and,
+    in the twenty-sixth session, started at the rank's start (workers idle, no gain): off by default."""
     import os
 
     if os.environ.get(POOL_ENV) != "1" or setting == "off" or not str(device).startswith("cuda"):
