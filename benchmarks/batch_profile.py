@@ -11,7 +11,9 @@ out-of-memory: the per-rank table counts those splits and their batches' wall). 
 each phase includes the other ranks' time slices: compare a rank's sum of batch walls with its span (first batch
 start to last batch end). On CUDA the per-rank table also gives the largest peak and reserved GiB of the rank's
 batches and the least free GiB on the device after one (``batch_log.gpu_memory``; "-" elsewhere), and the seconds
-``torch.compile`` spent inside its batches with the number of batches that compiled (``compile_s``).
+``torch.compile`` spent inside its batches with the number of batches that compiled (``compile_s``). One line
+gives what the first batch of each method and kind cost beyond its cell's median (``first_batch_excess``: on a
+cold CUDA machine, Triton compiling ropeshift's kernels at their first launch; ``eval/kernel_warm.py``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,31 @@ PHASES = ("tokenize_s", "prefill_s", "capture_s", "decode_s", "generate_s")
 
 def bucket(b: dict) -> str:
     return "+".join(sorted(b["tasks"]))
+
+
+def first_batch_excess(batches: list[dict]) -> tuple[float, list[tuple]]:
+    """Seconds the first batch of each (method, kind), across ranks, took beyond the median of its (method, kind,
+    length) cell: the compile work a first launch does (Triton's kernels, on CUDA), where a cell has more than one
+    batch. The measure is the prefill for generation batches (their decode depends on the answers) and the wall
+    for likelihood ones. Returns the total and ``(method, kind, length, rank, first, median)`` per first batch,
+    largest excess first."""
+    import statistics
+
+    def measure(b):
+        return (b.get("prefill_s") or 0.0) if b["kind"] == "generation" else b["wall_s"]
+
+    cells = defaultdict(list)
+    for b in batches:
+        cells[b["method"], b["kind"], b["length"]].append(measure(b))
+    seen, rows = set(), []
+    for b in sorted(batches, key=lambda b: b["t"] - b["wall_s"]):
+        if (b["method"], b["kind"]) in seen:
+            continue
+        seen.add((b["method"], b["kind"]))
+        med = statistics.median(cells[b["method"], b["kind"], b["length"]])
+        rows.append((b["method"], b["kind"], b["length"], b["rank"], measure(b), med))
+    rows.sort(key=lambda r: r[5] - r[4])
+    return sum(r[4] - r[5] for r in rows), rows
 
 
 def summarize(lines: list[dict]) -> str:
@@ -82,6 +109,10 @@ def summarize(lines: list[dict]) -> str:
                    f"| {sum(b['oom_splits'] for b in split)} | {sum(b['wall_s'] for b in split):.1f} | "
                    + " | ".join("-" if m is None else f"{m:.1f}" for m in mem)
                    + f" | {sum(b.get('compile_s', 0.0) for b in bs):.1f} ({sum('compile_s' in b for b in bs)}) |")
+    excess, firsts = first_batch_excess(batches)
+    top = ", ".join(f"{m} {k[:3]} {n} {f:.1f}/{med:.1f}" for m, k, n, _, f, med in firsts[:6])
+    out += ["", f"First batch of each method and kind beyond its cell's median: {excess:.1f} rank-s "
+            f"(largest, first / median s: {top})"]
     starts = sorted((s for s in lines if s["kind"] == "startup"), key=lambda s: s["rank"])
     if starts:
         names = list(dict.fromkeys(k for s in starts for k in s["phases"]))

@@ -13,7 +13,15 @@
 # Twenty-fifth session: TESTS=0 runs the study alone (the GPU tests passed in an earlier call of the same kernels).
 # Twenty-sixth session: ranks > 0 compile on a model without weights (ropeshift.skeleton); run with
 #   SWITCHED="test_shared_prefill|test_warm_up" TEST_K="cuda_warm_up or cuda_forked"
-# Next call (benchmarks/RESULTS.md, top section):
+# Twenty-eighth session: rank 0 leads eagerly (dense_compile.lead_others); then the kernel warm-up helpers
+# (eval/kernel_warm.py). Next call pair (cold machine; batch_profile's "First batch ... beyond its cell's median"
+# line says what Triton's first launches still cost: 28.1 rank-s cold, 1.6 warm in that session):
+#   call 1, carry [.model1]: mkdir -p /root/m && cp .model1/part_* /root/m/
+#   call 2 at once, carry [.model2, .whl, .old]:
+#   source scripts/gpu_env.sh; TESTS=0 BASE_TGZ=results/smollm2-135m_h100_2026-12-07c.tgz OUT=$OUT OLD_SRC=.old/src \
+#     LIMIT=480 bash scripts/gpu_strided_study.sh
+# (with ROPESHIFT_KERNEL_WARM=0 for the same code without the helpers)
+# Earlier "next call" (twenty-sixth session):
 #   source scripts/gpu_env.sh; TESTS=1 TEST_LIMIT=200 TEST_K="offsets_and_layout or cuda_warm_up or cuda_forked" \
 #     BASE_TGZ=results/smollm2-135m_h100_2026-12-07c.tgz OUT=$OUT OLD_SRC=.old/src LIMIT=580 bash scripts/gpu_strided_study.sh
 set -uo pipefail
@@ -50,5 +58,7 @@ if [ "${CHECK_WARM_UP:-0}" = 1 ]; then
 fi
 # dynamo says which guard failed for any compile inside the loop (the warm-up should leave none: eval/warm_up.py)
 export TORCH_LOGS="${TORCH_LOGS:-recompiles}"
+# twenty-eighth session: the kernel warm-up helpers (eval/kernel_warm.py) print their seconds per method
+export ROPESHIFT_KERNEL_WARM_LOG="${ROPESHIFT_KERNEL_WARM_LOG:-1}"
 MPS=1 OLD_RUNS=/nonexistent BASE_TGZ=${BASE_TGZ:-results/smollm2-135m_h100_2026-12-05.tgz} WORKERS=3 BATCH_TOKENS=${BATCH_TOKENS:-640000} \
   OUT="$OUT" LIMIT=$(( LIMIT - ($(date +%s) - start) )) bash scripts/gpu_study_call.sh

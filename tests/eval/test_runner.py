@@ -302,6 +302,27 @@ def test_batch_log_has_one_line_per_batch(tmp_path, tok, tiny_llama, monkeypatch
     assert rank_row.endswith("| - | - | - | 0.0 (0) |")
 
 
+def test_batch_profile_measures_what_each_methods_first_batch_took_beyond_its_cell(benchmarks_path):
+    """``first_batch_excess``: the first batch (by start) of each method and kind against its cell's median:
+    the prefill of generation batches, the wall of likelihood ones; the total is the sum of the differences."""
+    import batch_profile
+
+    def b(method, kind, length, rank, start, measure):
+        wall = 1.0 if kind == "generation" else measure
+        return {"method": method, "kind": kind, "length": length, "rank": rank, "t": start + wall, "wall_s": wall,
+                **({"prefill_s": measure} if kind == "generation" else {})}
+
+    batches = [b("rope", "generation", 8, 0, 0.0, 4.0), b("rope", "generation", 8, 1, 5.0, 1.0),
+               b("rope", "generation", 8, 2, 6.0, 1.0), b("rope", "generation", 4, 0, 9.0, 3.0),
+               b("string", "likelihood", 8, 2, 1.0, 6.0), b("string", "likelihood", 8, 1, 7.0, 2.0),
+               b("string", "likelihood", 8, 0, 8.0, 2.0)]
+    total, rows = batch_profile.first_batch_excess(batches)
+    assert rows == [("string", "likelihood", 8, 2, 6.0, 2.0), ("rope", "generation", 8, 0, 4.0, 1.0)]
+    assert total == pytest.approx(7.0)
+    logged = [{**x, "tasks": {"passkey": 1}, "rows": 1, "tokens": 8} for x in batches]  # as the batch log has them
+    assert "beyond its cell's median: 7.0 rank-s" in batch_profile.summarize(logged)
+
+
 def test_batch_profile_reports_each_ranks_memory_extremes(batch_profile_summary):
     """CUDA batches carry peak / reserved / free GiB (``batch_log.gpu_memory``); the rank table shows the largest
     peak and reservation and the least free memory over the rank's batches, and the seconds ``torch.compile``

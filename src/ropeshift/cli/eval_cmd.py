@@ -142,7 +142,7 @@ def _run_parallel(cfg, args, ranks) -> int | None:
             run_rank(cfg, load, args.device, not args.no_progress, args.model, tokenizer)
         else:  # the launcher checks while its workers start (their start-up is the study's critical path)
             run_workers(cfg, load, args.workers, args.device, not args.no_progress, args.model, tokenizer,
-                        check=check)
+                        check=check, dtype=args.dtype)
     except KeyboardInterrupt:
         print("\ninterrupted: finished samples are saved; rerun to resume (with any --workers)", file=sys.stderr)
         return 130

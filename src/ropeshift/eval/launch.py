@@ -113,16 +113,30 @@ def _take_weights(ranks: Ranks, load, device: str, clock, model) -> tuple:
 
 
 def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, progress: bool = True,
-                model_path: str | None = None, load_tokenizer=None, check=None) -> None:
+                model_path: str | None = None, load_tokenizer=None, check=None, dtype: str | None = None) -> None:
     """Run ``cfg`` in ``workers`` spawned processes, one device each (``load`` must be picklable).
 
     When a worker dies the others are stopped and ``torch.multiprocessing``'s exception is raised;
     finished samples are saved, and rerunning (with any number of workers) resumes. ``check()`` (optional: the
     CLI's pre-flight) runs in this process while the workers start (first, with one worker); if it raises, they
-    are stopped and its error is the command's."""
-    if workers == 1:
+    are stopped and its error is the command's. Before it, on CUDA, ``kernel_warm.start`` forks the helpers that
+    compile ropeshift's attention kernels for the run's methods beside the ranks' start-up (in ``dtype``, the
+    ranks' ``--dtype`` name)."""
+    from . import kernel_warm
+
+    helpers = []  # kernel_warm's processes: ropeshift's attention kernels compiled beside the ranks' start-up
+
+    def meanwhile():
+        helpers.extend(kernel_warm.start(cfg, device, parallel.start_method(), dtype=dtype))
         if check is not None:
             check()
-        run_rank(cfg, load, device, progress, model_path, load_tokenizer)
-        return
-    parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers, meanwhile=check)
+
+    try:
+        if workers == 1:
+            meanwhile()
+            run_rank(cfg, load, device, progress, model_path, load_tokenizer)
+            return
+        parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers,
+                       meanwhile=meanwhile)
+    finally:
+        kernel_warm.stop(helpers)

@@ -106,19 +106,20 @@ class SpecialIds:
         return ""
 
 
-def warm_up(model, tokenizer, kind: str, decode: str = "auto") -> float:
+def warm_up(model, tokenizer, kind: str, decode: str = "auto", sizes: tuple[int, int, int] | None = None) -> float:
     """Run one small batch of ``kind`` (``records.KINDS``) through the model as the runner's batches do, so that
     its compiled layers compile now; returns the seconds it took. Generation goes through
     ``generation.generate`` (``decode`` as there: on CUDA the static cache and a captured step), ``max_new``
     tokens a row, row i of ``tokens - i`` prompt tokens (left padding to ``tokens``); likelihood through the
     cache-less forward that ``tasks.perplexity`` scores with. Outputs are dropped. ``tokenizer`` None: the
-    model's own ids (``SpecialIds``)."""
+    model's own ids (``SpecialIds``). ``sizes``: ``(rows, tokens, max_new)`` instead of ``batch_sizes``' (for
+    ``kernel_warm``, which runs the attention at a run's lengths)."""
     import torch
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     t0 = time.perf_counter()
-    rows, tokens, max_new = batch_sizes(model.config)
+    rows, tokens, max_new = sizes or batch_sizes(model.config)
     device = next(model.parameters()).device
     span = model.config.vocab_size - 2
     ids = [[(i * 7919 + j * 104729 + 11) % span + 1 for j in range(tokens)] for i in range(rows)]

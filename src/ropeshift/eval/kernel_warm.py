@@ -1,0 +1,140 @@
+"""Compile ropeshift's attention kernels for every method of a run before its batches need them (issue 10).
+
+    helpers = start(cfg, device)        # the launcher, once the ranks are spawned; processes, none on a CPU
+    ...                                 # the ranks start up and run
+    stop(helpers)                       # after the ranks: wait briefly, then terminate what still runs
+
+Why: Triton compiles a kernel at its first launch in a process (one per rule and flag set of the table,
+``kernels.spec``) and keeps it in its on-disk cache, where the other processes find it. On a cold H100 machine
+(twenty-eighth session, run 8; benchmarks/RESULTS.md) the first batch of each method and kind cost 28.1
+rank-seconds more than that cell's median (rope's 8k prefill 4.5 s against 1.6, dca's 8.4 against 2.0), inside
+the loop, with the GPU partly idle; a second study on the same machine, its Triton cache filled, lost 1.6. Here
+helper processes, started beside the ranks' start-up (16 cores, mostly idle in its first ~25 s), run every
+method's attention at each of the run's lengths, so the ranks' first launches find the kernels on disk::
+
+    launcher    [spawn ranks][helpers: the methods in reverse run order .......][pre-flight]
+    rank 0      [tokenizer][weights][prompts][eager batches: rope, string, ...][compiled batches ...
+    rank 1, 2   [skeleton][warm-up ......................][weights][batches ...
+
+Each helper builds the model's first decoder layer alone, from its config, with random weights (``model_for``:
+``skeleton.read_config``; the attention's shapes, dtype and RoPE are the model's, so are the kernels' constants),
+eager (no ``torch.compile``: only ropeshift's own kernels are wanted), and runs ``warm_up.warm_up`` under each of
+its methods: a generation batch (prefill into the static cache, decode steps, a captured step) at each length,
+with ``length`` and ``length - 1`` prompt tokens (Triton specialises integer arguments on divisibility by 16),
+and a likelihood forward of ``length`` tokens when the run scores likelihood. The methods go to the helpers in
+reverse run order, so that rank 0, which starts with the first methods, meets the helpers' kernels last.
+
+Nothing here changes a result: the outputs are dropped, and a helper that fails says so on stderr and exits. Off
+with ``ROPESHIFT_KERNEL_WARM=0``; on CUDA only (a helper on a machine without it returns at once).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+ENV = "ROPESHIFT_KERNEL_WARM"  # "0": no helpers
+HELPERS = 4  # processes at most (each a CUDA context, ~0.5 GiB; one core each, at nice 10)
+ROWS, MAX_NEW = 3, 6  # generation rows (not 1: Triton specialises an integer 1) and decode steps per warm-up
+
+
+def shares(methods, helpers: int) -> list[list]:
+    """``methods`` dealt round-robin to ``helpers`` lists, last method first (module docstring); no empty list."""
+    order = list(methods)[::-1]
+    n = max(1, min(helpers, len(order)))
+    return [order[i::n] for i in range(n) if order[i::n]]
+
+
+def model_for(name_or_path: str, device: str, dtype: str | None = None):
+    """``name_or_path``'s model cut to its first decoder layer, random weights, on ``device``, eval mode, in
+    ``dtype`` (a torch dtype's name; None or "auto": ``loader.default_dtype``, as the ranks' ``--dtype auto``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ropeshift.loader import default_dtype
+    from ropeshift.skeleton import read_config
+
+    dtype = default_dtype(device) if dtype in (None, "auto") else getattr(torch, dtype)
+    config = read_config(name_or_path, dtype)
+    config.num_hidden_layers = 1
+    for key in ("layer_types", "mlp_only_layers"):  # per-layer lists some configs carry: the first layer's
+        if isinstance(getattr(config, key, None), list):
+            setattr(config, key, getattr(config, key)[:1])
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def warm_methods(cfg, methods, model) -> dict[str, float]:
+    """Run each of ``methods`` (``MethodSpec``) on ``model`` at each of ``cfg.lengths`` (module docstring);
+    returns the seconds per method label."""
+    from .generation import activate, deactivate
+    from .records import GENERATION, LIKELIHOOD
+    from .tasks import resolve_task
+    from .warm_up import warm_up
+
+    kinds = {resolve_task(t).kind for t in cfg.tasks}
+    seconds = {}
+    for method in methods:
+        t0 = time.perf_counter()
+        activate(model, method, cfg.impl, cfg.plain_attention)
+        try:
+            for length in sorted(cfg.lengths, reverse=True):
+                if GENERATION in kinds:
+                    for tokens in (length, length - 1):
+                        warm_up(model, None, GENERATION, sizes=(ROWS, tokens, MAX_NEW))
+                if LIKELIHOOD in kinds:
+                    warm_up(model, None, LIKELIHOOD, sizes=(ROWS - 1, length, MAX_NEW))
+        finally:
+            deactivate(model)
+        seconds[method.label] = time.perf_counter() - t0
+    return seconds
+
+
+def _helper(cfg, methods, device: str, dtype: str | None = None) -> None:
+    """One helper process: its methods on a one-layer model (module docstring); never raises."""
+    try:
+        os.nice(10)
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        t0 = time.perf_counter()
+        seconds = warm_methods(cfg, methods, model_for(cfg.model, device, dtype))
+        if os.environ.get("ROPESHIFT_KERNEL_WARM_LOG") == "1":
+            done = ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+            print(f"kernel warm-up {time.perf_counter() - t0:.1f} s: {done}", file=sys.stderr, flush=True)
+    except Exception as e:  # noqa: BLE001 - a helper only saves time; the run goes on without it
+        print(f"kernel warm-up helper failed ({type(e).__name__}: {e}); the ranks compile these kernels "
+              "themselves", file=sys.stderr, flush=True)
+
+
+def start(cfg, device: str | None, start_method: str = "fork", helpers: int = HELPERS,
+          dtype: str | None = None) -> list:
+    """The helper processes for ``cfg`` (``runner.RunConfig``) on ``device`` (None: cuda:0) in the ranks'
+    ``dtype`` (``--dtype``: a name, or None / "auto"), started now; none when ``device`` is not CUDA or
+    ``ROPESHIFT_KERNEL_WARM=0``. Call it in a process that has not started CUDA (the launcher), after the ranks
+    are forked (``start_method``: ``parallel.start_method()``'s)."""
+    import multiprocessing as mp
+
+    if os.environ.get(ENV) == "0" or (device is not None and not str(device).startswith("cuda")):
+        return []
+    device = device if device and ":" in str(device) else "cuda:0"
+    ctx = mp.get_context(start_method)
+    procs = []
+    for methods in shares(cfg.methods, helpers):
+        p = ctx.Process(target=_helper, args=(cfg, methods, device, dtype), daemon=True)
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def stop(procs, wait_s: float = 2.0) -> None:
+    """Wait up to ``wait_s`` in all for the helpers, then terminate the ones still running."""
+    end = time.monotonic() + wait_s
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join()
