@@ -89,6 +89,6 @@ def test_a_failing_helper_says_so_and_exits_cleanly(tmp_path, monkeypatch, capsy
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(kw, "model_for", lambda name, device: (_ for _ in ()).throw(OSError("no such model")))
+    monkeypatch.setattr(kw, "model_for", lambda name, device, dtype=None: (_ for _ in ()).throw(OSError("no such model")))
     kw._helper(_cfg(tmp_path), METHODS[:1], "cuda:0")  # in this process: it must not raise
     assert "kernel warm-up helper failed (OSError: no such model)" in capsys.readouterr().err
