@@ -311,12 +311,12 @@ def test_cuda_forked_workers_give_the_spawned_workers_records(tiny_folder, tmp_p
 
 
 def test_startup_clock_reports_each_phase_once(capsys, monkeypatch):
-    from ropeshift.eval import parallel
+    from ropeshift.eval import startup_clock
 
     ticks = iter([10.0, 12.5, 20.0, 20.25])
-    monkeypatch.setattr(parallel.time, "perf_counter", lambda: next(ticks))
-    monkeypatch.setattr(parallel, "_process_age", lambda: 3.0)
-    clock = parallel.StartupClock(Ranks(1, 2))
+    monkeypatch.setattr(startup_clock.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(startup_clock, "_process_age", lambda: 3.0)
+    clock = startup_clock.StartupClock(Ranks(1, 2))
     clock.mark("model")
     clock.mark("prompts")
     clock.mark("first batch")
@@ -328,9 +328,9 @@ def test_startup_clock_reports_each_phase_once(capsys, monkeypatch):
 
 
 def _report_launcher(q) -> None:
-    from ropeshift.eval import parallel
+    from ropeshift.eval import startup_clock
 
-    q.put((parallel._launcher_s(), parallel._started_at(), parallel._process_age()))
+    q.put((startup_clock._launcher_s(), startup_clock._started_at(), startup_clock._process_age()))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
@@ -339,10 +339,10 @@ def test_a_spawned_ranks_clock_starts_with_its_launchers_seconds():
     /proc's start times; a process ``spawn`` did not start has no launcher phase."""
     import multiprocessing as mp
 
-    from ropeshift.eval import parallel
+    from ropeshift.eval import parallel, startup_clock
 
-    me = parallel._started_at()
-    assert me is not None and me <= time.time() and parallel._launcher_s() is None
+    me = startup_clock._started_at()
+    assert me is not None and me <= time.time() and startup_clock._launcher_s() is None
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     p = ctx.Process(target=parallel._entry, args=(0, {}, _report_launcher, (q,)))
@@ -354,9 +354,9 @@ def test_a_spawned_ranks_clock_starts_with_its_launchers_seconds():
 
 
 def test_startup_clock_silent_without_progress(capsys):
-    from ropeshift.eval import parallel
+    from ropeshift.eval import startup_clock
 
-    clock = parallel.StartupClock(Ranks(), enabled=False)
+    clock = startup_clock.StartupClock(Ranks(), enabled=False)
     clock.mark("model")
     clock.report()
     assert capsys.readouterr().err == "" and not clock.pending

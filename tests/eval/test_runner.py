@@ -737,13 +737,13 @@ def test_a_rank_takes_rank_0s_tokenizer_then_copies_the_weights_into_its_skeleto
     import torch
 
     import ropeshift.eval.launch as R
-    from ropeshift.eval import parallel
+    from ropeshift.eval import parallel, startup_clock
     from ropeshift.eval.parallel import Ranks
     from tests.eval.tiny import tiny_model
 
     monkeypatch.setattr(parallel, "take", lambda ranks: tok)
     ranks = Ranks(rank=1, world=2)
-    clock = parallel.StartupClock(ranks, enabled=False)
+    clock = startup_clock.StartupClock(ranks, enabled=False)
     skeleton = tiny_model(len(tok), seed=7)
     ptrs = [p.data_ptr() for p in skeleton.parameters()]
     calls = []

@@ -6,7 +6,7 @@
      "kind": "generation", "rows": 97, "tokens": 790000, "wall_s": 1.31, "tokenize_s": 0.04, "post_s": 0.01,
      "decode": "graphs", "prefill_s": 0.52, "capture_s": 0.08, "decode_s": 0.66, "check_s": 0.01, "steps": 127}
 
-and once per rank, after its first batch, its start-up (``parallel.StartupClock``)::
+and once per rank, after its first batch, its start-up (``startup_clock.StartupClock``)::
 
     {"t": ..., "kind": "startup", "rank": 0, "total_s": 41.3, "phases": {"process": 6.2, "model": 9.8, ...}}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from . import dense_compile, parallel
+from . import dense_compile, parallel, startup_clock
 from .parallel import Ranks
 from .runner import RunConfig, run
 from .sample_store import start_samples
@@ -56,7 +56,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             import torch
 
             torch.set_num_threads(parallel.cpu_threads(ranks))
-        clock = parallel.StartupClock(ranks, enabled=progress)
+        clock = startup_clock.StartupClock(ranks, enabled=progress)
         share = load_tokenizer is not None and ranks.world > 1  # one tokenizer, rank 0's, sent to the others
         handover = None
         if load_tokenizer is not None and ranks.main:  # made by worker processes while the model loads

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parallel, rope_share, warm_up
+from . import parallel, rope_share, startup_clock, warm_up
 from .batch_log import BatchLog, compile_seconds, counts, gpu_memory, log_path, reset_peak_memory
 from .batching import (MemoryCap, claim_queues, cut_batches, length_buckets, only, rows_per_batch,
                        token_weight)
@@ -148,7 +148,7 @@ def plan_work(cfg: RunConfig, samples: dict[tuple[str, int], list[Sample]]) -> l
 
 
 def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: str | None = None,
-        ranks: Ranks = Ranks(), clock: "parallel.StartupClock | None" = None, samples: dict | None = None,
+        ranks: Ranks = Ranks(), clock: "startup_clock.StartupClock | None" = None, samples: dict | None = None,
         handover=None) -> int:
     """Run every method on every pending sample (this rank's share); return the number of records written.
 
@@ -163,7 +163,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     from .generation import activate, deactivate
     from .graph_decode import ended_rows_free, retire_possible
 
-    clock = clock or parallel.StartupClock(ranks, enabled=progress)
+    clock = clock or startup_clock.StartupClock(ranks, enabled=progress)
     mode = dense_compile.resolve(cfg.compile, model)
     warm = mode is not None and ranks.world > 1 and not ranks.main and warm_up.enabled()  # compiles in its wait
     lead = 0 if warm else dense_compile.eager_lead(ranks, mode, model)  # work run eagerly before it compiles
