@@ -68,6 +68,8 @@ def model_for(name_or_path: str, device: str, dtype: str | None = None):
 def warm_methods(cfg, methods, model) -> dict[str, float]:
     """Run each of ``methods`` (``MethodSpec``) on ``model`` at each of ``cfg.lengths`` (module docstring);
     returns the seconds per method label."""
+    import torch
+
     from .generation import activate, deactivate
     from .records import GENERATION, LIKELIHOOD
     from .tasks import resolve_task
@@ -87,6 +89,8 @@ def warm_methods(cfg, methods, model) -> dict[str, float]:
                     warm_up(model, None, LIKELIHOOD, sizes=(ROWS - 1, length, MAX_NEW))
         finally:
             deactivate(model)
+        if next(model.parameters()).is_cuda:  # the cached blocks back to the card the ranks share (~1 GiB)
+            torch.cuda.empty_cache()
         seconds[method.label] = time.perf_counter() - t0
     return seconds
 
