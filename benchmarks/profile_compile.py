@@ -26,13 +26,13 @@ phase: tracing, AOT, lowering, code generation, waiting for Triton's compiles). 
     no_patterns     inductor's pattern matcher off
     profile         cold under cProfile: ``profile.txt`` lists the 60 functions with the most cumulative time
     likelihood_first  the likelihood warm-up first, then generation: graphs the two share
-    pool_ready      ROPESHIFT_EARLY_POOL=1: inductor's compile workers started before the model is built
-                    (``dense_compile.start_compile_workers``, on CUDA) and waited for before the warm-up (by default
-                    they start at the first kernel, which compiles in the compiling process until they are ready;
-                    "pool ready" gives how long they took)
-    nested          ROPESHIFT_NESTED_BREAKS=1 (``dense_compile.nested_breaks``): dynamo resumes inside the frame of
-                    the graph break (ropeshift's attention) instead of tracing the layer's stack again from above
-    nested_pool     both switches (what a rank of ``scripts/gpu_study_switches.sh``'s study gets)
+    pool_ready      inductor's compile workers started before the model is built (``maybe_warm_pool``, on CUDA)
+                    and waited for before the warm-up (by default they start at the first kernel, which compiles
+                    in the compiling process until they are ready; "pool ready" gives how long they took)
+    nested          dynamo's ``nested_graph_breaks``: it resumes inside the frame of the graph break (ropeshift's
+                    attention) instead of tracing the layer's stack again from above
+    nested_pool     both (the evaluation ran with both in the twenty-eighth session's run 5: every generation
+                    batch 0.70-0.79x as fast, warm-up not shorter; benchmarks/RESULTS.md; not in the evaluation)
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _child(args) -> int:
 
     from ropeshift.eval import warm_up as wu
     from ropeshift.eval.batch_log import compile_seconds
-    from ropeshift.eval.dense_compile import compile_model, start_compile_workers
+    from ropeshift.eval.dense_compile import compile_model
     from ropeshift.eval.generation import activate, deactivate
     from ropeshift.eval.options import MethodSpec
     from ropeshift.eval.records import GENERATION, LIKELIHOOD
@@ -65,9 +65,15 @@ def _child(args) -> int:
         torch._inductor.config.triton.autotune_pointwise = False
     if args.child == "no_patterns":
         torch._inductor.config.pattern_matcher = False
+    if args.child in ("nested", "nested_pool"):  # tried in the evaluation (28th session): slower graphs, dropped
+        torch._dynamo.config.nested_graph_breaks = True
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pool = time.perf_counter()  # ROPESHIFT_EARLY_POOL=1 (the pool variants): the evaluation's own early start
-    started = start_compile_workers("layers", str(device))
+    pool = time.perf_counter()
+    started = args.child in ("pool_ready", "nested_pool") and device.type == "cuda"
+    if started:  # inductor's compile workers before the model (tried in the evaluation: no gain, dropped)
+        from torch._inductor.async_compile import maybe_warm_pool
+
+        maybe_warm_pool()
     model = build(device, args.tiny)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -77,7 +83,7 @@ def _child(args) -> int:
 
         AsyncCompile.wait_pool_ready()
         out["pool ready"] = time.perf_counter() - pool
-    compile_model(model, "layers", backend=args.backend)  # ROPESHIFT_NESTED_BREAKS=1 (nested variants) read here
+    compile_model(model, "layers", backend=args.backend)
 
     class Tok:
         pad_token_id, eos_token_id = 0, None
@@ -134,8 +140,6 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     if args.child:
         return _child(args)
-    from ropeshift.eval.dense_compile import NESTED_ENV, POOL_ENV
-
     caches = tempfile.mkdtemp(prefix="profile_compile_caches_")
     rows = []
     for variant in args.variants.split(","):
@@ -145,8 +149,6 @@ def main(argv=None) -> int:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"))
         if variant in ("cold", "nested"):  # each frame's trace and compile steps, timestamped, in cold.log
             env.setdefault("TORCH_LOGS", "dynamo,recompiles,graph_breaks")
-        for switch, variants in ((NESTED_ENV, ("nested", "nested_pool")), (POOL_ENV, ("pool_ready", "nested_pool"))):
-            env[switch] = "1" if variant in variants else "0"  # the evaluation's switches (eval/dense_compile.py)
         if variant == "threads1":
             env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
         cmd = [sys.executable, os.path.abspath(__file__), "--child", variant, "--out", args.out,

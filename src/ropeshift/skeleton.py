@@ -39,14 +39,13 @@ def read_config(name_or_path: str, dtype, trust_remote_code: bool = False):
         return AutoConfig.from_pretrained(str(folder), **kw)
 
 
-def _config_while_cuda_starts(name_or_path: str, dtype, device: str, trust_remote_code: bool, meanwhile=None):
+def _config_while_cuda_starts(name_or_path: str, dtype, device: str, trust_remote_code: bool):
     """``read_config`` in a forked helper process while this one imports transformers' modelling code and
     starts CUDA on ``device``: a GGUF file's metadata parse (its tokenizer's ~150k fields) and those take seconds
     each, on one core each (the H100 host of 2026-12-07: 11 s from a rank's start to its skeleton). Config and
     imports of SmolLM2 on a free 2-core CPU: 5.4-6.1 s this way, 6.9-7.8 s one after the other (CUDA not
     included; not yet timed on a GPU host). A folder's config, or where fork is missing or CUDA already started,
-    is read here. ``meanwhile()`` (optional) runs once the helper is forked (so it may start threads and
-    processes the helper must not inherit), before the imports."""
+    is read here."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -56,13 +55,9 @@ def _config_while_cuda_starts(name_or_path: str, dtype, device: str, trust_remot
 
     if resolve_model_path(name_or_path)[1] is None or "fork" not in mp.get_all_start_methods() \
             or torch.cuda.is_initialized():
-        if meanwhile is not None:
-            meanwhile()
         return read_config(name_or_path, dtype, trust_remote_code)
     with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
-        config = pool.submit(read_config, name_or_path, dtype, trust_remote_code)  # forks the helper
-        if meanwhile is not None:
-            meanwhile()
+        config = pool.submit(read_config, name_or_path, dtype, trust_remote_code)
         import transformers.generation.utils  # noqa: F401  (most of a decoder's modelling imports)
         import transformers.modeling_utils  # noqa: F401
 
@@ -72,20 +67,24 @@ def _config_while_cuda_starts(name_or_path: str, dtype, device: str, trust_remot
 
 
 def skeleton(name_or_path: str, *, device: str | None = None, dtype=None, attn_implementation: str = "sdpa",
-             trust_remote_code: bool = False, meanwhile=None):
+             trust_remote_code: bool = False):
     """``name_or_path``'s model (``loader.resolve_model_path``: embedded name, ``.gguf`` file or folder) with
     random weights, built on ``device`` (``load_model``'s default) in ``dtype`` (``loader.default_dtype`` when
     None), in eval mode: the config read as ``load_model`` reads it (``read_config``, a GGUF file's while this
-    process starts CUDA); the weights initialised on the device (no host copy). ``meanwhile()``: run while the
-    config is read, after the helper's fork (``launch.run_rank``: inductor's compile workers)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    process starts CUDA); the weights initialised on the device (no host copy)."""
     from .loader import check_device, default_dtype
 
     device = check_device(device)
     dtype = dtype or default_dtype(device)
-    config = _config_while_cuda_starts(name_or_path, dtype, device, trust_remote_code, meanwhile)
+    config = _config_while_cuda_starts(name_or_path, dtype, device, trust_remote_code)
+    return from_config(config, device, dtype, attn_implementation, trust_remote_code)
+
+
+def from_config(config, device: str, dtype, attn_implementation: str = "sdpa", trust_remote_code: bool = False):
+    """The model of ``config`` with random weights initialised on ``device`` (no host copy), in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation,
                                                  trust_remote_code=trust_remote_code)

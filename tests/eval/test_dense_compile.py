@@ -244,35 +244,3 @@ def test_cuda_compiled_model_keeps_graph_loop_texts(tiny_llama, tok, spec, mode)
         finally:
             deactivate(model)
     assert out[1] == out[0]
-
-
-
-def test_compile_workers_start_early_only_when_asked_and_compiling_on_cuda(monkeypatch):
-    """``start_compile_workers``: inductor's pool (``maybe_warm_pool``) only with ``ROPESHIFT_EARLY_POOL=1``, a
-    compile setting other than off and a CUDA device."""
-    import torch._inductor.async_compile as ac
-
-    from ropeshift.eval import dense_compile as dc
-
-    started = []
-    monkeypatch.setattr(ac, "maybe_warm_pool", lambda: started.append(1))
-    monkeypatch.delenv(dc.POOL_ENV, raising=False)
-    assert not dc.start_compile_workers("auto", "cuda") and not started
-    monkeypatch.setenv(dc.POOL_ENV, "1")
-    assert not dc.start_compile_workers("off", "cuda") and not dc.start_compile_workers("auto", "cpu")
-    assert not started
-    assert dc.start_compile_workers("auto", "cuda:0") and started == [1]
-
-
-def test_nested_graph_breaks_only_when_asked(monkeypatch):
-    """``nested_breaks``: dynamo's ``nested_graph_breaks`` set only with ``ROPESHIFT_NESTED_BREAKS=1``."""
-    import torch
-
-    from ropeshift.eval import dense_compile as dc
-
-    with torch._dynamo.config.patch(nested_graph_breaks=False):  # restored after (a ConfigModule's own patch)
-        monkeypatch.delenv(dc.NESTED_ENV, raising=False)
-        assert not dc.nested_breaks() and not torch._dynamo.config.nested_graph_breaks
-        monkeypatch.setenv(dc.NESTED_ENV, "1")
-        assert dc.nested_breaks() and torch._dynamo.config.nested_graph_breaks
-    assert not torch._dynamo.config.nested_graph_breaks

@@ -44,13 +44,12 @@ def test_a_helper_runs_each_method_at_each_length_and_kind_then_removes_it(tmp_p
     seconds = kw.warm_methods(_cfg(tmp_path), METHODS[:2], tiny_llama)
     assert list(seconds) == ["rope", "string-shift100-window16"] and all(s > 0 for s in seconds.values())
     want = []
-    for method in ("plain", "string"):  # the study's rows run on ropeshift's attention (plain_attention)
+    for method in ("rope", "string"):  # each method active for its own calls, longest length first
         for length in (256, 128):
             want += [(method, "generation", (kw.ROWS, length, kw.MAX_NEW)),
                      (method, "generation", (kw.ROWS, length - 1, kw.MAX_NEW)),
                      (method, "likelihood", (kw.ROWS - 1, length, kw.MAX_NEW))]
-    got = [(m if m != "rope" else "plain", k, s) for m, k, s in calls]
-    assert [c[1:] for c in got] == [w[1:] for w in want]
+    assert calls == want
     assert describe(tiny_llama)["method"] == "rope"  # nothing left applied
     calls.clear()
     kw.warm_methods(_cfg(tmp_path, tasks=("passkey",)), METHODS[1:2], tiny_llama)

@@ -465,10 +465,10 @@ def test_progress_says_when_every_other_rank_has_started(tmp_path, monkeypatch):
     from ropeshift.eval.parallel import Progress, Ranks
 
     monkeypatch.setattr(parallel, "barrier", lambda ranks: None)
-    bars = [Progress(Ranks(rank=0, world=3), 10, tmp_path, enabled=False, run_id="r")]
+    bars = [Progress(Ranks(rank=0, world=3), 10, tmp_path, "r", enabled=False)]
     assert not bars[0].others_started()
-    bars.append(Progress(Ranks(rank=2, world=3), 10, tmp_path, enabled=False, run_id="r"))
+    bars.append(Progress(Ranks(rank=2, world=3), 10, tmp_path, "r", enabled=False))
     assert not bars[0].others_started()
-    bars.append(Progress(Ranks(rank=1, world=3), 10, tmp_path, enabled=False, run_id="r"))
+    bars.append(Progress(Ranks(rank=1, world=3), 10, tmp_path, "r", enabled=False))
     assert bars[0].others_started()
-    assert not Progress(Ranks(rank=0, world=3), 10, tmp_path, enabled=False, run_id="other").others_started()
+    assert not Progress(Ranks(rank=0, world=3), 10, tmp_path, "other", enabled=False).others_started()

@@ -98,11 +98,10 @@ def lengths_from(args):
     return parse_lengths(args.lengths)
 
 
-def load(args, with_tokenizer: bool = True, tokenizer=None, weights: bool = True, meanwhile=None):
+def load(args, with_tokenizer: bool = True, tokenizer=None, weights: bool = True):
     """Load ``(model, tokenizer)`` as the flags say (``loader.load_model``: ``with_tokenizer=False`` gives
     ``(model, None)``; a ``tokenizer`` built already is returned and stored with a GGUF model's conversion);
-    ``weights=False``: ``(skeleton.skeleton(...), None)``, the model with random weights, built from its config
-    (``meanwhile()`` run while its config is read: ``skeleton.skeleton``)."""
+    ``weights=False``: ``(skeleton.skeleton(...), None)``, the model with random weights, built from its config."""
     import torch
 
     from ropeshift.loader import load_model
@@ -111,7 +110,7 @@ def load(args, with_tokenizer: bool = True, tokenizer=None, weights: bool = True
     if not weights:
         from ropeshift.skeleton import skeleton
 
-        return skeleton(args.model, device=args.device, dtype=dtype, meanwhile=meanwhile), None
+        return skeleton(args.model, device=args.device, dtype=dtype), None
     print(f"loading {args.model} ...", file=sys.stderr)
     return load_model(args.model, dtype=dtype, device=args.device, progress=not args.no_progress,
                       with_tokenizer=with_tokenizer, tokenizer=tokenizer)

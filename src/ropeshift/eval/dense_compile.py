@@ -23,6 +23,11 @@ fused RoPE kernels then indexed q and k by runtime divisions by the head size, t
 floor (``benchmarks/bench_inductor_knobs.py``). The evaluation's static cache keeps its update out of the trace
 for the same reason (``graph_decode._cache_class``).
 
+Dynamo's ``nested_graph_breaks`` (resume inside the attention's frame instead of re-tracing the layer from above)
+and an early start of inductor's compile workers were tried on the H100 (twenty-sixth and twenty-eighth sessions,
+benchmarks/RESULTS.md): the first made every generation batch 0.70-0.79x as fast, neither shortened a rank's cold
+compile; ``benchmarks/profile_compile.py`` still times both.
+
 An attention module is one transformers calls the attention interface from: it has ``layer_idx``, ``scaling``
 and ``is_causal``. Modules are compiled in place with ``nn.Module.compile`` (no class or forward is touched),
 with dynamic shapes, so one compile serves every batch shape (and one more the one-token decode step). Numerics:
@@ -40,8 +45,6 @@ EAGER_LEAD_TOKENS = 4_000_000
 
 
 LEAD_ENV = "ROPESHIFT_LEAD"  # "0": rank 0 compiles at its first batch instead of leading eagerly (``lead_others``)
-NESTED_ENV = "ROPESHIFT_NESTED_BREAKS"  # "1": dynamo resumes in the frame of the attention's graph break
-                                       # (``nested_breaks``); anything else: dynamo's default
 
 # The attention module's own frame (the graph break at ropeshift's attention splits it from its layer's frame)
 LAYER_INDEX_SOURCE = "L['self'].layer_idx"
@@ -60,55 +63,6 @@ def layer_index_dynamic() -> None:
     have = [s for s in conf.dynamic_sources.split(",") if s]
     if LAYER_INDEX_SOURCE not in have:
         conf.dynamic_sources = ",".join(have + [LAYER_INDEX_SOURCE])
-
-
-def nested_breaks() -> bool:
-    """With ``ROPESHIFT_NESTED_BREAKS=1`` (and a torch that has the setting), dynamo's ``nested_graph_breaks``
-    (process-wide): at ropeshift's attention, the graph break three calls below the compiled layer
-    (``GradientCheckpointingLayer.__call__`` -> the layer's ``forward`` -> its attention module -> ropeshift's
-    attention), dynamo resumes inside that frame instead of tracing the stack again from each frame above it
-    (dynamo's default, which traces the layer's code once per level). On a 2-core CPU, a 2-layer model, dynamo's
-    trace only: 24 frames traced instead of 50, generation warm-up 7.2 -> 5.2 s, likelihood 2.5 -> 0.8 s
-    (``benchmarks/profile_compile.py``). Returns whether it is on.
-
-    Measured on the H100 (twenty-eighth session, with ``ROPESHIFT_EARLY_POOL=1``): the whole study took 378 s
-    instead of 298-315, every generation cell at 0.70-0.79x its usual rate with the GPU fully busy (slower
-    graphs, not host time), and the rank's cold warm-up did not shrink (24-25 s). Keep it off."""
-    import os
-
-    import torch
-
-    conf = torch._dynamo.config
-    if os.environ.get(NESTED_ENV) != "1" or not hasattr(conf, "nested_graph_breaks"):
-        return False
-    conf.nested_graph_breaks = True
-    return True
-
-
-POOL_ENV = "ROPESHIFT_EARLY_POOL"  # "1": ranks that warm up start inductor's compile workers first (start_compile_workers)
-
-
-def start_compile_workers(setting: str, device) -> bool:
-    """With ``ROPESHIFT_EARLY_POOL=1``: start inductor's Triton-compile workers now
-    (``torch._inductor.async_compile.maybe_warm_pool``: its sidecar process, then its workers at a first, no-op
-    job) when this process will compile its layers on CUDA (``resolve``'s rule); returns whether it did.
-
-    Why: inductor starts them at its first kernel, and until they are ready (a new interpreter imports torch,
-    then forks the workers: seconds) every Triton kernel compiles in the compiling process, one after the other.
-    ``launch.run_rank`` calls it while a rank's skeleton config is read (``skeleton(meanwhile=)``: after that
-    helper's fork, which must not inherit the pool's threads and pipes), so the workers come up meanwhile.
-    Measured on the H100 only together with ``nested_breaks`` (twenty-eighth session; slower, see there) and,
-    in the twenty-sixth session, started at the rank's start (workers idle, no gain): off by default."""
-    import os
-
-    if os.environ.get(POOL_ENV) != "1" or setting == "off" or not str(device).startswith("cuda"):
-        return False
-    try:
-        from torch._inductor.async_compile import maybe_warm_pool
-    except ImportError:  # a torch without inductor's pool: it compiles as it always did
-        return False
-    maybe_warm_pool()
-    return True
 
 
 def is_attention(module) -> bool:
@@ -143,7 +97,6 @@ def compile_model(model, mode: str = "layers", backend: str = "inductor") -> int
         raise ValueError(f"compile mode must be one of {MODES}, got {mode!r}")
     if mode == "layers":
         layer_index_dynamic()  # one graph for every layer (module docstring)
-        nested_breaks()
         targets = decoder_layers(model)
         for _, layer in targets:
             for child in layer.children():

@@ -25,7 +25,9 @@ and a likelihood forward of ``length`` tokens when the run scores likelihood. Th
 reverse run order, so that rank 0, which starts with the first methods, meets the helpers' kernels last.
 
 Nothing here changes a result: the outputs are dropped, and a helper that fails says so on stderr and exits. Off
-with ``ROPESHIFT_KERNEL_WARM=0``; on CUDA only (a helper on a machine without it returns at once).
+with ``ROPESHIFT_KERNEL_WARM=0``; on CUDA only (a helper on a machine without it returns at once);
+``ROPESHIFT_KERNEL_WARM_LOG=1``: each helper prints its seconds per method. Started by ``launch.run_workers``, so
+for ``ropeshift eval`` with or without ``--workers`` (not under torchrun).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import sys
 import time
 
 ENV = "ROPESHIFT_KERNEL_WARM"  # "0": no helpers
+LOG_ENV = "ROPESHIFT_KERNEL_WARM_LOG"  # "1": each helper prints its seconds per method on stderr
 HELPERS = 4  # processes at most (each a CUDA context, ~0.5 GiB; one core each, at nice 10)
 ROWS, MAX_NEW = 3, 6  # generation rows (not 1: Triton specialises an integer 1) and decode steps per warm-up
 
@@ -47,12 +50,13 @@ def shares(methods, helpers: int) -> list[list]:
 
 def model_for(name_or_path: str, device: str, dtype: str | None = None):
     """``name_or_path``'s model cut to its first decoder layer, random weights, on ``device``, eval mode, in
-    ``dtype`` (a torch dtype's name; None or "auto": ``loader.default_dtype``, as the ranks' ``--dtype auto``)."""
+    ``dtype`` (a torch dtype's name; None or "auto": ``loader.default_dtype``, as the ranks' ``--dtype auto``).
+    The config is read here, not in a forked helper as ``skeleton.skeleton`` does: a helper is a daemon process,
+    which may not start processes of its own."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from ropeshift.loader import default_dtype
-    from ropeshift.skeleton import read_config
+    from ropeshift.skeleton import from_config, read_config
 
     dtype = default_dtype(device) if dtype in (None, "auto") else getattr(torch, dtype)
     config = read_config(name_or_path, dtype)
@@ -60,9 +64,7 @@ def model_for(name_or_path: str, device: str, dtype: str | None = None):
     for key in ("layer_types", "mlp_only_layers"):  # per-layer lists some configs carry: the first layer's
         if isinstance(getattr(config, key, None), list):
             setattr(config, key, getattr(config, key)[:1])
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model.eval()
+    return from_config(config, device, dtype)
 
 
 def warm_methods(cfg, methods, model) -> dict[str, float]:
@@ -105,7 +107,7 @@ def _helper(cfg, methods, device: str, dtype: str | None = None) -> None:
             return
         t0 = time.perf_counter()
         seconds = warm_methods(cfg, methods, model_for(cfg.model, device, dtype))
-        if os.environ.get("ROPESHIFT_KERNEL_WARM_LOG") == "1":
+        if os.environ.get(LOG_ENV) == "1":
             done = ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
             print(f"kernel warm-up {time.perf_counter() - t0:.1f} s: {done}", file=sys.stderr, flush=True)
     except Exception as e:  # noqa: BLE001 - a helper only saves time; the run goes on without it

@@ -5,14 +5,13 @@ tokenizer, then ``runner.run``) and ``run_workers`` (``--workers N``: N spawned 
     run_rank(cfg, load, "cuda", load_tokenizer=tokenizer_of)         # this process as one rank (under torchrun)
 
 ``load(device, **kw) -> (model, tokenizer)`` loads the model on a rank's device (``cli_common.load``'s keywords:
-``with_tokenizer``, ``tokenizer``, ``weights``, ``meanwhile``); ``load_tokenizer() -> tokenizer`` the tokenizer
-alone.
+``with_tokenizer``, ``tokenizer``, ``weights``); ``load_tokenizer() -> tokenizer`` the tokenizer alone.
 """
 from __future__ import annotations
 
 import functools
 
-from . import dense_compile, parallel, startup_clock
+from . import parallel, startup_clock
 from .parallel import Ranks
 from .runner import RunConfig, run
 from .sample_store import start_samples
@@ -29,9 +28,8 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     sends it to the others (``parallel.post``, in the background: ~1.6 MB pickled for SmolLM2), and every rank
     loads its weights alone. Rank 0 loads its weights with that tokenizer (``load(device, tokenizer=...)``: a GGUF
     model is converted once, ``gguf_cache``), then posts it and goes on (the rows that copy others, its prompts);
-    the others first build their model without weights (``load(device, weights=False, meanwhile=...) -> (model,
-    None)``, ``ropeshift.skeleton``; with ``ROPESHIFT_EARLY_POOL=1`` inductor's compile workers start meanwhile:
-    ``dense_compile.start_compile_workers``), compile on it, and only then take the tokenizer and copy in the weights
+    the others first build their model without weights (``load(device, weights=False) -> (model, None)``,
+    ``ropeshift.skeleton``), compile on it, and only then take the tokenizer and copy in the weights
     (``load(device, with_tokenizer=False)``: the converted folder, ~1 s)::
 
         rank 0      [tokenizer][prompt workers][weights, conversion][post][joins][prompts][post plan][eager batches
@@ -70,9 +68,7 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
             parallel.post(ranks, tokenizer)  # sent in the background; the others take it after their warm-up
             clock.mark("tokenizer sent")
         elif share:
-            workers = functools.partial(dense_compile.start_compile_workers, cfg.compile, dev)
-            # its config read by a forked helper meanwhile; ROPESHIFT_EARLY_POOL=1: compile workers started then
-            model, tokenizer = load(dev, weights=False, meanwhile=workers)
+            model, tokenizer = load(dev, weights=False)  # its config read by a forked helper meanwhile
             clock.mark("skeleton")
             handover = functools.partial(_take_weights, ranks, load, dev, clock)
         else:

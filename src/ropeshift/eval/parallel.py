@@ -21,7 +21,6 @@ import os
 import shutil
 import socket
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,28 +175,6 @@ def settle() -> None:
         work.wait()
 
 
-def broadcast(ranks: Ranks, value):
-    """Rank 0's ``value`` on every rank."""
-    if ranks.world == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather(ranks: Ranks, value) -> list:
-    """Every rank's ``value``, in rank order, on every rank."""
-    if ranks.world == 1:
-        return [value]
-    import torch.distributed as dist
-
-    out = [None] * ranks.world
-    dist.all_gather_object(out, value)
-    return out
-
-
 def claims(ranks: Ranks, folder: Path, sizes: list[int], first: int = 0):
     """``(queue, index)`` pairs, each yielded on exactly one rank: the first to ask for it. ``sizes[q]`` items make
     queue q; this rank asks for the next item of queue ``first`` whenever it is free, then, once that queue is
@@ -228,13 +205,12 @@ def claims(ranks: Ranks, folder: Path, sizes: list[int], first: int = 0):
 class Progress:
     """One progress bar on rank 0 over every rank's finished samples; the others write their counts to files."""
 
-    def __init__(self, ranks: Ranks, total: int, folder: Path, enabled: bool = True, run_id: str | None = None):
-        """``run_id``: the progress files' folder name, the same on every rank (None: rank 0's, broadcast)."""
+    def __init__(self, ranks: Ranks, total: int, folder: Path, run_id: str, enabled: bool = True):
+        """``run_id``: the progress files' folder name, the same on every rank (rank 0's plan carries it:
+        ``runner._hand_plan``)."""
         from tqdm.auto import tqdm
 
         self.ranks, self.total, self.done = ranks, total, 0
-        if run_id is None:
-            run_id = broadcast(ranks, uuid.uuid4().hex[:12] if ranks.main else None)
         self.folder = Path(folder) / "_progress" / run_id
         self.bar = tqdm(total=total, desc="samples", unit="sample", disable=not (enabled and ranks.main))
         if ranks.world > 1:

@@ -168,7 +168,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     warm = mode is not None and ranks.world > 1 and not ranks.main and warm_up.enabled()  # compiles in its wait
     lead = 0 if warm else dense_compile.eager_lead(ranks, mode, model)  # work run eagerly before it compiles
     # rank 0 starts while the others still compile (they wait for its plan): eagerly, until they run (lead_others)
-    waits = mode is not None and not lead and ranks.main and dense_compile.lead_others(ranks, model, warm_up.enabled())
+    waits = mode is not None and not lead and dense_compile.lead_others(ranks, model, warm_up.enabled())
     if mode and not lead and not waits:
         dense_compile.compile_model(model, mode)  # compiles lazily, at the first forward
     share = cfg.share_rope
@@ -203,7 +203,7 @@ def run(cfg: RunConfig, model, tokenizer, *, progress: bool = True, model_path: 
     joins = plan["joins"]
     clock.mark("plan")
     total = sum(len(w[3]) for w in work)
-    bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), enabled=progress, run_id=plan["run_id"])
+    bar = parallel.Progress(ranks, total, model_dir(cfg.out, cfg.model), plan["run_id"], enabled=progress)
     if ranks.world > 1:   # several: one method's batch of a chunk whenever this rank is free
         queues, first = claim_queues(work, ranks.world, lambda length: rows_per_batch(cfg, length), merged,
                                      _run_order(cfg.methods), joins)
