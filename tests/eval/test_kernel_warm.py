@@ -91,3 +91,34 @@ def test_a_failing_helper_says_so_and_exits_cleanly(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(kw, "model_for", lambda name, device, dtype=None: (_ for _ in ()).throw(OSError("no such model")))
     kw._helper(_cfg(tmp_path), METHODS[:1], "cuda:0")  # in this process: it must not raise
     assert "kernel warm-up helper failed (OSError: no such model)" in capsys.readouterr().err
+
+
+def test_the_compile_log_names_ropeshift_kernels_only_and_never_raises(monkeypatch, capsys):
+    knobs = pytest.importorskip("triton").knobs
+    from types import SimpleNamespace as NS
+
+    def ours(Q, N, BLOCK, RULE):  # a stand-in for a @triton.jit function of ropeshift's
+        pass
+
+    ours.__module__ = "ropeshift.kernels._prefill"
+    jit = NS(fn=ours, arg_names=["Q", "N", "BLOCK", "RULE"])
+    src = NS(fn=jit, constants={(2,): 64, (3,): 1}, attrs={(1,): [["tt.divisibility", 16]]})
+    times = NS(total=2_500_000)
+    assert kw.compile_line(src, times) == "ours 2.50 s {'BLOCK': 64, 'RULE': 1} div16=['N']"
+    other = NS(fn=NS(fn=print, arg_names=[]), constants={}, attrs={})
+    assert kw.compile_line(other, times) is None  # inductor's and other libraries' kernels: not ours to list
+
+    earlier = []
+    monkeypatch.setattr(knobs.compilation, "listener", lambda *a, **k: earlier.append(k))
+    monkeypatch.delenv(kw.LOG_ENV, raising=False)
+    kw.log_compiles("rank 1")
+    assert knobs.compilation.listener is not None and not earlier  # off without the variable: unchanged
+    monkeypatch.setenv(kw.LOG_ENV, "1")
+    kw.log_compiles("rank 1")
+    listener = knobs.compilation.listener
+    listener(src=src, metadata={}, metadata_group={}, times=times, cache_hit=False)
+    listener(src=src, metadata={}, metadata_group={}, times=times, cache_hit=True)  # found on disk: not listed
+    listener(src=NS(), metadata={}, metadata_group={}, times=None, cache_hit=False)  # odd input: no error
+    err = capsys.readouterr().err
+    assert err.count("kernel compiled (rank 1, pid") == 1 and "ours 2.50 s" in err
+    assert len(earlier) == 3  # the listener set before is still called

@@ -26,7 +26,8 @@ reverse run order, so that rank 0, which starts with the first methods, meets th
 
 Nothing here changes a result: the outputs are dropped, and a helper that fails says so on stderr and exits. Off
 with ``ROPESHIFT_KERNEL_WARM=0``; on CUDA only (a helper on a machine without it returns at once);
-``ROPESHIFT_KERNEL_WARM_LOG=1``: each helper prints its seconds per method. Started by ``launch.run_workers``, so
+``ROPESHIFT_KERNEL_WARM_LOG=1``: each helper prints its seconds per method, and every helper and rank
+each ropeshift kernel it compiles from source (``log_compiles``: what the helpers did not cover). Started by ``launch.run_workers``, so
 for ``ropeshift eval`` with or without ``--workers`` (not under torchrun).
 """
 from __future__ import annotations
@@ -97,6 +98,52 @@ def warm_methods(cfg, methods, model) -> dict[str, float]:
     return seconds
 
 
+def log_compiles(role: str) -> None:
+    """With ``ROPESHIFT_KERNEL_WARM_LOG=1``: each ropeshift kernel this process compiles from source (a miss in
+    Triton's on-disk cache) from now on is printed on stderr with its seconds and specialisation (``compile_line``),
+    so a study's log says which first launches the helpers did not cover. Through ``triton.knobs.compilation.
+    listener`` (an earlier listener is still called); nothing without Triton or the variable."""
+    if os.environ.get(LOG_ENV) != "1":
+        return
+    try:
+        from triton import knobs
+    except ImportError:
+        return
+    before = knobs.compilation.listener
+    names = ("src", "metadata", "metadata_group", "times", "cache_hit")
+
+    def listener(*args, **kwargs):
+        if before is not None:
+            before(*args, **kwargs)
+        try:
+            got = {**dict(zip(names, args)), **kwargs}
+            line = None if got.get("cache_hit") else compile_line(got["src"], got["times"])
+            if line:
+                print(f"kernel compiled ({role}, pid {os.getpid()}): {line}", file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - a log line must never fail a compile
+            pass
+
+    knobs.compilation.listener = listener
+
+
+def compile_line(src, times) -> str | None:
+    """``name seconds s {constexpr: value} div16=[args]`` for a Triton source of a ropeshift kernel (``src.fn``:
+    its JIT function; ``times.total``: microseconds); None for any other kernel."""
+    jit = getattr(src, "fn", None)
+    fn = getattr(jit, "fn", jit)
+    if not getattr(fn, "__module__", "").startswith("ropeshift"):
+        return None
+    arg = list(getattr(jit, "arg_names", ()))
+
+    def name(path):
+        i = path[0] if isinstance(path, tuple) and path else path
+        return arg[i] if isinstance(i, int) and i < len(arg) else str(path)
+
+    consts = {name(k): v for k, v in (getattr(src, "constants", None) or {}).items() if isinstance(v, (bool, int))}
+    div16 = sorted(name(k) for k, v in (getattr(src, "attrs", None) or {}).items() if "tt.divisibility" in str(v))
+    return f"{fn.__name__} {times.total / 1e6:.2f} s {consts} div16={div16}"
+
+
 def _helper(cfg, methods, device: str, dtype: str | None = None) -> None:
     """One helper process: its methods on a one-layer model (module docstring); never raises."""
     try:
@@ -105,6 +152,7 @@ def _helper(cfg, methods, device: str, dtype: str | None = None) -> None:
 
         if not torch.cuda.is_available():
             return
+        log_compiles("helper")
         t0 = time.perf_counter()
         seconds = warm_methods(cfg, methods, model_for(cfg.model, device, dtype))
         if os.environ.get(LOG_ENV) == "1":

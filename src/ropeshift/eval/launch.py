@@ -46,6 +46,9 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     the barrier came 35.6 s after the command's start, 10 s after rank 0's prompts were ready."""
     parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
     ranks = Ranks.from_env()
+    from . import kernel_warm
+
+    kernel_warm.log_compiles(f"rank {ranks.rank}")  # ROPESHIFT_KERNEL_WARM_LOG=1: the kernels it compiles
     samples = None  # rank 0's prompts, made by worker processes (start_samples)
     created = parallel.init_group(ranks)
     try:
