@@ -26,9 +26,9 @@ reverse run order, so that rank 0, which starts with the first methods, meets th
 
 Nothing here changes a result: the outputs are dropped, and a helper that fails says so on stderr and exits. Off
 with ``ROPESHIFT_KERNEL_WARM=0``; on CUDA only (a helper on a machine without it returns at once);
-``ROPESHIFT_KERNEL_WARM_LOG=1``: each helper prints its seconds per method, and every helper and rank
-each ropeshift kernel it compiles from source (``log_compiles``: what the helpers did not cover). Started by ``launch.run_workers``, so
-for ``ropeshift eval`` with or without ``--workers`` (not under torchrun).
+``ROPESHIFT_KERNEL_WARM_LOG=1``: each helper prints its seconds per method, and every helper and rank each
+ropeshift kernel it compiles from source (``log_compiles``: what the helpers did not cover). Started by
+``launch.run_workers``, so for ``ropeshift eval`` with or without ``--workers`` (not under torchrun).
 """
 from __future__ import annotations
 
