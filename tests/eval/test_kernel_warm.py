@@ -21,12 +21,13 @@ def _cfg(tmp_path, model="tiny", tasks=("passkey", "perplexity"), methods=METHOD
     return RunConfig(model=model, tasks=tasks, lengths=(128, 256), methods=methods, samples=1, out=tmp_path)
 
 
-def test_helpers_get_every_method_once_last_methods_first():
+def test_helpers_get_every_method_once_first_methods_first():
     labels = [m.label for m in METHODS]
     got = kw.shares(METHODS, 2)
-    assert [[m.label for m in share] for share in got] == [labels[::-1][0::2], labels[::-1][1::2]]
+    assert [[m.label for m in share] for share in got] == [labels[0::2], labels[1::2]]
+    assert [share[0] for share in kw.shares(METHODS, 4)] == list(METHODS[:4])  # the run's first methods first
     assert sorted(m.label for share in kw.shares(METHODS, 4) for m in share) == sorted(labels)
-    assert len(kw.shares(METHODS[:2], 4)) == 2 and kw.shares(METHODS, 0) == [list(METHODS)[::-1]]
+    assert len(kw.shares(METHODS[:2], 4)) == 2 and kw.shares(METHODS, 0) == [list(METHODS)]
 
 
 def test_a_helper_runs_each_method_at_each_length_and_kind_then_removes_it(tmp_path, tok, tiny_llama, monkeypatch):
@@ -120,5 +121,5 @@ def test_the_compile_log_names_ropeshift_kernels_only_and_never_raises(monkeypat
     listener(src=src, metadata={}, metadata_group={}, times=times, cache_hit=True)  # found on disk: not listed
     listener(src=NS(), metadata={}, metadata_group={}, times=None, cache_hit=False)  # odd input: no error
     err = capsys.readouterr().err
-    assert err.count("kernel compiled (rank 1, pid") == 1 and "ours 2.50 s" in err
+    assert err.count("kernel compiled (rank 1, pid") == 1 and ", at " in err and "ours 2.50 s" in err
     assert len(earlier) == 3  # the listener set before is still called

@@ -12,7 +12,7 @@ the loop, with the GPU partly idle; a second study on the same machine, its Trit
 helper processes, started beside the ranks' start-up (16 cores, mostly idle in its first ~25 s), run every
 method's attention at each of the run's lengths, so the ranks' first launches find the kernels on disk::
 
-    launcher    [spawn ranks][helpers: the methods in reverse run order .......][pre-flight]
+    launcher    [spawn ranks][helpers: the methods in run order ...............][pre-flight]
     rank 0      [tokenizer][weights][prompts][eager batches: rope, string, ...][compiled batches ...
     rank 1, 2   [skeleton][warm-up ......................][weights][batches ...
 
@@ -22,7 +22,11 @@ eager (no ``torch.compile``: only ropeshift's own kernels are wanted), and runs 
 its methods: a generation batch (prefill into the static cache, decode steps, a captured step) at each length,
 with ``length`` and ``length - 1`` prompt tokens (Triton specialises integer arguments on divisibility by 16),
 and a likelihood forward of ``length`` tokens when the run scores likelihood. The methods go to the helpers in
-reverse run order, so that rank 0, which starts with the first methods, meets the helpers' kernels last.
+run order, the first methods first: every rank needs those first (ranks 1-2 warm up under the second method, rank 0
+runs its eager lead batches under the first methods). Until the twenty-ninth session they went last first, and
+the compile log (``log_compiles``, H100 run 10, benchmarks/RESULTS.md) showed ranks 1-2 compiling 41 rank-seconds
+of the first methods' kernels themselves, the same kernels (constexprs and specialisations) that a helper compiled
+later or at the same time.
 
 Nothing here changes a result: the outputs are dropped, and a helper that fails says so on stderr and exits. Off
 with ``ROPESHIFT_KERNEL_WARM=0``; on CUDA only (a helper on a machine without it returns at once);
@@ -43,8 +47,8 @@ ROWS, MAX_NEW = 3, 6  # generation rows (not 1: Triton specialises an integer 1)
 
 
 def shares(methods, helpers: int) -> list[list]:
-    """``methods`` dealt round-robin to ``helpers`` lists, last method first (module docstring); no empty list."""
-    order = list(methods)[::-1]
+    """``methods`` dealt round-robin to ``helpers`` lists, in run order (module docstring); no empty list."""
+    order = list(methods)
     n = max(1, min(helpers, len(order)))
     return [order[i::n] for i in range(n) if order[i::n]]
 
@@ -119,7 +123,8 @@ def log_compiles(role: str) -> None:
             got = {**dict(zip(names, args)), **kwargs}
             line = None if got.get("cache_hit") else compile_line(got["src"], got["times"])
             if line:
-                print(f"kernel compiled ({role}, pid {os.getpid()}): {line}", file=sys.stderr, flush=True)
+                print(f"kernel compiled ({role}, pid {os.getpid()}, at {time.time():.1f}): {line}", file=sys.stderr,
+                      flush=True)
         except Exception:  # noqa: BLE001 - a log line must never fail a compile
             pass
 
