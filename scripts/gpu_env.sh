@@ -31,12 +31,12 @@ fi
 # of `compile`; `import torch` 2.8 s against 1.0 s with bytecode; benchmarks/profile_tokenizer.py, RESULTS.md), so
 # every process of a study (launcher, ranks, helpers, prompt workers) compiled the same modules again. pip writes
 # this bytecode when it installs a package; here it is written once per machine, before anything is timed
-# (BYTECODE=0: skip). Its seconds are printed; they are set-up, not the study's.
+# (BYTECODE=0: skip; BYTECODE_S: its time limit, 240 s). Its seconds are printed; they are set-up, not the study's.
 if [ "${BYTECODE:-1}" = 1 ] && [ ! -e /root/.bytecode_done ]; then
   echo "gpu_env: PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset} PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-unset}"
   t0=$(date +%s.%N)
   purelib=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  timeout 240 python3 -m compileall -q -j 0 "$purelib" /tmp/site "$PWD/src" > /dev/null 2>&1
+  timeout "${BYTECODE_S:-240}" python3 -m compileall -q -j 0 "$purelib" /tmp/site "$PWD/src" > /dev/null 2>&1
   rc=$?  # 1 when some file does not compile (e.g. a package's Python 2 test data): the others are written
   echo "gpu_env: bytecode of $purelib, /tmp/site and src written in $(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $t0}") s (exit $rc)"
   : > /root/.bytecode_done
