@@ -112,6 +112,47 @@ def test_the_rope_checks_run_on_one_thread_and_restore_the_count(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_the_checks_run_on_the_device_asked_for_and_fall_back_to_the_cpu(monkeypatch):
+    """``checks_on(device)``: the checks' tensors are made there (the runner's rank 0: its GPU); where a check
+    cannot run there (here the meta device, which has no values) it warns once and answers on the CPU, the same
+    answers as without the context."""
+    import torch
+
+    from ropeshift.eval import report_headline as rh
+
+    made = []
+    real_match = rh._match
+    monkeypatch.setattr(rh, "_match", lambda *a: made.append(a[4]) or real_match(*a))
+    string = rh._method("string", STRING_PARAMS)  # S = 400: RoPE below 400 tokens, not at 512
+    cpu = [rh._rows_match(string, 0, n) for n in (256, 512)]
+    assert cpu == [True, False] and made == [None, None]
+    made.clear()
+    with pytest.warns(UserWarning, match="failed on meta"), rh.checks_on("meta"):
+        assert [rh._rows_match(string, 0, n) for n in (256, 512)] == cpu
+    assert made == [torch.device("meta"), None, None]  # one try there, then the CPU for the rest of the context
+    made.clear()
+    with rh.checks_on("cpu"):  # a CPU device: the CPU path, on one thread
+        assert rh._rows_match(string, 0, 256) and made == [None]
+    assert rh._DEVICE.get() is None
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_the_joins_are_the_same_on_a_gpu(tiny_llama):
+    """``rope_share.equal_lengths`` of ruler-lite's rows on a CUDA model (its checks there: ``checks_on``) gives
+    the CPU model's answer, which is not empty (rows copy rope and earlier rows at the shorter lengths)."""
+    from ropeshift.eval import report_headline as rh, rope_share
+    from ropeshift.eval.suites import SUITES
+
+    answers = []
+    for device in ("cpu", "cuda"):
+        rh._ROPE_LENGTHS.clear()
+        rope_share._SAME.clear()
+        answers.append(rope_share.equal_lengths(tiny_llama.to(device), SUITES["ruler-lite"].methods,
+                                                [128, 256, 512, 1024]))
+    tiny_llama.to("cpu")
+    assert answers[0] == answers[1] and answers[0]["lm_infinite"] == {128: "rope", 256: "rope", 512: "rope"}
+
+
 def test_report_opens_with_headline_and_run_details(run_dir, tmp_path, capsys):
     assert main(["report", str(run_dir), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
     out = capsys.readouterr().out

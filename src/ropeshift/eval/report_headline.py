@@ -18,7 +18,9 @@ are expected there.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -70,17 +72,51 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-@one_thread()
-def _rows_match(method, start: int, length: int, other=None) -> bool:
-    """For queries ``start..length-1`` over keys ``0..length-1``: ``method`` relates and shows every causal
-    (query, key) pair as ``other`` does (None: RoPE, rel == d and every causal key visible). On one thread
-    (``one_thread``)."""
+_DEVICE: contextvars.ContextVar = contextvars.ContextVar("ropeshift_checks_device", default=None)
+_CHUNK_DEVICE = 1 << 23  # elements per slice on a GPU (64 MB of int64 a tensor): fewer, larger launches
+
+
+@contextlib.contextmanager
+def checks_on(device):
+    """``_rows_match``'s checks on ``device`` for the duration (a CUDA device; None or a CPU: the CPU, on one
+    thread). The runner's rank 0 finds the run's joins (``rope_share.equal_lengths``) on its GPU, idle then: on
+    the H100 host they took it 4.2 s on the CPU, on its start-up's critical path (benchmarks/RESULTS.md). The
+    answers are exact integer and boolean comparisons, the same on every device; a check that fails there
+    (a method's definition making CPU tensors, say) is warned about once and made on the CPU."""
     import torch
 
-    keys = torch.arange(length).view(1, 1, length)
-    step = max(1, _CHUNK // length)
+    dev = None if device is None else torch.device(device)
+    token = _DEVICE.set(None if dev is None or dev.type == "cpu" else dev)
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def _rows_match(method, start: int, length: int, other=None) -> bool:
+    """For queries ``start..length-1`` over keys ``0..length-1``: ``method`` relates and shows every causal
+    (query, key) pair as ``other`` does (None: RoPE, rel == d and every causal key visible). On the device of
+    ``checks_on``, else on the CPU on one thread (``one_thread``)."""
+    device = _DEVICE.get()
+    if device is not None:
+        try:
+            return _match(method, start, length, other, device, _CHUNK_DEVICE)
+        except (RuntimeError, TypeError, NotImplementedError) as e:
+            warnings.warn(f"ropeshift: the RoPE-equality check of {type(method).__name__} failed on {device} "
+                          f"({type(e).__name__}: {e}); made on the CPU", stacklevel=2)
+            _DEVICE.set(None)  # the rest of this context on the CPU too (one warning)
+    with one_thread():
+        return _match(method, start, length, other, None, _CHUNK)
+
+
+def _match(method, start: int, length: int, other, device, chunk: int) -> bool:
+    """``_rows_match`` on ``device`` (None: the CPU), ``chunk`` elements per slice."""
+    import torch
+
+    keys = torch.arange(length, device=device).view(1, 1, length)
+    step = max(1, chunk // length)
     for stop in range(length, start, -step):  # longest distances first: a difference shows up early
-        qpos = torch.arange(max(start, stop - step), stop).view(1, -1, 1)
+        qpos = torch.arange(max(start, stop - step), stop, device=device).view(1, -1, 1)
         d = qpos - keys
         causal = d >= 0
         acausal = ~causal  # pairs that need not match (or-ed in: no gather of the causal ones)

@@ -35,7 +35,7 @@ from dataclasses import replace
 
 from .options import MethodSpec
 from .records import Record, read_cell
-from .report_headline import BASELINE, _method, _rows_match, rope_lengths
+from .report_headline import BASELINE, _method, _rows_match, checks_on, rope_lengths
 
 SAME_AS = "same_as"
 
@@ -140,7 +140,10 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
     Every row up to the last one asked for is activated once (``generation.activate``, then deactivated) for its
     resolved parameters. ~1-2 s for ruler-lite's 13 rows on a free 2-core CPU, mostly the checks' matrices at 8k; the
     runner has rank 0 find them while its prompt workers run and the other ranks compile (on the H100 host of
-    2026-12-07 they took rank 0 9.1 s there, off the start-up's critical path)."""
+    2026-12-07 they took rank 0 9.1 s there, off the start-up's critical path; 4.2 s in the twenty-ninth session's
+    studies, on it). The checks run on the model's device (``report_headline.checks_on``: a GPU, idle then)."""
+    import torch
+
     from .generation import activate, deactivate
 
     wanted = {m.label for m in methods if m.label != BASELINE} if labels is None else set(labels) - {BASELINE}
@@ -151,7 +154,9 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
             continue
         rows.append((m.label, dict(activate(model, m, impl, plain_attention))))
         deactivate(model)
-    return donors(rows, lengths, wanted, rope=baseline_row(methods) is not None)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with checks_on(device if device.type == "cuda" else None):
+        return donors(rows, lengths, wanted, rope=baseline_row(methods) is not None)
 
 
 def donors(rows: list[tuple[str, dict]], lengths, labels=None, rope: bool | None = None) -> dict:
