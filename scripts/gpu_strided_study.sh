@@ -23,7 +23,8 @@
 # (with ROPESHIFT_KERNEL_WARM=0 for the same code without the helpers)
 # Twenty-ninth session: that call pair on two cold machines took 299 and 302 s (runs 9, 10). Since then the helpers
 # take the methods in run order and gpu_env.sh writes the image's bytecode once before anything is timed
-# (BYTECODE=0: not); b.log's "kernel compiled (...)" lines name every ropeshift kernel a process still compiled.
+# (BYTECODE=0: not), and rank 0's joins run their checks on its GPU (report_headline.checks_on; b.log warns if
+# one fell back to the CPU); b.log's "kernel compiled (...)" lines name every ropeshift kernel a process compiled.
 # Next: the same call pair, unchanged (a pair costs ~430 s of device time: start ~90 s, call 2 ~340 s).
 # Earlier "next call" (twenty-sixth session):
 #   source scripts/gpu_env.sh; TESTS=1 TEST_LIMIT=200 TEST_K="offsets_and_layout or cuda_warm_up or cuda_forked" \
