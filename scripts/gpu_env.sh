@@ -29,7 +29,8 @@ fi
 # Bytecode (29th session): the device image's packages carry no compiled bytecode for most modules, and its processes
 # keep none of what they compile: a fresh process after a whole study still compiled 904 modules from source (~3 s
 # of `compile`; `import torch` 2.8 s against 1.0 s with bytecode; benchmarks/profile_tokenizer.py, RESULTS.md), so
-# every process of a study (launcher, ranks, helpers, prompt workers) compiled the same modules again. pip writes
+# every process of a study (launcher, ranks, helpers, prompt workers) compiled the same modules again (the step
+# prints PYTHONDONTWRITEBYTECODE, the likely reason, and scripts/gpu_bytecode_probe.sh times the effect). pip writes
 # this bytecode when it installs a package; here it is written once per machine, before anything is timed
 # (BYTECODE=0: skip; BYTECODE_S: its time limit, 240 s). Its seconds are printed; they are set-up, not the study's.
 if [ "${BYTECODE:-1}" = 1 ] && [ ! -e /root/.bytecode_done ]; then
