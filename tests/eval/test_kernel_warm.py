@@ -110,10 +110,11 @@ def test_the_compile_log_names_ropeshift_kernels_only_and_never_raises(monkeypat
     assert kw.compile_line(other, times) is None  # inductor's and other libraries' kernels: not ours to list
 
     earlier = []
-    monkeypatch.setattr(knobs.compilation, "listener", lambda *a, **k: earlier.append(k))
+    set_before = lambda *a, **k: earlier.append(k)  # noqa: E731
+    monkeypatch.setattr(knobs.compilation, "listener", set_before)
     monkeypatch.delenv(kw.LOG_ENV, raising=False)
     kw.log_compiles("rank 1")
-    assert knobs.compilation.listener is not None and not earlier  # off without the variable: unchanged
+    assert knobs.compilation.listener is set_before and not earlier  # off without the variable: unchanged
     monkeypatch.setenv(kw.LOG_ENV, "1")
     kw.log_compiles("rank 1")
     listener = knobs.compilation.listener

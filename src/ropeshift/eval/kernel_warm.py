@@ -41,7 +41,8 @@ import sys
 import time
 
 ENV = "ROPESHIFT_KERNEL_WARM"  # "0": no helpers
-LOG_ENV = "ROPESHIFT_KERNEL_WARM_LOG"  # "1": each helper prints its seconds per method on stderr
+LOG_ENV = "ROPESHIFT_KERNEL_WARM_LOG"  # "1": on stderr, each helper's seconds per method and every process's
+                                       # compiles of ropeshift kernels (``log_compiles``)
 HELPERS = 4  # processes at most (each a CUDA context, ~0.5 GiB; one core each, at nice 10)
 ROWS, MAX_NEW = 3, 6  # generation rows (not 1: Triton specialises an integer 1) and decode steps per warm-up
 
@@ -107,7 +108,7 @@ def log_compiles(role: str) -> None:
     Triton's on-disk cache) from now on is printed on stderr with its seconds and specialisation (``compile_line``),
     so a study's log says which first launches the helpers did not cover. Through ``triton.knobs.compilation.
     listener`` (an earlier listener is still called); nothing without Triton or the variable."""
-    if os.environ.get(LOG_ENV) != "1":
+    if not _logging():
         return
     try:
         from triton import knobs
@@ -149,6 +150,10 @@ def compile_line(src, times) -> str | None:
     return f"{fn.__name__} {times.total / 1e6:.2f} s {consts} div16={div16}"
 
 
+def _logging() -> bool:
+    return os.environ.get(LOG_ENV) == "1"
+
+
 def _helper(cfg, methods, device: str, dtype: str | None = None) -> None:
     """One helper process: its methods on a one-layer model (module docstring); never raises."""
     try:
@@ -160,7 +165,7 @@ def _helper(cfg, methods, device: str, dtype: str | None = None) -> None:
         log_compiles("helper")
         t0 = time.perf_counter()
         seconds = warm_methods(cfg, methods, model_for(cfg.model, device, dtype))
-        if os.environ.get(LOG_ENV) == "1":
+        if _logging():
             done = ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
             print(f"kernel warm-up {time.perf_counter() - t0:.1f} s: {done}", file=sys.stderr, flush=True)
     except Exception as e:  # noqa: BLE001 - a helper only saves time; the run goes on without it

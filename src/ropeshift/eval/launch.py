@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from . import parallel, startup_clock
+from . import kernel_warm, parallel, startup_clock
 from .parallel import Ranks
 from .runner import RunConfig, run
 from .sample_store import start_samples
@@ -46,8 +46,6 @@ def run_rank(cfg: RunConfig, load, device: str | None = None, progress: bool = T
     the barrier came 35.6 s after the command's start, 10 s after rank 0's prompts were ready."""
     parallel.allocator_defaults()  # before this rank's first CUDA allocation (spawned ranks too)
     ranks = Ranks.from_env()
-    from . import kernel_warm
-
     kernel_warm.log_compiles(f"rank {ranks.rank}")  # ROPESHIFT_KERNEL_WARM_LOG=1: the kernels it compiles
     samples = None  # rank 0's prompts, made by worker processes (start_samples)
     created = parallel.init_group(ranks)
@@ -121,8 +119,6 @@ def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, p
     are stopped and its error is the command's. Before it, on CUDA, ``kernel_warm.start`` forks the helpers that
     compile ropeshift's attention kernels for the run's methods beside the ranks' start-up (in ``dtype``, the
     ranks' ``--dtype`` name)."""
-    from . import kernel_warm
-
     helpers = []  # kernel_warm's processes: ropeshift's attention kernels compiled beside the ranks' start-up
 
     def meanwhile():

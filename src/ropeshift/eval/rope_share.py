@@ -142,8 +142,6 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
     runner has rank 0 find them while its prompt workers run and the other ranks compile (on the H100 host of
     2026-12-07 they took rank 0 9.1 s there, off the start-up's critical path; 4.2 s in the twenty-ninth session's
     studies, on it). The checks run on the model's device (``report_headline.checks_on``: a GPU, idle then)."""
-    import torch
-
     from .generation import activate, deactivate
 
     wanted = {m.label for m in methods if m.label != BASELINE} if labels is None else set(labels) - {BASELINE}
@@ -154,8 +152,7 @@ def equal_lengths(model, methods, lengths, impl=None, plain_attention: str = "mo
             continue
         rows.append((m.label, dict(activate(model, m, impl, plain_attention))))
         deactivate(model)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with checks_on(device if device.type == "cuda" else None):
+    with checks_on(next((p.device for p in model.parameters()), None)):
         return donors(rows, lengths, wanted, rope=baseline_row(methods) is not None)
 
 

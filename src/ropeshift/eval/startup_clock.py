@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .parallel import Ranks
 
+
 def _started_at(pid: int | str = "self") -> float | None:
     """The epoch second process ``pid`` started (Linux: field 22 of /proc/<pid>/stat, clock ticks after boot, plus
     the boot time), else None."""
