@@ -331,6 +331,8 @@ def _report_launcher(q) -> None:
     from ropeshift.eval import startup_clock
 
     q.put((startup_clock._launcher_s(), startup_clock._started_at(), startup_clock._process_age()))
+    q.close()
+    q.join_thread()  # sent before ``_entry`` ends the process at once (``process_exit``: no feeder flush at exit)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")

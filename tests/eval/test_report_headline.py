@@ -78,9 +78,10 @@ def test_equals_rope_follows_the_method_definition():
     assert rope_lengths("yarn+string", {}, LENGTHS) == [] and rope_lengths("rope", {}, [2, 1]) == [1, 2]
 
 
-def test_the_rope_checks_run_on_one_thread_and_restore_the_count(monkeypatch):
-    """``_rows_match`` (the rope-equal and row-equal checks) runs its ops on one intra-op thread, whatever the
-    process uses, and gives the count back after, also when the check raises."""
+def test_the_rope_checks_run_on_one_thread_in_a_run_and_restore_the_count(monkeypatch):
+    """``_rows_match`` (the rope-equal and row-equal checks) runs its ops on one intra-op thread inside
+    ``checks_on`` (a rank, beside the prompt workers), whatever the process uses, and gives the count back after,
+    also when the check raises; outside it (a report, the command's summary) on the process's threads."""
     import torch
 
     from ropeshift.eval import report_headline as rh
@@ -103,8 +104,13 @@ def test_the_rope_checks_run_on_one_thread_and_restore_the_count(monkeypatch):
     torch.set_num_threads(2)
     try:
         monkeypatch.setattr(rh, "_ROPE_LENGTHS", {})
-        assert rope_lengths("string", STRING_PARAMS, [256, 300, 512]) == [256, 300]  # S = 400
+        with rh.checks_on("cpu"):
+            assert rope_lengths("string", STRING_PARAMS, [256, 300, 512]) == [256, 300]  # S = 400
         assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setattr(rh, "_ROPE_LENGTHS", {})
+        assert rope_lengths("string", STRING_PARAMS, [256, 300, 512]) == [256, 300]
+        assert seen and set(seen) == {2} and torch.get_num_threads() == 2
         with pytest.raises(RuntimeError), rh.one_thread():
             raise RuntimeError
         assert torch.get_num_threads() == 2

@@ -73,20 +73,21 @@ def one_thread():
 
 
 _DEVICE: contextvars.ContextVar = contextvars.ContextVar("ropeshift_checks_device", default=None)
+_ONE_THREAD = "cpu, one thread"  # ``checks_on``'s CPU (None, outside it: the CPU with torch's threads)
 _CHUNK_DEVICE = 1 << 23  # elements per slice on a GPU (64 MB of int64 a tensor): fewer, larger launches
 
 
 @contextlib.contextmanager
 def checks_on(device):
-    """``_rows_match``'s checks on ``device`` for the duration (None or a CPU: the CPU, on one thread; any other
-    device is tried first). The runner's rank 0 finds the run's joins (``rope_share.equal_lengths``) on its GPU, idle then: on
+    """``_rows_match``'s checks on ``device`` for the duration (None or a CPU: the CPU, on one thread, beside the
+    prompt workers; any other device is tried first). The runner's rank 0 finds the run's joins (``rope_share.equal_lengths``) on its GPU, idle then: on
     the H100 host they took it 4.2 s on the CPU, on its start-up's critical path (benchmarks/RESULTS.md). The
     answers are exact integer and boolean comparisons, the same on every device; a check that fails there
     (a method's definition making CPU tensors, say) is warned about once and made on the CPU."""
     import torch
 
     dev = None if device is None else torch.device(device)
-    token = _DEVICE.set(None if dev is None or dev.type == "cpu" else dev)
+    token = _DEVICE.set(_ONE_THREAD if dev is None or dev.type == "cpu" else dev)
     try:
         yield
     finally:
@@ -96,16 +97,18 @@ def checks_on(device):
 def _rows_match(method, start: int, length: int, other=None) -> bool:
     """For queries ``start..length-1`` over keys ``0..length-1``: ``method`` relates and shows every causal
     (query, key) pair as ``other`` does (None: RoPE, rel == d and every causal key visible). On the device of
-    ``checks_on``, else on the CPU on one thread (``one_thread``)."""
+    ``checks_on``, or on the CPU on one thread (``one_thread``) there; outside it (a report, a command's closing
+    summary: nothing else runs) on the CPU with torch's threads (ruler-lite's rows: 0.83 s on one thread, 0.45 s
+    on two, 2-core CPU, 2026-12-08)."""
     device = _DEVICE.get()
-    if device is not None:
+    if device not in (None, _ONE_THREAD):
         try:
             return _match(method, start, length, other, device, _CHUNK_DEVICE)
         except (RuntimeError, TypeError, NotImplementedError) as e:
             warnings.warn(f"ropeshift: the RoPE-equality check of {type(method).__name__} failed on {device} "
                           f"({type(e).__name__}: {e}); made on the CPU", stacklevel=2)
-            _DEVICE.set(None)  # the rest of this context on the CPU too (one warning)
-    with one_thread():
+            _DEVICE.set(_ONE_THREAD)  # the rest of this context on the CPU too (one warning)
+    with one_thread() if device is not None else contextlib.nullcontext():
         return _match(method, start, length, other, None, _CHUNK)
 
 
