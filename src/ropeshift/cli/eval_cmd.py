@@ -64,6 +64,7 @@ def run(args) -> int:
     from ropeshift.eval.run_meta import run_recorded
     from ropeshift.eval.report_tables import perplexities, perplexity_table, ruler_table, summarise
     from ropeshift.eval.parallel import Ranks, allocator_defaults
+    from ropeshift.eval.record_follower import RecordFollower
     from ropeshift.eval.runner import RunConfig, model_label
     from ropeshift.eval.tasks import TaskOptions
 
@@ -78,14 +79,17 @@ def run(args) -> int:
     threshold = cc.threshold_from(args)
     allocator_defaults()  # expandable segments for this process's CUDA memory (and the ranks it spawns)
     ranks = Ranks.from_env()
+    root = model_dir(cfg.out, cfg.model)
+    follower = None
     if args.workers != 1 or ranks.world > 1:
-        code = run_recorded(cfg, args, plan=lambda c, a: _run_parallel(c, a, ranks), record=ranks.main)
+        if ranks.world == 1:  # the launcher of --workers: reads the records while its ranks write them
+            follower = RecordFollower(root)
+        code = run_recorded(cfg, args, plan=lambda c, a: _run_parallel(c, a, ranks, follower), record=ranks.main)
     else:
         code = run_recorded(cfg, args)
     if code is not None:
         return code
-    root = model_dir(cfg.out, cfg.model)
-    recs = cc.run_records(cfg, root)
+    recs = cc.run_records(cfg, root, follower)
     summary = summarise(recs)
     if summary:
         print()
@@ -113,8 +117,21 @@ def _tokenizer_of(args):
     return load_tokenizer(args.model)
 
 
-def _run_parallel(cfg, args, ranks) -> int | None:
-    """``--workers N`` or a torchrun rank: rank 0 prints the plan; None when rank 0 should print the summary."""
+def _while_running(cfg, follower):
+    """The launcher's work while its ranks run (``parallel.spawn``'s ``idle``): ``follower`` reads the records
+    written since its last call, and the RoPE-equality checks of their methods are made (the summary's, before it
+    needs them: ``report_headline.prefetch_rope_lengths``)."""
+    from ropeshift.eval.report_headline import prefetch_rope_lengths
+
+    def idle():
+        prefetch_rope_lengths(follower.poll(), cfg.lengths)
+
+    return idle
+
+
+def _run_parallel(cfg, args, ranks, follower=None) -> int | None:
+    """``--workers N`` or a torchrun rank: rank 0 prints the plan; None when rank 0 should print the summary.
+    ``follower``: the launcher's ``RecordFollower`` of the run folder, polled while the workers run."""
     from functools import partial
 
     from ropeshift.eval.launch import run_rank, run_workers
@@ -142,7 +159,8 @@ def _run_parallel(cfg, args, ranks) -> int | None:
             run_rank(cfg, load, args.device, not args.no_progress, args.model, tokenizer)
         else:  # the launcher checks while its workers start (their start-up is the study's critical path)
             run_workers(cfg, load, args.workers, args.device, not args.no_progress, args.model, tokenizer,
-                        check=check, dtype=args.dtype)
+                        check=check, dtype=args.dtype,
+                        idle=_while_running(cfg, follower) if follower is not None else None)
     except KeyboardInterrupt:
         print("\ninterrupted: finished samples are saved; rerun to resume (with any --workers)", file=sys.stderr)
         return 130

@@ -211,10 +211,11 @@ def run_plan(cfg, args) -> int | None:
     return None
 
 
-def run_records(cfg, folder: Path) -> list[dict]:
-    """The records under ``folder`` that belong to ``cfg`` (its methods, lengths and sample indices)."""
+def run_records(cfg, folder: Path, follower=None) -> list[dict]:
+    """The records under ``folder`` that belong to ``cfg`` (its methods, lengths and sample indices); from
+    ``follower`` (a ``record_follower.RecordFollower`` of ``folder``) when one has read them during the run."""
     from ropeshift.eval.records import iter_records
 
     labels = {m.label for m in cfg.methods}
-    return [r for r in iter_records(folder) if r["method"] in labels and r["length"] in cfg.lengths
-            and r["index"] < cfg.samples]
+    found = follower.records() if follower is not None else iter_records(folder)
+    return [r for r in found if r["method"] in labels and r["length"] in cfg.lengths and r["index"] < cfg.samples]

@@ -110,7 +110,8 @@ def _take_weights(ranks: Ranks, load, device: str, clock, model) -> tuple:
 
 
 def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, progress: bool = True,
-                model_path: str | None = None, load_tokenizer=None, check=None, dtype: str | None = None) -> None:
+                model_path: str | None = None, load_tokenizer=None, check=None, dtype: str | None = None,
+                idle=None) -> None:
     """Run ``cfg`` in ``workers`` spawned processes, one device each (``load`` must be picklable).
 
     When a worker dies the others are stopped and ``torch.multiprocessing``'s exception is raised;
@@ -118,7 +119,8 @@ def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, p
     CLI's pre-flight) runs in this process while the workers start (first, with one worker); if it raises, they
     are stopped and its error is the command's. Before it, on CUDA, ``kernel_warm.start`` forks the helpers that
     compile ropeshift's attention kernels for the run's methods beside the ranks' start-up (in ``dtype``, the
-    ranks' ``--dtype`` name)."""
+    ranks' ``--dtype`` name). ``idle()`` (optional, several workers): called every few seconds while they run
+    (``parallel.spawn``)."""
     helpers = []  # kernel_warm's processes: ropeshift's attention kernels compiled beside the ranks' start-up
 
     def meanwhile():
@@ -132,6 +134,6 @@ def run_workers(cfg: RunConfig, load, workers: int, device: str | None = None, p
             run_rank(cfg, load, device, progress, model_path, load_tokenizer)
             return
         parallel.spawn(run_rank, (cfg, load, device, progress, model_path, load_tokenizer), workers,
-                       meanwhile=meanwhile)
+                       meanwhile=meanwhile, idle=idle)
     finally:
         kernel_warm.stop(helpers)

@@ -293,14 +293,15 @@ def start_method() -> str:
     return "spawn" if torch.cuda.is_initialized() else "fork"
 
 
-def spawn(fn, args: tuple, workers: int, meanwhile=None) -> None:
+def spawn(fn, args: tuple, workers: int, meanwhile=None, idle=None, idle_s: float = 2.0) -> None:
     """Run ``fn(*args)`` in ``workers`` new processes (``start_method``) that see torchrun's environment (rank r
     of workers).
 
     ``torch.multiprocessing.start_processes`` joins them; when one dies the others are stopped and an exception
     names it, as torchrun does. ``meanwhile()`` (optional) runs here once they have started (the CLI's pre-flight
     checks, beside the ranks' start-up instead of before it); if it raises, the ranks are stopped and its
-    exception propagates."""
+    exception propagates. ``idle()`` (optional) runs here every ``idle_s`` seconds after that while the ranks run
+    (the CLI reads their records as they come: ``record_follower``); its exceptions propagate the same way."""
     import torch.multiprocessing as mp
 
     if workers < 1:
@@ -310,7 +311,11 @@ def spawn(fn, args: tuple, workers: int, meanwhile=None) -> None:
     try:
         if meanwhile is not None:
             meanwhile()
-    except BaseException:
+        while idle is not None and not ctx.join(timeout=idle_s):
+            idle()
+    except BaseException as e:
+        if type(e).__module__.startswith("torch.multiprocessing"):  # a rank failed: join stopped the others
+            raise
         for p in ctx.processes:
             if p.is_alive():
                 p.terminate()

@@ -186,6 +186,20 @@ def rope_equal_lengths(records: list[dict]) -> dict[tuple, list[int]]:
     return out
 
 
+def prefetch_rope_lengths(records, lengths) -> None:
+    """Make now, on one thread (``checks_on``: a run goes on beside), the checks ``rope_equal_lengths`` will ask
+    for once ``records``' methods have every one of ``lengths``: the launcher of ``ropeshift eval --workers``
+    does it for the records it reads during the run (``record_follower``), so that its closing summary finds
+    them in ``rope_lengths``' cache."""
+    first = {}  # a label's first record: its resolved setting (``rope_equal_lengths`` takes one per length)
+    for r in records:
+        if r["method"] != BASELINE:
+            first.setdefault(r["method"], r)
+    with checks_on(None):
+        for r in first.values():
+            rope_lengths(r.get("method_name"), r.get("params"), lengths)
+
+
 @dataclass(frozen=True)
 class HeadlineRow:
     model: str
