@@ -421,6 +421,43 @@ def test_post_returns_at_once_and_the_others_take_the_values_in_order(tmp_path):
                        start_method="spawn")
 
 
+def _take_while_another_rank_waits(rank, world, port, folder):
+    import torch.distributed as dist
+
+    from ropeshift.eval import parallel
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    ranks = parallel.Ranks(rank, world)
+    try:
+        if ranks.main:
+            parallel.post(ranks, "tokenizer")
+            parallel.post(ranks, {"plan": list(range(50_000))})
+        elif rank == 1:  # still warming up: takes nothing until rank 2 has both values (or 60 s have passed)
+            end = time.monotonic() + 60
+            while not (folder / "rank2").exists() and time.monotonic() < end:
+                time.sleep(0.01)
+            assert (folder / "rank2").exists(), "rank 2 waited for rank 1 to take the first value"
+            assert parallel.take(ranks) == "tokenizer" and parallel.take(ranks)["plan"][-1] == 49_999
+        else:
+            assert parallel.take(ranks) == "tokenizer" and len(parallel.take(ranks)["plan"]) == 50_000
+            (folder / "rank2").write_text("1")
+        parallel.barrier(ranks)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_takes_each_value_whatever_the_other_ranks_have_taken(tmp_path):
+    """Rank 0's values reach each rank on their own (``post``: one message pair per rank): rank 2 gets the plan
+    while rank 1 has not yet taken the tokenizer posted before it (with gloo broadcasts rank 2 waited for rank 1:
+    4.5 s in the H100 study of 2026-12-07)."""
+    import torch.multiprocessing as mp
+
+    from ropeshift.eval import parallel
+
+    mp.start_processes(_take_while_another_rank_waits, args=(3, parallel.free_port(), tmp_path), nprocs=3,
+                       join=True, start_method="spawn")
+
+
 def test_a_bad_setting_stops_every_worker_with_the_preflight_error(tiny_folder, tmp_path):
     """``ropeshift eval --workers 2`` with a method setting the model rejects: the launcher's pre-flight (run while
     the ranks start) stops them and the command fails at once with the method's own error, instead of rank 0

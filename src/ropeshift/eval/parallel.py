@@ -113,6 +113,7 @@ def init_group(ranks: Ranks) -> bool:
     # long barriers: rank 0 generates every prompt while the others wait
     dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world,
                             timeout=datetime.timedelta(hours=12))
+    _SEQ.update(post=0, take=0)  # a new group: ``post``'s messages numbered from 0 on every rank
     return True
 
 
@@ -126,6 +127,7 @@ def barrier(ranks: Ranks) -> None:
 
 
 _POSTED: list = []  # (gloo work, its tensor) of this rank's ``post`` calls not yet waited for
+_SEQ = {"post": 0, "take": 0}  # values posted / taken so far by this process: their messages' tags
 
 
 def post(ranks: Ranks, value) -> None:
@@ -136,7 +138,13 @@ def post(ranks: Ranks, value) -> None:
     their warm-up compile; a blocking ``broadcast`` held rank 0 there for 9-15 s (H100 studies of 2026-12-07)
     before it collected its prompts, which then came after the others were ready.
 
-    Wire format (``take``'s): an int64 byte count, then the pickled bytes (uint8), two gloo broadcasts."""
+    One point-to-point message pair per rank (not a broadcast): gloo runs a process's collectives one after the
+    other, so with broadcasts the plan could reach rank 2 only once the tokenizer before it had reached every
+    rank; rank 2, its warm-up done first, waited 4.5 s for rank 1's in the H100 study of 2026-12-07 (run 10),
+    and 4.0 s for a rank 1 that took the first value 4 s late on a CPU (2026-12-08); with messages, at once.
+
+    Wire format (``take``'s): an int64 byte count, then the pickled bytes (uint8), tagged with the value's
+    number (every rank posts or takes the values in the same order)."""
     if ranks.world == 1:
         return
     if not ranks.main:
@@ -148,8 +156,11 @@ def post(ranks: Ranks, value) -> None:
 
     data = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8)
     size = torch.tensor([data.numel()], dtype=torch.int64)
-    for t in (size, data):  # queued in order: each broadcast gets the next collective's tag
-        _POSTED.append((dist.broadcast(t, src=0, async_op=True), t))
+    tag = 2 * _SEQ["post"]
+    _SEQ["post"] += 1
+    for dst in range(1, ranks.world):
+        for t, k in ((size, tag), (data, tag + 1)):
+            _POSTED.append((dist.isend(t, dst=dst, tag=k), t))
 
 
 def take(ranks: Ranks):
@@ -161,10 +172,12 @@ def take(ranks: Ranks):
     import torch
     import torch.distributed as dist
 
+    tag = 2 * _SEQ["take"]
+    _SEQ["take"] += 1
     size = torch.zeros(1, dtype=torch.int64)
-    dist.broadcast(size, src=0)
+    dist.recv(size, src=0, tag=tag)
     data = torch.empty(int(size.item()), dtype=torch.uint8)
-    dist.broadcast(data, src=0)
+    dist.recv(data, src=0, tag=tag + 1)
     return pickle.loads(data.numpy().tobytes())
 
 
