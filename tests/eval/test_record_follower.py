@@ -88,3 +88,23 @@ def test_the_summary_of_a_followed_run_is_the_summary_of_its_folder(tmp_path):
                     out=tmp_path)
     a, b = cc.run_records(cfg, root), cc.run_records(cfg, root, follow)
     assert [r.to_dict() for r in a] == [r.to_dict() for r in b] and len(a) == 3
+
+
+def test_poll_never_raises_and_a_failed_follower_reads_the_folder_anew(tmp_path, monkeypatch):
+    root = tmp_path / "tiny"
+    follow = RecordFollower(root)
+    with open_writer(tmp_path, "tiny", "passkey", "string", 384) as w:
+        w.write(_rec(0))
+        monkeypatch.setattr(RecordFollower, "_paths", lambda self: (_ for _ in ()).throw(FileNotFoundError("gone")))
+        assert follow.poll() == [] and follow.failed is None  # a folder walk that failed: tried again later
+        monkeypatch.undo()
+        assert [r.index for r in follow.poll()] == [0]
+        w.write(_rec(1))
+
+        def boom(*a):
+            raise RuntimeError("unexpected")
+
+        monkeypatch.setattr(RecordFollower, "_advance", boom)
+        assert follow.poll() == [] and isinstance(follow.failed, RuntimeError)
+        assert follow.poll() == []  # stopped
+    assert _followed(follow) == _fresh(root) and len(_fresh(root)) == 2

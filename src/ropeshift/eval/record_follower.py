@@ -16,6 +16,8 @@ file and parses only what follows them when the file still starts with them (a r
 to, but a writer opening it first cuts a torn or unparsable last line: ``records.repair``); otherwise, or where a
 line was JSON but not a record (``read_records`` raises naming file and line), that file is read anew by
 ``read_records``. Files are taken in ``iter_records``' order and a sample key's first record wins, as there.
+``poll`` never raises (the launcher's wait must not stop a run); after an unexpected error it stops following and
+``records`` is ``iter_records``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import NOT_RECORDS, Record, _file_order, read_records
+from .records import NOT_RECORDS, Record, _file_order, iter_records, read_records
 
 
 @dataclass
@@ -41,6 +43,7 @@ class RecordFollower:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._files: dict[Path, _File] = {}
+        self.failed: Exception | None = None  # what stopped ``poll``; ``records`` then reads every file anew
 
     def _paths(self) -> list[Path]:
         if not self.root.exists():
@@ -50,13 +53,24 @@ class RecordFollower:
 
     def poll(self) -> list[Record]:
         """Parse what the files gained since the last call; returns the new records (all files, before
-        de-duplication). Never raises for a file's content: a file that changed under it or holds a line that is
-        not a record is read whole by ``records``."""
+        de-duplication). Never raises: a file that changed under it or holds a line that is not a record is read
+        whole by ``records``; a folder walk that failed (rank 0 removes its progress folder at the end) is tried
+        again at the next call; anything else stops the following (``failed``)."""
+        if self.failed is not None:
+            return []
+        try:
+            paths = self._paths()
+        except OSError:
+            return []
         new = []
-        for p in self._paths():
-            f = self._files.setdefault(p, _File())
-            if f.followed:
-                new.extend(self._advance(p, f))
+        try:
+            for p in paths:
+                f = self._files.setdefault(p, _File())
+                if f.followed:
+                    new.extend(self._advance(p, f))
+        except Exception as e:  # noqa: BLE001 - the launcher's wait must not stop a run; records() reads anew
+            self.failed = e
+            return []
         return new
 
     def _advance(self, path: Path, f: _File) -> list[Record]:
@@ -88,8 +102,8 @@ class RecordFollower:
     def records(self) -> list[Record]:
         """``list(iter_records(root))``: every file brought up to date (read whole where following it failed),
         one record per sample key, the first met in ``iter_records``' file order."""
-        if not self.root.exists():
-            raise FileNotFoundError(f"no results folder {self.root}")
+        if self.failed is not None or not self.root.exists():
+            return list(iter_records(self.root))
         seen, out = set(), []
         for p in self._paths():
             f = self._files.setdefault(p, _File())
