@@ -88,14 +88,15 @@ args=(--model "$MODEL" --suite "$SUITE" --impl "$IMPL" --plain-attention "$PLAIN
 [ -n "${LENGTHS:-}" ] && args+=(--lengths "$LENGTHS")
 [ -n "${SAMPLES:-}" ] && args+=(--samples "$SAMPLES")
 
-start=$(date +%s)
+start=$(date +%s.%N)
 # SIGINT lets the CLI stop cleanly (finished samples are on disk) and record the invocation in run_meta.json
 timeout --signal=INT --kill-after=30 "$LIMIT" "$PYTHON" -m ropeshift.cli.main eval "${args[@]}" 2>&1 \
   | tee "$OUT/eval.log"
 status=${PIPESTATUS[0]}
-end=$(date +%s)
+end=$(date +%s.%N)
 echo "eval exit status $status (124/130: stopped by LIMIT=$LIMIT s; rerun with RUNS=$RUNS to resume)," \
-     "wall time $((end - start)) s (model loading and prompt generation included)" | tee -a "$OUT/eval.log"
+     "wall time $(awk "BEGIN {printf \"%.1f\", $end - $start}") s (model loading and prompt generation included;" \
+     "ended at $(awk "BEGIN {printf \"%.1f\", $end}") epoch s)" | tee -a "$OUT/eval.log"
 
 if [ "${REPORT:-1}" = 0 ]; then
   tar czf "$OUT/records.tgz" --exclude=_prompts -C "$(dirname "$RUNS")" "$(basename "$RUNS")"
