@@ -340,10 +340,10 @@ def spawn(fn, args: tuple, workers: int, meanwhile=None, idle=None, idle_s: floa
 
 
 def _entry(rank: int, env: dict, fn, args: tuple) -> None:
-    """A spawned rank: ``fn(*args)`` under torchrun's environment, then the process ends at once
-    (``process_exit.exit_now``: its launcher joins it only once it has exited, and a rank's interpreter teardown
-    took ~1 s after its work on a 2-core CPU); an exception takes the ordinary path, so that
-    ``torch.multiprocessing`` reports it to the launcher."""
+    """A rank ``spawn`` started: ``fn(*args)`` under torchrun's environment, then the process ends at once
+    (``process_exit.exit_now``: its launcher joins it only once it has exited; a spawned rank's interpreter
+    teardown took ~1 s on a 2-core CPU, a forked one ends through ``multiprocessing``'s ``os._exit`` anyway); an
+    exception takes the ordinary path, so that ``torch.multiprocessing`` reports it to the launcher."""
     from .. import process_exit
     from . import startup_clock
 
