@@ -96,6 +96,11 @@ if [ "$B_LIMIT" -ge 30 ]; then
   [ -s "$WORK/gpu.csv" ] && say "(b) card: $(awk -F', *' '{n++; u+=$2; if ($2 < 50) low++; if ($3 > m) m = $3}
     END {if (n) printf "%d samples, utilization mean %.1f %%, %.1f %% of samples under 50 %%, most memory %d MiB", n, u / n, 100 * low / n, m}' "$WORK/gpu.csv")"
   say "(b) done: $(grep -h 'eval exit status' "$WORK/b/eval.log" 2>/dev/null)"
+  # the tail: from the last batch's end (the batch logs' latest "t") to the command's exit (gpu_eval.sh's "ended at")
+  end=$(grep -ho 'ended at [0-9.]*' "$WORK/b/eval.log" 2>/dev/null | tail -1 | awk '{print $3}')
+  last=$(cat "$FRESH_RUNS"/*/_batches/rank*.jsonl 2>/dev/null | "$PYTHON" -c \
+    'import json, sys; print(max((json.loads(l)["t"] for l in sys.stdin if l.strip()), default=""))' 2>/dev/null)
+  [ -n "$end" ] && [ -n "$last" ] && say "(b) tail: $(awk "BEGIN {printf \"%.1f\", $end - $last}") s from the last batch's end to the command's exit"
   cp "$WORK/b/records.tgz" "$OUT/fresh_records.tgz" 2>/dev/null
   base=()
   if [ -f "$BASE_TGZ" ]; then
