@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import NOT_RECORDS, Record, _file_order, iter_records, read_records
+from .records import Record, iter_records, read_records, record_files
 
 
 @dataclass
@@ -46,10 +46,7 @@ class RecordFollower:
         self.failed: Exception | None = None  # what stopped ``poll``; ``records`` then reads every file anew
 
     def _paths(self) -> list[Path]:
-        if not self.root.exists():
-            return []
-        return sorted((p for p in self.root.rglob("*.jsonl")
-                       if not any(part in NOT_RECORDS for part in p.relative_to(self.root).parts)), key=_file_order)
+        return record_files(self.root) if self.root.exists() else []
 
     def poll(self) -> list[Record]:
         """Parse what the files gained since the last call; returns the new records (all files, before

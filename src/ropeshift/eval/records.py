@@ -296,13 +296,19 @@ def iter_records(root: Path) -> Iterator[Record]:
     if not root.exists():
         raise FileNotFoundError(f"no results folder {root}")
     seen = set()
-    for p in sorted(root.rglob("*.jsonl"), key=_file_order):
-        if any(part in NOT_RECORDS for part in p.relative_to(root).parts):
-            continue
+    for p in record_files(root):
         for r in read_records(p):
             if r.key not in seen:
                 seen.add(r.key)
                 yield r
+
+
+def record_files(root: Path) -> list[Path]:
+    """The records files under ``root``, in the order ``iter_records`` reads them (prompts, progress and batch
+    logs left out)."""
+    root = Path(root)
+    found = (p for p in root.rglob("*.jsonl") if not any(part in NOT_RECORDS for part in p.relative_to(root).parts))
+    return sorted(found, key=_file_order)
 
 
 def _file_order(p: Path) -> tuple:
