@@ -70,6 +70,25 @@ def test_a_file_cut_and_rewritten_between_polls_is_read_anew(tmp_path):
     assert got == _fresh(root) and [r["index"] for r in got] == [0, 1, 2]
 
 
+def test_a_poll_notices_a_long_file_cut_and_rewritten(tmp_path):
+    """Past ``_TAIL`` consumed bytes a poll re-reads only the last ones: a cut there still shows, and the file is
+    parsed again from its first byte."""
+    from ropeshift.eval import record_follower as rf
+
+    root = tmp_path / "tiny"
+    path = record_path(tmp_path, "tiny", "passkey", "string", 384, "w0")
+    path.parent.mkdir(parents=True)
+    lines = [json.dumps(_rec(i).to_dict()) + "\n" for i in range(40)]
+    path.write_text("".join(lines) + '{"broken": \n')
+    assert path.stat().st_size > 2 * rf._TAIL
+    follow = RecordFollower(root)
+    assert len(follow.poll()) == 40
+    with open_writer(tmp_path, "tiny", "passkey", "string", 384) as w:  # cuts the broken line, appends after it
+        w.write(_rec(40))
+    assert [r.index for r in follow.poll()] == list(range(41))  # parsed again: the cut showed in the tail
+    assert _followed(follow) == _fresh(root)
+
+
 def test_the_summary_of_a_followed_run_is_the_summary_of_its_folder(tmp_path):
     """``cli_common.run_records`` gives the same records from a follower as from the folder."""
     from ropeshift.eval import cli_common as cc

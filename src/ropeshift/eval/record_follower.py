@@ -11,11 +11,12 @@ on the study's critical path, while the launcher had idled through the whole run
     ranks      [start-up][batches .........................................][exit]
     launcher   [spawn][checks][wait: poll, poll, poll, ...                ]      [records: last bytes][summary]
 
-Same answer as a fresh read, always: each file's bytes consumed so far are kept, and ``records`` re-reads every
-file and parses only what follows them when the file still starts with them (a records file is only appended
-to, but a writer opening it first cuts a torn or unparsable last line: ``records.repair``); otherwise, or where a
-line was JSON but not a record (``read_records`` raises naming file and line), that file is read anew by
-``read_records``. Files are taken in ``iter_records``' order and a sample key's first record wins, as there.
+Same answer as a fresh read, always: each file's bytes consumed so far are kept (a poll reads the new bytes and
+the last 4 KiB of those), and ``records`` re-reads every file whole and parses only what follows them when the
+file still starts with them (a records file is only appended
+to, but a writer opening it first cuts a torn or unparsable last line: ``records.repair``), else parses it again
+from its first byte; a file with a line that was JSON but not a record is left to ``read_records``, which raises
+naming file and line. Files are taken in ``iter_records``' order and a sample key's first record wins, as there.
 ``poll`` never raises (the launcher's wait must not stop a run); after an unexpected error it stops following and
 ``records`` is ``iter_records``.
 """
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .records import Record, iter_records, read_records, record_files
+
+
+_TAIL = 4096  # bytes of a file's consumed part a poll reads again (a cut and rewritten file shows there)
 
 
 @dataclass
@@ -70,15 +74,24 @@ class RecordFollower:
             return []
         return new
 
-    def _advance(self, path: Path, f: _File) -> list[Record]:
+    def _advance(self, path: Path, f: _File, whole: bool = False) -> list[Record]:
+        """Parse the complete lines ``path`` gained after ``f.raw``; returns their records. ``whole``
+        (``records``): the file is read from its first byte and must start with all of ``f.raw``; else (``poll``)
+        only the last ``_TAIL`` bytes of ``f.raw`` are read again and compared, so a poll reads what is new. A file
+        that fails the comparison was cut and rewritten (``repair``): it is parsed again from its first byte."""
+        start = 0 if whole else max(0, len(f.raw) - _TAIL)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read()
         except OSError:
             return []
-        if not data.startswith(bytes(f.raw)):  # cut and rewritten since (``repair``): start again from its first byte
+        if not data.startswith(memoryview(f.raw)[start:]):
             f.raw, f.records = bytearray(), []
+            if start:
+                return self._advance(path, f)  # f.raw empty now: from the first byte
         end = data.rfind(b"\n") + 1  # complete lines only; a torn last line waits for its end
-        fresh = data[len(f.raw):end]
+        fresh = data[len(f.raw) - start:end]
         if not fresh:
             return []
         out = []
@@ -105,7 +118,7 @@ class RecordFollower:
         for p in self._paths():
             f = self._files.setdefault(p, _File())
             if f.followed:
-                self._advance(p, f)
+                self._advance(p, f, whole=True)
             recs = f.records if f.followed else read_records(p)
             for r in recs:
                 if r.key not in seen:

@@ -80,8 +80,9 @@ _CHUNK_DEVICE = 1 << 23  # elements per slice on a GPU (64 MB of int64 a tensor)
 @contextlib.contextmanager
 def checks_on(device):
     """``_rows_match``'s checks on ``device`` for the duration (None or a CPU: the CPU, on one thread, beside the
-    prompt workers; any other device is tried first). The runner's rank 0 finds the run's joins (``rope_share.equal_lengths``) on its GPU, idle then: on
-    the H100 host they took it 4.2 s on the CPU, on its start-up's critical path (benchmarks/RESULTS.md). The
+    prompt workers; any other device is tried first). The runner's rank 0 finds the run's joins
+    (``rope_share.equal_lengths``) on its GPU, idle then: on the H100 host they took it 4.2 s on the CPU, on its
+    start-up's critical path (benchmarks/RESULTS.md). The
     answers are exact integer and boolean comparisons, the same on every device; a check that fails there
     (a method's definition making CPU tensors, say) is warned about once and made on the CPU."""
     import torch
